@@ -1,0 +1,206 @@
+"""``make run``: the whole pipeline on one machine, with embedded infrastructure where none is configured.
+
+Usage: python -m deploy.local.stack run
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from deploy.local.infra import infrastructure
+from shared.cli import CliSettings, ensure_key_files, store_license, topic_specs
+from shared.db.migrate import apply_migrations
+from shared.db.pool import connect
+from shared.kafka import ensure_topics
+from shared.keys import load_signer
+from shared.licensing import LicenseRefused, LicenseVerifier, issue_license
+
+SERVICES = ("receiver", "redactor", "signer")
+DEV_ORG = "dev"
+
+
+@dataclass
+class ServiceGroup:
+    """Runs the services as child processes and stops every one of them, whatever happens."""
+
+    env: Mapping[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def start(self, name: str, *extra_args: str) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self._logs.append(log)
+        process = subprocess.Popen([sys.executable, "-m", f"services.{name}", *extra_args], env=dict(self.env),
+                                   stdout=log, stderr=subprocess.STDOUT)
+        self.processes[name] = process
+        return process
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        process = self.processes.get(name)
+        if process is None or process.poll() is not None:
+            return None if process is None else process.returncode
+        process.send_signal(sig)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.stop(name)
+        for log in self._logs:
+            log.close()
+
+
+def wait_ready(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} was not ready after {timeout}s")
+
+
+async def prepare(settings: CliSettings) -> None:
+    """Keys, schema and topics: everything the services expect to exist before they start."""
+    ensure_key_files(settings)
+    conn = await connect(settings.database_url)
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
+    await ensure_topics(settings.kafka_bootstrap_servers, topic_specs(settings))
+
+
+async def development_license(settings: CliSettings, cache: Path) -> str:
+    """Reuses the licence cached by an earlier run while it still verifies; otherwise issues a new one."""
+    issuer = load_signer(file=settings.license_issuer_key_file)
+    if cache.exists():
+        token = cache.read_text().strip()
+        try:
+            from datetime import UTC, datetime
+
+            LicenseVerifier.from_public_keys([issuer.public_key]).verify(DEV_ORG, token, now=datetime.now(UTC))
+            conn = await connect(settings.database_url)
+            try:
+                known = await conn.fetchval(
+                    "SELECT count(*) FROM licenses WHERE org_id = $1 AND revoked_at IS NULL", DEV_ORG)
+            finally:
+                await conn.close()
+            if known:
+                return token
+        except LicenseRefused:
+            pass
+    lic, token = issue_license(issuer, org_id=DEV_ORG)
+    await store_license(settings.database_url, lic)
+    cache.write_text(token + "\n")
+    return token
+
+
+def claude_code_environment(endpoint: str, org: str, token: str) -> str:
+    basic = base64.b64encode(f"{org}:{token}".encode()).decode()
+    return "\n".join([
+        "export CLAUDE_CODE_ENABLE_TELEMETRY=1",
+        "export OTEL_LOGS_EXPORTER=otlp",
+        "export OTEL_METRICS_EXPORTER=otlp",
+        "export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+        f"export OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}",
+        f'export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Basic {basic}"',
+        "export OTEL_LOG_USER_PROMPTS=1",
+        "export OTEL_LOG_TOOL_DETAILS=1",
+    ])
+
+
+def run() -> int:
+    started = time.monotonic()
+    var = Path(os.environ.get("LOCAL_STATE_DIR", "var"))
+    var.mkdir(exist_ok=True)
+    stop_requested = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    with infrastructure(var, ephemeral=False) as (dsn, bootstrap):
+        env = {**os.environ, "DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+        os.environ.update(DATABASE_URL=dsn, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+        settings = CliSettings()
+        asyncio.run(prepare(settings))
+        token = asyncio.run(development_license(settings, var / "dev-license"))
+        group = ServiceGroup(env, var / "log")
+        try:
+            for name in SERVICES:
+                group.start(name)
+            port = int(env.get("RECEIVER_PORT", "4318"))
+            wait_ready(f"http://127.0.0.1:{port}/readyz", 60)
+            elapsed = time.monotonic() - started
+            print(f"\nready in {elapsed:.1f}s: receiver http://127.0.0.1:{port}  database {dsn}  broker {bootstrap}")
+            print(f"logs in {var / 'log'}/; Ctrl-C stops everything.\n")
+            print("# Point Claude Code at it (development licence for org 'dev'):")
+            print(claude_code_environment(f"http://127.0.0.1:{port}", DEV_ORG, token), flush=True)
+            while not stop_requested:
+                for name, process in group.processes.items():
+                    if process.poll() is not None:
+                        print(f"{name} exited with {process.returncode}; see {var / 'log' / name}.log; stopping")
+                        stop_requested = True
+                time.sleep(0.2)
+        finally:
+            print("stopping...", flush=True)
+            group.stop_all()
+    return 0
+
+
+def with_database(command: list[str]) -> int:
+    """Runs an operator command against the same database ``make run`` uses, starting it if need be."""
+    var = Path(os.environ.get("LOCAL_STATE_DIR", "var"))
+    var.mkdir(exist_ok=True)
+    if os.environ.get("DATABASE_URL"):
+        return subprocess.call(command)
+    from deploy.local.infra import start_postgres
+
+    pg = start_postgres(var / "pgdata", ephemeral=False)
+    try:
+        os.environ["DATABASE_URL"] = pg.dsn
+        asyncio.run(_migrate(pg.dsn))
+        return subprocess.call(command)
+    finally:
+        pg.stop()
+
+
+async def _migrate(dsn: str) -> None:
+    conn = await connect(dsn)
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
+
+
+USAGE = "usage: python -m deploy.local.stack run | with-db -- COMMAND..."
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args == ["run"]:
+        sys.exit(run())
+    if len(args) >= 3 and args[:2] == ["with-db", "--"]:
+        sys.exit(with_database(args[2:]))
+    sys.exit(USAGE)

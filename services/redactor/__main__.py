@@ -1,0 +1,80 @@
+"""Run the redactor: ``python -m services.redactor`` (or ``audit-redactor``)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from services.redactor.pii import build_engine
+from services.redactor.settings import RedactorSettings
+from services.redactor.transform import TransformPolicy
+from services.redactor.worker import RedactorMetrics, RedactorWorker
+from shared.kafka import make_consumer, make_producer
+from shared.logs import configure_logging
+from shared.settings import load_settings
+
+
+async def _run(settings: RedactorSettings) -> None:
+    log = configure_logging("redactor", settings.log_level)
+    engine = None
+    if settings.pii_detection_enabled:
+        try:
+            engine = build_engine(settings.pii_kinds, settings.pii_ner_model, settings.pii_field_time_budget_ms)
+        except (ValueError, OSError) as exc:
+            raise SystemExit(f"redactor: cannot build the PII engine: {exc}") from None
+    registry = CollectorRegistry()
+    if settings.redactor_metrics_port:
+        start_http_server(settings.redactor_metrics_port, registry=registry)
+    policy = TransformPolicy(
+        plane_by_service=settings.plane_by_service,
+        default_plane=settings.default_plane,
+        keep_other_events=settings.other_event_policy == "keep",
+        keep_unknown_attributes=settings.unknown_attribute_policy == "keep",
+        detection_enabled=settings.pii_detection_enabled,
+    )
+    consumer = make_consumer(settings.kafka_bootstrap_servers, settings.redactor_group_id)
+    producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
+    worker = RedactorWorker(
+        consumer, producer, engine, policy,
+        raw_topic=settings.topic_raw_logs, canonical_topic=settings.topic_canonical,
+        dead_letter_topic=settings.topic_dead_letter, max_pending=settings.redactor_max_pending_messages,
+        metrics=RedactorMetrics(registry),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await _start_with_retry(producer, consumer, stop)
+    worker.subscribe()
+    log.info("redactor running", extra={"topic": settings.topic_raw_logs})
+    try:
+        await worker.run(stop)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def _start_with_retry(producer: object, consumer: object, stop: asyncio.Event) -> None:
+    from aiokafka.errors import KafkaError
+
+    from shared.pipeline import Backoff
+
+    backoff = Backoff(0.5, 10.0)
+    while not stop.is_set():
+        try:
+            await producer.start()  # type: ignore[attr-defined]
+            await consumer.start()  # type: ignore[attr-defined]
+            return
+        except (KafkaError, OSError):
+            await backoff.sleep(stop)
+    raise SystemExit(0)
+
+
+def main() -> None:
+    asyncio.run(_run(load_settings(RedactorSettings)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""OTLP log record -> canonical event. Pure functions of the record, its resource and the batch headers.
+
+The mapping never trusts telemetry for tenancy: tenant and org come from the licence headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+from shared.canonical import CONTENT_FIELDS, COST_SCALE
+
+AUDITED_EVENTS = frozenset({"user_prompt", "tool_result", "tool_decision", "api_request", "api_error"})
+# Events the product documents besides the audited five; anything else is "unknown" for the metrics.
+DOCUMENTED_EVENTS = AUDITED_EVENTS | frozenset({"assistant_response"})
+EVENT_PREFIXES = ("claude_code.", "cowork.", "claude_code_desktop.")
+NOT_CAPTURED = "<REDACTED>"
+
+# Attributes that become columns; everything else is "other" and follows the attribute policy.
+_MAPPED_ATTRIBUTES = frozenset({
+    "event.name", "event.timestamp", "event.sequence", "session.id", "prompt.id", "user.email", "user.id",
+    "user.account_uuid", "organization.id", "model", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_creation_tokens", "cost_usd", "cost_usd_micros", "duration_ms", "decision", "source", "tool_name",
+    "success", "status_code", "attempt", *CONTENT_FIELDS, "prompt_text",
+    "prompt_length", "response_length", "tool_input_size_bytes",
+})
+_LENGTH_ATTRIBUTES = {"prompt": "prompt_length", "response": "response_length", "tool_input": "tool_input_size_bytes"}
+
+
+def any_value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return getattr(value, kind)
+
+
+def attributes_of(pairs: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in pairs:
+        assert isinstance(kv, KeyValue)
+        out[kv.key] = any_value(kv.value)
+    return out
+
+
+def as_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value) if isinstance(value, int | float) else json.dumps(value, sort_keys=True)
+
+
+def as_int(value: Any) -> int | None:
+    """Strings, ints, doubles and bools arrive interchangeably; anything unreadable becomes None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                return None
+            return int(number) if math.isfinite(number) else None
+    return None
+
+
+def as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in {"true", "1", "yes"}:
+            return True
+        if lowered in {"false", "0", "no"}:
+            return False
+    return None
+
+
+def as_cost(micros: Any, usd: Any) -> Decimal | None:
+    """Prefer integer micro-dollars: a double such as 0.00685 is not exact."""
+    micro_value = as_int(micros)
+    if micro_value is not None:
+        return (Decimal(micro_value) / Decimal(1_000_000)).quantize(COST_SCALE)
+    if usd is None or isinstance(usd, bool):
+        return None
+    try:
+        cost = Decimal(str(usd))
+    except InvalidOperation:
+        return None
+    return cost.quantize(COST_SCALE) if cost.is_finite() else None
+
+
+def event_time_of(attrs: Mapping[str, Any], record: LogRecord, fallback: datetime) -> datetime:
+    stamp = attrs.get("event.timestamp")
+    if isinstance(stamp, str):
+        try:
+            parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    nanos = record.time_unix_nano or record.observed_time_unix_nano
+    if nanos:
+        return datetime.fromtimestamp(nanos / 1e9, UTC)
+    # A record with no time at all is still evidence; receipt time is the best we know.
+    return fallback
+
+
+def event_type_of(attrs: Mapping[str, Any], record: LogRecord) -> str:
+    name = attrs.get("event.name") or record.event_name
+    if not name and record.body.WhichOneof("value") == "string_value":
+        name = record.body.string_value
+    name = str(name or "").strip()
+    for prefix in EVENT_PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+            break
+    return name or "unknown"
+
+
+def derive_event_id(tenant: str, event_type: str, attrs: Mapping[str, Any], record: LogRecord,
+                    resource: Mapping[str, Any]) -> str:
+    """The same logical event gets the same id whenever it is resent or replayed."""
+    session = as_str(attrs.get("session.id"))
+    sequence = as_int(attrs.get("event.sequence"))
+    digest = hashlib.sha256()
+    if session and sequence is not None:
+        digest.update(json.dumps(["v1-seq", tenant, session, sequence, event_type]).encode())
+    else:
+        digest.update(b"v1-content\x00" + tenant.encode() + b"\x00")
+        digest.update(json.dumps(resource, sort_keys=True, default=str).encode())
+        digest.update(record.SerializeToString(deterministic=True))
+    return digest.hexdigest()
+
+
+@dataclass
+class MappedRecord:
+    """A record mapped but not yet redacted: raw content and other string attributes still in clear."""
+
+    event_type: str
+    event_id: str
+    columns: dict[str, Any]
+    raw_content: dict[str, str]
+    content_lengths: dict[str, int]
+    other_attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def map_record(record: LogRecord, resource: Mapping[str, Any], *, tenant: str, org: str,
+               plane_by_service: Mapping[str, str], default_plane: str,
+               keep_unknown_attributes: bool, received_at: datetime) -> MappedRecord:
+    attrs = attributes_of(record.attributes)
+    event_type = event_type_of(attrs, record)
+    service_name = as_str(resource.get("service.name"))
+    claimed_org = as_str(attrs.get("organization.id") or resource.get("organization.id"))
+    input_tokens = as_int(attrs.get("input_tokens"))
+    output_tokens = as_int(attrs.get("output_tokens"))
+    cache_read = as_int(attrs.get("cache_read_tokens"))
+    cache_creation = as_int(attrs.get("cache_creation_tokens"))
+    token_parts = [t for t in (input_tokens, output_tokens, cache_read, cache_creation) if t is not None]
+    columns: dict[str, Any] = {
+        "plane": plane_by_service.get(service_name or "", default_plane),
+        "event_type": event_type,
+        "event_time": event_time_of(attrs, record, received_at),
+        "session_id": as_str(attrs.get("session.id")),
+        "correlation_id": as_str(attrs.get("prompt.id")),
+        "event_sequence": as_int(attrs.get("event.sequence")),
+        "user_email": as_str(attrs.get("user.email") or resource.get("user.email")),
+        "user_id": as_str(attrs.get("user.id") or resource.get("user.id")),
+        "user_account_uuid": as_str(attrs.get("user.account_uuid") or resource.get("user.account_uuid")),
+        "claimed_org_id": claimed_org,
+        "claimed_org_mismatch": claimed_org is not None and claimed_org != org,
+        "service_name": service_name,
+        "service_version": as_str(resource.get("service.version")),
+        "model": as_str(attrs.get("model")),
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_read_tokens": cache_read,
+        "cache_creation_tokens": cache_creation,
+        "tokens_used": sum(token_parts) if token_parts else None,
+        "cost": as_cost(attrs.get("cost_usd_micros"), attrs.get("cost_usd")),
+        "duration_ms": as_int(attrs.get("duration_ms")),
+        "decision": as_str(attrs.get("decision")),
+        "decision_source": as_str(attrs.get("source")),
+        "tool_name": as_str(attrs.get("tool_name")),
+        "success": as_bool(attrs.get("success")),
+        "status_code": as_int(attrs.get("status_code")),
+        "attempt": as_int(attrs.get("attempt")),
+    }
+    raw_content: dict[str, str] = {}
+    lengths: dict[str, int] = {}
+    for name in CONTENT_FIELDS:
+        value = attrs.get(name)
+        if name == "prompt" and value is None:
+            value = attrs.get("prompt_text")
+        text = as_str(value)
+        if text is not None and text != NOT_CAPTURED:
+            raw_content[name] = text
+        declared = as_int(attrs.get(_LENGTH_ATTRIBUTES.get(name, "")))
+        if declared is not None:
+            lengths[name] = declared
+        elif text is not None and text != NOT_CAPTURED:
+            lengths[name] = len(text)
+    other: dict[str, Any] = {}
+    if keep_unknown_attributes:
+        other = {k: v for k, v in attrs.items() if k not in _MAPPED_ATTRIBUTES}
+        prompt_text = attrs.get("prompt_text")
+        if prompt_text is not None and prompt_text != attrs.get("prompt"):
+            other["prompt_text"] = prompt_text
+        for key, value in resource.items():
+            if key not in {"service.name", "service.version"}:
+                other[f"resource.{key}"] = value
+    return MappedRecord(
+        event_type=event_type,
+        event_id=derive_event_id(tenant, event_type, attrs, record, resource),
+        columns=columns,
+        raw_content=raw_content,
+        content_lengths=lengths,
+        other_attributes=other,
+    )

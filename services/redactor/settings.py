@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+
+
+class RedactorSettings(CommonSettings):
+    redactor_group_id: str = Field(default="audit-redactor", description="Consumer group of the redactor.")
+    redactor_metrics_port: int = Field(default=9465, ge=0, le=65535,
+                                       description="Port of the redactor's /metrics endpoint (0 turns it off).")
+    plane_by_service: dict[str, str] = Field(
+        default={"claude-code": "claude_code", "claude-code-desktop": "claude_code", "cowork": "cowork"},
+        description="JSON map from the resource's service.name to the audit plane.",
+    )
+    default_plane: str = Field(default="claude_code", description="Plane for a service.name not in the map.")
+    other_event_policy: Literal["keep", "drop"] = Field(
+        default="keep",
+        description="Events that are not in the audited set (housekeeping, new CLI events): keep or drop.",
+    )
+    unknown_attribute_policy: Literal["keep", "drop"] = Field(
+        default="keep", description="Attributes the mapping does not know: keep (string values scanned) or drop."
+    )
+    pii_detection_enabled: bool = Field(
+        default=True, description="Global switch; when off, every content field is withheld (fail closed)."
+    )
+    pii_kinds: list[str] | None = Field(
+        default=None, description="JSON list of entity kinds to detect; unset means all registered kinds."
+    )
+    pii_ner_model: str | None = Field(
+        default=None, description="Optional installed spaCy pipeline used to find person names."
+    )
+    pii_field_time_budget_ms: float = Field(
+        default=250.0, gt=0, description="Per-field detection time budget; over it, the field is withheld."
+    )
+    redactor_max_pending_messages: int = Field(
+        default=2_000, ge=1, description="Raw messages produced but not yet acknowledged before pausing."
+    )

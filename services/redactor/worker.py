@@ -1,0 +1,238 @@
+"""The redactor worker: consume raw batches -> transform -> produce canonical events -> commit offsets.
+
+Raw offsets are committed only after every canonical event (or dead letter) made from them has been
+acknowledged by the broker, and in offset order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from services.redactor.transform import (
+    BatchRejected,
+    TextRedactor,
+    TransformPolicy,
+    TransformStats,
+    transform_batch,
+)
+from shared.kafka import MessageProducer, decode_headers, tenant_key
+from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_headers, describe
+
+log = logging.getLogger("redactor")
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class _InFlight:
+    position: Position
+    messages: list[OutboundMessage]
+    futures: list[asyncio.Future[Any]]
+
+
+class RedactorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records_in = Counter("redactor_records_in", "Log records read from raw batches.", registry=registry)
+        self.events_out = Counter("redactor_events_out", "Canonical events produced.", registry=registry)
+        self.redactions = Counter("redactor_redactions", "Entities masked, by type.", ["entity"], registry=registry)
+        self.withheld = Counter("redactor_withheld_fields", "Content fields withheld (fail closed).",
+                                registry=registry)
+        self.dead_lettered = Counter("redactor_dead_lettered", "Raw messages sent to the dead-letter topic.",
+                                     registry=registry)
+        self.dropped_other = Counter("redactor_dropped_other_events", "Events dropped by the other-event policy.",
+                                     registry=registry)
+        self.other_kept = Counter("redactor_other_events_kept", "Undocumented events kept by policy.",
+                                  registry=registry)
+        self.lag = Gauge("redactor_consumer_lag", "Messages behind the partition end.", ["partition"],
+                         registry=registry)
+
+    def record(self, before: TransformStats, after: TransformStats) -> None:
+        self.records_in.inc(after.records_in - before.records_in)
+        self.events_out.inc(after.events_out - before.events_out)
+        self.withheld.inc(after.withheld_fields - before.withheld_fields)
+        self.dropped_other.inc(after.dropped_other - before.dropped_other)
+        self.other_kept.inc(after.other_kept - before.other_kept)
+        for kind, n in after.redactions.items():
+            delta = n - before.redactions.get(kind, 0)
+            if delta:
+                self.redactions.labels(entity=kind).inc(delta)
+
+
+class ProduceStep:
+    """Sends a raw message's outputs and forwards its position once all of them are acknowledged."""
+
+    def __init__(self, producer: MessageProducer, next_step: CommitOffsets, max_pending: int) -> None:
+        self._producer = producer
+        self._next = next_step
+        self._max_pending = max_pending
+        self._pending: deque[_InFlight] = deque()
+        self._backoff = Backoff()
+
+    @property
+    def full(self) -> bool:
+        return len(self._pending) >= self._max_pending
+
+    async def submit(self, item: tuple[Position, list[OutboundMessage]]) -> None:
+        while self.full:
+            # The consumer is paused by now; wait for the oldest send rather than grow the queue.
+            await asyncio.wait(self._pending[0].futures)
+            await self.poll()
+        position, messages = item
+        entry = _InFlight(position, messages, [])
+        entry.futures = [await self._send(m) for m in messages]
+        self._pending.append(entry)
+
+    async def _send(self, message: OutboundMessage) -> asyncio.Future[Any]:
+        return await self._producer.send(message.topic, message.value, key=message.key, headers=message.headers)
+
+    async def poll(self) -> None:
+        while self._pending and all(f.done() for f in self._pending[0].futures):
+            head = self._pending[0]
+            failed = [m for m, f in zip(head.messages, head.futures, strict=True)
+                      if f.cancelled() or f.exception() is not None]
+            if failed:
+                # Retryable by nature (the broker is away or slow): resend, never skip. Anything the broker
+                # did take is deduplicated downstream by event id.
+                log.warning("produce failed, resending", extra={"count": len(failed)})
+                await asyncio.sleep(self._backoff.next_delay())
+                head.messages = failed
+                head.futures = [await self._send(m) for m in failed]
+                return
+            self._backoff.reset()
+            self._pending.popleft()
+            await self._next.submit(head.position)
+
+    async def join(self, timeout: float | None = None) -> None:
+        async def drain() -> None:
+            while self._pending:
+                await asyncio.wait(self._pending[0].futures)
+                await self.poll()
+
+        await asyncio.wait_for(drain(), timeout)
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        self._pending = deque(e for e in self._pending if e.position.partition not in partitions)
+
+
+class TransformStep:
+    """Decode, map and redact one raw message; a permanent failure becomes a dead letter."""
+
+    def __init__(self, engine: TextRedactor | None, policy: TransformPolicy, canonical_topic: str,
+                 dead_letter_topic: str, next_step: ProduceStep, metrics: RedactorMetrics) -> None:
+        self._engine = engine
+        self._policy = policy
+        self._canonical_topic = canonical_topic
+        self._dead_letter_topic = dead_letter_topic
+        self._next = next_step
+        self._metrics = metrics
+        self.stats = TransformStats()
+
+    async def submit(self, message: Any) -> None:
+        tp = TopicPartition(message.topic, message.partition)
+        headers = decode_headers(message.headers)
+        before = TransformStats(self.stats.records_in, self.stats.events_out, self.stats.dropped_other,
+                                self.stats.other_kept, self.stats.withheld_fields, dict(self.stats.redactions))
+        trace = [("request_id", headers["request_id"].encode())] if "request_id" in headers else []
+        try:
+            outputs = [
+                OutboundMessage(self._canonical_topic, tenant_key(event.tenant_id), event.to_json(),
+                                [("event_id", event.event_id.encode()), *trace])
+                for event in transform_batch(message.value, headers, self._engine, self._policy, self.stats)
+            ]
+        except BatchRejected as exc:
+            self._metrics.dead_lettered.inc()
+            log.error("raw batch dead-lettered", extra={"partition": message.partition, "offset": message.offset,
+                                                        "error": str(exc), **headers})
+            outputs = [OutboundMessage(
+                self._dead_letter_topic, message.key, message.value,
+                dead_letter_headers(message.topic, message.partition, message.offset, describe(exc), "redactor",
+                                    list(message.headers or [])),
+            )]
+        self._metrics.record(before, self.stats)
+        await self._next.submit((Position(tp, message.offset + 1), outputs))
+
+    async def poll(self) -> None:
+        await self._next.poll()
+
+    async def join(self, timeout: float | None = None) -> None:
+        await self._next.join(timeout)
+
+
+class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: RedactorWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        # Finish and commit what we hold for these partitions before another instance takes them over.
+        try:
+            await self._worker.produce.join(30)
+            await self._worker.commit.join(10)
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("could not flush before rebalance", extra={"error": repr(exc)})
+            self._worker.produce.forget(set(revoked))
+            self._worker.commit.forget(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})
+
+
+class RedactorWorker:
+    def __init__(self, consumer: Any, producer: MessageProducer, engine: TextRedactor | None,
+                 policy: TransformPolicy, *, raw_topic: str, canonical_topic: str, dead_letter_topic: str,
+                 max_pending: int, metrics: RedactorMetrics) -> None:
+        self.consumer = consumer
+        self.raw_topic = raw_topic
+        self.metrics = metrics
+        self.commit = CommitOffsets(consumer, interval=1.0)
+        self.produce = ProduceStep(producer, self.commit, max_pending)
+        self.transform = TransformStep(engine, policy, canonical_topic, dead_letter_topic, self.produce, metrics)
+        self._paused = False
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe([self.raw_topic], listener=_FlushOnRevoke(self))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._apply_backpressure()
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=200)
+            for messages in batches.values():
+                for message in messages:
+                    await self.transform.submit(message)
+            await self.transform.poll()
+            await self.commit.poll()
+            await self._update_lag()
+        await self.transform.join(60)
+        await self.commit.join(10)
+
+    async def _apply_backpressure(self) -> None:
+        if self.produce.full and not self._paused:
+            self.consumer.pause(*self.consumer.assignment())
+            self._paused = True
+        elif self._paused and not self.produce.full:
+            self.consumer.resume(*self.consumer.assignment())
+            self._paused = False
+        if self._paused:
+            await self.transform.poll()
+            await asyncio.sleep(0.005)
+
+    async def _update_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await self.consumer.position(tp)
+            self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, highwater - position))

@@ -1,0 +1,78 @@
+"""Run the signer: ``python -m services.signer`` (or ``audit-signer``)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, start_http_server
+
+from services.signer.appender import register_key
+from services.signer.settings import SignerSettings
+from services.signer.worker import SignerMetrics, SignerWorker
+from shared.db.errors import is_retryable_db_error
+from shared.db.pool import create_pool
+from shared.kafka import make_consumer, make_producer
+from shared.keys import KeyMaterialError, load_signer
+from shared.logs import configure_logging
+from shared.pipeline import Backoff
+from shared.settings import load_settings
+
+
+async def _run(settings: SignerSettings) -> None:
+    log = configure_logging("signer", settings.log_level)
+    try:
+        signer = load_signer(file=settings.signing_key_file, env_var=settings.signing_key_env)
+    except KeyMaterialError as exc:
+        raise SystemExit(f"signer: {exc}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    backoff = Backoff(0.5, 10.0)
+    while True:
+        try:
+            pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+            async with pool.acquire() as conn:
+                await register_key(conn, signer)
+            break
+        except Exception as exc:
+            if not is_retryable_db_error(exc) or stop.is_set():
+                raise
+            log.warning("database not reachable yet, retrying", extra={"error": repr(exc)})
+            await backoff.sleep(stop)
+
+    registry = CollectorRegistry()
+    if settings.signer_metrics_port:
+        start_http_server(settings.signer_metrics_port, registry=registry)
+    consumer = make_consumer(settings.kafka_bootstrap_servers, settings.signer_group_id)
+    producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
+    backoff.reset()
+    while not stop.is_set():
+        try:
+            await producer.start()
+            await consumer.start()
+            break
+        except (KafkaError, OSError):
+            await backoff.sleep(stop)
+    worker = SignerWorker(consumer, producer, pool, signer, group=settings.signer_group_id,
+                          topic=settings.topic_canonical, dead_letter_topic=settings.topic_dead_letter,
+                          max_batch=settings.signer_max_batch, metrics=SignerMetrics(registry), stop=stop)
+    worker.subscribe()
+    log.info("signer running", extra={"key_id": signer.key_id, "topic": settings.topic_canonical})
+    try:
+        await worker.run()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+
+
+def main() -> None:
+    asyncio.run(_run(load_settings(SignerSettings)))
+
+
+if __name__ == "__main__":
+    main()

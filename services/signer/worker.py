@@ -1,0 +1,176 @@
+"""The signer worker: consume canonical events -> append to chains with offsets -> commit offsets.
+
+PostgreSQL holds the authoritative offsets; on assignment the consumer seeks to them, so a replay of the
+topic or a restart changes nothing. The Kafka commit afterwards only serves lag monitoring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.signer.appender import OffsetEvent, OffsetGap, append_batch, stored_offsets
+from shared.canonical import CanonicalEvent
+from shared.db.errors import is_retryable_db_error
+from shared.kafka import MessageProducer
+from shared.keys import Signer
+from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_headers, describe
+
+log = logging.getLogger("signer")
+
+
+class SignerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.appended = Counter("signer_rows_appended", "Rows appended to chains.", registry=registry)
+        self.duplicates = Counter("signer_duplicates_skipped", "Events skipped as already chained.",
+                                  registry=registry)
+        self.stale = Counter("signer_stale_messages", "Messages another signer had already applied.",
+                             registry=registry)
+        self.dead_lettered = Counter("signer_dead_lettered", "Messages sent to the dead-letter topic.",
+                                     registry=registry)
+        self.db_retries = Counter("signer_db_retries", "Retryable PostgreSQL failures.", registry=registry)
+        self.append_latency = Histogram("signer_append_duration_seconds", "One append transaction.",
+                                        registry=registry)
+        self.lag = Gauge("signer_consumer_lag", "Messages behind the partition end.", ["partition"],
+                         registry=registry)
+
+
+class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: SignerWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self._worker.commit.forget(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._worker.seek_to_stored(list(assigned))
+
+
+class SignerWorker:
+    def __init__(self, consumer: Any, producer: MessageProducer, pool: asyncpg.Pool, signer: Signer, *,
+                 group: str, topic: str, dead_letter_topic: str, max_batch: int, metrics: SignerMetrics,
+                 stop: asyncio.Event) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.pool = pool
+        self.signer = signer
+        self.group = group
+        self.topic = topic
+        self.dead_letter_topic = dead_letter_topic
+        self.max_batch = max_batch
+        self.metrics = metrics
+        self.commit = CommitOffsets(consumer, interval=1.0)
+        self._stop = stop
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe([self.topic], listener=_SeekToStoredOffsets(self))
+
+    async def seek_to_stored(self, partitions: Sequence[TopicPartition]) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    offsets = await stored_offsets(conn, self.group, self.topic)
+                break
+            except Exception as exc:
+                if not is_retryable_db_error(exc) or self._stop.is_set():
+                    raise
+                self.metrics.db_retries.inc()
+                await backoff.sleep(self._stop)
+        for tp in partitions:
+            if tp.partition in offsets:
+                self.consumer.seek(tp, offsets[tp.partition])
+            else:
+                await self.consumer.seek_to_beginning(tp)
+        log.info("partitions assigned", extra={"offsets": {str(tp): offsets.get(tp.partition) for tp in partitions}})
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+            for tp, messages in batches.items():
+                if messages:
+                    await self._process(tp, messages)
+            await self.commit.poll()
+            await self._update_lag()
+        await self.commit.join(10)
+
+    async def _process(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
+        items: list[OffsetEvent] = []
+        for message in messages:
+            try:
+                items.append(OffsetEvent(message.offset, CanonicalEvent.from_json(message.value)))
+            except (ValueError, TypeError, KeyError) as exc:
+                await self._dead_letter(message, exc)
+                items.append(OffsetEvent(message.offset, None))
+        await self._append(tp, items)
+
+    async def _append(self, tp: TopicPartition, items: list[OffsetEvent]) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                with self.metrics.append_latency.time():
+                    async with self.pool.acquire() as conn:
+                        result = await append_batch(conn, self.signer, group=self.group, topic=tp.topic,
+                                                    partition=tp.partition, batch=items)
+            except OffsetGap as gap:
+                log.warning("offset gap, seeking back", extra={"partition": tp.partition, "stored": gap.stored})
+                self.consumer.seek(tp, gap.stored)
+                return
+            except Exception as exc:
+                if is_retryable_db_error(exc):
+                    if self._stop.is_set():
+                        raise
+                    self.metrics.db_retries.inc()
+                    log.warning("database unavailable, retrying", extra={"error": describe(exc)})
+                    await backoff.sleep(self._stop)
+                    continue
+                if len(items) > 1:
+                    # Permanent error: find the one event responsible by appending one at a time.
+                    for item in items:
+                        await self._append(tp, [item])
+                    return
+                log.error("event cannot be appended, dead-lettering", extra={"error": describe(exc)})
+                await self._dead_letter_event(tp, items[0], exc)
+                items = [OffsetEvent(items[0].offset, None)]
+                continue
+            break
+        self.metrics.appended.inc(result.appended)
+        self.metrics.duplicates.inc(result.duplicates)
+        self.metrics.stale.inc(result.stale)
+        await self.commit.submit(Position(tp, result.next_offset))
+
+    async def _dead_letter(self, message: Any, exc: BaseException) -> None:
+        self.metrics.dead_lettered.inc()
+        headers = dead_letter_headers(message.topic, message.partition, message.offset, describe(exc), "signer",
+                                      list(message.headers or []))
+        await self._send_dead_letter(message.key, message.value, headers)
+
+    async def _dead_letter_event(self, tp: TopicPartition, item: OffsetEvent, exc: BaseException) -> None:
+        assert item.event is not None
+        self.metrics.dead_lettered.inc()
+        headers = dead_letter_headers(tp.topic, tp.partition, item.offset, describe(exc), "signer", None)
+        await self._send_dead_letter(item.event.tenant_id.encode(), item.event.to_json(), headers)
+
+    async def _send_dead_letter(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await (await self.producer.send(self.dead_letter_topic, value, key=key, headers=headers))
+                return
+            except KafkaError as exc:
+                log.warning("dead-letter produce failed, retrying", extra={"error": describe(exc)})
+                await backoff.sleep(self._stop)
+
+    async def _update_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                position = await self.consumer.position(tp)
+                self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, highwater - position))

@@ -1,0 +1,87 @@
+"""The canonical event: what the redactor produces and the signer chains, one per audited telemetry event.
+
+It travels on the canonical topic as JSON. Every field maps one-to-one onto an ``audit_logs`` column,
+except the chain columns, which only the signer assigns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+JsonValue = Any
+
+# Kept here, next to the model, because the redactor writes it and the reporter reads it.
+CONTENT_FIELDS = ("prompt", "response", "tool_parameters", "tool_input", "error")
+WITHHELD_MARKER = "[content withheld: detection unavailable]"
+COST_SCALE = Decimal("0.000001")
+
+
+@dataclass(frozen=True)
+class CanonicalEvent:
+    event_id: str
+    tenant_id: str
+    org_id: str
+    license_id: str | None
+    plane: str
+    event_type: str
+    event_time: datetime
+    received_at: datetime
+    session_id: str | None = None
+    correlation_id: str | None = None
+    event_sequence: int | None = None
+    user_email: str | None = None
+    user_id: str | None = None
+    user_account_uuid: str | None = None
+    claimed_org_id: str | None = None
+    claimed_org_mismatch: bool = False
+    service_name: str | None = None
+    service_version: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    tokens_used: int | None = None
+    cost: Decimal | None = None
+    duration_ms: int | None = None
+    decision: str | None = None
+    decision_source: str | None = None
+    tool_name: str | None = None
+    success: bool | None = None
+    status_code: int | None = None
+    attempt: int | None = None
+    content: dict[str, str] = field(default_factory=dict)
+    content_lengths: dict[str, int] = field(default_factory=dict)
+    redacted_fields: dict[str, dict[str, int]] = field(default_factory=dict)
+    content_captured: bool = False
+    attributes: dict[str, JsonValue] = field(default_factory=dict)
+    batch_id: str | None = None
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["event_time"] = self.event_time.isoformat()
+        data["received_at"] = self.received_at.isoformat()
+        data["cost"] = None if self.cost is None else str(self.cost)
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> CanonicalEvent:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("canonical event is not a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"canonical event has unknown fields: {sorted(unknown)}")
+        data["event_time"] = datetime.fromisoformat(data["event_time"])
+        data["received_at"] = datetime.fromisoformat(data["received_at"])
+        if data.get("cost") is not None:
+            data["cost"] = Decimal(data["cost"])
+        return cls(**data)
+
+
+EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(CanonicalEvent))

@@ -1,0 +1,103 @@
+"""Ed25519 keys: loading from a file or the environment, and the fingerprint that names a key.
+
+A key id is the first 16 bytes of SHA-256 over the raw 32-byte public key, hex-encoded, so anyone holding
+a published public key can recompute its id without trusting our table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from nacl.encoding import Base64Encoder
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+
+class KeyMaterialError(Exception):
+    """Key material is missing or malformed; services stop at start-up instead of running unsigned."""
+
+
+def key_id_for(public_key: bytes) -> str:
+    return hashlib.sha256(public_key).hexdigest()[:32]
+
+
+class Signer(Protocol):
+    """What the signer and the licence issuer need of a private key; tests may substitute their own."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Ed25519Signer:
+    _key: SigningKey
+
+    @property
+    def key_id(self) -> str:
+        return key_id_for(self.public_key)
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self._key.verify_key)
+
+    def sign(self, message: bytes) -> bytes:
+        return bytes(self._key.sign(message).signature)
+
+    def __repr__(self) -> str:  # never let a private key reach a log line
+        return f"Ed25519Signer(key_id={self.key_id})"
+
+    @classmethod
+    def generate(cls) -> Ed25519Signer:
+        return cls(SigningKey.generate())
+
+    @classmethod
+    def from_seed_b64(cls, text: str) -> Ed25519Signer:
+        try:
+            seed = Base64Encoder.decode(text.strip().encode())
+        except Exception as exc:
+            raise KeyMaterialError("private key is not valid base64") from exc
+        if len(seed) != 32:
+            raise KeyMaterialError(f"private key must be a 32-byte Ed25519 seed, got {len(seed)} bytes")
+        return cls(SigningKey(seed))
+
+    def seed_b64(self) -> str:
+        return Base64Encoder.encode(bytes(self._key)).decode()
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        VerifyKey(public_key).verify(message, signature)
+    except (BadSignatureError, ValueError, TypeError):
+        return False
+    return True
+
+
+def load_signer(*, file: str | None, env_var: str | None = None) -> Ed25519Signer:
+    """Load a private key from the file, or else from the named environment variable (base64 seed)."""
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise KeyMaterialError(f"key file {path} does not exist")
+        return Ed25519Signer.from_seed_b64(path.read_text())
+    if env_var and os.environ.get(env_var):
+        return Ed25519Signer.from_seed_b64(os.environ[env_var])
+    raise KeyMaterialError(f"no key configured: set a key file or {env_var}")
+
+
+def write_new_key(path: Path) -> Ed25519Signer:
+    """Create a private key file readable by its owner only."""
+    signer = Ed25519Signer.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(signer.seed_b64() + "\n")
+    return signer
