@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import IO
 
 from deploy.local.infra import infrastructure
-from shared.cli import CliSettings, ensure_key_files, store_license, topic_specs
+from shared.cli.licenses import store_license
+from shared.cli.settings import CliSettings
+from shared.cli.setup import ensure_key_files, topic_specs
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import ensure_topics
