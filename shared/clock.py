@@ -19,4 +19,3 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
-

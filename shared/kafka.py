@@ -7,6 +7,7 @@ so a retried send can never become a second audit row.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -73,12 +74,9 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> list[str]
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
-            try:
-                await admin.create_topics(
-                    [NewTopic(s.name, s.partitions, s.replication_factor) for s in missing]
-                )
-            except TopicAlreadyExistsError:
-                pass  # another process won the race; the topic is there, which is all we need
+            # Another process may win the race; the topic is there then, which is all we need.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(s.name, s.partitions, s.replication_factor) for s in missing])
         return [s.name for s in missing]
     finally:
         await admin.close()

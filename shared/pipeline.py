@@ -8,6 +8,7 @@ Each worker is a chain ``consume -> step -> ... -> commit``. A step that is full
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -105,14 +106,13 @@ class Backoff:
         if stop is None:
             await asyncio.sleep(delay)
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
-        except TimeoutError:
-            pass
 
 
-def dead_letter_headers(source_topic: str, partition: int, offset: int, error: str, stage: str,
-                        original: list[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
+def dead_letter_headers(
+    source_topic: str, partition: int, offset: int, error: str, stage: str, original: list[tuple[str, bytes]] | None
+) -> list[tuple[str, bytes]]:
     headers: list[tuple[str, bytes]] = [
         ("dlq.source_topic", source_topic.encode()),
         ("dlq.source_partition", str(partition).encode()),
@@ -126,5 +126,3 @@ def dead_letter_headers(source_topic: str, partition: int, offset: int, error: s
 
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-

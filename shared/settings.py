@@ -22,9 +22,7 @@ class CommonSettings(BaseSettings):
         default="127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers."
     )
     topic_raw_logs: str = Field(default="otel.logs.raw", description="Raw OTLP log batches from the receiver.")
-    topic_raw_metrics: str = Field(
-        default="otel.metrics.raw", description="Raw OTLP metric batches from the receiver."
-    )
+    topic_raw_metrics: str = Field(default="otel.metrics.raw", description="Raw OTLP metric batches from the receiver.")
     topic_canonical: str = Field(
         default="audit.events.canonical", description="Redacted canonical events, keyed by chain (tenant)."
     )

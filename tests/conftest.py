@@ -22,10 +22,12 @@ from shared.kafka import TopicSpec, ensure_topics
 from shared.keys import Ed25519Signer
 
 # The real Claude Code captures live beside the checkout, in ../shared (read-only, not part of this repo).
-FIXTURES = Path(os.environ.get(
-    "AUDIT_FIXTURES_DIR",
-    Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.332",
-))
+FIXTURES = Path(
+    os.environ.get(
+        "AUDIT_FIXTURES_DIR",
+        Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.332",
+    )
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -136,10 +138,15 @@ class Topics:
 async def make_topics(bootstrap: str, partitions: int = 3) -> Topics:
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(f"raw-logs-{suffix}", f"raw-metrics-{suffix}", f"canonical-{suffix}", f"dlq-{suffix}")
-    await ensure_topics(bootstrap, [
-        TopicSpec(topics.raw_logs, partitions), TopicSpec(topics.raw_metrics, partitions),
-        TopicSpec(topics.canonical, partitions), TopicSpec(topics.dead_letter, 1),
-    ])
+    await ensure_topics(
+        bootstrap,
+        [
+            TopicSpec(topics.raw_logs, partitions),
+            TopicSpec(topics.raw_metrics, partitions),
+            TopicSpec(topics.canonical, partitions),
+            TopicSpec(topics.dead_letter, 1),
+        ],
+    )
     return topics
 
 

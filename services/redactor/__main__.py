@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, start_http_server
 
 from services.redactor.pii import build_engine
@@ -13,6 +14,7 @@ from services.redactor.transform import TransformPolicy
 from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.kafka import make_consumer, make_producer
 from shared.logs import configure_logging
+from shared.pipeline import Backoff
 from shared.settings import load_settings
 
 
@@ -37,9 +39,14 @@ async def _run(settings: RedactorSettings) -> None:
     consumer = make_consumer(settings.kafka_bootstrap_servers, settings.redactor_group_id)
     producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
     worker = RedactorWorker(
-        consumer, producer, engine, policy,
-        raw_topic=settings.topic_raw_logs, canonical_topic=settings.topic_canonical,
-        dead_letter_topic=settings.topic_dead_letter, max_pending=settings.redactor_max_pending_messages,
+        consumer,
+        producer,
+        engine,
+        policy,
+        raw_topic=settings.topic_raw_logs,
+        canonical_topic=settings.topic_canonical,
+        dead_letter_topic=settings.topic_dead_letter,
+        max_pending=settings.redactor_max_pending_messages,
         metrics=RedactorMetrics(registry),
     )
     stop = asyncio.Event()
@@ -57,10 +64,6 @@ async def _run(settings: RedactorSettings) -> None:
 
 
 async def _start_with_retry(producer: object, consumer: object, stop: asyncio.Event) -> None:
-    from aiokafka.errors import KafkaError
-
-    from shared.pipeline import Backoff
-
     backoff = Backoff(0.5, 10.0)
     while not stop.is_set():
         try:

@@ -26,13 +26,38 @@ EVENT_PREFIXES = ("claude_code.", "cowork.", "claude_code_desktop.")
 NOT_CAPTURED = "<REDACTED>"
 
 # Attributes that become columns; everything else is "other" and follows the attribute policy.
-_MAPPED_ATTRIBUTES = frozenset({
-    "event.name", "event.timestamp", "event.sequence", "session.id", "prompt.id", "user.email", "user.id",
-    "user.account_uuid", "organization.id", "model", "input_tokens", "output_tokens", "cache_read_tokens",
-    "cache_creation_tokens", "cost_usd", "cost_usd_micros", "duration_ms", "decision", "source", "tool_name",
-    "success", "status_code", "attempt", *CONTENT_FIELDS, "prompt_text",
-    "prompt_length", "response_length", "tool_input_size_bytes",
-})
+_MAPPED_ATTRIBUTES = frozenset(
+    {
+        "event.name",
+        "event.timestamp",
+        "event.sequence",
+        "session.id",
+        "prompt.id",
+        "user.email",
+        "user.id",
+        "user.account_uuid",
+        "organization.id",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_creation_tokens",
+        "cost_usd",
+        "cost_usd_micros",
+        "duration_ms",
+        "decision",
+        "source",
+        "tool_name",
+        "success",
+        "status_code",
+        "attempt",
+        *CONTENT_FIELDS,
+        "prompt_text",
+        "prompt_length",
+        "response_length",
+        "tool_input_size_bytes",
+    }
+)
 _LENGTH_ATTRIBUTES = {"prompt": "prompt_length", "response": "response_length", "tool_input": "tool_input_size_bytes"}
 
 
@@ -140,13 +165,14 @@ def event_type_of(attrs: Mapping[str, Any], record: LogRecord) -> str:
     name = str(name or "").strip()
     for prefix in EVENT_PREFIXES:
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
             break
     return name or "unknown"
 
 
-def derive_event_id(tenant: str, event_type: str, attrs: Mapping[str, Any], record: LogRecord,
-                    resource: Mapping[str, Any]) -> str:
+def derive_event_id(
+    tenant: str, event_type: str, attrs: Mapping[str, Any], record: LogRecord, resource: Mapping[str, Any]
+) -> str:
     """The same logical event gets the same id whenever it is resent or replayed."""
     session = as_str(attrs.get("session.id"))
     sequence = as_int(attrs.get("event.sequence"))
@@ -172,9 +198,17 @@ class MappedRecord:
     other_attributes: dict[str, Any] = field(default_factory=dict)
 
 
-def map_record(record: LogRecord, resource: Mapping[str, Any], *, tenant: str, org: str,
-               plane_by_service: Mapping[str, str], default_plane: str,
-               keep_unknown_attributes: bool, received_at: datetime) -> MappedRecord:
+def map_record(
+    record: LogRecord,
+    resource: Mapping[str, Any],
+    *,
+    tenant: str,
+    org: str,
+    plane_by_service: Mapping[str, str],
+    default_plane: str,
+    keep_unknown_attributes: bool,
+    received_at: datetime,
+) -> MappedRecord:
     attrs = attributes_of(record.attributes)
     event_type = event_type_of(attrs, record)
     service_name = as_str(resource.get("service.name"))

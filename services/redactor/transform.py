@@ -45,8 +45,14 @@ class BatchContext:
             received_at = datetime.fromtimestamp(int(headers.get("received_at", "")) / 1e9, UTC)
         except ValueError:
             raise BatchRejected("raw batch has no valid received_at header") from None
-        return cls(tenant, org, headers.get("license_id"), received_at, headers.get("request_id"),
-                   headers.get("content_type", otlp.PROTOBUF))
+        return cls(
+            tenant,
+            org,
+            headers.get("license_id"),
+            received_at,
+            headers.get("request_id"),
+            headers.get("content_type", otlp.PROTOBUF),
+        )
 
 
 @dataclass
@@ -71,8 +77,9 @@ class TransformPolicy:
 JSON_CONTENT_FIELDS = frozenset({"tool_parameters", "tool_input"})
 
 
-def _redact_field(engine: TextRedactor | None, name: str, text: str, detection_enabled: bool,
-                  stats: TransformStats) -> tuple[str, dict[str, int] | None]:
+def _redact_field(
+    engine: TextRedactor | None, name: str, text: str, detection_enabled: bool, stats: TransformStats
+) -> tuple[str, dict[str, int] | None]:
     """Fail closed: if detection is off, raises, or runs over budget, the content is withheld."""
     if not detection_enabled or engine is None:
         stats.withheld_fields += 1
@@ -89,8 +96,14 @@ def _redact_field(engine: TextRedactor | None, name: str, text: str, detection_e
     return str(result.text), counts
 
 
-def _redact_value(engine: TextRedactor | None, path: str, value: Any, policy: TransformPolicy,
-                  stats: TransformStats, redacted: dict[str, dict[str, int]]) -> Any:
+def _redact_value(
+    engine: TextRedactor | None,
+    path: str,
+    value: Any,
+    policy: TransformPolicy,
+    stats: TransformStats,
+    redacted: dict[str, dict[str, int]],
+) -> Any:
     if isinstance(value, str):
         text, counts = _redact_field(engine, path, value, policy.detection_enabled, stats)
         if counts is None:
@@ -105,8 +118,9 @@ def _redact_value(engine: TextRedactor | None, path: str, value: Any, policy: Tr
     return value
 
 
-def build_event(mapped: MappedRecord, ctx: BatchContext, engine: TextRedactor | None,
-                policy: TransformPolicy, stats: TransformStats) -> CanonicalEvent:
+def build_event(
+    mapped: MappedRecord, ctx: BatchContext, engine: TextRedactor | None, policy: TransformPolicy, stats: TransformStats
+) -> CanonicalEvent:
     content: dict[str, str] = {}
     redacted: dict[str, dict[str, int]] = {}
     for name, text in mapped.raw_content.items():
@@ -136,8 +150,13 @@ def build_event(mapped: MappedRecord, ctx: BatchContext, engine: TextRedactor | 
     )
 
 
-def transform_batch(payload: bytes, headers: Mapping[str, str], engine: TextRedactor | None,
-                    policy: TransformPolicy, stats: TransformStats) -> Iterator[CanonicalEvent]:
+def transform_batch(
+    payload: bytes,
+    headers: Mapping[str, str],
+    engine: TextRedactor | None,
+    policy: TransformPolicy,
+    stats: TransformStats,
+) -> Iterator[CanonicalEvent]:
     """Yields one canonical event per kept record, in the batch's order."""
     ctx = BatchContext.from_headers(headers)
     encoding = otlp.media_type(ctx.content_type)
@@ -153,9 +172,14 @@ def transform_batch(payload: bytes, headers: Mapping[str, str], engine: TextReda
             for record in scope_logs.log_records:
                 stats.records_in += 1
                 mapped = map_record(
-                    record, resource, tenant=ctx.tenant, org=ctx.org,
-                    plane_by_service=policy.plane_by_service, default_plane=policy.default_plane,
-                    keep_unknown_attributes=policy.keep_unknown_attributes, received_at=ctx.received_at,
+                    record,
+                    resource,
+                    tenant=ctx.tenant,
+                    org=ctx.org,
+                    plane_by_service=policy.plane_by_service,
+                    default_plane=policy.default_plane,
+                    keep_unknown_attributes=policy.keep_unknown_attributes,
+                    received_at=ctx.received_at,
                 )
                 if mapped.event_type not in AUDITED_EVENTS:
                     if not policy.keep_other_events and mapped.event_type != "assistant_response":

@@ -49,16 +49,19 @@ class RedactorMetrics:
         self.records_in = Counter("redactor_records_in", "Log records read from raw batches.", registry=registry)
         self.events_out = Counter("redactor_events_out", "Canonical events produced.", registry=registry)
         self.redactions = Counter("redactor_redactions", "Entities masked, by type.", ["entity"], registry=registry)
-        self.withheld = Counter("redactor_withheld_fields", "Content fields withheld (fail closed).",
-                                registry=registry)
-        self.dead_lettered = Counter("redactor_dead_lettered", "Raw messages sent to the dead-letter topic.",
-                                     registry=registry)
-        self.dropped_other = Counter("redactor_dropped_other_events", "Events dropped by the other-event policy.",
-                                     registry=registry)
-        self.other_kept = Counter("redactor_other_events_kept", "Undocumented events kept by policy.",
-                                  registry=registry)
-        self.lag = Gauge("redactor_consumer_lag", "Messages behind the partition end.", ["partition"],
-                         registry=registry)
+        self.withheld = Counter("redactor_withheld_fields", "Content fields withheld (fail closed).", registry=registry)
+        self.dead_lettered = Counter(
+            "redactor_dead_lettered", "Raw messages sent to the dead-letter topic.", registry=registry
+        )
+        self.dropped_other = Counter(
+            "redactor_dropped_other_events", "Events dropped by the other-event policy.", registry=registry
+        )
+        self.other_kept = Counter(
+            "redactor_other_events_kept", "Undocumented events kept by policy.", registry=registry
+        )
+        self.lag = Gauge(
+            "redactor_consumer_lag", "Messages behind the partition end.", ["partition"], registry=registry
+        )
 
     def record(self, before: TransformStats, after: TransformStats) -> None:
         self.records_in.inc(after.records_in - before.records_in)
@@ -102,8 +105,11 @@ class ProduceStep:
     async def poll(self) -> None:
         while self._pending and all(f.done() for f in self._pending[0].futures):
             head = self._pending[0]
-            failed = [m for m, f in zip(head.messages, head.futures, strict=True)
-                      if f.cancelled() or f.exception() is not None]
+            failed = [
+                m
+                for m, f in zip(head.messages, head.futures, strict=True)
+                if f.cancelled() or f.exception() is not None
+            ]
             if failed:
                 # Retryable by nature (the broker is away or slow): resend, never skip. Anything the broker
                 # did take is deduplicated downstream by event id.
@@ -131,8 +137,15 @@ class ProduceStep:
 class TransformStep:
     """Decode, map and redact one raw message; a permanent failure becomes a dead letter."""
 
-    def __init__(self, engine: TextRedactor | None, policy: TransformPolicy, canonical_topic: str,
-                 dead_letter_topic: str, next_step: ProduceStep, metrics: RedactorMetrics) -> None:
+    def __init__(
+        self,
+        engine: TextRedactor | None,
+        policy: TransformPolicy,
+        canonical_topic: str,
+        dead_letter_topic: str,
+        next_step: ProduceStep,
+        metrics: RedactorMetrics,
+    ) -> None:
         self._engine = engine
         self._policy = policy
         self._canonical_topic = canonical_topic
@@ -144,24 +157,46 @@ class TransformStep:
     async def submit(self, message: Any) -> None:
         tp = TopicPartition(message.topic, message.partition)
         headers = decode_headers(message.headers)
-        before = TransformStats(self.stats.records_in, self.stats.events_out, self.stats.dropped_other,
-                                self.stats.other_kept, self.stats.withheld_fields, dict(self.stats.redactions))
+        before = TransformStats(
+            self.stats.records_in,
+            self.stats.events_out,
+            self.stats.dropped_other,
+            self.stats.other_kept,
+            self.stats.withheld_fields,
+            dict(self.stats.redactions),
+        )
         trace = [("request_id", headers["request_id"].encode())] if "request_id" in headers else []
         try:
             outputs = [
-                OutboundMessage(self._canonical_topic, tenant_key(event.tenant_id), event.to_json(),
-                                [("event_id", event.event_id.encode()), *trace])
+                OutboundMessage(
+                    self._canonical_topic,
+                    tenant_key(event.tenant_id),
+                    event.to_json(),
+                    [("event_id", event.event_id.encode()), *trace],
+                )
                 for event in transform_batch(message.value, headers, self._engine, self._policy, self.stats)
             ]
         except BatchRejected as exc:
             self._metrics.dead_lettered.inc()
-            log.error("raw batch dead-lettered", extra={"partition": message.partition, "offset": message.offset,
-                                                        "error": str(exc), **headers})
-            outputs = [OutboundMessage(
-                self._dead_letter_topic, message.key, message.value,
-                dead_letter_headers(message.topic, message.partition, message.offset, describe(exc), "redactor",
-                                    list(message.headers or [])),
-            )]
+            log.error(
+                "raw batch dead-lettered",
+                extra={"partition": message.partition, "offset": message.offset, "error": str(exc), **headers},
+            )
+            outputs = [
+                OutboundMessage(
+                    self._dead_letter_topic,
+                    message.key,
+                    message.value,
+                    dead_letter_headers(
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        describe(exc),
+                        "redactor",
+                        list(message.headers or []),
+                    ),
+                )
+            ]
         self._metrics.record(before, self.stats)
         await self._next.submit((Position(tp, message.offset + 1), outputs))
 
@@ -191,9 +226,19 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class RedactorWorker:
-    def __init__(self, consumer: Any, producer: MessageProducer, engine: TextRedactor | None,
-                 policy: TransformPolicy, *, raw_topic: str, canonical_topic: str, dead_letter_topic: str,
-                 max_pending: int, metrics: RedactorMetrics) -> None:
+    def __init__(
+        self,
+        consumer: Any,
+        producer: MessageProducer,
+        engine: TextRedactor | None,
+        policy: TransformPolicy,
+        *,
+        raw_topic: str,
+        canonical_topic: str,
+        dead_letter_topic: str,
+        max_pending: int,
+        metrics: RedactorMetrics,
+    ) -> None:
         self.consumer = consumer
         self.raw_topic = raw_topic
         self.metrics = metrics

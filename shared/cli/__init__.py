@@ -29,7 +29,7 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from shared.cli import chain, licenses, setup
+    from shared.cli import chain, licenses, setup  # noqa: PLC0415 - they import this module
 
     for module in (setup, licenses, chain):
         for command in module.COMMANDS:

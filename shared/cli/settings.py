@@ -9,10 +9,12 @@ class CliSettings(CommonSettings):
     license_issuer_key_file: str = Field(
         default="var/keys/license-issuer.key", description="Private key that signs licences (auditctl only)."
     )
-    license_public_keys_file: str = Field(default="var/keys/license-issuer.pub",
-                                          description="Public licence keys the receiver accepts.")
-    signing_key_file: str | None = Field(default="var/keys/signing.key",
-                                         description="Private key the signer uses for chain rows.")
+    license_public_keys_file: str = Field(
+        default="var/keys/license-issuer.pub", description="Public licence keys the receiver accepts."
+    )
+    signing_key_file: str | None = Field(
+        default="var/keys/signing.key", description="Private key the signer uses for chain rows."
+    )
     partitions_raw: int = Field(default=6, ge=1, description="Partitions of the raw topics.")
     partitions_canonical: int = Field(default=6, ge=1, description="Partitions of the canonical topic.")
     partitions_dead_letter: int = Field(default=1, ge=1, description="Partitions of the dead-letter topic.")

@@ -20,8 +20,9 @@ def _decode_jsonb(data: bytes) -> Any:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # Binary format, because COPY (the signer's bulk append) only speaks binary.
-    await conn.set_type_codec("jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog",
-                              format="binary")
+    await conn.set_type_codec(
+        "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
+    )
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 

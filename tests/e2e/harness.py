@@ -17,7 +17,7 @@ from deploy.local.infra import free_port
 from deploy.local.stack import ServiceGroup, wait_ready
 from shared.cli.licenses import store_license
 from shared.db.pool import connect
-from shared.keys import Ed25519Signer, write_new_key
+from shared.keys import Ed25519Signer, load_signer, write_new_key
 from shared.licensing import issue_license
 from tests.conftest import Topics
 
@@ -62,8 +62,6 @@ class Pipeline:
         issuer_path = keys / "license-issuer.key"
         self.issuer = write_new_key(issuer_path) if not issuer_path.exists() else None
         if self.issuer is None:
-            from shared.keys import load_signer
-
             self.issuer = load_signer(file=str(issuer_path))
         (keys / "license-issuer.pub").write_text(base64.b64encode(self.issuer.public_key).decode() + "\n")
         if not (keys / "signing.key").exists():
@@ -96,10 +94,13 @@ class Pipeline:
         path = self.work_dir / "log" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    async def post(self, path: str, body: bytes, *, org: str, token: str, content_type: str,
-                   content_encoding: str | None = None) -> httpx.Response:
-        headers = {"Content-Type": content_type,
-                   "Authorization": "Basic " + base64.b64encode(f"{org}:{token}".encode()).decode()}
+    async def post(
+        self, path: str, body: bytes, *, org: str, token: str, content_type: str, content_encoding: str | None = None
+    ) -> httpx.Response:
+        headers = {
+            "Content-Type": content_type,
+            "Authorization": "Basic " + base64.b64encode(f"{org}:{token}".encode()).decode(),
+        }
         if content_encoding:
             headers["Content-Encoding"] = content_encoding
         async with httpx.AsyncClient(timeout=30) as client:

@@ -24,8 +24,14 @@ CAPTURES = [
     ("logs-tool-session-nocontent.pb.gz", "application/x-protobuf", "gzip"),
     ("logs-api-error.pb", "application/x-protobuf", None),
 ]
-PII = ["jane.roe@example.com", "john.smith@example.org", "alice@corp.example", "415 555 0134", "078-05-1120",
-       "4155550134"]
+PII = [
+    "jane.roe@example.com",
+    "john.smith@example.org",
+    "alice@corp.example",
+    "415 555 0134",
+    "078-05-1120",
+    "4155550134",
+]
 AUDITED = {"user_prompt", "tool_result", "tool_decision", "api_request", "api_error"}
 
 
@@ -35,8 +41,13 @@ def _record_count(fixtures_dir: Path) -> int:
         body = (fixtures_dir / name).read_bytes()
         if encoding == "gzip":
             body = gzip.decompress(body)
-        total += otlp.count_log_records(otlp.decode_request(body, otlp.media_type(content_type),  # type: ignore[arg-type]
-                                                            otlp.ExportLogsServiceRequest))
+        total += otlp.count_log_records(
+            otlp.decode_request(
+                body,
+                otlp.media_type(content_type),  # type: ignore[arg-type]
+                otlp.ExportLogsServiceRequest,
+            )
+        )
     return total
 
 
@@ -52,8 +63,14 @@ async def pipeline(infra: Infra, database_url: str, topics: Topics, tmp_path: Pa
 
 async def _send_all(pipe: Pipeline, fixtures_dir: Path, org: str, token: str) -> None:
     for name, content_type, encoding in CAPTURES:
-        response = await pipe.post("/v1/logs", (fixtures_dir / name).read_bytes(), org=org, token=token,
-                                   content_type=content_type, content_encoding=encoding)
+        response = await pipe.post(
+            "/v1/logs",
+            (fixtures_dir / name).read_bytes(),
+            org=org,
+            token=token,
+            content_type=content_type,
+            content_encoding=encoding,
+        )
         assert response.status_code == 200, (name, response.status_code, response.content)
 
 
@@ -65,15 +82,16 @@ async def test_real_captures_become_redacted_signed_rows(pipeline: Pipeline, fix
     assert len(rows) == expected, pipeline.log_of("redactor")[-3000:] + pipeline.log_of("signer")[-3000:]
 
     kinds = Counter(r["event_type"] for r in rows)
-    assert AUDITED <= set(kinds), kinds
+    assert set(kinds) >= AUDITED, kinds
     for row in rows:
         assert row["tenant_id"] == "tenant-acme" and row["org_id"] == "acme"
         assert row["plane"] == "claude_code"
         assert row["received_at"] is not None and row["event_time"] is not None
         assert len(row["signature"]) == 64 and len(row["row_hash"]) == 32
     api = [r for r in rows if r["event_type"] == "api_request"]
-    assert all(r["model"] == "claude-opus-5-5" and r["tokens_used"] == 1637 and str(r["cost"]) == "0.006850"
-               for r in api)
+    assert all(
+        r["model"] == "claude-opus-5-5" and r["tokens_used"] == 1637 and str(r["cost"]) == "0.006850" for r in api
+    )
     assert {r["decision"] for r in rows if r["event_type"] == "tool_decision"} == {"accept"}
     prompts = [r for r in rows if r["event_type"] == "user_prompt"]
     assert all(r["correlation_id"] and r["session_id"] and r["user_id"] for r in prompts)
@@ -103,8 +121,9 @@ async def test_client_retry_creates_no_duplicates(pipeline: Pipeline, fixtures_d
     record = marker.resource_logs.add().scope_logs.add().log_records.add()
     record.body.string_value = "claude_code.user_prompt"
     record.time_unix_nano = 1795878787316000000
-    response = await pipeline.post("/v1/logs", marker.SerializeToString(), org="acme", token=token,
-                                   content_type="application/x-protobuf")
+    response = await pipeline.post(
+        "/v1/logs", marker.SerializeToString(), org="acme", token=token, content_type="application/x-protobuf"
+    )
     assert response.status_code == 200
     rows = await pipeline.wait_for_rows(expected + 1)
     assert len(rows) == expected + 1
@@ -112,6 +131,7 @@ async def test_client_retry_creates_no_duplicates(pipeline: Pipeline, fixtures_d
 
 
 def test_verify_command_passes(pipeline: Pipeline) -> None:
-    result = subprocess.run([sys.executable, "-m", "shared.cli", "verify"], env=pipeline.env(),
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "verify"], env=pipeline.env(), capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr

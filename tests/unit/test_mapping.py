@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -15,15 +16,26 @@ PLANES = {"claude-code": "claude_code", "claude-code-desktop": "claude_code", "c
 
 
 def _records(fixtures_dir: Path, name: str) -> list[tuple[LogRecord, dict[str, object]]]:
-    req = otlp.decode_request((fixtures_dir / name).read_bytes(), otlp.Encoding.PROTOBUF,
-                              otlp.ExportLogsServiceRequest)
-    return [(r, attributes_of(rl.resource.attributes)) for rl in req.resource_logs for sl in rl.scope_logs
-            for r in sl.log_records]
+    req = otlp.decode_request((fixtures_dir / name).read_bytes(), otlp.Encoding.PROTOBUF, otlp.ExportLogsServiceRequest)
+    return [
+        (r, attributes_of(rl.resource.attributes))
+        for rl in req.resource_logs
+        for sl in rl.scope_logs
+        for r in sl.log_records
+    ]
 
 
 def _map(record: LogRecord, resource: dict[str, object], org: str = "acme"):  # type: ignore[no-untyped-def]
-    return map_record(record, resource, tenant="t1", org=org, plane_by_service=PLANES, default_plane="claude_code",
-                      keep_unknown_attributes=True, received_at=RECEIVED)
+    return map_record(
+        record,
+        resource,
+        tenant="t1",
+        org=org,
+        plane_by_service=PLANES,
+        default_plane="claude_code",
+        keep_unknown_attributes=True,
+        received_at=RECEIVED,
+    )
 
 
 def test_real_capture_maps_every_audited_field(fixtures_dir: Path) -> None:
@@ -68,10 +80,11 @@ def test_claimed_org_never_decides_tenancy(fixtures_dir: Path) -> None:
 
 
 def test_content_capture_off_keeps_lengths_only(fixtures_dir: Path) -> None:
-    import gzip
-
-    req = otlp.decode_request(gzip.decompress((fixtures_dir / "logs-tool-session-nocontent.pb.gz").read_bytes()),
-                              otlp.Encoding.PROTOBUF, otlp.ExportLogsServiceRequest)
+    req = otlp.decode_request(
+        gzip.decompress((fixtures_dir / "logs-tool-session-nocontent.pb.gz").read_bytes()),
+        otlp.Encoding.PROTOBUF,
+        otlp.ExportLogsServiceRequest,
+    )
     rl = req.resource_logs[0]
     for record in (r for sl in rl.scope_logs for r in sl.log_records):
         mapped = _map(record, attributes_of(rl.resource.attributes))
@@ -80,14 +93,16 @@ def test_content_capture_off_keeps_lengths_only(fixtures_dir: Path) -> None:
             assert mapped.content_lengths["prompt"] > 0
 
 
-@pytest.mark.parametrize(("value", "expected"), [("29", 29), (29, 29), (29.0, 29), ("29.7", 29), ("x", None),
-                                                 (True, None), (None, None)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("29", 29), (29, 29), (29.0, 29), ("29.7", 29), ("x", None), (True, None), (None, None)]
+)
 def test_as_int(value: object, expected: int | None) -> None:
     assert as_int(value) == expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False), (True, True), (0, False),
-                                                 ("maybe", None)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", True), ("false", False), (True, True), (0, False), ("maybe", None)]
+)
 def test_as_bool(value: object, expected: bool | None) -> None:
     assert as_bool(value) == expected
 

@@ -1,0 +1,106 @@
+"""The transform's fail-closed behaviour, with a stand-in engine: the real engine has its own tests."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.redactor.transform import BatchRejected, TransformPolicy, TransformStats, transform_batch
+from shared.canonical import WITHHELD_MARKER
+
+HEADERS = {"tenant": "t1", "org": "acme", "license_id": "lic-1", "received_at": "1795878790000000000",
+           "request_id": "req-1", "content_type": "application/x-protobuf"}
+POLICY = TransformPolicy(plane_by_service={"claude-code": "claude_code", "cowork": "cowork"},
+                         default_plane="claude_code", keep_other_events=True, keep_unknown_attributes=True,
+                         detection_enabled=True)
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+
+
+@dataclass(frozen=True)
+class Masked:
+    text: str
+    counts: dict[str, int]
+
+
+class EmailOnly:
+    """Masks e-mail addresses; enough to see where the transform sends each field."""
+
+    def __init__(self) -> None:
+        self.json_calls = 0
+
+    def redact_text(self, text: str) -> Masked:
+        masked, n = EMAIL.subn("<EMAIL>", text)
+        return Masked(masked, {"EMAIL": n} if n else {})
+
+    def redact_json_text(self, text: str) -> Masked:
+        self.json_calls += 1
+        return self.redact_text(text)
+
+
+class Broken:
+    def redact_text(self, text: str) -> Masked:
+        raise RuntimeError("engine exploded")
+
+    def redact_json_text(self, text: str) -> Masked:
+        raise TimeoutError("over budget")
+
+
+def _events(fixtures_dir: Path, engine: object, policy: TransformPolicy = POLICY):  # type: ignore[no-untyped-def]
+    stats = TransformStats()
+    body = (fixtures_dir / "logs-tool-session.pb").read_bytes()
+    return list(transform_batch(body, HEADERS, engine, policy, stats)), stats  # type: ignore[arg-type]
+
+
+def test_content_is_masked_and_the_redactions_recorded(fixtures_dir: Path) -> None:
+    engine = EmailOnly()
+    events, stats = _events(fixtures_dir, engine)
+    prompt = next(e for e in events if e.event_type == "user_prompt")
+    assert "jane.roe@example.com" not in prompt.content["prompt"]
+    assert prompt.redacted_fields["prompt"] == {"EMAIL": 1}
+    assert prompt.content_captured is True
+    assert engine.json_calls > 0  # tool_parameters / tool_input go through the JSON-aware path
+    assert stats.redactions["EMAIL"] >= 4
+    assert all(e.tenant_id == "t1" and e.org_id == "acme" for e in events)
+
+
+def test_a_failing_engine_withholds_content_but_keeps_the_event(fixtures_dir: Path) -> None:
+    events, stats = _events(fixtures_dir, Broken())
+    prompt = next(e for e in events if e.event_type == "user_prompt")
+    assert prompt.content["prompt"] == WITHHELD_MARKER
+    assert prompt.redacted_fields["prompt"] == {"WITHHELD": 1}
+    tool = next(e for e in events if e.event_type == "tool_result")
+    assert tool.content["tool_input"] == WITHHELD_MARKER
+    assert tool.tool_name == "Bash"  # metadata survives
+    assert stats.withheld_fields > 0
+
+
+def test_disabled_detection_withholds_everything(fixtures_dir: Path) -> None:
+    policy = TransformPolicy(**{**POLICY.__dict__, "detection_enabled": False})
+    events, _ = _events(fixtures_dir, EmailOnly(), policy)
+    for event in events:
+        assert set(event.content.values()) <= {WITHHELD_MARKER}
+        for value in event.attributes.values():
+            assert not isinstance(value, str) or value == WITHHELD_MARKER
+
+
+def test_other_events_can_be_dropped_by_policy_and_are_counted(fixtures_dir: Path) -> None:
+    policy = TransformPolicy(**{**POLICY.__dict__, "keep_other_events": False})
+    events, stats = _events(fixtures_dir, EmailOnly(), policy)
+    assert {e.event_type for e in events} <= {"user_prompt", "tool_result", "tool_decision", "api_request",
+                                               "api_error", "assistant_response"}
+    assert stats.dropped_other > 0
+
+
+@pytest.mark.parametrize("headers", [{}, {"tenant": "t1"}, {**HEADERS, "received_at": "yesterday"},
+                                     {**HEADERS, "content_type": "text/plain"}])
+def test_batches_without_trustworthy_headers_are_rejected(headers: dict[str, str]) -> None:
+    with pytest.raises(BatchRejected):
+        list(transform_batch(b"", headers, EmailOnly(), POLICY, TransformStats()))  # type: ignore[arg-type]
+
+
+def test_undecodable_payload_is_rejected() -> None:
+    with pytest.raises(BatchRejected):
+        list(transform_batch(b"\x0a\xff\xff", HEADERS, EmailOnly(), POLICY, TransformStats()))  # type: ignore[arg-type]
