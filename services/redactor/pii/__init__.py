@@ -1,0 +1,5 @@
+"""PII detection and masking for the redactor: a registry of small recognizers, one per entity kind."""
+
+from services.redactor.pii.engine import ALL_KINDS, DetectionUnavailable, PiiEngine, Redaction, build_engine
+
+__all__ = ["ALL_KINDS", "DetectionUnavailable", "PiiEngine", "Redaction", "build_engine"]
