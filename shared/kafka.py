@@ -43,7 +43,9 @@ def make_producer(bootstrap: str, max_message_bytes: int, **overrides: Any) -> A
     return AIOKafkaProducer(**options)
 
 
-def make_consumer(bootstrap: str, group_id: str, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+def make_consumer(
+    bootstrap: str, group_id: str, *topics: str, session_timeout_ms: int = 10_000, **overrides: Any
+) -> AIOKafkaConsumer:
     options: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "group_id": group_id,
@@ -51,8 +53,8 @@ def make_consumer(bootstrap: str, group_id: str, *topics: str, **overrides: Any)
         "auto_offset_reset": "earliest",
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
         "fetch_max_bytes": 16 * 1024 * 1024,
-        "session_timeout_ms": 30_000,
-        "heartbeat_interval_ms": 3_000,
+        "session_timeout_ms": session_timeout_ms,
+        "heartbeat_interval_ms": max(500, session_timeout_ms // 6),
         "max_poll_interval_ms": 300_000,
     }
     options.update(overrides)

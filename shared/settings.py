@@ -34,6 +34,11 @@ class CommonSettings(BaseSettings):
         ge=16_384,
         description="Largest Kafka message produced; keep it at the production broker's message.max.bytes.",
     )
+    kafka_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        description="Consumer group session timeout; a dead consumer's partitions move after this long.",
+    )
     log_level: str = Field(default="INFO", description="Python log level for the service's JSON logs.")
 
 

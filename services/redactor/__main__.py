@@ -36,7 +36,11 @@ async def _run(settings: RedactorSettings) -> None:
         keep_unknown_attributes=settings.unknown_attribute_policy == "keep",
         detection_enabled=settings.pii_detection_enabled,
     )
-    consumer = make_consumer(settings.kafka_bootstrap_servers, settings.redactor_group_id)
+    consumer = make_consumer(
+        settings.kafka_bootstrap_servers,
+        settings.redactor_group_id,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+    )
     producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
     worker = RedactorWorker(
         consumer,

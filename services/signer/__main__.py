@@ -47,7 +47,9 @@ async def _run(settings: SignerSettings) -> None:
     registry = CollectorRegistry()
     if settings.signer_metrics_port:
         start_http_server(settings.signer_metrics_port, registry=registry)
-    consumer = make_consumer(settings.kafka_bootstrap_servers, settings.signer_group_id)
+    consumer = make_consumer(
+        settings.kafka_bootstrap_servers, settings.signer_group_id, session_timeout_ms=settings.kafka_session_timeout_ms
+    )
     producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
     backoff.reset()
     while not stop.is_set():
