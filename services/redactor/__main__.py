@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from services.redactor.pii import build_engine
 from services.redactor.settings import RedactorSettings
-from services.redactor.transform import TransformPolicy
+from services.redactor.posture import PostureBook, refresh_postures
+from services.redactor.transform import TextRedactor, TransformPolicy
 from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.kafka import make_consumer, make_producer
 from shared.logs import configure_logging
@@ -20,12 +21,18 @@ from shared.settings import load_settings
 
 async def _run(settings: RedactorSettings) -> None:
     log = configure_logging("redactor", settings.log_level)
-    engine = None
-    if settings.pii_detection_enabled:
-        try:
-            engine = build_engine(settings.pii_kinds, settings.pii_ner_model, settings.pii_field_time_budget_ms)
-        except (ValueError, OSError) as exc:
-            raise SystemExit(f"redactor: cannot build the PII engine: {exc}") from None
+
+    def engine_for_kinds(kinds: frozenset[str] | None) -> TextRedactor:
+        chosen = settings.pii_kinds if kinds is None else sorted(kinds)
+        return build_engine(chosen, settings.pii_ner_model, settings.pii_field_time_budget_ms)
+
+    postures = PostureBook(engine_for_kinds, globally_enabled=settings.pii_detection_enabled)
+    try:
+        # Build the default engine now, so a bad PII setting stops the service at start-up.
+        postures.engine_for("")
+        engine_for_kinds(None)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"redactor: cannot build the PII engine: {exc}") from None
     registry = CollectorRegistry()
     if settings.redactor_metrics_port:
         start_http_server(settings.redactor_metrics_port, registry=registry)
@@ -34,7 +41,6 @@ async def _run(settings: RedactorSettings) -> None:
         default_plane=settings.default_plane,
         keep_other_events=settings.other_event_policy == "keep",
         keep_unknown_attributes=settings.unknown_attribute_policy == "keep",
-        detection_enabled=settings.pii_detection_enabled,
     )
     consumer = make_consumer(
         settings.kafka_bootstrap_servers,
@@ -45,7 +51,7 @@ async def _run(settings: RedactorSettings) -> None:
     worker = RedactorWorker(
         consumer,
         producer,
-        engine,
+        postures,
         policy,
         raw_topic=settings.topic_raw_logs,
         canonical_topic=settings.topic_canonical,
@@ -57,12 +63,17 @@ async def _run(settings: RedactorSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    refresher = asyncio.create_task(
+        refresh_postures(postures, settings.database_url, settings.posture_refresh_seconds, stop, asyncio.Event())
+    )
     await _start_with_retry(producer, consumer, stop)
     worker.subscribe()
     log.info("redactor running", extra={"topic": settings.topic_raw_logs})
     try:
         await worker.run(stop)
     finally:
+        stop.set()
+        await refresher
         await consumer.stop()
         await producer.stop()
 

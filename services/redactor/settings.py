@@ -36,6 +36,9 @@ class RedactorSettings(CommonSettings):
     pii_field_time_budget_ms: float = Field(
         default=250.0, gt=0, description="Per-field detection time budget; over it, the field is withheld."
     )
+    posture_refresh_seconds: float = Field(
+        default=30.0, gt=0, description="How often tenants' detection postures are re-read from PostgreSQL."
+    )
     redactor_max_pending_messages: int = Field(
         default=2_000, ge=1, description="Raw messages produced but not yet acknowledged before pausing."
     )

@@ -23,6 +23,12 @@ class TextRedactor(Protocol):
     def redact_json_text(self, text: str) -> Any: ...
 
 
+class EngineLookup(Protocol):
+    def engine_for(self, tenant: str) -> TextRedactor | None:
+        """The engine for a tenant's posture, or None when detection is unavailable for it."""
+        ...
+
+
 class BatchRejected(Exception):
     """A raw message that can never be processed (bad headers or payload): it goes to the dead letters."""
 
@@ -71,17 +77,16 @@ class TransformPolicy:
     default_plane: str
     keep_other_events: bool
     keep_unknown_attributes: bool
-    detection_enabled: bool
 
 
 JSON_CONTENT_FIELDS = frozenset({"tool_parameters", "tool_input"})
 
 
 def _redact_field(
-    engine: TextRedactor | None, name: str, text: str, detection_enabled: bool, stats: TransformStats
+    engine: TextRedactor | None, name: str, text: str, stats: TransformStats
 ) -> tuple[str, dict[str, int] | None]:
     """Fail closed: if detection is off, raises, or runs over budget, the content is withheld."""
-    if not detection_enabled or engine is None:
+    if engine is None:
         stats.withheld_fields += 1
         return WITHHELD_MARKER, None
     try:
@@ -105,7 +110,7 @@ def _redact_value(
     redacted: dict[str, dict[str, int]],
 ) -> Any:
     if isinstance(value, str):
-        text, counts = _redact_field(engine, path, value, policy.detection_enabled, stats)
+        text, counts = _redact_field(engine, path, value, stats)
         if counts is None:
             redacted[path] = {"WITHHELD": 1}
         elif counts:
@@ -124,7 +129,7 @@ def build_event(
     content: dict[str, str] = {}
     redacted: dict[str, dict[str, int]] = {}
     for name, text in mapped.raw_content.items():
-        masked, counts = _redact_field(engine, name, text, policy.detection_enabled, stats)
+        masked, counts = _redact_field(engine, name, text, stats)
         content[name] = masked
         if counts is None:
             redacted[name] = {"WITHHELD": 1}
@@ -153,12 +158,13 @@ def build_event(
 def transform_batch(
     payload: bytes,
     headers: Mapping[str, str],
-    engine: TextRedactor | None,
+    engines: EngineLookup,
     policy: TransformPolicy,
     stats: TransformStats,
 ) -> Iterator[CanonicalEvent]:
     """Yields one canonical event per kept record, in the batch's order."""
     ctx = BatchContext.from_headers(headers)
+    engine = engines.engine_for(ctx.tenant)
     encoding = otlp.media_type(ctx.content_type)
     if encoding is None:
         raise BatchRejected(f"raw batch has an unknown content type {ctx.content_type!r}")

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.redactor.transform import (
     BatchRejected,
-    TextRedactor,
+    EngineLookup,
     TransformPolicy,
     TransformStats,
     transform_batch,
@@ -139,14 +139,14 @@ class TransformStep:
 
     def __init__(
         self,
-        engine: TextRedactor | None,
+        engines: EngineLookup,
         policy: TransformPolicy,
         canonical_topic: str,
         dead_letter_topic: str,
         next_step: ProduceStep,
         metrics: RedactorMetrics,
     ) -> None:
-        self._engine = engine
+        self._engines = engines
         self._policy = policy
         self._canonical_topic = canonical_topic
         self._dead_letter_topic = dead_letter_topic
@@ -174,7 +174,7 @@ class TransformStep:
                     event.to_json(),
                     [("event_id", event.event_id.encode()), *trace],
                 )
-                for event in transform_batch(message.value, headers, self._engine, self._policy, self.stats)
+                for event in transform_batch(message.value, headers, self._engines, self._policy, self.stats)
             ]
         except BatchRejected as exc:
             self._metrics.dead_lettered.inc()
@@ -230,7 +230,7 @@ class RedactorWorker:
         self,
         consumer: Any,
         producer: MessageProducer,
-        engine: TextRedactor | None,
+        engines: EngineLookup,
         policy: TransformPolicy,
         *,
         raw_topic: str,
@@ -244,7 +244,7 @@ class RedactorWorker:
         self.metrics = metrics
         self.commit = CommitOffsets(consumer, interval=1.0)
         self.produce = ProduceStep(producer, self.commit, max_pending)
-        self.transform = TransformStep(engine, policy, canonical_topic, dead_letter_topic, self.produce, metrics)
+        self.transform = TransformStep(engines, policy, canonical_topic, dead_letter_topic, self.produce, metrics)
         self._paused = False
 
     def subscribe(self) -> None:

@@ -11,11 +11,20 @@ import pytest
 from services.redactor.transform import BatchRejected, TransformPolicy, TransformStats, transform_batch
 from shared.canonical import WITHHELD_MARKER
 
-HEADERS = {"tenant": "t1", "org": "acme", "license_id": "lic-1", "received_at": "1795878790000000000",
-           "request_id": "req-1", "content_type": "application/x-protobuf"}
-POLICY = TransformPolicy(plane_by_service={"claude-code": "claude_code", "cowork": "cowork"},
-                         default_plane="claude_code", keep_other_events=True, keep_unknown_attributes=True,
-                         detection_enabled=True)
+HEADERS = {
+    "tenant": "t1",
+    "org": "acme",
+    "license_id": "lic-1",
+    "received_at": "1795878790000000000",
+    "request_id": "req-1",
+    "content_type": "application/x-protobuf",
+}
+POLICY = TransformPolicy(
+    plane_by_service={"claude-code": "claude_code", "cowork": "cowork"},
+    default_plane="claude_code",
+    keep_other_events=True,
+    keep_unknown_attributes=True,
+)
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 
 
@@ -48,10 +57,20 @@ class Broken:
         raise TimeoutError("over budget")
 
 
+@dataclass
+class Fixed:
+    """One engine for every tenant; None stands for "detection unavailable"."""
+
+    engine: object
+
+    def engine_for(self, tenant: str) -> object:
+        return self.engine
+
+
 def _events(fixtures_dir: Path, engine: object, policy: TransformPolicy = POLICY):  # type: ignore[no-untyped-def]
     stats = TransformStats()
     body = (fixtures_dir / "logs-tool-session.pb").read_bytes()
-    return list(transform_batch(body, HEADERS, engine, policy, stats)), stats  # type: ignore[arg-type]
+    return list(transform_batch(body, HEADERS, Fixed(engine), policy, stats)), stats  # type: ignore[arg-type]
 
 
 def test_content_is_masked_and_the_redactions_recorded(fixtures_dir: Path) -> None:
@@ -78,8 +97,7 @@ def test_a_failing_engine_withholds_content_but_keeps_the_event(fixtures_dir: Pa
 
 
 def test_disabled_detection_withholds_everything(fixtures_dir: Path) -> None:
-    policy = TransformPolicy(**{**POLICY.__dict__, "detection_enabled": False})
-    events, _ = _events(fixtures_dir, EmailOnly(), policy)
+    events, _ = _events(fixtures_dir, None)
     for event in events:
         assert set(event.content.values()) <= {WITHHELD_MARKER}
         for value in event.attributes.values():
@@ -89,18 +107,26 @@ def test_disabled_detection_withholds_everything(fixtures_dir: Path) -> None:
 def test_other_events_can_be_dropped_by_policy_and_are_counted(fixtures_dir: Path) -> None:
     policy = TransformPolicy(**{**POLICY.__dict__, "keep_other_events": False})
     events, stats = _events(fixtures_dir, EmailOnly(), policy)
-    assert {e.event_type for e in events} <= {"user_prompt", "tool_result", "tool_decision", "api_request",
-                                               "api_error", "assistant_response"}
+    assert {e.event_type for e in events} <= {
+        "user_prompt",
+        "tool_result",
+        "tool_decision",
+        "api_request",
+        "api_error",
+        "assistant_response",
+    }
     assert stats.dropped_other > 0
 
 
-@pytest.mark.parametrize("headers", [{}, {"tenant": "t1"}, {**HEADERS, "received_at": "yesterday"},
-                                     {**HEADERS, "content_type": "text/plain"}])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"tenant": "t1"}, {**HEADERS, "received_at": "yesterday"}, {**HEADERS, "content_type": "text/plain"}],
+)
 def test_batches_without_trustworthy_headers_are_rejected(headers: dict[str, str]) -> None:
     with pytest.raises(BatchRejected):
-        list(transform_batch(b"", headers, EmailOnly(), POLICY, TransformStats()))  # type: ignore[arg-type]
+        list(transform_batch(b"", headers, Fixed(EmailOnly()), POLICY, TransformStats()))  # type: ignore[arg-type]
 
 
 def test_undecodable_payload_is_rejected() -> None:
     with pytest.raises(BatchRejected):
-        list(transform_batch(b"\x0a\xff\xff", HEADERS, EmailOnly(), POLICY, TransformStats()))  # type: ignore[arg-type]
+        list(transform_batch(b"\x0a\xff\xff", HEADERS, Fixed(EmailOnly()), POLICY, TransformStats()))  # type: ignore[arg-type]
