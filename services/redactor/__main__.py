@@ -9,8 +9,8 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, start_http_server
 
 from services.redactor.pii import build_engine
-from services.redactor.settings import RedactorSettings
 from services.redactor.posture import PostureBook, refresh_postures
+from services.redactor.settings import RedactorSettings
 from services.redactor.transform import TextRedactor, TransformPolicy
 from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.kafka import make_consumer, make_producer
