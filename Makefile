@@ -7,7 +7,8 @@ ORG    ?= dev
 PIP_FLAGS ?= --disable-pip-version-check -q
 
 .PHONY: help run test test-unit test-integration test-e2e lint typecheck license verify checkpoints \
-        bench bench-receiver bench-redactor bench-signer eval-redaction clean
+        bench bench-receiver bench-redactor bench-signer eval-redaction clean replay dlq test-deploy \
+        bench-reporter browser-deps
 
 help:
 	@echo "make run        start PostgreSQL, the broker and the three services (Ctrl-C stops all)"
@@ -15,6 +16,8 @@ help:
 	@echo "make license ORG=<org>   issue a licence; the key is the last line"
 	@echo "make verify     recompute every hash chain and check every signature"
 	@echo "make lint / make typecheck"
+	@echo "make replay ARGS=...   re-process a window of the raw topic (auditctl replay --help)"
+	@echo "make dlq ARGS=...      dead letters: list, inspect, requeue (auditctl dlq --help)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +28,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	@$(PY) -m deploy.local.stack run
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	@$(PY) -m pytest -q tests
+
+# tests/browser drives Debian's Chromium through Playwright. Installed here when missing and we are root;
+# otherwise the browser test fails loudly (it never skips).
+CHROMIUM ?= /usr/bin/chromium
+browser-deps:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium for tests/browser"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "WARNING: $(CHROMIUM) is missing and cannot be installed here: tests/browser will fail" >&2; fi; \
+	fi
 
 test-unit: $(STAMP)
 	@$(PY) -m pytest -q tests/unit
@@ -48,6 +62,30 @@ license: $(STAMP)
 
 verify: $(STAMP)
 	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl verify
+
+# Incident tooling against the `make run` stack (its broker holds the topics); ARGS go to auditctl:
+#   make replay ARGS="--from 2026-03-01T10:00:00Z --to 2026-03-01T11:00:00Z --dry-run"
+#   make dlq ARGS="list"    make dlq ARGS="inspect 0:12"    make dlq ARGS="requeue 0:12"
+LOCAL_KAFKA ?= 127.0.0.1:$(or $(LOCAL_KAFKA_PORT),19092)
+replay: $(STAMP)
+	@KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$(LOCAL_KAFKA)}" \
+	  $(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl replay $(ARGS)
+
+dlq: $(STAMP)
+	@KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$(LOCAL_KAFKA)}" \
+	  $(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl dlq $(ARGS)
+
+# Dockerfile, compose file, Helm chart, dashboard and alerts, without Docker or a cluster (part of make test).
+test-deploy: $(STAMP)
+	@$(PY) -m pytest -q tests/deploy
+
+# One Hypercorn receiver process, a fresh in-memory broker, a separate load-generator process.
+bench-receiver: $(STAMP)
+	@$(PY) -m tests.bench.bench_receiver $(BENCH_ARGS)
+
+# 1,000,000 audit rows (1,000 users, 20,000 sessions) in a fresh PostgreSQL; p50/p99 of the reporting queries.
+bench-reporter: $(STAMP)
+	@$(PY) -m tests.bench.bench_reporter $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -29,7 +29,7 @@ from shared.kafka import ensure_topics
 from shared.keys import load_signer
 from shared.licensing import LicenseRefused, LicenseVerifier, issue_license
 
-SERVICES = ("receiver", "redactor", "signer")
+SERVICES = ("receiver", "redactor", "signer", "reporter", "usage")
 DEV_ORG = "dev"
 
 
@@ -169,8 +169,11 @@ def run() -> int:
                 group.start(name)
             port = int(env.get("RECEIVER_PORT", "4318"))
             wait_ready(f"http://127.0.0.1:{port}/readyz", 60)
+            reporter_port = int(env.get("REPORTER_PORT", "8080"))
+            wait_ready(f"http://127.0.0.1:{reporter_port}/readyz", 60)
             elapsed = time.monotonic() - started
             print(f"\nready in {elapsed:.1f}s: receiver http://127.0.0.1:{port}  database {dsn}  broker {bootstrap}")
+            print(f"reports: http://127.0.0.1:{reporter_port}/portal/ (user 'dev', password: the key in {cache})")
             print(f"logs in {var / 'log'}/; Ctrl-C stops everything.\n")
             print("# Point Claude Code at it (development licence for org 'dev'):")
             print(claude_code_environment(f"http://127.0.0.1:{port}", DEV_ORG, token), flush=True)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import asyncpg
 import click
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
@@ -51,7 +52,7 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
     """Broker and database failures become one readable line and exit 1, not a traceback."""
     try:
         return run_async(factory)
-    except (KafkaError, OSError, TimeoutError) as exc:
+    except (KafkaError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise click.ClickException(f"broker or database unavailable: {exc!r}") from None
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
@@ -85,13 +86,12 @@ def _window(start: str | None, end: str | None, offsets: tuple[str, ...]) -> Win
 @click.option("--offsets", multiple=True, metavar="P:START-END",
               help="Explicit range of one partition, END exclusive or empty for the current end; repeatable.")
 @click.option("--tenant", default=None, help="Replay only this tenant's batches (default: every tenant).")
-@click.option("--topic", default=None, help="Raw topic to replay (default: TOPIC_RAW_LOGS).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (partitions, offsets, estimated records) only.")
 @click.option("--wait", "wait_seconds", type=float, default=0.0, show_default=True,
               help="Then wait up to this long for every replayed event to be chained; exit 1 if some are not.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and the summary as JSON lines.")
-def replay(start: str | None, end: str | None, offsets: tuple[str, ...], tenant: str | None, topic: str | None,
-           dry_run: bool, wait_seconds: float, as_json: bool) -> None:
+def replay(start: str | None, end: str | None, offsets: tuple[str, ...], tenant: str | None, dry_run: bool,
+           wait_seconds: float, as_json: bool) -> None:
     """Re-process a window of the raw log topic through the redactor and signer.
 
     Raw batches are re-sent with their original headers plus replay.id/replay.source; batches whose events
@@ -100,7 +100,7 @@ def replay(start: str | None, end: str | None, offsets: tuple[str, ...], tenant:
     """
     settings = _settings()
     window = _window(start, end, offsets)
-    raw_topic = topic or settings.topic_raw_logs
+    raw_topic = settings.topic_raw_logs  # the redactor's input: the only topic a replay can feed
 
     async def go() -> int:
         async with TopicReader(settings.kafka_bootstrap_servers) as reader:
@@ -156,7 +156,8 @@ def dlq() -> None:
 
 def _selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
-        click.option("--stage", default=None, help="Only dead letters of this stage (redactor, signer, replay)."),
+        click.option("--stage", default=None,
+                     help="Only dead letters of this stage (redactor, signer, usage, replay)."),
         click.option("--tenant", default=None, help="Only this tenant's dead letters."),
         click.option("--source-topic", default=None, help="Only those that failed on this topic."),
         click.option("--error-contains", default=None, help="Only those whose error contains this text."),
@@ -238,8 +239,9 @@ def dlq_inspect(ref: str, as_json: bool) -> None:
             "error": letter.error,
         },
         "original_headers": letter.original_headers,
-        "payload": describe_payload(letter, (settings.topic_raw_logs, settings.topic_raw_metrics),
-                                    settings.topic_canonical),
+        "payload": describe_payload(letter, raw_logs_topic=settings.topic_raw_logs,
+                                    raw_metrics_topic=settings.topic_raw_metrics,
+                                    canonical_topic=settings.topic_canonical),
         "requeued": None if marker is None else {"at": marker.requeued_at, "requeue_id": marker.requeue_id,
                                                  "target": marker.target},
     }
@@ -273,8 +275,9 @@ def dlq_requeue(refs: tuple[str, ...], select_all: bool, stage: str | None, tena
     selection = _selection(refs, stage, tenant, source_topic, error_contains, since)
 
     async def go() -> list[str]:
-        await ensure_marker_topic(settings.kafka_bootstrap_servers, settings.topic_dead_letter_requeued,
-                                  settings.topic_replication_factor)
+        if not dry_run:  # a dry run creates nothing
+            await ensure_marker_topic(settings.kafka_bootstrap_servers, settings.topic_dead_letter_requeued,
+                                      settings.topic_replication_factor)
         letters, markers = await _load(settings)
         chosen = select(letters, selection)
         missing = sorted(str(r) for r in selection.refs - {d.ref for d in chosen})
@@ -284,7 +287,8 @@ def dlq_requeue(refs: tuple[str, ...], select_all: bool, stage: str | None, tena
             summary = await requeue(chosen, markers, ProduceStep(producer, settings.ops_producer_max_in_flight),
                                     dead_letter_topic=settings.topic_dead_letter,
                                     marker_topic=settings.topic_dead_letter_requeued,
-                                    allowed_targets=(settings.topic_raw_logs, settings.topic_canonical),
+                                    allowed_targets=(settings.topic_raw_logs, settings.topic_raw_metrics,
+                                                     settings.topic_canonical),
                                     max_message_bytes=settings.kafka_max_message_bytes, dry_run=dry_run)
         finally:
             await producer.stop()

@@ -219,45 +219,57 @@ def select(dead_letters: Iterable[DeadLetter], selection: Selection) -> list[Dea
     return [d for d in dead_letters if selection.matches(d)]
 
 
-def describe_payload(dead_letter: DeadLetter, raw_topics: Sequence[str], canonical_topic: str) -> dict[str, Any]:
+def describe_payload(dead_letter: DeadLetter, *, raw_logs_topic: str, raw_metrics_topic: str,
+                     canonical_topic: str) -> dict[str, Any]:
     """What the payload is, without any of its content: size, digest, and for a batch its shape."""
     shape: dict[str, Any] = {"bytes": len(dead_letter.value),
                              "sha256": hashlib.sha256(dead_letter.value).hexdigest()}
-    if dead_letter.source_topic in raw_topics:
-        encoding = otlp.media_type(dead_letter.original_headers.get("content_type", otlp.PROTOBUF))
-        if encoding is None:
-            shape["decodable"] = "no: unknown content type"
-            return shape
-        try:
-            request = otlp.decode_request(dead_letter.value, encoding, otlp.ExportLogsServiceRequest)
-        except otlp.PayloadError as exc:
-            shape["decodable"] = f"no: {exc}"
-            return shape
-        names: Counter[str] = Counter()
-        services: Counter[str] = Counter()
-        for resource_logs in request.resource_logs:
-            for attr in resource_logs.resource.attributes:
-                if attr.key == "service.name":
-                    services[attr.value.string_value] += 1
-            for scope_logs in resource_logs.scope_logs:
-                for record in scope_logs.log_records:
-                    name = next((a.value.string_value for a in record.attributes if a.key == "event.name"), "")
-                    names[name or "(unnamed)"] += 1
-        shape.update(decodable="yes", log_records=sum(names.values()), event_names=dict(names),
-                     service_names=dict(services))
+    if dead_letter.source_topic in (raw_logs_topic, raw_metrics_topic):
+        shape.update(_otlp_shape(dead_letter, logs=dead_letter.source_topic == raw_logs_topic))
     elif dead_letter.source_topic == canonical_topic:
-        try:
-            event = json.loads(dead_letter.value)
-        except (ValueError, UnicodeDecodeError) as exc:
-            shape["decodable"] = f"no: {type(exc).__name__}"
-            return shape
-        if not isinstance(event, dict):
-            shape["decodable"] = "no: not a JSON object"
-            return shape
-        shape.update(decodable="yes", event_id=event.get("event_id"), event_type=event.get("event_type"),
-                     tenant_id=event.get("tenant_id"), event_time=event.get("event_time"),
-                     content_fields=sorted(event.get("content") or {}))
+        shape.update(_canonical_shape(dead_letter.value))
     return shape
+
+
+def _otlp_shape(dead_letter: DeadLetter, *, logs: bool) -> dict[str, Any]:
+    encoding = otlp.media_type(dead_letter.original_headers.get("content_type", otlp.PROTOBUF))
+    if encoding is None:
+        return {"decodable": "no: unknown content type"}
+    message_type: Any = otlp.ExportLogsServiceRequest if logs else otlp.ExportMetricsServiceRequest
+    try:
+        request = otlp.decode_request(dead_letter.value, encoding, message_type)
+    except otlp.PayloadError as exc:
+        return {"decodable": f"no: {exc}"}
+    services: Counter[str] = Counter()
+    resources = request.resource_logs if logs else request.resource_metrics
+    for resource in resources:
+        for attr in resource.resource.attributes:
+            if attr.key == "service.name":
+                services[attr.value.string_value] += 1
+    if not logs:
+        names = Counter(m.name for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)
+        return {"decodable": "yes", "data_points": otlp.count_data_points(request), "metric_names": dict(names),
+                "service_names": dict(services)}
+    events: Counter[str] = Counter()
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                name = next((a.value.string_value for a in record.attributes if a.key == "event.name"), "")
+                events[name or "(unnamed)"] += 1
+    return {"decodable": "yes", "log_records": sum(events.values()), "event_names": dict(events),
+            "service_names": dict(services)}
+
+
+def _canonical_shape(value: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return {"decodable": f"no: {type(exc).__name__}"}
+    if not isinstance(event, dict):
+        return {"decodable": "no: not a JSON object"}
+    return {"decodable": "yes", "event_id": event.get("event_id"), "event_type": event.get("event_type"),
+            "tenant_id": event.get("tenant_id"), "event_time": event.get("event_time"),
+            "content_fields": sorted(event.get("content") or {})}
 
 
 @dataclass

@@ -98,8 +98,12 @@ class TopicReader:
         self._stall_timeout = stall_timeout
 
     async def start(self) -> None:
-        await self._consumer.start()
-        await self._admin.start()
+        try:
+            await self._consumer.start()
+            await self._admin.start()
+        except BaseException:
+            await self.stop()  # a half-started client would leak its connections
+            raise
 
     async def stop(self) -> None:
         await self._admin.close()
@@ -115,6 +119,8 @@ class TopicReader:
     async def partitions(self, topic: str) -> list[int]:
         # Asked of the cluster each time: once partitions are assigned, the consumer's own metadata covers
         # only the assigned topics.
+        if topic not in set(await self._admin.list_topics()):
+            raise LookupError(f"topic {topic!r} does not exist")  # describing it would retry for a while
         described = await self._admin.describe_topics([topic])
         found = [p["partition"] for t in described if t["topic"] == topic and not t["error_code"]
                  for p in t["partitions"]]

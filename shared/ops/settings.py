@@ -20,7 +20,7 @@ class OpsSettings(CommonSettings):
     )
     dlq_exporter_host: str = Field(default="0.0.0.0", description="Address the dead-letter exporter binds to.")  # noqa: S104
     dlq_exporter_port: int = Field(
-        default=9467, ge=1, le=65535, description="Port of the dead-letter exporter's /metrics, /healthz, /readyz."
+        default=9468, ge=1, le=65535, description="Port of the dead-letter exporter's /metrics, /healthz, /readyz."
     )
     dlq_exporter_interval_seconds: float = Field(
         default=15.0, gt=0, description="How often the dead-letter exporter re-reads the dead-letter topic."
