@@ -66,6 +66,7 @@ class TopicSpec:
     name: str
     partitions: int
     replication_factor: int = 1
+    configs: tuple[tuple[str, str], ...] = ()
 
 
 async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> list[str]:
@@ -78,7 +79,12 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> list[str]
         if missing:
             # Another process may win the race; the topic is there then, which is all we need.
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(s.name, s.partitions, s.replication_factor) for s in missing])
+                await admin.create_topics(
+                    [
+                        NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.configs) or None)
+                        for s in missing
+                    ]
+                )
         return [s.name for s in missing]
     finally:
         await admin.close()

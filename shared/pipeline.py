@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
+from prometheus_client import Histogram
 
 T_contra = TypeVar("T_contra", contravariant=True)
 
@@ -47,9 +48,10 @@ class OffsetCommitter(Protocol):
 class CommitOffsets:
     """The last step: commits, in order and at most every ``interval`` seconds, what earlier steps finished."""
 
-    def __init__(self, consumer: OffsetCommitter, interval: float = 1.0) -> None:
+    def __init__(self, consumer: OffsetCommitter, interval: float = 1.0, latency: Histogram | None = None) -> None:
         self._consumer = consumer
         self._interval = interval
+        self._latency = latency
         self._pending: dict[TopicPartition, int] = {}
         self._last_commit = time.monotonic()
         self.committed: dict[TopicPartition, int] = {}
@@ -76,7 +78,10 @@ class CommitOffsets:
 
     async def _flush(self) -> None:
         offsets = dict(self._pending)
+        started = time.perf_counter()
         await self._consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+        if self._latency is not None:
+            self._latency.observe(time.perf_counter() - started)
         self.committed.update(offsets)
         for tp, off in offsets.items():
             if self._pending.get(tp) == off:

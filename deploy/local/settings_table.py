@@ -20,6 +20,7 @@ SETTINGS_CLASSES = (
     ("redactor", "services.redactor.settings", "RedactorSettings"),
     ("signer", "services.signer.settings", "SignerSettings"),
     ("auditctl", "shared.cli.settings", "CliSettings"),
+    ("auditctl ops", "shared.ops.settings", "OpsSettings"),
 )
 
 

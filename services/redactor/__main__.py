@@ -6,13 +6,14 @@ import asyncio
 import signal
 
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from services.redactor.pii import build_engine
 from services.redactor.posture import PostureBook, refresh_postures
 from services.redactor.settings import RedactorSettings
 from services.redactor.transform import TextRedactor, TransformPolicy
 from services.redactor.worker import RedactorMetrics, RedactorWorker
+from shared.health import HealthServer
 from shared.kafka import make_consumer, make_producer
 from shared.logs import configure_logging
 from shared.pipeline import Backoff
@@ -34,8 +35,6 @@ async def _run(settings: RedactorSettings) -> None:
     except (ValueError, OSError) as exc:
         raise SystemExit(f"redactor: cannot build the PII engine: {exc}") from None
     registry = CollectorRegistry()
-    if settings.redactor_metrics_port:
-        start_http_server(settings.redactor_metrics_port, registry=registry)
     policy = TransformPolicy(
         plane_by_service=settings.plane_by_service,
         default_plane=settings.default_plane,
@@ -66,7 +65,12 @@ async def _run(settings: RedactorSettings) -> None:
     refresher = asyncio.create_task(
         refresh_postures(postures, settings.database_url, settings.posture_refresh_seconds, stop, asyncio.Event())
     )
+    started = asyncio.Event()
+    health = HealthServer(registry, ready=lambda: started.is_set() and not stop.is_set())
+    if settings.redactor_metrics_port:
+        await health.start("0.0.0.0", settings.redactor_metrics_port)  # noqa: S104 - probes come from outside
     await _start_with_retry(producer, consumer, stop)
+    started.set()
     worker.subscribe()
     log.info("redactor running", extra={"topic": settings.topic_raw_logs})
     try:
@@ -76,6 +80,7 @@ async def _run(settings: RedactorSettings) -> None:
         await refresher
         await consumer.stop()
         await producer.stop()
+        await health.stop()
 
 
 async def _start_with_retry(producer: object, consumer: object, stop: asyncio.Event) -> None:

@@ -10,7 +10,10 @@ from shared.settings import CommonSettings
 class RedactorSettings(CommonSettings):
     redactor_group_id: str = Field(default="audit-redactor", description="Consumer group of the redactor.")
     redactor_metrics_port: int = Field(
-        default=9465, ge=0, le=65535, description="Port of the redactor's /metrics endpoint (0 turns it off)."
+        default=9465,
+        ge=0,
+        le=65535,
+        description="Port of the redactor's /metrics, /healthz and /readyz (0 turns them off).",
     )
     plane_by_service: dict[str, str] = Field(
         default={"claude-code": "claude_code", "claude-code-desktop": "claude_code", "cowork": "cowork"},

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.redactor.transform import (
     BatchRejected,
@@ -42,6 +43,7 @@ class _InFlight:
     position: Position
     messages: list[OutboundMessage]
     futures: list[asyncio.Future[Any]]
+    sent_at: float = 0.0
 
 
 class RedactorMetrics:
@@ -60,7 +62,15 @@ class RedactorMetrics:
             "redactor_other_events_kept", "Undocumented events kept by policy.", registry=registry
         )
         self.lag = Gauge(
-            "redactor_consumer_lag", "Messages behind the partition end.", ["partition"], registry=registry
+            "redactor_consumer_lag", "Messages behind the partition end.", ["topic", "partition"], registry=registry
+        )
+        self.produce_latency = Histogram(
+            "redactor_produce_duration_seconds",
+            "From sending a raw message's outputs to the broker acknowledging all of them.",
+            registry=registry,
+        )
+        self.commit_latency = Histogram(
+            "redactor_commit_duration_seconds", "One Kafka offset commit.", registry=registry
         )
 
     def record(self, before: TransformStats, after: TransformStats) -> None:
@@ -78,7 +88,10 @@ class RedactorMetrics:
 class ProduceStep:
     """Sends a raw message's outputs and forwards its position once all of them are acknowledged."""
 
-    def __init__(self, producer: MessageProducer, next_step: CommitOffsets, max_pending: int) -> None:
+    def __init__(
+        self, producer: MessageProducer, next_step: CommitOffsets, max_pending: int, latency: Histogram | None = None
+    ) -> None:
+        self._latency = latency
         self._producer = producer
         self._next = next_step
         self._max_pending = max_pending
@@ -95,7 +108,7 @@ class ProduceStep:
             await asyncio.wait(self._pending[0].futures)
             await self.poll()
         position, messages = item
-        entry = _InFlight(position, messages, [])
+        entry = _InFlight(position, messages, [], time.perf_counter())
         entry.futures = [await self._send(m) for m in messages]
         self._pending.append(entry)
 
@@ -120,6 +133,8 @@ class ProduceStep:
                 return
             self._backoff.reset()
             self._pending.popleft()
+            if self._latency is not None:
+                self._latency.observe(time.perf_counter() - head.sent_at)
             await self._next.submit(head.position)
 
     async def join(self, timeout: float | None = None) -> None:
@@ -198,6 +213,23 @@ class TransformStep:
                 )
             ]
         self._metrics.record(before, self.stats)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "raw batch transformed",
+                extra={
+                    "request_id": headers.get("request_id"),
+                    "tenant": headers.get("tenant"),
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "events_out": self.stats.events_out - before.events_out,
+                    "withheld": self.stats.withheld_fields - before.withheld_fields,
+                    "redactions": {
+                        k: n - before.redactions.get(k, 0)
+                        for k, n in self.stats.redactions.items()
+                        if n != before.redactions.get(k, 0)
+                    },
+                },
+            )
         await self._next.submit((Position(tp, message.offset + 1), outputs))
 
     async def poll(self) -> None:
@@ -242,8 +274,8 @@ class RedactorWorker:
         self.consumer = consumer
         self.raw_topic = raw_topic
         self.metrics = metrics
-        self.commit = CommitOffsets(consumer, interval=1.0)
-        self.produce = ProduceStep(producer, self.commit, max_pending)
+        self.commit = CommitOffsets(consumer, interval=1.0, latency=metrics.commit_latency)
+        self.produce = ProduceStep(producer, self.commit, max_pending, latency=metrics.produce_latency)
         self.transform = TransformStep(engines, policy, canonical_topic, dead_letter_topic, self.produce, metrics)
         self._paused = False
 
@@ -280,4 +312,4 @@ class RedactorWorker:
             if highwater is None:
                 continue
             position = await self.consumer.position(tp)
-            self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, highwater - position))
+            self.metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, highwater - position))

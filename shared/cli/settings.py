@@ -15,6 +15,10 @@ class CliSettings(CommonSettings):
     signing_key_file: str | None = Field(
         default="var/keys/signing.key", description="Private key the signer uses for chain rows."
     )
+    topic_dead_letter_requeued: str = Field(
+        default="audit.deadletter.requeued",
+        description="Compacted topic of requeue markers (one per dead letter), so a dead letter is requeued once.",
+    )
     partitions_raw: int = Field(default=6, ge=1, description="Partitions of the raw topics.")
     partitions_canonical: int = Field(default=6, ge=1, description="Partitions of the canonical topic.")
     partitions_dead_letter: int = Field(default=1, ge=1, description="Partitions of the dead-letter topic.")

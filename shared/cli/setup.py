@@ -41,6 +41,7 @@ def topic_specs(settings: CliSettings) -> list[TopicSpec]:
         TopicSpec(settings.topic_raw_metrics, settings.partitions_raw, rf),
         TopicSpec(settings.topic_canonical, settings.partitions_canonical, rf),
         TopicSpec(settings.topic_dead_letter, settings.partitions_dead_letter, rf),
+        TopicSpec(settings.topic_dead_letter_requeued, 1, rf, (("cleanup.policy", "compact"),)),
     ]
 
 
