@@ -7,7 +7,10 @@ decimal string with six places, bytes never present, and SQL NULL as JSON null.
     row_hash  = SHA-256( b"claude-audit-row-v1\\x00" || prev_hash || canonical_bytes )
     signature = Ed25519( row_hash )
 
-``prev_hash`` of the first row of a chain is 32 zero bytes.
+``prev_hash`` of the first row of a chain is 32 zero bytes. docs/auditing.md is the full specification.
+
+A checkpoint's signature covers ``b"claude-audit-checkpoint-v1\\x00" || JCS({tenant_id, chain_seq,
+head_hash (lower-case hex), created_at, key_id})``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import rfc8785
-
 from shared.canonical import COST_SCALE, EVENT_COLUMNS
+from shared.jcs import canonicalize
 
 HASH_VERSION = 1
 DOMAIN_TAG = b"claude-audit-row-v1\x00"
+CHECKPOINT_DOMAIN_TAG = b"claude-audit-checkpoint-v1\x00"
 GENESIS_HASH = bytes(32)
 
 HASHED_COLUMNS: tuple[str, ...] = (*EVENT_COLUMNS, "chain_seq", "signing_key_id", "hash_version")
@@ -58,8 +61,21 @@ def _normalise(value: Any) -> Any:
 
 def canonical_bytes(row: Mapping[str, Any]) -> bytes:
     """The exact bytes an auditor hashes; ``row`` may be a database record or a dict of column values."""
-    return rfc8785.dumps({column: _normalise(row[column]) for column in HASHED_COLUMNS})
+    return canonicalize({column: _normalise(row[column]) for column in HASHED_COLUMNS})
 
 
 def row_hash(prev_hash: bytes, canonical: bytes) -> bytes:
     return hashlib.sha256(DOMAIN_TAG + prev_hash + canonical).digest()
+
+
+def checkpoint_message(tenant_id: str, chain_seq: int, head_hash: bytes, created_at: datetime, key_id: str) -> bytes:
+    """The bytes a checkpoint signature covers."""
+    return CHECKPOINT_DOMAIN_TAG + canonicalize(
+        {
+            "tenant_id": tenant_id,
+            "chain_seq": chain_seq,
+            "head_hash": head_hash.hex(),
+            "created_at": format_timestamp(created_at),
+            "key_id": key_id,
+        }
+    )

@@ -1,20 +1,51 @@
-"""Recomputes every chain from the rows alone and checks every signature against the published keys."""
+"""Recomputes every chain from the rows alone and checks every signature against the published keys.
+
+A chain is checked in ranges of sequence numbers, each range by its own process with its own database
+connection, so the expensive parts (canonical bytes, SHA-256, Ed25519) use every core. Each range also
+reads the row before it (to check its first link) and the row after it (to tell an inserted row from a
+modified one), so ranges need no stitching.
+
+Kinds of break, named at the first sequence number where the chain stops holding:
+- ``deleted``: a sequence number is missing, or a row's predecessor is gone and later rows were renumbered;
+- ``inserted``: a row that the chain skips over (its successor links to the row before it);
+- ``reordered``: rows that link to each other in the wrong order;
+- ``modified``: a row whose contents no longer match its hash;
+- ``bad_signature``: an invalid signature, an unknown key, or a key used outside its published window;
+- ``truncated``: rows missing at the end (against the chain head or a saved checkpoint).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from shared.chain import GENESIS_HASH, HASH_VERSION, HASHED_COLUMNS, canonical_bytes, row_hash
+from shared.chain import (
+    GENESIS_HASH,
+    HASH_VERSION,
+    HASHED_COLUMNS,
+    canonical_bytes,
+    checkpoint_message,
+    row_hash,
+)
+from shared.db.pool import connect
 from shared.keys import verify_signature
 
-_SELECT = (
-    "SELECT " + ", ".join(dict.fromkeys((*HASHED_COLUMNS, "prev_hash", "row_hash", "signature")))
-    + " FROM audit_logs WHERE tenant_id = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3"
+ROW_COLUMNS = tuple(dict.fromkeys((*HASHED_COLUMNS, "prev_hash", "row_hash", "signature")))
+_SELECT_RANGE = (
+    f"SELECT {', '.join(ROW_COLUMNS)} FROM audit_logs"  # noqa: S608 - fixed column names
+    " WHERE tenant_id = $1 AND chain_seq >= $2 AND chain_seq <= $3 ORDER BY chain_seq"
 )
+RANGE_ROWS = 20_000
+_PAGE = 5_000
 
 
 @dataclass(frozen=True)
@@ -30,6 +61,7 @@ class TenantReport:
     tenant_id: str
     rows: int = 0
     head_seq: int = 0
+    checkpoints_checked: int = 0
     breaks: list[Break] = field(default_factory=list)
 
     @property
@@ -37,58 +69,170 @@ class TenantReport:
         return not self.breaks
 
 
-async def _rows(conn: asyncpg.Connection, tenant: str, page: int) -> AsyncIterator[Any]:
-    after = 0
-    while True:
-        rows = await conn.fetch(_SELECT, tenant, after, page)
-        for row in rows:
-            yield row
-        if len(rows) < page:
-            return
-        after = rows[-1]["chain_seq"]
+@dataclass(frozen=True)
+class KeyBook:
+    """Published public keys, and which key signs each tenant's chain from which sequence number on."""
+
+    keys: Mapping[str, bytes]
+    activations: Mapping[str, Sequence[tuple[int, str]]]
+
+    def active_key(self, tenant: str, seq: int) -> str | None:
+        active = None
+        for from_seq, key_id in self.activations.get(tenant, ()):
+            if from_seq > seq:
+                break
+            active = key_id
+        return active
 
 
-async def verify_tenant(conn: asyncpg.Connection, tenant: str, keys: dict[str, bytes],
-                        page: int = 5_000) -> TenantReport:
-    report = TenantReport(tenant)
-    expected_seq, prev = 1, GENESIS_HASH
-    async for row in _rows(conn, tenant, page):
-        seq = row["chain_seq"]
-        report.rows += 1
-        if seq != expected_seq:
-            kind = "deleted" if seq > expected_seq else "inserted"
-            report.breaks.append(Break(tenant, expected_seq, kind, f"expected sequence {expected_seq}, found {seq}"))
-            return report
-        if row["hash_version"] != HASH_VERSION:
-            report.breaks.append(Break(tenant, seq, "modified", f"unknown hash version {row['hash_version']}"))
-            return report
-        if bytes(row["prev_hash"]) != prev:
-            report.breaks.append(Break(tenant, seq, "reordered", "prev_hash does not link to the previous row"))
-            return report
-        digest = row_hash(prev, canonical_bytes(row))
-        if digest != bytes(row["row_hash"]):
-            report.breaks.append(Break(tenant, seq, "modified", "row contents do not match row_hash"))
-            return report
-        public_key = keys.get(row["signing_key_id"])
-        if public_key is None:
-            report.breaks.append(Break(tenant, seq, "bad_signature", f"unknown key {row['signing_key_id']}"))
-            return report
-        if not verify_signature(public_key, digest, bytes(row["signature"])):
-            report.breaks.append(Break(tenant, seq, "bad_signature", "signature does not verify"))
-            return report
-        prev = digest
-        expected_seq = seq + 1
-    report.head_seq = expected_seq - 1
-    head = await conn.fetchrow("SELECT head_seq, head_hash FROM chain_heads WHERE tenant_id = $1", tenant)
-    if head is not None and head["head_seq"] > report.head_seq:
-        report.breaks.append(Break(tenant, report.head_seq + 1, "truncated",
-                                   f"chain head is at {head['head_seq']}, rows stop at {report.head_seq}"))
-    return report
+@dataclass(frozen=True)
+class Checkpoint:
+    tenant_id: str
+    chain_seq: int
+    head_hash: bytes
+    created_at: datetime
+    key_id: str
+    signature: bytes
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "tenant_id": self.tenant_id,
+                "chain_seq": self.chain_seq,
+                "head_hash": self.head_hash.hex(),
+                "created_at": self.created_at.isoformat(),
+                "key_id": self.key_id,
+                "signature": self.signature.hex(),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, line: str) -> Checkpoint:
+        data = json.loads(line)
+        return cls(
+            str(data["tenant_id"]),
+            int(data["chain_seq"]),
+            bytes.fromhex(data["head_hash"]),
+            datetime.fromisoformat(data["created_at"]),
+            str(data["key_id"]),
+            bytes.fromhex(data["signature"]),
+        )
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    first_seq: int
+    last_seq: int
+    rows: int
+    brk: Break | None
+
+
+def _classify(
+    row: Mapping[str, Any],
+    nxt: Mapping[str, Any] | None,
+    expected_prev: bytes | None,
+    expected_seq: int,
+    tenant: str,
+    book: KeyBook,
+) -> Break | None:
+    """The first thing wrong with ``row``, if anything; ``nxt`` is the row after it, when there is one."""
+    seq = row["chain_seq"]
+
+    def brk(kind: str, detail: str, at: int = seq) -> Break:
+        return Break(tenant, at, kind, detail)
+
+    if seq != expected_seq:
+        return brk("deleted", f"sequence {expected_seq} is missing (next row is {seq})", expected_seq)
+    stored_prev, stored_hash = bytes(row["prev_hash"]), bytes(row["row_hash"])
+    skipped_over = nxt is not None and expected_prev is not None and bytes(nxt["prev_hash"]) == expected_prev
+    if row["hash_version"] != HASH_VERSION:
+        return brk("modified", f"unknown hash version {row['hash_version']}")
+    digest = row_hash(stored_prev, canonical_bytes(row))
+    if expected_prev is not None and stored_prev != expected_prev:
+        if nxt is not None and stored_prev == bytes(nxt["row_hash"]):
+            return brk("reordered", f"row {seq} links to row {nxt['chain_seq']}, which comes after it")
+        if skipped_over:
+            return brk("inserted", "the chain skips this row: its successor links to the row before it")
+        if nxt is not None and bytes(nxt["prev_hash"]) == stored_hash and digest != stored_hash:
+            return brk("deleted", "the row before this one is gone and the rows after it were renumbered")
+        return brk("modified", "prev_hash does not link to the previous row")
+    if digest != stored_hash:
+        if skipped_over:
+            return brk("inserted", "the chain skips this row: its successor links to the row before it")
+        return brk("modified", "row contents do not match row_hash")
+    key_id = row["signing_key_id"]
+    public_key = book.keys.get(key_id)
+    problem = None
+    if public_key is None:
+        problem = f"signed with unknown key {key_id}"
+    elif (active := book.active_key(tenant, seq)) is not None and active != key_id:
+        problem = f"signed with key {key_id}, but key {active} is the one published for this sequence"
+    elif not verify_signature(public_key, digest, bytes(row["signature"])):
+        problem = "signature does not verify"
+    if problem is not None:
+        if skipped_over:
+            return brk("inserted", f"the chain skips this row ({problem})")
+        return brk("bad_signature", problem)
+    return None
+
+
+async def _fetch(conn: asyncpg.Connection, tenant: str, first: int, last: int) -> list[Any]:
+    rows: list[Any] = []
+    start = first
+    while start <= last:
+        page = await conn.fetch(_SELECT_RANGE, tenant, start, min(last, start + _PAGE - 1))
+        rows.extend(page)
+        start += _PAGE
+    return rows
+
+
+async def verify_range(conn: asyncpg.Connection, tenant: str, first: int, last: int, book: KeyBook) -> RangeResult:
+    """Checks rows ``first..last`` (inclusive), using the rows just outside the range for context."""
+    rows = await _fetch(conn, tenant, max(1, first - 1), last + 1)
+    prev_row = rows[0] if rows and rows[0]["chain_seq"] == first - 1 else None
+    body = [r for r in rows if first <= r["chain_seq"] <= last]
+    peek = rows[-1] if rows and rows[-1]["chain_seq"] == last + 1 else None
+    expected_prev: bytes | None = GENESIS_HASH if first == 1 else (bytes(prev_row["row_hash"]) if prev_row else None)
+    expected_seq = first
+    for index, row in enumerate(body):
+        nxt = body[index + 1] if index + 1 < len(body) else peek
+        problem = _classify(row, nxt, expected_prev, expected_seq, tenant, book)
+        if problem is not None:
+            return RangeResult(first, last, index, problem)
+        expected_prev, expected_seq = bytes(row["row_hash"]), row["chain_seq"] + 1
+    if body and body[-1]["chain_seq"] < last:
+        missing = body[-1]["chain_seq"] + 1
+        return RangeResult(first, last, len(body), Break(tenant, missing, "deleted", f"sequence {missing} is missing"))
+    return RangeResult(first, last, len(body), None)
+
+
+def _verify_range_in_process(dsn: str, tenant: str, first: int, last: int, book: KeyBook) -> RangeResult:
+    async def run() -> RangeResult:
+        conn = await connect(dsn)
+        try:
+            return await verify_range(conn, tenant, first, last, book)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+async def load_key_book(conn: asyncpg.Connection, extra_keys: Mapping[str, bytes] | None = None) -> KeyBook:
+    keys = {
+        row["key_id"]: bytes(row["public_key"])
+        for row in await conn.fetch("SELECT key_id, public_key FROM signing_keys")
+    }
+    if extra_keys is not None:
+        # An auditor's own copy of the published keys wins over whatever the database says now.
+        keys = dict(extra_keys)
+    activations: dict[str, list[tuple[int, str]]] = {}
+    for row in await conn.fetch("SELECT tenant_id, from_seq, key_id FROM key_activations ORDER BY tenant_id, from_seq"):
+        activations.setdefault(row["tenant_id"], []).append((row["from_seq"], row["key_id"]))
+    return KeyBook(keys, activations)
 
 
 async def published_keys(conn: asyncpg.Connection) -> dict[str, bytes]:
-    return {row["key_id"]: bytes(row["public_key"]) for row in await conn.fetch(
-        "SELECT key_id, public_key FROM signing_keys")}
+    return dict((await load_key_book(conn)).keys)
 
 
 async def tenants(conn: asyncpg.Connection) -> list[str]:
@@ -96,3 +240,100 @@ async def tenants(conn: asyncpg.Connection) -> list[str]:
         "SELECT tenant_id FROM chain_heads UNION SELECT DISTINCT tenant_id FROM audit_logs ORDER BY 1"
     )
     return [row["tenant_id"] for row in rows]
+
+
+def check_checkpoint(cp: Checkpoint, row_hash_at: bytes | None, last_seq: int, book: KeyBook) -> Break | None:
+    public_key = book.keys.get(cp.key_id)
+    message = checkpoint_message(cp.tenant_id, cp.chain_seq, cp.head_hash, cp.created_at, cp.key_id)
+    if public_key is None or not verify_signature(public_key, message, cp.signature):
+        return Break(cp.tenant_id, cp.chain_seq, "bad_signature", "checkpoint signature does not verify")
+    if cp.chain_seq > last_seq:
+        return Break(
+            cp.tenant_id,
+            last_seq + 1,
+            "truncated",
+            f"a checkpoint shows sequence {cp.chain_seq}, the chain stops at {last_seq}",
+        )
+    if row_hash_at is None:
+        return Break(cp.tenant_id, cp.chain_seq, "deleted", "the row a checkpoint covers is missing")
+    if row_hash_at != cp.head_hash:
+        return Break(cp.tenant_id, cp.chain_seq, "modified", "the chain differs from a signed checkpoint (rollback?)")
+    return None
+
+
+Progress = Callable[[str, int, int, float], None]
+
+
+async def verify_tenant(
+    conn: asyncpg.Connection,
+    tenant: str,
+    book: KeyBook | Mapping[str, bytes],
+    *,
+    dsn: str | None = None,
+    checkpoints: Iterable[Checkpoint] = (),
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> TenantReport:
+    """Verify one chain. With ``dsn`` set and a long chain, ranges are checked in parallel processes."""
+    if not isinstance(book, KeyBook):
+        book = KeyBook(dict(book), (await load_key_book(conn)).activations)
+    report = TenantReport(tenant)
+    last_seq = await conn.fetchval("SELECT coalesce(max(chain_seq), 0) FROM audit_logs WHERE tenant_id = $1", tenant)
+    ranges = [(start, min(last_seq, start + RANGE_ROWS - 1)) for start in range(1, last_seq + 1, RANGE_ROWS)]
+    started = time.monotonic()
+    results: list[RangeResult] = []
+    parallel = dsn is not None and len(ranges) > 1
+    if parallel:
+        assert dsn is not None
+        loop = asyncio.get_running_loop()
+        with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            futures = [loop.run_in_executor(pool, _verify_range_in_process, dsn, tenant, a, b, book) for a, b in ranges]
+            for future in asyncio.as_completed(futures):
+                results.append(await future)
+                if progress:
+                    progress(tenant, sum(r.rows for r in results), last_seq, time.monotonic() - started)
+    else:
+        for a, b in ranges:
+            results.append(await verify_range(conn, tenant, a, b, book))
+            if progress:
+                progress(tenant, sum(r.rows for r in results), last_seq, time.monotonic() - started)
+            if results[-1].brk:
+                break
+    results.sort(key=lambda r: r.first_seq)
+    for result in results:
+        report.rows += result.rows
+        if result.brk is not None:
+            report.breaks.append(result.brk)
+            break
+    report.head_seq = last_seq if report.ok else report.breaks[0].chain_seq - 1
+    if report.ok:
+        head = await conn.fetchval("SELECT head_seq FROM chain_heads WHERE tenant_id = $1", tenant)
+        if head is not None and head > last_seq:
+            report.breaks.append(
+                Break(tenant, last_seq + 1, "truncated", f"the chain head is at {head}, the rows stop at {last_seq}")
+            )
+    for cp in sorted((c for c in checkpoints if c.tenant_id == tenant), key=lambda c: c.chain_seq):
+        if not report.ok:
+            break
+        row_hash_at = await conn.fetchval(
+            "SELECT row_hash FROM audit_logs WHERE tenant_id = $1 AND chain_seq = $2", tenant, cp.chain_seq
+        )
+        report.checkpoints_checked += 1
+        problem = check_checkpoint(cp, None if row_hash_at is None else bytes(row_hash_at), last_seq, book)
+        if problem is not None:
+            report.breaks.append(problem)
+    return report
+
+
+async def stored_checkpoints(conn: asyncpg.Connection, tenant: str | None = None) -> list[Checkpoint]:
+    rows = await conn.fetch(
+        "SELECT tenant_id, chain_seq, head_hash, created_at, key_id, signature FROM chain_checkpoints"
+        " WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, chain_seq",
+        tenant,
+    )
+    return [
+        Checkpoint(
+            r["tenant_id"], r["chain_seq"], bytes(r["head_hash"]), r["created_at"], r["key_id"], bytes(r["signature"])
+        )
+        for r in rows
+    ]

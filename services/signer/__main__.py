@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import timedelta
 
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
-from services.signer.appender import register_key
+from services.signer.appender import CheckpointPolicy, register_key
 from services.signer.settings import SignerSettings
 from services.signer.worker import SignerMetrics, SignerWorker
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
+from shared.health import HealthServer
 from shared.kafka import make_consumer, make_producer
 from shared.keys import KeyMaterialError, load_signer
 from shared.logs import configure_logging
@@ -45,8 +47,10 @@ async def _run(settings: SignerSettings) -> None:
             await backoff.sleep(stop)
 
     registry = CollectorRegistry()
+    started = asyncio.Event()
+    health = HealthServer(registry, ready=lambda: started.is_set() and not stop.is_set())
     if settings.signer_metrics_port:
-        start_http_server(settings.signer_metrics_port, registry=registry)
+        await health.start("0.0.0.0", settings.signer_metrics_port)  # noqa: S104 - probes come from outside
     consumer = make_consumer(
         settings.kafka_bootstrap_servers, settings.signer_group_id, session_timeout_ms=settings.kafka_session_timeout_ms
     )
@@ -59,9 +63,22 @@ async def _run(settings: SignerSettings) -> None:
             break
         except (KafkaError, OSError):
             await backoff.sleep(stop)
-    worker = SignerWorker(consumer, producer, pool, signer, group=settings.signer_group_id,
-                          topic=settings.topic_canonical, dead_letter_topic=settings.topic_dead_letter,
-                          max_batch=settings.signer_max_batch, metrics=SignerMetrics(registry), stop=stop)
+    worker = SignerWorker(
+        consumer,
+        producer,
+        pool,
+        signer,
+        group=settings.signer_group_id,
+        topic=settings.topic_canonical,
+        dead_letter_topic=settings.topic_dead_letter,
+        max_batch=settings.signer_max_batch,
+        metrics=SignerMetrics(registry),
+        stop=stop,
+        checkpoints=CheckpointPolicy(
+            every_rows=settings.checkpoint_every_rows, every=timedelta(seconds=settings.checkpoint_every_seconds)
+        ),
+    )
+    started.set()
     worker.subscribe()
     log.info("signer running", extra={"key_id": signer.key_id, "topic": settings.topic_canonical})
     try:
@@ -70,6 +87,7 @@ async def _run(settings: SignerSettings) -> None:
         await consumer.stop()
         await producer.stop()
         await pool.close()
+        await health.stop()
 
 
 def main() -> None:

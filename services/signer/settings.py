@@ -14,6 +14,16 @@ class SignerSettings(CommonSettings):
         default="AUDIT_SIGNING_KEY",
         description="Environment variable read for the seed when no key file is set.",
     )
-    signer_metrics_port: int = Field(default=9466, ge=0, le=65535,
-                                     description="Port of the signer's /metrics endpoint (0 turns it off).")
+    signer_metrics_port: int = Field(
+        default=9466,
+        ge=0,
+        le=65535,
+        description="Port of the signer's /metrics, /healthz and /readyz (0 turns them off).",
+    )
+    checkpoint_every_rows: int = Field(
+        default=1_000, ge=1, description="A signed checkpoint is written when a chain grew by this many rows..."
+    )
+    checkpoint_every_seconds: float = Field(
+        default=60.0, gt=0, description="...or when this long has passed since its last checkpoint and it grew."
+    )
     signer_max_batch: int = Field(default=2_000, ge=1, description="Most events appended in one transaction.")

@@ -16,7 +16,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.signer.appender import OffsetEvent, OffsetGap, append_batch, stored_offsets
+from services.signer.appender import CheckpointPolicy, OffsetEvent, OffsetGap, append_batch, stored_offsets
 from shared.canonical import CanonicalEvent
 from shared.db.errors import is_retryable_db_error
 from shared.kafka import MessageProducer
@@ -29,17 +29,22 @@ log = logging.getLogger("signer")
 class SignerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.appended = Counter("signer_rows_appended", "Rows appended to chains.", registry=registry)
-        self.duplicates = Counter("signer_duplicates_skipped", "Events skipped as already chained.",
-                                  registry=registry)
-        self.stale = Counter("signer_stale_messages", "Messages another signer had already applied.",
-                             registry=registry)
-        self.dead_lettered = Counter("signer_dead_lettered", "Messages sent to the dead-letter topic.",
-                                     registry=registry)
+        self.duplicates = Counter("signer_duplicates_skipped", "Events skipped as already chained.", registry=registry)
+        self.stale = Counter("signer_stale_messages", "Messages another signer had already applied.", registry=registry)
+        self.dead_lettered = Counter(
+            "signer_dead_lettered", "Messages sent to the dead-letter topic.", registry=registry
+        )
         self.db_retries = Counter("signer_db_retries", "Retryable PostgreSQL failures.", registry=registry)
-        self.append_latency = Histogram("signer_append_duration_seconds", "One append transaction.",
-                                        registry=registry)
-        self.lag = Gauge("signer_consumer_lag", "Messages behind the partition end.", ["partition"],
-                         registry=registry)
+        self.append_latency = Histogram("signer_append_duration_seconds", "One append transaction.", registry=registry)
+        self.commit_latency = Histogram("signer_commit_duration_seconds", "One Kafka offset commit.", registry=registry)
+        self.messages_in = Counter("signer_messages_in", "Canonical messages read.", registry=registry)
+        self.checkpoints = Counter("signer_checkpoints_written", "Signed checkpoints written.", registry=registry)
+        self.chain_head = Gauge(
+            "signer_chain_head_sequence", "Last sequence number appended, per chain.", ["tenant"], registry=registry
+        )
+        self.lag = Gauge(
+            "signer_consumer_lag", "Messages behind the partition end.", ["topic", "partition"], registry=registry
+        )
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -54,9 +59,21 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class SignerWorker:
-    def __init__(self, consumer: Any, producer: MessageProducer, pool: asyncpg.Pool, signer: Signer, *,
-                 group: str, topic: str, dead_letter_topic: str, max_batch: int, metrics: SignerMetrics,
-                 stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        consumer: Any,
+        producer: MessageProducer,
+        pool: asyncpg.Pool,
+        signer: Signer,
+        *,
+        group: str,
+        topic: str,
+        dead_letter_topic: str,
+        max_batch: int,
+        metrics: SignerMetrics,
+        stop: asyncio.Event,
+        checkpoints: CheckpointPolicy | None = None,
+    ) -> None:
         self.consumer = consumer
         self.producer = producer
         self.pool = pool
@@ -66,7 +83,10 @@ class SignerWorker:
         self.dead_letter_topic = dead_letter_topic
         self.max_batch = max_batch
         self.metrics = metrics
-        self.commit = CommitOffsets(consumer, interval=1.0)
+        self.commit = CommitOffsets(consumer, interval=1.0, latency=metrics.commit_latency)
+        self.checkpoints = checkpoints
+        self.assigned = False
+        self._headers: dict[int, list[tuple[str, bytes]]] = {}
         self._stop = stop
 
     def subscribe(self) -> None:
@@ -89,6 +109,7 @@ class SignerWorker:
                 self.consumer.seek(tp, offsets[tp.partition])
             else:
                 await self.consumer.seek_to_beginning(tp)
+        self.assigned = True
         log.info("partitions assigned", extra={"offsets": {str(tp): offsets.get(tp.partition) for tp in partitions}})
 
     async def run(self) -> None:
@@ -102,6 +123,8 @@ class SignerWorker:
         await self.commit.join(10)
 
     async def _process(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
+        self.metrics.messages_in.inc(len(messages))
+        self._headers = {m.offset: list(m.headers or []) for m in messages}
         items: list[OffsetEvent] = []
         for message in messages:
             try:
@@ -117,8 +140,15 @@ class SignerWorker:
             try:
                 with self.metrics.append_latency.time():
                     async with self.pool.acquire() as conn:
-                        result = await append_batch(conn, self.signer, group=self.group, topic=tp.topic,
-                                                    partition=tp.partition, batch=items)
+                        result = await append_batch(
+                            conn,
+                            self.signer,
+                            group=self.group,
+                            topic=tp.topic,
+                            partition=tp.partition,
+                            batch=items,
+                            checkpoints=self.checkpoints,
+                        )
             except OffsetGap as gap:
                 log.warning("offset gap, seeking back", extra={"partition": tp.partition, "stored": gap.stored})
                 self.consumer.seek(tp, gap.stored)
@@ -144,18 +174,38 @@ class SignerWorker:
         self.metrics.appended.inc(result.appended)
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.stale.inc(result.stale)
+        self.metrics.checkpoints.inc(result.checkpoints)
+        for tenant, head in result.heads.items():
+            self.metrics.chain_head.labels(tenant=tenant).set(head)
+        if log.isEnabledFor(logging.DEBUG):
+            request_ids = sorted({v.decode() for hs in self._headers.values() for k, v in hs if k == "request_id"})
+            log.debug(
+                "appended",
+                extra={
+                    "partition": tp.partition,
+                    "first_offset": items[0].offset,
+                    "last_offset": items[-1].offset,
+                    "appended": result.appended,
+                    "duplicates": result.duplicates,
+                    "stale": result.stale,
+                    "request_ids": request_ids[:50],
+                },
+            )
         await self.commit.submit(Position(tp, result.next_offset))
 
     async def _dead_letter(self, message: Any, exc: BaseException) -> None:
         self.metrics.dead_lettered.inc()
-        headers = dead_letter_headers(message.topic, message.partition, message.offset, describe(exc), "signer",
-                                      list(message.headers or []))
+        headers = dead_letter_headers(
+            message.topic, message.partition, message.offset, describe(exc), "signer", list(message.headers or [])
+        )
         await self._send_dead_letter(message.key, message.value, headers)
 
     async def _dead_letter_event(self, tp: TopicPartition, item: OffsetEvent, exc: BaseException) -> None:
         assert item.event is not None
         self.metrics.dead_lettered.inc()
-        headers = dead_letter_headers(tp.topic, tp.partition, item.offset, describe(exc), "signer", None)
+        headers = dead_letter_headers(
+            tp.topic, tp.partition, item.offset, describe(exc), "signer", self._headers.get(item.offset)
+        )
         await self._send_dead_letter(item.event.tenant_id.encode(), item.event.to_json(), headers)
 
     async def _send_dead_letter(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
@@ -173,4 +223,4 @@ class SignerWorker:
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
                 position = await self.consumer.position(tp)
-                self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, highwater - position))
+                self.metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, highwater - position))

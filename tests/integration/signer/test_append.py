@@ -19,11 +19,26 @@ T0 = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
 
 def event(n: int, tenant: str = "t1") -> CanonicalEvent:
     return CanonicalEvent(
-        event_id=f"{tenant}-ev-{n}", tenant_id=tenant, org_id="acme", license_id="lic", plane="claude_code",
-        event_type="api_request", event_time=T0 + timedelta(seconds=n), received_at=T0 + timedelta(seconds=n, microseconds=7),
-        session_id="s1", correlation_id="p1", event_sequence=n, model="claude-opus-5-5", input_tokens=10,
-        output_tokens=5, tokens_used=15, cost=Decimal("0.006850"), content={"prompt": "hi <EMAIL>"},
-        content_lengths={"prompt": 20}, redacted_fields={"prompt": {"EMAIL": 1}}, content_captured=True,
+        event_id=f"{tenant}-ev-{n}",
+        tenant_id=tenant,
+        org_id="acme",
+        license_id="lic",
+        plane="claude_code",
+        event_type="api_request",
+        event_time=T0 + timedelta(seconds=n),
+        received_at=T0 + timedelta(seconds=n, microseconds=7),
+        session_id="s1",
+        correlation_id="p1",
+        event_sequence=n,
+        model="claude-opus-5-5",
+        input_tokens=10,
+        output_tokens=5,
+        tokens_used=15,
+        cost=Decimal("0.006850"),
+        content={"prompt": "hi <EMAIL>"},
+        content_lengths={"prompt": 20},
+        redacted_fields={"prompt": {"EMAIL": 1}},
+        content_captured=True,
         attributes={"terminal.type": "xterm", "ratio": 0.25, "big": 2**60},
     )
 
@@ -45,14 +60,17 @@ async def test_rows_chain_and_verify(db: asyncpg.Connection, signing_key: Ed2551
     assert stored == 5
 
 
-async def test_replayed_offsets_and_duplicate_events_change_nothing(db: asyncpg.Connection,
-                                                                    signing_key: Ed25519Signer) -> None:
+async def test_replayed_offsets_and_duplicate_events_change_nothing(
+    db: asyncpg.Connection, signing_key: Ed25519Signer
+) -> None:
     await register_key(db, signing_key)
     await _append(db, signing_key, [OffsetEvent(i, event(i)) for i in range(3)])
     replay = await _append(db, signing_key, [OffsetEvent(i, event(i)) for i in range(3)])
     assert replay.appended == 0 and replay.stale == 3
     # A client retry: the same events again, at new offsets.
-    retry = await _append(db, signing_key, [OffsetEvent(3 + i, event(i)) for i in range(3)] + [OffsetEvent(6, event(9))])
+    retry = await _append(
+        db, signing_key, [OffsetEvent(3 + i, event(i)) for i in range(3)] + [OffsetEvent(6, event(9))]
+    )
     assert (retry.appended, retry.duplicates) == (1, 3)
     assert await db.fetchval("SELECT count(*) FROM audit_logs") == 4
     assert (await verify_tenant(db, "t1", await published_keys(db))).ok
@@ -69,7 +87,7 @@ async def test_two_signers_on_one_partition_never_fork(database_url: str, signin
 
         async def run(conn: asyncpg.Connection, key: Ed25519Signer) -> None:
             for start in range(0, 200, 10):
-                await _append(conn, key, items[start:start + 10])
+                await _append(conn, key, items[start : start + 10])
 
         await asyncio.gather(run(conns[0], signing_key), run(conns[1], other_key))
         db = conns[0]

@@ -1,0 +1,56 @@
+"""The rollups equal a direct aggregation of audit_logs, however the fold is split or raced."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import asyncpg
+
+from services.reporter.rollup import catch_up, fold_state, pending_tenants
+from shared.db.pool import connect
+from tests.integration.reporter.scenario import TENANT_A, TENANT_B, append, build, seed
+
+DIRECT = """
+SELECT coalesce(user_email, user_id) AS user_key, count(*) AS events,
+       count(*) FILTER (WHERE event_type = 'user_prompt') AS prompts,
+       count(*) FILTER (WHERE event_type = 'tool_decision' AND decision = 'reject') AS rejects,
+       coalesce(sum(input_tokens) FILTER (WHERE event_type = 'api_request'), 0) AS input_tokens,
+       coalesce(sum(cost) FILTER (WHERE event_type = 'api_request'), 0) AS cost
+FROM audit_logs WHERE tenant_id = $1 GROUP BY 1 ORDER BY 1
+"""
+ROLLED = """
+SELECT user_key, sum(events) AS events, sum(prompts) AS prompts, sum(tool_rejects) AS rejects,
+       sum(input_tokens) AS input_tokens, sum(cost) AS cost
+FROM report_usage_daily WHERE tenant_id = $1 GROUP BY 1 ORDER BY 1
+"""
+
+
+async def test_racing_folds_in_small_batches_count_every_row_once(database_url: str,
+                                                                   db: asyncpg.Connection) -> None:
+    scenario = await seed(db)
+    assert await pending_tenants(db) == [TENANT_A, TENANT_B]
+    conns = [await connect(database_url) for _ in range(6)]
+    try:
+        await asyncio.gather(*(catch_up(c, TENANT_A, 100, wait=True) for c in conns[:3]),
+                             *(catch_up(c, TENANT_B, 100, wait=True) for c in conns[3:]))
+        # More rows arrive after the first fold: folded on top, never twice.
+        later = build(scenario.start + timedelta(days=1), scenario.signer).of_tenant(TENANT_A)
+        later = [type(e)(**{**e.__dict__, "event_id": e.event_id + "-later"}) for e in later]
+        await append(db, scenario.signer, later, first_offset=len(scenario.events))
+        await asyncio.gather(*(catch_up(c, TENANT_A, 5, wait=False) for c in conns))
+        await catch_up(db, TENANT_A, 100, wait=True)
+    finally:
+        for c in conns:
+            await c.close()
+    assert await pending_tenants(db) == []
+    assert await fold_state(db, TENANT_A) == (24, 24)
+    for tenant in (TENANT_A, TENANT_B):
+        direct = [tuple(r) for r in await db.fetch(DIRECT, tenant)]
+        rolled = [tuple(r) for r in await db.fetch(ROLLED, tenant)]
+        assert rolled == direct
+    sessions = await db.fetch("SELECT session_id, events, first_event_time, last_event_time FROM report_sessions"
+                              " WHERE tenant_id = $1 ORDER BY session_id", TENANT_A)
+    raw = await db.fetch("SELECT session_id, count(*) AS events, min(event_time) AS first, max(event_time) AS last"
+                         " FROM audit_logs WHERE tenant_id = $1 GROUP BY 1 ORDER BY 1", TENANT_A)
+    assert [tuple(r) for r in sessions] == [tuple(r) for r in raw]

@@ -1,0 +1,184 @@
+"""The metrics consumer against a real broker and PostgreSQL: idempotent, offsets after the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from google.protobuf import json_format
+from prometheus_client import CollectorRegistry
+
+from services.usage.worker import UsageMetrics, UsageWorker
+from shared import otlp
+from shared.db.pool import create_pool
+from shared.kafka import make_consumer, make_producer
+from tests.conftest import Infra, Topics
+from tests.integration.reporter.conftest import Reporter
+from tests.unit.reporter.metric_payloads import export
+
+SESSION = "9c82ae41-69ad-4e74-85a8-70cc8c88f69c"
+USER = "549194b3250c8d36100b151a3a002230bbebfe2166dd98d789007d94f7b8653f"
+
+
+def headers(tenant: str = "tenant-a", org: str = "acme", content_type: str = otlp.PROTOBUF) -> list[tuple[str, bytes]]:
+    return [("tenant", tenant.encode()), ("org", org.encode()), ("content_type", content_type.encode()),
+            ("license_id", b"lic"), ("received_at", str(time.time_ns()).encode())]
+
+
+async def produce(infra: Infra, topic: str, messages: list[tuple[bytes, list[tuple[str, bytes]]]]) -> None:
+    producer = make_producer(infra.bootstrap, 1_000_000)
+    await producer.start()
+    try:
+        for value, hdrs in messages:
+            await (await producer.send(topic, value, key=b"tenant-a", headers=hdrs))
+    finally:
+        await producer.stop()
+
+
+class RunningWorker:
+    """A UsageWorker on its own consumer group member, until stopped."""
+
+    def __init__(self, infra: Infra, topics: Topics, database_url: str, group: str) -> None:
+        self.infra, self.topics, self.database_url, self.group = infra, topics, database_url, group
+        self.stop = asyncio.Event()
+
+    async def __aenter__(self) -> UsageWorker:
+        self.pool = await create_pool(self.database_url, min_size=1, max_size=2)
+        self.consumer = make_consumer(self.infra.bootstrap, self.group, session_timeout_ms=6000)
+        self.producer = make_producer(self.infra.bootstrap, 1_000_000)
+        await self.consumer.start()
+        await self.producer.start()
+        self.worker = UsageWorker(self.consumer, self.producer, self.pool, topic=self.topics.raw_metrics,
+                                  dead_letter_topic=self.topics.dead_letter, max_batch=50,
+                                  metrics=UsageMetrics(CollectorRegistry()), stop=self.stop)
+        self.worker.subscribe()
+        self.task = asyncio.create_task(self.worker.run())
+        return self.worker
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 20)
+        await self.consumer.stop()
+        await self.producer.stop()
+        await self.pool.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.2)
+
+
+async def committed(consumer: Any, topic: str) -> int:
+    """Sum of the committed offsets of a running member's group (asked through that member)."""
+    total = 0
+    for partition in consumer.partitions_for_topic(topic) or set():
+        total += await consumer.committed(TopicPartition(topic, partition)) or 0
+    return total
+
+
+async def daily(db: asyncpg.Connection) -> dict[tuple[str, str], float]:
+    rows = await db.fetch("SELECT metric, kind, sum(value) AS v FROM usage_metric_daily GROUP BY 1, 2")
+    return {(r["metric"], r["kind"]): r["v"] for r in rows}
+
+
+async def test_the_real_export_becomes_usage_once_however_often_it_comes(
+        infra: Infra, topics: Topics, database_url: str, db: asyncpg.Connection, fixtures_dir: Path,
+        reporter: Reporter) -> None:
+    body = (fixtures_dir / "metrics-tool-session.pb").read_bytes()
+    group = f"usage-{uuid.uuid4().hex[:8]}"
+    await produce(infra, topics.raw_metrics, [(body, headers()), (body, headers())])  # a client retry
+    async with RunningWorker(infra, topics, database_url, group) as worker:
+        async def stored() -> bool:
+            return await db.fetchval("SELECT count(*) FROM usage_points") == 7 and \
+                await committed(worker.consumer, topics.raw_metrics) == 2
+        await eventually(stored)
+    first = await daily(db)
+    assert first[("cost.usage", "")] == pytest.approx(0.0137)
+    assert first[("token.usage", "input")] == 2400 and first[("token.usage", "cacheCreation")] == 100
+    assert first[("session.count", "")] == 1
+    assert first[("active_time.total", "cli")] == pytest.approx(0.182)
+    assert {r["user_key"] for r in await db.fetch("SELECT user_key FROM usage_points")} == {USER}
+    assert {r["tenant_id"] for r in await db.fetch("SELECT tenant_id FROM usage_points")} == {"tenant-a"}
+
+    # The crash case: a new member of a fresh group reads everything again. Nothing is counted twice.
+    async with RunningWorker(infra, topics, database_url, f"{group}-replay") as worker:
+        await eventually(lambda: _committed_n(worker, topics.raw_metrics, 2))
+        assert worker.metrics.duplicates._value.get() == 7 * 2
+    assert await daily(db) == first
+
+    # And the reporter shows it: per user, and in the session's summary... for a session the logs never saw,
+    # the summary is 404 (it is built from audit rows), so check usage only.
+    usage = (await reporter.client.get("/api/v1/usage", params={"group_by": "user", "since": "2026-11-28",
+                                                                "until": "2026-11-29"},
+                                       headers=reporter.tenant_a)).json()
+    [group_row] = usage["groups"]
+    assert group_row["key"] == USER
+    metrics = group_row["metrics"]
+    assert metrics["cost"] == "0.013700" and metrics["tokens"]["total"] == 2400 + 174 + 600 + 100
+    assert metrics["active_time_seconds"]["cli"] == pytest.approx(0.182)
+    assert metrics["sessions_started"] == 1
+    assert group_row["api_calls"] == 0  # no audit rows: events and metrics are kept apart
+
+
+async def test_cumulative_series_with_duplicates_resets_and_restarts(
+        infra: Infra, topics: Topics, database_url: str, db: asyncpg.Connection) -> None:
+    name = "claude_code.lines_of_code.count"
+    extra = {"type": "added"}
+    batches = [
+        export(name, [(0, 10, 100)], cumulative=True, extra=extra),
+        export(name, [(0, 20, 250), (0, 20, 250)], cumulative=True, extra=extra),  # a duplicate point
+        export(name, [(0, 30, 200)], cumulative=True, extra=extra),  # dropped: a reset, +200
+        export(name, [(40, 50, 50)], cumulative=True, extra=extra),  # the CLI restarted: +50
+        export(name, [(0, 60, 999)], cumulative=True, extra=extra),  # late point of the old run: +0
+    ]
+    messages = [(b.SerializeToString(), headers()) for b in batches]
+    # One of them as OTLP/JSON, as the receiver forwards it when the exporter sends JSON.
+    messages[2] = (json.dumps(json_format.MessageToDict(batches[2])).encode(), headers(content_type=otlp.JSON))
+    messages.append(messages[1])  # a whole batch redelivered
+    await produce(infra, topics.raw_metrics, messages)
+    group = f"usage-{uuid.uuid4().hex[:8]}"
+    async with RunningWorker(infra, topics, database_url, group) as worker:
+        await eventually(lambda: _committed_n(worker, topics.raw_metrics, len(messages)))
+    assert (await daily(db))[("lines_of_code.count", "added")] == pytest.approx(100 + 150 + 200 + 50)
+    state = await db.fetchrow("SELECT start_time_ns, last_value FROM usage_series")
+    assert state["last_value"] == 50
+
+
+async def _committed_n(worker: UsageWorker, topic: str, n: int) -> bool:
+    return await committed(worker.consumer, topic) == n
+
+
+async def test_a_message_without_licence_headers_is_dead_lettered_and_passed(
+        infra: Infra, topics: Topics, database_url: str, db: asyncpg.Connection) -> None:
+    body = export("claude_code.commit.count", [(0, 10, 1)], cumulative=False).SerializeToString()
+    no_tenant: list[tuple[str, bytes]] = [("content_type", otlp.PROTOBUF.encode())]
+    await produce(infra, topics.raw_metrics, [(body, no_tenant), (b"\xff\xff", headers()), (body, headers())])
+    group = f"usage-{uuid.uuid4().hex[:8]}"
+    async with RunningWorker(infra, topics, database_url, group) as worker:
+        await eventually(lambda: _committed_n(worker, topics.raw_metrics, 3))
+        assert worker.metrics.dead_lettered._value.get() == 2
+    assert (await daily(db)) == {("commit.count", ""): 1}
+    dead: list[Any] = []
+    # No group: assigned directly, so no group join to wait for.
+    consumer = AIOKafkaConsumer(bootstrap_servers=infra.bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topics.dead_letter, 0)])
+        deadline = time.monotonic() + 20
+        while len(dead) < 2 and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                dead += messages
+    finally:
+        await consumer.stop()
+    stages = [dict(m.headers)["dlq.stage"] for m in dead]
+    assert stages == [b"usage", b"usage"]

@@ -1,0 +1,180 @@
+"""Each tampering an operator could do with plain SQL, and the break verify reports for it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from services.signer.appender import CheckpointPolicy, OffsetEvent, append_batch, register_key
+from shared.chain import canonical_bytes, row_hash
+from shared.keys import Ed25519Signer
+from shared.verify import load_key_book, stored_checkpoints, verify_tenant
+from tests.integration.signer.test_append import event
+
+ROWS = 12
+
+
+async def _chain(
+    db: asyncpg.Connection, key: Ed25519Signer, rows: int = ROWS, policy: CheckpointPolicy | None = None
+) -> None:
+    await register_key(db, key)
+    await append_batch(
+        db,
+        key,
+        group="g",
+        topic="c",
+        partition=0,
+        batch=[OffsetEvent(i, event(i)) for i in range(rows)],
+        checkpoints=policy,
+    )
+
+
+async def _swap_seq(db: asyncpg.Connection, a: int, b: int) -> None:
+    await db.execute("UPDATE audit_logs SET chain_seq = -1 WHERE chain_seq = $1", a)
+    await db.execute("UPDATE audit_logs SET chain_seq = $1 WHERE chain_seq = $2", a, b)
+    await db.execute("UPDATE audit_logs SET chain_seq = $1 WHERE chain_seq = -1", b)
+
+
+async def _forge_insert(db: asyncpg.Connection, at: int) -> None:
+    """Shift rows up, then slip in a row that links correctly and has a correct hash, but no valid signature."""
+    await db.execute("UPDATE audit_logs SET chain_seq = -chain_seq WHERE chain_seq >= $1", at)
+    await db.execute("UPDATE audit_logs SET chain_seq = -chain_seq + 1 WHERE chain_seq < 0")
+    template = dict(await db.fetchrow("SELECT * FROM audit_logs WHERE chain_seq = $1", at + 1))
+    prev = bytes((await db.fetchrow("SELECT row_hash FROM audit_logs WHERE chain_seq = $1", at - 1))["row_hash"])
+    template.update(event_id="forged", chain_seq=at, cost=0, prev_hash=prev)
+    template["row_hash"] = row_hash(prev, canonical_bytes(template))
+    template["signature"] = Ed25519Signer.generate().sign(template["row_hash"])
+    del template["id"]
+    columns = list(template)
+    await db.execute(
+        f"INSERT INTO audit_logs ({', '.join(columns)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))})",
+        *template.values(),
+    )
+
+
+async def _resign_unknown(db: asyncpg.Connection, at: int) -> None:
+    row = dict(await db.fetchrow("SELECT * FROM audit_logs WHERE chain_seq = $1", at))
+    intruder = Ed25519Signer.generate()
+    row.update(signing_key_id=intruder.key_id, user_email="someone@else.example")
+    digest = row_hash(bytes(row["prev_hash"]), canonical_bytes(row))
+    await db.execute(
+        "UPDATE audit_logs SET signing_key_id = $2, user_email = $3, row_hash = $4, signature = $5 WHERE chain_seq = $1",
+        at,
+        intruder.key_id,
+        row["user_email"],
+        digest,
+        intruder.sign(digest),
+    )
+
+
+Tamper = Callable[[asyncpg.Connection], Awaitable[object]]
+CASES: list[tuple[str, Tamper, int, str]] = [
+    (
+        "changed field",
+        lambda db: db.execute("UPDATE audit_logs SET tokens_used = 1 WHERE chain_seq = 5"),
+        5,
+        "modified",
+    ),
+    (
+        "changed content",
+        lambda db: db.execute('UPDATE audit_logs SET content = \'{"prompt": "hi bob@x.example"}\' WHERE chain_seq = 7'),
+        7,
+        "modified",
+    ),
+    ("deleted middle row", lambda db: db.execute("DELETE FROM audit_logs WHERE chain_seq = 6"), 6, "deleted"),
+    ("forged inserted row", lambda db: _forge_insert(db, 4), 4, "inserted"),
+    ("two swapped rows", lambda db: _swap_seq(db, 8, 9), 8, "reordered"),
+    (
+        "replaced signature",
+        lambda db: db.execute("UPDATE audit_logs SET signature = decode(repeat('ab', 64), 'hex') WHERE chain_seq = 3"),
+        3,
+        "bad_signature",
+    ),
+    ("re-signed with an unknown key", lambda db: _resign_unknown(db, 10), 10, "bad_signature"),
+    ("deleted tail, head kept", lambda db: db.execute("DELETE FROM audit_logs WHERE chain_seq > 10"), 11, "truncated"),
+]
+
+
+@pytest.mark.parametrize(("case", "tamper", "seq", "kind"), CASES, ids=[c[0] for c in CASES])
+async def test_verify_names_the_break(
+    db: asyncpg.Connection, signing_key: Ed25519Signer, case: str, tamper: Tamper, seq: int, kind: str
+) -> None:
+    await _chain(db, signing_key)
+    assert (await verify_tenant(db, "t1", await load_key_book(db))).ok
+    await tamper(db)
+    report = await verify_tenant(db, "t1", await load_key_book(db))
+    assert [(b.chain_seq, b.kind) for b in report.breaks] == [(seq, kind)], report.breaks
+
+
+async def test_tail_truncation_hidden_from_the_head_is_caught_by_a_saved_checkpoint(
+    db: asyncpg.Connection, signing_key: Ed25519Signer
+) -> None:
+    await _chain(db, signing_key, policy=CheckpointPolicy(every_rows=4, every=timedelta(hours=1)))
+    saved = await stored_checkpoints(db, "t1")
+    assert [c.chain_seq for c in saved] == [ROWS]
+    # A careful operator also rewinds the chain head, so the database alone looks consistent.
+    await db.execute("DELETE FROM audit_logs WHERE chain_seq > 9")
+    head = await db.fetchval("SELECT row_hash FROM audit_logs WHERE chain_seq = 9")
+    await db.execute("UPDATE chain_heads SET head_seq = 9, head_hash = $1", head)
+    await db.execute("DELETE FROM chain_checkpoints")
+    assert (await verify_tenant(db, "t1", await load_key_book(db))).ok
+    report = await verify_tenant(db, "t1", await load_key_book(db), checkpoints=saved)
+    assert [(b.chain_seq, b.kind) for b in report.breaks] == [(10, "truncated")]
+
+
+async def test_checkpoints_every_n_rows_and_every_t_seconds(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
+    await register_key(db, signing_key)
+    policy = CheckpointPolicy(every_rows=5, every=timedelta(seconds=60))
+    t0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    for start in range(0, 12, 3):  # batches of 3 rows
+        await append_batch(
+            db,
+            signing_key,
+            group="g",
+            topic="c",
+            partition=0,
+            now=t0,
+            batch=[OffsetEvent(i, event(i)) for i in range(start, start + 3)],
+            checkpoints=policy,
+        )
+    await append_batch(
+        db,
+        signing_key,
+        group="g",
+        topic="c",
+        partition=0,
+        now=t0 + timedelta(seconds=61),
+        batch=[OffsetEvent(12, event(12))],
+        checkpoints=policy,
+    )
+    seqs = [c.chain_seq for c in await stored_checkpoints(db, "t1")]
+    assert seqs == [3, 9, 13]  # the first append, then 5+ rows later, then 61 s later
+
+
+async def test_rotation_keeps_old_rows_verifiable_and_rejects_a_key_outside_its_window(
+    db: asyncpg.Connection, signing_key: Ed25519Signer
+) -> None:
+    await _chain(db, signing_key, rows=5)
+    successor = Ed25519Signer.generate()
+    await register_key(db, successor)
+    await append_batch(
+        db, successor, group="g", topic="c", partition=0, batch=[OffsetEvent(i, event(i)) for i in range(5, 10)]
+    )
+    book = await load_key_book(db)
+    assert book.activations["t1"] == [(1, signing_key.key_id), (6, successor.key_id)]
+    assert (await verify_tenant(db, "t1", book)).ok
+    # The old key, still known, re-signs a row from after the rotation: outside its window.
+    row = dict(await db.fetchrow("SELECT * FROM audit_logs WHERE chain_seq = 8"))
+    row["signing_key_id"] = signing_key.key_id
+    digest = row_hash(bytes(row["prev_hash"]), canonical_bytes(row))
+    await db.execute(
+        "UPDATE audit_logs SET signing_key_id = $1, row_hash = $2, signature = $3 WHERE chain_seq = 8",
+        signing_key.key_id,
+        digest,
+        signing_key.sign(digest),
+    )
+    report = await verify_tenant(db, "t1", await load_key_book(db))
+    assert [(b.chain_seq, b.kind) for b in report.breaks] == [(8, "bad_signature")]
