@@ -20,13 +20,21 @@ _dumps = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", "
 
 
 def _fast_path_ok(value: Any) -> bool:
-    if value is None or value is True or value is False or type(value) is str:
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
         return True
-    if type(value) is int:
-        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
-    if type(value) is dict:
-        return all(type(k) is str and k.isascii() and _fast_path_ok(v) for k, v in value.items())
-    if type(value) is list:
+    if kind is int:
+        return bool(-_MAX_SAFE_INT <= value <= _MAX_SAFE_INT)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            item_kind = type(item)
+            # Most values in audit rows are plain strings: settle those without a call.
+            if item_kind is not str and item is not None and not _fast_path_ok(item):
+                return False
+        return True
+    if kind is list:
         return all(_fast_path_ok(v) for v in value)
     return False
 

@@ -17,6 +17,7 @@ Kinds of break, named at the first sequence number where the chain stops holding
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import time
@@ -75,6 +76,8 @@ class KeyBook:
 
     keys: Mapping[str, bytes]
     activations: Mapping[str, Sequence[tuple[int, str]]]
+    # Read from the database, not from an auditor's saved export: it may be re-read to stay current.
+    from_database: bool = False
 
     def active_key(self, tenant: str, seq: int) -> str | None:
         active = None
@@ -134,6 +137,7 @@ def _classify(
     expected_seq: int,
     tenant: str,
     book: KeyBook,
+    seq_of_hash: Callable[[bytes], int | None] = lambda _: None,
 ) -> Break | None:
     """The first thing wrong with ``row``, if anything; ``nxt`` is the row after it, when there is one."""
     seq = row["chain_seq"]
@@ -151,6 +155,9 @@ def _classify(
     if expected_prev is not None and stored_prev != expected_prev:
         if nxt is not None and stored_prev == bytes(nxt["row_hash"]):
             return brk("reordered", f"row {seq} links to row {nxt['chain_seq']}, which comes after it")
+        linked = seq_of_hash(stored_prev)
+        if linked is not None and linked != seq - 1:
+            return brk("reordered", f"row {seq} links to row {linked}")
         if skipped_over:
             return brk("inserted", "the chain skips this row: its successor links to the row before it")
         if nxt is not None and bytes(nxt["prev_hash"]) == stored_hash and digest != stored_hash:
@@ -165,7 +172,9 @@ def _classify(
     problem = None
     if public_key is None:
         problem = f"signed with unknown key {key_id}"
-    elif (active := book.active_key(tenant, seq)) is not None and active != key_id:
+    elif (active := book.active_key(tenant, seq)) is None:
+        problem = "no signing key is published for this sequence number"
+    elif active != key_id:
         problem = f"signed with key {key_id}, but key {active} is the one published for this sequence"
     elif not verify_signature(public_key, digest, bytes(row["signature"])):
         problem = "signature does not verify"
@@ -194,9 +203,17 @@ async def verify_range(conn: asyncpg.Connection, tenant: str, first: int, last: 
     peek = rows[-1] if rows and rows[-1]["chain_seq"] == last + 1 else None
     expected_prev: bytes | None = GENESIS_HASH if first == 1 else (bytes(prev_row["row_hash"]) if prev_row else None)
     expected_seq = first
+    index_of_hashes: dict[bytes, int] = {}
+
+    def seq_of_hash(digest: bytes) -> int | None:
+        # Built only when a link is broken, to tell rows moved far apart from rows altered.
+        if not index_of_hashes:
+            index_of_hashes.update((bytes(r["row_hash"]), r["chain_seq"]) for r in rows)
+        return index_of_hashes.get(digest)
+
     for index, row in enumerate(body):
         nxt = body[index + 1] if index + 1 < len(body) else peek
-        problem = _classify(row, nxt, expected_prev, expected_seq, tenant, book)
+        problem = _classify(row, nxt, expected_prev, expected_seq, tenant, book, seq_of_hash)
         if problem is not None:
             return RangeResult(first, last, index, problem)
         expected_prev, expected_seq = bytes(row["row_hash"]), row["chain_seq"] + 1
@@ -217,18 +234,34 @@ def _verify_range_in_process(dsn: str, tenant: str, first: int, last: int, book:
     return asyncio.run(run())
 
 
-async def load_key_book(conn: asyncpg.Connection, extra_keys: Mapping[str, bytes] | None = None) -> KeyBook:
+async def load_key_book(conn: asyncpg.Connection) -> KeyBook:
+    """Keys and windows as the database publishes them. Activations made after a key was retired are left
+    out, so rows a retired key signed afterwards fail verification."""
     keys = {
         row["key_id"]: bytes(row["public_key"])
         for row in await conn.fetch("SELECT key_id, public_key FROM signing_keys")
     }
-    if extra_keys is not None:
-        # An auditor's own copy of the published keys wins over whatever the database says now.
-        keys = dict(extra_keys)
     activations: dict[str, list[tuple[int, str]]] = {}
-    for row in await conn.fetch("SELECT tenant_id, from_seq, key_id FROM key_activations ORDER BY tenant_id, from_seq"):
+    for row in await conn.fetch(
+        "SELECT a.tenant_id, a.from_seq, a.key_id FROM key_activations a JOIN signing_keys k USING (key_id)"
+        " WHERE k.valid_until IS NULL OR a.created_at <= k.valid_until ORDER BY a.tenant_id, a.from_seq"
+    ):
         activations.setdefault(row["tenant_id"], []).append((row["from_seq"], row["key_id"]))
-    return KeyBook(keys, activations)
+    return KeyBook(keys, activations, from_database=True)
+
+
+def key_book_from_export(lines: Iterable[str]) -> KeyBook:
+    """An auditor's saved ``auditctl signing-keys export``: keys and windows, independent of the database."""
+    keys: dict[str, bytes] = {}
+    activations: dict[str, list[tuple[int, str]]] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        keys[entry["key_id"]] = base64.b64decode(entry["public_key"])
+        for activation in entry.get("activations", []):
+            activations.setdefault(activation["tenant_id"], []).append((int(activation["from_seq"]), entry["key_id"]))
+    return KeyBook(keys, {tenant: sorted(pairs) for tenant, pairs in activations.items()})
 
 
 async def published_keys(conn: asyncpg.Connection) -> dict[str, bytes]:
@@ -278,7 +311,17 @@ async def verify_tenant(
     if not isinstance(book, KeyBook):
         book = KeyBook(dict(book), (await load_key_book(conn)).activations)
     report = TenantReport(tenant)
-    last_seq = await conn.fetchval("SELECT coalesce(max(chain_seq), 0) FROM audit_logs WHERE tenant_id = $1", tenant)
+    # The head first, then the rows up to it: rows the signer appends meanwhile are simply not looked at.
+    head = await conn.fetchval("SELECT head_seq FROM chain_heads WHERE tenant_id = $1", tenant)
+    last_seq = await conn.fetchval(
+        "SELECT coalesce(max(chain_seq), 0) FROM audit_logs WHERE tenant_id = $1"
+        " AND ($2::bigint IS NULL OR chain_seq <= $2)",
+        tenant,
+        head,
+    )
+    if book.from_database:
+        # Keys and windows as of now, after the head: a rotation that happened meanwhile is included.
+        book = await load_key_book(conn)
     ranges = [(start, min(last_seq, start + RANGE_ROWS - 1)) for start in range(1, last_seq + 1, RANGE_ROWS)]
     started = time.monotonic()
     results: list[RangeResult] = []
@@ -306,12 +349,10 @@ async def verify_tenant(
             report.breaks.append(result.brk)
             break
     report.head_seq = last_seq if report.ok else report.breaks[0].chain_seq - 1
-    if report.ok:
-        head = await conn.fetchval("SELECT head_seq FROM chain_heads WHERE tenant_id = $1", tenant)
-        if head is not None and head > last_seq:
-            report.breaks.append(
-                Break(tenant, last_seq + 1, "truncated", f"the chain head is at {head}, the rows stop at {last_seq}")
-            )
+    if report.ok and head is not None and head > last_seq:
+        report.breaks.append(
+            Break(tenant, last_seq + 1, "truncated", f"the chain head is at {head}, the rows stop at {last_seq}")
+        )
     for cp in sorted((c for c in checkpoints if c.tenant_id == tenant), key=lambda c: c.chain_seq):
         if not report.ok:
             break

@@ -9,7 +9,7 @@ from datetime import timedelta
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from services.signer.appender import CheckpointPolicy, register_key
+from services.signer.appender import CheckpointPolicy, RetiredKey, register_key
 from services.signer.settings import SignerSettings
 from services.signer.worker import SignerMetrics, SignerWorker
 from shared.db.errors import is_retryable_db_error
@@ -40,6 +40,8 @@ async def _run(settings: SignerSettings) -> None:
             async with pool.acquire() as conn:
                 await register_key(conn, signer)
             break
+        except RetiredKey as exc:
+            raise SystemExit(f"signer: {exc}; configure the key that replaced it") from None
         except Exception as exc:
             if not is_retryable_db_error(exc) or stop.is_set():
                 raise

@@ -15,11 +15,12 @@ from typing import Any
 import asyncpg
 
 from shared.canonical import EVENT_COLUMNS, CanonicalEvent
-from shared.chain import GENESIS_HASH, HASH_VERSION, canonical_bytes, checkpoint_message, row_hash
+from shared.chain import GENESIS_HASH, HASH_VERSION, as_stored, canonical_bytes, checkpoint_message, row_hash
 from shared.keys import Signer
 
 CHAIN_COLUMNS = ("chain_seq", "prev_hash", "row_hash", "signature", "signing_key_id", "hash_version")
 INSERT_COLUMNS = (*EVENT_COLUMNS, *CHAIN_COLUMNS)
+JSON_COLUMNS = frozenset({"content", "content_lengths", "redacted_fields", "attributes"})
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,14 @@ class OffsetGap(Exception):
         self.stored = stored
 
 
+class RetiredKey(Exception):
+    """The configured signing key was retired after a rotation; signing with it would break verification."""
+
+
 async def register_key(conn: asyncpg.Connection, signer: Signer) -> None:
+    retired = await conn.fetchval("SELECT valid_until FROM signing_keys WHERE key_id = $1", signer.key_id)
+    if retired is not None:
+        raise RetiredKey(f"signing key {signer.key_id} was retired at {retired.isoformat()}")
     await conn.execute(
         "INSERT INTO signing_keys (key_id, public_key) VALUES ($1, $2) ON CONFLICT (key_id) DO NOTHING",
         signer.key_id,
@@ -189,7 +197,7 @@ async def _chain(
     records: list[tuple[Any, ...]] = []
     for event in events:
         head = heads[event.tenant_id]
-        values = {column: getattr(event, column) for column in EVENT_COLUMNS}
+        values = as_stored({column: getattr(event, column) for column in EVENT_COLUMNS}, JSON_COLUMNS)
         values.update(chain_seq=head.seq + 1, signing_key_id=signer.key_id, hash_version=HASH_VERSION)
         digest = row_hash(head.hash, canonical_bytes(values))
         values.update(prev_hash=head.hash, row_hash=digest, signature=signer.sign(digest))
@@ -216,3 +224,43 @@ async def _chain(
         [(t, h.seq, h.hash, signer.key_id, h.checkpoint_seq, h.checkpoint_at) for t, h in heads.items()],
     )
     return records, {t: h.seq for t, h in heads.items()}, len(checkpoints)
+
+
+async def checkpoint_idle_chains(
+    conn: asyncpg.Connection, signer: Signer, policy: CheckpointPolicy, now: datetime | None = None
+) -> int:
+    """Checkpoint chains that grew since their last checkpoint and then went quiet, so their tail is covered.
+
+    Rows are appended and checkpointed under the same chain-head lock, so a checkpoint always names a head
+    that is committed together with its rows.
+    """
+    now = now or datetime.now(UTC)
+    written = 0
+    async with conn.transaction():
+        due = await conn.fetch(
+            "SELECT tenant_id, head_seq, head_hash FROM chain_heads"
+            " WHERE head_seq > checkpoint_seq AND (checkpoint_at IS NULL OR checkpoint_at <= $1)"
+            " ORDER BY tenant_id FOR UPDATE SKIP LOCKED",
+            now - policy.every,
+        )
+        for row in due:
+            head_hash = bytes(row["head_hash"])
+            message = checkpoint_message(row["tenant_id"], row["head_seq"], head_hash, now, signer.key_id)
+            await conn.execute(
+                "INSERT INTO chain_checkpoints (tenant_id, chain_seq, head_hash, created_at, key_id, signature)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                row["tenant_id"],
+                row["head_seq"],
+                head_hash,
+                now,
+                signer.key_id,
+                signer.sign(message),
+            )
+            await conn.execute(
+                "UPDATE chain_heads SET checkpoint_seq = $2, checkpoint_at = $3 WHERE tenant_id = $1",
+                row["tenant_id"],
+                row["head_seq"],
+                now,
+            )
+            written += 1
+    return written

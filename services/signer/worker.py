@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,14 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.signer.appender import CheckpointPolicy, OffsetEvent, OffsetGap, append_batch, stored_offsets
+from services.signer.appender import (
+    CheckpointPolicy,
+    OffsetEvent,
+    OffsetGap,
+    append_batch,
+    checkpoint_idle_chains,
+    stored_offsets,
+)
 from shared.canonical import CanonicalEvent
 from shared.db.errors import is_retryable_db_error
 from shared.kafka import MessageProducer
@@ -86,6 +94,7 @@ class SignerWorker:
         self.commit = CommitOffsets(consumer, interval=1.0, latency=metrics.commit_latency)
         self.checkpoints = checkpoints
         self.assigned = False
+        self._next_idle_checkpoint = 0.0
         self._headers: dict[int, list[tuple[str, bytes]]] = {}
         self._stop = stop
 
@@ -120,7 +129,20 @@ class SignerWorker:
                     await self._process(tp, messages)
             await self.commit.poll()
             await self._update_lag()
+            await self._checkpoint_quiet_chains()
         await self.commit.join(10)
+
+    async def _checkpoint_quiet_chains(self) -> None:
+        if self.checkpoints is None or time.monotonic() < self._next_idle_checkpoint:
+            return
+        self._next_idle_checkpoint = time.monotonic() + self.checkpoints.every.total_seconds() / 2
+        try:
+            async with self.pool.acquire() as conn:
+                self.metrics.checkpoints.inc(await checkpoint_idle_chains(conn, self.signer, self.checkpoints))
+        except Exception as exc:
+            if not is_retryable_db_error(exc):
+                raise
+            log.warning("could not checkpoint quiet chains, will retry", extra={"error": describe(exc)})
 
     async def _process(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
         self.metrics.messages_in.inc(len(messages))

@@ -14,21 +14,19 @@ import click
 from shared.cli import run_async
 from shared.cli.settings import CliSettings
 from shared.db.pool import connect
-from shared.verify import Checkpoint, load_key_book, stored_checkpoints, tenants, verify_tenant
+from shared.verify import (
+    Checkpoint,
+    key_book_from_export,
+    load_key_book,
+    stored_checkpoints,
+    tenants,
+    verify_tenant,
+)
 
 
 def _progress(tenant: str, done: int, total: int, elapsed: float) -> None:
     rate = done / elapsed if elapsed > 0 else 0.0
     click.echo(f"  {tenant}: {done}/{total} rows ({rate:,.0f} rows/s)", err=True)
-
-
-def _read_keys(path: str) -> dict[str, bytes]:
-    keys = {}
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            keys[entry["key_id"]] = base64.b64decode(entry["public_key"])
-    return keys
 
 
 @click.command()
@@ -65,10 +63,12 @@ def verify(
         else []
     )
 
+    saved_keys = key_book_from_export(Path(keys_file).read_text().splitlines()) if keys_file else None
+
     async def check() -> bool:
         conn = await connect(settings.database_url)
         try:
-            book = await load_key_book(conn, _read_keys(keys_file) if keys_file else None)
+            book = saved_keys or await load_key_book(conn)
             names = [tenant] if tenant else sorted(set(await tenants(conn)) | {c.tenant_id for c in saved})
             all_ok = True
             for name in names:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
-from services.signer.appender import CheckpointPolicy, OffsetEvent, append_batch, register_key
+from services.signer.appender import (
+    CheckpointPolicy,
+    OffsetEvent,
+    RetiredKey,
+    append_batch,
+    checkpoint_idle_chains,
+    register_key,
+)
 from shared.chain import canonical_bytes, row_hash
+from shared.db.pool import connect
 from shared.keys import Ed25519Signer
-from shared.verify import load_key_book, stored_checkpoints, verify_tenant
+from shared.verify import key_book_from_export, load_key_book, stored_checkpoints, verify_tenant
 from tests.integration.signer.test_append import event
 
 ROWS = 12
@@ -87,6 +98,8 @@ CASES: list[tuple[str, Tamper, int, str]] = [
     ("deleted middle row", lambda db: db.execute("DELETE FROM audit_logs WHERE chain_seq = 6"), 6, "deleted"),
     ("forged inserted row", lambda db: _forge_insert(db, 4), 4, "inserted"),
     ("two swapped rows", lambda db: _swap_seq(db, 8, 9), 8, "reordered"),
+    ("two rows swapped far apart", lambda db: _swap_seq(db, 3, 7), 3, "reordered"),
+    ("key windows deleted", lambda db: db.execute("DELETE FROM key_activations"), 1, "bad_signature"),
     (
         "replaced signature",
         lambda db: db.execute("UPDATE audit_logs SET signature = decode(repeat('ab', 64), 'hex') WHERE chain_seq = 3"),
@@ -178,3 +191,110 @@ async def test_rotation_keeps_old_rows_verifiable_and_rejects_a_key_outside_its_
     )
     report = await verify_tenant(db, "t1", await load_key_book(db))
     assert [(b.chain_seq, b.kind) for b in report.breaks] == [(8, "bad_signature")]
+
+
+async def test_a_retired_key_cannot_sign_again(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
+    await _chain(db, signing_key, rows=3)
+    await db.execute("UPDATE signing_keys SET valid_until = now()")
+    with pytest.raises(RetiredKey):
+        await register_key(db, signing_key)
+    # Rows it signed before retirement still verify.
+    assert (await verify_tenant(db, "t1", await load_key_book(db))).ok
+
+
+async def test_a_key_activated_after_its_retirement_is_refused(
+    db: asyncpg.Connection, signing_key: Ed25519Signer
+) -> None:
+    await _chain(db, signing_key, rows=3)
+    await db.execute("UPDATE signing_keys SET valid_until = now() - interval '1 hour'")
+    report = await verify_tenant(db, "t1", await load_key_book(db))
+    assert [(b.chain_seq, b.kind) for b in report.breaks] == [(1, "bad_signature")]
+
+
+async def test_an_auditors_saved_key_export_is_used_instead_of_the_database(
+    db: asyncpg.Connection, signing_key: Ed25519Signer
+) -> None:
+    await _chain(db, signing_key, rows=4)
+    book = await load_key_book(db)
+    export = [
+        json.dumps(
+            {
+                "key_id": k,
+                "public_key": base64.b64encode(v).decode(),
+                "activations": [
+                    {"tenant_id": t, "from_seq": s}
+                    for t, acts in book.activations.items()
+                    for s, kid in acts
+                    if kid == k
+                ],
+            }
+        )
+        for k, v in book.keys.items()
+    ]
+    saved = key_book_from_export(export)
+    # The operator swaps in a key of their own and re-signs everything with it.
+    intruder = Ed25519Signer.generate()
+    await register_key(db, intruder)
+    await db.execute("UPDATE key_activations SET key_id = $1", intruder.key_id)
+    for seq in range(1, 5):
+        row = dict(await db.fetchrow("SELECT * FROM audit_logs WHERE chain_seq = $1", seq))
+        digest = row_hash(bytes(row["prev_hash"]), canonical_bytes({**row, "signing_key_id": intruder.key_id}))
+        await db.execute(
+            "UPDATE audit_logs SET signing_key_id = $2, row_hash = $3, signature = $4 WHERE chain_seq = $1",
+            seq,
+            intruder.key_id,
+            digest,
+            intruder.sign(digest),
+        )
+    report = await verify_tenant(db, "t1", saved)
+    assert [(b.chain_seq, b.kind) for b in report.breaks] == [(1, "bad_signature")]
+
+
+async def test_quiet_chains_get_their_tail_checkpointed(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
+    policy = CheckpointPolicy(every_rows=1_000, every=timedelta(seconds=60))
+    t0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    await register_key(db, signing_key)
+    await append_batch(
+        db, signing_key, group="g", topic="c", partition=0, now=t0, checkpoints=policy, batch=[OffsetEvent(0, event(0))]
+    )
+    await append_batch(
+        db,
+        signing_key,
+        group="g",
+        topic="c",
+        partition=0,
+        now=t0 + timedelta(seconds=1),
+        checkpoints=policy,
+        batch=[OffsetEvent(i, event(i)) for i in range(1, 6)],
+    )
+    assert [c.chain_seq for c in await stored_checkpoints(db, "t1")] == [1]
+    assert await checkpoint_idle_chains(db, signing_key, policy, now=t0 + timedelta(seconds=30)) == 0
+    assert await checkpoint_idle_chains(db, signing_key, policy, now=t0 + timedelta(seconds=61)) == 1
+    assert [c.chain_seq for c in await stored_checkpoints(db, "t1")] == [1, 6]
+    assert await checkpoint_idle_chains(db, signing_key, policy, now=t0 + timedelta(seconds=200)) == 0
+
+
+async def test_verify_during_appends_sees_a_consistent_chain(database_url: str, signing_key: Ed25519Signer) -> None:
+    writer, reader = await connect(database_url), await connect(database_url)
+    try:
+        await register_key(writer, signing_key)
+
+        async def append() -> None:
+            for start in range(0, 600, 30):
+                await append_batch(
+                    writer,
+                    signing_key,
+                    group="g",
+                    topic="c",
+                    partition=0,
+                    batch=[OffsetEvent(i, event(i)) for i in range(start, start + 30)],
+                )
+
+        appending = asyncio.create_task(append())
+        while not appending.done():
+            report = await verify_tenant(reader, "t1", await load_key_book(reader))
+            assert report.ok, report.breaks
+        await appending
+    finally:
+        await writer.close()
+        await reader.close()
