@@ -7,10 +7,12 @@ except the chain columns, which only the signer assigns.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 JsonValue = Any
 
@@ -62,19 +64,22 @@ class CanonicalEvent:
     batch_id: str | None = None
 
     def to_json(self) -> bytes:
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in EVENT_COLUMNS}
         data["event_time"] = self.event_time.isoformat()
         data["received_at"] = self.received_at.isoformat()
         data["cost"] = None if self.cost is None else str(self.cost)
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            return orjson.dumps(data)
+        except TypeError:  # integers beyond 64 bits in attributes
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> CanonicalEvent:
+        # The standard parser, not orjson: it must keep integers of any size exact, as they were signed.
         data = json.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("canonical event is not a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        unknown = data.keys() - _FIELD_NAMES
         if unknown:
             raise ValueError(f"canonical event has unknown fields: {sorted(unknown)}")
         data["event_time"] = datetime.fromisoformat(data["event_time"])
@@ -85,3 +90,4 @@ class CanonicalEvent:
 
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(CanonicalEvent))
+_FIELD_NAMES = frozenset(EVENT_COLUMNS)

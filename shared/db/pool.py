@@ -6,15 +6,20 @@ import json
 from typing import Any
 
 import asyncpg
+import orjson
 
 _JSONB_VERSION = b"\x01"
 
 
 def _encode_jsonb(value: Any) -> bytes:
-    return _JSONB_VERSION + json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        return _JSONB_VERSION + orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits, which orjson refuses and JSONB stores exactly
+        return _JSONB_VERSION + json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _decode_jsonb(data: bytes) -> Any:
+    # Not orjson: it reads integers beyond 64 bits as floats, and the verifier must see exact values.
     return json.loads(data[1:])
 
 

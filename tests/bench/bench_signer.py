@@ -1,0 +1,153 @@
+"""Signer benchmark: rows appended per second by ONE signer process, each row hashed, signed and committed
+with its Kafka offsets; then the auditor's verify over the same rows.
+
+Usage: python -m tests.bench.bench_signer [--events 100000] [--tenants 20] [--json out.json]
+(``make bench-signer``)
+
+A fresh in-memory broker and a fresh embedded PostgreSQL (or DATABASE_URL) are started for each run. The
+canonical topic is preloaded, then the real signer process is started and the clock runs from its first
+committed row to its last. The raw Ed25519 sign and verify rates of this machine are printed alongside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from deploy.local.infra import start_broker, start_postgres
+from shared.canonical import CanonicalEvent
+from shared.db.migrate import apply_migrations
+from shared.db.pool import connect
+from shared.kafka import TopicSpec, ensure_topics, make_producer, tenant_key
+from shared.keys import Ed25519Signer, verify_signature, write_new_key
+from shared.verify import load_key_book, verify_tenant
+
+PROMPT = (
+    "Refactor the billing module so invoices come from the ledger; reach me at <EMAIL> or <PHONE>. "
+    "Keep the public API stable and add tests for proration and credit notes. "
+) * 3
+
+
+def make_events(count: int, tenants: int) -> list[bytes]:
+    t0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    events = []
+    for i in range(count):
+        kind = ("user_prompt", "api_request", "tool_decision", "tool_result")[i % 4]
+        events.append(CanonicalEvent(
+            event_id=f"bench-{i:08d}", tenant_id=f"tenant-{i % tenants:03d}", org_id="acme", license_id="lic",
+            plane="claude_code", event_type=kind, event_time=t0 + timedelta(milliseconds=i), received_at=t0,
+            session_id=f"session-{i // 40}", correlation_id=f"prompt-{i // 8}", event_sequence=i % 40,
+            user_id=f"user-{i % 500:04d}", model="claude-opus-5-5" if kind == "api_request" else None,
+            input_tokens=1200 if kind == "api_request" else None, tokens_used=1637 if kind == "api_request" else None,
+            decision="accept" if kind == "tool_decision" else None, tool_name="Bash" if kind != "user_prompt" else None,
+            content={"prompt": PROMPT} if kind == "user_prompt" else {},
+            content_lengths={"prompt": len(PROMPT)} if kind == "user_prompt" else {},
+            redacted_fields={"prompt": {"EMAIL": 1, "PHONE": 1}} if kind == "user_prompt" else {},
+            content_captured=kind == "user_prompt", attributes={"terminal.type": "xterm", "resource.os.type": "linux"},
+        ).to_json())
+    return events
+
+
+def crypto_rates(seconds: float = 2.0) -> tuple[float, float]:
+    key = Ed25519Signer.generate()
+    message = bytes(32)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(500):
+            signature = key.sign(message)
+        count += 500
+    sign_rate = count / (time.perf_counter() - started)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(500):
+            verify_signature(key.public_key, message, signature)
+        count += 500
+    return sign_rate, count / (time.perf_counter() - started)
+
+
+async def run(events: int, tenants: int, partitions: int) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="bench-signer-"))
+    broker = start_broker(log_file=work / "broker.log")
+    postgres = None
+    dsn = os.environ.get("DATABASE_URL")
+    if not dsn:
+        postgres = start_postgres(work / "pgdata", ephemeral=True)
+        dsn = postgres.dsn
+    process = None
+    try:
+        conn = await connect(dsn)
+        await apply_migrations(conn)
+        await ensure_topics(broker.bootstrap, [TopicSpec("canonical", partitions), TopicSpec("dlq", 1)])
+        payloads = make_events(events, tenants)
+        producer = make_producer(broker.bootstrap, 1_000_000, linger_ms=20, max_batch_size=512 * 1024)
+        await producer.start()
+        for index, payload in enumerate(payloads):
+            await producer.send("canonical", payload, key=tenant_key(f"tenant-{index % tenants:03d}"))
+        await producer.flush()
+        await producer.stop()
+        write_new_key(work / "signing.key")
+        env = {**os.environ, "DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+               "TOPIC_CANONICAL": "canonical", "TOPIC_DEAD_LETTER": "dlq", "SIGNING_KEY_FILE": str(work / "signing.key"),
+               "SIGNER_METRICS_PORT": "0", "KAFKA_SESSION_TIMEOUT_MS": "4000", "LOG_LEVEL": "WARNING"}
+        process = subprocess.Popen([sys.executable, "-m", "services.signer"], env=env)
+        first_at = None
+        while True:
+            done = int(await conn.fetchval("SELECT coalesce(sum(head_seq), 0) FROM chain_heads"))
+            now = time.perf_counter()
+            if done and first_at is None:
+                first_at, first_rows = now, done
+            if done >= events:
+                break
+            await asyncio.sleep(0.05)
+        assert first_at is not None
+        append_rate = (events - first_rows) / (now - first_at)
+        process.terminate()
+        process.wait(30)
+        process = None
+
+        book = await load_key_book(conn)
+        started = time.perf_counter()
+        rows = 0
+        for tenant in [f"tenant-{t:03d}" for t in range(tenants)]:
+            report = await verify_tenant(conn, tenant, book, dsn=dsn)
+            assert report.ok, report.breaks
+            rows += report.rows
+        verify_rate = rows / (time.perf_counter() - started)
+        await conn.close()
+    finally:
+        if process is not None:
+            process.kill()
+        broker.stop()
+        if postgres is not None:
+            postgres.stop()
+    sign_rate, raw_verify_rate = crypto_rates()
+    return {"events": events, "append_rows_per_s": append_rate, "verify_rows_per_s": verify_rate,
+            "pynacl_sign_per_s": sign_rate, "pynacl_verify_per_s": raw_verify_rate}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--tenants", type=int, default=4)
+    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.events, args.tenants, args.partitions))
+    print(f"signer append: {result['append_rows_per_s']:,.0f} rows/s (one process, signed, committed with offsets)")
+    print(f"verify:        {result['verify_rows_per_s']:,.0f} rows/s (all cores)")
+    print(f"raw PyNaCl on this machine: sign {result['pynacl_sign_per_s']:,.0f}/s, "
+          f"verify {result['pynacl_verify_per_s']:,.0f}/s per core")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
