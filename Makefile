@@ -60,8 +60,14 @@ typecheck: $(STAMP)
 license: $(STAMP)
 	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl license issue --org "$(ORG)"
 
+# make verify [TENANT=acme] [CHECKPOINTS=saved.jsonl] [KEYS=saved-keys.jsonl]
 verify: $(STAMP)
-	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl verify
+	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl verify \
+	  $(if $(TENANT),--tenant "$(TENANT)") $(if $(CHECKPOINTS),--checkpoints "$(CHECKPOINTS)") $(if $(KEYS),--keys "$(KEYS)")
+
+# Signed checkpoints as JSON lines, for an auditor to keep outside the database: make -s checkpoints > saved.jsonl
+checkpoints: $(STAMP)
+	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl checkpoints export $(if $(TENANT),--tenant "$(TENANT)")
 
 # Incident tooling against the `make run` stack (its broker holds the topics); ARGS go to auditctl:
 #   make replay ARGS="--from 2026-03-01T10:00:00Z --to 2026-03-01T11:00:00Z --dry-run"
@@ -82,6 +88,10 @@ test-deploy: $(STAMP)
 # One Hypercorn receiver process, a fresh in-memory broker, a separate load-generator process.
 bench-receiver: $(STAMP)
 	@$(PY) -m tests.bench.bench_receiver $(BENCH_ARGS)
+
+# One signer process on a preloaded canonical topic: rows/s appended, signed and committed; then verify's rows/s.
+bench-signer: $(STAMP)
+	@$(PY) -m tests.bench.bench_signer $(BENCH_ARGS)
 
 # 1,000,000 audit rows (1,000 users, 20,000 sessions) in a fresh PostgreSQL; p50/p99 of the reporting queries.
 bench-reporter: $(STAMP)
