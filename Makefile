@@ -89,6 +89,9 @@ test-deploy: $(STAMP)
 bench-receiver: $(STAMP)
 	@$(PY) -m tests.bench.bench_receiver $(BENCH_ARGS)
 
+# Every benchmark, one after another (each starts its own fresh broker and database).
+bench: bench-receiver bench-redactor bench-signer bench-reporter
+
 # One signer process on a preloaded canonical topic: rows/s appended, signed and committed; then verify's rows/s.
 bench-signer: $(STAMP)
 	@$(PY) -m tests.bench.bench_signer $(BENCH_ARGS)
