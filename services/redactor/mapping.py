@@ -71,6 +71,8 @@ def any_value(value: AnyValue) -> Any:
         return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
     if kind == "bytes_value":
         return value.bytes_value.hex()
+    if kind == "double_value" and not math.isfinite(value.double_value):
+        return str(value.double_value)  # JSON has no NaN or infinity; keep what was sent, as text
     return getattr(value, kind)
 
 
