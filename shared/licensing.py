@@ -3,14 +3,21 @@
 Format: ``lic1.<base64url(payload)>.<base64url(signature)>`` where the payload is RFC 8785 JSON and the
 signature covers the ASCII bytes ``lic1.<base64url(payload)>``. The tenant a batch belongs to comes from
 here and only from here.
+
+Entitlements name capabilities. ``otel_ingest`` (sending OpenTelemetry to the receiver) is an Enterprise
+capability; ``reporting`` is the read side. A licence without ``otel_ingest`` authenticates but is refused
+(403) by the receiver.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
+import re
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,10 +28,24 @@ import rfc8785
 
 from shared.keys import Signer, key_id_for, verify_signature
 
-TOKEN_PREFIX = "lic1"
+TOKEN_PREFIX = "lic1"  # noqa: S105 - a format tag, not a secret
+PAYLOAD_VERSION = 1
 OTEL_INGEST = "otel_ingest"
 REPORTING = "reporting"
 DEFAULT_ENTITLEMENTS = (OTEL_INGEST, REPORTING)
+KNOWN_ENTITLEMENTS: Mapping[str, str] = {
+    OTEL_INGEST: "Enterprise: send Claude Code / Cowork OpenTelemetry to the receiver",
+    REPORTING: "read audit reports",
+}
+
+# Org ids are HTTP Basic user names, so never a colon; both ids travel in Kafka headers and metric labels.
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+# Tokens are a few hundred bytes; anything much longer is not worth decoding.
+_MAX_TOKEN_LENGTH = 4096
+
+
+def valid_identifier(value: str) -> bool:
+    return _IDENTIFIER.fullmatch(value) is not None
 
 
 class LicenseProblem(Enum):
@@ -67,7 +88,7 @@ class License:
 
     def payload(self) -> dict[str, Any]:
         return {
-            "v": 1,
+            "v": PAYLOAD_VERSION,
             "lid": self.license_id,
             "org": self.org_id,
             "tenant": self.tenant_id,
@@ -95,12 +116,25 @@ def issue_license(
     valid_for: timedelta = timedelta(days=365),
     now: datetime | None = None,
 ) -> tuple[License, str]:
+    """Sign a licence; raises ValueError for ids or entitlements the receiver could never accept."""
+    tenant_id = tenant_id or org_id
+    for name, value in (("org id", org_id), ("tenant id", tenant_id)):
+        if not valid_identifier(value):
+            raise ValueError(f"{name} {value!r} must be 1-128 of letters, digits and . _ @ - (no colon)")
+    wanted = frozenset(entitlements)
+    unknown = sorted(wanted - KNOWN_ENTITLEMENTS.keys())
+    if unknown:
+        raise ValueError(f"unknown entitlement(s): {', '.join(unknown)}; known: {', '.join(KNOWN_ENTITLEMENTS)}")
+    if not wanted:
+        raise ValueError("a licence needs at least one entitlement")
+    if valid_for <= timedelta(0):
+        raise ValueError("a licence must be valid for a positive time")
     issued_at = (now or datetime.now(UTC)).replace(microsecond=0)
     lic = License(
         license_id=str(uuid.uuid4()),
         org_id=org_id,
-        tenant_id=tenant_id or org_id,
-        entitlements=frozenset(entitlements),
+        tenant_id=tenant_id,
+        entitlements=wanted,
         issued_at=issued_at,
         expires_at=issued_at + valid_for,
         key_id=issuer.key_id,
@@ -110,6 +144,8 @@ def issue_license(
 
 
 def _parse_payload(payload: Mapping[str, object]) -> License:
+    if payload.get("v", PAYLOAD_VERSION) != PAYLOAD_VERSION:
+        raise LicenseRefused(LicenseProblem.MALFORMED, "licence payload version is not supported")
     try:
         entitlements = payload["ent"]
         if not isinstance(entitlements, list):
@@ -123,16 +159,24 @@ def _parse_payload(payload: Mapping[str, object]) -> License:
             expires_at=datetime.fromtimestamp(int(str(payload["exp"])), UTC),
             key_id=str(payload["kid"]),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
         raise LicenseRefused(LicenseProblem.MALFORMED, "licence payload is incomplete") from exc
 
 
 @dataclass
 class LicenseVerifier:
-    """Checks a Basic ``org:licence`` pair with no database round trip; revocations are pushed in."""
+    """Checks a Basic ``org:licence`` pair with no database round trip; revocations are pushed in.
+
+    A token whose signature verified once is remembered (by its SHA-256, in a bounded LRU), so the
+    steady state costs a hash and a dictionary look-up instead of an Ed25519 verification per request.
+    Everything that can change for a genuine licence (revocation, expiry, the org it is presented
+    with, the entitlement asked for) is still checked on every call.
+    """
 
     issuer_keys: Mapping[str, bytes]
     revoked: frozenset[str] = field(default_factory=frozenset)
+    max_remembered: int = 10_000
+    _verified: OrderedDict[bytes, License] = field(default_factory=OrderedDict, repr=False)
 
     @classmethod
     def from_public_keys(cls, public_keys: Iterable[bytes]) -> LicenseVerifier:
@@ -142,13 +186,40 @@ class LicenseVerifier:
         self.revoked = frozenset(revoked)
 
     def verify(self, org: str, token: str, *, now: datetime, entitlement: str = OTEL_INGEST) -> License:
+        lic = self._genuine(token)
+        if not hmac.compare_digest(org.encode(), lic.org_id.encode()):
+            raise LicenseRefused(LicenseProblem.ORG_MISMATCH, "user name does not match the licence's org")
+        if lic.license_id in self.revoked:
+            raise LicenseRefused(LicenseProblem.REVOKED, "licence has been revoked")
+        if now >= lic.expires_at:
+            raise LicenseRefused(LicenseProblem.EXPIRED, "licence has expired")
+        if entitlement not in lic.entitlements:
+            raise LicenseRefused(LicenseProblem.NOT_ENTITLED, f"licence lacks the {entitlement} entitlement")
+        return lic
+
+    def _genuine(self, token: str) -> License:
+        """The licence a token carries, once its signature is known to verify under a trusted key."""
+        if len(token) > _MAX_TOKEN_LENGTH:
+            raise LicenseRefused(LicenseProblem.MALFORMED, "licence key is too long")
+        fingerprint = hashlib.sha256(token.encode()).digest()
+        remembered = self._verified.get(fingerprint)
+        if remembered is not None:
+            self._verified.move_to_end(fingerprint)
+            return remembered
+        lic = self._verify_signature(token)
+        self._verified[fingerprint] = lic
+        if len(self._verified) > self.max_remembered:
+            self._verified.popitem(last=False)
+        return lic
+
+    def _verify_signature(self, token: str) -> License:
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
             raise LicenseRefused(LicenseProblem.MALFORMED, "licence key is not a lic1 token")
         try:
             payload = json.loads(_unb64url(parts[1]))
             signature = _unb64url(parts[2])
-        except ValueError as exc:
+        except (ValueError, UnicodeDecodeError) as exc:
             raise LicenseRefused(LicenseProblem.MALFORMED, "licence key is not valid base64url JSON") from exc
         if not isinstance(payload, dict):
             raise LicenseRefused(LicenseProblem.MALFORMED, "licence payload is not an object")
@@ -158,12 +229,4 @@ class LicenseVerifier:
             raise LicenseRefused(LicenseProblem.UNKNOWN_KEY, "licence was issued by an unknown key")
         if not verify_signature(public_key, f"{parts[0]}.{parts[1]}".encode(), signature):
             raise LicenseRefused(LicenseProblem.BAD_SIGNATURE, "licence signature does not verify")
-        if not hmac.compare_digest(org.encode(), lic.org_id.encode()):
-            raise LicenseRefused(LicenseProblem.ORG_MISMATCH, "user name does not match the licence's org")
-        if lic.license_id in self.revoked:
-            raise LicenseRefused(LicenseProblem.REVOKED, "licence has been revoked")
-        if now >= lic.expires_at:
-            raise LicenseRefused(LicenseProblem.EXPIRED, "licence has expired")
-        if entitlement not in lic.entitlements:
-            raise LicenseRefused(LicenseProblem.NOT_ENTITLED, f"licence lacks the {entitlement} entitlement")
         return lic

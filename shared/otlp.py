@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -64,9 +64,10 @@ def _hex_ids_to_base64(node: Any) -> Any:
         for key, value in node.items():
             if key in _HEX_ID_FIELDS and isinstance(value, str):
                 try:
-                    value = base64.b64encode(bytes.fromhex(value)).decode()
+                    out[key] = base64.b64encode(bytes.fromhex(value)).decode()
                 except ValueError as exc:
                     raise PayloadError(f"{key} is not hex") from exc
+                continue
             out[key] = _hex_ids_to_base64(value)
         return out
     if isinstance(node, list):
@@ -112,6 +113,8 @@ def count_data_points(request: ExportMetricsServiceRequest) -> int:
 
 @dataclass(frozen=True)
 class LogChunk:
+    """A serialised request that fits one Kafka message; ``record_count`` is log records (or data points)."""
+
     payload: bytes
     record_count: int
 
@@ -122,75 +125,173 @@ def split_logs(
     """Split into serialised requests of at most ``max_bytes``, keeping resource and scope with each record.
 
     Returns the chunks, and the one-record requests too large to fit a message on their own; the caller
-    refuses those through ``partial_success`` rather than lose the rest of the batch.
+    refuses those through ``partial_success`` rather than lose the rest of the batch. Records keep their
+    order. Linear in the size of the request: sizes are tracked arithmetically, never re-measured.
     """
-    whole = request.SerializeToString()
-    if len(whole) <= max_bytes:
-        return [LogChunk(whole, count_log_records(request))], []
-    chunks: list[LogChunk] = []
-    oversized: list[ExportLogsServiceRequest] = []
-    current = ExportLogsServiceRequest()
-    current_size = 0
-    current_count = 0
-    for rl in request.resource_logs:
-        for sl in rl.scope_logs:
-            for record in sl.log_records:
-                single = ExportLogsServiceRequest()
-                target_rl = single.resource_logs.add()
-                target_rl.resource.CopyFrom(rl.resource)
-                target_rl.schema_url = rl.schema_url
-                target_sl = target_rl.scope_logs.add()
-                target_sl.scope.CopyFrom(sl.scope)
-                target_sl.schema_url = sl.schema_url
-                target_sl.log_records.append(record)
-                size = single.ByteSize()
-                if size > max_bytes:
-                    oversized.append(single)
-                    continue
-                if current_count and current_size + size > max_bytes:
-                    chunks.append(LogChunk(current.SerializeToString(), current_count))
-                    current, current_size, current_count = ExportLogsServiceRequest(), 0, 0
-                _merge_single(current, single)
-                current_size = current.ByteSize()
-                current_count += 1
-    if current_count:
-        chunks.append(LogChunk(current.SerializeToString(), current_count))
-    return chunks, oversized
+    return _split(request, max_bytes, _LOGS_SHAPE)
 
 
-def _merge_single(into: ExportLogsServiceRequest, single: ExportLogsServiceRequest) -> None:
-    """Append a one-record request, reusing the last resource/scope group when it is the same one."""
-    src_rl = single.resource_logs[0]
-    src_sl = src_rl.scope_logs[0]
-    if into.resource_logs:
-        last_rl = into.resource_logs[-1]
-        if last_rl.resource == src_rl.resource and last_rl.schema_url == src_rl.schema_url:
-            last_sl = last_rl.scope_logs[-1]
-            if last_sl.scope == src_sl.scope and last_sl.schema_url == src_sl.schema_url:
-                last_sl.log_records.append(src_sl.log_records[0])
-            else:
-                last_rl.scope_logs.append(src_sl)
-            return
-    into.resource_logs.append(src_rl)
+def split_metrics(
+    request: ExportMetricsServiceRequest, max_bytes: int
+) -> tuple[list[LogChunk], list[ExportMetricsServiceRequest]]:
+    """``split_logs`` for metrics: the unit is one metric (with all its data points), and each chunk's
+    ``record_count`` is its number of data points."""
+    return _split(request, max_bytes, _METRICS_SHAPE)
 
 
 def iter_metric_chunks(request: ExportMetricsServiceRequest, max_bytes: int) -> Iterator[bytes]:
-    """Metrics split by resource, then by metric; a single metric larger than a message is rare enough
-    that it is refused whole by the caller (the iterator yields it and the producer raises)."""
-    whole = request.SerializeToString()
-    if len(whole) <= max_bytes:
-        yield whole
-        return
-    for rm in request.resource_metrics:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                single = ExportMetricsServiceRequest()
-                target_rm = single.resource_metrics.add()
-                target_rm.resource.CopyFrom(rm.resource)
-                target_sm = target_rm.scope_metrics.add()
-                target_sm.scope.CopyFrom(sm.scope)
-                target_sm.metrics.append(metric)
-                yield single.SerializeToString()
+    """Serialised pieces of at most ``max_bytes``; a metric too large on its own is left out."""
+    chunks, _ = split_metrics(request, max_bytes)
+    for chunk in chunks:
+        yield chunk.payload
+
+
+def keep_first_log_records(request: ExportLogsServiceRequest, limit: int) -> ExportLogsServiceRequest:
+    """The first ``limit`` records, each with its resource and scope."""
+    kept = ExportLogsServiceRequest()
+    remaining = limit
+    for rl in request.resource_logs:
+        if remaining <= 0:
+            break
+        target_rl = kept.resource_logs.add()
+        _copy_shell(rl, target_rl, "resource")
+        for sl in rl.scope_logs:
+            if remaining <= 0:
+                break
+            target_sl = target_rl.scope_logs.add()
+            _copy_shell(sl, target_sl, "scope")
+            records = sl.log_records[:remaining]
+            target_sl.log_records.extend(records)
+            remaining -= len(records)
+    return kept
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Where the three levels live in a signal's request: group (resource) -> scope -> item."""
+
+    groups: str
+    scopes: str
+    items: str
+    weight: Any  # Callable[[item], int]: how many records/data points one item counts for
+
+
+def _metric_points(metric: Any) -> int:
+    kind = metric.WhichOneof("data")
+    return 0 if kind is None else len(getattr(metric, kind).data_points)
+
+
+_LOGS_SHAPE = _Shape("resource_logs", "scope_logs", "log_records", lambda _: 1)
+_METRICS_SHAPE = _Shape("resource_metrics", "scope_metrics", "metrics", _metric_points)
+
+
+def _varint_size(value: int) -> int:
+    size = 1
+    while value >= 0x80:
+        value >>= 7
+        size += 1
+    return size
+
+
+def _entry_size(content: int) -> int:
+    """Bytes of a length-delimited field with a one-byte tag (every field here has a number below 16)."""
+    return 1 + _varint_size(content) + content
+
+
+def _copy_shell(source: Any, target: Any, header_field: str) -> None:
+    """Copy a group's or scope's own fields (resource/scope and schema_url), not its children."""
+    if source.HasField(header_field):
+        getattr(target, header_field).CopyFrom(getattr(source, header_field))
+    target.schema_url = source.schema_url
+
+
+def _shell_size(message: Any, header_field: str) -> int:
+    size = 0
+    if message.HasField(header_field):
+        size += _entry_size(getattr(message, header_field).ByteSize())
+    if message.schema_url:
+        size += _entry_size(len(message.schema_url.encode()))
+    return size
+
+
+RequestU = TypeVar("RequestU", ExportLogsServiceRequest, ExportMetricsServiceRequest)
+
+
+def _split(request: RequestU, max_bytes: int, shape: _Shape) -> tuple[list[LogChunk], list[RequestU]]:
+    if request.ByteSize() <= max_bytes:
+        total = sum(shape.weight(item) for g in getattr(request, shape.groups)
+                    for s in getattr(g, shape.scopes) for item in getattr(s, shape.items))
+        return [LogChunk(request.SerializeToString(), total)], []
+    request_type = type(request)
+    chunks: list[LogChunk] = []
+    oversized: list[RequestU] = []
+    # The chunk being built, and the exact serialised sizes of its open group and scope.
+    current = request_type()
+    count = items_in_chunk = 0
+    closed_groups = 0  # bytes of the chunk's groups before the open one
+    open_group: Any = None  # (source group, target group)
+    open_scope: Any = None
+    group_shell = scopes_closed = scope_content = 0
+
+    def chunk_size() -> int:
+        if open_group is None:
+            return closed_groups
+        group_content = group_shell + scopes_closed + (_entry_size(scope_content) if open_scope else 0)
+        return closed_groups + _entry_size(group_content)
+
+    for group in getattr(request, shape.groups):
+        shell_of_group = _shell_size(group, "resource")
+        for scope in getattr(group, shape.scopes):
+            shell_of_scope = _shell_size(scope, "scope")
+            for item in getattr(scope, shape.items):
+                item_entry = _entry_size(item.ByteSize())
+                alone = _entry_size(shell_of_group + _entry_size(shell_of_scope + item_entry))
+                if alone > max_bytes:
+                    single = request_type()
+                    target_group = getattr(single, shape.groups).add()
+                    _copy_shell(group, target_group, "resource")
+                    target_scope = getattr(target_group, shape.scopes).add()
+                    _copy_shell(scope, target_scope, "scope")
+                    getattr(target_scope, shape.items).append(item)
+                    oversized.append(single)
+                    continue
+                same_group = open_group is not None and open_group[0] is group
+                same_scope = same_group and open_scope is not None and open_scope[0] is scope
+                if same_scope:
+                    grown = closed_groups + _entry_size(
+                        group_shell + scopes_closed + _entry_size(scope_content + item_entry))
+                elif same_group:
+                    grown = closed_groups + _entry_size(
+                        group_shell + scopes_closed + _entry_size(scope_content)
+                        + _entry_size(shell_of_scope + item_entry))
+                else:
+                    grown = chunk_size() + alone
+                if items_in_chunk and grown > max_bytes:
+                    chunks.append(LogChunk(current.SerializeToString(), count))
+                    current = request_type()
+                    count = items_in_chunk = closed_groups = 0
+                    open_group = open_scope = None
+                    same_group = same_scope = False
+                if not same_group:
+                    closed_groups = chunk_size()
+                    target_group = getattr(current, shape.groups).add()
+                    _copy_shell(group, target_group, "resource")
+                    open_group, open_scope = (group, target_group), None
+                    group_shell, scopes_closed = shell_of_group, 0
+                if not same_scope:
+                    if open_scope is not None:
+                        scopes_closed += _entry_size(scope_content)
+                    target_scope = getattr(open_group[1], shape.scopes).add()
+                    _copy_shell(scope, target_scope, "scope")
+                    open_scope = (scope, target_scope)
+                    scope_content = shell_of_scope
+                getattr(open_scope[1], shape.items).append(item)
+                scope_content += item_entry
+                items_in_chunk += 1
+                count += shape.weight(item)
+    if items_in_chunk:
+        chunks.append(LogChunk(current.SerializeToString(), count))
+    return chunks, oversized
 
 
 def encode_message(message: Message, encoding: Encoding) -> bytes:
@@ -215,6 +316,10 @@ def metrics_response(rejected: int = 0, error_message: str = "") -> ExportMetric
     return response
 
 
-def status_body(code: int, message: str) -> status_pb2.Status:
-    """``code`` is a google.rpc.Code value, as OTLP/HTTP asks for in error bodies."""
-    return status_pb2.Status(code=code, message=message)
+def status_body(code: int, message: str, details: Sequence[Message] = ()) -> status_pb2.Status:
+    """``code`` is a google.rpc.Code value, as OTLP/HTTP asks for in error bodies; ``details`` are packed
+    as ``google.protobuf.Any`` (BadRequest for bad data, RetryInfo for throttling)."""
+    status = status_pb2.Status(code=code, message=message)
+    for detail in details:
+        status.details.add().Pack(detail)
+    return status

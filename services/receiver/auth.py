@@ -1,4 +1,9 @@
-"""HTTP Basic ``org:licence`` authentication as a Starlette authentication backend."""
+"""HTTP Basic ``org:licence-key`` authentication as a Starlette authentication backend.
+
+The licence is verified offline (signature, org, expiry, revocation list held in memory), so no request
+waits on the database. 401 means "these credentials are not trustworthy" and carries ``WWW-Authenticate``;
+403 means "a genuine licence that does not allow this" (expired, revoked, not entitled).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ from starlette.requests import HTTPConnection
 
 from shared.clock import Clock
 from shared.licensing import License, LicenseRefused, LicenseVerifier
+
+# A Basic header for a real licence is a few hundred bytes; refuse to decode anything far larger.
+_MAX_AUTHORIZATION_LENGTH = 8192
 
 
 class LicensedOrg(BaseUser):
@@ -36,6 +44,30 @@ class CredentialsRefused(AuthenticationError):
         self.reason = reason
 
 
+def _unauthenticated(message: str, reason: str) -> CredentialsRefused:
+    return CredentialsRefused(message, forbidden=False, reason=reason)
+
+
+def parse_basic(header: str | None) -> tuple[str, str]:
+    """``(user, password)`` from an Authorization header, or CredentialsRefused (always a 401)."""
+    if not header:
+        raise _unauthenticated("missing credentials: send HTTP Basic org:licence-key", "no_credentials")
+    if len(header) > _MAX_AUTHORIZATION_LENGTH:
+        raise _unauthenticated("Authorization header is too long", "bad_credentials")
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not encoded.strip():
+        raise _unauthenticated("expected HTTP Basic credentials", "bad_scheme")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        raise _unauthenticated("Basic credentials are not valid base64 of UTF-8 text", "bad_base64") from None
+    # RFC 7617: the user id ends at the first colon; the password may contain colons.
+    user, separator, password = decoded.partition(":")
+    if not separator or not user or not password:
+        raise _unauthenticated("expected org:licence-key in the Basic credentials", "bad_credentials")
+    return user, password
+
+
 class LicenseAuthBackend(AuthenticationBackend):
     def __init__(self, verifier: LicenseVerifier, clock: Clock, entitlement: str) -> None:
         self.verifier = verifier
@@ -43,21 +75,7 @@ class LicenseAuthBackend(AuthenticationBackend):
         self.entitlement = entitlement
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
-        header = conn.headers.get("authorization")
-        if not header:
-            raise CredentialsRefused("missing credentials", forbidden=False, reason="no_credentials")
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic" or not encoded:
-            raise CredentialsRefused("expected HTTP Basic credentials", forbidden=False, reason="bad_scheme")
-        try:
-            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise CredentialsRefused(
-                "Basic credentials are not valid base64", forbidden=False, reason="bad_base64"
-            ) from None
-        org, sep, token = decoded.partition(":")
-        if not sep or not org or not token:
-            raise CredentialsRefused("expected org:licence-key", forbidden=False, reason="bad_credentials")
+        org, token = parse_basic(conn.headers.get("authorization"))
         try:
             lic = self.verifier.verify(org, token, now=self.clock.now(), entitlement=self.entitlement)
         except LicenseRefused as refused:

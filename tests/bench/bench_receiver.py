@@ -1,0 +1,317 @@
+"""Receiver benchmark: one real Hypercorn receiver process, a fresh broker, a separate load-generator process.
+
+Usage: python -m tests.bench.bench_receiver [--duration 15] [--tenants 4] [--connections 24] [--json out.json]
+(``make bench-receiver``)
+
+Phases, each against a receiver and a broker started for it (the broker is in-memory and keeps
+everything, so every phase starts a new one; PostgreSQL, for licences, is started once per run):
+
+1. throughput: closed loop, many connections, per-tenant limits out of the way -> accepted records/s.
+2. half load: open loop at half the target rate (25,000 records/s) -> p50/p99 latency, measured from
+   when each request was due.
+3. overload: open loop at twice the measured maximum, the default per-tenant limits, many connections,
+   one tenant sending half of the traffic -> the excess must come back as 429 (that tenant) and 503
+   (the server), and the receiver's peak RSS must stay bounded. Clients honour Retry-After, as OTLP
+   exporters do (tests/bench/http_load.py).
+4. overload with large bodies: 8 connections sending ~15.5 MB batches (just under the 16 MiB limit,
+   each split into ~16 Kafka messages) as fast as they are answered -> peak RSS, the memory worst case.
+
+Payloads: Claude Code-shaped protobuf batches of 50 records averaging 1 KiB, built from the real
+captures (tests/bench/payloads.py). The producer uses acks=all and the production message limit.
+RSS and CPU of the receiver (and CPU of the broker and the load generator) are sampled with psutil,
+so the report shows where the machine's cores went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from deploy.local.infra import free_port, start_broker, start_postgres
+from deploy.local.stack import wait_ready
+from shared.cli.licenses import store_license
+from shared.db.migrate import apply_migrations
+from shared.db.pool import connect
+from shared.kafka import TopicSpec, ensure_topics
+from shared.keys import Ed25519Signer
+from shared.licensing import issue_license
+from tests.bench.http_load import Config
+from tests.bench.payloads import build_batches
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FIXTURES = Path(os.environ.get("AUDIT_FIXTURES_DIR", ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.332"))
+TARGET_RECORDS_PER_SECOND = 50_000
+RECORDS_PER_BATCH = 50
+LARGE_BATCH_RECORDS = 15_000  # about 15.5 MB of protobuf
+
+
+@dataclass
+class ProcessSample:
+    peak_rss_mb: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+class Sampler:
+    """Samples RSS (peak) and CPU time of a few processes every 50 ms on a background thread."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self._processes = {name: psutil.Process(pid) for name, pid in processes.items()}
+        self._start_cpu = {name: self._cpu(p) for name, p in self._processes.items()}
+        self._last_cpu = dict(self._start_cpu)
+        self.samples = {name: ProcessSample() for name in processes}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _cpu(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(times.user + times.system)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for name, process in self._processes.items():
+                try:
+                    rss = process.memory_info().rss / 1024 / 1024
+                    cpu = self._cpu(process)
+                except psutil.Error:
+                    continue  # it has exited: keep what was last seen
+                sample = self.samples[name]
+                sample.peak_rss_mb = max(sample.peak_rss_mb, rss)
+                self._last_cpu[name] = cpu
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for name, process in self._processes.items():
+            last = max(self._last_cpu[name], self._cpu(process))
+            self.samples[name].cpu_seconds = round(last - self._start_cpu[name], 2)
+            self.samples[name].peak_rss_mb = round(self.samples[name].peak_rss_mb, 1)
+
+
+@dataclass
+class Environment:
+    work: Path
+    dsn: str
+    bootstrap: str
+    broker_pid: int
+    topic: str
+    public_keys: Path
+    authorizations: list[str]
+    bodies: list[str]
+
+
+async def _prepare_database(dsn: str, issuer: Ed25519Signer, tenants: int) -> list[str]:
+    conn = await connect(dsn)
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
+    authorizations = []
+    for index in range(tenants):
+        org = f"bench-org-{index}"
+        lic, token = issue_license(issuer, org_id=org, tenant_id=f"bench-tenant-{index}")
+        await store_license(dsn, lic)
+        authorizations.append("Basic " + base64.b64encode(f"{org}:{token}".encode()).decode())
+    return authorizations
+
+
+def _start_receiver(env: Environment, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    settings = {
+        "DATABASE_URL": env.dsn,
+        "KAFKA_BOOTSTRAP_SERVERS": env.bootstrap,
+        "TOPIC_RAW_LOGS": env.topic,
+        "RECEIVER_HOST": "127.0.0.1",
+        "RECEIVER_PORT": str(port),
+        "LICENSE_PUBLIC_KEYS_FILE": str(env.public_keys),
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+    log = (env.work / f"receiver-{port}.log").open("ab")
+    process = subprocess.Popen([sys.executable, "-m", "services.receiver"], cwd=ROOT,
+                               env={**os.environ, **settings}, stdout=log, stderr=subprocess.STDOUT)
+    wait_ready(f"http://127.0.0.1:{port}/readyz", 60)
+    return process, port
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.terminate()
+    try:
+        return process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def _run_load(env: Environment, port: int, *, connections: int, duration: float, warmup: float, rate: float,
+              receiver: subprocess.Popen[bytes], authorizations: list[str] | None = None,
+              bodies: list[str] | None = None, records_per_body: int = RECORDS_PER_BATCH) -> dict[str, Any]:
+    config = Config(host="127.0.0.1", port=port, path="/v1/logs", bodies=bodies or env.bodies,
+                    records_per_body=records_per_body, authorizations=authorizations or env.authorizations,
+                    connections=connections, duration=duration, warmup=warmup, rate=rate)
+    config_file = env.work / f"load-{port}-{int(rate)}.json"
+    result_file = config_file.with_suffix(".result.json")
+    config_file.write_text(json.dumps(asdict(config)))
+    generator = subprocess.Popen([sys.executable, "-m", "tests.bench.http_load", str(config_file), str(result_file)],
+                                 cwd=ROOT)
+    with Sampler({"receiver": receiver.pid, "broker": env.broker_pid, "load_generator": generator.pid}) as sampler:
+        if generator.wait(duration + warmup + 120) != 0:
+            raise RuntimeError("the load generator failed")
+    result: dict[str, Any] = json.loads(result_file.read_text())
+    result["processes"] = {name: asdict(sample) for name, sample in sampler.samples.items()}
+    wall = duration + warmup
+    result["cpu_share_of_one_core"] = {name: round(sample.cpu_seconds / wall, 2)
+                                       for name, sample in sampler.samples.items()}
+    # Less noisy than records/s on a shared machine: what one fully available core would sustain.
+    receiver_cpu = sampler.samples["receiver"].cpu_seconds
+    ok = result["statuses"].get("200", 0) * records_per_body
+    result["accepted_records_per_receiver_cpu_second"] = round(ok * wall / duration / receiver_cpu) if receiver_cpu else None
+    return result
+
+
+@dataclass
+class Phase:
+    name: str
+    receiver_settings: dict[str, str]
+    connections: int
+    rate: float
+    authorizations: list[str] | None = None
+    bodies: list[str] | None = None
+    records_per_body: int = RECORDS_PER_BATCH
+
+
+def _run_phase(env: Environment, args: argparse.Namespace, phase: Phase) -> dict[str, Any]:
+    """A fresh broker and a fresh receiver for the phase: the in-memory broker slows as it fills, which a
+    production Kafka (on disk) does not, so no phase inherits the previous one's data."""
+    broker = start_broker(log_file=env.work / f"broker-{phase.name}.log")
+    try:
+        asyncio.run(ensure_topics(broker.bootstrap, [TopicSpec(env.topic, args.partitions)]))
+        env.bootstrap, env.broker_pid = broker.bootstrap, broker.process.pid
+        receiver, port = _start_receiver(env, phase.receiver_settings)
+        try:
+            result = _run_load(env, port, connections=phase.connections, duration=args.duration,
+                               warmup=args.warmup, rate=phase.rate, receiver=receiver,
+                               authorizations=phase.authorizations, bodies=phase.bodies,
+                               records_per_body=phase.records_per_body)
+        finally:
+            result_code = _stop(receiver)
+        result["receiver_exit_code"] = result_code
+        return result
+    finally:
+        broker.stop()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-receiver-") as tmp:
+        work = Path(tmp)
+        postgres = start_postgres(work / "pgdata", ephemeral=True)
+        try:
+            issuer = Ed25519Signer.generate()
+            public_keys = work / "license-issuer.pub"
+            public_keys.write_text(base64.b64encode(issuer.public_key).decode() + "\n")
+            authorizations = asyncio.run(_prepare_database(postgres.dsn, issuer, args.tenants))
+            bodies = []
+            for index, batch in enumerate(build_batches(args.fixtures, count=64, records_per_batch=RECORDS_PER_BATCH)):
+                path = work / f"body-{index}.pb"
+                path.write_bytes(batch.body)
+                bodies.append(str(path))
+            env = Environment(work, postgres.dsn, "", 0, "bench.otel.logs.raw", public_keys, authorizations, bodies)
+            report: dict[str, Any] = {
+                "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
+                "batch": {"records": RECORDS_PER_BATCH, "bytes": Path(bodies[0]).stat().st_size,
+                          "tenants": args.tenants, "partitions": args.partitions},
+            }
+            unlimited = {"TENANT_RECORDS_PER_SECOND": "1e9", "TENANT_BURST_RECORDS": "1000000000"}
+            report["throughput"] = _run_phase(env, args, Phase("throughput", unlimited, args.connections, 0))
+            maximum = report["throughput"]["accepted_records_per_second"]
+            half_rate = TARGET_RECORDS_PER_SECOND / 2 / RECORDS_PER_BATCH
+            report["half_load"] = _run_phase(env, args, Phase("half-load", unlimited, args.connections, half_rate))
+            # One noisy tenant sends half of everything: its excess must come back as 429, the server's as 503.
+            noisy = [authorizations[0]] * (len(authorizations) - 1) + authorizations[1:]
+            overload_rate = max(2 * maximum, TARGET_RECORDS_PER_SECOND) / RECORDS_PER_BATCH
+            report["overload"] = _run_phase(env, args, Phase("overload", {}, args.overload_connections,
+                                                             overload_rate, noisy))
+            # The worst case for memory: bodies just under the 16 MiB limit, each split into ~16 messages.
+            large = []
+            for index, batch in enumerate(build_batches(args.fixtures, count=2, records_per_batch=LARGE_BATCH_RECORDS)):
+                path = work / f"large-{index}.pb"
+                path.write_bytes(batch.body)
+                large.append(str(path))
+            report["overload_large_bodies"] = _run_phase(env, args, Phase(
+                "overload-large", unlimited, 8, 0, bodies=large, records_per_body=LARGE_BATCH_RECORDS))
+        finally:
+            postgres.stop()
+    return report
+
+
+def summary(report: dict[str, Any]) -> str:
+    throughput, half, overload = report["throughput"], report["half_load"], report["overload"]
+    large = report["overload_large_bodies"]
+    accepted = throughput["accepted_records_per_second"]
+    p99 = half["latency_ok_ms"]["p99"]
+    rss = overload["processes"]["receiver"]["peak_rss_mb"]
+    refused = {k: v for k, v in overload["statuses"].items() if k != "200"}
+    lines = [
+        f"accepted log records/s (closed loop, {throughput['connections']} connections): {accepted:,.0f} "
+        f"(target >= {TARGET_RECORDS_PER_SECOND:,}) {'PASS' if accepted >= TARGET_RECORDS_PER_SECOND else 'MISS'}",
+        f"  latency at that load: p50 {throughput['latency_ok_ms']['p50']} ms, p99 {throughput['latency_ok_ms']['p99']} ms",
+        f"  CPU (share of one core): {throughput['cpu_share_of_one_core']}; accepted records per receiver "
+        f"CPU-second: {throughput['accepted_records_per_receiver_cpu_second']:,}; load average at start "
+        f"{report['machine']['load_average_at_start'][0]:.2f}",
+        f"half load ({half['offered_requests_per_second'] * RECORDS_PER_BATCH:,.0f} records/s offered): "
+        f"p50 {half['latency_ok_ms']['p50']} ms, p99 {p99} ms (target < 50) "
+        f"{'PASS' if p99 is not None and p99 < 50 else 'MISS'}; statuses {half['statuses']}",
+        f"overload ({overload['offered_requests_per_second'] * RECORDS_PER_BATCH:,.0f} records/s offered, "
+        f"{overload['connections']} connections): accepted {overload['accepted_records_per_second']:,.0f} records/s,"
+        f" refused {refused}, peak receiver RSS {rss} MB (target < 200) {'PASS' if rss < 200 else 'MISS'}",
+        f"  latency from when due (includes clients waiting out Retry-After): {overload['latency_all_ms']}; "
+        f"client backlog dropped "
+        f"{overload['client_backlog_dropped']}, connection errors {overload['connection_errors']}",
+        f"peak receiver RSS: throughput {throughput['processes']['receiver']['peak_rss_mb']} MB, "
+        f"half load {half['processes']['receiver']['peak_rss_mb']} MB",
+        f"overload with ~15.5 MB bodies (8 connections): peak receiver RSS {large['processes']['receiver']['peak_rss_mb']}"
+        f" MB {'PASS' if large['processes']['receiver']['peak_rss_mb'] < 200 else 'MISS'}; statuses {large['statuses']}",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring, per phase")
+    parser.add_argument("--tenants", type=int, default=4)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--overload-connections", type=int, default=256)
+    parser.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES)
+    parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
+    args = parser.parse_args()
+    report = run(args)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    print()
+    print(summary(report))
+
+
+if __name__ == "__main__":
+    main()
