@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 ORG    ?= dev
 PIP_FLAGS ?= --disable-pip-version-check -q
 
@@ -19,13 +20,19 @@ help:
 	@echo "make replay ARGS=...   re-process a window of the raw topic (auditctl replay --help)"
 	@echo "make dlq ARGS=...      dead letters: list, inspect, requeue (auditctl dlq --help)"
 
-$(STAMP): pyproject.toml
+# What the services and the embedded stack need; `make run` installs only this.
+$(RUN_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	@$(PY) -m pip install $(PIP_FLAGS) -e ".[devstack]"
+	@touch $(RUN_STAMP)
+
+# Plus the test, lint and benchmark tools.
+$(STAMP): $(RUN_STAMP)
 	@$(PY) -m pip install $(PIP_FLAGS) -e ".[devstack,dev]"
 	@touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	@$(PY) -m deploy.local.stack run
 
 test: $(STAMP) browser-deps
@@ -57,16 +64,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	@$(VENV)/bin/mypy
 
-license: $(STAMP)
+license: $(RUN_STAMP)
 	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl license issue --org "$(ORG)"
 
 # make verify [TENANT=acme] [CHECKPOINTS=saved.jsonl] [KEYS=saved-keys.jsonl]
-verify: $(STAMP)
+verify: $(RUN_STAMP)
 	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl verify \
 	  $(if $(TENANT),--tenant "$(TENANT)") $(if $(CHECKPOINTS),--checkpoints "$(CHECKPOINTS)") $(if $(KEYS),--keys "$(KEYS)")
 
 # Signed checkpoints as JSON lines, for an auditor to keep outside the database: make -s checkpoints > saved.jsonl
-checkpoints: $(STAMP)
+checkpoints: $(RUN_STAMP)
 	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl checkpoints export $(if $(TENANT),--tenant "$(TENANT)")
 
 # Incident tooling against the `make run` stack (its broker holds the topics); ARGS go to auditctl:
