@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 Headers = list[tuple[str, bytes]]
 
@@ -101,3 +102,31 @@ def decode_headers(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str
 def tenant_key(tenant_id: str) -> bytes:
     """Both topics are keyed by tenant so that each tenant's records keep their order end to end."""
     return tenant_id.encode()
+
+
+class StartableClient(Protocol):
+    async def start(self) -> None: ...
+
+
+async def start_clients(*clients: StartableClient, stop: asyncio.Event) -> bool:
+    """Start producers and consumers, waiting out a broker that is not up yet; False if stopped first."""
+    from shared.pipeline import Backoff  # noqa: PLC0415 - pipeline imports this module
+
+    backoff = Backoff(0.5, 10.0)
+    pending = list(clients)
+    while pending and not stop.is_set():
+        try:
+            await pending[0].start()
+            pending.pop(0)
+        except (KafkaError, OSError):
+            await backoff.sleep(stop)
+    return not pending
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: workers finish what is in flight, commit, then exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 
-from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from services.redactor.pii import build_engine
@@ -14,9 +12,8 @@ from services.redactor.settings import RedactorSettings
 from services.redactor.transform import TextRedactor, TransformPolicy
 from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.health import HealthServer
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import make_consumer, make_producer, start_clients, stop_on_signals
 from shared.logs import configure_logging
-from shared.pipeline import Backoff
 from shared.settings import load_settings
 
 
@@ -58,10 +55,7 @@ async def _run(settings: RedactorSettings) -> None:
         max_pending=settings.redactor_max_pending_messages,
         metrics=RedactorMetrics(registry),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     refresher = asyncio.create_task(
         refresh_postures(postures, settings.database_url, settings.posture_refresh_seconds, stop, asyncio.Event())
     )
@@ -69,7 +63,8 @@ async def _run(settings: RedactorSettings) -> None:
     health = HealthServer(registry, ready=lambda: started.is_set() and not stop.is_set())
     if settings.redactor_metrics_port:
         await health.start("0.0.0.0", settings.redactor_metrics_port)  # noqa: S104 - probes come from outside
-    await _start_with_retry(producer, consumer, stop)
+    if not await start_clients(producer, consumer, stop=stop):
+        raise SystemExit(0)
     started.set()
     worker.subscribe()
     log.info("redactor running", extra={"topic": settings.topic_raw_logs})
@@ -81,18 +76,6 @@ async def _run(settings: RedactorSettings) -> None:
         await consumer.stop()
         await producer.stop()
         await health.stop()
-
-
-async def _start_with_retry(producer: object, consumer: object, stop: asyncio.Event) -> None:
-    backoff = Backoff(0.5, 10.0)
-    while not stop.is_set():
-        try:
-            await producer.start()  # type: ignore[attr-defined]
-            await consumer.start()  # type: ignore[attr-defined]
-            return
-        except (KafkaError, OSError):
-            await backoff.sleep(stop)
-    raise SystemExit(0)
 
 
 def main() -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from datetime import timedelta
 
-from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from services.signer.appender import CheckpointPolicy, RetiredKey, register_key
@@ -15,7 +13,7 @@ from services.signer.worker import SignerMetrics, SignerWorker
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
 from shared.health import HealthServer
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import make_consumer, make_producer, start_clients, stop_on_signals
 from shared.keys import KeyMaterialError, load_signer
 from shared.logs import configure_logging
 from shared.pipeline import Backoff
@@ -28,10 +26,7 @@ async def _run(settings: SignerSettings) -> None:
         signer = load_signer(file=settings.signing_key_file, env_var=settings.signing_key_env)
     except KeyMaterialError as exc:
         raise SystemExit(f"signer: {exc}") from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
 
     backoff = Backoff(0.5, 10.0)
     while True:
@@ -57,14 +52,9 @@ async def _run(settings: SignerSettings) -> None:
         settings.kafka_bootstrap_servers, settings.signer_group_id, session_timeout_ms=settings.kafka_session_timeout_ms
     )
     producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
-    backoff.reset()
-    while not stop.is_set():
-        try:
-            await producer.start()
-            await consumer.start()
-            break
-        except (KafkaError, OSError):
-            await backoff.sleep(stop)
+    if not await start_clients(producer, consumer, stop=stop):
+        await pool.close()
+        raise SystemExit(0)
     worker = SignerWorker(
         consumer,
         producer,
