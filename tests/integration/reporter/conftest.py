@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -60,5 +60,3 @@ async def reporter(database_url: str) -> AsyncIterator[Reporter]:
     async for running in started(database_url):
         yield running
 
-
-ReporterFactory = Callable[..., AsyncIterator[Reporter]]

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from services.signer.appender import OffsetEvent, append_batch, register_key
+from services.signer.appender import CheckpointPolicy, OffsetEvent, append_batch, register_key
 from shared.canonical import CanonicalEvent
 from shared.keys import Ed25519Signer
 
@@ -108,8 +108,12 @@ def build(start: datetime, signer: Ed25519Signer) -> Scenario:
 async def append(conn: asyncpg.Connection, signer: Ed25519Signer, events: list[CanonicalEvent],
                  partition: int = 0, first_offset: int = 0) -> None:
     await register_key(conn, signer)
-    await append_batch(conn, signer, group="scenario", topic="canonical", partition=partition,
-                       batch=[OffsetEvent(first_offset + i, ev) for i, ev in enumerate(events)])
+    # Small batches, with a signed checkpoint whenever a chain grew by 5 rows, as the signer would write them.
+    for start in range(0, len(events), 4):
+        await append_batch(conn, signer, group="scenario", topic="canonical", partition=partition,
+                           batch=[OffsetEvent(first_offset + i, ev) for i, ev in enumerate(events) if
+                                  start <= i < start + 4],
+                           checkpoints=CheckpointPolicy(every_rows=5, every=timedelta(days=1)))
 
 
 async def seed(conn: asyncpg.Connection, start: datetime | None = None) -> Scenario:

@@ -129,42 +129,54 @@ async def test_sessions_list_and_usage_come_from_the_rollup(reporter: Reporter, 
                                           headers=reporter.tenant_a)).json()
     models = {g["key"]: g for g in by_model["groups"]}
     assert models[OPUS]["tokens"]["input"] == 2400 and models[OPUS]["api_calls"] == 2
+    assert models[OPUS]["errors"] == 1 and models[OPUS]["prompts"] is None  # prompts have no model
     assert models[SONNET]["cost"] == "0.001000"
+    assert by_model["totals"]["cost"] == "0.017850" and by_model["totals"]["prompts"] == 3
     by_day = (await reporter.client.get(f"{API}/usage", params={"group_by": "day", **window},
                                         headers=reporter.tenant_a)).json()
     assert sum(g["api_calls"] for g in by_day["groups"]) == 3
+    assert by_day["totals"]["sessions"] == 2 and by_day["totals"]["prompts"] == 3
+    # Pages of groups, most expensive first.
+    first = (await reporter.client.get(f"{API}/usage", params={"group_by": "user", "limit": "1", **window},
+                                       headers=reporter.tenant_a)).json()
+    assert [g["key"] for g in first["groups"]] == [BOB_DEVICE] and first["next_offset"] == 1
+    assert first["total_groups"] == 2 and first["totals"] == by_user["totals"]
+    second = (await reporter.client.get(f"{API}/usage", params={"group_by": "user", "limit": "1", "offset": "1",
+                                                                **window}, headers=reporter.tenant_a)).json()
+    assert [g["key"] for g in second["groups"]] == [ALICE] and second["next_offset"] is None
 
 
-async def test_proof_checks_offline_and_a_tampered_proof_does_not(reporter: Reporter,
-                                                                  db: asyncpg.Connection) -> None:
+async def test_proof_checks_offline_with_its_checkpoint_and_a_tampered_proof_does_not(
+        reporter: Reporter, db: asyncpg.Connection) -> None:
     scenario = await seed(db)
     record = (await _all_pages(reporter, {"decision": "reject"}))[0]
     response = await reporter.client.get(record["proof"], headers=reporter.tenant_a)
     assert response.status_code == 200, response.text
     proof = response.json()
-    assert proof["checkpoint"] is None  # no checkpoint table yet
     assert proof["signing_key"]["key_id"] == scenario.signer.key_id
     assert proof["server_check"] == {"row_hash_matches": True}
+    checkpoints = [r["chain_seq"] for r in await db.fetch(
+        "SELECT chain_seq FROM chain_checkpoints WHERE tenant_id = $1 ORDER BY chain_seq", TENANT_A)]
+    assert checkpoints and proof["checkpoint"]["chain_seq"] == checkpoints[-1] >= proof["chain_seq"]
     checks = check_proof(proof, trusted_keys=[scenario.signer.public_key])
     assert all(c.ok for c in checks), checks
+    assert any(c.name == "checkpoint signature verifies" for c in checks)
 
-    forged = dict(proof, canonical_json=None, canonical_bytes=proof["canonical_bytes"][:-8] + "AAAAAAA=")
+    forged = dict(proof, canonical_bytes=proof["canonical_bytes"][:-8] + "AAAAAAA=")
     assert not all(c.ok for c in check_proof(forged, trusted_keys=[scenario.signer.public_key]))
     assert not all(c.ok for c in check_proof(proof, trusted_keys=[bytes(32)]))
+    moved = dict(proof, checkpoint=dict(proof["checkpoint"], chain_seq=proof["checkpoint"]["chain_seq"] + 1))
+    assert not all(c.ok for c in check_proof(moved, trusted_keys=[scenario.signer.public_key]))
 
 
-async def test_proof_picks_up_a_checkpoint_table_once_it_exists(reporter: Reporter, db: asyncpg.Connection) -> None:
+async def test_the_newest_row_has_no_checkpoint_yet(reporter: Reporter, db: asyncpg.Connection) -> None:
     await seed(db)
-    await db.execute("CREATE TABLE chain_checkpoints (tenant_id text, head_seq bigint, head_hash bytea,"
-                     " signature bytea, signed_at timestamptz DEFAULT now())")
-    await db.execute("INSERT INTO chain_checkpoints VALUES ($1, 5, $2, $3), ($1, 12, $2, $3)",
-                     TENANT_A, b"\x01" * 32, b"\x02" * 64)
-    reporter.app.state.reporter.checkpoints._checked_at = -1e9  # do not wait a minute for the re-check
-    record = (await _all_pages(reporter, {"event_type": "user_prompt"}))[-1]
-    proof = (await reporter.client.get(record["proof"], headers=reporter.tenant_a)).json()
-    assert proof["checkpoint"]["table"] == "chain_checkpoints"
-    assert proof["checkpoint"]["covers_through_seq"] == 12
-    assert proof["checkpoint"]["fields"]["head_hash"] == "01" * 32
+    newest = (await _all_pages(reporter, {}))[0]
+    last_checkpoint = await db.fetchval("SELECT max(chain_seq) FROM chain_checkpoints WHERE tenant_id = $1", TENANT_A)
+    proof = (await reporter.client.get(newest["proof"], headers=reporter.tenant_a)).json()
+    if proof["chain_seq"] > last_checkpoint:
+        assert proof["checkpoint"] is None
+    assert all(c.ok for c in check_proof(proof))
 
 
 async def test_chain_status_follows_the_chain_and_catches_a_rewritten_row(reporter: Reporter,
@@ -172,8 +184,8 @@ async def test_chain_status_follows_the_chain_and_catches_a_rewritten_row(report
     scenario = await seed(db)
     unverified = (await reporter.client.get(f"{API}/audit/verify", headers=reporter.tenant_a)).json()
     assert unverified["tenants"][0]["status"] == "unverified"
-    keys = await chainstatus.published_keys(db)
-    result = await chainstatus.advance(db, TENANT_A, keys, 1000, scenario.start, rescan_rows=1000)
+    book = await chainstatus.key_book(db)
+    result = await chainstatus.advance(db, TENANT_A, book, 1000, scenario.start, rescan_rows=1000)
     assert result is not None and result.status == "ok"
     status = (await reporter.client.get(f"{API}/audit/verify", headers=reporter.tenant_a)).json()["tenants"]
     assert [(t["tenant_id"], t["head_seq"], t["last_verified_seq"], t["status"]) for t in status] == [
@@ -182,7 +194,7 @@ async def test_chain_status_follows_the_chain_and_catches_a_rewritten_row(report
     await db.execute("UPDATE audit_logs SET content = '{\"prompt\": \"nothing to see\"}' WHERE tenant_id = $1"
                      " AND chain_seq = 1", TENANT_A)
     for _ in range(3):
-        await chainstatus.advance(db, TENANT_A, keys, 1000, scenario.start, rescan_rows=1000)
+        await chainstatus.advance(db, TENANT_A, book, 1000, scenario.start, rescan_rows=1000)
     broken = (await reporter.client.get(f"{API}/audit/verify", headers=reporter.tenant_a)).json()["tenants"][0]
     assert broken["status"] == "broken"
     assert (broken["break"]["seq"], broken["break"]["kind"]) == (1, "modified")

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf import json_format
 from prometheus_client import CollectorRegistry
 
+from services.usage.points import DAILY_COLUMNS
 from services.usage.worker import UsageMetrics, UsageWorker
 from shared import otlp
 from shared.db.pool import create_pool
@@ -86,9 +87,11 @@ async def committed(consumer: Any, topic: str) -> int:
     return total
 
 
-async def daily(db: asyncpg.Connection) -> dict[tuple[str, str], float]:
-    rows = await db.fetch("SELECT metric, kind, sum(value) AS v FROM usage_metric_daily GROUP BY 1, 2")
-    return {(r["metric"], r["kind"]): r["v"] for r in rows}
+async def daily(db: asyncpg.Connection) -> dict[str, float]:
+    """The metric columns of report_usage_daily, summed over the table; only the non-zero ones."""
+    columns = [c for c in DAILY_COLUMNS if c != "m_points"]
+    row = await db.fetchrow(f"SELECT {', '.join(f'sum({c}) AS {c}' for c in columns)} FROM report_usage_daily")
+    return {column.removeprefix("m_"): value for column, value in row.items() if value}
 
 
 async def test_the_real_export_becomes_usage_once_however_often_it_comes(
@@ -103,10 +106,11 @@ async def test_the_real_export_becomes_usage_once_however_often_it_comes(
                 await committed(worker.consumer, topics.raw_metrics) == 2
         await eventually(stored)
     first = await daily(db)
-    assert first[("cost.usage", "")] == pytest.approx(0.0137)
-    assert first[("token.usage", "input")] == 2400 and first[("token.usage", "cacheCreation")] == 100
-    assert first[("session.count", "")] == 1
-    assert first[("active_time.total", "cli")] == pytest.approx(0.182)
+    assert first == pytest.approx({"cost": 0.0137, "input_tokens": 2400, "output_tokens": 174,
+                                   "cache_read_tokens": 600, "cache_creation_tokens": 100, "sessions_started": 1,
+                                   "active_cli_seconds": 0.182})
+    by_model = await db.fetch("SELECT model, cost, input_tokens FROM usage_metric_model_daily")
+    assert [(r["model"], r["input_tokens"]) for r in by_model] == [("claude-opus-5-5", 2400)]
     assert {r["user_key"] for r in await db.fetch("SELECT user_key FROM usage_points")} == {USER}
     assert {r["tenant_id"] for r in await db.fetch("SELECT tenant_id FROM usage_points")} == {"tenant-a"}
 
@@ -149,7 +153,7 @@ async def test_cumulative_series_with_duplicates_resets_and_restarts(
     group = f"usage-{uuid.uuid4().hex[:8]}"
     async with RunningWorker(infra, topics, database_url, group) as worker:
         await eventually(lambda: _committed_n(worker, topics.raw_metrics, len(messages)))
-    assert (await daily(db))[("lines_of_code.count", "added")] == pytest.approx(100 + 150 + 200 + 50)
+    assert await daily(db) == {"lines_added": pytest.approx(100 + 150 + 200 + 50)}
     state = await db.fetchrow("SELECT start_time_ns, last_value FROM usage_series")
     assert state["last_value"] == 50
 
@@ -167,7 +171,7 @@ async def test_a_message_without_licence_headers_is_dead_lettered_and_passed(
     async with RunningWorker(infra, topics, database_url, group) as worker:
         await eventually(lambda: _committed_n(worker, topics.raw_metrics, 3))
         assert worker.metrics.dead_lettered._value.get() == 2
-    assert (await daily(db)) == {("commit.count", ""): 1}
+    assert await daily(db) == {"commits": 1}
     dead: list[Any] = []
     # No group: assigned directly, so no group join to wait for.
     consumer = AIOKafkaConsumer(bootstrap_servers=infra.bootstrap, auto_offset_reset="earliest")

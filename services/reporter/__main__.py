@@ -1,0 +1,66 @@
+"""Run the reporter: ``python -m services.reporter`` (or ``audit-reporter``).
+
+On SIGTERM (or SIGINT) it stops accepting connections, lets in-flight requests finish, stops the
+background work and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from services.receiver.app import load_issuer_public_keys
+from services.reporter.app import create_app
+from services.reporter.settings import ReporterSettings
+from shared.keys import KeyMaterialError
+from shared.licensing import LicenseVerifier
+from shared.logs import configure_logging
+from shared.settings import load_settings
+
+
+def hypercorn_config(settings: ReporterSettings) -> Config:
+    config = Config()
+    config.bind = [f"{settings.reporter_host}:{settings.reporter_port}"]
+    config.accesslog = None
+    config.include_server_header = False
+    config.graceful_timeout = settings.reporter_shutdown_grace_seconds
+    return config
+
+
+async def _serve(settings: ReporterSettings) -> None:
+    log = configure_logging("reporter", settings.log_level)
+    try:
+        verifier = LicenseVerifier.from_public_keys(load_issuer_public_keys(settings.license_public_keys_file))
+    except KeyMaterialError as exc:
+        raise SystemExit(f"reporter: {exc}") from None
+    app = create_app(settings, verifier)
+    config = hypercorn_config(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        app.state.reporter.draining = True
+
+    log.info("reporter listening", extra={"bind": config.bind})
+    await serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    log.info("reporter stopped")
+
+
+def main() -> None:
+    settings = load_settings(ReporterSettings)
+    if settings.reporter_event_loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - optional at import time, chosen by configuration
+
+        uvloop.run(_serve(settings))
+    else:
+        asyncio.run(_serve(settings))
+
+
+if __name__ == "__main__":
+    main()

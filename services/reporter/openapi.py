@@ -1,0 +1,321 @@
+"""The OpenAPI 3.1 document of the reporting API, written out rather than inferred, so it is the contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+API_PREFIX = "/api/v1"
+
+
+def _param(name: str, description: str, schema: dict[str, Any] | None = None, *, where: str = "query",
+           required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path", "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+_TIME = {"type": "string", "format": "date-time"}
+_SINCE = _param("since", "Only rows at or after this time (ISO 8601; a date means 00:00 UTC).", _TIME)
+_UNTIL = _param("until", "Only rows before this time (ISO 8601; a date means 00:00 UTC).", _TIME)
+_LIMIT = _param("limit", "Rows per page (default 50).", {"type": "integer", "minimum": 1})
+_CURSOR = _param("cursor", "The next_cursor of the previous page; opaque.")
+_USER = _param("user", "The user's e-mail when Claude Code knows it, otherwise its user.id.")
+
+_MONEY = {"type": "string", "pattern": r"^-?\d+\.\d{6}$", "description": "US dollars, six decimal places."}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_TOKENS = {
+    "type": "object",
+    "properties": {k: {"type": ["integer", "null"]} for k in ("input", "output", "cache_read", "cache_creation",
+                                                             "total")},
+}
+_USER_SCHEMA = {
+    "type": "object",
+    "properties": {"key": _NULLABLE_STRING, "id": _NULLABLE_STRING, "email": _NULLABLE_STRING,
+                   "account_uuid": _NULLABLE_STRING},
+}
+_METRICS = {
+    "type": ["object", "null"],
+    "description": "Figures only Claude Code's metrics carry; null when no metrics were ingested for the group.",
+    "properties": {
+        "cost": _MONEY,
+        "tokens": _TOKENS,
+        "sessions_started": {"type": "integer"},
+        "lines_of_code": {"type": "object", "properties": {"added": {"type": "integer"},
+                                                           "removed": {"type": "integer"}}},
+        "commits": {"type": "integer"},
+        "pull_requests": {"type": "integer"},
+        "active_time_seconds": {"type": "object", "properties": {k: {"type": "number"}
+                                                                 for k in ("user", "cli", "total")}},
+        "code_edit_decisions": {"type": "object"},
+    },
+}
+_COUNTS = {
+    "events": {"type": "integer"},
+    "prompts": {"type": "integer"},
+    "api_calls": {"type": "integer"},
+    "errors": {"type": "integer", "description": "API errors."},
+    "tool_calls": {"type": "integer"},
+    "tool_failures": {"type": "integer"},
+    "tool_decisions": {"type": "object", "properties": {"accepted": {"type": "integer"},
+                                                        "rejected": {"type": "integer"}}},
+    "tool_acceptance_rate": {"type": ["number", "null"]},
+    "tokens": _TOKENS,
+    "cost": _MONEY,
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"],
+              "properties": {"error": {"type": "string"}, "reason": {"type": "string"}}},
+    "AuditEvent": {
+        "type": "object",
+        "required": ["id", "event_id", "event_time", "plane", "event_type", "chain_seq", "proof"],
+        "properties": {
+            "id": {"type": "integer", "description": "Row id; the proof endpoint takes it."},
+            "event_id": {"type": "string"},
+            "event_time": _TIME,
+            "received_at": _TIME,
+            "plane": {"type": "string", "examples": ["claude_code", "cowork"]},
+            "event_type": {"type": "string", "examples": ["user_prompt", "tool_decision", "tool_result",
+                                                          "api_request", "api_error"]},
+            "org_id": {"type": "string"},
+            "user": _USER_SCHEMA,
+            "session_id": _NULLABLE_STRING,
+            "prompt_id": _NULLABLE_STRING,
+            "sequence": {"type": ["integer", "null"]},
+            "tool_name": _NULLABLE_STRING,
+            "decision": _NULLABLE_STRING,
+            "decision_source": _NULLABLE_STRING,
+            "success": {"type": ["boolean", "null"]},
+            "model": _NULLABLE_STRING,
+            "tokens": _TOKENS,
+            "cost": {"type": ["string", "null"]},
+            "content": {"type": "object", "description": "Redacted content fields.",
+                        "additionalProperties": {"type": "string"}},
+            "content_captured": {"type": "boolean"},
+            "redacted_fields": {"type": "object"},
+            "attributes": {"type": "object"},
+            "chain_seq": {"type": "integer"},
+            "proof": {"type": "string", "format": "uri-reference"},
+        },
+    },
+    "AuditEventPage": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEvent"}},
+                       "next_cursor": _NULLABLE_STRING},
+    },
+    "SessionListItem": {
+        "type": "object",
+        "properties": {"session_id": {"type": "string"}, "user": _USER_SCHEMA, "plane": {"type": "string"},
+                       "first_event_time": _TIME, "last_event_time": _TIME,
+                       "content_captured": {"type": "boolean"}, **_COUNTS},
+    },
+    "SessionPage": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/SessionListItem"}},
+                       "next_cursor": _NULLABLE_STRING, "rollup": {"$ref": "#/components/schemas/RollupState"}},
+    },
+    "SessionSummary": {
+        "type": "object",
+        "required": ["session_id", "user", "plane", "first_event_time", "last_event_time", "prompts", "tools",
+                     "approvals", "api", "errors", "content_captured"],
+        "properties": {
+            "session_id": {"type": "string"},
+            "user": _USER_SCHEMA,
+            "plane": {"type": "string"},
+            "first_event_time": _TIME,
+            "last_event_time": _TIME,
+            "events": {"type": "integer"},
+            "event_types": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "content_captured": {"type": "boolean"},
+            "content_withheld_events": {"type": "integer"},
+            "prompts": {"type": "array", "description": "Redacted prompts in session order.",
+                        "items": {"type": "object", "properties": {"id": {"type": "integer"},
+                                                                   "time": _TIME, "text": _NULLABLE_STRING}}},
+            "tools": {"type": "array", "items": {"type": "object", "properties": {
+                "tool_name": {"type": "string"}, "calls": {"type": "integer"}, "succeeded": {"type": "integer"},
+                "failed": {"type": "integer"}, "accepted": {"type": "integer"}, "rejected": {"type": "integer"}}}},
+            "approvals": {"type": "object", "properties": {
+                "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
+                "decisions": {"type": "array", "items": {"type": "object"}}}},
+            "api": {"type": "object", "properties": {"calls": {"type": "integer"}, "models": {"type": "array"},
+                                                     "tokens": _TOKENS, "cost": _MONEY}},
+            "errors": {"type": "array", "items": {"type": "object"}},
+            "metrics": _METRICS,
+            "truncated": {"type": "object"},
+        },
+    },
+    "UsageGroup": {
+        "type": "object",
+        "properties": {"key": {"type": ["string", "null"], "description": "User key, model or YYYY-MM-DD."},
+                       "sessions": {"type": "integer"}, **_COUNTS, "metrics": _METRICS},
+    },
+    "Usage": {
+        "type": "object",
+        "required": ["group_by", "since", "until", "groups", "totals"],
+        "properties": {
+            "group_by": {"enum": ["user", "model", "day"]},
+            "since": _TIME,
+            "until": _TIME,
+            "groups": {"type": "array", "items": {"$ref": "#/components/schemas/UsageGroup"}},
+            "total_groups": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "next_offset": {"type": ["integer", "null"], "description": "Offset of the next page; null at the end."},
+            "totals": {"$ref": "#/components/schemas/UsageGroup"},
+            "rollup": {"$ref": "#/components/schemas/RollupState"},
+        },
+    },
+    "RollupState": {
+        "type": "object",
+        "properties": {"folded_through_seq": {"type": "integer"}, "head_seq": {"type": "integer"},
+                       "current": {"type": "boolean"}},
+    },
+    "Proof": {
+        "type": "object",
+        "required": ["record_id", "chain_seq", "canonical_bytes", "prev_hash", "row_hash", "signature",
+                     "signing_key", "checkpoint"],
+        "properties": {
+            "record_id": {"type": "integer"},
+            "tenant_id": {"type": "string"},
+            "event_id": {"type": "string"},
+            "chain_seq": {"type": "integer"},
+            "hash_version": {"type": "integer"},
+            "canonical_bytes": {"type": "string", "contentEncoding": "base64"},
+            "canonical_json": {"type": "string"},
+            "prev_hash": {"type": "string", "description": "hex"},
+            "row_hash": {"type": "string", "description": "hex"},
+            "signature": {"type": "string", "contentEncoding": "base64"},
+            "signing_key": {"$ref": "#/components/schemas/SigningKey"},
+            "checkpoint": {
+                "type": ["object", "null"],
+                "description": "The latest signed checkpoint covering the row; null until one exists.",
+                "properties": {
+                    "chain_seq": {"type": "integer"},
+                    "head_hash": {"type": "string", "description": "hex"},
+                    "created_at": _TIME,
+                    "key_id": {"type": "string"},
+                    "public_key": {"type": ["string", "null"], "contentEncoding": "base64"},
+                    "signature": {"type": "string", "contentEncoding": "base64"},
+                    "message": {"type": "string", "contentEncoding": "base64",
+                                "description": "The exact bytes the signature covers."},
+                    "rows_after_record": {"type": "integer"},
+                },
+            },
+            "algorithm": {"type": "object"},
+            "server_check": {"type": "object"},
+        },
+    },
+    "ChainStatus": {
+        "type": "object",
+        "properties": {
+            "tenant_id": {"type": "string"},
+            "head_seq": {"type": "integer"},
+            "last_verified_seq": {"type": "integer"},
+            "status": {"enum": ["ok", "pending", "broken", "unverified", "empty"]},
+            "checked_at": {"type": ["string", "null"], "format": "date-time"},
+            "rescan": {"type": "object"},
+            "break": {"type": ["object", "null"]},
+        },
+    },
+    "SigningKey": {
+        "type": "object",
+        "properties": {"key_id": {"type": "string"}, "algorithm": {"type": "string"},
+                       "public_key": {"type": "string", "contentEncoding": "base64"},
+                       "valid_from": _TIME, "valid_until": {"type": ["string", "null"], "format": "date-time"}},
+    },
+}
+
+
+def _ok(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+_ERRORS = {
+    "400": {"description": "A parameter is invalid.", "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"}}}},
+    "401": {"description": "Missing or untrustworthy credentials."},
+    "403": {"description": "A genuine licence without the reporting entitlement, expired or revoked."},
+    "503": {"description": "The database is unavailable or the query ran over its time limit."},
+}
+
+
+def _get(summary: str, parameters: list[dict[str, Any]], response: dict[str, Any],
+         not_found: bool = False) -> dict[str, Any]:
+    responses = {"200": response, **_ERRORS}
+    if not_found:
+        responses["404"] = {"description": "No such row for this tenant."}
+    return {"get": {"summary": summary, "parameters": parameters, "responses": responses,
+                    "security": [{"licence": []}]}}
+
+
+PATHS: dict[str, Any] = {
+    f"{API_PREFIX}/audit/events": _get(
+        "Decisions feed: audited events, newest first, with keyset pagination.",
+        [_param("plane", "claude_code or cowork."), _param("event_type", "For example tool_decision."), _USER,
+         _param("session", "Session id."), _param("decision", "accept or reject."),
+         _param("tool", "Tool name, for example Bash."), _SINCE, _UNTIL, _LIMIT, _CURSOR],
+        _ok("AuditEventPage", "One page of events."),
+    ),
+    f"{API_PREFIX}/sessions": _get(
+        "Sessions active in a time range, most recently active first.",
+        [_USER, _SINCE, _UNTIL, _LIMIT, _CURSOR],
+        _ok("SessionPage", "One page of sessions."),
+    ),
+    f"{API_PREFIX}/sessions/{{session_id}}": _get(
+        "What happened in one session.",
+        [_param("session_id", "Session id.", where="path")],
+        _ok("SessionSummary", "The session summary."),
+        not_found=True,
+    ),
+    f"{API_PREFIX}/usage": _get(
+        "Usage per user, model or day, over whole UTC days (default: the last 30 days).",
+        [_param("group_by", "user, model or day.", {"enum": ["user", "model", "day"]}, required=True),
+         _param("since", "First day (rounded down to 00:00 UTC).", _TIME),
+         _param("until", "End (exclusive; rounded up to the next 00:00 UTC).", _TIME),
+         _param("limit", "Groups per page (default 100), by cost (days: in order).",
+                {"type": "integer", "minimum": 1, "maximum": 10000}),
+         _param("offset", "Groups to skip (the next_offset of the previous page).", {"type": "integer", "minimum": 0})],
+        _ok("Usage", "Usage per group, with totals."),
+    ),
+    f"{API_PREFIX}/audit/records/{{record_id}}/proof": _get(
+        "Everything an offline check of one audit row needs.",
+        [_param("record_id", "The row's id.", {"type": "integer"}, where="path")],
+        _ok("Proof", "The proof."),
+        not_found=True,
+    ),
+    f"{API_PREFIX}/audit/verify": _get(
+        "Chain status of the caller's tenant, from the reporter's incremental chain check.",
+        [],
+        {"description": "Status per tenant.", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"tenants": {"type": "array", "items": {
+                "$ref": "#/components/schemas/ChainStatus"}}}}}}},
+    ),
+    f"{API_PREFIX}/signing-keys": _get(
+        "Published public keys that sign chain rows, with their validity windows.",
+        [],
+        {"description": "The keys.", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"keys": {"type": "array", "items": {
+                "$ref": "#/components/schemas/SigningKey"}}}}}}},
+    ),
+}
+
+
+def document(version: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Claude audit reporting API",
+            "version": version,
+            "description": "Read-only reports over the signed audit log of Claude Code and Cowork telemetry. "
+            "Every answer is limited to the tenant of the licence presented (HTTP Basic org:licence-key, "
+            "with the reporting entitlement).",
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"licence": {"type": "http", "scheme": "basic",
+                                            "description": "User name: org id. Password: licence key."}},
+        },
+        "security": [{"licence": []}],
+    }

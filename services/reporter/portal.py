@@ -1,0 +1,177 @@
+"""The portal: server-rendered pages over the same queries as the API. No script, no build step.
+
+The browser signs in with the licence through its own HTTP Basic prompt (the 401 carries
+``WWW-Authenticate``), so no password form, session store or CSRF token is needed: every page is a GET
+that only reads.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from services.reporter import api, charts, params, queries
+from services.reporter.rollup import catch_up
+from services.reporter.state import ReporterState, licence_of, tenant_of
+from services.reporter.templates import STYLESHEET, TEMPLATES
+
+EVENT_TYPES = ("user_prompt", "tool_decision", "tool_result", "api_request", "api_error", "assistant_response")
+_EXCERPT_FIELDS = ("prompt", "error", "tool_parameters", "tool_input", "response")
+_EXCERPT_CHARS = 300
+_TOP_USERS = 20
+_USER_ROWS = 200
+
+templates = Jinja2Templates(env=jinja2.Environment(
+    loader=jinja2.DictLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
+))
+
+
+def render(request: Request, name: str, section: str, context: dict[str, Any], status_code: int = 200) -> Response:
+    lic = licence_of(request)
+    return templates.TemplateResponse(
+        request, name, {"org": lic.org_id, "tenant": lic.tenant_id, "section": section, **context},
+        status_code=status_code,
+    )
+
+
+def render_error(request: Request, status_code: int, message: str) -> Response:
+    return templates.TemplateResponse(request, "error.html", {"status": status_code, "message": message},
+                                      status_code=status_code)
+
+
+def session_href(session_id: str) -> str:
+    return "/portal/sessions/" + quote(session_id, safe="")
+
+
+def _next_href(request: Request, path: str, cursor: params.Cursor | None) -> str | None:
+    if cursor is None:
+        return None
+    kept = {k: v for k, v in request.query_params.items() if v and k != "cursor"}
+    return f"{path}?{urlencode({**kept, 'cursor': cursor.encode()})}"
+
+
+def _excerpt(item: dict[str, Any]) -> str:
+    content = item.get("content") or {}
+    for name in _EXCERPT_FIELDS:
+        text = str(content.get(name) or "")
+        if text:
+            return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
+    return ""
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("/portal/events", status_code=302)
+
+
+async def stylesheet(request: Request) -> Response:
+    return Response(STYLESHEET, media_type="text/css", headers={"Cache-Control": "public, max-age=300"})
+
+
+async def events_page(request: Request) -> Response:
+    state = ReporterState.of(request)
+    filters = api.feed_filters(request)
+    limit = params.page_size(request.query_params, state.settings.reporter_page_size,
+                             state.settings.reporter_max_page_size)
+    cursor = params.cursor(request.query_params, int)
+    async with state.connection() as conn:
+        items, following = await queries.feed(conn, tenant_of(request), filters, cursor, limit)
+    for item in items:
+        item["session_href"] = session_href(item["session_id"]) if item["session_id"] else None
+        item["excerpt"] = _excerpt(item)
+    return render(request, "events.html", "Decisions", {
+        "items": items,
+        "f": filters,
+        "since": params.text(request.query_params, "since"),
+        "until": params.text(request.query_params, "until"),
+        "event_types": EVENT_TYPES,
+        "next_href": _next_href(request, "/portal/events", following),
+    })
+
+
+async def sessions_page(request: Request) -> Response:
+    state = ReporterState.of(request)
+    q = request.query_params
+    since, until = params.time_range(q)
+    limit = params.page_size(q, state.settings.reporter_page_size, state.settings.reporter_max_page_size)
+    cursor = params.cursor(q, str)
+    tenant = tenant_of(request)
+    async with state.connection() as conn:
+        if state.settings.reporter_inline_fold_rows:
+            await catch_up(conn, tenant, state.settings.reporter_inline_fold_rows, wait=False)
+        items, following = await queries.sessions(conn, tenant, user=params.text(q, "user"), since=since,
+                                                  until=until, cursor=cursor, limit=limit)
+    for item in items:
+        item["href"] = session_href(item["session_id"])
+    return render(request, "sessions.html", "Sessions", {
+        "items": items, "user": params.text(q, "user"), "since": params.text(q, "since"),
+        "until": params.text(q, "until"), "next_href": _next_href(request, "/portal/sessions", following),
+    })
+
+
+def _token_series(models: list[dict[str, Any]]) -> list[tuple[str, list[float]]]:
+    return [
+        (label, [float(m["tokens"][name] or 0) for m in models])
+        for name, label in (("input", "input"), ("output", "output"), ("cache_read", "cache read"),
+                            ("cache_creation", "cache creation"))
+    ]
+
+
+async def session_page(request: Request) -> Response:
+    state = ReporterState.of(request)
+    session_id = api.session_id_of(request)
+    async with state.connection() as conn:
+        summary = await queries.session_summary(conn, tenant_of(request), session_id)
+    if summary is None:
+        return render_error(request, 404, "No such session for this tenant.")
+    models = [m for m in summary["api"]["models"]]
+    chart = charts.stacked_columns("session-tokens-by-model", "Tokens by model in this session",
+                                   [m["model"] or "unknown" for m in models], _token_series(models))
+    return render(request, "session.html", "Sessions", {"s": summary, "model_chart": chart})
+
+
+async def usage_page(request: Request) -> Response:
+    by_user = await api.usage_report(request, "user", _USER_ROWS)
+    by_model = await api.usage_report(request, "model", api.USAGE_MAX_GROUPS)
+    by_day = await api.usage_report(request, "day", api.USAGE_MAX_GROUPS)
+    users = by_user["groups"]
+    cost_per_user = charts.horizontal_bars(
+        "cost-per-user", "Cost per user (USD)",
+        [(g["key"] or "unknown", float(g["cost"])) for g in users[:_TOP_USERS]], label=charts.dollars,
+    )
+    models = [g for g in by_model["groups"] if g["key"]]
+    tokens_by_model = charts.stacked_columns("tokens-by-model", "Tokens by model",
+                                             [g["key"] for g in models], _token_series(models))
+    window = params.day_window(request.query_params, ReporterState.of(request).clock.now(),
+                               api.USAGE_DEFAULT_DAYS, ReporterState.of(request).settings.reporter_max_usage_days)
+    cost_by_day = {g["key"]: Decimal(g["cost"]) for g in by_day["groups"]}
+    days = [window.first_day + timedelta(days=n) for n in range((window.end_day - window.first_day).days)]
+    cost_over_time = charts.line("cost-over-time", "Cost per day (USD)",
+                                 [(d.isoformat(), float(cost_by_day.get(d.isoformat(), 0))) for d in days],
+                                 label=charts.dollars)
+    return render(request, "usage.html", "Usage", {
+        "totals": by_user["totals"],
+        "users": users,
+        "total_users": by_user["total_groups"],
+        "since": params.text(request.query_params, "since") or "",
+        "until": params.text(request.query_params, "until") or "",
+        "window_since": by_user["since"],
+        "window_until": by_user["until"],
+        "cost_per_user": cost_per_user,
+        "tokens_by_model": tokens_by_model,
+        "cost_over_time": cost_over_time,
+    })
+
+
+async def chain_page(request: Request) -> Response:
+    state = ReporterState.of(request)
+    async with state.connection() as conn:
+        tenants = await queries.chain_status(conn, tenant_of(request))
+        keys = await queries.signing_keys(conn)
+    return render(request, "chain.html", "Chain", {"tenants": tenants, "keys": keys})

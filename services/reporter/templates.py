@@ -1,0 +1,319 @@
+# ruff: noqa: E501, RUF001 - HTML markup, with typographic characters on purpose.
+"""The portal's Jinja2 templates and stylesheet, kept in Python so they ship inside the package whatever the
+installer does with data files. Autoescaping is on for every template: redacted telemetry is still
+untrusted text."""
+
+from __future__ import annotations
+
+STYLESHEET = """
+:root { --ink: #1d2330; --muted: #5d6675; --line: #d9dde4; --accent: #3b6ea5; --bad: #b8514f; --good: #4f9d69; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 system-ui, sans-serif; color: var(--ink); background: #f6f7f9; }
+header { background: var(--ink); color: #fff; padding: 10px 24px; display: flex; gap: 24px; align-items: center; }
+header a { color: #dfe7f3; text-decoration: none; } header a.active { color: #fff; font-weight: 600; }
+header .who { margin-left: auto; color: #aeb7c6; font-size: 12px; }
+main { padding: 20px 24px; max-width: 1280px; }
+h1 { font-size: 20px; margin: 0 0 12px; } h2 { font-size: 16px; margin: 24px 0 8px; }
+table { border-collapse: collapse; width: 100%; background: #fff; border: 1px solid var(--line); }
+th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { background: #eef1f5; font-weight: 600; font-size: 12px; color: var(--muted); }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+form.filters { display: flex; flex-wrap: wrap; gap: 8px 12px; align-items: end; margin-bottom: 14px;
+  background: #fff; border: 1px solid var(--line); padding: 10px; }
+form.filters label { display: flex; flex-direction: column; font-size: 12px; color: var(--muted); }
+input, select { font: inherit; padding: 4px 6px; border: 1px solid var(--line); border-radius: 3px; min-width: 120px; }
+button { font: inherit; padding: 5px 14px; background: var(--accent); color: #fff; border: 0; border-radius: 3px; }
+.badge { display: inline-block; padding: 0 6px; border-radius: 8px; font-size: 12px; background: #e7eaef; }
+.badge.accept, .badge.ok { background: #dcefe2; color: #24653a; }
+.badge.reject, .badge.broken { background: #f6dcdc; color: #8a2e2c; }
+.badge.pending, .badge.unverified { background: #fbecd5; color: #7a4b12; }
+.content { white-space: pre-wrap; word-break: break-word; min-width: 240px; max-width: 520px;
+  font-family: ui-monospace, monospace;
+  font-size: 12px; }
+.muted { color: var(--muted); } .pager { margin: 12px 0; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; margin-bottom: 8px; }
+.card { background: #fff; border: 1px solid var(--line); padding: 10px 14px; min-width: 150px; }
+.card .value { font-size: 20px; font-weight: 600; } .card .label { color: var(--muted); font-size: 12px; }
+.chart { background: #fff; border: 1px solid var(--line); display: block; margin-bottom: 12px; }
+.error { background: #fff; border: 1px solid var(--bad); padding: 14px; }
+"""
+
+BASE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{% block title %}Audit{% endblock %} · Claude audit</title>
+<link rel="stylesheet" href="/static/portal.css">
+</head>
+<body>
+<header>
+  <strong>Claude audit</strong>
+  {% for href, label in [("/portal/events", "Decisions"), ("/portal/sessions", "Sessions"),
+                         ("/portal/usage", "Usage"), ("/portal/chain", "Chain")] %}
+  <a href="{{ href }}"{% if section == label %} class="active"{% endif %}>{{ label }}</a>
+  {% endfor %}
+  <span class="who">org {{ org }} · tenant {{ tenant }}</span>
+</header>
+<main>
+{% block main %}{% endblock %}
+</main>
+</body>
+</html>
+"""
+
+EVENTS = """{% extends "base.html" %}
+{% block title %}Decisions{% endblock %}
+{% block main %}
+<h1>Decisions feed</h1>
+<form class="filters" method="get" action="/portal/events" id="filters">
+  <label>Plane <select name="plane">
+    <option value="">any</option>
+    {% for p in ["claude_code", "cowork"] %}<option{% if f.plane == p %} selected{% endif %}>{{ p }}</option>{% endfor %}
+  </select></label>
+  <label>Event type <select name="event_type">
+    <option value="">any</option>
+    {% for t in event_types %}<option{% if f.event_type == t %} selected{% endif %}>{{ t }}</option>{% endfor %}
+  </select></label>
+  <label>Decision <select name="decision">
+    <option value="">any</option>
+    {% for d in ["accept", "reject"] %}<option{% if f.decision == d %} selected{% endif %}>{{ d }}</option>{% endfor %}
+  </select></label>
+  <label>Tool <input name="tool" value="{{ f.tool or '' }}"></label>
+  <label>User <input name="user" value="{{ f.user or '' }}"></label>
+  <label>Session <input name="session" value="{{ f.session or '' }}"></label>
+  <label>Since <input name="since" value="{{ since or '' }}" placeholder="2026-11-01"></label>
+  <label>Until <input name="until" value="{{ until or '' }}" placeholder="2026-12-01"></label>
+  <button type="submit">Apply</button>
+</form>
+<table id="events">
+<thead><tr><th>Time (UTC)</th><th>Event</th><th>User</th><th>Session</th><th>Tool</th><th>Decision</th>
+<th>Model</th><th class="num">Cost</th><th>Content (redacted)</th><th>Proof</th></tr></thead>
+<tbody>
+{% for e in items %}
+<tr class="event" data-event-type="{{ e.event_type }}">
+  <td>{{ e.event_time[:19] | replace("T", " ") }}</td>
+  <td>{{ e.event_type }}<div class="muted">{{ e.plane }}</div></td>
+  <td title="{{ e.user.key or '' }}">{{ (e.user.key or "") | truncate(24, True, "…", 0) }}</td>
+  <td>{% if e.session_id %}<a class="session-link" href="{{ e.session_href }}">{{ e.session_id[:8] }}…</a>{% endif %}</td>
+  <td>{{ e.tool_name or "" }}</td>
+  <td>{% if e.decision %}<span class="badge {{ e.decision }}">{{ e.decision }}</span>
+      <div class="muted">{{ e.decision_source or "" }}</div>{% endif %}</td>
+  <td>{{ e.model or "" }}</td>
+  <td class="num">{{ e.cost or "" }}</td>
+  <td><div class="content">{{ e.excerpt }}</div></td>
+  <td><a href="{{ e.proof }}">#{{ e.chain_seq }}</a></td>
+</tr>
+{% else %}
+<tr><td colspan="10" class="muted">No events match.</td></tr>
+{% endfor %}
+</tbody>
+</table>
+<div class="pager">{% if next_href %}<a id="older" href="{{ next_href }}">Older →</a>{% endif %}</div>
+{% endblock %}
+"""
+
+SESSIONS = """{% extends "base.html" %}
+{% block title %}Sessions{% endblock %}
+{% block main %}
+<h1>Sessions</h1>
+<form class="filters" method="get" action="/portal/sessions">
+  <label>User <input name="user" value="{{ user or '' }}"></label>
+  <label>Since <input name="since" value="{{ since or '' }}"></label>
+  <label>Until <input name="until" value="{{ until or '' }}"></label>
+  <button type="submit">Apply</button>
+</form>
+<table id="sessions">
+<thead><tr><th>Session</th><th>User</th><th>Plane</th><th>First event</th><th>Last event</th>
+<th class="num">Prompts</th><th class="num">API calls</th><th class="num">Errors</th>
+<th class="num">Accepted / rejected</th><th class="num">Cost</th></tr></thead>
+<tbody>
+{% for s in items %}
+<tr>
+  <td><a class="session-link" href="{{ s.href }}">{{ s.session_id }}</a></td>
+  <td title="{{ s.user.key or '' }}">{{ (s.user.key or "") | truncate(24, True, "…", 0) }}</td><td>{{ s.plane }}</td>
+  <td>{{ s.first_event_time[:19] | replace("T", " ") }}</td><td>{{ s.last_event_time[:19] | replace("T", " ") }}</td>
+  <td class="num">{{ s.prompts }}</td><td class="num">{{ s.api_calls }}</td><td class="num">{{ s.errors }}</td>
+  <td class="num">{{ s.tool_decisions.accepted }} / {{ s.tool_decisions.rejected }}</td>
+  <td class="num">{{ s.cost }}</td>
+</tr>
+{% else %}
+<tr><td colspan="10" class="muted">No sessions in this window.</td></tr>
+{% endfor %}
+</tbody>
+</table>
+<div class="pager">{% if next_href %}<a href="{{ next_href }}">Older →</a>{% endif %}</div>
+{% endblock %}
+"""
+
+SESSION = """{% extends "base.html" %}
+{% block title %}Session {{ s.session_id }}{% endblock %}
+{% block main %}
+<h1>Session <span id="session-id">{{ s.session_id }}</span></h1>
+<div class="cards">
+  <div class="card"><div class="label">User</div><div class="value" id="session-user">{{ s.user.key or "unknown" }}</div></div>
+  <div class="card"><div class="label">Plane</div><div class="value">{{ s.plane }}</div></div>
+  <div class="card"><div class="label">From</div><div>{{ s.first_event_time[:19] | replace("T", " ") }}</div>
+    <div class="label">to</div><div>{{ s.last_event_time[:19] | replace("T", " ") }}</div></div>
+  <div class="card"><div class="label">API calls</div><div class="value">{{ s.api.calls }}</div></div>
+  <div class="card"><div class="label">Cost (USD)</div><div class="value">{{ s.api.cost }}</div></div>
+  <div class="card"><div class="label">Approvals</div>
+    <div class="value"><span class="badge accept">{{ s.approvals.accepted }} accepted</span>
+    <span class="badge reject">{{ s.approvals.rejected }} rejected</span></div></div>
+  <div class="card"><div class="label">Content captured</div><div class="value">{{ "yes" if s.content_captured else "no" }}</div></div>
+</div>
+
+<h2>Prompts</h2>
+<table id="prompts"><thead><tr><th>#</th><th>Time</th><th>Prompt (redacted)</th><th>Redactions</th></tr></thead><tbody>
+{% for p in s.prompts %}
+<tr><td>{{ loop.index }}</td><td>{{ p.time[:19] | replace("T", " ") }}</td>
+<td><div class="content">{% if p.text is not none %}{{ p.text }}{% else %}<span class="muted">not captured</span>{% endif %}</div></td>
+<td>{% for kind, n in p.redactions.items() %}<span class="badge">{{ kind }} × {{ n }}</span> {% endfor %}</td></tr>
+{% else %}<tr><td colspan="4" class="muted">No prompts.</td></tr>{% endfor %}
+</tbody></table>
+
+<h2>Tools</h2>
+<table id="tools"><thead><tr><th>Tool</th><th class="num">Calls</th><th class="num">Succeeded</th><th class="num">Failed</th>
+<th class="num">Accepted</th><th class="num">Rejected</th></tr></thead><tbody>
+{% for t in s.tools %}
+<tr><td>{{ t.tool_name }}</td><td class="num">{{ t.calls }}</td><td class="num">{{ t.succeeded }}</td>
+<td class="num">{{ t.failed }}</td><td class="num">{{ t.accepted }}</td><td class="num">{{ t.rejected }}</td></tr>
+{% else %}<tr><td colspan="6" class="muted">No tools used.</td></tr>{% endfor %}
+</tbody></table>
+
+<h2>Approvals</h2>
+<table id="decisions"><thead><tr><th>Time</th><th>Tool</th><th>Decision</th><th>Source</th><th>Proof</th></tr></thead><tbody>
+{% for d in s.approvals.decisions %}
+<tr><td>{{ d.time[:19] | replace("T", " ") }}</td><td>{{ d.tool_name or "" }}</td>
+<td><span class="badge {{ d.decision }}">{{ d.decision }}</span></td><td>{{ d.source or "" }}</td>
+<td><a href="{{ d.proof }}">proof</a></td></tr>
+{% else %}<tr><td colspan="5" class="muted">No tool decisions.</td></tr>{% endfor %}
+</tbody></table>
+
+<h2>API calls by model</h2>
+{{ model_chart }}
+<table id="models"><thead><tr><th>Model</th><th class="num">Calls</th><th class="num">Input</th><th class="num">Output</th>
+<th class="num">Cache read</th><th class="num">Cache creation</th><th class="num">Cost</th></tr></thead><tbody>
+{% for m in s.api.models %}
+<tr><td>{{ m.model or "unknown" }}</td><td class="num">{{ m.calls }}</td><td class="num">{{ m.tokens.input }}</td>
+<td class="num">{{ m.tokens.output }}</td><td class="num">{{ m.tokens.cache_read }}</td>
+<td class="num">{{ m.tokens.cache_creation }}</td><td class="num">{{ m.cost }}</td></tr>
+{% else %}<tr><td colspan="7" class="muted">No API calls.</td></tr>{% endfor %}
+</tbody></table>
+
+<h2>Errors</h2>
+<table id="errors"><thead><tr><th>Time</th><th>Kind</th><th>Model / tool</th><th>Status</th><th>Message (redacted)</th></tr></thead><tbody>
+{% for e in s.errors %}
+<tr><td>{{ e.time[:19] | replace("T", " ") }}</td><td>{{ e.event_type }}</td><td>{{ e.model or e.tool_name or "" }}</td>
+<td>{{ e.status_code or "" }}</td><td><div class="content">{{ e.message or "" }}</div></td></tr>
+{% else %}<tr><td colspan="5" class="muted">No errors.</td></tr>{% endfor %}
+</tbody></table>
+
+{% if s.metrics %}
+<h2>From metrics</h2>
+<div class="cards">
+  <div class="card"><div class="label">Lines added / removed</div>
+    <div class="value">{{ s.metrics.lines_of_code.added }} / {{ s.metrics.lines_of_code.removed }}</div></div>
+  <div class="card"><div class="label">Commits</div><div class="value">{{ s.metrics.commits }}</div></div>
+  <div class="card"><div class="label">Pull requests</div><div class="value">{{ s.metrics.pull_requests }}</div></div>
+  <div class="card"><div class="label">Active time (s)</div><div class="value">{{ s.metrics.active_time_seconds.total }}</div></div>
+</div>
+{% endif %}
+<p><a href="/portal/events?session={{ s.session_id | urlencode }}">All events of this session →</a></p>
+{% endblock %}
+"""
+
+USAGE = """{% extends "base.html" %}
+{% block title %}Usage{% endblock %}
+{% block main %}
+<h1>Usage</h1>
+<form class="filters" method="get" action="/portal/usage">
+  <label>Since <input name="since" value="{{ since }}"></label>
+  <label>Until <input name="until" value="{{ until }}"></label>
+  <button type="submit">Apply</button>
+  <span class="muted">Whole UTC days; {{ window_since[:10] }} to {{ window_until[:10] }} (exclusive).</span>
+</form>
+<div class="cards">
+  <div class="card"><div class="label">Cost (USD)</div><div class="value" id="total-cost">{{ totals.cost }}</div></div>
+  <div class="card"><div class="label">Sessions</div><div class="value">{{ totals.sessions }}</div></div>
+  <div class="card"><div class="label">Prompts</div><div class="value">{{ totals.prompts }}</div></div>
+  <div class="card"><div class="label">API calls</div><div class="value">{{ totals.api_calls }}</div></div>
+  <div class="card"><div class="label">Tokens</div><div class="value">{{ totals.tokens.total }}</div></div>
+  <div class="card"><div class="label">Tool acceptance</div>
+    <div class="value">{% if totals.tool_acceptance_rate is not none %}{{ (totals.tool_acceptance_rate * 100) | round(1) }}%{% else %}–{% endif %}</div></div>
+  {% if totals.metrics %}
+  <div class="card"><div class="label">Lines added / removed</div>
+    <div class="value">{{ totals.metrics.lines_of_code.added }} / {{ totals.metrics.lines_of_code.removed }}</div></div>
+  <div class="card"><div class="label">Commits / PRs</div>
+    <div class="value">{{ totals.metrics.commits }} / {{ totals.metrics.pull_requests }}</div></div>
+  <div class="card"><div class="label">Active time (h)</div>
+    <div class="value">{{ (totals.metrics.active_time_seconds.total / 3600) | round(2) }}</div></div>
+  {% endif %}
+</div>
+<h2>Cost per user</h2>
+{{ cost_per_user }}
+<h2>Tokens by model</h2>
+{{ tokens_by_model }}
+<h2>Cost over time</h2>
+{{ cost_over_time }}
+<h2>Per user</h2>
+<p class="muted">{{ users | length }} of {{ total_users }} users, by cost; all of them through
+<code>/api/v1/usage?group_by=user</code>.</p>
+<table id="usage-users"><thead><tr><th>User</th><th class="num">Sessions</th><th class="num">Prompts</th>
+<th class="num">API calls</th><th class="num">Errors</th><th class="num">Tokens</th><th class="num">Acceptance</th>
+<th class="num">Lines +/−</th><th class="num">Commits</th><th class="num">PRs</th><th class="num">Active (s)</th>
+<th class="num">Cost</th></tr></thead><tbody>
+{% for g in users %}
+<tr><td>{{ g.key or "unknown" }}</td><td class="num">{{ g.sessions }}</td><td class="num">{{ g.prompts }}</td>
+<td class="num">{{ g.api_calls }}</td><td class="num">{{ g.errors }}</td><td class="num">{{ g.tokens.total }}</td>
+<td class="num">{% if g.tool_acceptance_rate is not none %}{{ (g.tool_acceptance_rate * 100) | round(1) }}%{% else %}–{% endif %}</td>
+{% if g.metrics %}<td class="num">{{ g.metrics.lines_of_code.added }}/{{ g.metrics.lines_of_code.removed }}</td>
+<td class="num">{{ g.metrics.commits }}</td><td class="num">{{ g.metrics.pull_requests }}</td>
+<td class="num">{{ g.metrics.active_time_seconds.total }}</td>{% else %}<td></td><td></td><td></td><td></td>{% endif %}
+<td class="num">{{ g.cost }}</td></tr>
+{% else %}<tr><td colspan="12" class="muted">No usage in this window.</td></tr>{% endfor %}
+</tbody></table>
+{% endblock %}
+"""
+
+CHAIN = """{% extends "base.html" %}
+{% block title %}Chain{% endblock %}
+{% block main %}
+<h1>Chain status</h1>
+<table id="chain"><thead><tr><th>Tenant</th><th class="num">Head</th><th class="num">Verified through</th><th>Status</th>
+<th>Checked</th><th>Last full rescan</th><th>Break</th></tr></thead><tbody>
+{% for t in tenants %}
+<tr><td>{{ t.tenant_id }}</td><td class="num">{{ t.head_seq }}</td><td class="num">{{ t.last_verified_seq }}</td>
+<td><span class="badge {{ t.status }}" id="chain-status">{{ t.status }}</span></td>
+<td>{{ (t.checked_at or "")[:19] | replace("T", " ") }}</td>
+<td>{{ (t.rescan.last_full_pass_at or "")[:19] | replace("T", " ") }}</td>
+<td>{% if t.break %}#{{ t.break.seq }} {{ t.break.kind }}: {{ t.break.detail }}{% endif %}</td></tr>
+{% endfor %}
+</tbody></table>
+<h2>Signing keys</h2>
+<table id="keys"><thead><tr><th>Key id</th><th>Algorithm</th><th>Public key (base64)</th><th>Valid from</th><th>Valid until</th></tr></thead><tbody>
+{% for k in keys %}
+<tr><td><code>{{ k.key_id }}</code></td><td>{{ k.algorithm }}</td><td><code>{{ k.public_key }}</code></td>
+<td>{{ k.valid_from[:19] | replace("T", " ") }}</td><td>{{ (k.valid_until or "open")[:19] | replace("T", " ") }}</td></tr>
+{% else %}<tr><td colspan="5" class="muted">No keys published yet.</td></tr>{% endfor %}
+</tbody></table>
+<p class="muted">Every row's proof (canonical bytes, hashes, signature and key) is at
+<code>/api/v1/audit/records/&lt;id&gt;/proof</code>; check one offline with <code>python -m services.reporter.proofcheck</code>.</p>
+{% endblock %}
+"""
+
+ERROR = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ status }} · Claude audit</title>
+<link rel="stylesheet" href="/static/portal.css"></head>
+<body><main><div class="error"><h1>{{ status }}</h1><p>{{ message }}</p>
+<p><a href="/portal/events">Back to the decisions feed</a></p></div></main></body></html>
+"""
+
+TEMPLATES = {
+    "base.html": BASE,
+    "events.html": EVENTS,
+    "sessions.html": SESSIONS,
+    "session.html": SESSION,
+    "usage.html": USAGE,
+    "chain.html": CHAIN,
+    "error.html": ERROR,
+}

@@ -1,0 +1,75 @@
+"""Run the metrics consumer: ``python -m services.usage`` (or ``audit-usage``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from services.usage.settings import UsageSettings
+from services.usage.worker import UsageMetrics, UsageWorker
+from shared.db.errors import is_retryable_db_error
+from shared.db.pool import create_pool
+from shared.kafka import make_consumer, make_producer
+from shared.logs import configure_logging
+from shared.pipeline import Backoff
+from shared.settings import load_settings
+
+
+async def _run(settings: UsageSettings) -> None:
+    log = configure_logging("usage", settings.log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    backoff = Backoff(0.5, 10.0)
+    while True:
+        try:
+            pool = await create_pool(settings.database_url, min_size=1, max_size=settings.usage_db_pool_size)
+            break
+        except Exception as exc:
+            if not is_retryable_db_error(exc) or stop.is_set():
+                raise
+            log.warning("database not reachable yet, retrying", extra={"error": repr(exc)})
+            await backoff.sleep(stop)
+
+    registry = CollectorRegistry()
+    if settings.usage_metrics_port:
+        start_http_server(settings.usage_metrics_port, registry=registry)
+    consumer = make_consumer(settings.kafka_bootstrap_servers, settings.usage_group_id,
+                             session_timeout_ms=settings.kafka_session_timeout_ms)
+    producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
+    backoff.reset()
+    while not stop.is_set():
+        try:
+            await consumer.start()
+            await producer.start()
+            break
+        except Exception as exc:
+            log.warning("broker not reachable yet, retrying", extra={"error": repr(exc)})
+            await backoff.sleep(stop)
+    worker = UsageWorker(consumer, producer, pool, topic=settings.topic_raw_metrics,
+                         dead_letter_topic=settings.topic_dead_letter, max_batch=settings.usage_max_batch_messages,
+                         metrics=UsageMetrics(registry), stop=stop)
+    worker.subscribe()
+    log.info("usage consumer started", extra={"topic": settings.topic_raw_metrics, "group": settings.usage_group_id})
+    try:
+        await worker.run()
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        await pool.close()
+    log.info("usage consumer stopped")
+
+
+def main() -> None:
+    asyncio.run(_run(load_settings(UsageSettings)))
+
+
+if __name__ == "__main__":
+    main()

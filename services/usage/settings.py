@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+
+
+class UsageSettings(CommonSettings):
+    usage_group_id: str = Field(default="audit-usage", description="Consumer group of the metrics consumer.")
+    usage_max_batch_messages: int = Field(
+        default=200, ge=1, le=10_000, description="Most raw metric messages read, written and committed together."
+    )
+    usage_db_pool_size: int = Field(default=2, ge=1, le=50, description="PostgreSQL connections of the consumer.")
+    usage_metrics_port: int = Field(
+        default=9467, ge=0, le=65535, description="Port of the metrics consumer's /metrics endpoint (0 turns it off)."
+    )

@@ -1,0 +1,112 @@
+"""The whole path a security lead relies on: real Claude Code captures (logs and metrics) through
+receiver -> redactor -> signer and the metrics consumer, read back through the reporter process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from deploy.local.infra import free_port
+from deploy.local.stack import wait_ready
+from services.reporter.proofcheck import check_proof
+from shared.keys import load_signer
+from tests.conftest import Infra, Topics
+from tests.e2e.harness import Pipeline
+
+TOOL_SESSION = "9c82ae41-69ad-4e74-85a8-70cc8c88f69c"
+ERROR_SESSION = "8da825b9-eacd-4c59-9b4b-2141b56eb381"
+USER = "549194b3250c8d36100b151a3a002230bbebfe2166dd98d789007d94f7b8653f"
+RAW_PII = ("jane.roe@example.com", "john.smith@example.org", "alice@corp.example", "078-05-1120")
+
+
+@pytest.fixture
+async def pipeline(infra: Infra, database_url: str, topics: Topics, tmp_path: Path) -> AsyncIterator[Pipeline]:
+    reporter_port = free_port()
+    pipe = Pipeline(database_url, infra.bootstrap, topics, tmp_path, extra_env={
+        "REPORTER_PORT": str(reporter_port),
+        "REPORTER_HOST": "127.0.0.1",
+        "REPORTER_VERIFY_INTERVAL_SECONDS": "0.5",
+        "USAGE_GROUP_ID": f"usage-{topics.raw_metrics}",
+        "USAGE_METRICS_PORT": "0",
+    })
+    pipe.start()
+    assert pipe.group is not None
+    pipe.group.start("usage")
+    pipe.group.start("reporter")
+    try:
+        wait_ready(f"http://127.0.0.1:{reporter_port}/readyz", 60)
+        yield pipe
+    finally:
+        pipe.stop()
+
+
+async def _eventually(client: httpx.AsyncClient, path: str, ready: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(path)
+        body = response.json() if response.status_code == 200 else None
+        if body is not None and ready(body):
+            return body
+        assert time.monotonic() < deadline, f"{path}: {response.status_code} {response.text[:500]}"
+        await asyncio.sleep(0.3)
+
+
+async def test_captures_become_reports_with_proofs(pipeline: Pipeline, fixtures_dir: Path) -> None:
+    token = await pipeline.licence("acme", tenant="tenant-acme")
+    for name, path in (("logs-tool-session.pb", "/v1/logs"), ("logs-api-error.pb", "/v1/logs"),
+                       ("metrics-tool-session.pb", "/v1/metrics")):
+        response = await pipeline.post(path, (fixtures_dir / name).read_bytes(), org="acme", token=token,
+                                       content_type="application/x-protobuf")
+        assert response.status_code == 200, (name, response.text)
+
+    reporter = f"http://127.0.0.1:{pipeline.extra_env['REPORTER_PORT']}"
+    auth = "Basic " + base64.b64encode(f"acme:{token}".encode()).decode()
+    async with httpx.AsyncClient(base_url=reporter, headers={"Authorization": auth}, timeout=30) as client:
+        # The session summary, once both the log rows and the metric points are in.
+        summary = await _eventually(client, f"/api/v1/sessions/{TOOL_SESSION}",
+                                    lambda s: s["api"]["calls"] == 2 and s["metrics"] is not None)
+        assert summary["user"]["key"] == USER and summary["plane"] == "claude_code"
+        assert len(summary["prompts"]) == 1 and summary["prompts"][0]["text"]
+        assert summary["prompts"][0]["redactions"]  # the e-mail and phone number were masked
+        assert [(t["tool_name"], t["accepted"], t["calls"]) for t in summary["tools"]] == [("Bash", 1, 1)]
+        assert summary["approvals"]["accepted"] == 1 and summary["approvals"]["rejected"] == 0
+        assert summary["api"]["cost"] == "0.013700" and summary["api"]["tokens"]["input"] == 2400
+        assert summary["content_captured"] is True
+        assert summary["metrics"]["active_time_seconds"]["cli"] == pytest.approx(0.182)
+        assert summary["metrics"]["cost"] == "0.013700"
+
+        failed = (await client.get(f"/api/v1/sessions/{ERROR_SESSION}")).json()
+        assert [(e["event_type"], e["status_code"]) for e in failed["errors"]] == [("api_error", 400)]
+
+        # Usage per user joins the audit rows and the metrics.
+        usage = await _eventually(client, "/api/v1/usage?group_by=user",
+                                  lambda u: u["groups"] and u["groups"][0]["api_calls"] == 2)
+        [mine] = usage["groups"]
+        assert (mine["key"], mine["sessions"], mine["prompts"], mine["errors"]) == (USER, 2, 2, 1)
+        assert mine["metrics"]["tokens"]["total"] == 2400 + 174 + 600 + 100
+
+        # Rejected/accepted feed, then a row's proof, checked offline against the signer's own key.
+        feed = (await client.get("/api/v1/audit/events", params={"event_type": "tool_decision"})).json()
+        [decision] = feed["items"]
+        assert (decision["tool_name"], decision["decision"], decision["decision_source"]) == ("Bash", "accept",
+                                                                                                "config")
+        proof = (await client.get(decision["proof"])).json()
+        signing_key = load_signer(file=str(pipeline.work_dir / "keys" / "signing.key"))
+        checks = check_proof(proof, trusted_keys=[signing_key.public_key])
+        assert all(c.ok for c in checks), checks
+
+        # The reporter's own chain check reaches the head.
+        status = await _eventually(client, "/api/v1/audit/verify", lambda v: v["tenants"][0]["status"] == "ok")
+        assert status["tenants"][0]["head_seq"] == status["tenants"][0]["last_verified_seq"] > 0
+
+        everything = (await client.get("/api/v1/audit/events", params={"limit": "500"})).text
+        portal = (await client.get(f"/portal/sessions/{TOOL_SESSION}")).text
+        for raw in RAW_PII:
+            assert raw not in everything and raw not in portal
