@@ -20,6 +20,8 @@ SETTINGS_CLASSES = (
     ("redactor", "services.redactor.settings", "RedactorSettings"),
     ("signer", "services.signer.settings", "SignerSettings"),
     ("auditctl", "shared.cli.settings", "CliSettings"),
+    ("reporter", "services.reporter.settings", "ReporterSettings"),
+    ("usage", "services.usage.settings", "UsageSettings"),
     ("auditctl ops", "shared.ops.settings", "OpsSettings"),
 )
 
