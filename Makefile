@@ -96,6 +96,15 @@ test-deploy: $(STAMP)
 bench-receiver: $(STAMP)
 	@$(PY) -m tests.bench.bench_receiver $(BENCH_ARGS)
 
+# One redactor process on preloaded raw batches (fresh broker and PostgreSQL): canonical events/s; the PII engine
+# beside Presidio on the same texts.
+bench-redactor: $(STAMP)
+	@$(PY) -m tests.bench.bench_redactor $(BENCH_ARGS)
+
+# Recall and precision per entity type on a generated labelled corpus, beside Presidio; fails on a missed target.
+eval-redaction: $(STAMP)
+	@$(PY) -m services.redactor.pii.eval.quality $(EVAL_ARGS)
+
 # Every benchmark, one after another (each starts its own fresh broker and database).
 bench: bench-receiver bench-redactor bench-signer bench-reporter
 

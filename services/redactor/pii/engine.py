@@ -9,10 +9,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.redactor.pii.recognizers import REGISTRY, Finding, Recognizer
+from services.redactor.pii.context import CONTEXT_WORDS
+from services.redactor.pii.recognizers import MODEL_KINDS, REGISTRY, Finding, Recognizer, TextScan
+from services.redactor.pii.recognizers.person import PersonRecognizer, load_ner_model
 
-# A field longer than this is processed in windows, so one pathological value cannot stall the worker.
+# A longer field is not scanned at all (it is withheld), so one pathological value cannot stall the worker.
 MAX_FIELD_CHARS = 256 * 1024
+# No entity is shorter than this ("1.1.1.1", "a@b.io" and the shortest named secret need more), so shorter
+# values skip detection unless a JSON key gives them a meaning of their own ({"pin": "1234"} aside).
+_SHORTEST_ENTITY = 6
+# JSON numbers this long can be card numbers, NIKs or phone numbers written without quotes.
+_SMALLEST_NUMERIC_ENTITY = 1_000_000
+# Attribute values repeat endlessly ("xterm", "linux", "firstParty", a plugin name): short texts' findings
+# are remembered, up to this many distinct texts per engine, then forgotten all at once.
+_MEMO_MAX_CHARS = 64
+_MEMO_ENTRIES = 4096
 
 
 class DetectionUnavailable(Exception):
@@ -26,7 +37,7 @@ class Redaction:
 
 
 def _resolve_overlaps(findings: Iterable[Finding]) -> list[Finding]:
-    """Keep the strongest of overlapping findings: priority first, then the longer span."""
+    """Keep the strongest of overlapping findings: priority first, then the longer span, then the earlier."""
     ranked = sorted(findings, key=lambda f: (-f.priority, -(f.end - f.start), f.start))
     kept: list[Finding] = []
     for finding in ranked:
@@ -41,33 +52,20 @@ class PiiEngine:
         self.kinds = frozenset(r.kind for r in recognizers)
         self._by_kind = {r.kind: r for r in recognizers}
         self._budget_s = field_time_budget_ms / 1000.0
+        # Without a secret recognizer a short JSON value under a "password" key is nothing to us.
+        self._key_context_matters = "SECRET" in self.kinds
+        self._memo: dict[tuple[str | None, str], list[Finding]] = {}
+
+    def find(self, text: str, field_name: str | None = None) -> list[Finding]:
+        """The entities in ``text``, overlaps resolved, in text order (for reports and the quality harness)."""
+        return self._find(text, field_name, time.perf_counter() + self._budget_s)
 
     def redact_text(self, text: str) -> Redaction:
-        if len(text) > MAX_FIELD_CHARS:
-            raise DetectionUnavailable(f"field of {len(text)} characters is over the detection limit")
-        deadline = time.perf_counter() + self._budget_s
-        try:
-            findings: list[Finding] = []
-            for recognizer in self.recognizers:
-                findings.extend(recognizer.find(text))
-                if time.perf_counter() > deadline:
-                    raise DetectionUnavailable("detection ran over its time budget")
-        except DetectionUnavailable:
-            raise
-        except Exception as exc:
-            raise DetectionUnavailable(f"{type(exc).__name__} in detection") from exc
+        findings = self._find_remembered(text, None, time.perf_counter() + self._budget_s)
         if not findings:
             return Redaction(text, {})
-        pieces: list[str] = []
         counts: Counter[str] = Counter()
-        cursor = 0
-        for finding in _resolve_overlaps(findings):
-            pieces.append(text[cursor:finding.start])
-            pieces.append(self._by_kind[finding.kind].mask(text[finding.start:finding.end]))
-            counts[finding.kind] += 1
-            cursor = finding.end
-        pieces.append(text[cursor:])
-        return Redaction("".join(pieces), dict(counts))
+        return Redaction(self._masked(text, findings, counts), dict(counts))
 
     def redact_json_text(self, text: str) -> Redaction:
         """Masks inside string values only: keys and structure stay, and the result is valid JSON."""
@@ -79,33 +77,96 @@ class PiiEngine:
         except ValueError:
             return self.redact_text(text)
         counts: Counter[str] = Counter()
-        masked = self._redact_json_value(document, counts)
+        deadline = time.perf_counter() + self._budget_s
+        masked = self._redact_json_value(document, None, counts, deadline)
         return Redaction(json.dumps(masked, ensure_ascii=False, separators=(",", ":")), dict(counts))
 
-    def _redact_json_value(self, value: Any, counts: Counter[str]) -> Any:
+    def _find_remembered(self, text: str, field_name: str | None, deadline: float) -> list[Finding]:
+        """``_find``, remembered for short texts (with the JSON key they came under, which can change them)."""
+        if len(text) > _MEMO_MAX_CHARS:
+            return self._find(text, field_name, deadline)
+        findings = self._memo.get((field_name, text))
+        if findings is None:
+            findings = self._find(text, field_name, deadline)
+            if len(self._memo) >= _MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[(field_name, text)] = findings
+        return findings
+
+    def _find(self, text: str, field_name: str | None, deadline: float) -> list[Finding]:
+        if len(text) > MAX_FIELD_CHARS:
+            raise DetectionUnavailable(f"field of {len(text)} characters is over the detection limit")
+        if len(text) < _SHORTEST_ENTITY and not (field_name and self._key_context_matters):
+            return []
+        scan = TextScan(text, field_name)
+        findings: list[Finding] = []
+        try:
+            for recognizer in self.recognizers:
+                if recognizer.may_contain(scan):
+                    findings.extend(recognizer.find(scan))
+                    if time.perf_counter() > deadline:
+                        raise DetectionUnavailable("detection ran over its time budget")
+        except DetectionUnavailable:
+            raise
+        except Exception as exc:
+            raise DetectionUnavailable(f"{type(exc).__name__} in detection") from exc
+        if len(findings) < 2:
+            return findings
+        return _resolve_overlaps(findings)
+
+    def _masked(self, text: str, findings: list[Finding], counts: Counter[str]) -> str:
+        pieces: list[str] = []
+        cursor = 0
+        for finding in findings:
+            pieces.append(text[cursor:finding.start])
+            pieces.append(self._by_kind[finding.kind].mask(text[finding.start:finding.end]))
+            counts[finding.kind] += 1
+            cursor = finding.end
+        pieces.append(text[cursor:])
+        return "".join(pieces)
+
+    def _redact_json_value(self, value: Any, key: str | None, counts: Counter[str], deadline: float) -> Any:
         if isinstance(value, str):
-            result = self.redact_text(value)
-            counts.update(result.counts)
-            return result.text
-        if isinstance(value, list):
-            return [self._redact_json_value(item, counts) for item in value]
+            findings = self._find_remembered(value, key, deadline)
+            return self._masked(value, findings, counts) if findings else value
         if isinstance(value, dict):
-            return {key: self._redact_json_value(item, counts) for key, item in value.items()}
+            return {k: self._redact_json_value(item, k, counts, deadline) for k, item in value.items()}
+        if isinstance(value, list):
+            # Items of a list inherit its key: {"passwords": [...]} or {"phones": [...]}.
+            return [self._redact_json_value(item, key, counts, deadline) for item in value]
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _SMALLEST_NUMERIC_ENTITY:
+            # {"card": 4111111111111111}: a number can be an identifier too; masked, it becomes a string.
+            digits = str(value)
+            findings = self._find(digits, key, deadline)
+            return self._masked(digits, findings, counts) if findings else value
         return value
 
 
-ALL_KINDS: frozenset[str] = frozenset(REGISTRY)
+ALL_KINDS: frozenset[str] = frozenset(REGISTRY) | MODEL_KINDS
 # Indonesian identity numbers are masked whatever the posture says (a legal requirement, not a choice).
 ALWAYS_ON: frozenset[str] = frozenset({"ID_NIK", "ID_NPWP"}) & ALL_KINDS
 
 
 def build_engine(enabled_kinds: Iterable[str] | None = None, ner_model: str | None = None,
                  field_time_budget_ms: float = 250.0) -> PiiEngine:
+    """An engine for ``enabled_kinds`` (every kind when None) plus the always-on kinds.
+
+    PERSON needs ``ner_model``: asked for explicitly without one, it is an error; "every kind" includes it
+    only when a model is configured. A configured model that cannot be loaded is an error too, at build
+    time, so a misconfigured redactor stops at start-up rather than at the first name.
+    """
     kinds = set(ALL_KINDS if enabled_kinds is None else enabled_kinds)
     unknown = kinds - ALL_KINDS
     if unknown:
         raise ValueError(f"no recognizer is registered for {sorted(unknown)}; known kinds: {sorted(ALL_KINDS)}")
-    if ner_model is not None:
-        raise ValueError("person-name detection needs a recognizer for the NER model; none is registered")
+    if ner_model is None:
+        if enabled_kinds is not None and kinds & MODEL_KINDS:
+            raise ValueError(f"{sorted(kinds & MODEL_KINDS)} need a NER model (PII_NER_MODEL); none is configured")
+        kinds -= MODEL_KINDS
     kinds |= ALWAYS_ON
-    return PiiEngine([REGISTRY[kind]() for kind in sorted(kinds)], field_time_budget_ms)
+    recognizers: list[Recognizer] = [REGISTRY[kind]() for kind in sorted(kinds - MODEL_KINDS)]
+    if "PERSON" in kinds:
+        assert ner_model is not None
+        recognizers.append(PersonRecognizer(load_ner_model(ner_model)))
+    CONTEXT_WORDS.warm_up()
+    return PiiEngine(recognizers, field_time_budget_ms)

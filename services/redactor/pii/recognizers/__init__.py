@@ -1,18 +1,36 @@
-"""The registry: one validated recognizer per entity kind. A kind asked for but not registered is an error."""
+"""The registry: one validated recognizer per entity kind. A kind asked for but not registered is an error.
+
+PERSON is registered with a factory that needs the NER model; the engine supplies it when one is
+configured and refuses the kind otherwise.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from services.redactor.pii.recognizers.base import Finding, Recognizer
+from services.redactor.pii.recognizers.base import Finding, Recognizer, TextScan
+from services.redactor.pii.recognizers.card import CardRecognizer
 from services.redactor.pii.recognizers.email import EmailRecognizer
+from services.redactor.pii.recognizers.iban import IbanRecognizer
+from services.redactor.pii.recognizers.id_nik import IdNikRecognizer
+from services.redactor.pii.recognizers.id_npwp import IdNpwpRecognizer
+from services.redactor.pii.recognizers.ip_address import IpAddressRecognizer
 from services.redactor.pii.recognizers.phone import PhoneRecognizer
+from services.redactor.pii.recognizers.secret import SecretRecognizer
 from services.redactor.pii.recognizers.us_ssn import UsSsnRecognizer
 
 REGISTRY: dict[str, Callable[[], Recognizer]] = {
     "EMAIL": EmailRecognizer,
     "PHONE": PhoneRecognizer,
+    "CARD": CardRecognizer,
+    "IBAN": IbanRecognizer,
     "US_SSN": UsSsnRecognizer,
+    "IP_ADDRESS": IpAddressRecognizer,
+    "ID_NIK": IdNikRecognizer,
+    "ID_NPWP": IdNpwpRecognizer,
+    "SECRET": SecretRecognizer,
 }
+# Kinds that need a model the operator installs; see services.redactor.pii.recognizers.person.
+MODEL_KINDS: frozenset[str] = frozenset({"PERSON"})
 
-__all__ = ["REGISTRY", "Finding", "Recognizer"]
+__all__ = ["MODEL_KINDS", "REGISTRY", "Finding", "Recognizer", "TextScan"]

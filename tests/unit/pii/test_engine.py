@@ -1,0 +1,142 @@
+"""The engine around the recognizers: JSON masking, always-on kinds, unknown kinds, the time budget,
+overlaps and counts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from services.redactor.pii import ALL_KINDS, ALWAYS_ON, DetectionUnavailable, PiiEngine, Redaction, build_engine
+from services.redactor.pii.engine import MAX_FIELD_CHARS
+from services.redactor.pii.recognizers import REGISTRY, Finding, TextScan
+
+
+def test_every_required_kind_is_registered() -> None:
+    required = {"EMAIL", "PHONE", "CARD", "IBAN", "US_SSN", "IP_ADDRESS", "ID_NIK", "ID_NPWP", "SECRET", "PERSON"}
+    assert required <= ALL_KINDS
+    assert sorted(ALWAYS_ON) == ["ID_NIK", "ID_NPWP"]
+
+
+def test_a_text_with_everything_is_masked_with_typed_placeholders(engine: PiiEngine) -> None:
+    text = (
+        "mail jane.roe@example.com, call +1 415 555 0134, card 4111 1111 1111 1111, IBAN DE89370400440532013000, "
+        "SSN 078-05-1120, host 10.0.0.1, NIK 3174012304850001, NPWP 01.312.166.0-091.000, password=hunter2"
+    )
+    result = engine.redact_text(text)
+    assert result.text == (
+        "mail <EMAIL>, call <PHONE>, card <CARD>, IBAN <IBAN>, SSN <US_SSN>, host <IP_ADDRESS>, "
+        "NIK 31**********0001, NPWP 01.***.***.*-**1.000, password=<SECRET>"
+    )
+    assert result.counts == {
+        "EMAIL": 1, "PHONE": 1, "CARD": 1, "IBAN": 1, "US_SSN": 1, "IP_ADDRESS": 1, "ID_NIK": 1, "ID_NPWP": 1,
+        "SECRET": 1,
+    }
+
+
+def test_text_without_pii_comes_back_unchanged(engine: PiiEngine) -> None:
+    text = "Refactor the billing module; keep v2.1.332 compatible; see 9c82ae41-69ad-4e74-85a8-70cc8c88f69c."
+    assert engine.redact_text(text) == Redaction(text, {})
+
+
+def test_masking_twice_changes_nothing_more(engine: PiiEngine) -> None:
+    once = engine.redact_text("NIK 3174012304850001 mail a@example.com token=abc123XYZ")
+    assert engine.redact_text(once.text) == Redaction(once.text, {})
+
+
+def test_json_keeps_keys_and_structure_and_masks_values(engine: PiiEngine) -> None:
+    document = {
+        "command": "psql postgres://app:s3cr3t@db:5432/x -c \"select 1\"",
+        "customer": {"email": "ana@example.fr", "phones": ["+33 6 12 34 56 78"], "nik": 3174012304850001},
+        "password": "hunter2",
+        "count": 3,
+        "ok": True,
+        "none": None,
+        "jane@example.com": "key untouched",
+    }
+    result = engine.redact_json_text(json.dumps(document))
+    masked = json.loads(result.text)
+    assert masked == {
+        "command": "psql postgres://app:<SECRET>@db:5432/x -c \"select 1\"",
+        "customer": {"email": "<EMAIL>", "phones": ["<PHONE>"], "nik": "31**********0001"},
+        "password": "<SECRET>",
+        "count": 3,
+        "ok": True,
+        "none": None,
+        "jane@example.com": "key untouched",
+    }
+    assert result.counts == {"SECRET": 2, "EMAIL": 1, "PHONE": 1, "ID_NIK": 1}
+
+
+@pytest.mark.parametrize(
+    "text", ["not json jane@example.com", "{broken json jane@example.com", '"a JSON string, jane@example.com"']
+)
+def test_json_that_is_not_an_object_is_scanned_as_text(engine: PiiEngine, text: str) -> None:
+    assert engine.redact_json_text(text).text == text.replace("jane@example.com", "<EMAIL>")
+
+
+def test_unknown_kind_is_refused_at_build_time() -> None:
+    with pytest.raises(ValueError, match="no recognizer is registered for \\['NOPE'\\]"):
+        build_engine(["EMAIL", "NOPE"])
+
+
+def test_posture_kinds_choose_the_recognizers_and_always_on_ones_are_added() -> None:
+    engine = build_engine(["EMAIL"])
+    assert engine.kinds == {"EMAIL", "ID_NIK", "ID_NPWP"}
+    assert engine.redact_text("card 4111 1111 1111 1111, NIK 3174012304850001").text == (
+        "card 4111 1111 1111 1111, NIK 31**********0001"
+    )
+
+
+class _Slow:
+    kind = "SLOW"
+    placeholder = "<SLOW>"
+
+    def may_contain(self, scan: TextScan) -> bool:
+        return True
+
+    def find(self, scan: TextScan) -> Iterator[Finding]:
+        time.sleep(0.05)
+        yield from ()
+
+    def mask(self, value: str) -> str:
+        return self.placeholder
+
+
+class _Broken(_Slow):
+    def find(self, scan: TextScan) -> Iterator[Finding]:
+        raise RuntimeError("bug in a recognizer")
+
+
+def test_running_over_the_time_budget_makes_detection_unavailable() -> None:
+    engine = PiiEngine([REGISTRY["EMAIL"](), _Slow()], field_time_budget_ms=10)
+    with pytest.raises(DetectionUnavailable, match="time budget"):
+        engine.redact_text("a text long enough to be scanned")
+    with pytest.raises(DetectionUnavailable):
+        engine.redact_json_text('{"a": "a text long enough to be scanned"}')
+
+
+def test_a_failing_recognizer_makes_detection_unavailable() -> None:
+    engine = PiiEngine([_Broken()], field_time_budget_ms=250)
+    with pytest.raises(DetectionUnavailable, match="RuntimeError"):
+        engine.redact_text("a text long enough to be scanned")
+
+
+def test_an_oversized_field_is_not_scanned(engine: PiiEngine) -> None:
+    with pytest.raises(DetectionUnavailable, match="over the detection limit"):
+        engine.redact_text("x" * (MAX_FIELD_CHARS + 1))
+
+
+def test_overlaps_keep_the_stronger_finding(engine: PiiEngine) -> None:
+    # The URL's password and the "e-mail" it seems to start are the same characters: the password wins and
+    # the host stays readable.
+    assert engine.redact_text("postgres://u:p4ss@db.example.com/x").text == "postgres://u:<SECRET>@db.example.com/x"
+    # An IPv4 address inside an IPv6 one is one address.
+    assert engine.redact_text("::ffff:192.0.2.128").counts == {"IP_ADDRESS": 1}
+
+
+def test_short_values_are_remembered_not_rescanned(engine: PiiEngine) -> None:
+    first = engine.redact_text("a@example.com")
+    assert engine.redact_text("a@example.com") == first == Redaction("<EMAIL>", {"EMAIL": 1})

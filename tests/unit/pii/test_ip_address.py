@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from services.redactor.pii import PiiEngine
+from tests.unit.pii.conftest import found
+
+POSITIVES = [
+    ("ssh deploy@10.0.0.1 -p 2222", "10.0.0.1"),
+    ("connect ECONNREFUSED 192.168.1.254:5432", "192.168.1.254"),
+    ("1.2.3.4", "1.2.3.4"),  # a bare valid dotted quad is an address, whatever it is used for
+    ("from 8.8.8.8.", "8.8.8.8"),
+    ("ping fe80::1", "fe80::1"),
+    ("2001:db8::8a2e:370:7334 is up", "2001:db8::8a2e:370:7334"),
+    ("mapped ::ffff:192.0.2.128", "::ffff:192.0.2.128"),
+    ("https://[2001:db8::1]:443/", "2001:db8::1"),
+    ("27fc:a832:436c:6d2a:9c47:92db:4aa7:1c38", "27fc:a832:436c:6d2a:9c47:92db:4aa7:1c38"),
+]
+NEGATIVES = [
+    "claude-code 2.1.332",
+    "bump to v1.2.3",
+    "1.2.3.4.5",
+    "999.1.1.1",
+    "256.1.1.1",
+    "01.02.03.04",  # leading zeros
+    "at 16:11:51",
+    "mac 00:1A:2B:3C:4D:5E",
+    "std::vector<int> v;",
+    "oid 1.3.6.1.4.1.311",
+    "version v10.0.0.1",
+    "a::b is a Rust path",
+]
+
+
+@pytest.mark.parametrize(("text", "address"), POSITIVES)
+def test_ip_is_found(engine: PiiEngine, text: str, address: str) -> None:
+    assert ("IP_ADDRESS", address) in found(engine, text)
+
+
+@pytest.mark.parametrize("text", NEGATIVES)
+def test_not_an_ip(engine: PiiEngine, text: str) -> None:
+    assert all(kind != "IP_ADDRESS" for kind, _ in found(engine, text))
