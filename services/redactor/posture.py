@@ -102,8 +102,8 @@ async def refresh_postures(
                 loaded.set()
             finally:
                 await conn.close()
-        except (OSError, asyncpg.PostgresError) as exc:
-            # The last postures stay in force; before the first load the worker does not start.
+        except Exception as exc:
+            # Any failure keeps the last postures in force (the engine masks every kind until the first load).
             log.warning("could not refresh detection postures", extra={"error": repr(exc)})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)

@@ -142,6 +142,7 @@ class SignerWorker:
         except Exception as exc:
             if not is_retryable_db_error(exc):
                 raise
+            await self.pool.expire_connections()
             log.warning("could not checkpoint quiet chains, will retry", extra={"error": describe(exc)})
 
     async def _process(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
@@ -177,6 +178,8 @@ class SignerWorker:
                 return
             except Exception as exc:
                 if is_retryable_db_error(exc):
+                    # Connections that saw the failure are not reused: one may be stuck mid-protocol.
+                    await self.pool.expire_connections()
                     if self._stop.is_set():
                         raise
                     self.metrics.db_retries.inc()

@@ -8,6 +8,8 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
+    # What the client raises when a connection dies in the middle of COPY: the protocol is left mid-operation.
+    asyncpg.exceptions._base.InternalClientError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.SerializationError,
