@@ -376,9 +376,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     report["engine_only"] = engine_only(events)
     if args.presidio_events:
-        report["presidio_only"] = presidio_only(events[: args.presidio_events])
+        subset = events[: args.presidio_events]
+        report["presidio_only"] = presidio_only(subset)
+        report["engine_only_same_events"] = engine_only(subset)
         report["engine_vs_presidio"] = round(
-            report["engine_only"]["events_per_second"] / report["presidio_only"]["events_per_second"], 1
+            report["engine_only_same_events"]["events_per_second"] / report["presidio_only"]["events_per_second"], 1
         )
     report["transform_only"] = transform_only(bodies)
     if not args.no_pipeline:
@@ -397,7 +399,8 @@ def summary(report: dict[str, Any]) -> str:
         ratio = report["engine_vs_presidio"]
         lines.append(
             f"engine only, Presidio (patterns, blank spaCy): {report['presidio_only']['events_per_second']:,} events/s "
-            f"on the first {report['presidio_only']['events']} events -> ours is {ratio}x "
+            f"on the first {report['presidio_only']['events']} events, ours "
+            f"{report['engine_only_same_events']['events_per_second']:,} events/s on the same -> ours is {ratio}x "
             f"(target >= {TARGET_RATIO_TO_PRESIDIO}x) {'PASS' if ratio >= TARGET_RATIO_TO_PRESIDIO else 'MISS'}"
         )
     lines.append(f"transform in-process (decode, map, redact, encode; no broker): "

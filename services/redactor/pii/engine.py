@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from collections import Counter
@@ -37,13 +38,23 @@ class Redaction:
 
 
 def _resolve_overlaps(findings: Iterable[Finding]) -> list[Finding]:
-    """Keep the strongest of overlapping findings: priority first, then the longer span, then the earlier."""
+    """Keep the strongest of overlapping findings: priority first, then the longer span, then the earlier.
+
+    The kept findings never overlap, so they are kept sorted by start and each candidate is checked against
+    its two neighbours only (a field with thousands of findings must not cost a quadratic pass).
+    """
     ranked = sorted(findings, key=lambda f: (-f.priority, -(f.end - f.start), f.start))
+    starts: list[int] = []
     kept: list[Finding] = []
     for finding in ranked:
-        if all(finding.end <= k.start or finding.start >= k.end for k in kept):
-            kept.append(finding)
-    return sorted(kept, key=lambda f: f.start)
+        index = bisect.bisect_left(starts, finding.start)
+        if index < len(kept) and kept[index].start < finding.end:
+            continue
+        if index > 0 and kept[index - 1].end > finding.start:
+            continue
+        starts.insert(index, finding.start)
+        kept.insert(index, finding)
+    return kept
 
 
 class PiiEngine:
@@ -165,8 +176,11 @@ def build_engine(enabled_kinds: Iterable[str] | None = None, ner_model: str | No
         kinds -= MODEL_KINDS
     kinds |= ALWAYS_ON
     recognizers: list[Recognizer] = [REGISTRY[kind]() for kind in sorted(kinds - MODEL_KINDS)]
-    if "PERSON" in kinds:
-        assert ner_model is not None
-        recognizers.append(PersonRecognizer(load_ner_model(ner_model)))
+    if ner_model is not None:
+        # Loaded (once per process) even when this posture leaves PERSON out: a configured model that is
+        # missing must stop the redactor at start-up, not when the first tenant asks for names.
+        nlp = load_ner_model(ner_model)
+        if "PERSON" in kinds:
+            recognizers.append(PersonRecognizer(nlp))
     CONTEXT_WORDS.warm_up()
     return PiiEngine(recognizers, field_time_budget_ms)

@@ -45,3 +45,11 @@ def test_a_configured_model_that_is_not_installed_stops_the_build(tmp_path: Path
         build_engine(None, "no_such_pipeline")
     with pytest.raises(ValueError, match="PII_NER_MODEL"):
         build_engine(None, str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="PII_NER_MODEL"):
+        build_engine(["EMAIL"], "no_such_pipeline")  # even when this posture does not ask for names
+
+
+def test_a_model_without_an_entity_recognizer_is_refused(tmp_path: Path) -> None:
+    spacy.blank("en").to_disk(tmp_path / "blank")
+    with pytest.raises(ValueError, match="no entity recognizer"):
+        build_engine(None, str(tmp_path / "blank"))

@@ -66,6 +66,11 @@ class CardRecognizer:
             groups = run.groups(text)
             index = 0
             while index < len(groups):
+                size = groups[index][1] - groups[index][0]
+                # A card starts with a group of 3-6 digits (then more groups) or is one block of 12-19.
+                if not (3 <= size <= 6 or _MIN_DIGITS <= size <= _MAX_DIGITS):
+                    index += 1
+                    continue
                 found = self._longest_card_from(scan, groups, index)
                 if found is None:
                     index += 1

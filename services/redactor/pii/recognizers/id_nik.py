@@ -35,8 +35,14 @@ PROVINCE_CODES = frozenset(
     }
 )
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-# Written as one block, or grouped like the KTP prints it (6-6-4) or in province/regency/district parts.
-_GROUPINGS = ((16,), (6, 6, 4), (2, 2, 2, 6, 4), (4, 4, 4, 4))
+# Written as one block, or grouped like the KTP prints it (6-6-4) or in province/regency/district parts;
+# keyed by the size of the first group, so most digit groups are passed over at a glance.
+_GROUPINGS_BY_FIRST_SIZE: dict[int, tuple[tuple[int, ...], ...]] = {
+    16: ((16,),),
+    6: ((6, 6, 4),),
+    2: ((2, 2, 2, 6, 4),),
+    4: ((4, 4, 4, 4),),
+}
 _SEPARATORS = frozenset({" ", ".", "-"})
 
 
@@ -58,14 +64,12 @@ def is_valid_nik(digits: str) -> bool:
 
 
 def grouped_candidates(text: str, groups: list[tuple[int, int]]) -> Iterator[tuple[int, int, str, tuple[int, ...]]]:
-    """Every (start, end, digits, grouping) of 16 digits in a run written in one of ``_GROUPINGS``."""
-    for first in range(len(groups)):
-        for grouping in _GROUPINGS:
+    """Every (start, end, digits, grouping) of 16 digits in a run, written in one of the known groupings."""
+    sizes = [end - start for start, end in groups]
+    for first, size in enumerate(sizes):
+        for grouping in _GROUPINGS_BY_FIRST_SIZE.get(size, ()):
             last = first + len(grouping) - 1
-            if last >= len(groups):
-                continue
-            sizes = tuple(end - start for start, end in groups[first:last + 1])
-            if sizes != grouping:
+            if last >= len(groups) or tuple(sizes[first:last + 1]) != grouping:
                 continue
             separators = {text[groups[i][1]:groups[i + 1][0]] for i in range(first, last)}
             if len(separators) > 1 or not separators <= _SEPARATORS:

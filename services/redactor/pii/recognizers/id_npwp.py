@@ -55,6 +55,8 @@ class IdNpwpRecognizer:
         for run in scan.runs_with_digits(15):
             groups = run.groups(text)
             for index, (start, end) in enumerate(groups):
+                if end - start not in (2, 15, 16):
+                    continue  # neither the start of a printed NPWP nor a bare one
                 printed = self._printed_at(text, groups, index)
                 if printed is not None:
                     yield Finding(start, printed, self.kind, self.priority)

@@ -30,6 +30,9 @@ _PROSE_WORDS = frozenset(
         "case", "must", "should", "will", "only", "also", "never", "always", "still", "then", "there", "here",
         "this", "that", "what", "which", "where", "when", "used", "given", "shown", "sent", "known", "set",
         "valid", "blank", "null", "none", "true", "false", "same", "different", "too", "very",
+        "long", "short", "simple", "complex", "secure", "insecure", "easy", "hard", "good", "bad", "fine", "okay",
+        "safe", "unsafe", "unknown", "compromised", "leaked", "stolen", "old", "new", "temporary", "random",
+        "generated", "unique", "common", "obvious", "visible", "hidden", "updated", "rotated",
         "falsch", "ungültig", "erforderlich", "nicht", "leer", "abgelaufen", "richtig", "requis", "invalide",
         "vide", "expiré", "salah", "wajib", "kosong", "tidak", "sudah", "belum", "benar", "kadaluarsa",
     }

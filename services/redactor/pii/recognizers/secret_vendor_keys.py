@@ -73,6 +73,36 @@ def random_looking(body: str) -> bool:
     return sum(classes) >= 2
 
 
+# Formats grouped by the first characters they share ("sk" for Anthropic, OpenAI and Stripe, "gh" for every
+# GitHub token), so the text is searched once per group, not once per format.
+_GROUPS: dict[str, list[KeyFormat]] = {}
+for _format in KEY_FORMATS:
+    _GROUPS.setdefault(_format.prefix[:2], []).append(_format)
+
+
+def _shared_start(prefixes: list[str]) -> str:
+    shortest = min(prefixes, key=len)
+    for length in range(len(shortest), 0, -1):
+        if all(prefix.startswith(shortest[:length]) for prefix in prefixes):
+            return shortest[:length]
+    return ""
+
+
+_FORMATS_BY_HEAD = {_shared_start([f.prefix for f in group]): group for group in _GROUPS.values()}
+
+
+def _match_at(text: str, at: int, formats: list[KeyFormat]) -> Finding | None:
+    for key_format in formats:
+        if not text.startswith(key_format.prefix, at):
+            continue
+        match = key_format.pattern.match(text, at)
+        if match is not None and (
+            not key_format.needs_random_body or random_looking(match.group()[len(key_format.prefix):])
+        ):
+            return Finding(match.start(), match.end(), SECRET_KIND, VENDOR_KEY_PRIORITY, API_KEY)
+    return None
+
+
 # The shortest key any format above accepts ("AKIA" and 16 characters).
 _SHORTEST_KEY = 20
 
@@ -83,19 +113,16 @@ class VendorKeyDetector:
 
     def find(self, scan: TextScan) -> Iterator[Finding]:
         text = scan.text
-        for key_format in KEY_FORMATS:
-            at = text.find(key_format.prefix)
+        for head, formats in _FORMATS_BY_HEAD.items():
+            at = text.find(head)
             while at >= 0:
-                match = None
+                end = at + 1
                 if at == 0 or text[at - 1] not in _TOKEN_CHAR:
-                    match = key_format.pattern.match(text, at)
-                if match is not None and (
-                    not key_format.needs_random_body or random_looking(match.group()[len(key_format.prefix):])
-                ):
-                    yield Finding(match.start(), match.end(), SECRET_KIND, VENDOR_KEY_PRIORITY, API_KEY)
-                    at = text.find(key_format.prefix, match.end())
-                else:
-                    at = text.find(key_format.prefix, at + 1)
+                    found = _match_at(text, at, formats)
+                    if found is not None:
+                        yield found
+                        end = found.end
+                at = text.find(head, end)
         yield from self._aws_secret_keys(scan)
 
     @staticmethod
