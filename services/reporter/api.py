@@ -45,19 +45,26 @@ async def audit_events(request: Request) -> Response:
     return JSON({"items": items, "next_cursor": following.encode() if following else None})
 
 
-async def list_sessions(request: Request) -> Response:
+async def sessions_for_request(conn: Any, request: Request) -> tuple[list[dict[str, Any]], Any]:
+    """One page of the session list as the request's filters ask; the API and the portal both serve it."""
     state = ReporterState.of(request)
     q = request.query_params
     since, until = params.time_range(q)
     limit = params.page_size(q, state.settings.reporter_page_size, state.settings.reporter_max_page_size)
-    cursor = params.cursor(q, str)
     tenant = tenant_of(request)
+    if state.settings.reporter_inline_fold_rows:
+        await catch_up(conn, tenant, state.settings.reporter_inline_fold_rows, wait=False)
+    items: list[dict[str, Any]]
+    items, following = await queries.sessions(conn, tenant, user=params.text(q, "user"), since=since,
+                                              until=until, cursor=params.cursor(q, str), limit=limit)
+    return items, following
+
+
+async def list_sessions(request: Request) -> Response:
+    state = ReporterState.of(request)
     async with state.connection() as conn:
-        if state.settings.reporter_inline_fold_rows:
-            await catch_up(conn, tenant, state.settings.reporter_inline_fold_rows, wait=False)
-        items, following = await queries.sessions(conn, tenant, user=params.text(q, "user"), since=since,
-                                                  until=until, cursor=cursor, limit=limit)
-        folded, head = await fold_state(conn, tenant)
+        items, following = await sessions_for_request(conn, request)
+        folded, head = await fold_state(conn, tenant_of(request))
     return JSON({
         "items": items,
         "next_cursor": following.encode() if following else None,

@@ -18,7 +18,6 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from services.reporter import api, charts, params, queries
-from services.reporter.rollup import catch_up
 from services.reporter.state import ReporterState, licence_of, tenant_of
 from services.reporter.templates import STYLESHEET, TEMPLATES
 
@@ -97,18 +96,11 @@ async def events_page(request: Request) -> Response:
 
 async def sessions_page(request: Request) -> Response:
     state = ReporterState.of(request)
-    q = request.query_params
-    since, until = params.time_range(q)
-    limit = params.page_size(q, state.settings.reporter_page_size, state.settings.reporter_max_page_size)
-    cursor = params.cursor(q, str)
-    tenant = tenant_of(request)
     async with state.connection() as conn:
-        if state.settings.reporter_inline_fold_rows:
-            await catch_up(conn, tenant, state.settings.reporter_inline_fold_rows, wait=False)
-        items, following = await queries.sessions(conn, tenant, user=params.text(q, "user"), since=since,
-                                                  until=until, cursor=cursor, limit=limit)
+        items, following = await api.sessions_for_request(conn, request)
     for item in items:
         item["href"] = session_href(item["session_id"])
+    q = request.query_params
     return render(request, "sessions.html", "Sessions", {
         "items": items, "user": params.text(q, "user"), "since": params.text(q, "since"),
         "until": params.text(q, "until"), "next_href": _next_href(request, "/portal/sessions", following),
