@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -130,3 +131,22 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+async def send_until_acknowledged(
+    producer: MessageProducer, topic: str, value: bytes, *, key: bytes | None, headers: Headers,
+    stop: asyncio.Event,
+) -> None:
+    """Dead letters must not be lost: retry with backoff until the broker acknowledges (or we are stopping)."""
+    from shared.pipeline import Backoff, describe  # noqa: PLC0415 - pipeline imports this module
+
+    backoff = Backoff()
+    while True:
+        try:
+            await (await producer.send(topic, value, key=key, headers=headers))
+            return
+        except KafkaError as exc:
+            if stop.is_set():
+                raise
+            logging.getLogger("kafka").warning("produce failed, retrying", extra={"error": describe(exc)})
+            await backoff.sleep(stop)

@@ -14,7 +14,6 @@ from typing import Any
 
 import asyncpg
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.signer.appender import (
@@ -27,7 +26,7 @@ from services.signer.appender import (
 )
 from shared.canonical import CanonicalEvent
 from shared.db.errors import is_retryable_db_error
-from shared.kafka import MessageProducer
+from shared.kafka import MessageProducer, send_until_acknowledged
 from shared.keys import Signer
 from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_headers, describe
 
@@ -234,14 +233,9 @@ class SignerWorker:
         await self._send_dead_letter(item.event.tenant_id.encode(), item.event.to_json(), headers)
 
     async def _send_dead_letter(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                await (await self.producer.send(self.dead_letter_topic, value, key=key, headers=headers))
-                return
-            except KafkaError as exc:
-                log.warning("dead-letter produce failed, retrying", extra={"error": describe(exc)})
-                await backoff.sleep(self._stop)
+        await send_until_acknowledged(
+            self.producer, self.dead_letter_topic, value, key=key, headers=headers, stop=self._stop
+        )
 
     async def _update_lag(self) -> None:
         for tp in self.consumer.assignment():

@@ -23,7 +23,7 @@ from services.usage.points import DecodeStats, decode_points
 from services.usage.store import TenantPoints, WriteStats, write_points
 from shared import otlp
 from shared.db.errors import is_retryable_db_error
-from shared.kafka import MessageProducer, decode_headers
+from shared.kafka import MessageProducer, decode_headers, send_until_acknowledged
 from shared.pipeline import Backoff, dead_letter_headers, describe
 
 log = logging.getLogger("usage")
@@ -151,15 +151,8 @@ class UsageWorker:
                   extra={"partition": message.partition, "offset": message.offset, "error": error})
         headers = dead_letter_headers(message.topic, message.partition, message.offset, error, "usage",
                                       list(message.headers or []))
-        backoff = Backoff()
-        while True:
-            try:
-                await (await self.producer.send(self.dead_letter_topic, message.value, key=message.key,
-                                                headers=headers))
-                return
-            except KafkaError as exc:
-                log.warning("dead-letter produce failed, retrying", extra={"error": describe(exc)})
-                await backoff.sleep(self._stop)
+        await send_until_acknowledged(self.producer, self.dead_letter_topic, message.value, key=message.key,
+                                      headers=headers, stop=self._stop)
 
     async def _update_lag(self) -> None:
         for tp in self.consumer.assignment():
