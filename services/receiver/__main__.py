@@ -22,6 +22,7 @@ from shared.db.pool import create_pool
 from shared.keys import KeyMaterialError
 from shared.licensing import LicenseVerifier
 from shared.logs import configure_logging
+from shared.runtime import run_service
 from shared.settings import load_settings
 
 
@@ -97,12 +98,7 @@ async def _serve(settings: ReceiverSettings) -> None:
 
 def main() -> None:
     settings = load_settings(ReceiverSettings)
-    if settings.receiver_event_loop == "uvloop":
-        import uvloop  # noqa: PLC0415 - optional at import time, chosen by configuration
-
-        uvloop.run(_serve(settings))
-    else:
-        asyncio.run(_serve(settings))
+    run_service(_serve(settings), settings.receiver_event_loop)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from services.reporter.settings import ReporterSettings
 from shared.keys import KeyMaterialError
 from shared.licensing import LicenseVerifier
 from shared.logs import configure_logging
+from shared.runtime import run_service
 from shared.settings import load_settings
 
 
@@ -54,12 +55,7 @@ async def _serve(settings: ReporterSettings) -> None:
 
 def main() -> None:
     settings = load_settings(ReporterSettings)
-    if settings.reporter_event_loop == "uvloop":
-        import uvloop  # noqa: PLC0415 - optional at import time, chosen by configuration
-
-        uvloop.run(_serve(settings))
-    else:
-        asyncio.run(_serve(settings))
+    run_service(_serve(settings), settings.reporter_event_loop)
 
 
 if __name__ == "__main__":
