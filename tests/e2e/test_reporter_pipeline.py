@@ -82,7 +82,8 @@ async def test_captures_become_reports_with_proofs(pipeline: Pipeline, fixtures_
         assert summary["metrics"]["active_time_seconds"]["cli"] == pytest.approx(0.182)
         assert summary["metrics"]["cost"] == "0.013700"
 
-        failed = (await client.get(f"/api/v1/sessions/{ERROR_SESSION}")).json()
+        # The api_error batch is a separate message and may land after the tool session: wait for it too.
+        failed = await _eventually(client, f"/api/v1/sessions/{ERROR_SESSION}", lambda s: bool(s.get("errors")))
         assert [(e["event_type"], e["status_code"]) for e in failed["errors"]] == [("api_error", 400)]
 
         # Usage per user joins the audit rows and the metrics.
