@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+
+import orjson
 
 from shared.canonical import COST_SCALE, EVENT_COLUMNS
 from shared.jcs import canonicalize
@@ -38,6 +41,8 @@ _MAX_SAFE_INT = 2**53 - 1
 
 def format_timestamp(value: datetime) -> str:
     # isoformat is C code and gives the same text as strftime("%Y-%m-%dT%H:%M:%S.%f") at a fraction of the cost.
+    if value.tzinfo is UTC:  # what the database and the canonical topic hand over: skip the conversion
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
@@ -110,7 +115,68 @@ def as_stored(values: dict[str, Any], json_columns: frozenset[str]) -> dict[str,
 
 def canonical_bytes(row: Mapping[str, Any]) -> bytes:
     """The exact bytes an auditor hashes; ``row`` may be a database record or a dict of column values."""
+    fast = _canonical_bytes_fast(row)
+    if fast is not None:
+        return fast
     return canonicalize({column: _normalise(row[column]) for column in HASHED_COLUMNS})
+
+
+# Columns whose Python values are not JSON as they are: timestamps and the exact decimal cost.
+_TIMESTAMP_COLUMNS = ("event_time", "received_at")
+_JSON_COLUMNS = ("content", "content_lengths", "redacted_fields", "attributes")
+_SCALAR_TYPES = frozenset((str, int, bool, type(None)))
+
+
+def _json_is_plain(value: Any) -> bool:
+    """True for JSON that compact, key-sorted orjson output writes exactly as RFC 8785 does: no floats, and
+    only ASCII object keys (where sorting by code point and by UTF-16 unit agree). Integers are range-checked
+    by orjson itself (OPT_STRICT_INTEGER)."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            item_kind = type(item)
+            if item_kind is str or item_kind is int or item is None or item_kind is bool:
+                continue
+            if not _json_is_plain(item):
+                return False
+        return True
+    if kind is list:
+        return all(_json_is_plain(item) for item in value)
+    return kind is str or kind is int or value is None or kind is bool
+
+
+def _canonical_bytes_fast(row: Mapping[str, Any]) -> bytes | None:
+    """The same bytes as the general path for the rows the signer writes, several times faster: one orjson
+    call instead of a Python walk over every column. None where the general path is needed."""
+    document = dict(zip(HASHED_COLUMNS, _hashed_values(row), strict=True))
+    for column in _TIMESTAMP_COLUMNS:
+        value = document[column]
+        if type(value) is not datetime or value.tzinfo is None:
+            return None
+        document[column] = format_timestamp(value)
+    cost = document["cost"]
+    if cost is not None:
+        if type(cost) is not Decimal:
+            return None
+        document["cost"] = format_cost(cost)
+    for column in _JSON_COLUMNS:
+        if not _json_is_plain(document[column]):
+            return None
+    if not _SCALAR_TYPES.issuperset(map(type, _scalar_values(document))):
+        return None
+    try:
+        return orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
+    except orjson.JSONEncodeError:  # an integer beyond 2^53, which the general path writes as a string
+        return None
+
+
+_SCALAR_COLUMNS = tuple(
+    column for column in HASHED_COLUMNS if column not in (*_TIMESTAMP_COLUMNS, *_JSON_COLUMNS, "cost")
+)
+_hashed_values = operator.itemgetter(*HASHED_COLUMNS)
+_scalar_values = operator.itemgetter(*_SCALAR_COLUMNS)
 
 
 def row_hash(prev_hash: bytes, canonical: bytes) -> bytes:

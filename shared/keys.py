@@ -45,6 +45,7 @@ class Ed25519Signer:
     _key: SigningKey
     _secret: bytes = field(init=False, repr=False)
     _public: bytes = field(init=False, repr=False)
+    _key_id: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # libsodium's expanded secret key, kept so that sign() is one C call: the PyNaCl wrapper objects
@@ -52,10 +53,11 @@ class Ed25519Signer:
         public, secret = crypto_sign_seed_keypair(bytes(self._key))
         object.__setattr__(self, "_public", public)
         object.__setattr__(self, "_secret", secret)
+        object.__setattr__(self, "_key_id", key_id_for(public))
 
     @property
     def key_id(self) -> str:
-        return key_id_for(self._public)
+        return self._key_id
 
     @property
     def public_key(self) -> bytes:

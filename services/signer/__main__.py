@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from services.signer.appender import CheckpointPolicy, RetiredKey, register_key
 from services.signer.settings import SignerSettings
+from services.signer.signing import BatchSigner, HelperProcessSigner, InlineSigner
 from services.signer.worker import SignerMetrics, SignerWorker
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
@@ -31,7 +32,7 @@ async def _run(settings: SignerSettings) -> None:
     backoff = Backoff(0.5, 10.0)
     while True:
         try:
-            pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+            pool = await create_pool(settings.database_url, min_size=1, max_size=3)
             async with pool.acquire() as conn:
                 await register_key(conn, signer)
             break
@@ -55,6 +56,9 @@ async def _run(settings: SignerSettings) -> None:
     if not await start_clients(producer, consumer, stop=stop):
         await pool.close()
         raise SystemExit(0)
+    batch_signer: BatchSigner = (
+        await HelperProcessSigner.start(signer) if settings.signer_signing_helper else InlineSigner(signer)
+    )
     worker = SignerWorker(
         consumer,
         producer,
@@ -69,6 +73,7 @@ async def _run(settings: SignerSettings) -> None:
         checkpoints=CheckpointPolicy(
             every_rows=settings.checkpoint_every_rows, every=timedelta(seconds=settings.checkpoint_every_seconds)
         ),
+        batch_signer=batch_signer,
     )
     started.set()
     worker.subscribe()
@@ -76,6 +81,7 @@ async def _run(settings: SignerSettings) -> None:
     try:
         await worker.run()
     finally:
+        await batch_signer.close()
         await consumer.stop()
         await producer.stop()
         await pool.close()

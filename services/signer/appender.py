@@ -3,24 +3,38 @@
 Two safeguards make a fork impossible even with two live signers on one partition (a zombie after a
 rebalance): the partition's offsets row is locked and compared with the batch, so a batch another signer
 already applied is skipped; and each chain head is locked ``FOR UPDATE`` while rows are appended.
+
+Rows are chained in one of two ways, with the same result:
+- ``append_batch`` reads the heads under lock, then hashes and signs inside the transaction;
+- ``prepare`` hashes and signs ahead, from the heads this signer expects (its own previous batch), while
+  that previous batch is still being written; ``append_prepared`` then locks the same rows and writes the
+  batch only if the offsets and every head are exactly as expected. Anything else (another signer, a
+  duplicate that appeared meanwhile) rolls back and the batch goes through ``append_batch`` instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import asyncio
+import operator
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from services.signer.rows import ChainRow
+from services.signer.signing import BatchSigner, InlineSigner
 from shared.canonical import EVENT_COLUMNS, CanonicalEvent
-from shared.chain import GENESIS_HASH, HASH_VERSION, as_stored, canonical_bytes, checkpoint_message, row_hash
+from shared.chain import GENESIS_HASH, HASH_VERSION, canonical_bytes, checkpoint_message, row_hash
 from shared.keys import Signer
 
 CHAIN_COLUMNS = ("chain_seq", "prev_hash", "row_hash", "signature", "signing_key_id", "hash_version")
 INSERT_COLUMNS = (*EVENT_COLUMNS, *CHAIN_COLUMNS)
-JSON_COLUMNS = frozenset({"content", "content_lengths", "redacted_fields", "attributes"})
+_insert_values = operator.itemgetter(*INSERT_COLUMNS)
+# Rows hashed and signed between two turns of the event loop (about a millisecond): the COPY of the batch
+# before is in flight meanwhile, and it only refills the socket when the loop turns.
+_CHUNK = 32
 
 
 @dataclass(frozen=True)
@@ -28,7 +42,11 @@ class OffsetEvent:
     """``event`` is None for a message that was dead-lettered: its offset is consumed all the same."""
 
     offset: int
-    event: CanonicalEvent | None
+    event: ChainRow | None
+
+    def __init__(self, offset: int, event: ChainRow | CanonicalEvent | None) -> None:
+        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "event", ChainRow.of(event) if isinstance(event, CanonicalEvent) else event)
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,18 @@ class CheckpointPolicy:
     every: timedelta = timedelta(seconds=60)
 
 
+@dataclass
+class Head:
+    seq: int
+    hash: bytes
+    key_id: str | None
+    checkpoint_seq: int
+    checkpoint_at: datetime | None
+
+
+GENESIS = Head(0, GENESIS_HASH, None, 0, None)
+
+
 @dataclass(frozen=True)
 class AppendResult:
     appended: int
@@ -47,6 +77,8 @@ class AppendResult:
     next_offset: int
     heads: dict[str, int] = field(default_factory=dict)
     checkpoints: int = 0
+    # False when the batch was chained under lock rather than as prepared: cached heads are then out of date.
+    as_prepared: bool = False
 
 
 class OffsetGap(Exception):
@@ -59,6 +91,71 @@ class OffsetGap(Exception):
 
 class RetiredKey(Exception):
     """The configured signing key was retired after a rotation; signing with it would break verification."""
+
+
+@dataclass
+class Chained:
+    """Rows ready for COPY, and what else the same transaction writes."""
+
+    records: list[tuple[Any, ...]] = field(default_factory=list)
+    activations: list[tuple[str, int, str]] = field(default_factory=list)
+    checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+async def chain_rows(
+    rows: Sequence[ChainRow],
+    heads: dict[str, Head],
+    signer: Signer,
+    policy: CheckpointPolicy | None,
+    now: datetime,
+    batch_signer: BatchSigner | None = None,
+) -> Chained:
+    """Hash and sign ``rows`` onto ``heads`` (which are advanced), yielding to the event loop between chunks.
+
+    Hashing is sequential (each row links to the one before); the signatures of a chunk are handed to
+    ``batch_signer`` as soon as its hashes are known, and are collected at the end.
+    """
+    batch_signer = batch_signer or InlineSigner(signer)
+    out = Chained()
+    activated = set()
+    pending: list[dict[str, Any]] = []
+    digests: list[bytes] = []
+    signing: list[asyncio.Future[list[bytes]]] = []
+    key_id = signer.key_id
+    for row in rows:
+        head = heads[row.tenant_id]
+        if head.key_id != key_id and row.tenant_id not in activated:
+            # This key signs the chain from this row on; older rows keep the key they were signed with.
+            out.activations.append((row.tenant_id, head.seq + 1, key_id))
+            activated.add(row.tenant_id)
+        values = dict(row.values)
+        values.update(chain_seq=head.seq + 1, signing_key_id=key_id, hash_version=HASH_VERSION)
+        digest = row_hash(head.hash, canonical_bytes(values))
+        values.update(prev_hash=head.hash, row_hash=digest)
+        pending.append(values)
+        digests.append(digest)
+        head.seq, head.hash = head.seq + 1, digest
+        if len(digests) == _CHUNK:
+            signing.append(asyncio.ensure_future(batch_signer.sign_many(digests)))
+            digests = []
+            await asyncio.sleep(0)
+    signing.append(asyncio.ensure_future(batch_signer.sign_many(digests)))
+    signatures = [signature for chunk in await asyncio.gather(*signing) for signature in chunk]
+    for values, signature in zip(pending, signatures, strict=True):
+        values["signature"] = signature
+        out.records.append(_insert_values(values))
+    for tenant in activated:
+        heads[tenant].key_id = key_id
+    if policy is not None:
+        for tenant in sorted({row.tenant_id for row in rows}):
+            head = heads[tenant]
+            grown = head.seq - head.checkpoint_seq
+            due = head.checkpoint_at is None or now - head.checkpoint_at >= policy.every
+            if grown >= policy.every_rows or (grown > 0 and due):
+                message = checkpoint_message(tenant, head.seq, head.hash, now, key_id)
+                out.checkpoints.append((tenant, head.seq, head.hash, now, key_id, signer.sign(message)))
+                head.checkpoint_seq, head.checkpoint_at = head.seq, now
+    return out
 
 
 async def register_key(conn: asyncpg.Connection, signer: Signer) -> None:
@@ -100,6 +197,83 @@ async def _lock_offset(conn: asyncpg.Connection, group: str, topic: str, partiti
     return result
 
 
+def _new_rows(rows: Sequence[ChainRow], existing: Collection[str]) -> list[ChainRow]:
+    """``rows`` without events already chained, and without repeats within the batch."""
+    seen = set(existing)
+    fresh = []
+    for row in rows:
+        if row.event_id not in seen:
+            seen.add(row.event_id)
+            fresh.append(row)
+    return fresh
+
+
+async def _existing_event_ids(conn: asyncpg.Connection, rows: Sequence[ChainRow]) -> set[str]:
+    found = await conn.fetch(
+        "SELECT event_id FROM audit_logs WHERE event_id = ANY($1::text[])", [row.event_id for row in rows]
+    )
+    return {record["event_id"] for record in found}
+
+
+async def _read_heads(conn: asyncpg.Connection, tenants: Sequence[str], *, lock: bool) -> dict[str, Head]:
+    query = (
+        "SELECT tenant_id, head_seq, head_hash, key_id, checkpoint_seq, checkpoint_at FROM chain_heads"
+        " WHERE tenant_id = ANY($1::text[]) ORDER BY tenant_id"
+    )
+    rows = await conn.fetch(query + (" FOR UPDATE" if lock else ""), tenants)
+    heads = {tenant: replace(GENESIS) for tenant in tenants}
+    for row in rows:
+        heads[row["tenant_id"]] = Head(
+            row["head_seq"], bytes(row["head_hash"]), row["key_id"], row["checkpoint_seq"], row["checkpoint_at"]
+        )
+    return heads
+
+
+async def _lock_heads(conn: asyncpg.Connection, tenants: Sequence[str]) -> dict[str, Head]:
+    # Lock order is by tenant id, so two signers holding different tenants cannot deadlock.
+    await conn.execute(
+        "INSERT INTO chain_heads (tenant_id, head_seq, head_hash) SELECT t, 0, $2 FROM unnest($1::text[]) t"
+        " ON CONFLICT (tenant_id) DO NOTHING",
+        tenants,
+        GENESIS_HASH,
+    )
+    return await _read_heads(conn, tenants, lock=True)
+
+
+async def _write(
+    conn: asyncpg.Connection,
+    chained: Chained,
+    heads: dict[str, Head],
+    offsets: tuple[str, str, int, int],
+) -> None:
+    """Everything one batch writes, after its offsets row and heads are locked."""
+    if chained.activations:
+        await conn.executemany(
+            "INSERT INTO key_activations (tenant_id, from_seq, key_id) VALUES ($1, $2, $3)", chained.activations
+        )
+    if chained.records:
+        await conn.copy_records_to_table("audit_logs", records=chained.records, columns=list(INSERT_COLUMNS))
+    if chained.checkpoints:
+        await conn.executemany(
+            "INSERT INTO chain_checkpoints (tenant_id, chain_seq, head_hash, created_at, key_id, signature)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            chained.checkpoints,
+        )
+    if heads:
+        # GREATEST: the quiet-chain checkpointer may have checkpointed this head since it was read.
+        await conn.executemany(
+            "UPDATE chain_heads SET head_seq = $2, head_hash = $3, key_id = $4,"
+            " checkpoint_seq = GREATEST(checkpoint_seq, $5), checkpoint_at = GREATEST(checkpoint_at, $6),"
+            " updated_at = now() WHERE tenant_id = $1",
+            [(t, h.seq, h.hash, h.key_id, h.checkpoint_seq, h.checkpoint_at) for t, h in heads.items()],
+        )
+    await conn.execute(
+        "UPDATE signer_offsets SET next_offset = $4, updated_at = now()"
+        " WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+        *offsets,
+    )
+
+
 async def append_batch(
     conn: asyncpg.Connection,
     signer: Signer,
@@ -119,111 +293,112 @@ async def append_batch(
             return AppendResult(0, 0, len(batch), stored)
         if stored < batch[0].offset:
             raise OffsetGap(stored)
-        fresh_events = [item.event for item in batch if item.offset >= stored and item.event is not None]
+        fresh = [item.event for item in batch if item.offset >= stored and item.event is not None]
         stale = sum(1 for item in batch if item.offset < stored)
-
-        existing = {
-            row["event_id"]
-            for row in await conn.fetch(
-                "SELECT event_id FROM audit_logs WHERE event_id = ANY($1::text[])",
-                [event.event_id for event in fresh_events],
-            )
-        }
-        to_append: list[CanonicalEvent] = []
-        for event in fresh_events:
-            if event.event_id not in existing:
-                existing.add(event.event_id)
-                to_append.append(event)
-
-        heads: dict[str, int] = {}
-        written = 0
+        to_append = _new_rows(fresh, await _existing_event_ids(conn, fresh))
+        heads: dict[str, Head] = {}
+        chained = Chained()
         if to_append:
-            records, heads, written = await _chain(conn, signer, to_append, checkpoints, now or datetime.now(UTC))
-            await conn.copy_records_to_table("audit_logs", records=records, columns=list(INSERT_COLUMNS))
+            heads = await _lock_heads(conn, sorted({row.tenant_id for row in to_append}))
+            chained = await chain_rows(to_append, heads, signer, checkpoints, now or datetime.now(UTC))
         next_offset = batch[-1].offset + 1
-        await conn.execute(
-            "UPDATE signer_offsets SET next_offset = $4, updated_at = now()"
-            " WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
-            group,
-            topic,
-            partition,
-            next_offset,
-        )
-    return AppendResult(len(to_append), len(fresh_events) - len(to_append), stale, next_offset, heads, written)
+        await _write(conn, chained, heads, (group, topic, partition, next_offset))
+    return AppendResult(
+        len(to_append),
+        len(fresh) - len(to_append),
+        stale,
+        next_offset,
+        {t: h.seq for t, h in heads.items()},
+        len(chained.checkpoints),
+    )
 
 
 @dataclass
-class _Head:
-    seq: int
-    hash: bytes
-    key_id: str | None
-    checkpoint_seq: int
-    checkpoint_at: datetime | None
+class PreparedBatch:
+    """A batch hashed and signed ahead of its transaction, valid only if the chain is where it was expected."""
+
+    batch: Sequence[OffsetEvent]
+    expected: dict[str, tuple[int, bytes]]
+    heads: dict[str, Head]
+    chained: Chained
+    duplicates: int
+    event_ids: frozenset[str]
 
 
-async def _chain(
+async def prepare(
     conn: asyncpg.Connection,
     signer: Signer,
-    events: Sequence[CanonicalEvent],
-    policy: CheckpointPolicy | None,
-    now: datetime,
-) -> tuple[list[tuple[Any, ...]], dict[str, int], int]:
-    tenants = sorted({e.tenant_id for e in events})
-    # Lock order is by tenant id, so two signers holding different tenants cannot deadlock.
-    await conn.execute(
-        "INSERT INTO chain_heads (tenant_id, head_seq, head_hash) SELECT t, 0, $2 FROM unnest($1::text[]) t"
-        " ON CONFLICT (tenant_id) DO NOTHING",
-        tenants,
-        GENESIS_HASH,
+    batch: Sequence[OffsetEvent],
+    head_state: dict[str, Head],
+    *,
+    in_flight: Collection[str] = (),
+    checkpoints: CheckpointPolicy | None = None,
+    now: datetime | None = None,
+    batch_signer: BatchSigner | None = None,
+) -> PreparedBatch:
+    """Chain ``batch`` onto ``head_state`` (read without locks where missing, then advanced to the batch's end).
+
+    ``in_flight`` holds the event ids of the batch still being written, which the database does not show yet.
+    """
+    assert batch, "empty batch"
+    rows = [item.event for item in batch if item.event is not None]
+    existing = await _existing_event_ids(conn, rows) if rows else set()
+    to_append = _new_rows(rows, existing.union(in_flight))
+    tenants = sorted({row.tenant_id for row in to_append})
+    # Chained on copies: the caller may drop its head state while this runs (a batch before it fell back).
+    heads = {tenant: replace(head_state[tenant]) for tenant in tenants if tenant in head_state}
+    unknown = [tenant for tenant in tenants if tenant not in heads]
+    if unknown:
+        heads.update(await _read_heads(conn, unknown, lock=False))
+    expected = {tenant: (head.seq, head.hash) for tenant, head in heads.items()}
+    chained = await chain_rows(to_append, heads, signer, checkpoints, now or datetime.now(UTC), batch_signer)
+    head_state.update((tenant, replace(head)) for tenant, head in heads.items())
+    return PreparedBatch(
+        batch, expected, heads, chained, len(rows) - len(to_append), frozenset(row.event_id for row in to_append)
     )
-    heads = {
-        row["tenant_id"]: _Head(
-            row["head_seq"], bytes(row["head_hash"]), row["key_id"], row["checkpoint_seq"], row["checkpoint_at"]
+
+
+class _NotAsPrepared(Exception):
+    """The offsets or a chain head moved since the batch was prepared; it must be chained under lock."""
+
+
+async def append_prepared(
+    conn: asyncpg.Connection,
+    signer: Signer,
+    prepared: PreparedBatch,
+    *,
+    group: str,
+    topic: str,
+    partition: int,
+    checkpoints: CheckpointPolicy | None = None,
+) -> AppendResult:
+    """Write a prepared batch if nothing moved since it was prepared, else chain it under lock."""
+    batch = prepared.batch
+    next_offset = batch[-1].offset + 1
+    try:
+        async with conn.transaction():
+            stored = await _lock_offset(conn, group, topic, partition, batch[0].offset)
+            if stored != batch[0].offset:
+                raise _NotAsPrepared
+            if prepared.expected:
+                heads = await _lock_heads(conn, list(prepared.expected))
+                if any((heads[t].seq, heads[t].hash) != prepared.expected[t] for t in prepared.expected):
+                    raise _NotAsPrepared
+            await _write(conn, prepared.chained, prepared.heads, (group, topic, partition, next_offset))
+    except (_NotAsPrepared, asyncpg.UniqueViolationError):
+        # UniqueViolation: an event id or a sequence number taken meanwhile; the locked path sorts out which.
+        return await append_batch(
+            conn, signer, group=group, topic=topic, partition=partition, batch=batch, checkpoints=checkpoints
         )
-        for row in await conn.fetch(
-            "SELECT tenant_id, head_seq, head_hash, key_id, checkpoint_seq, checkpoint_at FROM chain_heads"
-            " WHERE tenant_id = ANY($1::text[]) ORDER BY tenant_id FOR UPDATE",
-            tenants,
-        )
-    }
-    activations = [
-        (tenant, head.seq + 1, signer.key_id) for tenant, head in heads.items() if head.key_id != signer.key_id
-    ]
-    if activations:
-        # This key signs these chains from their next row on; older rows keep the key they were signed with.
-        await conn.executemany(
-            "INSERT INTO key_activations (tenant_id, from_seq, key_id) VALUES ($1, $2, $3)", activations
-        )
-    records: list[tuple[Any, ...]] = []
-    for event in events:
-        head = heads[event.tenant_id]
-        values = as_stored({column: getattr(event, column) for column in EVENT_COLUMNS}, JSON_COLUMNS)
-        values.update(chain_seq=head.seq + 1, signing_key_id=signer.key_id, hash_version=HASH_VERSION)
-        digest = row_hash(head.hash, canonical_bytes(values))
-        values.update(prev_hash=head.hash, row_hash=digest, signature=signer.sign(digest))
-        records.append(tuple(values[column] for column in INSERT_COLUMNS))
-        head.seq, head.hash = head.seq + 1, digest
-    checkpoints = []
-    if policy is not None:
-        for tenant, head in heads.items():
-            grown = head.seq - head.checkpoint_seq
-            due = head.checkpoint_at is None or now - head.checkpoint_at >= policy.every
-            if grown >= policy.every_rows or (grown > 0 and due):
-                message = checkpoint_message(tenant, head.seq, head.hash, now, signer.key_id)
-                checkpoints.append((tenant, head.seq, head.hash, now, signer.key_id, signer.sign(message)))
-                head.checkpoint_seq, head.checkpoint_at = head.seq, now
-    if checkpoints:
-        await conn.executemany(
-            "INSERT INTO chain_checkpoints (tenant_id, chain_seq, head_hash, created_at, key_id, signature)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            checkpoints,
-        )
-    await conn.executemany(
-        "UPDATE chain_heads SET head_seq = $2, head_hash = $3, key_id = $4, checkpoint_seq = $5,"
-        " checkpoint_at = $6, updated_at = now() WHERE tenant_id = $1",
-        [(t, h.seq, h.hash, signer.key_id, h.checkpoint_seq, h.checkpoint_at) for t, h in heads.items()],
+    return AppendResult(
+        len(prepared.chained.records),
+        prepared.duplicates,
+        0,
+        next_offset,
+        {t: h.seq for t, h in prepared.heads.items()},
+        len(prepared.chained.checkpoints),
+        as_prepared=True,
     )
-    return records, {t: h.seq for t, h in heads.items()}, len(checkpoints)
 
 
 async def checkpoint_idle_chains(

@@ -27,3 +27,8 @@ class SignerSettings(CommonSettings):
         default=60.0, gt=0, description="...or when this long has passed since its last checkpoint and it grew."
     )
     signer_max_batch: int = Field(default=2_000, ge=1, description="Most events appended in one transaction.")
+    signer_signing_helper: bool = Field(
+        default=True,
+        description="Sign row hashes on a helper process beside the signer, so signing uses a second core;"
+        " off signs on the signer's own thread.",
+    )

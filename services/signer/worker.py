@@ -1,7 +1,12 @@
-"""The signer worker: consume canonical events -> append to chains with offsets -> commit offsets.
+"""The signer worker: decode -> prepare (hash, sign) -> append to chains with offsets -> commit offsets.
 
 PostgreSQL holds the authoritative offsets; on assignment the consumer seeks to them, so a replay of the
 topic or a restart changes nothing. The Kafka commit afterwards only serves lag monitoring.
+
+The append of one batch and the preparation of the next overlap: the next batch is hashed and signed from
+the heads the previous one leaves, while PostgreSQL writes it. At most one append is in flight. When an
+append finds the chain elsewhere than expected, it chains under lock instead and the prepared state is
+dropped; the batch prepared meanwhile is prepared again.
 """
 
 from __future__ import annotations
@@ -17,14 +22,20 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.signer.appender import (
+    AppendResult,
     CheckpointPolicy,
+    Head,
     OffsetEvent,
     OffsetGap,
+    PreparedBatch,
     append_batch,
+    append_prepared,
     checkpoint_idle_chains,
+    prepare,
     stored_offsets,
 )
-from shared.canonical import CanonicalEvent
+from services.signer.rows import decode_row
+from services.signer.signing import BatchSigner
 from shared.db.errors import is_retryable_db_error
 from shared.kafka import MessageProducer, send_until_acknowledged
 from shared.keys import Signer
@@ -59,9 +70,12 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         self._worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._worker.join_append()
+        self._worker.forget_prepared_state()
         self._worker.commit.forget(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._worker.forget_prepared_state()
         await self._worker.seek_to_stored(list(assigned))
 
 
@@ -80,8 +94,10 @@ class SignerWorker:
         metrics: SignerMetrics,
         stop: asyncio.Event,
         checkpoints: CheckpointPolicy | None = None,
+        batch_signer: BatchSigner | None = None,
     ) -> None:
         self.consumer = consumer
+        self.batch_signer = batch_signer
         self.producer = producer
         self.pool = pool
         self.signer = signer
@@ -96,6 +112,11 @@ class SignerWorker:
         self._next_idle_checkpoint = 0.0
         self._headers: dict[int, list[tuple[str, bytes]]] = {}
         self._stop = stop
+        # Heads as the batches prepared so far leave them; dropped (and the epoch bumped) when that is not so.
+        self._heads: dict[str, Head] = {}
+        self._epoch = 0
+        self._in_flight: asyncio.Task[None] | None = None
+        self._in_flight_ids: frozenset[str] = frozenset()
 
     def subscribe(self) -> None:
         self.consumer.subscribe([self.topic], listener=_SeekToStoredOffsets(self))
@@ -121,15 +142,32 @@ class SignerWorker:
         log.info("partitions assigned", extra={"offsets": {str(tp): offsets.get(tp.partition) for tp in partitions}})
 
     async def run(self) -> None:
-        while not self._stop.is_set():
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
-            for tp, messages in batches.items():
-                if messages:
-                    await self._process(tp, messages)
-            await self.commit.poll()
-            await self._update_lag()
-            await self._checkpoint_quiet_chains()
+        try:
+            while not self._stop.is_set():
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+                for tp, messages in batches.items():
+                    if messages:
+                        await self._submit(tp, messages)
+                if not batches:
+                    await self.join_append()
+                await self.commit.poll()
+                await self._update_lag()
+                await self._checkpoint_quiet_chains()
+            await self.join_append()
+        finally:
+            if self._in_flight is not None and not self._in_flight.done():
+                self._in_flight.cancel()
         await self.commit.join(10)
+
+    def forget_prepared_state(self) -> None:
+        self._heads.clear()
+        self._epoch += 1
+
+    async def join_append(self) -> None:
+        """Wait for the append in flight, if any; its errors surface here."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task
 
     async def _checkpoint_quiet_chains(self) -> None:
         if self.checkpoints is None or time.monotonic() < self._next_idle_checkpoint:
@@ -144,35 +182,61 @@ class SignerWorker:
             await self.pool.expire_connections()
             log.warning("could not checkpoint quiet chains, will retry", extra={"error": describe(exc)})
 
-    async def _process(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
+    async def _submit(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
         self.metrics.messages_in.inc(len(messages))
+        items = await self._decode(messages)
+        epoch = self._epoch
+        prepared = await self._prepare(items)
+        await self.join_append()
+        if epoch != self._epoch:
+            self._heads.clear()
+            prepared = await self._prepare(items)
         self._headers = {m.offset: list(m.headers or []) for m in messages}
+        self._in_flight_ids = prepared.event_ids
+        self._in_flight = asyncio.create_task(self._append(tp, items, prepared))
+
+    async def _decode(self, messages: Sequence[Any]) -> list[OffsetEvent]:
         items: list[OffsetEvent] = []
         for message in messages:
             try:
-                items.append(OffsetEvent(message.offset, CanonicalEvent.from_json(message.value)))
+                items.append(OffsetEvent(message.offset, decode_row(message.value)))
             except (ValueError, TypeError, KeyError) as exc:
                 await self._dead_letter(message, exc)
                 items.append(OffsetEvent(message.offset, None))
-        await self._append(tp, items)
+        return items
 
-    async def _append(self, tp: TopicPartition, items: list[OffsetEvent]) -> None:
+    async def _prepare(self, items: list[OffsetEvent]) -> PreparedBatch:
+        backoff = Backoff()
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    return await prepare(
+                        conn,
+                        self.signer,
+                        items,
+                        self._heads,
+                        in_flight=self._in_flight_ids,
+                        checkpoints=self.checkpoints,
+                        batch_signer=self.batch_signer,
+                    )
+            except Exception as exc:
+                if not is_retryable_db_error(exc) or self._stop.is_set():
+                    raise
+                await self.pool.expire_connections()
+                self.metrics.db_retries.inc()
+                log.warning("database unavailable, retrying", extra={"error": describe(exc)})
+                await backoff.sleep(self._stop)
+
+    async def _append(self, tp: TopicPartition, items: list[OffsetEvent], prepared: PreparedBatch | None) -> None:
         backoff = Backoff()
         while True:
             try:
                 with self.metrics.append_latency.time():
                     async with self.pool.acquire() as conn:
-                        result = await append_batch(
-                            conn,
-                            self.signer,
-                            group=self.group,
-                            topic=tp.topic,
-                            partition=tp.partition,
-                            batch=items,
-                            checkpoints=self.checkpoints,
-                        )
+                        result = await self._append_once(conn, tp, items, prepared)
             except OffsetGap as gap:
                 log.warning("offset gap, seeking back", extra={"partition": tp.partition, "stored": gap.stored})
+                self.forget_prepared_state()
                 self.consumer.seek(tp, gap.stored)
                 return
             except Exception as exc:
@@ -185,16 +249,31 @@ class SignerWorker:
                     log.warning("database unavailable, retrying", extra={"error": describe(exc)})
                     await backoff.sleep(self._stop)
                     continue
+                self.forget_prepared_state()
                 if len(items) > 1:
                     # Permanent error: find the one event responsible by appending one at a time.
                     for item in items:
-                        await self._append(tp, [item])
+                        await self._append(tp, [item], None)
                     return
                 log.error("event cannot be appended, dead-lettering", extra={"error": describe(exc)})
                 await self._dead_letter_event(tp, items[0], exc)
                 items = [OffsetEvent(items[0].offset, None)]
                 continue
             break
+        if not result.as_prepared:
+            self.forget_prepared_state()
+        self._record(tp, items, result)
+        await self.commit.submit(Position(tp, result.next_offset))
+
+    async def _append_once(
+        self, conn: asyncpg.Connection, tp: TopicPartition, items: list[OffsetEvent], prepared: PreparedBatch | None
+    ) -> AppendResult:
+        where = {"group": self.group, "topic": tp.topic, "partition": tp.partition, "checkpoints": self.checkpoints}
+        if prepared is not None:
+            return await append_prepared(conn, self.signer, prepared, **where)
+        return await append_batch(conn, self.signer, batch=items, **where)
+
+    def _record(self, tp: TopicPartition, items: list[OffsetEvent], result: AppendResult) -> None:
         self.metrics.appended.inc(result.appended)
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.stale.inc(result.stale)
@@ -215,7 +294,6 @@ class SignerWorker:
                     "request_ids": request_ids[:50],
                 },
             )
-        await self.commit.submit(Position(tp, result.next_offset))
 
     async def _dead_letter(self, message: Any, exc: BaseException) -> None:
         self.metrics.dead_lettered.inc()
@@ -230,7 +308,7 @@ class SignerWorker:
         headers = dead_letter_headers(
             tp.topic, tp.partition, item.offset, describe(exc), "signer", self._headers.get(item.offset)
         )
-        await self._send_dead_letter(item.event.tenant_id.encode(), item.event.to_json(), headers)
+        await self._send_dead_letter(item.event.tenant_id.encode(), item.event.raw, headers)
 
     async def _send_dead_letter(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         await send_until_acknowledged(

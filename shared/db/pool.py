@@ -8,6 +8,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from shared import exactjson
+
 _JSONB_VERSION = b"\x01"
 
 
@@ -19,8 +21,8 @@ def _encode_jsonb(value: Any) -> bytes:
 
 
 def _decode_jsonb(data: bytes) -> Any:
-    # Not orjson: it reads integers beyond 64 bits as floats, and the verifier must see exact values.
-    return json.loads(data[1:])
+    # Exact integers of any size: the verifier must see the values that were signed.
+    return exactjson.loads(data[1:])
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

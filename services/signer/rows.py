@@ -1,0 +1,129 @@
+"""A canonical-topic message turned into the column values of one ``audit_logs`` row, checked against the schema.
+
+This is the signer's hot path, so it works on the decoded JSON directly instead of building a
+``CanonicalEvent`` and converting it back: every field is checked against the event model's type, values are
+put in the form PostgreSQL will hand back (``shared.chain.as_stored``), and anything else is refused with
+a ``ValueError``, which the worker treats as permanent and dead-letters.
+"""
+
+from __future__ import annotations
+
+import operator
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, fields
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from shared import exactjson
+from shared.canonical import EVENT_COLUMNS, CanonicalEvent
+from shared.chain import as_stored
+
+JSON_COLUMNS = frozenset({"content", "content_lengths", "redacted_fields", "attributes"})
+_FIELD_NAMES = frozenset(EVENT_COLUMNS)
+_NUL_ESCAPE = b"\\u0000"
+
+
+@dataclass(frozen=True)
+class ChainRow:
+    """Column values of one event, as stored (the chain columns are added when it is chained)."""
+
+    event_id: str
+    tenant_id: str
+    values: dict[str, Any]
+    raw: bytes  # the message as it arrived, for the dead-letter topic
+
+    @classmethod
+    def of(cls, event: CanonicalEvent) -> ChainRow:
+        values = as_stored({column: getattr(event, column) for column in EVENT_COLUMNS}, JSON_COLUMNS)
+        return cls(event.event_id, event.tenant_id, values, event.to_json())
+
+
+def _allowed_types(annotation: Any) -> frozenset[type]:
+    """The exact Python types a field may hold once decoded from JSON (``bool`` is not an ``int`` here)."""
+    if isinstance(annotation, types.UnionType):
+        return frozenset().union(*(_allowed_types(arg) for arg in typing.get_args(annotation)))
+    origin = typing.get_origin(annotation)
+    if origin is not None:
+        return frozenset({origin})
+    if annotation is type(None):
+        return frozenset({type(None)})
+    if annotation in (datetime, Decimal):  # arrive as strings; parsed separately
+        return frozenset({str})
+    return frozenset({annotation})
+
+
+_TypeGroup = tuple[Callable[[dict[str, Any]], tuple[Any, ...]], frozenset[type], tuple[str, ...]]
+
+
+def _type_groups() -> list[_TypeGroup]:
+    by_types: dict[frozenset[type], list[str]] = {}
+    for name, annotation in typing.get_type_hints(CanonicalEvent).items():
+        by_types.setdefault(_allowed_types(annotation), []).append(name)
+    groups: list[_TypeGroup] = []
+    for allowed, names in by_types.items():
+        # itemgetter of a single name returns the value, not a 1-tuple; a repeated name keeps it a tuple.
+        getter = operator.itemgetter(*names) if len(names) > 1 else operator.itemgetter(names[0], names[0])
+        groups.append((getter, allowed, tuple(names)))
+    return groups
+
+
+_TYPE_GROUPS = _type_groups()
+_DEFAULTS: dict[str, Any] = {}
+_REQUIRED: set[str] = set()
+for _field in fields(CanonicalEvent):
+    if _field.default is not MISSING:
+        _DEFAULTS[_field.name] = _field.default
+    elif _field.default_factory is not MISSING:
+        _DEFAULTS[_field.name] = _field.default_factory()
+    else:
+        _REQUIRED.add(_field.name)
+_REQUIRED_FIELDS = frozenset(_REQUIRED)
+_MUTABLE_DEFAULTS = tuple(name for name, value in _DEFAULTS.items() if isinstance(value, dict))
+
+
+def _timestamp(name: str, text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"{name} is not an ISO 8601 timestamp: {text[:40]!r}") from exc
+    if value.tzinfo is None:
+        raise ValueError(f"{name} has no UTC offset: {text[:40]!r}")
+    return value
+
+
+def decode_row(raw: bytes) -> ChainRow:
+    """One canonical-topic message as a row; ``ValueError`` says what is wrong with a message that is not."""
+    data, has_float = exactjson.decode(raw)
+    if type(data) is not dict:
+        raise ValueError("canonical event is not a JSON object")
+    keys = data.keys()
+    if not keys <= _FIELD_NAMES:
+        raise ValueError(f"canonical event has unknown fields: {sorted(keys - _FIELD_NAMES)}")
+    if not keys >= _REQUIRED_FIELDS:
+        raise ValueError(f"canonical event lacks fields: {sorted(_REQUIRED_FIELDS - keys)}")
+    values = {**_DEFAULTS, **data}
+    for name in _MUTABLE_DEFAULTS:
+        if name not in data:
+            values[name] = {}
+    for getter, allowed, names in _TYPE_GROUPS:
+        if not allowed.issuperset(map(type, getter(values))):
+            wrong = [n for n in names if type(values[n]) not in allowed]
+            raise ValueError(f"canonical event field {wrong[0]} has type {type(values[wrong[0]]).__name__}")
+    values["event_time"] = _timestamp("event_time", values["event_time"])
+    values["received_at"] = _timestamp("received_at", values["received_at"])
+    cost = values["cost"]
+    if cost is not None:
+        try:
+            values["cost"] = Decimal(cost)
+        except InvalidOperation as exc:
+            raise ValueError(f"cost is not a decimal number: {cost[:40]!r}") from exc
+        if not values["cost"].is_finite():
+            raise ValueError(f"cost is not a finite number: {cost[:40]!r}")
+    if has_float or _NUL_ESCAPE in raw:
+        as_stored(values, JSON_COLUMNS)
+    elif cost is not None:
+        as_stored(values, frozenset())  # rounds the cost as numeric(20, 6) will
+    return ChainRow(values["event_id"], values["tenant_id"], values, raw)

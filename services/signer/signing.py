@@ -1,0 +1,145 @@
+"""Signing many row hashes at once: in the signer's own process, or on a helper process beside it.
+
+Ed25519 signing is a third of the signer's work per row. PyNaCl releases the GIL while it signs, but a
+signing thread next to the busy event loop still waits for the GIL after every signature (the interpreter
+hands it over only every few milliseconds), so a thread does not help. A helper process does: the event
+loop writes row hashes to its stdin and reads the signatures back from its stdout, in order, without
+threads. The seed goes over the pipe, never on a command line or into the environment.
+
+Wire format, both ways in order: request = 4-byte big-endian count, then count 32-byte hashes;
+response = count 64-byte signatures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import sys
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+from shared.keys import SIGNATURE_BYTES, Ed25519Signer, Signer
+
+_DIGEST_BYTES = 32
+_COUNT = struct.Struct(">I")
+
+
+class BatchSigner(Protocol):
+    """Signs row hashes; the results come back in the order of ``digests``."""
+
+    async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class InlineSigner:
+    """Signs on the event loop's thread."""
+
+    def __init__(self, signer: Signer) -> None:
+        self._sign = signer.sign
+
+    async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]:
+        return [self._sign(digest) for digest in digests]
+
+    async def close(self) -> None:
+        return None
+
+
+class SigningHelperError(Exception):
+    """The helper process stopped answering; the signer stops too, and its stored offsets make a restart safe."""
+
+
+class HelperProcessSigner:
+    """Signs on a child process; requests are pipelined, so the loop never waits for one to finish."""
+
+    def __init__(self, process: asyncio.subprocess.Process, public_key: bytes) -> None:
+        assert process.stdin is not None and process.stdout is not None
+        self._process = process
+        self._stdin = process.stdin
+        self._stdout = process.stdout
+        self._public_key = public_key
+        self._waiting: deque[tuple[int, asyncio.Future[list[bytes]]]] = deque()
+        self._asked = asyncio.Event()
+        self._reader = asyncio.create_task(self._read_responses())
+
+    @classmethod
+    async def start(cls, signer: Ed25519Signer) -> HelperProcessSigner:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            __name__,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdin is not None
+        process.stdin.write(signer.seed_b64().encode() + b"\n")
+        helper = cls(process, signer.public_key)
+        # The helper must sign with this very key: check one signature before trusting it with rows.
+        probe = bytes(_DIGEST_BYTES)
+        (signature,) = await helper.sign_many([probe])
+        if signature != signer.sign(probe):
+            await helper.close()
+            raise SigningHelperError("the signing helper signs with a different key")
+        return helper
+
+    async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]:
+        if not digests:
+            return []
+        if self._reader.done() or self._process.returncode is not None:
+            raise SigningHelperError("the signing helper has stopped")
+        future: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((len(digests), future))
+        self._asked.set()
+        self._stdin.write(_COUNT.pack(len(digests)) + b"".join(digests))
+        await self._stdin.drain()
+        return await future
+
+    async def _read_responses(self) -> None:
+        try:
+            while True:
+                while not self._waiting:
+                    self._asked.clear()
+                    await self._asked.wait()
+                count, future = self._waiting[0]
+                data = await self._stdout.readexactly(count * SIGNATURE_BYTES)
+                self._waiting.popleft()
+                if not future.done():
+                    future.set_result([data[i : i + SIGNATURE_BYTES] for i in range(0, len(data), SIGNATURE_BYTES)])
+        except (asyncio.IncompleteReadError, OSError):
+            error = SigningHelperError("the signing helper exited")
+            while self._waiting:
+                _, future = self._waiting.popleft()
+                if not future.done():
+                    future.set_exception(error)
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        if self._process.returncode is None:
+            self._stdin.close()
+            try:
+                await asyncio.wait_for(self._process.wait(), 5)
+            except TimeoutError:
+                self._process.kill()
+                await self._process.wait()
+
+
+def _serve() -> None:
+    """The helper's side: reads the seed, then answers requests until its stdin closes."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    signer = Ed25519Signer.from_seed_b64(stdin.readline().decode())
+    sign = signer.sign
+    while True:
+        header = stdin.read(_COUNT.size)
+        if len(header) < _COUNT.size:
+            return
+        (count,) = _COUNT.unpack(header)
+        data = stdin.read(count * _DIGEST_BYTES)
+        if len(data) < count * _DIGEST_BYTES:
+            return
+        stdout.write(b"".join(sign(data[i : i + _DIGEST_BYTES]) for i in range(0, len(data), _DIGEST_BYTES)))
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    _serve()
