@@ -45,7 +45,7 @@ _SELECT_RANGE = (
     f"SELECT {', '.join(ROW_COLUMNS)} FROM audit_logs"  # noqa: S608 - fixed column names
     " WHERE tenant_id = $1 AND chain_seq >= $2 AND chain_seq <= $3 ORDER BY chain_seq"
 )
-RANGE_ROWS = 20_000
+RANGE_ROWS = 5_000
 _PAGE = 5_000
 
 
@@ -185,6 +185,26 @@ def _classify(
     return None
 
 
+def _holds(row: Mapping[str, Any], expected_prev: bytes | None, expected_seq: int, tenant: str, book: KeyBook) -> bool:
+    """The common case, checked with as little work as possible: the row links, hashes and verifies. When it
+    does not, ``_classify`` works out what kind of break it is."""
+    seq, stored_prev = row["chain_seq"], row["prev_hash"]
+    if seq != expected_seq or row["hash_version"] != HASH_VERSION:
+        return False
+    if expected_prev is not None and stored_prev != expected_prev:
+        return False
+    digest = row_hash(stored_prev, canonical_bytes(row))
+    if digest != row["row_hash"]:
+        return False
+    key_id = row["signing_key_id"]
+    public_key = book.keys.get(key_id)
+    return (
+        public_key is not None
+        and book.active_key(tenant, seq) == key_id
+        and verify_signature(public_key, digest, row["signature"])
+    )
+
+
 async def _fetch(conn: asyncpg.Connection, tenant: str, first: int, last: int) -> list[Any]:
     rows: list[Any] = []
     start = first
@@ -212,10 +232,19 @@ async def verify_range(conn: asyncpg.Connection, tenant: str, first: int, last: 
         return index_of_hashes.get(digest)
 
     for index, row in enumerate(body):
-        nxt = body[index + 1] if index + 1 < len(body) else peek
-        problem = _classify(row, nxt, expected_prev, expected_seq, tenant, book, seq_of_hash)
-        if problem is not None:
-            return RangeResult(first, last, index, problem)
+        if not _holds(row, expected_prev, expected_seq, tenant, book):
+            stored_prev = bytes(row["prev_hash"])
+            if expected_prev not in (None, stored_prev) and seq_of_hash(stored_prev) is None:
+                # The row links to one outside this range (moved far): find where, to name the break right.
+                linked = await conn.fetchval(
+                    "SELECT chain_seq FROM audit_logs WHERE tenant_id = $1 AND row_hash = $2", tenant, stored_prev
+                )
+                if linked is not None:
+                    index_of_hashes[stored_prev] = linked
+            nxt = body[index + 1] if index + 1 < len(body) else peek
+            problem = _classify(row, nxt, expected_prev, expected_seq, tenant, book, seq_of_hash)
+            if problem is not None:
+                return RangeResult(first, last, index, problem)
         expected_prev, expected_seq = bytes(row["row_hash"]), row["chain_seq"] + 1
     if body and body[-1]["chain_seq"] < last:
         missing = body[-1]["chain_seq"] + 1
@@ -223,15 +252,20 @@ async def verify_range(conn: asyncpg.Connection, tenant: str, first: int, last: 
     return RangeResult(first, last, len(body), None)
 
 
-def _verify_range_in_process(dsn: str, tenant: str, first: int, last: int, book: KeyBook) -> RangeResult:
-    async def run() -> RangeResult:
-        conn = await connect(dsn)
-        try:
-            return await verify_range(conn, tenant, first, last, book)
-        finally:
-            await conn.close()
+# One connection and event loop per worker process, kept for all the ranges it checks.
+_worker_loop: asyncio.AbstractEventLoop | None = None
+_worker_conn: asyncpg.Connection | None = None
 
-    return asyncio.run(run())
+
+def _start_worker(dsn: str) -> None:
+    global _worker_loop, _worker_conn  # noqa: PLW0603 - per-process state of a pool worker
+    _worker_loop = asyncio.new_event_loop()
+    _worker_conn = _worker_loop.run_until_complete(connect(dsn))
+
+
+def _verify_range_in_worker(tenant: str, first: int, last: int, book: KeyBook) -> RangeResult:
+    assert _worker_loop is not None and _worker_conn is not None
+    return _worker_loop.run_until_complete(verify_range(_worker_conn, tenant, first, last, book))
 
 
 async def load_key_book(conn: asyncpg.Connection) -> KeyBook:
@@ -297,6 +331,15 @@ def check_checkpoint(cp: Checkpoint, row_hash_at: bytes | None, last_seq: int, b
 Progress = Callable[[str, int, int, float], None]
 
 
+@dataclass
+class _Plan:
+    report: TenantReport
+    head: int | None
+    last_seq: int
+    ranges: list[tuple[int, int]]
+    results: list[RangeResult] = field(default_factory=list)
+
+
 async def verify_tenant(
     conn: asyncpg.Connection,
     tenant: str,
@@ -308,9 +351,64 @@ async def verify_tenant(
     progress: Progress | None = None,
 ) -> TenantReport:
     """Verify one chain. With ``dsn`` set and a long chain, ranges are checked in parallel processes."""
+    (report,) = await verify_tenants(
+        conn, [tenant], book, dsn=dsn, checkpoints=checkpoints, workers=workers, progress=progress
+    )
+    return report
+
+
+async def verify_tenants(
+    conn: asyncpg.Connection,
+    names: Sequence[str],
+    book: KeyBook | Mapping[str, bytes],
+    *,
+    dsn: str | None = None,
+    checkpoints: Iterable[Checkpoint] = (),
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> list[TenantReport]:
+    """Verify several chains. With ``dsn`` set, the ranges of all of them share one pool of processes, each
+    with its own database connection, so every core stays busy however the rows are spread over tenants."""
     if not isinstance(book, KeyBook):
         book = KeyBook(dict(book), (await load_key_book(conn)).activations)
-    report = TenantReport(tenant)
+    plans = [await _plan(conn, tenant) for tenant in names]
+    if book.from_database:
+        # Keys and windows as of now, after the heads: a rotation that happened meanwhile is included.
+        book = await load_key_book(conn)
+    jobs = [(plan, a, b) for plan in plans for a, b in plan.ranges]
+    started = time.monotonic()
+
+    def report_progress(plan: _Plan) -> None:
+        if progress:
+            done = sum(r.rows for r in plan.results)
+            progress(plan.report.tenant_id, done, plan.last_seq, time.monotonic() - started)
+
+    if dsn is not None and len(jobs) > 1:
+        loop = asyncio.get_running_loop()
+        processes = min(workers or os.cpu_count() or 1, len(jobs))
+        with ProcessPoolExecutor(max_workers=processes, initializer=_start_worker, initargs=(dsn,)) as pool:
+
+            async def check(plan: _Plan, first: int, last: int) -> tuple[_Plan, RangeResult]:
+                tenant = plan.report.tenant_id
+                return plan, await loop.run_in_executor(pool, _verify_range_in_worker, tenant, first, last, book)
+
+            for job in asyncio.as_completed([check(*job) for job in jobs]):
+                plan, result = await job
+                plan.results.append(result)
+                report_progress(plan)
+    else:
+        for plan in plans:
+            for a, b in plan.ranges:
+                plan.results.append(await verify_range(conn, plan.report.tenant_id, a, b, book))
+                report_progress(plan)
+                if plan.results[-1].brk:
+                    break
+    for plan in plans:
+        await _conclude(conn, plan, book, checkpoints)
+    return [plan.report for plan in plans]
+
+
+async def _plan(conn: asyncpg.Connection, tenant: str) -> _Plan:
     # The head first, then the rows up to it: rows the signer appends meanwhile are simply not looked at.
     head = await conn.fetchval("SELECT head_seq FROM chain_heads WHERE tenant_id = $1", tenant)
     last_seq = await conn.fetchval(
@@ -319,31 +417,13 @@ async def verify_tenant(
         tenant,
         head,
     )
-    if book.from_database:
-        # Keys and windows as of now, after the head: a rotation that happened meanwhile is included.
-        book = await load_key_book(conn)
     ranges = [(start, min(last_seq, start + RANGE_ROWS - 1)) for start in range(1, last_seq + 1, RANGE_ROWS)]
-    started = time.monotonic()
-    results: list[RangeResult] = []
-    parallel = dsn is not None and len(ranges) > 1
-    if parallel:
-        assert dsn is not None
-        loop = asyncio.get_running_loop()
-        with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            futures = [loop.run_in_executor(pool, _verify_range_in_process, dsn, tenant, a, b, book) for a, b in ranges]
-            for future in asyncio.as_completed(futures):
-                results.append(await future)
-                if progress:
-                    progress(tenant, sum(r.rows for r in results), last_seq, time.monotonic() - started)
-    else:
-        for a, b in ranges:
-            results.append(await verify_range(conn, tenant, a, b, book))
-            if progress:
-                progress(tenant, sum(r.rows for r in results), last_seq, time.monotonic() - started)
-            if results[-1].brk:
-                break
-    results.sort(key=lambda r: r.first_seq)
-    for result in results:
+    return _Plan(TenantReport(tenant), head, last_seq, ranges)
+
+
+async def _conclude(conn: asyncpg.Connection, plan: _Plan, book: KeyBook, checkpoints: Iterable[Checkpoint]) -> None:
+    report, tenant, head, last_seq = plan.report, plan.report.tenant_id, plan.head, plan.last_seq
+    for result in sorted(plan.results, key=lambda r: r.first_seq):
         report.rows += result.rows
         if result.brk is not None:
             report.breaks.append(result.brk)
@@ -363,7 +443,6 @@ async def verify_tenant(
         problem = check_checkpoint(cp, None if row_hash_at is None else bytes(row_hash_at), last_seq, book)
         if problem is not None:
             report.breaks.append(problem)
-    return report
 
 
 async def stored_checkpoints(conn: asyncpg.Connection, tenant: str | None = None) -> list[Checkpoint]:

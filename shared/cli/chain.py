@@ -20,7 +20,7 @@ from shared.verify import (
     load_key_book,
     stored_checkpoints,
     tenants,
-    verify_tenant,
+    verify_tenants,
 )
 
 
@@ -71,16 +71,17 @@ def verify(
             book = saved_keys or await load_key_book(conn)
             names = [tenant] if tenant else sorted(set(await tenants(conn)) | {c.tenant_id for c in saved})
             all_ok = True
-            for name in names:
-                report = await verify_tenant(
-                    conn,
-                    name,
-                    book,
-                    dsn=settings.database_url,
-                    checkpoints=saved,
-                    workers=workers,
-                    progress=None if quiet else _progress,
-                )
+            reports = await verify_tenants(
+                conn,
+                names,
+                book,
+                dsn=settings.database_url,
+                checkpoints=saved,
+                workers=workers,
+                progress=None if quiet else _progress,
+            )
+            for report in reports:
+                name = report.tenant_id
                 if report.ok:
                     click.echo(
                         f"OK tenant={name} rows={report.rows} head={report.head_seq} "

@@ -28,7 +28,7 @@ from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import TopicSpec, ensure_topics, make_producer, tenant_key
 from shared.keys import Ed25519Signer, verify_signature, write_new_key
-from shared.verify import load_key_book, verify_tenant
+from shared.verify import load_key_book, verify_tenants
 
 PROMPT = (
     "Refactor the billing module so invoices come from the ledger; reach me at <EMAIL> or <PHONE>. "
@@ -115,11 +115,9 @@ async def run(events: int, tenants: int, partitions: int) -> dict[str, float]:
 
         book = await load_key_book(conn)
         started = time.perf_counter()
-        rows = 0
-        for tenant in [f"tenant-{t:03d}" for t in range(tenants)]:
-            report = await verify_tenant(conn, tenant, book, dsn=dsn)
-            assert report.ok, report.breaks
-            rows += report.rows
+        reports = await verify_tenants(conn, [f"tenant-{t:03d}" for t in range(tenants)], book, dsn=dsn)
+        assert all(report.ok for report in reports), [report.breaks for report in reports]
+        rows = sum(report.rows for report in reports)
         verify_rate = rows / (time.perf_counter() - started)
         await conn.close()
     finally:

@@ -20,6 +20,7 @@ from services.signer.appender import (
     register_key,
 )
 from shared.chain import canonical_bytes, row_hash
+from shared import verify
 from shared.db.pool import connect
 from shared.keys import Ed25519Signer
 from shared.verify import key_book_from_export, load_key_book, stored_checkpoints, verify_tenant
@@ -119,6 +120,25 @@ async def test_verify_names_the_break(
     assert (await verify_tenant(db, "t1", await load_key_book(db))).ok
     await tamper(db)
     report = await verify_tenant(db, "t1", await load_key_book(db))
+    assert [(b.chain_seq, b.kind) for b in report.breaks] == [(seq, kind)], report.breaks
+
+
+@pytest.mark.parametrize(("case", "tamper", "seq", "kind"), CASES, ids=[c[0] for c in CASES])
+async def test_parallel_ranges_name_the_same_break(
+    db: asyncpg.Connection,
+    database_url: str,
+    signing_key: Ed25519Signer,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    tamper: Tamper,
+    seq: int,
+    kind: str,
+) -> None:
+    """Ranges of 4 rows checked by worker processes: breaks on and between range edges are named alike."""
+    monkeypatch.setattr(verify, "RANGE_ROWS", 4)
+    await _chain(db, signing_key)
+    await tamper(db)
+    (report,) = await verify.verify_tenants(db, ["t1"], await load_key_book(db), dsn=database_url, workers=2)
     assert [(b.chain_seq, b.kind) for b in report.breaks] == [(seq, kind)], report.breaks
 
 
