@@ -95,11 +95,23 @@ class RetiredKey(Exception):
 
 @dataclass
 class Chained:
-    """Rows ready for COPY, and what else the same transaction writes."""
+    """Rows ready for COPY once ``complete`` has collected their signatures, and what else the same
+    transaction writes."""
 
     records: list[tuple[Any, ...]] = field(default_factory=list)
     activations: list[tuple[str, int, str]] = field(default_factory=list)
     checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
+    unsigned: list[dict[str, Any]] = field(default_factory=list)
+    signing: list[asyncio.Future[list[bytes]]] = field(default_factory=list)
+
+    async def complete(self) -> Chained:
+        if self.unsigned:
+            signatures = [signature for chunk in await asyncio.gather(*self.signing) for signature in chunk]
+            for values, signature in zip(self.unsigned, signatures, strict=True):
+                values["signature"] = signature
+                self.records.append(_insert_values(values))
+            self.unsigned, self.signing = [], []
+        return self
 
 
 async def chain_rows(
@@ -110,17 +122,18 @@ async def chain_rows(
     now: datetime,
     batch_signer: BatchSigner | None = None,
 ) -> Chained:
-    """Hash and sign ``rows`` onto ``heads`` (which are advanced), yielding to the event loop between chunks.
+    """Hash ``rows`` onto ``heads`` (which are advanced), yielding to the event loop between chunks.
 
     Hashing is sequential (each row links to the one before); the signatures of a chunk are handed to
-    ``batch_signer`` as soon as its hashes are known, and are collected at the end.
+    ``batch_signer`` as soon as its hashes are known, and ``Chained.complete`` collects them, so the next
+    batch can be hashed while this one is still being signed.
     """
     batch_signer = batch_signer or InlineSigner(signer)
     out = Chained()
     activated = set()
-    pending: list[dict[str, Any]] = []
+    pending = out.unsigned
     digests: list[bytes] = []
-    signing: list[asyncio.Future[list[bytes]]] = []
+    signing = out.signing
     key_id = signer.key_id
     for row in rows:
         head = heads[row.tenant_id]
@@ -128,7 +141,7 @@ async def chain_rows(
             # This key signs the chain from this row on; older rows keep the key they were signed with.
             out.activations.append((row.tenant_id, head.seq + 1, key_id))
             activated.add(row.tenant_id)
-        values = dict(row.values)
+        values = row.values  # its chain columns are set anew each time the row is chained
         values.update(chain_seq=head.seq + 1, signing_key_id=key_id, hash_version=HASH_VERSION)
         digest = row_hash(head.hash, canonical_bytes(values))
         values.update(prev_hash=head.hash, row_hash=digest)
@@ -140,10 +153,6 @@ async def chain_rows(
             digests = []
             await asyncio.sleep(0)
     signing.append(asyncio.ensure_future(batch_signer.sign_many(digests)))
-    signatures = [signature for chunk in await asyncio.gather(*signing) for signature in chunk]
-    for values, signature in zip(pending, signatures, strict=True):
-        values["signature"] = signature
-        out.records.append(_insert_values(values))
     for tenant in activated:
         heads[tenant].key_id = key_id
     if policy is not None:
@@ -301,6 +310,7 @@ async def append_batch(
         if to_append:
             heads = await _lock_heads(conn, sorted({row.tenant_id for row in to_append}))
             chained = await chain_rows(to_append, heads, signer, checkpoints, now or datetime.now(UTC))
+            await chained.complete()
         next_offset = batch[-1].offset + 1
         await _write(conn, chained, heads, (group, topic, partition, next_offset))
     return AppendResult(
@@ -375,6 +385,7 @@ async def append_prepared(
     """Write a prepared batch if nothing moved since it was prepared, else chain it under lock."""
     batch = prepared.batch
     next_offset = batch[-1].offset + 1
+    await prepared.chained.complete()  # before the transaction: no locks held while signatures come in
     try:
         async with conn.transaction():
             stored = await _lock_offset(conn, group, topic, partition, batch[0].offset)

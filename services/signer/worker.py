@@ -110,7 +110,7 @@ class SignerWorker:
         self.checkpoints = checkpoints
         self.assigned = False
         self._next_idle_checkpoint = 0.0
-        self._headers: dict[int, list[tuple[str, bytes]]] = {}
+        self._messages: Sequence[Any] = ()  # of the batch being appended: their headers go with dead letters
         self._stop = stop
         # Heads as the batches prepared so far leave them; dropped (and the epoch bumped) when that is not so.
         self._heads: dict[str, Head] = {}
@@ -191,7 +191,7 @@ class SignerWorker:
         if epoch != self._epoch:
             self._heads.clear()
             prepared = await self._prepare(items)
-        self._headers = {m.offset: list(m.headers or []) for m in messages}
+        self._messages = messages
         self._in_flight_ids = prepared.event_ids
         self._in_flight = asyncio.create_task(self._append(tp, items, prepared))
 
@@ -281,7 +281,7 @@ class SignerWorker:
         for tenant, head in result.heads.items():
             self.metrics.chain_head.labels(tenant=tenant).set(head)
         if log.isEnabledFor(logging.DEBUG):
-            request_ids = sorted({v.decode() for hs in self._headers.values() for k, v in hs if k == "request_id"})
+            request_ids = sorted({v.decode() for m in self._messages for k, v in m.headers or () if k == "request_id"})
             log.debug(
                 "appended",
                 extra={
@@ -306,9 +306,12 @@ class SignerWorker:
         assert item.event is not None
         self.metrics.dead_lettered.inc()
         headers = dead_letter_headers(
-            tp.topic, tp.partition, item.offset, describe(exc), "signer", self._headers.get(item.offset)
+            tp.topic, tp.partition, item.offset, describe(exc), "signer", self._headers_of(item.offset)
         )
         await self._send_dead_letter(item.event.tenant_id.encode(), item.event.raw, headers)
+
+    def _headers_of(self, offset: int) -> list[tuple[str, bytes]]:
+        return next((list(m.headers or ()) for m in self._messages if m.offset == offset), [])
 
     async def _send_dead_letter(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         await send_until_acknowledged(
