@@ -26,12 +26,19 @@ import asyncpg
 from services.signer.rows import ChainRow
 from services.signer.signing import BatchSigner, InlineSigner
 from shared.canonical import EVENT_COLUMNS, CanonicalEvent
-from shared.chain import GENESIS_HASH, HASH_VERSION, canonical_bytes, checkpoint_message, row_hash
+from shared.chain import (
+    GENESIS_HASH,
+    HASH_VERSION,
+    canonical_bytes,
+    canonical_bytes_checked,
+    checkpoint_message,
+    row_hash,
+)
 from shared.keys import Signer
 
 CHAIN_COLUMNS = ("chain_seq", "prev_hash", "row_hash", "signature", "signing_key_id", "hash_version")
 INSERT_COLUMNS = (*EVENT_COLUMNS, *CHAIN_COLUMNS)
-_insert_values = operator.itemgetter(*INSERT_COLUMNS)
+_event_values = operator.itemgetter(*EVENT_COLUMNS)
 # Rows hashed and signed between two turns of the event loop (about a millisecond): the COPY of the batch
 # before is in flight meanwhile, and it only refills the socket when the loop turns.
 _CHUNK = 32
@@ -101,15 +108,19 @@ class Chained:
     records: list[tuple[Any, ...]] = field(default_factory=list)
     activations: list[tuple[str, int, str]] = field(default_factory=list)
     checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
-    unsigned: list[dict[str, Any]] = field(default_factory=list)
+    # Per row: its event columns, chain_seq, prev_hash, row_hash; the signature and key come in complete().
+    unsigned: list[tuple[tuple[Any, ...], int, bytes, bytes]] = field(default_factory=list)
     signing: list[asyncio.Future[list[bytes]]] = field(default_factory=list)
+    key_id: str = ""
 
     async def complete(self) -> Chained:
         if self.unsigned:
             signatures = [signature for chunk in await asyncio.gather(*self.signing) for signature in chunk]
-            for values, signature in zip(self.unsigned, signatures, strict=True):
-                values["signature"] = signature
-                self.records.append(_insert_values(values))
+            tail = (self.key_id, HASH_VERSION)
+            self.records.extend(
+                (*event, seq, prev, digest, signature, *tail)
+                for (event, seq, prev, digest), signature in zip(self.unsigned, signatures, strict=True)
+            )
             self.unsigned, self.signing = [], []
         return self
 
@@ -129,23 +140,24 @@ async def chain_rows(
     batch can be hashed while this one is still being signed.
     """
     batch_signer = batch_signer or InlineSigner(signer)
-    out = Chained()
+    key_id = signer.key_id
+    out = Chained(key_id=key_id)
     activated = set()
     pending = out.unsigned
     digests: list[bytes] = []
     signing = out.signing
-    key_id = signer.key_id
     for row in rows:
         head = heads[row.tenant_id]
         if head.key_id != key_id and row.tenant_id not in activated:
             # This key signs the chain from this row on; older rows keep the key they were signed with.
             out.activations.append((row.tenant_id, head.seq + 1, key_id))
             activated.add(row.tenant_id)
-        values = row.values  # its chain columns are set anew each time the row is chained
-        values.update(chain_seq=head.seq + 1, signing_key_id=key_id, hash_version=HASH_VERSION)
-        digest = row_hash(head.hash, canonical_bytes(values))
-        values.update(prev_hash=head.hash, row_hash=digest)
-        pending.append(values)
+        values = row.values  # the hashed chain columns are set anew each time the row is chained
+        seq = head.seq + 1
+        values.update(chain_seq=seq, signing_key_id=key_id, hash_version=HASH_VERSION)
+        canonical = (row.plain and canonical_bytes_checked(values)) or canonical_bytes(values)
+        digest = row_hash(head.hash, canonical)
+        pending.append((_event_values(values), seq, head.hash, digest))
         digests.append(digest)
         head.seq, head.hash = head.seq + 1, digest
         if len(digests) == _CHUNK:

@@ -8,14 +8,17 @@ a ``ValueError``, which the worker treats as permanent and dead-letters.
 
 from __future__ import annotations
 
+import json
 import operator
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import orjson
 
 from shared import exactjson
 from shared.canonical import EVENT_COLUMNS, CanonicalEvent
@@ -28,12 +31,17 @@ _NUL_ESCAPE = b"\\u0000"
 
 @dataclass(frozen=True)
 class ChainRow:
-    """Column values of one event, as stored (the chain columns are added when it is chained)."""
+    """Column values of one event, as stored (the chain columns are added when it is chained).
+
+    ``plain``: every value is of its column's type, timestamps are in UTC, the cost is rounded as stored, and
+    the JSON columns hold no floats and only ASCII keys, so ``canonical_bytes_checked`` may hash it.
+    """
 
     event_id: str
     tenant_id: str
     values: dict[str, Any]
     raw: bytes  # the message as it arrived, for the dead-letter topic
+    plain: bool = False
 
     @classmethod
     def of(cls, event: CanonicalEvent) -> ChainRow:
@@ -91,12 +99,41 @@ def _timestamp(name: str, text: str) -> datetime:
         raise ValueError(f"{name} is not an ISO 8601 timestamp: {text[:40]!r}") from exc
     if value.tzinfo is None:
         raise ValueError(f"{name} has no UTC offset: {text[:40]!r}")
-    return value
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _json_is_plain(value: Any) -> bool:
+    """No floats and only ASCII object keys anywhere in a JSON value."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if not key.isascii():
+                return False
+            item_kind = type(item)
+            if item_kind is str or item_kind is int or item_kind is bool or item is None:
+                continue
+            if not _json_is_plain(item):
+                return False
+        return True
+    if kind is list:
+        return all(_json_is_plain(item) for item in value)
+    return kind is not float
+
+
+class _DecodedInexactly(Exception):
+    """orjson read a number as a float; the standard library decides whether it was an integer."""
 
 
 def decode_row(raw: bytes) -> ChainRow:
     """One canonical-topic message as a row; ``ValueError`` says what is wrong with a message that is not."""
-    data, has_float = exactjson.decode(raw)
+    try:
+        return _decode(raw, orjson.loads(raw), exact=False)
+    except (orjson.JSONDecodeError, _DecodedInexactly):
+        # Integers beyond 64 bits (orjson reads them as floats), NaN, lone surrogates: the exact decoder.
+        return _decode(raw, json.loads(raw), exact=True)
+
+
+def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
     if type(data) is not dict:
         raise ValueError("canonical event is not a JSON object")
     keys = data.keys()
@@ -110,8 +147,13 @@ def decode_row(raw: bytes) -> ChainRow:
             values[name] = {}
     for getter, allowed, names in _TYPE_GROUPS:
         if not allowed.issuperset(map(type, getter(values))):
+            if not exact:
+                raise _DecodedInexactly
             wrong = [n for n in names if type(values[n]) not in allowed]
             raise ValueError(f"canonical event field {wrong[0]} has type {type(values[wrong[0]]).__name__}")
+    plain = all(_json_is_plain(values[name]) for name in JSON_COLUMNS)
+    if not plain and not exact and any(exactjson.contains_float(values[name]) for name in JSON_COLUMNS):
+        raise _DecodedInexactly
     values["event_time"] = _timestamp("event_time", values["event_time"])
     values["received_at"] = _timestamp("received_at", values["received_at"])
     cost = values["cost"]
@@ -122,8 +164,8 @@ def decode_row(raw: bytes) -> ChainRow:
             raise ValueError(f"cost is not a decimal number: {cost[:40]!r}") from exc
         if not values["cost"].is_finite():
             raise ValueError(f"cost is not a finite number: {cost[:40]!r}")
-    if has_float or _NUL_ESCAPE in raw:
+    if not plain or _NUL_ESCAPE in raw:
         as_stored(values, JSON_COLUMNS)
     elif cost is not None:
         as_stored(values, frozenset())  # rounds the cost as numeric(20, 6) will
-    return ChainRow(values["event_id"], values["tenant_id"], values, raw)
+    return ChainRow(values["event_id"], values["tenant_id"], values, raw, plain)
