@@ -15,6 +15,7 @@ head_hash (lower-case hex), created_at, key_id})``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import operator
@@ -127,6 +128,9 @@ def _decimal_text(value: Any) -> str:
     raise TypeError(f"cannot hash a value of type {type(value).__name__}")
 
 
+# The events of one request share their received_at, so the last few texts are worth keeping.
+_utc_text = functools.lru_cache(maxsize=256)(format_timestamp)
+
 _CHECKED_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER | orjson.OPT_UTC_Z
 
 
@@ -138,7 +142,7 @@ def canonical_bytes_checked(values: dict[str, Any]) -> bytes | None:
     event_time, received_at = values["event_time"], values["received_at"]
     if event_time.microsecond == 0 or received_at.microsecond == 0:
         # orjson leaves out ".000000" on a whole second; the canonical form never does.
-        values = {**values, "event_time": format_timestamp(event_time), "received_at": format_timestamp(received_at)}
+        values = {**values, "event_time": _utc_text(event_time), "received_at": _utc_text(received_at)}
     try:
         return orjson.dumps(values, default=_decimal_text, option=_CHECKED_OPTIONS)
     except orjson.JSONEncodeError:

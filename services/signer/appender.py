@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import operator
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -44,16 +44,22 @@ _event_values = operator.itemgetter(*EVENT_COLUMNS)
 _CHUNK = 32
 
 
-@dataclass(frozen=True)
-class OffsetEvent:
+class OffsetEvent(NamedTuple):
     """``event`` is None for a message that was dead-lettered: its offset is consumed all the same."""
 
     offset: int
-    event: ChainRow | None
+    event: ChainRow | CanonicalEvent | None
 
-    def __init__(self, offset: int, event: ChainRow | CanonicalEvent | None) -> None:
-        object.__setattr__(self, "offset", offset)
-        object.__setattr__(self, "event", ChainRow.of(event) if isinstance(event, CanonicalEvent) else event)
+
+def _rows(items: Iterable[OffsetEvent]) -> list[ChainRow]:
+    rows = []
+    for item in items:
+        event = item.event
+        if isinstance(event, ChainRow):
+            rows.append(event)
+        elif event is not None:
+            rows.append(ChainRow.of(event))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -314,7 +320,7 @@ async def append_batch(
             return AppendResult(0, 0, len(batch), stored)
         if stored < batch[0].offset:
             raise OffsetGap(stored)
-        fresh = [item.event for item in batch if item.offset >= stored and item.event is not None]
+        fresh = _rows(item for item in batch if item.offset >= stored)
         stale = sum(1 for item in batch if item.offset < stored)
         to_append = _new_rows(fresh, await _existing_event_ids(conn, fresh))
         heads: dict[str, Head] = {}
@@ -363,7 +369,7 @@ async def prepare(
     ``in_flight`` holds the event ids of the batch still being written, which the database does not show yet.
     """
     assert batch, "empty batch"
-    rows = [item.event for item in batch if item.event is not None]
+    rows = _rows(batch)
     existing = await _existing_event_ids(conn, rows) if rows else set()
     to_append = _new_rows(rows, existing.union(in_flight))
     tenants = sorted({row.tenant_id for row in to_append})

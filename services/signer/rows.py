@@ -13,10 +13,10 @@ import operator
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -29,8 +29,7 @@ _FIELD_NAMES = frozenset(EVENT_COLUMNS)
 _NUL_ESCAPE = b"\\u0000"
 
 
-@dataclass(frozen=True)
-class ChainRow:
+class ChainRow(NamedTuple):
     """Column values of one event, as stored (the chain columns are added when it is chained).
 
     ``plain``: every value is of its column's type, timestamps are in UTC, the cost is rounded as stored, and

@@ -34,7 +34,7 @@ from services.signer.appender import (
     prepare,
     stored_offsets,
 )
-from services.signer.rows import decode_row
+from services.signer.rows import ChainRow, decode_row
 from services.signer.signing import BatchSigner
 from shared.db.errors import is_retryable_db_error
 from shared.kafka import MessageProducer, send_until_acknowledged
@@ -303,7 +303,7 @@ class SignerWorker:
         await self._send_dead_letter(message.key, message.value, headers)
 
     async def _dead_letter_event(self, tp: TopicPartition, item: OffsetEvent, exc: BaseException) -> None:
-        assert item.event is not None
+        assert isinstance(item.event, ChainRow)
         self.metrics.dead_lettered.inc()
         headers = dead_letter_headers(
             tp.topic, tp.partition, item.offset, describe(exc), "signer", self._headers_of(item.offset)

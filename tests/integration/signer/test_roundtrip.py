@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from services.signer.appender import OffsetEvent, append_batch, register_key
+from services.signer.rows import ChainRow, decode_row
 from shared.canonical import CanonicalEvent
 from shared.keys import Ed25519Signer
 from shared.verify import load_key_book, verify_tenant
@@ -48,7 +49,8 @@ async def test_signed_bytes_survive_the_database(
         received_at=T0,
         **fields,
     )  # type: ignore[arg-type]
-    event = CanonicalEvent.from_json(event.to_json())  # as the signer receives it from the topic
-    await append_batch(db, signing_key, group="g", topic="c", partition=0, batch=[OffsetEvent(0, event)])
+    row = decode_row(event.to_json())  # as the signer reads it from the topic
+    assert row.values == ChainRow.of(CanonicalEvent.from_json(event.to_json())).values
+    await append_batch(db, signing_key, group="g", topic="c", partition=0, batch=[OffsetEvent(0, row)])
     report = await verify_tenant(db, "t", await load_key_book(db))
     assert report.ok, report.breaks
