@@ -183,7 +183,7 @@ def _canonical_bytes_fast(row: Mapping[str, Any]) -> bytes | None:
         value = document[column]
         if type(value) is not datetime or value.tzinfo is None:
             return None
-        document[column] = format_timestamp(value)
+        document[column] = _utc_text(value) if column == "received_at" else format_timestamp(value)
     cost = document["cost"]
     if cost is not None:
         if type(cost) is not Decimal:
