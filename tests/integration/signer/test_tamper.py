@@ -19,8 +19,8 @@ from services.signer.appender import (
     checkpoint_idle_chains,
     register_key,
 )
-from shared.chain import canonical_bytes, row_hash
 from shared import verify
+from shared.chain import canonical_bytes, row_hash
 from shared.db.pool import connect
 from shared.keys import Ed25519Signer
 from shared.verify import key_book_from_export, load_key_book, stored_checkpoints, verify_tenant
