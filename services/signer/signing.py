@@ -91,8 +91,15 @@ class HelperProcessSigner:
         future: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
         self._waiting.append((len(digests), future))
         self._asked.set()
-        self._stdin.write(_COUNT.pack(len(digests)) + b"".join(digests))
-        await self._stdin.drain()
+        try:
+            self._stdin.write(_COUNT.pack(len(digests)) + b"".join(digests))
+            await self._stdin.drain()
+        except (OSError, RuntimeError) as exc:  # the pipe broke: the helper is gone
+            if future.done():
+                future.exception()  # already failed by the reader; it is reported here instead
+            else:
+                future.cancel()
+            raise SigningHelperError("the signing helper has stopped") from exc
         return await future
 
     async def _read_responses(self) -> None:

@@ -35,7 +35,7 @@ from services.signer.appender import (
     stored_offsets,
 )
 from services.signer.rows import ChainRow, decode_row
-from services.signer.signing import BatchSigner
+from services.signer.signing import BatchSigner, SigningHelperError
 from shared.db.errors import is_retryable_db_error
 from shared.kafka import MessageProducer, send_until_acknowledged
 from shared.keys import Signer
@@ -239,6 +239,8 @@ class SignerWorker:
                 self.forget_prepared_state()
                 self.consumer.seek(tp, gap.stored)
                 return
+            except SigningHelperError:
+                raise  # not the batch's fault: stop, and let the restart pick up from the stored offsets
             except Exception as exc:
                 if is_retryable_db_error(exc):
                     # Connections that saw the failure are not reused: one may be stuck mid-protocol.
