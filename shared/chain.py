@@ -155,7 +155,7 @@ _JSON_COLUMNS = ("content", "content_lengths", "redacted_fields", "attributes")
 _SCALAR_TYPES = frozenset((str, int, bool, type(None)))
 
 
-def _json_is_plain(value: Any) -> bool:
+def json_is_plain(value: Any) -> bool:
     """True for JSON that compact, key-sorted orjson output writes exactly as RFC 8785 does: no floats, and
     only ASCII object keys (where sorting by code point and by UTF-16 unit agree). Integers are range-checked
     by orjson itself (OPT_STRICT_INTEGER)."""
@@ -167,11 +167,11 @@ def _json_is_plain(value: Any) -> bool:
             item_kind = type(item)
             if item_kind is str or item_kind is int or item is None or item_kind is bool:
                 continue
-            if not _json_is_plain(item):
+            if not json_is_plain(item):
                 return False
         return True
     if kind is list:
-        return all(_json_is_plain(item) for item in value)
+        return all(json_is_plain(item) for item in value)
     return kind is str or kind is int or value is None or kind is bool
 
 
@@ -190,7 +190,7 @@ def _canonical_bytes_fast(row: Mapping[str, Any]) -> bytes | None:
             return None
         document["cost"] = format_cost(cost)
     for column in _JSON_COLUMNS:
-        if not _json_is_plain(document[column]):
+        if not json_is_plain(document[column]):
             return None
     if not _SCALAR_TYPES.issuperset(map(type, _scalar_values(document))):
         return None

@@ -22,7 +22,7 @@ import orjson
 
 from shared import exactjson
 from shared.canonical import EVENT_COLUMNS, CanonicalEvent
-from shared.chain import as_stored
+from shared.chain import as_stored, json_is_plain
 
 JSON_COLUMNS = frozenset({"content", "content_lengths", "redacted_fields", "attributes"})
 _FIELD_NAMES = frozenset(EVENT_COLUMNS)
@@ -101,24 +101,6 @@ def _timestamp(name: str, text: str) -> datetime:
     return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
-def _json_is_plain(value: Any) -> bool:
-    """No floats and only ASCII object keys anywhere in a JSON value."""
-    kind = type(value)
-    if kind is dict:
-        for key, item in value.items():
-            if not key.isascii():
-                return False
-            item_kind = type(item)
-            if item_kind is str or item_kind is int or item_kind is bool or item is None:
-                continue
-            if not _json_is_plain(item):
-                return False
-        return True
-    if kind is list:
-        return all(_json_is_plain(item) for item in value)
-    return kind is not float
-
-
 class _DecodedInexactly(Exception):
     """orjson read a number as a float; the standard library decides whether it was an integer."""
 
@@ -150,7 +132,7 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
                 raise _DecodedInexactly
             wrong = [n for n in names if type(values[n]) not in allowed]
             raise ValueError(f"canonical event field {wrong[0]} has type {type(values[wrong[0]]).__name__}")
-    plain = all(_json_is_plain(values[name]) for name in JSON_COLUMNS)
+    plain = all(json_is_plain(values[name]) for name in JSON_COLUMNS)
     if not plain and not exact and any(exactjson.contains_float(values[name]) for name in JSON_COLUMNS):
         raise _DecodedInexactly
     values["event_time"] = _timestamp("event_time", values["event_time"])

@@ -77,13 +77,17 @@ async def test_an_event_in_flight_is_not_chained_twice(db: asyncpg.Connection, s
     assert await _verified(db)
 
 
+async def _second_batch_prepared_after_a_first_written(db: asyncpg.Connection, key: Ed25519Signer) -> PreparedBatch:
+    await register_key(db, key)
+    heads: dict[str, Head] = {}
+    await _write(db, key, await _prepare(db, key, rows(0, range(3)), heads))
+    return await _prepare(db, key, rows(3, range(3, 6)), heads)
+
+
 async def test_a_batch_another_signer_already_wrote_is_skipped(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
-    heads: dict[str, Head] = {}
-    await _write(db, signing_key, await _prepare(db, signing_key, rows(0, range(3)), heads))
-    ours = await _prepare(db, signing_key, rows(3, range(3, 6)), heads)
+    ours = await _second_batch_prepared_after_a_first_written(db, signing_key)
     # A zombie signer of the same partition writes the same messages first.
     await append_batch(db, signing_key, group="g", topic="c", partition=0, batch=rows(3, range(3, 6)))
     result = await _write(db, signing_key, ours)
@@ -94,10 +98,7 @@ async def test_a_batch_another_signer_already_wrote_is_skipped(
 async def test_a_head_moved_by_someone_else_is_chained_after_under_lock(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
-    heads: dict[str, Head] = {}
-    await _write(db, signing_key, await _prepare(db, signing_key, rows(0, range(3)), heads))
-    ours = await _prepare(db, signing_key, rows(3, range(3, 6)), heads)
+    ours = await _second_batch_prepared_after_a_first_written(db, signing_key)
     # The same tenant's head moves through another partition (which the topic's keying never does):
     # one new event, and one of ours, which must then not be chained twice.
     await append_batch(db, signing_key, group="g", topic="c", partition=1, batch=rows(0, range(100, 101)))
