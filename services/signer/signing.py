@@ -4,7 +4,8 @@ Ed25519 signing is a third of the signer's work per row. PyNaCl releases the GIL
 signing thread next to the busy event loop still waits for the GIL after every signature (the interpreter
 hands it over only every few milliseconds), so a thread does not help. A helper process does: the event
 loop writes row hashes to its stdin and reads the signatures back from its stdout, in order, without
-threads. The seed goes over the pipe, never on a command line or into the environment.
+threads. The seed goes over the pipe, never on a command line or into the environment. The helper runs
+at a lower CPU priority than the signer (see ``HELPER_NICENESS``).
 
 Wire format, both ways in order: request = 4-byte big-endian count, then count 32-byte hashes;
 response = count 64-byte signatures.
@@ -13,6 +14,7 @@ response = count 64-byte signatures.
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import sys
 from collections import deque
@@ -22,6 +24,9 @@ from typing import Protocol
 from shared.keys import SIGNATURE_BYTES, Ed25519Signer, Signer
 
 _DIGEST_BYTES = 32
+# Signatures have slack: a batch needs them only when it is written, while hashing the next batch and the
+# database's write of the last one are what the signer waits on. Where they share cores, those go first.
+HELPER_NICENESS = 10
 _COUNT = struct.Struct(">I")
 
 
@@ -69,6 +74,7 @@ class HelperProcessSigner:
             sys.executable,
             "-m",
             __name__,
+            str(HELPER_NICENESS),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -133,6 +139,7 @@ class HelperProcessSigner:
 
 def _serve() -> None:
     """The helper's side: reads the seed, then answers requests until its stdin closes."""
+    os.nice(int(sys.argv[1]) if len(sys.argv) > 1 else 0)  # lower priority only: never needs privileges
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     signer = Ed25519Signer.from_seed_b64(stdin.readline().decode())
     sign = signer.sign

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 
 import pytest
 
-from services.signer.signing import HelperProcessSigner, InlineSigner, SigningHelperError
+from services.signer.signing import HELPER_NICENESS, HelperProcessSigner, InlineSigner, SigningHelperError
 from shared.keys import Ed25519Signer, verify_signature
 
 
@@ -30,6 +31,8 @@ async def test_the_helper_signs_with_the_same_key_in_order() -> None:
         for batch, signatures in zip(batches, results, strict=True):
             assert signatures == [key.sign(m) for m in batch]
             assert all(verify_signature(key.public_key, m, s) for m, s in zip(batch, signatures, strict=True))
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, helper._process.pid) == min(19, own + HELPER_NICENESS)
     finally:
         await helper.close()
     assert helper._process.returncode is not None
