@@ -22,12 +22,15 @@ import operator
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from shared.canonical import COST_SCALE, EVENT_COLUMNS
 from shared.jcs import canonicalize
+
+if TYPE_CHECKING:
+    import asyncpg
 
 HASH_VERSION = 1
 DOMAIN_TAG = b"claude-audit-row-v1\x00"
@@ -178,7 +181,19 @@ def json_is_plain(value: Any) -> bool:
 def _canonical_bytes_fast(row: Mapping[str, Any]) -> bytes | None:
     """The same bytes as the general path for the rows the signer writes, several times faster: one orjson
     call instead of a Python walk over every column. None where the general path is needed."""
-    document = dict(zip(HASHED_COLUMNS, _hashed_values(row), strict=True))
+    return _fast_document(dict(zip(HASHED_COLUMNS, _hashed_values(row), strict=True)), typed=False)
+
+
+def canonical_bytes_in_column_order(row: asyncpg.Record) -> bytes:
+    """``canonical_bytes`` of a database row whose first columns are ``HASHED_COLUMNS`` in that order, each
+    decoded from its SQL type (so a text column holds a str): what the verifier reads, with less work."""
+    # The row goes on with columns that are not hashed: zip stops at the last hashed one.
+    fast = _fast_document(dict(zip(HASHED_COLUMNS, row, strict=False)), typed=True)
+    return fast if fast is not None else canonical_bytes(dict(zip(HASHED_COLUMNS, row, strict=False)))
+
+
+def _fast_document(document: dict[str, Any], *, typed: bool) -> bytes | None:
+    """Serialises ``document`` (the hashed columns, which it changes) if orjson gives the canonical bytes."""
     for column in _TIMESTAMP_COLUMNS:
         value = document[column]
         if type(value) is not datetime or value.tzinfo is None:
@@ -192,7 +207,7 @@ def _canonical_bytes_fast(row: Mapping[str, Any]) -> bytes | None:
     for column in _JSON_COLUMNS:
         if not json_is_plain(document[column]):
             return None
-    if not _SCALAR_TYPES.issuperset(map(type, _scalar_values(document))):
+    if not typed and not _SCALAR_TYPES.issuperset(map(type, _scalar_values(document))):
         return None
     try:
         return orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)

@@ -35,13 +35,15 @@ from shared.chain import (
     HASH_VERSION,
     HASHED_COLUMNS,
     canonical_bytes,
+    canonical_bytes_in_column_order,
     checkpoint_message,
     row_hash,
 )
 from shared.db.pool import connect
 from shared.keys import verify_signature
 
-ROW_COLUMNS = tuple(dict.fromkeys((*HASHED_COLUMNS, "prev_hash", "row_hash", "signature")))
+# The hashed columns first, in order: canonical_bytes_in_column_order reads them by position.
+ROW_COLUMNS = (*HASHED_COLUMNS, *(c for c in ("prev_hash", "row_hash", "signature") if c not in HASHED_COLUMNS))
 _SELECT_RANGE = (
     f"SELECT {', '.join(ROW_COLUMNS)} FROM audit_logs"  # noqa: S608 - fixed column names
     " WHERE tenant_id = $1 AND chain_seq >= $2 AND chain_seq <= $3 ORDER BY chain_seq"
@@ -186,7 +188,7 @@ def _classify(
     return None
 
 
-def _holds(row: Mapping[str, Any], expected_prev: bytes | None, expected_seq: int, tenant: str, book: KeyBook) -> bool:
+def _holds(row: asyncpg.Record, expected_prev: bytes | None, expected_seq: int, tenant: str, book: KeyBook) -> bool:
     """The common case, checked with as little work as possible: the row links, hashes and verifies. When it
     does not, ``_classify`` works out what kind of break it is."""
     seq, stored_prev = row["chain_seq"], row["prev_hash"]
@@ -194,7 +196,7 @@ def _holds(row: Mapping[str, Any], expected_prev: bytes | None, expected_seq: in
         return False
     if expected_prev is not None and stored_prev != expected_prev:
         return False
-    digest = row_hash(stored_prev, canonical_bytes(row))
+    digest = row_hash(stored_prev, canonical_bytes_in_column_order(row))
     if digest != row["row_hash"]:
         return False
     key_id = row["signing_key_id"]
