@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import struct
 import sys
 from collections import deque
@@ -140,6 +141,8 @@ class HelperProcessSigner:
 def _serve() -> None:
     """The helper's side: reads the seed, then answers requests until its stdin closes."""
     os.nice(int(sys.argv[1]) if len(sys.argv) > 1 else 0)  # lower priority only: never needs privileges
+    # Its life is the signer's: it ends when its stdin closes, not on the Ctrl-C meant for the signer.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     signer = Ed25519Signer.from_seed_b64(stdin.readline().decode())
     sign = signer.sign
