@@ -256,14 +256,16 @@ async def _read_heads(conn: asyncpg.Connection, tenants: Sequence[str], *, lock:
     return heads
 
 
-async def _lock_heads(conn: asyncpg.Connection, tenants: Sequence[str]) -> dict[str, Head]:
+async def _lock_heads(conn: asyncpg.Connection, tenants: Sequence[str], *, may_be_new: bool = True) -> dict[str, Head]:
+    """Lock the heads of ``tenants``; ``may_be_new`` creates the rows of chains that have none yet."""
+    if may_be_new:
+        await conn.execute(
+            "INSERT INTO chain_heads (tenant_id, head_seq, head_hash) SELECT t, 0, $2 FROM unnest($1::text[]) t"
+            " ON CONFLICT (tenant_id) DO NOTHING",
+            tenants,
+            GENESIS_HASH,
+        )
     # Lock order is by tenant id, so two signers holding different tenants cannot deadlock.
-    await conn.execute(
-        "INSERT INTO chain_heads (tenant_id, head_seq, head_hash) SELECT t, 0, $2 FROM unnest($1::text[]) t"
-        " ON CONFLICT (tenant_id) DO NOTHING",
-        tenants,
-        GENESIS_HASH,
-    )
     return await _read_heads(conn, tenants, lock=True)
 
 
@@ -410,7 +412,9 @@ async def append_prepared(
             if stored != batch[0].offset:
                 raise _NotAsPrepared
             if prepared.expected:
-                heads = await _lock_heads(conn, list(prepared.expected))
+                # A head expected past 0 was read from its row, which is never deleted: no insert needed.
+                new_chain = any(seq == 0 for seq, _ in prepared.expected.values())
+                heads = await _lock_heads(conn, list(prepared.expected), may_be_new=new_chain)
                 if any((heads[t].seq, heads[t].hash) != prepared.expected[t] for t in prepared.expected):
                     raise _NotAsPrepared
             await _write(conn, prepared.chained, prepared.heads, (group, topic, partition, next_offset))
