@@ -27,6 +27,7 @@ from shared.chain import as_stored, json_is_plain
 JSON_COLUMNS = frozenset({"content", "content_lengths", "redacted_fields", "attributes"})
 _FIELD_NAMES = frozenset(EVENT_COLUMNS)
 _NUL_ESCAPE = b"\\u0000"
+_SURROGATE_ESCAPE, _SURROGATE_ESCAPE_UPPER = b"\\ud", b"\\uD"  # how a surrogate (paired or not) can arrive
 
 
 class ChainRow(NamedTuple):
@@ -98,7 +99,21 @@ def _timestamp(name: str, text: str) -> datetime:
         raise ValueError(f"{name} is not an ISO 8601 timestamp: {text[:40]!r}") from exc
     if value.tzinfo is None:
         raise ValueError(f"{name} has no UTC offset: {text[:40]!r}")
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
+    if value.tzinfo is UTC:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00, which is in year 0 in UTC
+        raise ValueError(f"{name} is out of range in UTC: {text[:40]!r}") from exc
+
+
+def _refuse_lone_surrogates(data: dict[str, Any]) -> None:
+    """orjson refuses a string escape of half a surrogate pair; the standard library reads it, but it is not
+    UTF-8, so the row could be neither hashed nor stored (and ``CanonicalEvent.to_json`` refuses it too)."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError("canonical event holds a lone surrogate, which is not UTF-8") from exc
 
 
 class _DecodedInexactly(Exception):
@@ -108,10 +123,13 @@ class _DecodedInexactly(Exception):
 def decode_row(raw: bytes) -> ChainRow:
     """One canonical-topic message as a row; ``ValueError`` says what is wrong with a message that is not."""
     try:
-        return _decode(raw, orjson.loads(raw), exact=False)
-    except (orjson.JSONDecodeError, _DecodedInexactly):
-        # Integers beyond 64 bits (orjson reads them as floats), NaN, lone surrogates: the exact decoder.
-        return _decode(raw, json.loads(raw), exact=True)
+        try:
+            return _decode(raw, orjson.loads(raw), exact=False)
+        except (orjson.JSONDecodeError, _DecodedInexactly):
+            # Integers beyond 64 bits (orjson reads them as floats), NaN, lone surrogates: the exact decoder.
+            return _decode(raw, json.loads(raw), exact=True)
+    except RecursionError as exc:  # JSON nested too deeply for the decoder or for the checks here
+        raise ValueError("canonical event is nested too deeply") from exc
 
 
 def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
@@ -135,6 +153,11 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
     plain = all(json_is_plain(values[name]) for name in JSON_COLUMNS)
     if not plain and not exact and any(exactjson.contains_float(values[name]) for name in JSON_COLUMNS):
         raise _DecodedInexactly
+    # UTF-16 or UTF-32 (a NUL byte among the first four, as json.loads detects them): only the standard
+    # library reads those, and the tests of the raw bytes below only work on UTF-8.
+    other_encoding = exact and b"\x00" in raw[:4]
+    if exact and (other_encoding or _SURROGATE_ESCAPE in raw or _SURROGATE_ESCAPE_UPPER in raw):
+        _refuse_lone_surrogates(data)
     values["event_time"] = _timestamp("event_time", values["event_time"])
     values["received_at"] = _timestamp("received_at", values["received_at"])
     cost = values["cost"]
@@ -145,8 +168,11 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
             raise ValueError(f"cost is not a decimal number: {cost[:40]!r}") from exc
         if not values["cost"].is_finite():
             raise ValueError(f"cost is not a finite number: {cost[:40]!r}")
-    if not plain or _NUL_ESCAPE in raw:
-        as_stored(values, JSON_COLUMNS)
-    elif cost is not None:
-        as_stored(values, frozenset())  # rounds the cost as numeric(20, 6) will
+    try:
+        if other_encoding or not plain or _NUL_ESCAPE in raw:
+            as_stored(values, JSON_COLUMNS)
+        elif cost is not None:
+            as_stored(values, frozenset())  # rounds the cost as numeric(20, 6) will
+    except InvalidOperation as exc:  # rounding the cost to six places needs more digits than a Decimal holds
+        raise ValueError(f"cost is out of range: {cost[:40]!r}") from exc
     return ChainRow(values["event_id"], values["tenant_id"], values, raw, plain)

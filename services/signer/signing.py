@@ -67,6 +67,7 @@ class HelperProcessSigner:
         self._public_key = public_key
         self._waiting: deque[tuple[int, asyncio.Future[list[bytes]]]] = deque()
         self._asked = asyncio.Event()
+        self._closed = False
         self._reader = asyncio.create_task(self._read_responses())
 
     @classmethod
@@ -93,7 +94,7 @@ class HelperProcessSigner:
     async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]:
         if not digests:
             return []
-        if self._reader.done() or self._process.returncode is not None:
+        if self._closed or self._reader.done() or self._process.returncode is not None:
             raise SigningHelperError("the signing helper has stopped")
         future: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
         self._waiting.append((len(digests), future))
@@ -121,21 +122,27 @@ class HelperProcessSigner:
                 if not future.done():
                     future.set_result([data[i : i + SIGNATURE_BYTES] for i in range(0, len(data), SIGNATURE_BYTES)])
         except (asyncio.IncompleteReadError, OSError):
-            error = SigningHelperError("the signing helper exited")
-            while self._waiting:
-                _, future = self._waiting.popleft()
-                if not future.done():
-                    future.set_exception(error)
+            self._fail_waiting(SigningHelperError("the signing helper exited"))
+
+    def _fail_waiting(self, error: SigningHelperError) -> None:
+        while self._waiting:
+            _, future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
 
     async def close(self) -> None:
-        self._reader.cancel()
+        self._closed = True
         if self._process.returncode is None:
             self._stdin.close()
+            # The reader goes on until the helper has exited: the helper blocks on a full stdout pipe until its
+            # answers are read, and the process counts as exited only once that pipe reaches its end.
             try:
                 await asyncio.wait_for(self._process.wait(), 5)
             except TimeoutError:
                 self._process.kill()
                 await self._process.wait()
+        self._reader.cancel()
+        self._fail_waiting(SigningHelperError("the signing helper was closed"))
 
 
 def _serve() -> None:

@@ -192,7 +192,7 @@ class SignerWorker:
             self._heads.clear()
             prepared = await self._prepare(items)
         self._messages = messages
-        self._in_flight_ids = prepared.event_ids
+        self._in_flight_ids = prepared.event_ids if prepared is not None else frozenset()
         self._in_flight = asyncio.create_task(self._append(tp, items, prepared))
 
     async def _decode(self, messages: Sequence[Any]) -> list[OffsetEvent]:
@@ -205,7 +205,9 @@ class SignerWorker:
                 items.append(OffsetEvent(message.offset, None))
         return items
 
-    async def _prepare(self, items: list[OffsetEvent]) -> PreparedBatch:
+    async def _prepare(self, items: list[OffsetEvent]) -> PreparedBatch | None:
+        """The batch hashed and signed ahead; None when it cannot be (an event that cannot be hashed): it is
+        then chained under lock, where an event that cannot be appended is found and dead-lettered."""
         backoff = Backoff()
         while True:
             try:
@@ -219,8 +221,13 @@ class SignerWorker:
                         checkpoints=self.checkpoints,
                         batch_signer=self.batch_signer,
                     )
+            except SigningHelperError:
+                raise
             except Exception as exc:
-                if not is_retryable_db_error(exc) or self._stop.is_set():
+                if not is_retryable_db_error(exc):
+                    log.warning("batch cannot be prepared, chaining it under lock", extra={"error": describe(exc)})
+                    return None
+                if self._stop.is_set():
                     raise
                 await self.pool.expire_connections()
                 self.metrics.db_retries.inc()

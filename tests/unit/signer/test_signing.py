@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +63,143 @@ async def test_requests_in_flight_fail_when_the_helper_dies() -> None:
             await asyncio.wait_for(pending, 10)
     finally:
         await helper.close()
+
+
+SIZES = {"none": 0, "one": 1, "a chunk": 16, "a chunk and one": 17, "a batch": 2_000}
+
+
+@pytest.mark.parametrize("count", list(SIZES.values()), ids=list(SIZES))
+async def test_inline_and_helper_sign_as_the_key_does(helper: tuple[Ed25519Signer, HelperProcessSigner], count: int) -> None:
+    key, process = helper
+    messages = digests(count, salt=f"size{count}")
+    expected = [key.sign(m) for m in messages]
+    assert await InlineSigner(key).sign_many(messages) == expected
+    assert await process.sign_many(messages) == expected
+
+
+async def test_inline_close_changes_nothing() -> None:
+    key = Ed25519Signer.generate()
+    inline = InlineSigner(key)
+    await inline.close()
+    assert await inline.sign_many(digests(2)) == [key.sign(m) for m in digests(2)]
+
+
+async def test_random_digests_sign_alike(helper: tuple[Ed25519Signer, HelperProcessSigner]) -> None:
+    key, process = helper
+    messages = [os.urandom(32) for _ in range(3_000)]
+    signatures = await process.sign_many(messages)
+    assert signatures == [key.sign(m) for m in messages]
+    assert all(len(s) == 64 for s in signatures)
+
+
+@pytest.mark.parametrize("callers", [2, 50, 200])
+async def test_concurrent_callers_each_get_their_own_signatures_in_order(
+    helper: tuple[Ed25519Signer, HelperProcessSigner], callers: int
+) -> None:
+    key, process = helper
+    rng = random.Random(callers)
+    # Sizes up to 3,000 digests: a request (96 KB) and its answer (192 KB) fill the pipes, so writers wait on
+    # drain() and the reader on the answers while the others queue behind them.
+    batches = [digests(rng.choice([0, 1, 15, 16, 17, 300, 3_000]), salt=f"{callers}-{i}-") for i in range(callers)]
+
+    async def one(batch: list[bytes]) -> list[bytes]:
+        await asyncio.sleep(rng.random() / 1000)
+        return await process.sign_many(batch)
+
+    results = await asyncio.gather(*(one(batch) for batch in batches))
+    for batch, signatures in zip(batches, results, strict=True):
+        assert signatures == [key.sign(m) for m in batch]
+
+
+async def test_a_cancelled_caller_does_not_shift_the_answers_of_the_others(
+    helper: tuple[Ed25519Signer, HelperProcessSigner],
+) -> None:
+    key, process = helper
+    first, second, third = digests(5_000, "a"), digests(3, "b"), digests(4, "c")
+    cancelled = asyncio.ensure_future(process.sign_many(first))
+    others = asyncio.gather(process.sign_many(second), process.sign_many(third))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    assert list(await others) == [[key.sign(m) for m in second], [key.sign(m) for m in third]]
+    assert await process.sign_many(second) == [key.sign(m) for m in second]
+
+
+async def test_the_seed_never_appears_on_the_command_line(helper: tuple[Ed25519Signer, HelperProcessSigner]) -> None:
+    key, process = helper
+    cmdline = await asyncio.to_thread(Path(f"/proc/{process._process.pid}/cmdline").read_bytes)
+    assert key.seed_b64().encode() not in cmdline
+    assert b"services.signer.signing" in cmdline
+
+
+async def test_the_helper_ignores_ctrl_c(helper: tuple[Ed25519Signer, HelperProcessSigner]) -> None:
+    key, process = helper
+    os.kill(process._process.pid, signal.SIGINT)
+    await asyncio.sleep(0.2)
+    assert process._process.returncode is None
+    assert await process.sign_many(digests(3)) == [key.sign(m) for m in digests(3)]
+
+
+async def test_close_ends_the_child_and_later_requests_fail() -> None:
+    helper = await HelperProcessSigner.start(Ed25519Signer.generate())
+    pid = helper._process.pid
+    await asyncio.wait_for(helper.close(), 10)
+    assert helper._process.returncode == 0  # it saw its stdin close and returned
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(SigningHelperError):
+        await helper.sign_many(digests(1))
+    await asyncio.wait_for(helper.close(), 10)  # a second close is harmless
+    assert await helper.sign_many([]) == []
+
+
+@pytest.mark.parametrize("outstanding", [10, 2_500, 20_000])
+async def test_close_answers_the_requests_still_outstanding(outstanding: int) -> None:
+    """Regression: close() cancelled the reader first, so the helper blocked writing answers nobody read; with
+    more than about 128 KB of them (2,000 signatures) the process never counted as exited and close() hung
+    even after killing it, and the callers waited forever."""
+    key = Ed25519Signer.generate()
+    helper = await HelperProcessSigner.start(key)
+    messages = digests(outstanding)
+    pending = asyncio.ensure_future(helper.sign_many(messages))
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(helper.close(), 4)  # well within close()'s own 5 s grace: no kill needed
+    assert helper._process.returncode == 0
+    assert await asyncio.wait_for(pending, 4) == [key.sign(m) for m in messages]
+
+
+async def test_callers_outstanding_when_the_helper_is_killed_during_close_are_told() -> None:
+    helper = await HelperProcessSigner.start(Ed25519Signer.generate())
+    pending = asyncio.ensure_future(helper.sign_many(digests(50_000)))
+    await asyncio.sleep(0.01)
+    closing = asyncio.ensure_future(helper.close())
+    await asyncio.sleep(0)
+    helper._process.kill()
+    await asyncio.wait_for(closing, 10)
+    with pytest.raises(SigningHelperError):
+        await asyncio.wait_for(pending, 10)
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, "input closed"])
+async def test_a_helper_that_stops_fails_the_next_request(how: signal.Signals | str) -> None:
+    helper = await HelperProcessSigner.start(Ed25519Signer.generate())
+    try:
+        if how == "input closed":
+            helper._stdin.close()  # the helper sees its input end and returns
+        else:
+            assert isinstance(how, signal.Signals)
+            helper._process.send_signal(how)
+        await asyncio.wait_for(helper._process.wait(), 10)
+        with pytest.raises(SigningHelperError):
+            await asyncio.wait_for(helper.sign_many(digests(3)), 10)
+    finally:
+        await asyncio.wait_for(helper.close(), 10)
+
+
+@pytest.fixture
+async def helper() -> AsyncIterator[tuple[Ed25519Signer, HelperProcessSigner]]:
+    key = Ed25519Signer.generate()
+    process = await HelperProcessSigner.start(key)
+    try:
+        yield key, process
+    finally:
+        await asyncio.wait_for(process.close(), 10)
