@@ -53,7 +53,7 @@ from shared import otlp
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import TopicSpec, encode_headers, ensure_topics, make_producer, tenant_key
-from tests.bench.payloads import captured_shapes
+from tests.bench.payloads import captured_shapes, set_string_attribute
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FIXTURES = Path(os.environ.get("AUDIT_FIXTURES_DIR", ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.332"))
@@ -77,16 +77,6 @@ def _event_name(record: LogRecord) -> str:
     return next((a.value.string_value for a in record.attributes if a.key == "event.name"), "")
 
 
-def _set_string(record: LogRecord, key: str, value: str) -> None:
-    for attribute in record.attributes:
-        if attribute.key == key:
-            attribute.value.string_value = value
-            return
-    added = record.attributes.add()
-    added.key = key
-    added.value.string_value = value
-
-
 def build_realistic_batches(
     fixtures_dir: Path, *, count: int, seed: int = 7, content_chars: int = CONTENT_CHARS
 ) -> list[bytes]:
@@ -108,7 +98,7 @@ def build_realistic_batches(
             record = sl.log_records.add()
             record.CopyFrom(shapes[cursor % len(shapes)])
             cursor += 1
-            _set_string(record, "session.id", session)
+            set_string_attribute(record, "session.id", session)
             for attribute in record.attributes:
                 if attribute.key == "event.sequence":
                     attribute.value.int_value = position
@@ -117,11 +107,11 @@ def build_realistic_batches(
                 continue
             field = ATTRIBUTE_OF_EVENT[_event_name(record)]
             content = workload.content(field, content_chars)
-            _set_string(record, field, content)
+            set_string_attribute(record, field, content)
             if field == "prompt":
-                _set_string(record, "prompt_text", content)  # the CLI sends both, equal
+                set_string_attribute(record, "prompt_text", content)  # the CLI sends both, equal
             if field == "tool_input":
-                _set_string(record, "tool_parameters", workload.content("tool_parameters", 160))
+                set_string_attribute(record, "tool_parameters", workload.content("tool_parameters", 160))
         bodies.append(request.SerializeToString())
     return bodies
 

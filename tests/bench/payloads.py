@@ -60,15 +60,19 @@ def captured_shapes(fixtures_dir: Path) -> tuple[otlp.ExportLogsServiceRequest, 
     return first, records
 
 
-def _set_text(record: LogRecord, key: str, length: int) -> None:
-    text = (_FILLER * (length // len(_FILLER) + 1))[:length]
+def set_string_attribute(record: LogRecord, key: str, value: str) -> None:
+    """Replace the record's attribute ``key`` with a string, or add it."""
     for attribute in record.attributes:
         if attribute.key == key:
-            attribute.value.string_value = text
+            attribute.value.string_value = value
             return
     added = record.attributes.add()
     added.key = key
-    added.value.string_value = text
+    added.value.string_value = value
+
+
+def _set_text(record: LogRecord, key: str, length: int) -> None:
+    set_string_attribute(record, key, (_FILLER * (length // len(_FILLER) + 1))[:length])
 
 
 def build_batches(
