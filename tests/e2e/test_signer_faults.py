@@ -119,6 +119,28 @@ async def test_signer_killed_mid_load_resumes_exactly_once(
     await _assert_exactly_once_and_verified(db, events)
 
 
+async def _terminate_signer_connections(killer: asyncpg.Connection, spared_pid: int) -> None:
+    await killer.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> $1",
+        spared_pid,
+    )
+
+
+async def _wait_for_a_blocked_append(observer: asyncpg.Connection, timeout: float = 60) -> None:
+    """Polled outside the locking transaction, which would see one frozen snapshot of pg_stat_activity."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = await observer.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the signer never started an append")
+
+
 async def test_signer_rides_out_lost_database_connections(
     infra: Infra, database_url: str, topics: Topics, tmp_path: Path, db: asyncpg.Connection
 ) -> None:
@@ -130,14 +152,19 @@ async def test_signer_rides_out_lost_database_connections(
         chunks = [events[i : i + 400] for i in range(0, len(events), 400)]
         await _produce(infra.bootstrap, topics.canonical, chunks[0])
         await _wait_rows(db, 1, timeout=60)
-        for chunk in chunks[1:]:
+        for number, chunk in enumerate(chunks[1:]):
             # What a failover looks like from the signer: every connection dropped, mid-transaction or idle.
-            await killer.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> $1",
-                db.get_server_pid(),
-            )
-            await _produce(infra.bootstrap, topics.canonical, chunk)
+            # An idle pool replaces dropped connections without telling anyone, so every other chunk the drop
+            # is timed to land inside an append: the table lock holds the signer's write until it is cut off.
+            if number % 2:
+                await _terminate_signer_connections(killer, db.get_server_pid())
+                await _produce(infra.bootstrap, topics.canonical, chunk)
+            else:
+                async with killer.transaction():
+                    await killer.execute("LOCK TABLE audit_logs IN EXCLUSIVE MODE")
+                    await _produce(infra.bootstrap, topics.canonical, chunk)
+                    await _wait_for_a_blocked_append(db)
+                    await _terminate_signer_connections(killer, db.get_server_pid())
             await asyncio.sleep(0.2)
         await _wait_rows(db, len(events))
     finally:
