@@ -20,6 +20,11 @@ JsonValue = Any
 CONTENT_FIELDS = ("prompt", "response", "tool_parameters", "tool_input", "error")
 WITHHELD_MARKER = "[content withheld: detection unavailable]"
 COST_SCALE = Decimal("0.000001")
+# What the integer and numeric columns hold (migration 0001): a value outside cannot be stored at all.
+BIGINT_RANGE = range(-(2**63), 2**63)
+INTEGER_RANGE = range(-(2**31), 2**31)
+INTEGER_COLUMNS = frozenset({"status_code", "attempt"})  # the other integer fields are bigint
+COST_LIMIT = Decimal(10) ** 14  # numeric(20, 6): 14 digits before the point
 
 
 @dataclass(frozen=True)

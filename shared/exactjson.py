@@ -29,7 +29,14 @@ def contains_float(value: Any) -> bool:
 
 
 def decode(data: bytes) -> tuple[Any, bool]:
-    """The decoded value, and whether it holds a float anywhere."""
+    """The decoded value, and whether it holds a float anywhere; ``ValueError`` for anything that is not JSON."""
+    try:
+        return _decode(data)
+    except RecursionError as exc:  # deeper than the standard library (or the float check) can follow
+        raise ValueError("JSON nested too deeply") from exc
+
+
+def _decode(data: bytes) -> tuple[Any, bool]:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from shared.canonical import CONTENT_FIELDS, COST_SCALE
+from shared.canonical import BIGINT_RANGE, CONTENT_FIELDS, COST_LIMIT, COST_SCALE, INTEGER_RANGE
 
 AUDITED_EVENTS = frozenset({"user_prompt", "tool_result", "tool_decision", "api_request", "api_error"})
 # Events the product documents besides the audited five; anything else is "unknown" for the metrics.
@@ -96,8 +96,14 @@ def as_str(value: Any) -> str | None:
     return str(value) if isinstance(value, int | float) else json.dumps(value, sort_keys=True)
 
 
-def as_int(value: Any) -> int | None:
-    """Strings, ints, doubles and bools arrive interchangeably; anything unreadable becomes None."""
+def as_int(value: Any, within: range = BIGINT_RANGE) -> int | None:
+    """Strings, ints, doubles and bools arrive interchangeably; anything unreadable becomes None, and so does
+    a number its column cannot hold, which would otherwise keep the whole event out of the audit log."""
+    number = _as_any_int(value)
+    return number if number is not None and number in within else None
+
+
+def _as_any_int(value: Any) -> int | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -135,14 +141,22 @@ def as_cost(micros: Any, usd: Any) -> Decimal | None:
     """Prefer integer micro-dollars: a double such as 0.00685 is not exact."""
     micro_value = as_int(micros)
     if micro_value is not None:
-        return (Decimal(micro_value) / Decimal(1_000_000)).quantize(COST_SCALE)
+        return _storable_cost(Decimal(micro_value) / Decimal(1_000_000))
     if usd is None or isinstance(usd, bool):
         return None
     try:
         cost = Decimal(str(usd))
     except InvalidOperation:
         return None
-    return cost.quantize(COST_SCALE) if cost.is_finite() else None
+    return _storable_cost(cost) if cost.is_finite() else None
+
+
+def _storable_cost(cost: Decimal) -> Decimal | None:
+    """None for a cost the column cannot hold, rather than an event that cannot be stored at all."""
+    if abs(cost) >= COST_LIMIT:  # checked first: quantizing a huge number needs more digits than a Decimal has
+        return None
+    stored = cost.quantize(COST_SCALE)
+    return stored if abs(stored) < COST_LIMIT else None
 
 
 def event_time_of(attrs: Mapping[str, Any], record: LogRecord, fallback: datetime) -> datetime:
@@ -239,15 +253,15 @@ def map_record(
         "output_tokens": output_tokens,
         "cache_read_tokens": cache_read,
         "cache_creation_tokens": cache_creation,
-        "tokens_used": sum(token_parts) if token_parts else None,
+        "tokens_used": as_int(sum(token_parts)) if token_parts else None,
         "cost": as_cost(attrs.get("cost_usd_micros"), attrs.get("cost_usd")),
         "duration_ms": as_int(attrs.get("duration_ms")),
         "decision": as_str(attrs.get("decision")),
         "decision_source": as_str(attrs.get("source")),
         "tool_name": as_str(attrs.get("tool_name")),
         "success": as_bool(attrs.get("success")),
-        "status_code": as_int(attrs.get("status_code")),
-        "attempt": as_int(attrs.get("attempt")),
+        "status_code": as_int(attrs.get("status_code"), INTEGER_RANGE),
+        "attempt": as_int(attrs.get("attempt"), INTEGER_RANGE),
     }
     raw_content: dict[str, str] = {}
     lengths: dict[str, int] = {}

@@ -21,7 +21,14 @@ from typing import Any, NamedTuple
 import orjson
 
 from shared import exactjson
-from shared.canonical import EVENT_COLUMNS, CanonicalEvent
+from shared.canonical import (
+    BIGINT_RANGE,
+    COST_LIMIT,
+    EVENT_COLUMNS,
+    INTEGER_COLUMNS,
+    INTEGER_RANGE,
+    CanonicalEvent,
+)
 from shared.chain import as_stored, json_is_plain
 
 JSON_COLUMNS = frozenset({"content", "content_lengths", "redacted_fields", "attributes"})
@@ -79,6 +86,12 @@ def _type_groups() -> list[_TypeGroup]:
 
 
 _TYPE_GROUPS = _type_groups()
+# A number its column cannot hold would fail the whole batch's COPY; refused here, it is dead-lettered alone.
+_INTEGER_BOUNDS = tuple(
+    (name, INTEGER_RANGE if name in INTEGER_COLUMNS else BIGINT_RANGE)
+    for name, annotation in typing.get_type_hints(CanonicalEvent).items()
+    if int in _allowed_types(annotation)
+)
 _DEFAULTS: dict[str, Any] = {}
 _REQUIRED: set[str] = set()
 for _field in fields(CanonicalEvent):
@@ -158,6 +171,10 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
     other_encoding = exact and b"\x00" in raw[:4]
     if exact and (other_encoding or _SURROGATE_ESCAPE in raw or _SURROGATE_ESCAPE_UPPER in raw):
         _refuse_lone_surrogates(data)
+    for name, bounds in _INTEGER_BOUNDS:
+        number = values[name]
+        if number is not None and number not in bounds:
+            raise ValueError(f"{name} is out of range for its column: {number}")
     values["event_time"] = _timestamp("event_time", values["event_time"])
     values["received_at"] = _timestamp("received_at", values["received_at"])
     cost = values["cost"]
@@ -175,4 +192,6 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
             as_stored(values, frozenset())  # rounds the cost as numeric(20, 6) will
     except InvalidOperation as exc:  # rounding the cost to six places needs more digits than a Decimal holds
         raise ValueError(f"cost is out of range: {cost[:40]!r}") from exc
+    if cost is not None and abs(values["cost"]) >= COST_LIMIT:
+        raise ValueError(f"cost is out of range for numeric(20, 6): {cost[:40]!r}")
     return ChainRow(values["event_id"], values["tenant_id"], values, raw, plain)

@@ -10,6 +10,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from services.redactor.mapping import as_bool, as_cost, as_int, attributes_of, map_record
 from shared import otlp
+from shared.canonical import INTEGER_RANGE
 
 RECEIVED = datetime(2026, 11, 28, 15, 14, tzinfo=UTC)
 PLANES = {"claude-code": "claude_code", "claude-code-desktop": "claude_code", "cowork": "cowork"}
@@ -94,10 +95,30 @@ def test_content_capture_off_keeps_lengths_only(fixtures_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [("29", 29), (29, 29), (29.0, 29), ("29.7", 29), ("x", None), (True, None), (None, None)]
+    ("value", "expected"),
+    [
+        ("29", 29),
+        (29, 29),
+        (29.0, 29),
+        ("29.7", 29),
+        ("x", None),
+        (True, None),
+        (None, None),
+        (2**63 - 1, 2**63 - 1),
+        (-(2**63), -(2**63)),
+        (2**63, None),  # beyond bigint: the column could not hold it
+        ("1e300", None),
+        (1e19, None),
+        ("9" * 5000, None),  # more digits than int() reads from text
+    ],
 )
 def test_as_int(value: object, expected: int | None) -> None:
     assert as_int(value) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [(2**31 - 1, 2**31 - 1), (-(2**31), -(2**31)), (2**31, None)])
+def test_as_int_within_an_integer_column(value: int, expected: int | None) -> None:
+    assert as_int(value, INTEGER_RANGE) == expected
 
 
 @pytest.mark.parametrize(
@@ -112,3 +133,20 @@ def test_cost_prefers_exact_micros() -> None:
     assert as_cost("6850", None) == Decimal("0.006850")
     assert as_cost(None, 0.1) == Decimal("0.100000")
     assert as_cost(None, "nan") is None
+
+
+@pytest.mark.parametrize(
+    ("micros", "usd", "expected"),
+    [
+        (None, "99999999999999.999999", Decimal("99999999999999.999999")),  # the largest numeric(20, 6)
+        (None, "-99999999999999.999999", Decimal("-99999999999999.999999")),
+        (None, "100000000000000", None),
+        (2**63 - 1, None, Decimal("9223372036854.775807")),
+        (2**63, 5, Decimal("5.000000")),  # micro-dollars that are not a bigint are unreadable: the double is used
+        (None, "99999999999999.9999999", None),  # rounds up to 10^14
+        (None, "1e300", None),
+        (None, 1e300, None),
+    ],
+)
+def test_cost_the_column_cannot_hold_is_unreadable(micros: object, usd: object, expected: Decimal | None) -> None:
+    assert as_cost(micros, usd) == expected

@@ -98,6 +98,14 @@ def test_what_is_not_json_is_refused_with_a_value_error(data: bytes) -> None:
         json.loads(data)  # the reference refuses it too
 
 
+@pytest.mark.parametrize("depth", [1_100, 100_000])
+def test_json_nested_too_deeply_is_refused_with_a_value_error(depth: int) -> None:
+    # orjson stops at 1,024 levels; the standard library then runs out of stack (RecursionError).
+    data = b"[" * depth + b"]" * depth
+    with pytest.raises(ValueError, match="nested too deeply"):
+        exactjson.loads(data)
+
+
 CONTAINS_FLOAT: dict[str, tuple[Any, bool]] = {
     "float": (0.5, True),
     "int": (1, False),

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from services.signer.rows import ChainRow, decode_row
-from shared.canonical import EVENT_COLUMNS, CanonicalEvent
+from shared.canonical import BIGINT_RANGE, EVENT_COLUMNS, INTEGER_COLUMNS, INTEGER_RANGE, CanonicalEvent
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -160,8 +160,10 @@ def test_a_value_of_the_wrong_type_is_refused(field: str, value: Any) -> None:
         decode_row(json.dumps(message(**{field: value})).encode())
 
 
+BIGINT_FIELDS = tuple(name for name in INT_FIELDS if name not in INTEGER_COLUMNS)
 RIGHT_VALUES: dict[tuple[str, ...], tuple[Any, ...]] = {
-    INT_FIELDS: (0, -1, 2**53, 2**63 - 1, 2**64, -(2**70), None),  # beyond 64 bits: the exact decoder
+    BIGINT_FIELDS: (0, -1, 2**53, 2**63 - 1, -(2**63), None),
+    tuple(sorted(INTEGER_COLUMNS)): (0, -1, 2**31 - 1, -(2**31), None),
     BOOL_FIELDS: (True, False),
     OPTIONAL_BOOL_FIELDS: (True, False, None),
     OPTIONAL_STR_FIELDS: ("", "é😀", None),
@@ -176,6 +178,22 @@ def test_a_value_of_the_right_type_is_kept_as_the_event_model_keeps_it(field: st
     row = decode_row(raw)
     assert row.values == reference(raw).values
     assert row.values[field] == value and type(row.values[field]) is type(value)
+
+
+OUT_OF_RANGE: dict[tuple[str, ...], tuple[int, ...]] = {
+    # 2**63 as orjson reads it (an unsigned 64-bit integer); the others through the exact decoder.
+    BIGINT_FIELDS: (2**63, -(2**63) - 1, 2**64, -(2**70)),
+    tuple(sorted(INTEGER_COLUMNS)): (2**31, -(2**31) - 1, 2**63),
+}
+OUT_OF_RANGE_VALUES = [(field, value) for fields, values in OUT_OF_RANGE.items() for field in fields for value in values]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), OUT_OF_RANGE_VALUES, ids=[f"{f}={v!r}" for f, v in OUT_OF_RANGE_VALUES]
+)
+def test_an_integer_its_column_cannot_hold_is_refused(field: str, value: int) -> None:
+    with pytest.raises(ValueError, match=f"{field} is out of range for its column"):
+        decode_row(json.dumps(message(**{field: value})).encode())
 
 
 @pytest.mark.parametrize("field", REQUIRED)
@@ -219,6 +237,17 @@ MORE_INVALID: dict[str, tuple[bytes, str]] = {
         json.dumps(message(cost="-1e23", attributes={"ratio": 0.5})).encode(),
         "cost is out of range",
     ),
+    # Values their columns cannot hold: the whole batch's COPY failed before the event was found and refused.
+    "cost of 10^14": (json.dumps(message(cost="1e14")).encode(), "numeric"),
+    "cost that rounds to 10^14": (json.dumps(message(cost="-99999999999999.9999995")).encode(), "numeric"),
+    "cost of 10^21": (json.dumps(message(cost="1e21")).encode(), "numeric"),
+    "tokens beyond bigint, as orjson reads them": (
+        json.dumps(message(input_tokens=2**63)).encode(),
+        "input_tokens is out of range",
+    ),
+    "tokens beyond 64 bits": (json.dumps(message(tokens_used=-(2**80))).encode(), "tokens_used is out of range"),
+    "status code beyond integer": (json.dumps(message(status_code=2**31)).encode(), "status_code is out of range"),
+    "attempt below integer": (json.dumps(message(attempt=-(2**31) - 1)).encode(), "attempt is out of range"),
     # In UTC these fall in year 0 or 10000: was OverflowError.
     "event time before year 1 in UTC": (
         json.dumps(message(event_time="0001-01-01T00:30:00+01:00")).encode(),
@@ -267,7 +296,7 @@ def test_edge_timestamps_match_the_event_model_in_utc(text: str) -> None:
 
 
 EDGE_COSTS = ["0", "-0", "0E-30", "1E+5", " 1.5 ", "1_000", "99999999999999.999999", "0.0000005", "-0.0000005",
-              "0.0000015", "2.5E-6", "1e21", "-1e21"]
+              "0.0000015", "2.5E-6", "-99999999999999.9999994", "1E+13"]
 
 
 @pytest.mark.parametrize("cost", EDGE_COSTS)
@@ -348,9 +377,9 @@ def _random_message(rng: random.Random) -> dict[str, Any]:
         changes["content"] = {"prompt": rng.choice(texts), "response": rng.choice(texts)}
     if rng.random() < 0.5:
         changes["content_lengths"] = {"prompt": rng.choice(ints)}
-    for field in ("input_tokens", "event_sequence", "status_code"):
+    for field, bounds in (("input_tokens", BIGINT_RANGE), ("event_sequence", BIGINT_RANGE), ("status_code", INTEGER_RANGE)):
         if rng.random() < 0.3:
-            changes[field] = rng.choice(ints)
+            changes[field] = rng.choice([n for n in ints if n in bounds])
     if rng.random() < 0.5:
         changes["cost"] = rng.choice([None, *EDGE_COSTS])
     if rng.random() < 0.5:
