@@ -1,8 +1,9 @@
-"""Running a service's main coroutine on the event loop its settings choose."""
+"""Running a service: its main coroutine on the event loop its settings choose, and how it is told to stop."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Coroutine
 from typing import Any
 
@@ -14,3 +15,12 @@ def run_service(main: Coroutine[Any, Any, None], event_loop: str) -> None:
         uvloop.run(main)
     else:
         asyncio.run(main)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: services finish what is in flight, commit, then exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -22,7 +21,7 @@ from shared.db.pool import create_pool
 from shared.keys import KeyMaterialError
 from shared.licensing import LicenseVerifier
 from shared.logs import configure_logging
-from shared.runtime import run_service
+from shared.runtime import run_service, stop_on_signals
 from shared.settings import load_settings
 
 
@@ -80,10 +79,7 @@ async def _serve(settings: ReceiverSettings) -> None:
     revocations = RevocationList(settings.database_url)
     app = create_app(settings, verifier, revocations=revocations.fetch)
     config = hypercorn_config(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     # Everything built so far (modules, app, settings) lives as long as the process: keep it out of the
     # cyclic collector's full passes, which otherwise grow with it and show up as latency spikes.
     gc.collect()

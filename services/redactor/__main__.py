@@ -12,8 +12,9 @@ from services.redactor.settings import RedactorSettings
 from services.redactor.transform import TextRedactor, TransformPolicy
 from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.health import HealthServer
-from shared.kafka import make_consumer, make_producer, start_clients, stop_on_signals
+from shared.kafka import make_consumer, make_producer, start_clients
 from shared.logs import configure_logging
+from shared.runtime import stop_on_signals
 from shared.settings import load_settings
 
 

@@ -6,9 +6,6 @@ background work and exits 0.
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
@@ -18,7 +15,7 @@ from services.reporter.settings import ReporterSettings
 from shared.keys import KeyMaterialError
 from shared.licensing import LicenseVerifier
 from shared.logs import configure_logging
-from shared.runtime import run_service
+from shared.runtime import run_service, stop_on_signals
 from shared.settings import load_settings
 
 
@@ -39,10 +36,7 @@ async def _serve(settings: ReporterSettings) -> None:
         raise SystemExit(f"reporter: {exc}") from None
     app = create_app(settings, verifier)
     config = hypercorn_config(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
 
     async def shutdown_trigger() -> None:
         await stop.wait()

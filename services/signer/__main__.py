@@ -15,10 +15,11 @@ from services.signer.worker import SignerMetrics, SignerWorker
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
 from shared.health import HealthServer
-from shared.kafka import make_consumer, make_producer, start_clients, stop_on_signals
+from shared.kafka import make_consumer, make_producer, start_clients
 from shared.keys import KeyMaterialError, load_signer
 from shared.logs import configure_logging
 from shared.pipeline import Backoff
+from shared.runtime import stop_on_signals
 from shared.settings import load_settings
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -15,15 +14,13 @@ from shared.db.pool import create_pool
 from shared.kafka import make_consumer, make_producer
 from shared.logs import configure_logging
 from shared.pipeline import Backoff
+from shared.runtime import stop_on_signals
 from shared.settings import load_settings
 
 
 async def _run(settings: UsageSettings) -> None:
     log = configure_logging("usage", settings.log_level)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
 
     backoff = Backoff(0.5, 10.0)
     while True:

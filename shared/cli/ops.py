@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from shared.ops.replay import Replayer, plan_replay
 from shared.ops.settings import OpsSettings
 from shared.ops.store import PostgresChainedIds
 from shared.ops.window import TimeWindow, Window, parse_offset_ranges, parse_timestamp, resolve_window
+from shared.runtime import stop_on_signals
 from shared.settings import load_settings
 
 T = TypeVar("T")
@@ -312,10 +312,7 @@ def dlq_exporter(port: int | None, interval: float | None) -> None:
     configure_logging("dlq-exporter", settings.log_level)
 
     async def go() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         registry = CollectorRegistry()
         async with TopicReader(settings.kafka_bootstrap_servers) as reader:
             exporter = DeadLetterExporter(
