@@ -42,10 +42,11 @@ Decisions worth knowing:
 - SIGTERM: /readyz turns 503, the listener closes, in-flight requests finish (each waiting for its
   acknowledgement), the producer is flushed, the process exits 0.
 
-Metrics (``GET /metrics``): ``otelcol_receiver_accepted_log_records_total`` and
-``otelcol_receiver_refused_log_records_total`` (labels receiver, transport, tenant, reason; the same for
-``..._metric_points``), ``otelcol_receiver_refused_requests_total`` (http_route, reason),
-``http_server_request_duration_seconds`` (http_route, http_response_status_code),
-``otelcol_receiver_enqueue_duration_seconds``, ``otelcol_receiver_in_flight_bytes`` (and its limit) and
-``otelcol_receiver_broker_available``. They name tenants: expose only ``/v1/*`` to the internet.
+Metrics (``GET /metrics`` on RECEIVER_METRICS_PORT, not the OTLP port):
+``otelcol_receiver_accepted_log_records_total`` and ``otelcol_receiver_refused_log_records_total``
+(labels receiver, transport, tenant, reason; the same for ``..._metric_points``),
+``otelcol_receiver_refused_requests_total`` (http_route, reason), ``http_server_request_duration_seconds``
+(http_route, http_response_status_code), ``otelcol_receiver_enqueue_duration_seconds``,
+``otelcol_receiver_in_flight_bytes`` (and its limit) and ``otelcol_receiver_broker_available``.
+They name tenants, which is why they have a port of their own.
 """

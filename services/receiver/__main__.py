@@ -15,9 +15,10 @@ import asyncpg
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from services.receiver.app import ReceiverState, create_app, load_issuer_public_keys
+from services.receiver.app import ReceiverState, create_app, load_issuer_public_keys, readiness
 from services.receiver.settings import ReceiverSettings
 from shared.db.pool import create_pool
+from shared.health import HealthServer
 from shared.keys import KeyMaterialError
 from shared.licensing import LicenseVerifier
 from shared.logs import configure_logging
@@ -84,10 +85,22 @@ async def _serve(settings: ReceiverSettings) -> None:
     # cyclic collector's full passes, which otherwise grow with it and show up as latency spikes.
     gc.collect()
     gc.freeze()
-    log.info("receiver listening", extra={"bind": config.bind, "event_loop": settings.receiver_event_loop})
+    state: ReceiverState = app.state.receiver
+    health = HealthServer(state.registry, ready=lambda: all(readiness(state).values()))
+    if settings.receiver_metrics_port:
+        await health.start(settings.receiver_host, settings.receiver_metrics_port)
+    log.info(
+        "receiver listening",
+        extra={
+            "bind": config.bind,
+            "metrics_port": settings.receiver_metrics_port,
+            "event_loop": settings.receiver_event_loop,
+        },
+    )
     try:
-        await serve(app, config, shutdown_trigger=_shutdown_trigger(app.state.receiver, stop))  # type: ignore[arg-type]
+        await serve(app, config, shutdown_trigger=_shutdown_trigger(state, stop))  # type: ignore[arg-type]
     finally:
+        await health.stop()
         await revocations.close()
     log.info("receiver stopped")
 

@@ -6,7 +6,9 @@ It never answers 200 for data the broker has not acknowledged. Routes:
   ``org:licence-key``; see services/receiver/ingest.py for the order of checks and every status code.
 - ``GET /healthz``: liveness (the event loop answers).
 - ``GET /readyz``: broker reachable, licence keys loaded, revocation list loaded, not draining.
-- ``GET /metrics``: Prometheus.
+
+Prometheus metrics are not among them: they name tenants, so ``__main__`` serves them on a port of their own
+(RECEIVER_METRICS_PORT) that need not face clients.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from google.rpc import code_pb2
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -119,20 +121,18 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
-async def readyz(request: Request) -> Response:
-    state: ReceiverState = request.app.state.receiver
-    checks = {
+def readiness(state: ReceiverState) -> dict[str, bool]:
+    return {
         "broker": state.queue.ready,
         "licence_keys": bool(state.verifier.issuer_keys),
         "revocations": state.ingest.revocations_ready(),
         "accepting": not state.draining,
     }
+
+
+async def readyz(request: Request) -> Response:
+    checks = readiness(request.app.state.receiver)
     return JSONResponse(checks, status_code=200 if all(checks.values()) else 503)
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    state: ReceiverState = request.app.state.receiver
-    return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _refresh_revocations(state: ReceiverState, stop: asyncio.Event) -> None:
@@ -223,7 +223,6 @@ def create_app(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/metrics", metrics_endpoint),
             # Each ingest route carries the auth middleware itself: a Mount would add a routing layer to
             # every export for nothing.
             Route(LOGS.route, IngestEndpoint(LOGS), methods=["POST"], middleware=[auth]),

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.receiver.metrics import ReceiverMetrics
 
-_KNOWN_ROUTES = frozenset({"/v1/logs", "/v1/metrics", "/healthz", "/readyz", "/metrics"})
+_KNOWN_ROUTES = frozenset({"/v1/logs", "/v1/metrics", "/healthz", "/readyz"})
 
 
 class EdgeMiddleware:

@@ -12,6 +12,13 @@ from shared.settings import CommonSettings
 class ReceiverSettings(CommonSettings):
     receiver_host: str = Field(default="0.0.0.0", description="Address the OTLP/HTTP receiver binds to.")  # noqa: S104
     receiver_port: int = Field(default=4318, ge=1, le=65535, description="OTLP/HTTP port (4318 is the default).")
+    receiver_metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of the receiver's /metrics (with /healthz and /readyz), apart from the OTLP port because "
+        "its metrics name tenants; 0 turns it off.",
+    )
     receiver_event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop",
         description="Event loop of the receiver process; uvloop trims a few per cent of CPU per request.",

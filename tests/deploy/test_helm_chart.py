@@ -159,3 +159,19 @@ def test_chart_values_match_the_settings_the_services_read() -> None:
              for name in cls.model_fields}
     config = next(d for d in render() if d["kind"] == "ConfigMap")["data"]
     assert set(config) <= known, set(config) - known
+
+
+def test_receiver_metrics_are_scraped_on_a_port_its_service_does_not_expose() -> None:
+    """The receiver's metrics name tenants: Prometheus reads them from the pod, clients never reach them."""
+    docs = render()
+    receiver = by_kind(docs, "Deployment")["receiver"]["spec"]["template"]
+    (container,) = receiver["spec"]["containers"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"http": 4318, "metrics": 9464}
+    assert receiver["metadata"]["annotations"]["prometheus.io/port"] == "9464"
+    service = by_kind(docs, "Service")["receiver"]
+    assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert (config["RECEIVER_PORT"], config["RECEIVER_METRICS_PORT"]) == ("4318", "9464")
+    signer = by_kind(docs, "Deployment")["signer"]["spec"]["template"]
+    assert signer["metadata"]["annotations"]["prometheus.io/port"] == "9466"  # one port serves all there

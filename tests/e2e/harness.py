@@ -48,6 +48,7 @@ class Pipeline:
             "RECEIVER_HOST": "127.0.0.1",
             "LICENSE_PUBLIC_KEYS_FILE": str(keys / "license-issuer.pub"),
             "SIGNING_KEY_FILE": str(keys / "signing.key"),
+            "RECEIVER_METRICS_PORT": "0",
             "REDACTOR_METRICS_PORT": "0",
             "SIGNER_METRICS_PORT": "0",
             "REDACTOR_GROUP_ID": f"redactor-{self.topics.canonical}",

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.local.infra import Broker, start_broker
+from deploy.local.infra import Broker, free_port, start_broker
 from shared.kafka import TopicSpec, decode_headers, ensure_topics
 from tests.conftest import Infra, Topics, make_topics
 from tests.e2e.harness import Pipeline
@@ -38,8 +38,11 @@ async def test_broker_outage_is_503_with_retry_after_and_sends_resume_when_it_re
     infra: Infra, database_url: str, own_broker: Broker, tmp_path: Path
 ) -> None:
     topics = await make_topics(own_broker.bootstrap)
+    metrics_port = free_port()
+    operator = f"http://127.0.0.1:{metrics_port}"
     pipe = Pipeline(database_url, own_broker.bootstrap, topics, tmp_path, extra_env={
-        "ENQUEUE_TIMEOUT_SECONDS": "2", "RETRY_AFTER_SECONDS": "3", "BROKER_PROBE_INTERVAL_SECONDS": "0.5"})
+        "ENQUEUE_TIMEOUT_SECONDS": "2", "RETRY_AFTER_SECONDS": "3", "BROKER_PROBE_INTERVAL_SECONDS": "0.5",
+        "RECEIVER_METRICS_PORT": str(metrics_port)})
     pipe.start("receiver")
     broker = own_broker
     try:
@@ -60,6 +63,10 @@ async def test_broker_outage_is_503_with_retry_after_and_sends_resume_when_it_re
             assert time.monotonic() - started < 1, "once the outage is known, 503 comes at once"
             assert (await client.get(f"{pipe.url}/healthz")).status_code == 200
             assert (await client.get(f"{pipe.url}/readyz")).status_code == 503
+            # The operator's port says the same, and carries the metrics, which the clients' port does not.
+            assert (await client.get(f"{operator}/readyz")).status_code == 503
+            assert "otelcol_receiver_broker_available 0.0" in (await client.get(f"{operator}/metrics")).text
+            assert (await client.get(f"{pipe.url}/metrics")).status_code == 404
 
             broker = start_broker(port=own_broker.port, log_file=tmp_path / "broker-2.log")
             try:
@@ -74,6 +81,9 @@ async def test_broker_outage_is_503_with_retry_after_and_sends_resume_when_it_re
                     assert time.monotonic() < deadline, "sends did not resume after the broker came back"
                     await asyncio.sleep(0.5)
                 assert (await client.get(f"{pipe.url}/readyz")).status_code == 200
+                assert (await client.get(f"{operator}/readyz")).status_code == 200
+                metrics = (await client.get(f"{operator}/metrics")).text
+                assert 'otelcol_receiver_accepted_log_records_total{receiver="otlp",tenant="tenant-acme"' in metrics
                 messages = await read_topic(broker.bootstrap, topics.raw_logs)
                 assert any("after" in name for m in messages for name in records_in(m.value))
             finally:

@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from hypercorn.asyncio import serve
+from prometheus_client import generate_latest
 
 from deploy.local.infra import free_port
 from services.receiver.__main__ import RevocationList, hypercorn_config
@@ -68,6 +69,9 @@ class LiveReceiver:
 
     def __post_init__(self) -> None:
         self.client = httpx.AsyncClient(base_url=self.url, timeout=30)
+
+    def metrics_text(self) -> str:
+        return generate_latest(self.app.state.receiver.registry).decode()
 
     async def licence(self, org: str, tenant: str | None = None, **kwargs: Any) -> tuple[License, str]:
         lic, token = issue_license(self.issuer, org_id=org, tenant_id=tenant, **kwargs)

@@ -62,7 +62,7 @@ async def test_the_opentelemetry_python_sdk_exporter_delivers_to_the_raw_topic(r
         headers = decode_headers(message.headers)
         assert (headers["tenant"], headers["org"], message.key) == ("tenant-acme", "acme", b"tenant-acme")
         assert headers["content_type"] == "application/x-protobuf"
-    metrics = (await receiver.client.get("/metrics")).text
+    metrics = receiver.metrics_text()
     assert 'otelcol_receiver_accepted_log_records_total{receiver="otlp",tenant="tenant-acme",transport="http"} 60.0' \
         in metrics
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from prometheus_client import generate_latest
 from starlette.applications import Starlette
 
 from services.receiver.app import create_app
@@ -94,6 +95,10 @@ class Harness:
     def auth(self, org: str = "acme", tenant: str | None = "tenant-acme", **kwargs: Any) -> dict[str, str]:
         _, token = self.licence(org, tenant, **kwargs)
         return {"Authorization": basic(org, token)}
+
+    def metrics_text(self) -> str:
+        """What the receiver's metrics port serves (the OTLP port does not serve metrics)."""
+        return generate_latest(self.app.state.receiver.registry).decode()
 
     async def post(self, body: bytes, *, content_type: str = "application/x-protobuf", path: str = "/v1/logs",
                    headers: dict[str, str] | None = None, auth: dict[str, str] | None = None) -> httpx.Response:

@@ -274,7 +274,7 @@ async def test_untrustworthy_credentials_are_401_with_a_basic_challenge(
     assert response.headers["www-authenticate"].startswith("Basic")
     assert status_of(response).code == code_pb2.UNAUTHENTICATED
     assert receiver.producer.sent == []
-    metrics = (await receiver.client.get("/metrics")).text
+    metrics = receiver.metrics_text()
     assert f'otelcol_receiver_refused_requests_total{{http_route="/v1/logs",reason="{reason}"}} 1.0' in metrics
 
 
@@ -323,7 +323,7 @@ async def test_tenant_rate_limit_is_429_with_retry_after(make_harness: HarnessFa
     assert other_tenant.status_code == 200
     receiver.clock.advance(1.0)
     assert (await receiver.post(log_body(15))).status_code == 200
-    metrics = (await receiver.client.get("/metrics")).text
+    metrics = receiver.metrics_text()
     assert ('otelcol_receiver_refused_log_records_total{reason="rate_limited",receiver="otlp",'
             'tenant="tenant-acme",transport="http"} 15.0') in metrics
 
@@ -428,13 +428,15 @@ async def test_health_metrics_and_unknown_routes(receiver: Harness) -> None:
     assert ready.status_code == 200
     assert ready.json() == {"broker": True, "licence_keys": True, "revocations": True, "accepting": True}
     await receiver.post(log_body(3))
-    text = (await receiver.client.get("/metrics")).text
+    text = receiver.metrics_text()
     for name in ("otelcol_receiver_accepted_log_records_total", "otelcol_receiver_refused_log_records",
                  "http_server_request_duration_seconds_bucket", "otelcol_receiver_in_flight_bytes",
                  "otelcol_receiver_enqueue_duration_seconds"):
         assert name in text
     assert ('otelcol_receiver_accepted_log_records_total{receiver="otlp",tenant="tenant-acme",transport="http"} 3.0'
             in text)
+    # Metrics name tenants: never on the port clients reach.
+    assert (await receiver.client.get("/metrics")).status_code == 404
     missing = await receiver.client.post("/v1/traces", content=b"", headers={"Content-Type": "application/x-protobuf"})
     assert missing.status_code == 404
     assert status_of(missing).code == code_pb2.NOT_FOUND
