@@ -49,6 +49,7 @@ from shared.keys import Ed25519Signer
 from shared.licensing import issue_license
 from tests.bench.http_load import Config
 from tests.bench.payloads import build_batches
+from tests.bench.report import publish
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FIXTURES = Path(os.environ.get("AUDIT_FIXTURES_DIR", ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.332"))
@@ -306,11 +307,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
     args = parser.parse_args()
     report = run(args)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
-    print()
-    print(summary(report))
+    publish(report, summary(report), args.json)
 
 
 if __name__ == "__main__":

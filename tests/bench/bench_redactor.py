@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import TopicSpec, encode_headers, ensure_topics, make_producer, tenant_key
 from tests.bench.payloads import captured_shapes, set_string_attribute
+from tests.bench.report import publish
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FIXTURES = Path(os.environ.get("AUDIT_FIXTURES_DIR", ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.332"))
@@ -420,11 +420,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
     args = parser.parse_args()
     report = run(args)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
-    print()
-    print(summary(report))
+    publish(report, summary(report), args.json)
 
 
 if __name__ == "__main__":
