@@ -103,7 +103,8 @@ async def test_two_signers_on_one_partition_make_one_linear_chain(
 async def test_signer_killed_mid_load_resumes_exactly_once(
     infra: Infra, database_url: str, topics: Topics, tmp_path: Path, db: asyncpg.Connection
 ) -> None:
-    events = _events(6_000, ("t-a", "t-b", "t-c"))
+    # Enough that the kill lands mid-load even on a fast machine: the signer appends 20,000 rows/s or more.
+    events = _events(20_000, ("t-a", "t-b", "t-c"))
     await _produce(infra.bootstrap, topics.canonical, events)
     pipeline = Pipeline(database_url, infra.bootstrap, topics, tmp_path, extra_env={"SIGNER_MAX_BATCH": "200"})
     pipeline.start("signer")
