@@ -143,6 +143,7 @@ def _start_receiver(env: Environment, extra: dict[str, str]) -> tuple[subprocess
         "TOPIC_RAW_LOGS": env.topic,
         "RECEIVER_HOST": "127.0.0.1",
         "RECEIVER_PORT": str(port),
+        "RECEIVER_METRICS_PORT": "0",  # the phases read their figures from the load generator and the sampler
         "LICENSE_PUBLIC_KEYS_FILE": str(env.public_keys),
         "LOG_LEVEL": "WARNING",
         **extra,
