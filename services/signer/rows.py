@@ -174,7 +174,7 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
     for name, bounds in _INTEGER_BOUNDS:
         number = values[name]
         if number is not None and number not in bounds:
-            raise ValueError(f"{name} is out of range for its column: {number}")
+            raise ValueError(f"{name} is out of range for its column: {str(number)[:40]}")
     values["event_time"] = _timestamp("event_time", values["event_time"])
     values["received_at"] = _timestamp("received_at", values["received_at"])
     cost = values["cost"]
