@@ -11,6 +11,7 @@ from services.reporter import params, queries
 from services.reporter.responses import JSON
 from services.reporter.rollup import catch_up, fold_state
 from services.reporter.state import ReporterState, tenant_of
+from shared import proofs
 
 _MAX_SESSION_ID = 512
 USAGE_DEFAULT_DAYS = 30
@@ -108,14 +109,56 @@ async def usage(request: Request) -> Response:
     return JSON(await usage_report(request))
 
 
-async def record_proof(request: Request) -> Response:
+async def proof_document(request: Request) -> dict[str, Any] | None:
+    """The row's proof with its Merkle inclusion proof against the newest signed tree head (or the one of
+    ``?tree_size=``); None if the tenant has no such record."""
     state = ReporterState.of(request)
     record_id = int(request.path_params["record_id"])
+    size = params.positive_int(request.query_params, "tree_size")
+    tenant = tenant_of(request)
     async with state.connection() as conn:
-        document = await queries.proof(conn, tenant_of(request), record_id)
+        document = await queries.proof(conn, tenant, record_id)
+        if document is None:
+            return None
+        try:
+            document.update(await proofs.record_inclusion(conn, tenant, document["chain_seq"], size))
+        except proofs.ProofUnavailable as exc:
+            raise params.BadRequest("tree_size", str(exc)) from None
+    return document
+
+
+async def record_proof(request: Request) -> Response:
+    document = await proof_document(request)
     if document is None:
         return JSON({"error": "no such record"}, status_code=404)
     return JSON(document)
+
+
+async def consistency(request: Request) -> Response:
+    """RFC 9162 2.1.4 consistency proof between the tenant's trees of ``first`` and ``second`` leaves, with
+    the signed tree heads of those sizes where there are any."""
+    state = ReporterState.of(request)
+    q = request.query_params
+    first = params.positive_int(q, "first", required=True)
+    second = params.positive_int(q, "second", required=True)
+    assert first is not None and second is not None
+    if first > second:
+        raise params.BadRequest("first", "must not exceed second")
+    async with state.connection() as conn:
+        try:
+            return JSON(await proofs.consistency_document(conn, tenant_of(request), first, second))
+        except proofs.ProofUnavailable as exc:
+            raise params.BadRequest("second", str(exc)) from None
+
+
+async def tree_heads(request: Request) -> Response:
+    """The tenant's signed tree heads larger than ``?after=`` (default all), smallest first, a page at a time."""
+    state = ReporterState.of(request)
+    after = params.positive_int(request.query_params, "after") or 0
+    async with state.connection() as conn:
+        heads = await proofs.tree_heads(conn, tenant_of(request), after)
+    return JSON({"items": [head.to_dict() for head in heads],
+                 "next_after": heads[-1].tree_size if len(heads) == proofs.TREE_HEADS_PAGE else None})
 
 
 async def verify_status(request: Request) -> Response:

@@ -248,6 +248,8 @@ def create_app(
     api_routes = [
         Route("/audit/events", api.audit_events),
         Route("/audit/records/{record_id:int}/proof", api.record_proof),
+        Route("/audit/consistency", api.consistency),
+        Route("/audit/tree-heads", api.tree_heads),
         Route("/audit/verify", api.verify_status),
         Route("/sessions", api.list_sessions),
         Route("/sessions/{session_id:path}", api.session_summary),
@@ -261,6 +263,7 @@ def create_app(
         Route("/sessions/{session_id:path}", portal.session_page),
         Route("/usage", portal.usage_page),
         Route("/chain", portal.chain_page),
+        Route("/records/{record_id:int}/proof", portal.proof_page),
     ]
     app = Starlette(
         routes=[

@@ -62,6 +62,8 @@ _COUNTS = {
     "cost": _MONEY,
 }
 
+_HEX = {"type": "string", "description": "lower-case hex"}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"],
               "properties": {"error": {"type": "string"}, "reason": {"type": "string"}}},
@@ -170,11 +172,42 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"folded_through_seq": {"type": "integer"}, "head_seq": {"type": "integer"},
                        "current": {"type": "boolean"}},
     },
+    "TreeHead": {
+        "type": "object",
+        "description": "Signed tree head (docs/auditing.md, 'Merkle proofs'): Ed25519 over the C2SP-style note "
+        "'claude-audit-tree-v1/<tenant_id>, tree_size, base64 root, time <timestamp>, key <key_id>'.",
+        "required": ["tenant_id", "tree_size", "root_hash", "timestamp", "key_id", "signature"],
+        "properties": {"tenant_id": {"type": "string"}, "tree_size": {"type": "integer"},
+                       "root_hash": _HEX, "timestamp": {"type": "string"}, "key_id": {"type": "string"},
+                       "signature": _HEX},
+    },
+    "Inclusion": {
+        "type": "object",
+        "description": "RFC 9162 2.1.3 inclusion proof of the row's leaf SHA-256(0x00 || row_hash).",
+        "required": ["leaf_index", "tree_size", "path", "root_hash"],
+        "properties": {"leaf_index": {"type": "integer"}, "tree_size": {"type": "integer"},
+                       "path": {"type": "array", "items": _HEX}, "root_hash": _HEX},
+    },
+    "Consistency": {
+        "type": "object",
+        "description": "RFC 9162 2.1.4 consistency proof, with the signed tree heads of both sizes (null where "
+        "no head of that size was signed).",
+        "required": ["first", "second", "first_root", "second_root", "path"],
+        "properties": {"first": {"type": "integer"}, "second": {"type": "integer"}, "first_root": _HEX,
+                       "second_root": _HEX, "path": {"type": "array", "items": _HEX},
+                       "first_tree_head": {"oneOf": [{"$ref": "#/components/schemas/TreeHead"}, {"type": "null"}]},
+                       "second_tree_head": {"oneOf": [{"$ref": "#/components/schemas/TreeHead"},
+                                                      {"type": "null"}]},
+                       "tenant_id": {"type": "string"}},
+    },
     "Proof": {
         "type": "object",
         "required": ["record_id", "chain_seq", "canonical_bytes", "prev_hash", "row_hash", "signature",
-                     "signing_key", "checkpoint"],
+                     "signing_key", "checkpoint", "inclusion", "tree_head"],
         "properties": {
+            "inclusion": {"oneOf": [{"$ref": "#/components/schemas/Inclusion"}, {"type": "null"}],
+                          "description": "Null until a signed tree head covers the row."},
+            "tree_head": {"oneOf": [{"$ref": "#/components/schemas/TreeHead"}, {"type": "null"}]},
             "record_id": {"type": "integer"},
             "tenant_id": {"type": "string"},
             "event_id": {"type": "string"},
@@ -280,9 +313,26 @@ PATHS: dict[str, Any] = {
     ),
     f"{API_PREFIX}/audit/records/{{record_id}}/proof": _get(
         "Everything an offline check of one audit row needs.",
-        [_param("record_id", "The row's id.", {"type": "integer"}, where="path")],
+        [_param("record_id", "The row's id.", {"type": "integer"}, where="path"),
+         _param("tree_size", "Prove inclusion under the signed tree head of this size (default: the newest).",
+                {"type": "integer", "minimum": 1})],
         _ok("Proof", "The proof."),
         not_found=True,
+    ),
+    f"{API_PREFIX}/audit/consistency": _get(
+        "RFC 9162 consistency proof: the tree of `second` leaves extends the tree of `first` leaves.",
+        [_param("first", "Smaller tree size.", {"type": "integer", "minimum": 1}, required=True),
+         _param("second", "Larger tree size, at most the chain's head.", {"type": "integer", "minimum": 1},
+                required=True)],
+        _ok("Consistency", "The proof."),
+    ),
+    f"{API_PREFIX}/audit/tree-heads": _get(
+        "Signed tree heads, smallest first, 1000 a page.",
+        [_param("after", "Only heads of larger trees than this.", {"type": "integer", "minimum": 1})],
+        {"description": "The heads.", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/TreeHead"}},
+                "next_after": {"type": ["integer", "null"]}}}}}},
     ),
     f"{API_PREFIX}/audit/verify": _get(
         "Chain status of the caller's tenant, from the reporter's incremental chain check.",

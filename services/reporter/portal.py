@@ -20,6 +20,7 @@ from starlette.templating import Jinja2Templates
 from services.reporter import api, charts, params, queries
 from services.reporter.state import ReporterState, licence_of, tenant_of
 from services.reporter.templates import STYLESHEET, TEMPLATES
+from shared.proofcheck import check_inclusion
 
 EVENT_TYPES = ("user_prompt", "tool_decision", "tool_result", "api_request", "api_error", "assistant_response")
 _EXCERPT_FIELDS = ("prompt", "error", "tool_parameters", "tool_input", "response")
@@ -167,3 +168,21 @@ async def chain_page(request: Request) -> Response:
         tenants = await queries.chain_status(conn, tenant_of(request))
         keys = await queries.signing_keys(conn)
     return render(request, "chain.html", "Chain", {"tenants": tenants, "keys": keys})
+
+
+async def proof_page(request: Request) -> Response:
+    """A row's inclusion proof, checked against the keys this server publishes, with a download link."""
+    document = await api.proof_document(request)
+    if document is None:
+        return render_error(request, 404, "No such record.")
+    state = ReporterState.of(request)
+    async with state.connection() as conn:
+        keys = [bytes(row["public_key"]) for row in await conn.fetch("SELECT public_key FROM signing_keys")]
+    checks = check_inclusion(document, keys)
+    download = f"/api/v1/audit/records/{document['record_id']}/proof"
+    if request.query_params.get("tree_size"):
+        download += "?" + urlencode({"tree_size": request.query_params["tree_size"]})
+    return render(request, "proof.html", "Events", {
+        "proof": document, "checks": checks, "verified": bool(checks) and all(c.ok for c in checks),
+        "download": download,
+    })

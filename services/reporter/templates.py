@@ -101,7 +101,7 @@ EVENTS = """{% extends "base.html" %}
   <td>{{ e.model or "" }}</td>
   <td class="num">{{ e.cost or "" }}</td>
   <td><div class="content">{{ e.excerpt }}</div></td>
-  <td><a href="{{ e.proof }}">#{{ e.chain_seq }}</a></td>
+  <td><a href="{{ e.proof | replace('/api/v1/audit/', '/portal/') }}">#{{ e.chain_seq }}</a></td>
 </tr>
 {% else %}
 <tr><td colspan="10" class="muted">No events match.</td></tr>
@@ -185,7 +185,7 @@ SESSION = """{% extends "base.html" %}
 {% for d in s.approvals.decisions %}
 <tr><td>{{ d.time[:19] | replace("T", " ") }}</td><td>{{ d.tool_name or "" }}</td>
 <td><span class="badge {{ d.decision }}">{{ d.decision }}</span></td><td>{{ d.source or "" }}</td>
-<td><a href="{{ d.proof }}">proof</a></td></tr>
+<td><a href="{{ d.proof | replace('/api/v1/audit/', '/portal/') }}">proof</a></td></tr>
 {% else %}<tr><td colspan="5" class="muted">No tool decisions.</td></tr>{% endfor %}
 </tbody></table>
 
@@ -301,6 +301,35 @@ CHAIN = """{% extends "base.html" %}
 {% endblock %}
 """
 
+PROOF = """{% extends "base.html" %}
+{% block title %}Proof of #{{ proof.chain_seq }}{% endblock %}
+{% block main %}
+<h1>Proof of record {{ proof.record_id }} (chain sequence {{ proof.chain_seq }})</h1>
+<p>Verdict: <span class="badge {{ 'ok' if verified else 'broken' }}" id="proof-verdict">{{ 'verified' if verified else 'NOT verified' }}</span>
+<a id="proof-download" href="{{ download }}" download="proof-{{ proof.record_id }}.json">Download the proof (JSON)</a></p>
+<table id="proof-checks"><tbody>
+{% for c in checks %}<tr><td>{{ 'ok' if c.ok else 'FAIL' }}</td><td>{{ c.name }}</td><td class="muted">{{ c.detail }}</td></tr>{% endfor %}
+</tbody></table>
+<h2>Inclusion proof (RFC 9162)</h2>
+{% if proof.inclusion %}
+<p>Leaf {{ proof.inclusion.leaf_index }} of a tree of {{ proof.inclusion.tree_size }} leaves; leaf hash = SHA-256(0x00 || row hash <code>{{ proof.row_hash }}</code>).</p>
+<ol id="proof-path">{% for h in proof.inclusion.path %}<li><code>{{ h }}</code></li>{% endfor %}</ol>
+<p>Root <code id="proof-root">{{ proof.inclusion.root_hash }}</code></p>
+{% else %}<p class="muted">No signed tree head covers this row yet; it will after the next checkpoint.</p>{% endif %}
+{% if proof.tree_head %}
+<h2>Signed tree head</h2>
+<table id="tree-head"><tbody>
+<tr><td>Tree size</td><td>{{ proof.tree_head.tree_size }}</td></tr>
+<tr><td>Root hash</td><td><code>{{ proof.tree_head.root_hash }}</code></td></tr>
+<tr><td>Time</td><td>{{ proof.tree_head.timestamp }}</td></tr>
+<tr><td>Key id</td><td><code>{{ proof.tree_head.key_id }}</code></td></tr>
+<tr><td>Signature</td><td><code>{{ proof.tree_head.signature }}</code></td></tr>
+</tbody></table>{% endif %}
+<p class="muted">Checked here against the keys this server publishes. For a check that trusts nothing of this
+server, download the proof and run <code>auditctl proof check FILE --keys YOUR-PINNED-KEYS</code>.</p>
+{% endblock %}
+"""
+
 ERROR = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ status }} · Claude audit</title>
 <link rel="stylesheet" href="/static/portal.css"></head>
@@ -316,4 +345,5 @@ TEMPLATES = {
     "usage.html": USAGE,
     "chain.html": CHAIN,
     "error.html": ERROR,
+    "proof.html": PROOF,
 }
