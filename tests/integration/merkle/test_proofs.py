@@ -32,6 +32,7 @@ from shared.merkle import Frontier, leaf_hash, verify_consistency, verify_inclus
 from shared.proofcheck import check_document
 from shared.treehead import TreeHead, tree_head_message
 from tests.integration.signer.test_prepared import rows
+from tests.unit.test_merkle_doc import doc_verifier
 
 TENANT = "t1"
 
@@ -108,18 +109,23 @@ async def test_a_row_edited_after_its_tree_head_fails_its_inclusion_proof(
     document = await proofs.record_document(db, record_id)
     assert document is not None and document["tree_head"]["tree_size"] == 300
     assert all(check.ok for check in check_document(document, pinned))
+    verifier = doc_verifier()  # the under-100-line verifier of docs/auditing.md
+    assert verifier["check_inclusion"](document, pinned)
     # Content edited by someone with superuser rights: the row no longer hashes to its leaf.
     await db.execute("UPDATE audit_logs SET input_tokens = 999 WHERE id = $1", record_id)
     edited = await proofs.record_document(db, record_id)
     assert edited is not None
     failed = [check.name for check in check_document(edited, pinned) if not check.ok]
     assert any("row_hash" in name for name in failed) and any("inclusion path" in name for name in failed)
+    assert not verifier["check_inclusion"](edited, pinned)
     # Edited and re-hashed (row_hash rewritten, signature forged aside): the leaf still leads to another root.
     new_hash = bytes(32)
     await db.execute("UPDATE audit_logs SET row_hash = $2 WHERE id = $1", record_id, new_hash)
     rehashed = await proofs.record_document(db, record_id)
     assert rehashed is not None
     assert any("inclusion path" in c.name and not c.ok for c in check_document(rehashed, pinned))
+    consistency = await proofs.consistency_document(db, TENANT, 100, 300)
+    assert verifier["check_consistency"](consistency, TENANT, pinned)
 
 
 async def _cli(database_url: str, *args: str) -> tuple[int, str]:
