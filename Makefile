@@ -9,7 +9,7 @@ PIP_FLAGS ?= --disable-pip-version-check -q
 
 .PHONY: help run test test-unit test-integration test-e2e lint typecheck license verify checkpoints \
         bench bench-receiver bench-redactor bench-signer eval-redaction clean replay dlq test-deploy \
-        bench-reporter browser-deps
+        bench-reporter bench-merkle browser-deps
 
 help:
 	@echo "make run        start PostgreSQL, the broker and the three services (Ctrl-C stops all)"
@@ -106,7 +106,7 @@ eval-redaction: $(STAMP)
 	@$(PY) -m services.redactor.pii.eval.quality $(EVAL_ARGS)
 
 # Every benchmark, one after another (each starts its own fresh broker and database).
-bench: bench-receiver bench-redactor bench-signer bench-reporter
+bench: bench-receiver bench-redactor bench-signer bench-reporter bench-merkle
 
 # One signer process on a preloaded canonical topic: rows/s appended, signed and committed; then verify's rows/s.
 bench-signer: $(STAMP)
@@ -115,6 +115,11 @@ bench-signer: $(STAMP)
 # 1,000,000 audit rows (1,000 users, 20,000 sessions) in a fresh PostgreSQL; p50/p99 of the reporting queries.
 bench-reporter: $(STAMP)
 	@$(PY) -m tests.bench.bench_reporter $(BENCH_ARGS)
+
+# One tenant's Merkle tree of 1,000,000 rows (BENCH_ARGS="--leaves 10000000" for 10M) in a fresh PostgreSQL:
+# bytes per row stored, p50/p99 of inclusion proofs and of the reporter's consistency endpoint.
+bench-merkle: $(STAMP)
+	@$(PY) -m tests.bench.bench_merkle $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

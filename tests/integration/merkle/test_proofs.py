@@ -25,6 +25,7 @@ from services.signer.appender import (
     prepare,
     register_key,
 )
+from services.signer.signing import TreeHeadsOnly
 from shared import proofs
 from shared.cli import main
 from shared.keys import Ed25519Signer
@@ -222,3 +223,26 @@ async def test_proof_cli_and_offline_check(
     code, output = await _cli(database_url, "proof", "consistency", "--tenant", TENANT, "--first", "1",
                               "--second", "9999")
     assert code == 1 and "beyond" in output
+
+
+async def test_signing_per_batch_covers_unsigned_rows_with_each_batch_tree_head(
+    db: asyncpg.Connection, signing_key: Ed25519Signer
+) -> None:
+    """SIGNING_MODE=batch as the signer runs it: no row signatures, a signed tree head per batch."""
+    await register_key(db, signing_key)
+    policy, heads = CheckpointPolicy(every_rows=1), {}  # type: ignore[var-annotated]
+    for start in range(0, 90, 30):
+        prepared = await prepare(db, signing_key, rows(start, range(start, start + 30), TENANT), heads,
+                                 checkpoints=policy, batch_signer=TreeHeadsOnly())
+        await append_prepared(db, signing_key, prepared, group="g", topic="c", partition=0, checkpoints=policy)
+    assert await db.fetchval("SELECT count(*) FROM audit_logs WHERE length(signature) > 0") == 0
+    assert [h.tree_size for h in await proofs.tree_heads(db, TENANT)] == [30, 60, 90]
+    pinned, verifier = [signing_key.public_key], doc_verifier()
+    for seq in (1, 30, 31, 90):
+        record_id = await db.fetchval("SELECT id FROM audit_logs WHERE chain_seq = $1", seq)
+        batch_head = ((seq - 1) // 30 + 1) * 30
+        for size in (batch_head, None):
+            document = await proofs.record_document(db, record_id, size)
+            assert document is not None
+            assert all(c.ok for c in check_document(document, pinned)), check_document(document, pinned)
+            assert verifier["check_inclusion"](document, pinned)
