@@ -10,7 +10,9 @@ lines), each line ending in one newline::
     key <key_id>
 
 The signature is Ed25519 over exactly these bytes (UTF-8). Every checkpoint of a chain is also an STH: tree
-size = the checkpoint's chain_seq, time = its created_at, key = its key_id. docs/auditing.md specifies it.
+size = the checkpoint's chain_seq, time = its created_at, key = its key_id, and the root and signature are
+the ``tree_root`` and ``tree_signature`` columns of its ``chain_checkpoints`` row, so wherever checkpoint
+rows are published, their tree heads go too. docs/auditing.md specifies it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from shared.chain import format_timestamp
 from shared.keys import key_id_for, verify_signature
@@ -84,12 +86,3 @@ class TreeHead:
             key_id_for(key) == self.key_id and verify_signature(key, message, self.signature) for key in public_keys
         )
 
-
-class TreeHeadWitness(Protocol):
-    """Where signed tree heads are published outside PostgreSQL (a JSON-lines log per tenant, S3 with Object
-    Lock in production). The checkpoint witness implements this; until it is wired, heads live in
-    ``chain_checkpoints`` and ``auditctl proof heads`` exports them."""
-
-    def publish(self, heads: Iterable[TreeHead]) -> None: ...
-
-    def heads(self, tenant_id: str) -> list[TreeHead]: ...
