@@ -28,6 +28,7 @@ from services.signer.appender import (
 from services.signer.signing import TreeHeadsOnly
 from shared import proofs
 from shared.cli import main
+from shared.db.migrate import migration_files
 from shared.keys import Ed25519Signer
 from shared.merkle import Frontier, leaf_hash, verify_consistency, verify_inclusion
 from shared.proofcheck import check_document
@@ -257,8 +258,7 @@ async def test_the_migration_builds_the_tree_of_chains_written_before_it(
     frontier = await db.fetchval("SELECT merkle_frontier FROM chain_heads WHERE tenant_id = $1", TENANT)
     await db.execute("DELETE FROM merkle_subtrees")
     await db.execute("UPDATE chain_heads SET merkle_frontier = ''::bytea")
-    migration = (Path(__file__).resolve().parents[3] / "shared" / "db" / "migrations" / "0800_merkle_trees.sql")
-    text = migration.read_text()
+    text = dict(migration_files())["0800_merkle_trees"]
     await db.execute(text[text.index("DO $$"):])
     assert await db.fetch("SELECT leaf_index, hashes FROM merkle_subtrees ORDER BY leaf_index") == stored
     assert await db.fetchval("SELECT merkle_frontier FROM chain_heads WHERE tenant_id = $1", TENANT) == frontier
