@@ -99,8 +99,13 @@ def proof_heads(tenant: str, after: int) -> None:
 
 
 def _pinned(keys_file: str | None, trusted: tuple[str, ...]) -> list[bytes]:
-    keys = load_pinned_keys(Path(keys_file)) if keys_file else []
-    keys += [base64.b64decode(key, validate=True) for key in trusted]
+    try:
+        keys = load_pinned_keys(Path(keys_file)) if keys_file else []
+        keys += [base64.b64decode(key, validate=True) for key in trusted]
+    except (ValueError, KeyError, TypeError) as exc:  # binascii.Error and JSON errors are ValueErrors
+        raise click.UsageError(f"unreadable pinned keys: {exc!r}") from None
+    if any(len(key) != 32 for key in keys):
+        raise click.UsageError("a pinned key is not a 32-byte Ed25519 public key")
     if not keys:
         raise click.UsageError("give the pinned keys: --keys FILE or --trusted-key BASE64")
     return keys
@@ -132,8 +137,6 @@ def proof_check(file: str, keys_file: str | None, trusted: tuple[str, ...]) -> N
 class TreeHeadSource(Protocol):
     async def heads_after(self, tenant: str, size: int) -> list[TreeHead]: ...
 
-    async def latest(self, tenant: str) -> TreeHead | None: ...
-
     async def consistency_path(self, tenant: str, first: int, second: int) -> list[bytes]: ...
 
 
@@ -150,10 +153,6 @@ class DatabaseSource:
 
     async def heads_after(self, tenant: str, size: int) -> list[TreeHead]:
         result: list[TreeHead] = await self._run(lambda conn: proofs.tree_heads(conn, tenant, size))
-        return result
-
-    async def latest(self, tenant: str) -> TreeHead | None:
-        result: TreeHead | None = await self._run(lambda conn: proofs.tree_head(conn, tenant))
         return result
 
     async def consistency_path(self, tenant: str, first: int, second: int) -> list[bytes]:
@@ -184,12 +183,6 @@ class ReporterSource:
         page = await self._get("tree-heads", **({"after": size} if size else {}))
         return [TreeHead.from_dict(item) for item in page["items"]]
 
-    async def latest(self, tenant: str) -> TreeHead | None:
-        heads, after = [], 0
-        while page := await self.heads_after(tenant, after):
-            heads, after = page, page[-1].tree_size
-        return heads[-1] if heads else None
-
     async def consistency_path(self, tenant: str, first: int, second: int) -> list[bytes]:
         document = await self._get("consistency", first=first, second=second)
         return [bytes.fromhex(h) for h in document["path"]]
@@ -202,14 +195,15 @@ class Alarm(Exception):
 async def follow_once(source: TreeHeadSource, tenant: str, kept: TreeHead | None, pinned: list[bytes],
                       keep: Callable[[TreeHead], None]) -> TreeHead | None:
     """Check every tree head newer than ``kept``; ``keep`` each that is consistent. Raises Alarm."""
-    latest = await source.latest(tenant)
-    if kept is not None and (latest is None or latest.tree_size < kept.tree_size):
-        raise Alarm(f"tree of {tenant} shrank from {kept.tree_size} to {latest.tree_size if latest else 0} leaves")
-    after = kept.tree_size if kept else 0
+    after = 0
     if kept is not None:
-        same = await source.heads_after(tenant, kept.tree_size - 1)
-        if same and same[0].tree_size == kept.tree_size and same[0].root_hash != kept.root_hash:
-            raise Alarm(f"tree head of size {kept.tree_size} now has another root: the log was rewritten")
+        # The kept head must still be there, unchanged: a log rolled back or rewritten loses or changes it.
+        again = await source.heads_after(tenant, kept.tree_size - 1)
+        if not again or again[0].tree_size != kept.tree_size:
+            raise Alarm(f"the tree head of size {kept.tree_size} is gone: the log was rolled back or rewritten")
+        if again[0].root_hash != kept.root_hash:
+            raise Alarm(f"the tree head of size {kept.tree_size} now has another root: the log was rewritten")
+        after = kept.tree_size
     while heads := await source.heads_after(tenant, after):
         for head in heads:
             if head.tenant_id != tenant or not head.signed_by(pinned):

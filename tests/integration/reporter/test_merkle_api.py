@@ -3,11 +3,20 @@ heads, and the portal's proof page, over rows the signer's append path wrote."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+
 import asyncpg
+import hypercorn.asyncio
+import hypercorn.config
+import pytest
 from tamperlog import merkle as tamperlog
 
+from deploy.local.infra import free_port
+from shared.cli.proof import Alarm, ReporterSource, follow_once
 from shared.merkle import leaf_hash
 from shared.proofcheck import check_consistency, check_inclusion
+from shared.treehead import TreeHead
 from tests.integration.reporter.conftest import Reporter
 from tests.integration.reporter.scenario import TENANT_A, seed
 
@@ -85,3 +94,38 @@ async def test_the_portal_proof_page_shows_the_path_the_verdict_and_a_download(
     await db.execute("UPDATE audit_logs SET input_tokens = 4242 WHERE id = $1", record)
     tampered = await reporter.client.get(f"/portal/records/{record}/proof", headers=reporter.tenant_a)
     assert 'id="proof-verdict">NOT verified<' in tampered.text
+
+
+async def test_witness_follow_reads_the_reporter_over_http(reporter: Reporter, db: asyncpg.Connection) -> None:
+    """The monitor's HTTP source against the reporter served by Hypercorn: heads accepted, then a head whose
+    root changed under the same size is an alarm."""
+    scenario = await seed(db)
+    port = free_port()
+    config = hypercorn.config.Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    stop = asyncio.Event()
+    server = asyncio.create_task(hypercorn.asyncio.serve(reporter.app, config, shutdown_trigger=stop.wait))
+    try:
+        credentials = reporter.tenant_a["Authorization"].removeprefix("Basic ")
+        source = ReporterSource(f"http://127.0.0.1:{port}", base64.b64decode(credentials).decode())
+        for _ in range(100):
+            try:
+                await source.heads_after(TENANT_A, 0)
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        kept: list[TreeHead] = []
+        last = await follow_once(source, TENANT_A, None, [scenario.signer.public_key], kept.append)
+        assert last is not None and len(kept) >= 2 and last == kept[-1]
+        assert await follow_once(source, TENANT_A, last, [scenario.signer.public_key], kept.append) == last
+        await db.execute("UPDATE chain_checkpoints SET tree_root = $3 WHERE tenant_id = $1 AND chain_seq = $2",
+                         TENANT_A, last.tree_size, bytes(32))
+        with pytest.raises(Alarm, match="another root"):
+            await follow_once(source, TENANT_A, last, [scenario.signer.public_key], kept.append)
+        await db.execute("DELETE FROM chain_checkpoints WHERE tenant_id = $1 AND chain_seq = $2",
+                         TENANT_A, last.tree_size)
+        with pytest.raises(Alarm, match="gone"):
+            await follow_once(source, TENANT_A, last, [scenario.signer.public_key], kept.append)
+    finally:
+        stop.set()
+        await server
