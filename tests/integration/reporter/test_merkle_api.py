@@ -91,6 +91,7 @@ async def test_the_portal_proof_page_shows_the_path_the_verdict_and_a_download(
     assert 'id="proof-path"' in page.text
     events = await reporter.client.get("/portal/events", headers=reporter.tenant_a)
     assert "/portal/records/" in events.text  # the feed's proof links lead to this page
+    await db.execute("SET session_replication_role = replica")  # a superuser, past any trigger
     await db.execute("UPDATE audit_logs SET input_tokens = 4242 WHERE id = $1", record)
     tampered = await reporter.client.get(f"/portal/records/{record}/proof", headers=reporter.tenant_a)
     assert 'id="proof-verdict">NOT verified<' in tampered.text
@@ -118,6 +119,7 @@ async def test_witness_follow_reads_the_reporter_over_http(reporter: Reporter, d
         last = await follow_once(source, TENANT_A, None, [scenario.signer.public_key], kept.append)
         assert last is not None and len(kept) >= 2 and last == kept[-1]
         assert await follow_once(source, TENANT_A, last, [scenario.signer.public_key], kept.append) == last
+        await db.execute("SET session_replication_role = replica")  # a superuser, past any trigger
         await db.execute("UPDATE chain_checkpoints SET tree_root = $3 WHERE tenant_id = $1 AND chain_seq = $2",
                          TENANT_A, last.tree_size, bytes(32))
         with pytest.raises(Alarm, match="another root"):
