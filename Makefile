@@ -116,8 +116,8 @@ bench-signer: $(STAMP)
 bench-reporter: $(STAMP)
 	@$(PY) -m tests.bench.bench_reporter $(BENCH_ARGS)
 
-# One tenant's Merkle tree of 1,000,000 rows (BENCH_ARGS="--leaves 10000000" for 10M) in a fresh PostgreSQL:
-# bytes per row stored, p50/p99 of inclusion proofs and of the reporter's consistency endpoint.
+# One tenant's Merkle tree and 1,000,000 rows in a fresh PostgreSQL (BENCH_ARGS="--leaves 10000000 --tree-only"
+# for the tree of 10M): bytes per row, p50/p99 of inclusion proofs, of a row's proof and of consistency proofs.
 bench-merkle: $(STAMP)
 	@$(PY) -m tests.bench.bench_merkle $(BENCH_ARGS)
 
