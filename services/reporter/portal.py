@@ -184,5 +184,6 @@ async def proof_page(request: Request) -> Response:
         download += "?" + urlencode({"tree_size": request.query_params["tree_size"]})
     return render(request, "proof.html", "Events", {
         "proof": document, "checks": checks, "verified": bool(checks) and all(c.ok for c in checks),
+        "pending": document["inclusion"] is None,
         "download": download,
     })

@@ -305,7 +305,8 @@ PROOF = """{% extends "base.html" %}
 {% block title %}Proof of #{{ proof.chain_seq }}{% endblock %}
 {% block main %}
 <h1>Proof of record {{ proof.record_id }} (chain sequence {{ proof.chain_seq }})</h1>
-<p>Verdict: <span class="badge {{ 'ok' if verified else 'broken' }}" id="proof-verdict">{{ 'verified' if verified else 'NOT verified' }}</span>
+<p>Verdict: {% if pending %}<span class="badge pending" id="proof-verdict">pending</span> no signed tree head covers this row yet
+{% else %}<span class="badge {{ 'ok' if verified else 'broken' }}" id="proof-verdict">{{ 'verified' if verified else 'NOT verified' }}</span>{% endif %}
 <a id="proof-download" href="{{ download }}" download="proof-{{ proof.record_id }}.json">Download the proof (JSON)</a></p>
 <table id="proof-checks"><tbody>
 {% for c in checks %}<tr><td>{{ 'ok' if c.ok else 'FAIL' }}</td><td>{{ c.name }}</td><td class="muted">{{ c.detail }}</td></tr>{% endfor %}

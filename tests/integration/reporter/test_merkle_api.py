@@ -131,3 +131,15 @@ async def test_witness_follow_reads_the_reporter_over_http(reporter: Reporter, d
     finally:
         stop.set()
         await server
+
+
+async def test_a_row_no_tree_head_covers_yet_is_pending(reporter: Reporter, db: asyncpg.Connection) -> None:
+    await seed(db)
+    newest = await db.fetchval("SELECT max(chain_seq) FROM audit_logs WHERE tenant_id = $1", TENANT_A)
+    await db.execute("SET session_replication_role = replica")  # a superuser, past any trigger
+    await db.execute("DELETE FROM chain_checkpoints WHERE tenant_id = $1 AND chain_seq >= $2", TENANT_A, newest)
+    record = await _record_id(db, newest)
+    proof = (await reporter.client.get(f"{API}/audit/records/{record}/proof", headers=reporter.tenant_a)).json()
+    assert proof["inclusion"] is None and proof["tree_head"]["tree_size"] < newest
+    page = await reporter.client.get(f"/portal/records/{record}/proof", headers=reporter.tenant_a)
+    assert 'id="proof-verdict">pending<' in page.text
