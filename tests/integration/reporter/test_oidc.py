@@ -115,7 +115,7 @@ async def test_portal_sign_in_by_authorization_code_with_pkce(reporter: Reporter
     assert back.status_code == 302
     callback = urlsplit(back.headers["location"])
     # A callback whose state was not issued here is refused.
-    forged = await client.get(f"/portal/oidc/callback?code=x&state=forged")
+    forged = await client.get("/portal/oidc/callback?code=x&state=forged")
     assert forged.status_code == 403
     signed_in = await client.get(f"{callback.path}?{callback.query}")
     assert signed_in.status_code == 200, signed_in.text
