@@ -49,11 +49,13 @@ def session_digest(value: str) -> bytes:
 class Authenticator:
     state: ReporterState
 
-    async def __call__(self, scope: Scope) -> Principal:
-        state = self.state
-        if not (state.revocations_loaded and state.tokens.loaded):
+    def _ready(self) -> None:
+        """Fail closed: nothing is accepted before the revocation lists are loaded."""
+        if not (self.state.revocations_loaded and self.state.tokens.loaded):
             raise Refusal(503, "the reporter has not loaded its revocation lists yet; retry shortly", "not_ready",
                           headers={"Retry-After": "2"})
+
+    async def __call__(self, scope: Scope) -> Principal:
         headers = Headers(scope=scope)
         authorization = headers.get("authorization")
         if authorization:
@@ -61,12 +63,14 @@ class Authenticator:
                 raise Refusal(401, "Authorization header is too long", "bad_credentials", headers=_BEARER)
             scheme, _, value = authorization.strip().partition(" ")
             if scheme.lower() == "bearer" and value.strip():
+                self._ready()
                 return await self._bearer(value.strip())
             if scheme.lower() == "basic":
                 return self._licence(authorization)
             raise Refusal(401, "send 'Authorization: Bearer <reporting token>'", "bad_scheme", headers=_BEARER)
         cookie = cookies_of(headers).get(SESSION_COOKIE)
         if cookie and is_portal(scope["path"]):
+            self._ready()
             return await self._session(cookie)
         raise Refusal(401, "missing credentials: send 'Authorization: Bearer <reporting token>'", "no_credentials",
                       headers=_BEARER)
@@ -87,6 +91,7 @@ class Authenticator:
 
     async def token(self, value: str) -> ReportingToken | None:
         """The active token this value is, or None. A token issued since the last refresh is read once."""
+        self._ready()
         token_id = token_id_of(value)
         if token_id is None:
             return None
@@ -119,6 +124,7 @@ class Authenticator:
             status = 401 if refused.problem.is_authentication_failure else 403
             raise Refusal(status, str(refused), refused.problem.value,
                           headers=_BEARER if status == 401 else None) from None
+        self._ready()  # a refusal above needs no list; an acceptance does
         warned = self.state.warned_licences
         if lic.license_id not in warned and len(warned) < _MAX_WARNED_LICENCES:
             warned.add(lic.license_id)

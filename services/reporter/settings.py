@@ -57,8 +57,7 @@ class ReporterSettings(CommonSettings):
         default="roles", description="Claim holding the user's role(s): a string or a list of strings."
     )
     reporter_oidc_role_map: dict[str, str] = Field(
-        default_factory=lambda: {"admin": "admin", "auditor": "auditor", "analyst": "analyst",
-                                 "developer": "developer"},
+        default={"admin": "admin", "auditor": "auditor", "analyst": "analyst", "developer": "developer"},
         description="JSON map from role-claim values to reporter roles; the most privileged mapped one wins.",
     )
     reporter_oidc_client_secret: str = Field(
