@@ -113,13 +113,17 @@ SCHEMAS: dict[str, Any] = {
             "model": _NULLABLE_STRING,
             "tokens": _TOKENS,
             "cost": {"type": ["string", "null"]},
-            "content": {"type": "object", "description": "Redacted content fields.",
+            "content": {"type": ["object", "null"], "description": "Redacted content fields; null for the analyst "
+                        "role, which sees content_lengths only.",
                         "additionalProperties": {"type": "string"}},
+            "content_lengths": {"type": "object", "additionalProperties": {"type": "integer"}},
             "content_captured": {"type": "boolean"},
             "redacted_fields": {"type": "object"},
-            "attributes": {"type": "object"},
+            "attributes": {"type": ["object", "null"], "description": "null for the analyst role; on the access "
+                           "plane, the access.* keys say who read what."},
             "chain_seq": {"type": "integer"},
-            "proof": {"type": "string", "format": "uri-reference"},
+            "proof": {"type": ["string", "null"], "format": "uri-reference",
+                      "description": "Link to the proof; null for roles that may not read proofs."},
         },
     },
     "AuditEventPage": {

@@ -106,7 +106,7 @@ EVENTS = """{% extends "base.html" %}
   <td>{{ e.model or "" }}</td>
   <td class="num">{{ e.cost or "" }}</td>
   <td><div class="content">{{ e.excerpt }}</div></td>
-  <td><a href="{{ e.proof }}">#{{ e.chain_seq }}</a></td>
+  <td>{% if e.proof %}<a href="{{ e.proof }}">#{{ e.chain_seq }}</a>{% else %}#{{ e.chain_seq }}{% endif %}</td>
 </tr>
 {% else %}
 <tr><td colspan="10" class="muted">No events match.</td></tr>
@@ -190,7 +190,7 @@ SESSION = """{% extends "base.html" %}
 {% for d in s.approvals.decisions %}
 <tr><td>{{ d.time[:19] | replace("T", " ") }}</td><td>{{ d.tool_name or "" }}</td>
 <td><span class="badge {{ d.decision }}">{{ d.decision }}</span></td><td>{{ d.source or "" }}</td>
-<td><a href="{{ d.proof }}">proof</a></td></tr>
+<td>{% if d.proof %}<a href="{{ d.proof }}">proof</a>{% endif %}</td></tr>
 {% else %}<tr><td colspan="5" class="muted">No tool decisions.</td></tr>{% endfor %}
 </tbody></table>
 

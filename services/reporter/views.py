@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from services.reporter import queries
-from services.reporter.authz import Principal, note_disclosure
+from services.reporter.authz import Permission, Principal, note_disclosure
 from services.reporter.state import principal_of
 
 
@@ -20,11 +20,13 @@ def scoped_feed(principal: Principal, filters: queries.FeedFilters) -> queries.F
 def feed_items(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     principal = principal_of(request)
     note_disclosure(request.scope, record_ids=[item["id"] for item in items], rows=len(items))
-    if not principal.sees_content:
-        for item in items:
+    for item in items:
+        if not principal.sees_content:
             # Lengths stay (content_lengths); the text, and attributes that may quote it, do not.
             item["content"] = None
             item["attributes"] = None
+        if not principal.may(Permission.READ_PROOFS):
+            item["proof"] = None  # a link the role could not follow
     return items
 
 
@@ -38,4 +40,7 @@ def session_summary(request: Request, summary: dict[str, Any]) -> dict[str, Any]
             prompt["text"] = None
         for error in summary["errors"]:
             error["message"] = None
+    if not principal.may(Permission.READ_PROOFS):
+        for row in (*summary["prompts"], *summary["approvals"]["decisions"]):
+            row["proof"] = None
     return summary
