@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.reporter import api, chainstatus, login, openapi, portal, tokenadmin
 from services.reporter.audit_trail import AccessTrail
-from services.reporter.authz import AccessControl
+from services.reporter.authz import AccessControl, unguarded_routes
 from services.reporter.credentials import Authenticator
 from services.reporter.db import create_reporting_pool
 from services.reporter.oidc import OidcVerifier
@@ -314,5 +314,8 @@ def create_app(
             Exception: _internal_error,
         },
     )
+    unguarded = unguarded_routes(app.routes)
+    if unguarded:
+        raise RuntimeError(f"routes without an access rule in services/reporter/authz.py RULES: {unguarded}")
     app.state.reporter = state
     return app

@@ -175,6 +175,22 @@ def find_rule(path: str, method: str) -> tuple[Rule | None, bool]:
     return None, known
 
 
+def unguarded_routes(routes: Any, prefix: str = "") -> list[str]:
+    """Routes (with their methods) that no rule covers. The app refuses to start with any: a new endpoint
+    must be given its permission in ``RULES`` (and a row in tests/integration/reporter/test_access_matrix.py)."""
+    from starlette.routing import Mount, Route  # noqa: PLC0415 - only at start-up
+
+    missing = []
+    for route in routes:
+        if isinstance(route, Mount):
+            missing += unguarded_routes(route.routes, prefix + route.path)
+        elif isinstance(route, Route):
+            sample = re.sub(r"\{[^}]*\}", "1", prefix + route.path)
+            missing += [f"{method} {prefix}{route.path}" for method in sorted(route.methods or ())
+                        if find_rule(sample, method)[0] is None]
+    return missing
+
+
 class Refusal(Exception):
     """An answer instead of the route: 401, 403, 503 and friends, with a reason a client can act on."""
 

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from services.reporter.authz import RULES, find_rule
+from services.reporter.authz import RULES, find_rule, unguarded_routes
 from shared.canonical import CanonicalEvent
 from shared.reporting_tokens import ADMIN, ANALYST, AUDITOR, DEVELOPER
 from tests.integration.reporter.conftest import Reporter
@@ -138,6 +138,7 @@ def test_every_route_of_the_app_has_exactly_the_rules_the_matrix_lists(reporter:
         return found
 
     routes = paths(reporter.app.routes)
+    assert unguarded_routes(reporter.app.routes) == []
     for method, path in routes:
         rule, _ = find_rule(path.replace("{record_id:int}", "1"), method)
         assert rule is not None, (method, path)
@@ -296,3 +297,25 @@ async def test_tenant_b_content_never_reaches_tenant_a_roles(reporter: Reporter,
     for role, email in ((ADMIN, None), (AUDITOR, None), (ANALYST, None), (DEVELOPER, CAROL)):
         response = await reporter.client.get(path, headers=await reporter.bearer(ORG_A, TENANT_A, role, email))
         assert SECRET_B not in response.text and response.status_code in (200, 404)
+
+
+def test_an_app_with_a_route_nobody_guarded_does_not_start() -> None:
+    from starlette.routing import Route  # noqa: PLC0415
+
+    async def handler(request: Any) -> Any:
+        raise AssertionError("never runs")
+
+    assert unguarded_routes([Route("/api/v1/new-thing", handler)]) == ["GET /api/v1/new-thing",
+                                                                       "HEAD /api/v1/new-thing"]
+
+
+async def test_a_legacy_licence_still_reads_as_an_auditor_with_a_warning(
+        reporter: Reporter, caplog: pytest.LogCaptureFixture) -> None:
+    legacy = reporter.legacy_licence(ORG_A, TENANT_A)
+    with caplog.at_level("WARNING", logger="reporter.access"):
+        who = (await reporter.client.get(f"{API}/whoami", headers=legacy)).json()
+        await reporter.client.get(f"{API}/whoami", headers=legacy)
+    assert (who["role"], who["credential"]) == ("auditor", "licence")
+    warnings = [r for r in caplog.records if "legacy reporting entitlement" in r.getMessage()]
+    assert len(warnings) == 1  # once per licence, not per request
+    assert (await reporter.client.get(f"{API}/tokens", headers=legacy)).status_code == 403  # read only
