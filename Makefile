@@ -7,14 +7,16 @@ RUN_STAMP := $(VENV)/.installed-run
 ORG    ?= dev
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: help run test test-unit test-integration test-e2e lint typecheck license verify checkpoints \
+.PHONY: help run test test-unit test-integration test-e2e lint typecheck license token verify checkpoints \
         bench bench-receiver bench-redactor bench-signer eval-redaction clean replay dlq test-deploy \
         bench-reporter bench-merkle browser-deps
 
 help:
 	@echo "make run        start PostgreSQL, the broker and the three services (Ctrl-C stops all)"
 	@echo "make test       unit, integration and end-to-end tests"
-	@echo "make license ORG=<org>   issue a licence; the key is the last line"
+	@echo "make license ORG=<org>   issue an ingest licence; the key is the last line"
+	@echo "make token ORG=<org> ROLE=<admin|auditor|analyst|developer> [USER=email] [EXPIRES=30d]"
+	@echo "                          issue a reporting token; the token is the last line"
 	@echo "make verify     recompute every hash chain and check every signature"
 	@echo "make lint / make typecheck"
 	@echo "make replay ARGS=...   re-process a window of the raw topic (auditctl replay --help)"
@@ -66,6 +68,12 @@ typecheck: $(STAMP)
 
 license: $(RUN_STAMP)
 	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl license issue --org "$(ORG)"
+
+# A reporting token (reads the audit log; licences only ingest): make -s token ORG=acme ROLE=auditor | tail -1
+token: $(RUN_STAMP)
+	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl token issue --org "$(ORG)" --role "$(ROLE)" \
+	  $(if $(USER_EMAIL),--user "$(USER_EMAIL)",$(if $(filter command line,$(origin USER)),--user "$(USER)")) \
+	  $(if $(EXPIRES),--expires "$(EXPIRES)")
 
 # make verify [TENANT=acme] [CHECKPOINTS=saved.jsonl] [KEYS=saved-keys.jsonl]
 verify: $(RUN_STAMP)

@@ -161,13 +161,13 @@ class DatabaseSource:
 
 
 class ReporterSource:
-    """The reporter's API, with the licence of the tenant followed (HTTP Basic ``org:licence-key``)."""
+    """The reporter's API, with a reporting token (auditor or admin) of the tenant followed."""
 
-    def __init__(self, url: str, credentials: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise click.UsageError(f"--url must be an http or https URL, not {url!r}")
         self._url = url.rstrip("/")
-        self._auth = "Basic " + base64.b64encode(credentials.encode()).decode()
+        self._auth = f"Bearer {token}"
 
     def _get_blocking(self, path: str, query: dict[str, Any]) -> Any:
         request = urllib.request.Request(  # noqa: S310 - the scheme was checked to be http(s) above
@@ -237,21 +237,21 @@ def witness() -> None:
 @click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False), help=_KEYS_HELP)
 @click.option("--trusted-key", "trusted", multiple=True, help="A pinned base64 Ed25519 public key (repeatable).")
 @click.option("--url", default=None, help="Reporter base URL; without it, the database (DATABASE_URL) is read.")
-@click.option("--credentials-env", default="AUDIT_REPORTER_CREDENTIALS",
-              help="Environment variable holding org:licence-key for --url.")
+@click.option("--token-env", default="AUDIT_REPORTING_TOKEN",
+              help="Environment variable holding a reporting token (auditor or admin) for --url.")
 @click.option("--interval", type=float, default=30.0, help="Seconds between polls.")
 @click.option("--once", is_flag=True, help="Check what is there now and stop.")
 def witness_follow(tenant: str, state_file: str, keys_file: str | None, trusted: tuple[str, ...], url: str | None,
-                   credentials_env: str, interval: float, once: bool) -> None:
+                   token_env: str, interval: float, once: bool) -> None:
     """Fetch each new signed tree head and check it extends the last one kept; exit 2 on a rewritten log."""
     settings: CliSettings = click.get_current_context().obj
     pinned = _pinned(keys_file, trusted)
     source: TreeHeadSource
     if url:
-        credentials = os.environ.get(credentials_env)
-        if not credentials:
-            raise click.UsageError(f"set {credentials_env}=org:licence-key to read {url}")
-        source = ReporterSource(url, credentials)
+        token = os.environ.get(token_env)
+        if not token:
+            raise click.UsageError(f"set {token_env} to a reporting token (auditctl token issue) to read {url}")
+        source = ReporterSource(url, token)
     else:
         source = DatabaseSource(settings.database_url)
     path = Path(state_file)

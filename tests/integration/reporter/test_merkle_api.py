@@ -4,7 +4,6 @@ heads, and the portal's proof page, over rows the signer's append path wrote."""
 from __future__ import annotations
 
 import asyncio
-import base64
 
 import asyncpg
 import hypercorn.asyncio
@@ -107,8 +106,8 @@ async def test_witness_follow_reads_the_reporter_over_http(reporter: Reporter, d
     stop = asyncio.Event()
     server = asyncio.create_task(hypercorn.asyncio.serve(reporter.app, config, shutdown_trigger=stop.wait))
     try:
-        credentials = reporter.tenant_a["Authorization"].removeprefix("Basic ")
-        source = ReporterSource(f"http://127.0.0.1:{port}", base64.b64decode(credentials).decode())
+        token = reporter.tenant_a["Authorization"].removeprefix("Bearer ")
+        source = ReporterSource(f"http://127.0.0.1:{port}", token)
         for _ in range(100):
             try:
                 await source.heads_after(TENANT_A, 0)
