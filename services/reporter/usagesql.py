@@ -59,7 +59,7 @@ class UsageQueries:
 
 def usage_queries(group_by: str) -> UsageQueries:
     if group_by == "user":
-        # Running totals: two index look-ups per user, whatever the number of days (see cumulative.py).
+        # Running totals: two index look-ups per user, whatever the number of days (see shared/usage_cumulative.py).
         return UsageQueries(
             events=cumulative.window_query("report_usage_cumulative", SUM_COLUMNS, shape),
             metrics=cumulative.window_query("usage_metric_cumulative", DAILY_COLUMNS, shape),
