@@ -223,7 +223,10 @@ DISCLOSURE_KEY = "access.disclosure"
 
 def form_of(body: bytes) -> dict[str, str]:
     """An application/x-www-form-urlencoded body, first value of each field (bad bytes become U+FFFD)."""
-    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=100)
+    try:
+        parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=100)
+    except ValueError:  # more fields than any of our forms has
+        raise Refusal(400, "form has too many fields", "bad_request") from None
     return {key: values[0] for key, values in parsed.items()}
 
 

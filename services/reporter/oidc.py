@@ -128,8 +128,9 @@ class OidcVerifier:
         )
         try:
             registry.validate(claims)
-        except JoseError as exc:
-            raise Refusal(401, f"token refused: {exc.description or exc.error}", "invalid_token",
+        except (JoseError, ValueError, TypeError) as exc:
+            reason = (exc.description or exc.error) if isinstance(exc, JoseError) else "malformed claims"
+            raise Refusal(401, f"token refused: {reason}", "invalid_token",
                           headers=_BEARER_INVALID) from None
         if nonce is not None and not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
             raise Refusal(401, "token refused: nonce does not match this sign-in", "invalid_token")

@@ -21,9 +21,9 @@ import asyncpg
 from services.reporter import usagesql
 from services.reporter.params import Cursor, DayWindow
 from services.reporter.rollup import SUM_COLUMNS, USER_KEY, fold_state
-from services.usage.points import DAILY_COLUMNS
 from shared.canonical import COST_SCALE
 from shared.chain import DOMAIN_TAG, HASH_VERSION, HASHED_COLUMNS, canonical_bytes, checkpoint_message, row_hash
+from shared.usage_columns import DAILY_COLUMNS
 
 # Rows returned for one session; beyond these the summary says it was truncated.
 MAX_SESSION_PROMPTS = 1_000

@@ -19,7 +19,7 @@ from datetime import date
 
 import asyncpg
 
-from services.reporter import cumulative
+from shared import usage_cumulative as cumulative
 
 USER_KEY = "coalesce(user_email, user_id)"
 

@@ -52,12 +52,12 @@ from deploy.local.stack import ServiceGroup, wait_ready
 from services.reporter import queries, usagesql
 from services.reporter.params import Cursor
 from services.reporter.rollup import catch_up
-from services.usage.points import DAILY_COLUMNS
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import TopicSpec, ensure_topics
 from shared.keys import Ed25519Signer
 from shared.reporting_tokens import AUDITOR, issue_token
+from shared.usage_columns import DAILY_COLUMNS
 
 TENANT, ORG = "bench-tenant", "bench-org"
 USERS, SESSIONS, DAYS = 1_000, 20_000, 30
