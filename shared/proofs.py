@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -17,6 +18,7 @@ import asyncpg
 from shared.chain import HASHED_COLUMNS, canonical_bytes, format_timestamp
 from shared.merkle import (
     HASH_SIZE,
+    Frontier,
     NodeId,
     Range,
     consistency_ranges,
@@ -182,3 +184,74 @@ async def consistency_document(conn: asyncpg.Connection, tenant: str, first: int
         document[key] = None if head is None else head.to_dict()
     document["tenant_id"] = tenant
     return document
+
+
+@dataclass
+class TreeAudit:
+    """What ``audit_tree`` found: the tree recomputed from the chain's row hashes against what is stored."""
+
+    tenant_id: str
+    leaves: int = 0
+    heads_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def audit_tree(conn: asyncpg.Connection, tenant: str, pinned: list[bytes] | None = None,
+                     max_problems: int = 10) -> TreeAudit:
+    """Recompute the tenant's tree from its row hashes (O(n), streamed) and compare every stored subtree
+    record, the stored frontier and every signed tree head (its root, and its signature when ``pinned`` keys
+    are given) with it."""
+    report = TreeAudit(tenant)
+    heads = {head.tree_size: head for head in await _all_heads(conn, tenant)}
+    frontier = Frontier()
+
+    def problem(text: str) -> bool:
+        report.problems.append(text)
+        return len(report.problems) >= max_problems
+
+    async with conn.transaction(readonly=True, isolation="repeatable_read"):
+        head_seq = await tree_size(conn, tenant)
+        stored_frontier = await conn.fetchval("SELECT merkle_frontier FROM chain_heads WHERE tenant_id = $1", tenant)
+        rows = conn.cursor(
+            "SELECT a.chain_seq, a.row_hash, m.hashes FROM audit_logs a LEFT JOIN merkle_subtrees m"
+            " ON m.tenant_id = a.tenant_id AND m.leaf_index = a.chain_seq - 1"
+            " WHERE a.tenant_id = $1 AND a.chain_seq <= $2 ORDER BY a.chain_seq", tenant, head_seq, prefetch=10_000)
+        async for row in rows:
+            seq = row["chain_seq"]
+            if seq != frontier.size + 1:
+                problem(f"sequence {frontier.size + 1}: row missing (next row is {seq}); the tree stops here")
+                break
+            frontier, completed = frontier.append(bytes(row["row_hash"]))
+            found = []
+            if row["hashes"] is None or bytes(row["hashes"]) != completed:
+                found.append(f"leaf {seq - 1}: stored subtrees differ from the row hashes")
+            head = heads.get(seq)
+            if head is not None:
+                report.heads_checked += 1
+                if head.root_hash != frontier.root():
+                    found.append(f"tree head {seq}: signed root differs from the tree of the rows")
+                if pinned is not None and not head.signed_by(pinned):
+                    found.append(f"tree head {seq}: not signed by a pinned key")
+            if any([problem(text) for text in found]):
+                return report
+    report.leaves = frontier.size
+    if frontier.size < head_seq:
+        problem(f"rows end at sequence {frontier.size} but the chain head is at {head_seq} (rows removed?)")
+    if frontier.size == head_seq and bytes(stored_frontier or b"") != frontier.to_bytes():
+        problem("chain head: stored frontier differs from the tree of the rows")
+    beyond = [size for size in heads if size > frontier.size]
+    if beyond:
+        problem(f"tree heads beyond the {frontier.size} rows there are: {sorted(beyond)[:5]} (rows removed?)")
+    return report
+
+
+async def _all_heads(conn: asyncpg.Connection, tenant: str) -> list[TreeHead]:
+    heads, after = [], 0
+    while page := await tree_heads(conn, tenant, after):
+        heads += page
+        after = page[-1].tree_size
+    return heads

@@ -132,6 +132,25 @@ def proof_check(file: str, keys_file: str | None, trusted: tuple[str, ...]) -> N
         sys.exit(1)
 
 
+@proof.command("audit-tree")
+@click.option("--tenant", required=True, help="Whose tree.")
+@click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False), help=_KEYS_HELP)
+@click.option("--trusted-key", "trusted", multiple=True, help="A pinned base64 Ed25519 public key (repeatable).")
+def proof_audit_tree(tenant: str, keys_file: str | None, trusted: tuple[str, ...]) -> None:
+    """Recompute the whole tree from the chain's row hashes and compare every stored subtree and signed tree
+    head with it (O(n)); exit 1 and name what differs."""
+    settings = click.get_current_context().obj
+    pinned = _pinned(keys_file, trusted) if keys_file or trusted else None
+    report = _with_db(settings, lambda conn: proofs.audit_tree(conn, tenant, pinned))
+    if report.ok:
+        click.echo(f"OK tenant={tenant} leaves={report.leaves} tree_heads={report.heads_checked}"
+                   + ("" if pinned else " (signatures not checked: no pinned keys given)"))
+        return
+    for problem in report.problems:
+        click.echo(f"BROKEN tenant={tenant}: {problem}")
+    sys.exit(1)
+
+
 # --- monitor ---------------------------------------------------------------------------------------------
 
 class TreeHeadSource(Protocol):

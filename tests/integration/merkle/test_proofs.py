@@ -266,3 +266,28 @@ async def test_the_migration_builds_the_tree_of_chains_written_before_it(
     assert await db.fetch("SELECT leaf_index, hashes FROM merkle_subtrees ORDER BY leaf_index") == stored
     assert await db.fetchval("SELECT merkle_frontier FROM chain_heads WHERE tenant_id = $1", TENANT) == frontier
     assert len(stored) == 777
+
+
+async def test_audit_tree_recomputes_the_tree_and_names_what_differs(
+    db: asyncpg.Connection, signing_key: Ed25519Signer, database_url: str
+) -> None:
+    await build_chain(db, signing_key, 400, batch=100, every_rows=100)
+    key = base64.b64encode(signing_key.public_key).decode()
+    code, output = await _cli(database_url, "proof", "audit-tree", "--tenant", TENANT, "--trusted-key", key)
+    assert code == 0 and "OK tenant=t1 leaves=400 tree_heads=4" in output, output
+    stranger = base64.b64encode(Ed25519Signer.generate().public_key).decode()
+    code, output = await _cli(database_url, "proof", "audit-tree", "--tenant", TENANT, "--trusted-key", stranger)
+    assert code == 1 and "not signed by a pinned key" in output
+    await db.execute("SET session_replication_role = replica")  # a superuser, past any trigger
+    await db.execute("UPDATE merkle_subtrees SET hashes = $2 WHERE tenant_id = $1 AND leaf_index = 9", TENANT,
+                     bytes(64))
+    code, output = await _cli(database_url, "proof", "audit-tree", "--tenant", TENANT)
+    assert code == 1 and "leaf 9: stored subtrees differ" in output, output
+    await db.execute("UPDATE audit_logs SET row_hash = $2 WHERE tenant_id = $1 AND chain_seq = 150", TENANT, bytes(32))
+    report = await proofs.audit_tree(db, TENANT, [signing_key.public_key])
+    assert any("leaf 149" in p for p in report.problems)
+    assert any("tree head 200: signed root differs" in p for p in report.problems)
+    await db.execute("DELETE FROM audit_logs WHERE tenant_id = $1 AND chain_seq > 350", TENANT)
+    report = await proofs.audit_tree(db, TENANT)
+    assert any("tree heads beyond the 350 rows" in p for p in report.problems), report
+    assert any("rows end at sequence 350 but the chain head is at 400" in p for p in report.problems), report
