@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -97,13 +98,37 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
     return True
 
 
+def read_private_file(path: Path, what: str = "key file") -> str:
+    """The text of a secret file, refused when anyone but its owner may read or write it.
+
+    The same rule as ssh's for private keys: a key another account on the host can read is a leaked key,
+    and a service that keeps running on one hides that. Kubernetes and compose mount secrets owner-only
+    when asked to (``defaultMode: 0400`` / ``mode: 0400``).
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise KeyMaterialError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise KeyMaterialError(f"{what} {path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise KeyMaterialError(f"{what} {path} is not a regular file")
+    loose = stat.S_IMODE(info.st_mode) & 0o077
+    if loose:
+        raise KeyMaterialError(
+            f"{what} {path} has mode {stat.S_IMODE(info.st_mode):04o}: group or others may access it; "
+            f"run `chmod 600 {path}` (or mount it with mode 0400) and start again"
+        )
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise KeyMaterialError(f"{what} {path} cannot be read: {exc.strerror}") from None
+
+
 def load_signer(*, file: str | None, env_var: str | None = None) -> Ed25519Signer:
     """Load a private key from the file, or else from the named environment variable (base64 seed)."""
     if file:
-        path = Path(file)
-        if not path.is_file():
-            raise KeyMaterialError(f"key file {path} does not exist")
-        return Ed25519Signer.from_seed_b64(path.read_text())
+        return Ed25519Signer.from_seed_b64(read_private_file(Path(file)))
     if env_var and os.environ.get(env_var):
         return Ed25519Signer.from_seed_b64(os.environ[env_var])
     raise KeyMaterialError(f"no key configured: set a key file or {env_var}")
