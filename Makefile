@@ -9,7 +9,7 @@ PIP_FLAGS ?= --disable-pip-version-check -q
 
 .PHONY: help run test test-unit test-integration test-e2e lint typecheck license verify checkpoints \
         bench bench-receiver bench-redactor bench-signer eval-redaction clean replay dlq test-deploy \
-        bench-reporter browser-deps
+        bench-reporter browser-deps tls-deps
 
 help:
 	@echo "make run        start PostgreSQL, the broker and the three services (Ctrl-C stops all)"
@@ -35,7 +35,7 @@ $(STAMP): $(RUN_STAMP)
 run: $(RUN_STAMP)
 	@$(PY) -m deploy.local.stack run
 
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps tls-deps
 	@$(PY) -m pytest -q tests
 
 # tests/browser drives Debian's Chromium through Playwright. Installed here when missing and we are root;
@@ -49,13 +49,24 @@ browser-deps:
 	  else echo "WARNING: $(CHROMIUM) is missing and cannot be installed here: tests/browser will fail" >&2; fi; \
 	fi
 
+# tests/e2e/test_kafka_tls.py puts Debian's stunnel in front of the broker (TLS to Kafka, for real).
+# Installed here when missing and we are root; otherwise those tests fail loudly (they never skip).
+STUNNEL ?= /usr/bin/stunnel4
+tls-deps:
+	@if [ ! -x "$(STUNNEL)" ] && ! command -v stunnel >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing stunnel4 for tests/e2e/test_kafka_tls.py"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 openssl >/dev/null; \
+	  else echo "WARNING: stunnel is missing and cannot be installed here: the Kafka TLS tests will fail" >&2; fi; \
+	fi
+
 test-unit: $(STAMP)
 	@$(PY) -m pytest -q tests/unit
 
 test-integration: $(STAMP)
 	@$(PY) -m pytest -q tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) tls-deps
 	@$(PY) -m pytest -q tests/e2e
 
 lint: $(STAMP)
