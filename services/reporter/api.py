@@ -111,6 +111,8 @@ async def usage(request: Request) -> Response:
 async def record_proof(request: Request) -> Response:
     state = ReporterState.of(request)
     record_id = int(request.path_params["record_id"])
+    if record_id > params.INT64_MAX:  # ids are bigint: such a record cannot exist (and would not bind)
+        return JSON({"error": "no such record"}, status_code=404)
     async with state.connection() as conn:
         document = await queries.proof(conn, tenant_of(request), record_id)
     if document is None:
