@@ -8,7 +8,7 @@ ORG    ?= dev
 PIP_FLAGS ?= --disable-pip-version-check -q
 
 .PHONY: help run test test-unit test-integration test-e2e lint typecheck license verify checkpoints \
-        bench bench-receiver bench-redactor bench-signer eval-redaction clean replay dlq test-deploy \
+        bench bench-receiver bench-receiver-hostile bench-redactor bench-signer eval-redaction clean replay dlq test-deploy \
         bench-reporter browser-deps tls-deps
 
 help:
@@ -106,6 +106,11 @@ test-deploy: $(STAMP)
 # One Hypercorn receiver process, a fresh in-memory broker, a separate load-generator process.
 bench-receiver: $(STAMP)
 	@$(PY) -m tests.bench.bench_receiver $(BENCH_ARGS)
+
+# Only the hostile-body case: honest tenants' p99 beside a tenant sending 1 MB of `{"resourceLogs":[{},...]}`
+# gzipped to ~1 KB, and the receiver CPU per such request against an honest body of the same size.
+bench-receiver-hostile: $(STAMP)
+	@$(PY) -m tests.bench.bench_receiver --hostile $(BENCH_ARGS)
 
 # One redactor process on preloaded raw batches (fresh broker and PostgreSQL): canonical events/s; the PII engine
 # beside Presidio on the same texts.
