@@ -99,11 +99,12 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
 
 
 def read_private_file(path: Path, what: str = "key file") -> str:
-    """The text of a secret file, refused when anyone but its owner may read or write it.
+    """The text of a secret file, refused when accounts other than its owner could read or change it.
 
-    The same rule as ssh's for private keys: a key another account on the host can read is a leaked key,
-    and a service that keeps running on one hides that. Kubernetes and compose mount secrets owner-only
-    when asked to (``defaultMode: 0400`` / ``mode: 0400``).
+    PostgreSQL's rule for its own key files: a file owned by this process's user must be 0600 or stricter;
+    one owned by root may also be readable by its group (0640), which is how Kubernetes mounts a Secret
+    for a non-root pod (root-owned, group = the pod's fsGroup). A key others can read is a leaked key, and a
+    service that keeps running with one hides that.
     """
     try:
         info = path.stat()
@@ -113,11 +114,13 @@ def read_private_file(path: Path, what: str = "key file") -> str:
         raise KeyMaterialError(f"{what} {path} cannot be read: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         raise KeyMaterialError(f"{what} {path} is not a regular file")
-    loose = stat.S_IMODE(info.st_mode) & 0o077
-    if loose:
+    mode = stat.S_IMODE(info.st_mode)
+    ours = info.st_uid == os.geteuid()
+    allowed = 0o600 if ours or info.st_uid != 0 else 0o640
+    if mode & ~allowed & 0o777:
         raise KeyMaterialError(
-            f"{what} {path} has mode {stat.S_IMODE(info.st_mode):04o}: group or others may access it; "
-            f"run `chmod 600 {path}` (or mount it with mode 0400) and start again"
+            f"{what} {path} has mode {mode:04o}: group or others may access it; run `chmod 600 {path}` "
+            f"(or mount it owner-only, e.g. defaultMode 0400) and start again"
         )
     try:
         return path.read_text()

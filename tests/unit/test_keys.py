@@ -36,3 +36,21 @@ def test_missing_and_non_regular_files_are_named(tmp_path: Path) -> None:
         load_signer(file=str(tmp_path / "absent.key"))
     with pytest.raises(KeyMaterialError, match="not a regular file"):
         read_private_file(tmp_path)
+
+
+def test_a_root_owned_key_may_be_group_readable_as_kubernetes_mounts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Secret volume with fsGroup: root-owned, mode 0440. Accepted for a non-root service (PostgreSQL's rule)."""
+    import os  # noqa: PLC0415
+
+    path = tmp_path / "signing.key"
+    path.write_text(Ed25519Signer.generate().seed_b64() + "\n")
+    path.chmod(0o440)
+    if path.stat().st_uid != 0:
+        os.chown(path, 0, 0)  # the suite runs as root, as the Makefile's system-package steps need
+    monkeypatch.setattr(os, "geteuid", lambda: 10001)
+    load_signer(file=str(path))
+    path.chmod(0o444)
+    with pytest.raises(KeyMaterialError, match="group or others"):
+        load_signer(file=str(path))
