@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
+from deploy.local.tls import Authority
 from shared.db.pool import connect
 from shared.kafka import (
     KafkaConfigError,
@@ -31,7 +32,7 @@ from shared.kafka import (
 from shared.verify import published_keys, tenants, verify_tenant
 from tests.conftest import Infra, Topics
 from tests.e2e.harness import Pipeline
-from tests.kafka_security.tls_broker import Authority, TlsBroker, tls_broker
+from tests.kafka_security.tls_broker import TlsBroker, tls_broker
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.local.infra import Broker, free_port, tansu_binary, wait_for_port
+from deploy.local.tls import Authority
 
 STUNNEL_CANDIDATES = ("stunnel4", "stunnel")
 
@@ -25,40 +26,6 @@ def stunnel_binary() -> str:
         if found:
             return found
     raise RuntimeError("stunnel is not installed: `apt-get install stunnel4` (make test installs it as root)")
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@dataclass(frozen=True)
-class Authority:
-    """A CA and the certificates it signed, as PEM files; keys are owner-only as the services require."""
-
-    ca_cert: Path
-    ca_key: Path
-
-    @classmethod
-    def create(cls, folder: Path, name: str) -> Authority:
-        folder.mkdir(parents=True, exist_ok=True)
-        key, cert = folder / f"{name}-ca.key", folder / f"{name}-ca.pem"
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                 "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name} test CA", cwd=folder)
-        key.chmod(0o600)
-        return cls(cert, key)
-
-    def issue(self, folder: Path, name: str, *, server: bool) -> tuple[Path, Path]:
-        key, csr, cert, ext = (folder / f"{name}.key", folder / f"{name}.csr", folder / f"{name}.pem",
-                               folder / f"{name}.ext")
-        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
-                 "-out", str(csr), "-subj", f"/CN={name}", cwd=folder)
-        usage = "serverAuth" if server else "clientAuth"
-        ext.write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"
-                       "basicConstraints=critical,CA:FALSE\n")
-        _openssl("x509", "-req", "-in", str(csr), "-CA", str(self.ca_cert), "-CAkey", str(self.ca_key),
-                 "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext), cwd=folder)
-        key.chmod(0o600)
-        return cert, key
 
 
 @dataclass(frozen=True)
@@ -84,7 +51,7 @@ class TlsBroker:
 def tls_broker(folder: Path, *, require_client_cert: bool = True) -> Iterator[TlsBroker]:
     """Tansu on a loopback plain port that advertises the TLS port stunnel listens on."""
     folder.mkdir(parents=True, exist_ok=True)
-    ca = Authority.create(folder, "kafka")
+    ca = Authority.create(folder, "kafka-test")
     server_cert, server_key = ca.issue(folder, "broker", server=True)
     client_cert, client_key = ca.issue(folder, "client", server=False)
     plain_port, tls_port = free_port(), free_port()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from deploy.local.tls import Authority
 from shared.kafka import (
     FileTokenProvider,
     KafkaConfigError,
@@ -17,7 +18,6 @@ from shared.kafka import (
     make_producer,
 )
 from shared.settings import CommonSettings, load_settings
-from tests.kafka_security.tls_broker import Authority
 
 
 @pytest.fixture
