@@ -137,10 +137,10 @@ def _acls() -> list[tuple[str, set[str], set[str], str]]:
 def test_acls_give_each_principal_only_its_stage() -> None:
     writers: dict[str, set[str]] = {}
     readers: dict[str, set[str]] = {}
-    for principal, operations, resources, kind in _acls():
+    for principal, operations, named, kind in _acls():
         if kind != "topic":
             continue
-        for resource in resources:
+        for resource in named:
             if "Write" in operations:
                 writers.setdefault(resource, set()).add(principal)
             if "Read" in operations:
@@ -153,7 +153,7 @@ def test_acls_give_each_principal_only_its_stage() -> None:
     assert writers[canonical] == {"redactor", "ops"}
     # Only signers read canonical.
     assert readers[canonical] == {"signer", "ops"}
-    groups = {principal: resources for principal, _, resources, kind in _acls() if kind == "group"}
+    groups = {principal: named for principal, _, named, kind in _acls() if kind == "group"}
     assert groups == {"redactor": {"${REDACTOR_GROUP_ID:-audit-redactor}"},
                       "usage": {"${USAGE_GROUP_ID:-audit-usage}"}, "signer": {"${SIGNER_GROUP_ID:-audit-signer}"}}
     clusters = {principal for principal, _, _, kind in _acls() if kind == "cluster"}
