@@ -57,6 +57,7 @@ class KafkaSecurity:
 
     protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
     sasl_username_file: Path | None = None
     sasl_password_file: Path | None = None
     sasl_oauthbearer_token_file: Path | None = None
@@ -93,14 +94,16 @@ class KafkaSecurity:
             elif self.sasl_mechanism == "OAUTHBEARER":
                 if self.sasl_oauthbearer_token_file is None:
                     found.append("KAFKA_SASL_MECHANISM=OAUTHBEARER needs KAFKA_SASL_OAUTHBEARER_TOKEN_FILE")
-                if self.sasl_username_file or self.sasl_password_file:
+                if self.sasl_username_file or self.sasl_username or self.sasl_password_file:
                     found.append("KAFKA_SASL_MECHANISM=OAUTHBEARER takes a token file, not a username or password")
             else:
-                if self.sasl_username_file is None or self.sasl_password_file is None:
+                if (self.sasl_username_file is None and not self.sasl_username) or self.sasl_password_file is None:
                     found.append(
-                        f"KAFKA_SASL_MECHANISM={self.sasl_mechanism} needs KAFKA_SASL_USERNAME_FILE "
-                        "and KAFKA_SASL_PASSWORD_FILE"
+                        f"KAFKA_SASL_MECHANISM={self.sasl_mechanism} needs KAFKA_SASL_USERNAME_FILE (or "
+                        "KAFKA_SASL_USERNAME) and KAFKA_SASL_PASSWORD_FILE"
                     )
+                if self.sasl_username_file is not None and self.sasl_username:
+                    found.append("set KAFKA_SASL_USERNAME or KAFKA_SASL_USERNAME_FILE, not both")
                 if self.sasl_oauthbearer_token_file is not None:
                     found.append(
                         f"KAFKA_SASL_OAUTHBEARER_TOKEN_FILE is only for OAUTHBEARER, not {self.sasl_mechanism}"
@@ -108,6 +111,7 @@ class KafkaSecurity:
         else:
             given = [name for name, value in (
                 ("KAFKA_SASL_MECHANISM", self.sasl_mechanism),
+                ("KAFKA_SASL_USERNAME", self.sasl_username),
                 ("KAFKA_SASL_USERNAME_FILE", self.sasl_username_file),
                 ("KAFKA_SASL_PASSWORD_FILE", self.sasl_password_file),
                 ("KAFKA_SASL_OAUTHBEARER_TOKEN_FILE", self.sasl_oauthbearer_token_file),
@@ -174,7 +178,8 @@ class KafkaSecurity:
                 assert self.sasl_oauthbearer_token_file is not None
                 options["sasl_oauth_token_provider"] = FileTokenProvider(self.sasl_oauthbearer_token_file)
             else:
-                options["sasl_plain_username"] = self._secret(self.sasl_username_file, "Kafka SASL username file")
+                options["sasl_plain_username"] = self.sasl_username or self._secret(
+                    self.sasl_username_file, "Kafka SASL username file")
                 options["sasl_plain_password"] = self._secret(self.sasl_password_file, "Kafka SASL password file")
         return options
 

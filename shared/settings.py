@@ -49,6 +49,9 @@ class CommonSettings(BaseSettings):
     kafka_sasl_mechanism: SaslMechanism | None = Field(
         default=None, description="Kafka sasl.mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER."
     )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="This component's SASL username (PLAIN and SCRAM), or use the _FILE form."
+    )
     kafka_sasl_username_file: Path | None = Field(
         default=None, description="File holding this component's SASL username (PLAIN and SCRAM)."
     )
@@ -87,6 +90,7 @@ class CommonSettings(BaseSettings):
             return KafkaSecurity(
                 protocol=self.kafka_security_protocol,
                 sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_username=self.kafka_sasl_username,
                 sasl_username_file=self.kafka_sasl_username_file,
                 sasl_password_file=self.kafka_sasl_password_file,
                 sasl_oauthbearer_token_file=self.kafka_sasl_oauthbearer_token_file,

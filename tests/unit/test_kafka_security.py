@@ -120,7 +120,7 @@ def test_settings_fail_fast_with_one_line_per_problem(
     monkeypatch.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     with pytest.raises(SystemExit):
         load_settings(CommonSettings)
-    assert "needs KAFKA_SASL_USERNAME_FILE and KAFKA_SASL_PASSWORD_FILE" in capsys.readouterr().err
+    assert "needs KAFKA_SASL_USERNAME_FILE (or KAFKA_SASL_USERNAME) and KAFKA_SASL_PASSWORD_FILE" in capsys.readouterr().err
     monkeypatch.setenv("KAFKA_SASL_MECHANISM", "GSSAPI")
     with pytest.raises(SystemExit):
         load_settings(CommonSettings)
@@ -141,3 +141,13 @@ def test_settings_build_the_connection_every_client_uses(
     assert options["bootstrap_servers"] == "k1:9093,k2:9093"
     assert options["sasl_mechanism"] == "SCRAM-SHA-512"
     assert options["sasl_plain_username"] == "redactor-1"
+
+
+def test_a_plain_username_with_a_password_file(secrets: dict[str, Path]) -> None:
+    """Usernames are not secret (Kubernetes sets them inline); passwords still come from files only."""
+    security = KafkaSecurity(protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="audit-signer",
+                             sasl_password_file=secrets["password"])
+    assert security.client_options()["sasl_plain_username"] == "audit-signer"
+    with pytest.raises(KafkaConfigError, match="not both"):
+        KafkaSecurity(protocol="SASL_SSL", sasl_mechanism="PLAIN", sasl_username="a",
+                      sasl_username_file=secrets["user"], sasl_password_file=secrets["password"])
