@@ -22,7 +22,14 @@ from typing import Any, Literal, Protocol, get_args
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from shared.keys import KeyMaterialError, read_private_file
@@ -200,35 +207,46 @@ def _host_port(server: str) -> tuple[str, int]:
     return host.strip("[]") or server.strip(), int(port) if port.isdigit() else 9092
 
 
-async def refuse_untrusted_broker(kafka: KafkaConnection | str, timeout: float = 5.0) -> None:
-    """Raise KafkaConfigError when a bootstrap broker's certificate is not trusted by our TLS settings.
+async def refuse_misconfigured_client(kafka: KafkaConnection | str, timeout: float = 5.0) -> None:
+    """Raise KafkaConfigError when a bootstrap broker refuses us for our settings, not for being down.
 
-    aiokafka reports that only as "Unable to bootstrap", the same words as for a broker that is down, and
-    the services would retry it forever. It is a configuration error (a wrong KAFKA_SSL_CA_FILE, a hostname
-    the certificate does not name), so the handshake is repeated here with the very context the clients use,
-    to name it. Brokers that cannot be reached are left to the callers' retries.
+    aiokafka reports an untrusted broker certificate and rejected SASL credentials as "Unable to
+    bootstrap", the same words as for a broker that is down, and the services would retry forever. Both are
+    configuration errors (a wrong KAFKA_SSL_CA_FILE, a hostname the certificate does not name, a wrong
+    password or mechanism), so one connection is opened here with aiokafka's own connection class and the
+    very options the clients use, to name the cause. Brokers that cannot be reached are left to the
+    callers' retries.
     """
     connection = as_connection(kafka)
-    if not connection.security.uses_tls:
+    security = connection.security
+    if not security.uses_tls and not security.uses_sasl:
         return
-    context = connection.security.ssl_context()
+    options = security.client_options()
     for server in connection.bootstrap.split(","):
         host, port = _host_port(server)
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=context, server_hostname=host), timeout
-            )
+            conn = await asyncio.wait_for(create_conn(
+                host, port, request_timeout_ms=int(timeout * 1000), ssl_context=options.get("ssl_context"),
+                security_protocol=security.protocol, sasl_mechanism=options.get("sasl_mechanism"),
+                sasl_plain_username=options.get("sasl_plain_username"),
+                sasl_plain_password=options.get("sasl_plain_password"),
+                sasl_oauth_token_provider=options.get("sasl_oauth_token_provider"),
+            ), timeout)
         except ssl.SSLCertVerificationError as exc:
             raise KafkaConfigError(
                 f"the Kafka broker at {host}:{port} presented a certificate this client does not trust "
                 f"({exc.verify_message}); check KAFKA_SSL_CA_FILE"
                 + (" and KAFKA_SSL_CHECK_HOSTNAME" if "hostname" in str(exc.verify_message).lower() else "")
             ) from None
-        except (OSError, TimeoutError):
+        except (SaslAuthenticationFailed, UnsupportedSaslMechanismError, IllegalSaslStateError) as exc:
+            raise KafkaConfigError(
+                f"the Kafka broker at {host}:{port} refused this client's SASL authentication as "
+                f"{options.get('sasl_plain_username') or 'its token'} ({exc}); check KAFKA_SASL_MECHANISM and "
+                "the credentials in KAFKA_SASL_USERNAME_FILE / KAFKA_SASL_PASSWORD_FILE"
+            ) from None
+        except (KafkaError, OSError, TimeoutError):
             continue  # down, refused, or the handshake failed for the broker's reasons: retried by the caller
-        writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError):
-            await writer.wait_closed()
+        conn.close()
 
 
 def as_connection(target: KafkaConnection | str) -> KafkaConnection:
@@ -346,7 +364,7 @@ async def start_clients(
             pending.pop(0)
         except (KafkaError, OSError) as exc:
             if kafka is not None:
-                await refuse_untrusted_broker(kafka)
+                await refuse_misconfigured_client(kafka)
             logging.getLogger("kafka").warning("broker not reachable yet, retrying", extra={"error": repr(exc)})
             await backoff.sleep(stop)
     return not pending

@@ -19,7 +19,7 @@ from services.receiver.app import ReceiverState, create_app, load_issuer_public_
 from services.receiver.settings import ReceiverSettings
 from shared.db.pool import create_pool
 from shared.health import HealthServer
-from shared.kafka import KafkaConfigError, refuse_untrusted_broker
+from shared.kafka import KafkaConfigError, refuse_misconfigured_client
 from shared.keys import KeyMaterialError
 from shared.licensing import LicenseVerifier
 from shared.logs import configure_logging
@@ -80,7 +80,7 @@ async def _serve(settings: ReceiverSettings) -> None:
 
     try:
         # A broker certificate we do not trust would otherwise show only as "broker not reachable" retries.
-        await refuse_untrusted_broker(settings.kafka_connection())
+        await refuse_misconfigured_client(settings.kafka_connection())
     except KafkaConfigError as exc:
         raise SystemExit(f"receiver: {exc}") from None
     revocations = RevocationList(settings.database_url)

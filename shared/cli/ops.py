@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from shared.cli import run_async
 from shared.db.pool import create_pool
-from shared.kafka import KafkaConfigError, make_producer, refuse_untrusted_broker
+from shared.kafka import KafkaConfigError, make_producer, refuse_misconfigured_client
 from shared.logs import configure_logging
 from shared.ops.deadletter import (
     DeadLetter,
@@ -55,7 +55,7 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
     except KafkaError as exc:
         # aiokafka says "Unable to bootstrap" for an untrusted broker certificate too: name that case.
         try:
-            run_async(lambda: refuse_untrusted_broker(_settings().kafka_connection()))
+            run_async(lambda: refuse_misconfigured_client(_settings().kafka_connection()))
         except KafkaConfigError as config_error:
             raise click.ClickException(str(config_error)) from None
         raise click.ClickException(f"broker or database unavailable: {exc!r}") from None

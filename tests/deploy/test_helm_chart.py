@@ -218,9 +218,9 @@ def test_keys_come_from_existing_secrets_only_never_from_values() -> None:
                       {"licensePublicKeys": "cHVi"}):
         with pytest.raises(Exception, match="existing Secrets only"):
             render({"secrets": {**EXISTING_SECRETS, **forbidden}})
-    with pytest.raises(Exception, match="secrets.existingSigningKeySecret"):
+    with pytest.raises(Exception, match=r"secrets\.existingSigningKeySecret"):
         render({"secrets": {"existingLicenseKeysSecret": "x"}})
-    with pytest.raises(Exception, match="database.existingSecret"):
+    with pytest.raises(Exception, match=r"database\.existingSecret"):
         render({"database": {"existingSecret": ""}})
 
 

@@ -27,7 +27,7 @@ from shared.kafka import (
     TopicSpec,
     ensure_topics,
     make_producer,
-    refuse_untrusted_broker,
+    refuse_misconfigured_client,
 )
 from shared.verify import published_keys, tenants, verify_tenant
 from tests.conftest import Infra, Topics
@@ -94,8 +94,8 @@ async def test_a_broker_certificate_from_another_ca_is_refused_clearly(broker: T
     stranger = Authority.create(tmp_path, "stranger")
     wrong = _connection(broker, ca=stranger.ca_cert)
     with pytest.raises(KafkaConfigError, match=r"does not trust \(.+\); check KAFKA_SSL_CA_FILE"):
-        await refuse_untrusted_broker(wrong)
-    await refuse_untrusted_broker(_connection(broker))  # the right CA passes the same check
+        await refuse_misconfigured_client(wrong)
+    await refuse_misconfigured_client(_connection(broker))  # the right CA passes the same check
 
     # A service configured so stops at start with that message, instead of retrying forever.
     env = {**broker.env(), "KAFKA_SSL_CA_FILE": str(stranger.ca_cert), "REDACTOR_METRICS_PORT": "0",

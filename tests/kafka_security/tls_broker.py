@@ -94,3 +94,84 @@ def tls_broker(folder: Path, *, require_client_cert: bool = True) -> Iterator[Tl
                 stunnel.kill()
                 stunnel.wait()
         broker.stop()
+
+
+@dataclass(frozen=True)
+class SaslBroker:
+    """Tansu behind the SASL proxy (tests/kafka_security/sasl_proxy.py), and stunnel in front for SASL_SSL."""
+
+    bootstrap: str
+    protocol: str  # SASL_PLAINTEXT or SASL_SSL
+    ca: Authority
+    users: dict[str, str]
+    folder: Path
+    proxy_log: Path
+
+    def env(self, user: str, mechanism: str = "SCRAM-SHA-512") -> dict[str, str]:
+        """A service's settings for this broker as ``user``: its credentials in owner-only files."""
+        username, password = self.folder / f"{user}.username", self.folder / f"{user}.password"
+        for path, text in ((username, user), (password, self.users.get(user, "wrong-password"))):
+            path.write_text(text + "\n")
+            path.chmod(0o600)
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KAFKA_SECURITY_PROTOCOL": self.protocol,
+            "KAFKA_SASL_MECHANISM": mechanism,
+            "KAFKA_SASL_USERNAME_FILE": str(username),
+            "KAFKA_SASL_PASSWORD_FILE": str(password),
+        }
+        if self.protocol == "SASL_SSL":
+            env["KAFKA_SSL_CA_FILE"] = str(self.ca.ca_cert)
+        return env
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def sasl_broker(folder: Path, users: dict[str, str], *, tls: bool) -> Iterator[SaslBroker]:
+    """client -> [stunnel TLS] -> SASL proxy -> Tansu; the broker advertises the outermost port."""
+    import json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = Authority.create(folder, "kafka-sasl-test")
+    plain_port, proxy_port, tls_port = free_port(), free_port(), free_port()
+    outer = tls_port if tls else proxy_port
+    started: list[subprocess.Popen[bytes]] = []
+    broker_process = subprocess.Popen(
+        [str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{plain_port}",
+         "--advertised-listener-url", f"tcp://127.0.0.1:{outer}"],
+        stdout=(folder / "broker.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    started.append(broker_process)
+    users_file, proxy_log = folder / "users.json", folder / "sasl-proxy.log"
+    users_file.write_text(json.dumps(users))
+    started.append(subprocess.Popen(
+        [sys.executable, "-m", "tests.kafka_security.sasl_proxy", str(proxy_port), f"127.0.0.1:{plain_port}",
+         str(users_file), str(proxy_log)], start_new_session=True))
+    if tls:
+        server_cert, server_key = ca.issue(folder, "broker", server=True)
+        config = folder / "stunnel.conf"
+        config.write_text("\n".join([
+            "foreground = yes", f"output = {folder / 'stunnel.log'}", f"pid = {folder / 'stunnel.pid'}",
+            "[kafka]", f"accept = 127.0.0.1:{tls_port}", f"connect = 127.0.0.1:{proxy_port}",
+            f"cert = {server_cert}", f"key = {server_key}", "sslVersionMin = TLSv1.2", "",
+        ]))
+        started.append(subprocess.Popen([stunnel_binary(), str(config)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.STDOUT, start_new_session=True))
+    try:
+        for port in (plain_port, proxy_port, *((tls_port,) if tls else ())):
+            wait_for_port("127.0.0.1", port, 20)
+        yield SaslBroker(f"127.0.0.1:{outer}", "SASL_SSL" if tls else "SASL_PLAINTEXT", ca, users, folder,
+                         proxy_log)
+    finally:
+        for process in reversed(started):
+            _stop_process(process)
