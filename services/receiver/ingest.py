@@ -38,7 +38,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from services.receiver import protocol
-from services.receiver.auth import LicensedOrg
 from services.receiver.decoding import (
     LOG_LEVELS,
     METRIC_LEVELS,
@@ -63,6 +62,7 @@ from services.receiver.metrics import ReceiverMetrics
 from services.receiver.settings import ReceiverSettings
 from shared import otlp
 from shared.clock import Clock
+from shared.licence_auth import LicensedOrg
 
 log = logging.getLogger("receiver")
 
