@@ -24,6 +24,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from deploy.local.infra import free_port
+from shared.db.pool import connect
+from shared.reporting_tokens import AUDITOR, issue_token
 from tests.conftest import Infra, create_database, make_topics
 from tests.e2e.harness import Pipeline
 from tests.unit.receiver.payloads import log_body
@@ -59,11 +61,21 @@ def services(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
     wait_ready(f"http://127.0.0.1:{reporter_port}/readyz", 60)
     ingest = asyncio.run(pipe.licence("fuzz-org", tenant="fuzz-tenant"))
-    reporting = asyncio.run(pipe.licence("fuzz-org", tenant="fuzz-tenant"))
+    reporting = asyncio.run(_auditor_token(database_url))
     with httpx.Client(base_url=pipe.url, timeout=30) as receiver, \
             httpx.Client(base_url=f"http://127.0.0.1:{reporter_port}", timeout=30) as reporter:
-        yield Services(pipe, receiver, reporter, _basic("fuzz-org", ingest), _basic("fuzz-org", reporting))
+        yield Services(pipe, receiver, reporter, _basic("fuzz-org", ingest), f"Bearer {reporting}")
     pipe.stop()
+
+
+async def _auditor_token(database_url: str) -> str:
+    conn = await connect(database_url)
+    try:
+        _, token = await issue_token(conn, tenant_id="fuzz-tenant", org_id="fuzz-org", role=AUDITOR,
+                                     user_email=None, expires_at=None, created_by="fuzz")
+    finally:
+        await conn.close()
+    return token
 
 
 def _basic(user: str, password: str) -> str:
@@ -107,6 +119,8 @@ authorizations = st.one_of(
     st.builds(_basic, st.sampled_from(["fuzz-org", "", "other"]) | st.text(max_size=20),
               tokens),
     st.builds(lambda raw: "Basic " + base64.b64encode(raw).decode(), st.binary(max_size=200)),
+    st.builds(lambda token: f"Bearer {token}", tokens | st.builds(
+        lambda a, b: f"rpt1.{a}.{b}", st.text(max_size=20), st.text(max_size=60))),
     st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200),
 ).map(str.strip)
 
