@@ -24,6 +24,11 @@ from typing import Any
 
 from shared import otlp
 
+# What json.loads allocates per object or array (a small dict or list and its slot in the parent), and how
+# much of that an ordinary body gets for free: honest OTLP/JSON holds one container per 30-60 bytes.
+JSON_CONTAINER_BYTES = 64
+JSON_FREE_RATIO = 4
+
 # One thread: large decodes run one at a time, so they can never take every core (or every GIL slice).
 _LARGE_DECODES = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="otlp-decode")
 
@@ -155,6 +160,20 @@ def decode_within_budget(
     if levels.truncate and items > allowed:
         _cut_json(document, levels, allowed)
     return Decoded(otlp.decode_document(document, message_type), empty, items)
+
+
+def decoded_memory_estimate(body: bytes, encoding: otlp.Encoding) -> int:
+    """Bytes decoding may hold beyond an ordinary body's share, charged to the in-flight budget first.
+
+    JSON: every ``{`` or ``[`` may become a Python object (an upper bound: brackets inside strings count
+    too), so ``{"resourceLogs":[{},{},…]}`` is charged for its 333,000 objects per megabyte, an honest body
+    for nothing extra. Protobuf is decoded by upb in C, one large body at a time on the decode worker;
+    its arena is not estimated here.
+    """
+    if encoding is not otlp.Encoding.JSON:
+        return 0
+    containers = body.count(b"{") + body.count(b"[")
+    return max(0, containers * JSON_CONTAINER_BYTES - JSON_FREE_RATIO * len(body))
 
 
 def _too_many(empty: int, cap: int) -> str:

@@ -142,3 +142,30 @@ def test_json_past_the_cap_is_cut_before_conversion(monkeypatch: pytest.MonkeyPa
     assert converted == [10]
     assert result.items_before_cut == 31 and otlp.count_log_records(result.request) == 10
     assert [r.body.string_value for r in result.request.resource_logs[0].scope_logs[0].log_records][-1].endswith(" 9")
+
+
+async def test_decoded_memory_counts_against_the_in_flight_budget(
+    make_harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 MiB of `{}` entries would hold tens of MB once parsed: refused (413) before json.loads runs."""
+    harness = await make_harness()
+    decoded: list[int] = []
+    monkeypatch.setattr("services.receiver.ingest.decode_within_budget",
+                        lambda body, *args: decoded.append(len(body)))
+    monkeypatch.setattr("services.receiver.decoding.decode_within_budget",
+                        lambda body, *args: decoded.append(len(body)))
+    body = json.dumps({"resourceLogs": [{}] * 700_000}, separators=(",", ":")).encode()
+    assert len(body) <= 2.1 * 1024 * 1024
+    response = await harness.post(gzip.compress(body), content_type=JSON, headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 413
+    assert "in-flight limit" in response.json()["message"]
+    assert decoded == []
+    assert harness.app.state.ingest.budget.used == 0  # nothing left reserved
+
+
+def test_the_estimate_charges_object_floods_not_honest_json() -> None:
+    honest = json_format.MessageToJson(log_request(200, attributes={"user.id": "u-1", "tool": "Bash"})).encode()
+    assert decoding.decoded_memory_estimate(honest, otlp.Encoding.JSON) == 0
+    flood = empty_resources(100_000)
+    assert decoding.decoded_memory_estimate(flood, otlp.Encoding.JSON) > 5 * len(flood)
+    assert decoding.decoded_memory_estimate(b"\x0a\x00" * 1000, otlp.Encoding.PROTOBUF) == 0
