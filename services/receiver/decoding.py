@@ -56,6 +56,80 @@ class TooManyEmptyEntries(otlp.PayloadError):
     """More resource/scope entries without content than the request may hold records."""
 
 
+class TooManyEntries(otlp.PayloadError):
+    """More entries (resources, scopes, records) than a request could ever have accepted in part."""
+
+
+# Protobuf bodies larger than this are scanned (wire format, three levels) before upb builds any message:
+# a megabyte of two-byte empty entries is half a million messages, some 30 MB once parsed.
+PROTOBUF_SCAN_BYTES = 64 * 1024
+# Entries beyond this many times the per-request cap are refused outright instead of parsed and cut.
+ENTRY_CAP_FACTOR = 4
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise otlp.PayloadError("body is not a valid protobuf message (bad varint)")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: bytes, start: int, end: int, wanted: int) -> list[tuple[int, int]]:
+    """(start, end) of each length-delimited field ``wanted`` in ``buf[start:end]``; other fields skipped."""
+    found = []
+    pos = start
+    while pos < end:
+        tag, pos = _varint(buf, pos)
+        wire = tag & 7
+        if wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise otlp.PayloadError("body is not a valid protobuf message (truncated field)")
+            if tag >> 3 == wanted:
+                found.append((pos, pos + length))
+            pos += length
+        elif wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise otlp.PayloadError("body is not a valid OTLP protobuf message (unexpected wire type)")
+    if pos != end:
+        raise otlp.PayloadError("body is not a valid protobuf message (truncated)")
+    return found
+
+
+def protobuf_shape(body: bytes, cap: int) -> int:
+    """Empty entries of an OTLP request's wire form (logs and metrics: fields 1 -> 2 -> 2), refusing before
+    any message is built a body with more than ``cap`` empty entries or ENTRY_CAP_FACTOR x ``cap`` entries."""
+    limit = ENTRY_CAP_FACTOR * cap + 1024
+    entries = empty = 0
+    for group_start, group_end in _fields(body, 0, len(body), 1):
+        scopes = _fields(body, group_start, group_end, 2)
+        entries += 1 + len(scopes)
+        if not scopes:
+            empty += 1
+        for scope_start, scope_end in scopes:
+            items = len(_fields(body, scope_start, scope_end, 2))
+            entries += items
+            if items == 0:
+                empty += 1
+        if empty > cap:
+            raise TooManyEmptyEntries(_too_many(empty, cap))
+        if entries > limit:
+            raise TooManyEntries(f"more than {limit} resource, scope and record entries in one request "
+                                 f"(at most {cap} records are accepted per request)")
+    return empty
+
+
 @dataclass(frozen=True)
 class Decoded:
     request: Any
@@ -142,6 +216,8 @@ def decode_within_budget(
 ) -> Decoded:
     """Decode, refusing (TooManyEmptyEntries) a body with more than ``cap`` empty entries before converting it."""
     if encoding is otlp.Encoding.PROTOBUF:
+        if len(body) > PROTOBUF_SCAN_BYTES:
+            protobuf_shape(body, cap)  # cheap, and refuses what upb would turn into millions of messages
         request = otlp.decode_request(body, encoding, message_type)
         empty = _protobuf_empty_entries(request, levels, cap)
         if empty > cap:
@@ -167,8 +243,8 @@ def decoded_memory_estimate(body: bytes, encoding: otlp.Encoding) -> int:
 
     JSON: every ``{`` or ``[`` may become a Python object (an upper bound: brackets inside strings count
     too), so ``{"resourceLogs":[{},{},…]}`` is charged for its 333,000 objects per megabyte, an honest body
-    for nothing extra. Protobuf is decoded by upb in C, one large body at a time on the decode worker;
-    its arena is not estimated here.
+    for nothing extra. Protobuf: a large body's entries are counted and bounded by ``protobuf_shape``
+    before upb parses it (one large body at a time, on the decode worker), so nothing is added here.
     """
     if encoding is not otlp.Encoding.JSON:
         return 0
