@@ -46,6 +46,7 @@ from services.receiver.decoding import (
     TooManyEmptyEntries,
     decode_off_loop,
     decode_within_budget,
+    decoded_memory_estimate,
 )
 from services.receiver.enqueue import BatchOrigin, BrokerUnavailable, OutgoingMessage, RawBatchQueue
 from services.receiver.limits import (
@@ -323,6 +324,17 @@ async def _decode_and_send(
     wait = limiter.admit(tenant, charged)
     if wait > 0:
         raise protocol.rate_limited(max(1, math.ceil(wait)), records=0)  # not counted: nothing was decoded
+    # The in-flight budget holds what decoding will allocate, not only the body's bytes.
+    decoded_bytes = decoded_memory_estimate(body, encoding)
+    if len(body) + decoded_bytes > settings.max_in_flight_bytes:
+        raise protocol.too_large(f"decoding this body would hold about {len(body) + decoded_bytes} bytes, over "
+                                 f"the receiver's {settings.max_in_flight_bytes}-byte in-flight limit")
+    try:
+        reservation.grow_to(len(body) + decoded_bytes)
+    except InFlightLimitReached:
+        limiter.refund(tenant, charged)
+        raise protocol.unavailable("the receiver is at its in-flight limit", "in_flight_limit",
+                                   settings.overload_retry_after_seconds) from None
     cap = settings.max_records_per_request
     try:
         decoded = await (decode_off_loop if len(body) > settings.decode_off_loop_bytes else _decode_here)(
