@@ -279,8 +279,14 @@ def make_producer(kafka: KafkaConnection | str, max_message_bytes: int, **overri
 
 
 def make_consumer(
-    kafka: KafkaConnection | str, group_id: str, *topics: str, session_timeout_ms: int = 10_000, **overrides: Any
+    kafka: KafkaConnection | str,
+    group_id: str,
+    *topics: str,
+    session_timeout_ms: int = 6_000,
+    group_instance_id: str | None = None,
+    **overrides: Any,
 ) -> AIOKafkaConsumer:
+    """A group consumer committing by hand. ``group_instance_id`` turns on static membership (KIP-345)."""
     options: dict[str, Any] = {
         **as_connection(kafka).options(),
         "group_id": group_id,
@@ -292,6 +298,8 @@ def make_consumer(
         "heartbeat_interval_ms": max(500, session_timeout_ms // 6),
         "max_poll_interval_ms": 300_000,
     }
+    if group_instance_id is not None:
+        options["group_instance_id"] = group_instance_id
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
 

@@ -40,9 +40,7 @@ async def _run(settings: RedactorSettings) -> None:
         keep_unknown_attributes=settings.unknown_attribute_policy == "keep",
     )
     consumer = make_consumer(
-        settings.kafka_connection(),
-        settings.redactor_group_id,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
+        settings.kafka_connection(), settings.redactor_group_id, **settings.kafka_consumer_options()
     )
     producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
     worker = RedactorWorker(
@@ -60,8 +58,8 @@ async def _run(settings: RedactorSettings) -> None:
     refresher = asyncio.create_task(
         refresh_postures(postures, settings.database_url, settings.posture_refresh_seconds, stop, asyncio.Event())
     )
-    started = asyncio.Event()
-    health = HealthServer(registry, ready=lambda: started.is_set() and not stop.is_set())
+    # Ready only once the group has assigned this member its partitions: an event sent then is processed.
+    health = HealthServer(registry, ready=lambda: worker.assigned and not stop.is_set())
     if settings.redactor_metrics_port:
         await health.start("0.0.0.0", settings.redactor_metrics_port)  # noqa: S104 - probes come from outside
     try:
@@ -70,7 +68,6 @@ async def _run(settings: RedactorSettings) -> None:
         raise SystemExit(f"redactor: {exc}") from None
     if not started_clients:
         raise SystemExit(0)
-    started.set()
     worker.subscribe()
     log.info("redactor running", extra={"topic": settings.topic_raw_logs})
     try:

@@ -47,13 +47,13 @@ async def _run(settings: SignerSettings) -> None:
             await backoff.sleep(stop)
 
     registry = CollectorRegistry()
-    started = asyncio.Event()
-    health = HealthServer(registry, ready=lambda: started.is_set() and not stop.is_set())
+    worker: SignerWorker | None = None
+    # Ready only once the group has assigned this member its partitions and it has sought to the offsets
+    # stored with the rows: an event sent then is appended.
+    health = HealthServer(registry, ready=lambda: worker is not None and worker.assigned and not stop.is_set())
     if settings.signer_metrics_port:
         await health.start("0.0.0.0", settings.signer_metrics_port)  # noqa: S104 - probes come from outside
-    consumer = make_consumer(
-        settings.kafka_connection(), settings.signer_group_id, session_timeout_ms=settings.kafka_session_timeout_ms
-    )
+    consumer = make_consumer(settings.kafka_connection(), settings.signer_group_id, **settings.kafka_consumer_options())
     producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
     try:
         started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
@@ -93,7 +93,6 @@ async def _run(settings: SignerSettings) -> None:
     # the cyclic collector ran every few rows and walked every batch in flight. It still runs, rarely.
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
-    started.set()
     worker.subscribe()
     log.info("signer running", extra={"key_id": signer.key_id, "topic": settings.topic_canonical,
                                       "signing_mode": settings.signing_mode})

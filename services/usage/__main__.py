@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from services.usage.settings import UsageSettings
 from services.usage.worker import UsageMetrics, UsageWorker
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
+from shared.health import HealthServer
 from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
 from shared.logs import configure_logging
 from shared.pipeline import Backoff
@@ -34,15 +35,18 @@ async def _run(settings: UsageSettings) -> None:
             await backoff.sleep(stop)
 
     registry = CollectorRegistry()
+    worker: UsageWorker | None = None
+    # Ready only once the group has assigned this member its partitions: a metric sent then is stored.
+    health = HealthServer(registry, ready=lambda: worker is not None and worker.assigned and not stop.is_set())
     if settings.usage_metrics_port:
-        start_http_server(settings.usage_metrics_port, registry=registry)
-    consumer = make_consumer(settings.kafka_connection(), settings.usage_group_id,
-                             session_timeout_ms=settings.kafka_session_timeout_ms)
+        await health.start("0.0.0.0", settings.usage_metrics_port)  # noqa: S104 - probes come from outside
+    consumer = make_consumer(settings.kafka_connection(), settings.usage_group_id, **settings.kafka_consumer_options())
     producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
     try:
         await start_clients(consumer, producer, stop=stop, kafka=settings.kafka_connection())
     except KafkaConfigError as exc:
         await pool.close()
+        await health.stop()
         raise SystemExit(f"usage: {exc}") from None
     worker = UsageWorker(consumer, producer, pool, topic=settings.topic_raw_metrics,
                          dead_letter_topic=settings.topic_dead_letter, max_batch=settings.usage_max_batch_messages,
@@ -57,6 +61,7 @@ async def _run(settings: UsageSettings) -> None:
         with contextlib.suppress(Exception):
             await producer.stop()
         await pool.close()
+        await health.stop()
     log.info("usage consumer stopped")
 
 
