@@ -44,6 +44,13 @@ class CommonSettings(BaseSettings):
         "Heartbeats go every sixth of it. Apache Kafka refuses less than its group.min.session.timeout.ms "
         "(6 s by default).",
     )
+    kafka_rebalance_timeout_ms: int = Field(
+        default=3_000,
+        ge=1_000,
+        description="How long the group coordinator waits for members to rejoin a rebalance. Members rejoin "
+        "within a heartbeat plus a short flush; a restarted instance joins, and a dead member that has not "
+        "rejoined by then is dropped without waiting out its whole session.",
+    )
     kafka_group_instance_id: str | None = Field(
         default=None,
         min_length=1,
@@ -113,8 +120,11 @@ class CommonSettings(BaseSettings):
             raise ValueError(str(exc)) from None
 
     def kafka_consumer_options(self) -> dict[str, Any]:
-        """Group membership options for shared.kafka.make_consumer: the session and the static instance id."""
-        options: dict[str, Any] = {"session_timeout_ms": self.kafka_session_timeout_ms}
+        """Group membership options for shared.kafka.make_consumer: session, rebalance timeout, static id."""
+        options: dict[str, Any] = {
+            "session_timeout_ms": self.kafka_session_timeout_ms,
+            "rebalance_timeout_ms": self.kafka_rebalance_timeout_ms,
+        }
         if self.kafka_group_instance_id:
             options["group_instance_id"] = self.kafka_group_instance_id
         return options

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -66,7 +67,8 @@ async def _database(server_dsn: str, name: str, *, create: bool) -> str:
 
 @asynccontextmanager
 async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = None) -> Any:
-    """Starts everything, waits until every service is ready, yields the Stack; stops everything after."""
+    """Starts everything, waits until every service is ready, yields the Stack; stops everything after
+    (BENCH_KEEP_LOGS=1 keeps the services' logs in the work folder)."""
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     broker: Broker = start_broker(log_file=work / "broker.log")
     postgres: Postgres | None = None
@@ -124,6 +126,8 @@ async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = No
             postgres.stop()
         if server_dsn:
             await _database(server_dsn, database, create=False)
+        if not os.environ.get("BENCH_KEEP_LOGS"):
+            shutil.rmtree(work, ignore_errors=True)
 
 
 @dataclass
