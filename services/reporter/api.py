@@ -112,7 +112,7 @@ async def record_proof(request: Request) -> Response:
     state = ReporterState.of(request)
     record_id = int(request.path_params["record_id"])
     async with state.connection() as conn:
-        document = await queries.proof(conn, tenant_of(request), record_id)
+        document = await queries.proof(conn, tenant_of(request), record_id, state.witness)
     if document is None:
         return JSON({"error": "no such record"}, status_code=404)
     return JSON(document)
@@ -121,7 +121,8 @@ async def record_proof(request: Request) -> Response:
 async def verify_status(request: Request) -> Response:
     state = ReporterState.of(request)
     async with state.connection() as conn:
-        return JSON({"tenants": await queries.chain_status(conn, tenant_of(request))})
+        tenants = await queries.chain_status(conn, tenant_of(request), state.witness)
+        return JSON({"tenants": tenants})
 
 
 async def signing_keys(request: Request) -> Response:

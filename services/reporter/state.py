@@ -14,6 +14,7 @@ from services.receiver.auth import LicensedOrg
 from services.reporter.settings import ReporterSettings
 from shared.clock import Clock
 from shared.licensing import License, LicenseVerifier
+from shared.witness import Witness, witness_from_settings
 
 
 class DatabaseUnavailable(Exception):
@@ -29,6 +30,11 @@ class ReporterState:
     revocations_loaded: bool = False
     draining: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # The witness the settings name, made once; only its location names are used (the reporter never writes).
+    witness: Witness | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.witness = witness_from_settings(self.settings)
 
     @staticmethod
     def of(conn: HTTPConnection) -> ReporterState:
