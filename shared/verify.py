@@ -375,7 +375,9 @@ class _Plan:
     ranges: list[tuple[int, int]]
     results: list[RangeResult] = field(default_factory=list)
     head_hash: bytes | None = None
-    last_hash: bytes | None = None
+    head_row_hash: bytes | None = None
+    # The highest chain_seq stored, which may lie past the head (rewound) or far off (a row renumbered).
+    stored_last: int = 0
 
 
 async def verify_tenant(
@@ -461,33 +463,44 @@ async def _plan(conn: asyncpg.Connection, tenant: str) -> _Plan:
     # unless someone changed one without the other. Rows appended afterwards are simply not looked at.
     async with _snapshot(conn):
         head = await conn.fetchrow("SELECT head_seq, head_hash FROM chain_heads WHERE tenant_id = $1", tenant)
-        last_seq = await conn.fetchval(
+        stored_last = await conn.fetchval(
             "SELECT coalesce(max(chain_seq), 0) FROM audit_logs WHERE tenant_id = $1", tenant
         )
-        last_hash = await conn.fetchval(
-            "SELECT row_hash FROM audit_logs WHERE tenant_id = $1 AND chain_seq = $2", tenant, last_seq
+        head_seq = None if head is None else int(head["head_seq"])
+        if head_seq is not None:
+            # Rows 1..head are checked; rows past the head are a break whatever they hold.
+            last_seq = min(stored_last, head_seq)
+        elif stored_last:
+            # No head at all: as many rows as there are (a row renumbered far away must not plan a huge range).
+            last_seq = min(stored_last, await conn.fetchval("SELECT count(*) FROM audit_logs WHERE tenant_id = $1",
+                                                            tenant))
+        else:
+            last_seq = 0
+        head_row_hash = await conn.fetchval(
+            "SELECT row_hash FROM audit_logs WHERE tenant_id = $1 AND chain_seq = $2", tenant, head_seq or 0
         )
     ranges = [(start, min(last_seq, start + RANGE_ROWS - 1)) for start in range(1, last_seq + 1, RANGE_ROWS)]
     return _Plan(
         TenantReport(tenant),
-        None if head is None else head["head_seq"],
+        head_seq,
         last_seq,
         ranges,
         head_hash=None if head is None else bytes(head["head_hash"]),
-        last_hash=None if last_hash is None else bytes(last_hash),
+        head_row_hash=None if head_row_hash is None else bytes(head_row_hash),
+        stored_last=stored_last,
     )
 
 
 def _head_break(plan: _Plan) -> Break | None:
-    """The chain head against rows 1..last_seq that all hold."""
-    tenant, head, last_seq = plan.report.tenant_id, plan.head, plan.last_seq
+    """The chain head against rows 1..last_seq, which all hold."""
+    tenant, head, last_seq, stored = plan.report.tenant_id, plan.head, plan.last_seq, plan.stored_last
     if head is not None and head > last_seq:
         return Break(tenant, last_seq + 1, "truncated", f"the chain head is at {head}, the rows stop at {last_seq}")
-    if last_seq > (head or 0):
+    if stored > (head or 0):
         at = (head or 0) + 1
         where = "there is no chain head" if head is None else f"the chain head is at {head}"
-        return Break(tenant, at, "head_mismatch", f"{where}, but the rows go on to {last_seq} (head rewound?)")
-    if head and plan.head_hash != plan.last_hash:
+        return Break(tenant, at, "head_mismatch", f"{where}, but the rows go on to {stored} (head rewound?)")
+    if head and plan.head_hash != plan.head_row_hash:
         return Break(tenant, head, "head_mismatch", f"the chain head's hash is not the hash of row {head}")
     return None
 
