@@ -46,7 +46,7 @@ from shared.chain import (
     row_hash,
 )
 from shared.db.pool import connect
-from shared.keys import verify_signature
+from shared.keys import key_id_for, verify_signature
 from shared.witness import checkpoint_record
 
 # The hashed columns first, in order: canonical_bytes_in_column_order reads them by position.
@@ -147,6 +147,10 @@ class Checkpoint:
         return cls.from_record(json.loads(line))
 
 
+# What computing a row's canonical bytes raises for values no signed row can hold.
+_UNCANONICAL = (ValueError, TypeError, ArithmeticError)
+
+
 @dataclass(frozen=True)
 class RangeResult:
     first_seq: int
@@ -176,7 +180,10 @@ def _classify(
     skipped_over = nxt is not None and expected_prev is not None and bytes(nxt["prev_hash"]) == expected_prev
     if row["hash_version"] != HASH_VERSION:
         return brk("modified", f"unknown hash version {row['hash_version']}")
-    digest = row_hash(stored_prev, canonical_bytes(row))
+    try:
+        digest = row_hash(stored_prev, canonical_bytes(row))
+    except _UNCANONICAL as exc:  # NaN cost, a non-finite number in JSON: nothing the signer writes
+        return brk("modified", f"row contents have no canonical form ({type(exc).__name__})")
     if expected_prev is not None and stored_prev != expected_prev:
         if nxt is not None and stored_prev == bytes(nxt["row_hash"]):
             return brk("reordered", f"row {seq} links to row {nxt['chain_seq']}, which comes after it")
@@ -240,9 +247,32 @@ async def _fetch(conn: asyncpg.Connection, tenant: str, first: int, last: int) -
     return rows
 
 
-async def verify_range(conn: asyncpg.Connection, tenant: str, first: int, last: int, book: KeyBook) -> RangeResult:
+# Rows whose timestamps no client library can represent (years past 9999 or BC): never written by the signer.
+_UNREADABLE = (
+    "SELECT chain_seq FROM audit_logs WHERE tenant_id = $1 AND chain_seq BETWEEN $2 AND $3 AND ("
+    " event_time < '0001-01-01T00:00:00Z' OR event_time > '9999-12-31T23:59:59.999999Z'"
+    " OR received_at < '0001-01-01T00:00:00Z' OR received_at > '9999-12-31T23:59:59.999999Z'"
+    ") ORDER BY chain_seq LIMIT 1"
+)
+
+
+async def verify_range(
+    conn: asyncpg.Connection, tenant: str, first: int, last: int, book: KeyBook, *, peek_next: bool = True
+) -> RangeResult:
     """Checks rows ``first..last`` (inclusive), using the rows just outside the range for context."""
-    rows = await _fetch(conn, tenant, max(1, first - 1), last + 1)
+    try:
+        rows = await _fetch(conn, tenant, max(1, first - 1), last + 1 if peek_next else last)
+    except (OverflowError, ValueError):
+        # A value that cannot even be read: the rows before it are checked, then it is the break.
+        bad = await conn.fetchval(_UNREADABLE, tenant, max(1, first - 1), last + 1)
+        if bad is None:
+            raise
+        if bad > first:
+            before = await verify_range(conn, tenant, first, min(last, bad - 1), book, peek_next=False)
+            if before.brk is not None or bad > last:
+                return before
+        unreadable = Break(tenant, bad, "modified", "a timestamp of this row is out of range (no signed row has one)")
+        return RangeResult(first, last, max(0, bad - first), unreadable)
     prev_row = rows[0] if rows and rows[0]["chain_seq"] == first - 1 else None
     body = [r for r in rows if first <= r["chain_seq"] <= last]
     peek = rows[-1] if rows and rows[-1]["chain_seq"] == last + 1 else None
@@ -264,7 +294,11 @@ async def verify_range(conn: asyncpg.Connection, tenant: str, first: int, last: 
         return index_of_hashes.get(digest)
 
     for index, row in enumerate(body):
-        if not _holds(row, expected_prev, expected_seq, tenant, book):
+        try:
+            holds = _holds(row, expected_prev, expected_seq, tenant, book)
+        except _UNCANONICAL:
+            holds = False
+        if not holds:
             stored_prev = bytes(row["prev_hash"])
             if expected_prev not in (None, stored_prev) and seq_of_hash(stored_prev) is None:
                 # The row links to one outside this range (moved far): find where, to name the break right.
@@ -307,9 +341,11 @@ async def load_key_book(conn: asyncpg.Connection, pinned: Mapping[str, bytes] | 
     """Keys and windows as the database publishes them. Activations made after a key was retired are left
     out, so rows a retired key signed afterwards fail verification. With ``pinned`` (the trusted keys of
     the witness), only those keys are trusted: a key the database knows but the pin does not is untrusted."""
+    # A key id is the fingerprint of its key: a stored id that is not is no key at all.
     keys = dict(pinned) if pinned is not None else {
         row["key_id"]: bytes(row["public_key"])
         for row in await conn.fetch("SELECT key_id, public_key FROM signing_keys")
+        if key_id_for(bytes(row["public_key"])) == row["key_id"]
     }
     activations: dict[str, list[tuple[int, str]]] = {}
     for row in await conn.fetch(
@@ -328,9 +364,15 @@ def key_book_from_export(lines: Iterable[str]) -> KeyBook:
         if not line.strip():
             continue
         entry = json.loads(line)
-        keys[entry["key_id"]] = base64.b64decode(entry["public_key"])
+        public_key = base64.b64decode(entry["public_key"])
+        key_id = key_id_for(public_key)  # recomputed, never taken from the file
+        keys[key_id] = public_key
+        valid_until = datetime.fromisoformat(entry["valid_until"]) if entry.get("valid_until") else None
         for activation in entry.get("activations", []):
-            activations.setdefault(activation["tenant_id"], []).append((int(activation["from_seq"]), entry["key_id"]))
+            made = activation.get("created_at")
+            if valid_until is not None and made is not None and datetime.fromisoformat(made) > valid_until:
+                continue  # activated after the key was retired: not a window of this key
+            activations.setdefault(activation["tenant_id"], []).append((int(activation["from_seq"]), key_id))
     return KeyBook(keys, {tenant: sorted(pairs) for tenant, pairs in activations.items()})
 
 

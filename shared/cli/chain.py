@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from shared.chain import format_timestamp
 from shared.cli import run_async
 from shared.cli.settings import CliSettings
 from shared.db.pool import connect
@@ -196,7 +197,9 @@ def signing_keys_export(settings: CliSettings) -> None:
         conn = await connect(settings.database_url)
         try:
             rows = await conn.fetch("SELECT * FROM signing_keys ORDER BY valid_from, key_id")
-            activations = await conn.fetch("SELECT tenant_id, from_seq, key_id FROM key_activations ORDER BY 1, 2")
+            activations = await conn.fetch(
+                "SELECT tenant_id, from_seq, key_id, created_at FROM key_activations ORDER BY 1, 2"
+            )
         finally:
             await conn.close()
         return [
@@ -204,10 +207,11 @@ def signing_keys_export(settings: CliSettings) -> None:
                 "key_id": r["key_id"],
                 "algorithm": r["algorithm"],
                 "public_key": base64.b64encode(bytes(r["public_key"])).decode(),
-                "valid_from": r["valid_from"].isoformat(),
-                "valid_until": r["valid_until"].isoformat() if r["valid_until"] else None,
+                "valid_from": format_timestamp(r["valid_from"]),
+                "valid_until": format_timestamp(r["valid_until"]) if r["valid_until"] else None,
                 "activations": [
-                    {"tenant_id": a["tenant_id"], "from_seq": a["from_seq"]}
+                    {"tenant_id": a["tenant_id"], "from_seq": a["from_seq"],
+                     "created_at": format_timestamp(a["created_at"])}
                     for a in activations
                     if a["key_id"] == r["key_id"]
                 ],

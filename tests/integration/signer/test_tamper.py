@@ -319,3 +319,28 @@ async def test_verify_during_appends_sees_a_consistent_chain(database_url: str, 
     finally:
         await writer.close()
         await reader.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        ("event_time = '20000-01-01T00:00:00Z'", "modified"),  # a year no client library can represent
+        ("received_at = '0044-03-15 BC'", "modified"),
+        ("event_time = 'infinity'", "modified"),
+        ("cost = 'NaN'", "modified"),
+        ("attributes = '{\"x\": 1e400}'", "modified"),  # exact in jsonb, infinite as a double
+        ("hash_version = 2", "modified"),
+        ("signature = ''::bytea", "bad_signature"),
+    ],
+)
+async def test_values_no_signed_row_holds_are_breaks_not_crashes(
+    db: asyncpg.Connection, database_url: str, signing_key: Ed25519Signer, monkeypatch: pytest.MonkeyPatch,
+    change: str, kind: str,
+) -> None:
+    monkeypatch.setattr(verify, "RANGE_ROWS", 4)
+    await _chain(db, signing_key)
+    await db.execute(f"UPDATE audit_logs SET {change} WHERE chain_seq = 6")
+    serial = await verify_tenant(db, "t1", await load_key_book(db))
+    (parallel,) = await verify.verify_tenants(db, ["t1"], await load_key_book(db), dsn=database_url, workers=2)
+    for report in (serial, parallel):
+        assert [(b.chain_seq, b.kind) for b in report.breaks] == [(6, kind)], report.breaks
