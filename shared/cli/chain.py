@@ -268,15 +268,15 @@ def keys_enroll(settings: CliSettings, key_file: str | None, public_key_b64: str
     except (KeyMaterialError, ValueError) as exc:
         raise click.ClickException(f"not a usable key: {exc}") from None
     witness = witness_from_settings(settings)
-    if isinstance(witness, S3Witness):
-        witness.check_object_lock()
 
     async def run() -> str:
         conn = await connect(settings.database_url)
         try:
+            if isinstance(witness, S3Witness):
+                witness.check_object_lock()
             return await enroll(conn, witness, public_key, note)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+        except (ValueError, WitnessError, OSError) as exc:
+            raise click.ClickException(f"cannot enrol the key: {exc}") from None
         finally:
             await conn.close()
 
