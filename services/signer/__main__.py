@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from services.signer.appender import CheckpointPolicy, RetiredKey, require_enrolled_key
 from services.signer.publisher import PublisherMetrics, run_publisher
 from services.signer.settings import SignerSettings
-from services.signer.signing import BatchSigner, HelperProcessSigner, InlineSigner
+from services.signer.signing import BatchSigner, HelperProcessSigner, InlineSigner, TreeHeadsOnly
 from services.signer.worker import SignerMetrics, SignerWorker
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
@@ -71,9 +71,16 @@ async def _run(settings: SignerSettings) -> None:
     if not await start_clients(producer, consumer, stop=stop):
         await pool.close()
         raise SystemExit(0)
-    batch_signer: BatchSigner = (
-        await HelperProcessSigner.start(signer) if settings.signer_signing_helper else InlineSigner(signer)
-    )
+    batch_signer: BatchSigner
+    checkpoint_every_rows = settings.checkpoint_every_rows
+    if settings.signing_mode == "batch":
+        # The tree head of every chain a batch grew is signed in that batch's transaction: one checkpoint per
+        # chain per batch (every_rows=1), and no row signatures.
+        batch_signer, checkpoint_every_rows = TreeHeadsOnly(), 1
+    elif settings.signer_signing_helper:
+        batch_signer = await HelperProcessSigner.start(signer)
+    else:
+        batch_signer = InlineSigner(signer)
     worker = SignerWorker(
         consumer,
         producer,
@@ -86,7 +93,7 @@ async def _run(settings: SignerSettings) -> None:
         metrics=SignerMetrics(registry),
         stop=stop,
         checkpoints=CheckpointPolicy(
-            every_rows=settings.checkpoint_every_rows, every=timedelta(seconds=settings.checkpoint_every_seconds)
+            every_rows=checkpoint_every_rows, every=timedelta(seconds=settings.checkpoint_every_seconds)
         ),
         batch_signer=batch_signer,
     )
@@ -104,6 +111,7 @@ async def _run(settings: SignerSettings) -> None:
         extra={
             "key_id": signer.key_id,
             "topic": settings.topic_canonical,
+            "signing_mode": settings.signing_mode,
             "witness": witness.description if witness else "none",
         },
     )
