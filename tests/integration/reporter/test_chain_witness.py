@@ -12,6 +12,7 @@ import pytest
 from services.reporter import chainstatus
 from services.signer.publisher import publish_pending
 from shared.witness import DirectoryWitness
+from tests.conftest import Infra, Topics
 from tests.integration.reporter.conftest import Reporter, started
 from tests.integration.reporter.scenario import TENANT_A, seed
 
@@ -19,8 +20,8 @@ API = "/api/v1"
 
 
 @pytest.fixture
-async def witnessed_reporter(database_url: str, tmp_path: Path) -> AsyncIterator[Reporter]:
-    async for running in started(database_url, checkpoint_witness_dir=str(tmp_path / "witness")):
+async def witnessed_reporter(database_url: str, topics: Topics, infra: Infra, tmp_path: Path) -> AsyncIterator[Reporter]:
+    async for running in started(database_url, topics, infra.bootstrap, checkpoint_witness_dir=str(tmp_path / "witness")):
         yield running
 
 
@@ -37,7 +38,9 @@ async def test_proof_and_status_name_the_witness_entry_covering_a_row(
     reporter = witnessed_reporter
     scenario = await seed(db)
     first_id = await db.fetchval("SELECT id FROM audit_logs WHERE tenant_id = $1 AND chain_seq = 1", TENANT_A)
-    before = (await reporter.client.get(f"{API}/audit/records/{first_id}/proof", headers=reporter.tenant_a)).json()
+    response = await reporter.client.get(f"{API}/audit/records/{first_id}/proof", headers=reporter.tenant_a)
+    assert response.status_code == 200, response.text
+    before = response.json()
     covering = await db.fetchval("SELECT min(chain_seq) FROM chain_checkpoints WHERE tenant_id = $1", TENANT_A)
     assert before["witness"]["status"] == "awaiting_publication" and before["witness"]["checkpoint_seq"] == covering
 
