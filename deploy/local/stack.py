@@ -99,7 +99,7 @@ async def prepare(settings: CliSettings) -> None:
         await enroll_development_key(conn, settings)
     finally:
         await conn.close()
-    await ensure_topics(settings.kafka_bootstrap_servers, topic_specs(settings))
+    await ensure_topics(settings.kafka_connection(), topic_specs(settings))
 
 
 async def enroll_development_key(conn: asyncpg.Connection, settings: CliSettings) -> None:

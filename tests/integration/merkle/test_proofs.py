@@ -28,7 +28,6 @@ from services.signer.signing import TreeHeadsOnly
 from shared import proofs
 from shared.cli import main
 from shared.db.migrate import migration_files
-from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
 from shared.merkle import Frontier, leaf_hash, verify_consistency, verify_inclusion
 from shared.proofcheck import check_document
@@ -39,10 +38,16 @@ from tests.unit.test_merkle_doc import doc_verifier
 TENANT = "t1"
 
 
+async def enrol(db: asyncpg.Connection, key: Ed25519Signer) -> None:
+    """The key in signing_keys, as an operator's enrolment leaves it (the append paths do not check more)."""
+    await db.execute("INSERT INTO signing_keys (key_id, public_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                     key.key_id, key.public_key)
+
+
 async def build_chain(db: asyncpg.Connection, key: Ed25519Signer, total: int, batch: int = 500,
                       every_rows: int = 1_000) -> None:
     """Half the batches through the locked path, half prepared ahead, checkpointing every ``every_rows``."""
-    await record_signing_key(db, key.public_key)
+    await enrol(db, key)
     policy = CheckpointPolicy(every_rows=every_rows)
     heads: dict[str, Head] = {}
     for number, start in enumerate(range(0, total, batch)):
@@ -232,7 +237,7 @@ async def test_signing_per_batch_covers_unsigned_rows_with_each_batch_tree_head(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
     """SIGNING_MODE=batch as the signer runs it: no row signatures, a signed tree head per batch."""
-    await record_signing_key(db, signing_key.public_key)
+    await enrol(db, signing_key)
     policy, heads = CheckpointPolicy(every_rows=1), {}  # type: ignore[var-annotated]
     for start in range(0, 90, 30):
         prepared = await prepare(db, signing_key, rows(start, range(start, start + 30), TENANT), heads,
