@@ -6,7 +6,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
-from services.redactor.pii import build_engine
+from shared.pii import build_engine
 from services.redactor.posture import PostureBook, refresh_postures
 from services.redactor.settings import RedactorSettings
 from services.redactor.transform import TextRedactor, TransformPolicy

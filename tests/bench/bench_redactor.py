@@ -5,7 +5,7 @@ Usage: python -m tests.bench.bench_redactor [--batches 300] [--presidio-events 3
 
 Payloads: Claude Code-shaped protobuf batches of 50 records built from the real captures (the resource,
 scope, event mix and attributes of CLI 2.1.332), every content field replaced by ~1 KiB of realistic text
-with PII sprinkled in (services/redactor/pii/eval/workload.py): prompts, Bash commands, JSON tool input and
+with PII sprinkled in (shared/pii/eval/workload.py): prompts, Bash commands, JSON tool input and
 API errors, padded with prose, log lines and code. Events without content (api_request, housekeeping)
 stay in the mix as the CLI sends them.
 
@@ -45,8 +45,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from deploy.local.infra import start_broker, start_postgres
 from services.redactor.mapping import attributes_of, map_record
-from services.redactor.pii import build_engine
-from services.redactor.pii.eval.workload import ATTRIBUTE_OF_EVENT, Workload
+from shared.pii import build_engine
+from shared.pii.eval.workload import ATTRIBUTE_OF_EVENT, Workload
 from services.redactor.transform import JSON_CONTENT_FIELDS, TransformPolicy, TransformStats, transform_batch
 from shared import otlp
 from shared.db.migrate import apply_migrations
@@ -179,7 +179,7 @@ def engine_only(events: list[EventTexts], repeats: int = 3) -> dict[str, Any]:
 
 
 def presidio_only(events: list[EventTexts]) -> dict[str, Any]:
-    from services.redactor.pii.eval.presidio_baseline import PresidioBaseline  # noqa: PLC0415 (dev-only)
+    from shared.pii.eval.presidio_baseline import PresidioBaseline  # noqa: PLC0415 (dev-only)
 
     baseline = PresidioBaseline()  # warmed up: tldextract's one network attempt is not timed
     for event in events[:5]:

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.redactor.pii import ALL_KINDS, ALWAYS_ON, DetectionUnavailable, PiiEngine, Redaction, build_engine
-from services.redactor.pii.engine import MAX_FIELD_CHARS
-from services.redactor.pii.recognizers import REGISTRY, Finding, TextScan
+from shared.pii import ALL_KINDS, ALWAYS_ON, DetectionUnavailable, PiiEngine, Redaction, build_engine
+from shared.pii.engine import MAX_FIELD_CHARS
+from shared.pii.recognizers import REGISTRY, Finding, TextScan
 
 
 def test_every_required_kind_is_registered() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import spacy
 
-from services.redactor.pii import build_engine
+from shared.pii import build_engine
 
 
 @pytest.fixture(scope="module")

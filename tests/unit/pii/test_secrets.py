@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.redactor.pii import PiiEngine
+from shared.pii import PiiEngine
 from tests.unit.pii.conftest import found
 
 ANTHROPIC = "sk-ant-api03-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z" * 3 + "AA"

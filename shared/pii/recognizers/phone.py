@@ -22,8 +22,8 @@ from collections.abc import Iterator
 import phonenumbers
 from phonenumbers import PhoneNumber
 
-from services.redactor.pii.context import CONTEXT_WORDS
-from services.redactor.pii.recognizers.base import Finding, TextScan
+from shared.pii.context import CONTEXT_WORDS
+from shared.pii.recognizers.base import Finding, TextScan
 
 PHONE_CONTEXT = CONTEXT_WORDS.define(
     "PHONE",

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
-from services.redactor.pii.recognizers.base import Finding, TextScan, joined_to_word
+from shared.pii.recognizers.base import Finding, TextScan, joined_to_word
 
 _DOTTED_QUAD = re.compile(r"(?<![\d.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\d)")
 _HEX = frozenset("0123456789abcdefABCDEF")

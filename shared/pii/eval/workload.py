@@ -12,7 +12,7 @@ import json
 import random
 from dataclasses import dataclass
 
-from services.redactor.pii.eval.corpus import CorpusBuilder, Generator, Sample
+from shared.pii.eval.corpus import CorpusBuilder, Generator, Sample
 
 # Content attribute of each event type, as the CLI sends it.
 ATTRIBUTE_OF_EVENT = {

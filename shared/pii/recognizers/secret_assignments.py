@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from services.redactor.pii.recognizers.base import Finding, TextScan
-from services.redactor.pii.recognizers.secret_values import is_placeholder, looks_like_code, looks_like_credential
-from services.redactor.pii.recognizers.secret_vendor_keys import SECRET_KIND
+from shared.pii.recognizers.base import Finding, TextScan
+from shared.pii.recognizers.secret_values import is_placeholder, looks_like_code, looks_like_credential
+from shared.pii.recognizers.secret_vendor_keys import SECRET_KIND
 
 ASSIGNED_SECRET = "ASSIGNED_SECRET"  # noqa: S105 - a finding's detail label, not a password
 # "password: ...", "my password for prod is ...", "Das Passwort für die DB ist ...", "mot de passe est ...",

@@ -1,9 +1,9 @@
 """Recall and precision per entity type, our engine and Presidio side by side (``make eval-redaction``).
 
-Usage: python -m services.redactor.pii.eval.quality [--samples 3000] [--seed N] [--no-presidio]
+Usage: python -m shared.pii.eval.quality [--samples 3000] [--seed N] [--no-presidio]
        [--show-errors N] [--json out.json]
 
-The corpus is generated from the seed at run time (services/redactor/pii/eval/corpus.py). Each text is
+The corpus is generated from the seed at run time (shared/pii/eval/corpus.py). Each text is
 scanned as the redactor scans it: a prompt or command whole, a JSON tool input value by value with its key
 as context. Presidio gets the same texts, a JSON value prefixed with ``key: `` so that its context words
 can work too.
@@ -24,9 +24,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from services.redactor.pii.engine import PiiEngine, build_engine
-from services.redactor.pii.eval.corpus import ENTITY_TYPES, KIND_OF_TYPE, Entity, Sample, build_corpus
-from services.redactor.pii.recognizers import Finding
+from shared.pii.engine import PiiEngine, build_engine
+from shared.pii.eval.corpus import ENTITY_TYPES, KIND_OF_TYPE, Entity, Sample, build_corpus
+from shared.pii.recognizers import Finding
 
 RECALL_TARGET = 0.99
 RECALL_TARGETS = {"PHONE": 0.95}
@@ -154,7 +154,7 @@ def ours(engine: PiiEngine) -> Callable[[str, str | None], list[Prediction]]:
 
 
 def presidio() -> Callable[[str, str | None], list[Prediction]]:
-    from services.redactor.pii.eval.presidio_baseline import PresidioBaseline  # noqa: PLC0415 (dev-only)
+    from shared.pii.eval.presidio_baseline import PresidioBaseline  # noqa: PLC0415 (dev-only)
 
     baseline = PresidioBaseline()
 

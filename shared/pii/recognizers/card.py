@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from services.redactor.pii.checksums import luhn_valid
-from services.redactor.pii.context import CONTEXT_WORDS
-from services.redactor.pii.recognizers.base import Finding, TextScan, joined_to_word
+from shared.pii.checksums import luhn_valid
+from shared.pii.context import CONTEXT_WORDS
+from shared.pii.recognizers.base import Finding, TextScan, joined_to_word
 
 CARD_CONTEXT = CONTEXT_WORDS.define(
     "CARD",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from services.redactor.pii.checksums import iban_valid
-from services.redactor.pii.recognizers.base import Finding, TextScan
+from shared.pii.checksums import iban_valid
+from shared.pii.recognizers.base import Finding, TextScan
 
 # Total length per country, from the SWIFT IBAN registry.
 IBAN_LENGTHS: dict[str, int] = {

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.redactor.pii.context import CONTEXT_WORDS
-from services.redactor.pii.recognizers import MODEL_KINDS, REGISTRY, Finding, Recognizer, TextScan
-from services.redactor.pii.recognizers.person import PersonRecognizer, load_ner_model
+from shared.pii.context import CONTEXT_WORDS
+from shared.pii.recognizers import MODEL_KINDS, REGISTRY, Finding, Recognizer, TextScan
+from shared.pii.recognizers.person import PersonRecognizer, load_ner_model
 
 # A longer field is not scanned at all (it is withheld), so one pathological value cannot stall the worker.
 MAX_FIELD_CHARS = 256 * 1024

@@ -12,7 +12,7 @@ from functools import lru_cache
 import spacy
 from spacy.language import Language
 
-from services.redactor.pii.recognizers.base import Finding, TextScan
+from shared.pii.recognizers.base import Finding, TextScan
 
 PERSON_LABELS = frozenset({"PERSON", "PER"})
 # Components that do not produce entities; dropping them makes the pipeline several times faster.
