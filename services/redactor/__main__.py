@@ -6,7 +6,6 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
-from shared.pii import build_engine
 from services.redactor.posture import PostureBook, refresh_postures
 from services.redactor.settings import RedactorSettings
 from services.redactor.transform import TextRedactor, TransformPolicy
@@ -14,6 +13,7 @@ from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.health import HealthServer
 from shared.kafka import make_consumer, make_producer, start_clients
 from shared.logs import configure_logging
+from shared.pii import build_engine
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
 
