@@ -211,7 +211,7 @@ def stray_text_of(attrs: Mapping[str, Any], record: LogRecord, event_type: str) 
     shaped like one. It is content (redacted like a prompt), never a column."""
     stray: dict[str, str] = {}
     named = attrs.get("event.name") or record.event_name
-    if named is not None and _unprefixed(str(named).strip()) != event_type:
+    if named and _unprefixed(str(named).strip()) != event_type:
         stray["event_name"] = as_str(named) or ""
     if record.body.WhichOneof("value") == "string_value":
         body = record.body.string_value

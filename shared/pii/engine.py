@@ -142,7 +142,18 @@ class PiiEngine:
             findings = self._find_remembered(value, key, deadline)
             return self._masked(value, findings, counts) if findings else value
         if isinstance(value, dict):
-            return {k: self._redact_json_value(item, k, counts, deadline) for k, item in value.items()}
+            # Keys are text the client chose too ({"jane@acme.com": {...}}): masked like values, numbered if
+            # two of them mask alike, so no value is lost.
+            out: dict[str, Any] = {}
+            for k, item in value.items():
+                key_findings = self._find_remembered(k, None, deadline)
+                safe_key = self._masked(k, key_findings, counts) if key_findings else k
+                if safe_key != k:
+                    base, number = safe_key, 2
+                    while safe_key in out or safe_key in value:
+                        safe_key, number = f"{base}#{number}", number + 1
+                out[safe_key] = self._redact_json_value(item, k, counts, deadline)
+            return out
         if isinstance(value, list):
             # Items of a list inherit its key: {"passwords": [...]} or {"phones": [...]}.
             return [self._redact_json_value(item, key, counts, deadline) for item in value]
