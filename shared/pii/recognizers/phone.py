@@ -55,6 +55,7 @@ _US_OR_CANADA = ("US", "CA")
 _MIN_DIGITS, _MAX_DIGITS = 7, 15
 # Bare digits are a phone number only right next to the word: "call 4155550134", "--phone 4155550134".
 _BARE_CONTEXT_DISTANCE = 16
+_LOCAL_CONTEXT_DISTANCE = 32
 # "0123456789" is a placeholder, not a subscriber.
 _COUNTING = frozenset({"0123456789", "01234567890", "012345678901", "0123456789012", "0987654321"})
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?!\d)|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$")
@@ -72,13 +73,41 @@ def _valid_in(number: PhoneNumber, region: str) -> bool:
     return bool(phonenumbers.is_valid_number_for_region(number, region))
 
 
+# "+44 (0)20 ...", "+62 (021) ...", "+31(0)20-...": the trunk "0" some people keep after the country code.
+_TRUNK_AFTER_CODE = re.compile(r"^(\+\d{1,3})[\s.-]*\(0\)|^(\+\d{1,3})([\s.-]*\()0(?=\d)")
+
+
+def _possible(number: PhoneNumber) -> bool:
+    """The number has a length its country's numbering plan allows (libphonenumber's "possible"): how a number
+    is written says it is one; whether the operator has assigned that range this year does not matter."""
+    return bool(phonenumbers.is_possible_number_with_reason(number) == phonenumbers.ValidationResult.IS_POSSIBLE)
+
+
 def _valid_international(raw: str) -> bool:
     raw = raw.lstrip("(")
     candidate = "+" + raw[2:] if raw.startswith("00") else raw
+    candidate = _TRUNK_AFTER_CODE.sub(lambda m: m.group(1) or (m.group(2) + m.group(3)), candidate)
     try:
-        return _valid(phonenumbers.parse(candidate, None))
+        number = phonenumbers.parse(candidate, None)
     except phonenumbers.NumberParseException:
         return False
+    return _valid(number) or (_possible(number) and len(str(number.national_number)) >= 7)
+
+
+def _possible_trunk_national(digits: str) -> bool:
+    """A national number written with separators and its trunk "0" (``0412 345 678``, ``(030) 1234-5678``)."""
+    national = int(digits[1:])
+    return any(
+        _possible(PhoneNumber(country_code=code, national_number=national)) for _, code in _TRUNK_COUNTRY_CODES
+    )
+
+
+# Brazil writes "(11) 91234-5678", "11 3915-0008": a two-digit area code, then four or five digits, a hyphen and
+# four more. Singapore and Australia's local numbers are two groups of four ("6123 4567", "9876 5432").
+_BRAZIL_NATIONAL = re.compile(r"\(?[1-9][0-9]\)?[ .]?[0-9]{4,5}-[0-9]{4}")
+_EIGHT_DIGIT_LOCAL = re.compile(r"[2-9][0-9]{3}[- ][0-9]{4}")
+# North American written with separators: area code and exchange start with 2-9.
+_NANP_SHAPE = re.compile(r"(?:1[-. ]?)?\(?[2-9][0-9]{2}\)?[-. ]?[2-9][0-9]{2}[-. ][0-9]{4}")
 
 
 def _valid_trunk_national(digits: str) -> bool:
@@ -127,12 +156,14 @@ def _not_a_phone_shape(raw: str, digits: str) -> bool:
         if len(groups) < 3 or not all(g.isdigit() for g in groups):
             continue
         # 10.0.0.1 or 192.168.100.200 (the IP recognizer's), 1.0.20231128 (a version): not dialled that way.
-        if separator == "." and (len(groups) == 4 and all(len(g) <= 3 for g in groups)):
+        if separator == "." and (len(groups) == 4 and all(len(g) <= 3 for g in groups)) and (
+            raw[0] != "+" or all(int(g) <= 255 for g in groups)
+        ):
             return True
         if separator == "." and any(len(g) > 4 for g in groups):
             return True
         # 4.742.718.000 or 1 250 000: thousands, an amount (a national number would start with its "0").
-        if bare[0] != "0" and all(len(g) == 3 for g in groups[1:]):
+        if bare[0] != "0" and raw[0] != "+" and all(len(g) == 3 for g in groups[1:]):
             return True
     return False
 
@@ -198,9 +229,17 @@ class PhoneRecognizer:
         elif len(digits) == end - start:
             valid = self._bare_number_is_phone(scan, start, end, digits)
         elif digits[0] == "0":
-            valid = not digits.startswith("00") and _valid_trunk_national(digits)
+            valid = not digits.startswith("00") and (
+                _valid_trunk_national(digits) or (len(digits) >= 9 and _possible_trunk_national(digits))
+            )
         else:
-            valid = _valid_north_american(digits)
+            valid = (
+                _valid_north_american(digits)
+                or bool(_NANP_SHAPE.fullmatch(raw))
+                or bool(_BRAZIL_NATIONAL.fullmatch(raw))
+                or (bool(_EIGHT_DIGIT_LOCAL.fullmatch(raw))
+                    and scan.has_context(PHONE_CONTEXT, start, end, within=_LOCAL_CONTEXT_DISTANCE))
+            )
         return Finding(start, span_end, self.kind, self.priority) if valid else None
 
     @staticmethod
@@ -217,7 +256,14 @@ class PhoneRecognizer:
                 return digits not in _COUNTING and _valid_trunk_national(digits)
             valid = not digits.startswith("00") and _valid_trunk_national(digits)
         else:
-            valid = _valid_north_american(digits) or _valid_without_plus(digits)
+            valid = (
+                _valid_north_american(digits) or _valid_without_plus(digits)
+                # Indian mobiles: ten digits starting 6-9, as people type them.
+                or (len(digits) == 10 and digits[0] in "6789")
+                # Ten digits in North America's shape, eight in Singapore's or Australia's local one.
+                or (len(digits) == 10 and digits[0] in "23456789" and digits[3] in "23456789")
+                or (len(digits) == 8 and digits[0] in "23456789")
+            )
         return valid and scan.has_context(PHONE_CONTEXT, start, end, within=_BARE_CONTEXT_DISTANCE)
 
     def mask(self, value: str) -> str:
