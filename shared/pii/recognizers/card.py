@@ -20,7 +20,8 @@ CARD_CONTEXT = CONTEXT_WORDS.define(
         "card", "card number", "card no", "credit card", "debit card", "cc", "ccn", "pan", "cvv", "visa",
         "mastercard", "master card", "amex", "american express", "discover", "diners", "jcb", "maestro",
         "unionpay", "payment", "paid with", "pay with", "charge", "charged", "kartu", "kartu kredit", "kartu debit",
-        "nomor kartu", "carte", "carte bancaire", "cb", "kreditkarte", "karte", "kartennummer",
+        "nomor kartu", "carte", "carte bancaire", "cb", "kreditkarte", "karte", "kartennummer", "kaart", "kaartnummer",
+        "creditcard", "pinpas", "tarjeta", "número de tarjeta", "cartão", "cartao", "numéro de carte",
     ],
 )
 

@@ -69,6 +69,8 @@ CONTEXT_WORDS = frozenset(
         "contact", "contacted", "by", "with", "author", "reviewer", "assignee", "owner", "signed", "named", "name",
         "customer", "user", "client", "patient", "employee", "colleague", "manager", "per", "attn", "for", "and",
         "message", "meet", "met", "via", "sincerely", "best", "colleagues", "boss", "wife", "husband", "friend",
+        # "from" in French, Spanish, Portuguese, Dutch
+        "de", "da", "do", "van",
         # German
         "hallo", "liebe", "lieber", "danke", "von", "an", "frag", "fragen", "bitte", "gruß", "grüße", "gruss",
         "kollege", "kollegin", "kunde", "kundin", "mit", "für", "und", "sehr", "geehrte", "geehrter",
@@ -91,6 +93,8 @@ _PERSON_KEYS = frozenset(
     {"name", "author", "assignee", "reviewer", "owner", "contact", "customer", "user", "fullname", "firstname",
      "lastname", "surname", "givenname", "displayname", "sender", "recipient", "requester", "reporter", "nama"}
 )
+# Products named after a first name that come up in every session this pipeline records.
+_PRODUCT_FIRST_WORDS = frozenset({"claude"})
 _CODE_GLUE_BEFORE = frozenset("._/\\@#$`=:<>[{|~-")
 _NORMALISE_KEY = str.maketrans("", "", "_.- ")
 
@@ -153,13 +157,17 @@ def _is_name_shaped(word: str) -> bool:
     return True
 
 
+_TOKEN_BOUNDARY = frozenset("\"'`,;()")
+
+
 def _in_code_token(text: str, start: int, end: int) -> bool:
-    """The whitespace-delimited token around the word is a path, an identifier or an address."""
+    """The token around the word (up to whitespace, a quote, a comma or a bracket) is a path, an identifier
+    or an address. Quotes end it: ``"message":"Kyle Anderson said ..."`` holds prose inside a JSON string."""
     left = start
-    while left > 0 and not text[left - 1].isspace():
+    while left > 0 and not text[left - 1].isspace() and text[left - 1] not in _TOKEN_BOUNDARY:
         left -= 1
     right = end
-    while right < len(text) and not text[right].isspace():
+    while right < len(text) and not text[right].isspace() and text[right] not in _TOKEN_BOUNDARY:
         right += 1
     token = text[left:right]
     if any(ch in token for ch in "/\\_=@$<>{}[]|") or any(ch.isdigit() for ch in token):
@@ -281,8 +289,12 @@ class PersonRecognizer:
             return False  # "De", "La" alone
         first, last = names[0].text, names[-1].text
         if len(names) >= 2:
+            if first.lower() in _PRODUCT_FIRST_WORDS and self._common(last):
+                return False  # "Claude Code", "Claude Desktop": this pipeline's own products
             if self._first_rank(first) is not None and self._strong_last(last):
                 return True
+            if not self._common(first) and self._strong_last(last) and not self._common(last):
+                return True  # "Zinal Sandhu": an unlisted first name before a listed surname
             if context and not all(self._weak_common(w.text) for w in names):
                 return True
             if all(self._weak_common(w.text) for w in names):
@@ -349,7 +361,10 @@ class PersonRecognizer:
             return None
         if all(self._weak_common(m.group()) for m in kept):
             return None
-        if len(kept) >= 2 and self._weak_common(kept[-1].group()):
+        first, last = kept[0].group(), kept[-1].group()
+        if len(kept) >= 2 and self._weak_common(last) and (
+            first.lower() in _PRODUCT_FIRST_WORDS or not self._strong_first(first)
+        ):
             return None  # "Claude Code", "Express Server": a product named after a first name
         return kept[0].start(), kept[-1].end()
 

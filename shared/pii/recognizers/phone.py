@@ -54,8 +54,14 @@ _US_OR_CANADA = ("US", "CA")
 
 _MIN_DIGITS, _MAX_DIGITS = 7, 15
 # Bare digits are a phone number only right next to the word: "call 4155550134", "--phone 4155550134".
-_BARE_CONTEXT_DISTANCE = 16
+_BARE_CONTEXT_DISTANCE = 32
 _LOCAL_CONTEXT_DISTANCE = 32
+# "call me on ", "phone: ", "my number is ", "WA ke ": a phone word ending right before the number.
+_PHONE_WORD_RIGHT_BEFORE = re.compile(
+    r"\b(?:call|phone|tel|telp|telefon|telefone|teléfono|telefoon|mobile|cell|number|nummer|numéro|número|nomor|"
+    r"whatsapp|wa|hp|sms|text|reach|ring|dial|fax|contact|contato|contacto|hubungi|appelle|llámame|bel|ruf)"
+    r"(?:\s+(?:me|mich|moi|me|saya))?(?:\s+(?:on|at|is|ist|est|es|é|op|unter|au|al|no|di|ke|sur))?\s*[:.]?\s*$"
+)
 # "0123456789" is a placeholder, not a subscriber.
 _COUNTING = frozenset({"0123456789", "01234567890", "012345678901", "0123456789012", "0987654321"})
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?!\d)|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$")
@@ -105,7 +111,7 @@ def _possible_trunk_national(digits: str) -> bool:
 # Brazil writes "(11) 91234-5678", "11 3915-0008": a two-digit area code, then four or five digits, a hyphen and
 # four more. Singapore and Australia's local numbers are two groups of four ("6123 4567", "9876 5432").
 _BRAZIL_NATIONAL = re.compile(r"\(?[1-9][0-9]\)?[ .]?[0-9]{4,5}-[0-9]{4}")
-_EIGHT_DIGIT_LOCAL = re.compile(r"[2-9][0-9]{3}[- ][0-9]{4}")
+_EIGHT_DIGIT_LOCAL = re.compile(r"[2-9][0-9]{3}[-. ][0-9]{4}")
 # North American written with separators: area code and exchange start with 2-9.
 _NANP_SHAPE = re.compile(r"(?:1[-. ]?)?\(?[2-9][0-9]{2}\)?[-. ]?[2-9][0-9]{2}[-. ][0-9]{4}")
 
@@ -189,6 +195,8 @@ class PhoneRecognizer:
             before = text[start - 1] if start > 0 else " "
             if before.isalnum() or before in "_.-/#":
                 continue  # part of an id, a path, a version or a ticket number
+            if before == ":" and start > 1 and text[start - 2].isdigit():
+                continue  # the seconds of a clock time ("09:16:02.936792"), a port
             for end, number in self._candidate_ends(text, groups, digits):
                 found = self._check(scan, start, end, number)
                 if found is not None:
@@ -264,7 +272,10 @@ class PhoneRecognizer:
                 or (len(digits) == 10 and digits[0] in "23456789" and digits[3] in "23456789")
                 or (len(digits) == 8 and digits[0] in "23456789")
             )
-        return valid and scan.has_context(PHONE_CONTEXT, start, end, within=_BARE_CONTEXT_DISTANCE)
+        if valid:
+            return scan.has_context(PHONE_CONTEXT, start, end, within=_BARE_CONTEXT_DISTANCE)
+        # Any ten or eleven digits right after a phone word ("call me on 5101737791"): written as a number.
+        return 10 <= len(digits) <= 11 and _PHONE_WORD_RIGHT_BEFORE.search(scan.lower, max(0, start - 40), start) is not None
 
     def mask(self, value: str) -> str:
         return self.placeholder

@@ -20,7 +20,7 @@ from shared.pii.recognizers.secret_vendor_keys import SECRET_KIND
 ASSIGNED_SECRET = "ASSIGNED_SECRET"  # noqa: S105 - a finding's detail label, not a password
 # "password: ...", "my password for prod is ...", "Das Passwort für die DB ist ...", "mot de passe est ...",
 # "kata sandi adalah ..." (up to five words between the key and the verb).
-_VERBS = frozenset({"is", "was", "ist", "est", "adalah", "es", "lautet", "yaitu", "ialah", "era", "zijn"})
+_VERBS = frozenset({"is", "was", "ist", "est", "adalah", "es", "lautet", "yaitu", "ialah", "era", "zijn", "é", "e"})
 _PROSE_SEPARATORS = _VERBS | {":"}
 # Words that follow "the password is ..." in prose and are not the password.
 _PROSE_WORDS = frozenset(
@@ -45,20 +45,22 @@ SECRET_KEY_ENDINGS = (
     "privatekey", "authkey", "signingkey", "encryptionkey", "masterkey", "credential", "credentials",
     # German, French ("mot de passe"), Indonesian ("kata sandi"), Spanish.
     "passwort", "kennwort", "passe", "sandi", "contrasena", "contraseña",
-    # Dutch.
-    "wachtwoord",
+    # Dutch, Portuguese.
+    "wachtwoord", "senha",
 )
 # Keys that are a secret's name only when they are the whole key ("pw: ...", "pass: ..."), not a word's end.
 _WHOLE_SECRET_KEYS = frozenset({"pwd", "pw", "pass", "passw", "pword"})
 # What the key search looks for in the lower-cased text; every ending above contains one of these.
-_KEY_TRIGGERS = ("pass", "secret", "token", "key", "credential", "pwd", "pw", "kennwort", "sandi", "contrase", "wachtwoord")
+_KEY_TRIGGERS = (
+    "pass", "secret", "token", "key", "credential", "pwd", "pw", "kennwort", "sandi", "contrase", "wachtwoord", "senha",
+)
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-ñ")
 _NORMALISE_KEY = str.maketrans("", "", "_.-")
 
 _ASSIGNMENT = re.compile(
     r"""(?P<keyquote>\\?["']?)[ \t]*"""
-    r"""(?P<separator>=>|:=|=|:|(?:[ \t]+[^\s:=,;.!?]+){0,5}?[ \t](?:is|was|ist|est|adalah|es|lautet|yaitu|ialah|era|zijn)[ \t]"""
-    r"""|[ \t]+(?:(?:saya|ku|kamu|my|mein|meine|mon|mi|mijn)[ \t]+)?)[ \t]*"""
+    r"""(?P<separator>=>|:=|=|:|(?:[ \t]+[^\s:=,;.!?]+){0,5}?[ \t](?:is|was|ist|est|adalah|es|lautet|yaitu|ialah|era|zijn|é)[ \t]"""
+    r"""|[ \t]+(?:(?:saya|ku|kamu|my|mein|meine|mon|mi|mijn|minha)[ \t]+)?)[ \t]*"""
     r"""(?:(?P<quote>\\?["'`])(?P<quoted>[^\n"'`\\]{1,512})(?P=quote)|(?P<bare>[^\s"'`,;<>]{1,512}))""",
 )
 _FLAG_VALUE = re.compile(
