@@ -234,10 +234,10 @@ def _prompt(corpus: OutsideCorpus, out: _Text, locale: str, kinds: list[str]) ->
     for index, kind in enumerate(kinds):
         value, value_detail = corpus.value(kind, locale)
         out.phrase(corpus.phrase_for(kind, locale), value, kind, value_detail)
-        out.add(". " if index == 0 else " ")
+        out.add(". ")
     out.add("See ")
     out.add(look, "LOOKALIKE", detail)
-    out.add(".")
+    out.add(" for details.")
 
 
 def _bash(corpus: OutsideCorpus, out: _Text, locale: str, kinds: list[str]) -> None:

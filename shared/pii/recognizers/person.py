@@ -47,6 +47,10 @@ _FIRST_NAME_RANK = 10_000
 _LAST_NAME_RANK = 20_000
 # A common word is still a strong name when it is this popular a name (Will, Mark, Smith, Brown).
 _POPULAR_RANK = 300
+# A first name this popular keeps a name together even before a common word ("Giorgio Beer").
+_POPULAR_FIRST_RANK = 1_000
+# A common word this popular as a name is kept at the edge of a run ("thanks Misty Weber").
+_LISTED_RANK = 5_000
 _MAX_WORDS = 4
 _WINDOW = 160
 
@@ -69,6 +73,11 @@ CONTEXT_WORDS = frozenset(
         "contact", "contacted", "by", "with", "author", "reviewer", "assignee", "owner", "signed", "named", "name",
         "customer", "user", "client", "patient", "employee", "colleague", "manager", "per", "attn", "for", "and",
         "message", "meet", "met", "via", "sincerely", "best", "colleagues", "boss", "wife", "husband", "friend",
+        "send", "forward", "write", "invite", "notify", "remind", "mention", "thank",
+        "schick", "schicke", "sende", "schreib", "envoie", "écris", "manda", "mande", "envía", "envie", "escreva",
+        "stuur", "schrijf", "kirim", "ke", "cliente", "clientes", "señor", "senhor", "senhora",
+        # Portuguese
+        "olá", "oi", "obrigado", "obrigada", "prezado", "prezada", "caro", "cara", "pergunte", "fale",
         # "from" in French, Spanish, Portuguese, Dutch
         "de", "da", "do", "van",
         # German
@@ -86,6 +95,22 @@ CONTEXT_WORDS = frozenset(
         # Indonesian
         "halo", "hai", "terima", "kasih", "dari", "kepada", "tanya", "tanyakan", "oleh", "dengan", "pelanggan",
         "nama", "saudara", "saudari", "untuk", "dan", "hubungi", "rekan",
+    }
+)
+# Prepositions: context for a run of two or more capitalised words, not for one.
+WEAK_CONTEXT_WORDS = frozenset(
+    {"to", "for", "and", "with", "by", "per", "via", "from", "de", "da", "do", "van", "von", "a", "à", "et", "und",
+     "en", "y", "e", "dan", "dengan", "met", "mit", "con", "com", "avec", "par", "por", "para", "pour", "für",
+     "voor", "untuk", "an", "aan", "ke", "dari", "oleh", "door", "kepada"}
+)
+# Verbs that follow a person's name as its subject: "Hans Müller said", "Budi bilang", "Sophie a dit".
+SPEECH_VERBS_AFTER = frozenset(
+    {
+        "said", "says", "wrote", "writes", "asked", "asks", "replied", "mentioned", "told", "thinks", "reported",
+        "complained", "approved", "reviewed", "confirmed", "sagt", "sagte", "schrieb", "meint", "fragt", "dit",
+        "écrit", "demande", "pense", "dice", "dijo", "escribió", "pregunta", "disse", "diz", "escreveu",
+        "reclamou", "zegt", "zei", "schreef", "vraagt", "klaagde", "bilang", "mengatakan", "menulis", "bertanya",
+        "komplain", "berkata",
     }
 )
 # JSON keys whose value is a person (matched on the key's last word).
@@ -214,8 +239,22 @@ class PersonRecognizer:
         rank = self._last_rank(word)
         return rank is not None and (not self._common(word) or rank <= _POPULAR_RANK)
 
+    def _listed_first(self, word: str) -> bool:
+        rank = self.gazetteer.first_rank(word)
+        return rank is not None and rank <= _LISTED_RANK
+
+    def _listed_last(self, word: str) -> bool:
+        rank = self.gazetteer.last_rank(word)
+        return rank is not None and rank <= _LISTED_RANK
+
     def _known(self, word: str) -> bool:
         return self._first_rank(word) is not None or self._last_rank(word) is not None
+
+    def _weak_as_first(self, word: str) -> bool:
+        return self._common(word) and not self._strong_first(word)
+
+    def _weak_as_last(self, word: str) -> bool:
+        return self._common(word) and not self._strong_last(word)
 
     def _weak_common(self, word: str) -> bool:
         """A common English word that is not also a popular name: ``Docker``, ``Router``, ``Request``."""
@@ -223,7 +262,7 @@ class PersonRecognizer:
 
     # -- candidates ----------------------------------------------------------------------------------------
 
-    def _runs(self, text: str) -> Iterator[tuple[list[_Word], bool]]:
+    def _runs(self, text: str) -> Iterator[tuple[list[_Word], str | None]]:
         """Runs of capitalised words, each with whether context (a context word or honorific) precedes it."""
         words = [_Word(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
         index = 0
@@ -238,10 +277,10 @@ class PersonRecognizer:
                 nxt = words[cursor]
                 if text[run[-1].end:nxt.start] != " ":
                     break
-                if nxt.text.lower() in _PARTICLES:
+                if nxt.text in _PARTICLES:
                     # "van den Berg", "de la Cruz", "bin Abdullah": particles count only before a name.
                     ahead = cursor
-                    while ahead < len(words) and words[ahead].text.lower() in _PARTICLES \
+                    while ahead < len(words) and words[ahead].text in _PARTICLES \
                             and text[words[ahead].end:words[ahead].end + 1] == " ":
                         ahead += 1
                     if ahead < len(words) and ahead - cursor <= 3 and _is_name_shaped(words[ahead].text) \
@@ -255,26 +294,46 @@ class PersonRecognizer:
                 run.append(nxt)
                 cursor += 1
             index = cursor
-            context = False
+            context: str | None = None
             # Leading context words and honorifics inside the run: "Hi Hans", "Dear Dr Müller", "Pak Budi".
             while run and (run[0].text.lower() in CONTEXT_WORDS or run[0].text.lower().rstrip(".") in HONORIFICS):
-                context = True
+                context = "weak" if run[0].text.lower() in WEAK_CONTEXT_WORDS else "strong"
                 run = run[1:]
             if not run:
                 continue
-            if not context:
+            if context is None:
                 context = self._context_before(text, run[0].start)
+            # "See Django", "Allan Watson See Pull": common words at either end are not part of a name, unless
+            # context says a name starts here ("cc Mohammed Moore", "Halo Makuta Natsir").
+            if context is None:
+                while len(run) > 1 and self._weak_as_first(run[0].text) and not self._listed_first(run[0].text):
+                    run = run[1:]
+            while len(run) > 2 and self._weak_as_last(run[-1].text) and not self._listed_last(run[-1].text):
+                run = run[:-1]
+            if context != "strong" and self._verb_after(text, run[-1].end):
+                context = "strong"
             yield run, context
 
     @staticmethod
-    def _context_before(text: str, start: int) -> bool:
-        before = text[max(0, start - 40):start]
-        tail = re.findall(r"[^\W\d_]+|[:@,]", before.lower())[-3:]
-        for token in reversed(tail):
+    def _context_before(text: str, start: int) -> str | None:
+        """"strong" after a greeting, a verb of asking or writing, an honorific; "weak" after a preposition
+        ("to", "from", "von", "ke"); None otherwise. A number in between breaks it."""
+        before = text[max(0, start - 40):start].lower()
+        tail = [(m.group(), m.start()) for m in re.finditer(r"[^\W_]+|[:@,]", before)][-3:]
+        for token, at in reversed(tail):
             if token in (":", ","):
                 continue
-            return token in CONTEXT_WORDS or token in HONORIFICS
-        return bool(tail) and tail[-1] == "@"
+            if at > 0 and before[at - 1] in "./@-_\\":
+                return None  # part of an address or a path ("example.com", "/de/"), not a word
+            if token in WEAK_CONTEXT_WORDS:
+                return "weak"
+            return "strong" if token in CONTEXT_WORDS or token in HONORIFICS else None
+        return None
+
+    @staticmethod
+    def _verb_after(text: str, end: int) -> bool:
+        after = re.match(r"[ ,]*(?:(?:has|hat|a|ha|heeft|sudah|juga)\s+)?([^\W\d_]+)", text[end:end + 32])
+        return after is not None and after.group(1).lower() in SPEECH_VERBS_AFTER
 
     def _field_context(self, scan: TextScan) -> bool:
         if not scan.field_name:
@@ -282,16 +341,18 @@ class PersonRecognizer:
         words = re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", scan.field_name).lower())
         return bool(words) and (words[-1] in _PERSON_KEYS or "".join(words[-2:]) in _PERSON_KEYS)
 
-    def _decide(self, run: list[_Word], context: bool) -> bool | None:
+    def _decide(self, run: list[_Word], context_strength: str | None) -> bool | None:
         """True: a name; False: not; None: ask the model."""
-        names = [w for w in run if w.text.lower() not in _PARTICLES]
+        names = [w for w in run if w.text not in _PARTICLES]
         if not names:
             return False  # "De", "La" alone
         first, last = names[0].text, names[-1].text
+        # A preposition is context enough for two words or more, not for one ("migrate to Django").
+        context = context_strength == "strong" or (context_strength == "weak" and len(names) >= 2)
         if len(names) >= 2:
             if first.lower() in _PRODUCT_FIRST_WORDS and self._common(last):
                 return False  # "Claude Code", "Claude Desktop": this pipeline's own products
-            if self._first_rank(first) is not None and self._strong_last(last):
+            if self._first_rank(first) is not None and not self._weak_as_first(first) and self._strong_last(last):
                 return True
             if not self._common(first) and self._strong_last(last) and not self._common(last):
                 return True  # "Zinal Sandhu": an unlisted first name before a listed surname
@@ -302,15 +363,16 @@ class PersonRecognizer:
             return None
         if context:
             return self._known(first) and not self._weak_common(first) or not self._common(first)
-        # A lone capitalised word: most are sentence starts, headings or product names.
-        return None if self._strong_first(first) and not self._common(first) else False
+        # A lone capitalised word without context: most are sentence starts, headings or product names
+        # ("Django", "Kafka"); a name alone is found through its context ("thanks Budi", "Budi said").
+        return False
 
     def find(self, scan: TextScan) -> Iterator[Finding]:
         text = scan.text
         field_context = self._field_context(scan)
         ask_model: list[tuple[int, int]] = []
         for run, context in self._runs(text):
-            decision = self._decide(run, context or field_context)
+            decision = self._decide(run, "strong" if field_context else context)
             start, end = run[0].start, run[-1].end
             if decision:
                 yield Finding(start, end, self.kind, self.priority, "GAZETTEER")
@@ -357,13 +419,17 @@ class PersonRecognizer:
             if _is_name_shaped(m.group()) and m.group().lower() not in CONTEXT_WORDS
             and m.group().lower().rstrip(".") not in HONORIFICS and not _in_code_token(text, m.start(), m.end())
         ]
-        if not kept:
-            return None
+        if len(kept) < 2:
+            return None  # a lone word the model calls a name ("Vue" of "Vue Router"): names alone need context
         if all(self._weak_common(m.group()) for m in kept):
             return None
+        if not any(self._known(m.group()) for m in kept):
+            return None  # "Redux Toolkit": no word of it is anybody's name
         first, last = kept[0].group(), kept[-1].group()
+        first_rank = self._first_rank(first)
         if len(kept) >= 2 and self._weak_common(last) and (
             first.lower() in _PRODUCT_FIRST_WORDS or not self._strong_first(first)
+            or first_rank is None or first_rank > _POPULAR_FIRST_RANK
         ):
             return None  # "Claude Code", "Express Server": a product named after a first name
         return kept[0].start(), kept[-1].end()

@@ -58,9 +58,10 @@ _BARE_CONTEXT_DISTANCE = 32
 _LOCAL_CONTEXT_DISTANCE = 32
 # "call me on ", "phone: ", "my number is ", "WA ke ": a phone word ending right before the number.
 _PHONE_WORD_RIGHT_BEFORE = re.compile(
-    r"\b(?:call|phone|tel|telp|telefon|telefone|teléfono|telefoon|mobile|cell|number|nummer|numéro|número|nomor|"
-    r"whatsapp|wa|hp|sms|text|reach|ring|dial|fax|contact|contato|contacto|hubungi|appelle|llámame|bel|ruf)"
-    r"(?:\s+(?:me|mich|moi|me|saya))?(?:\s+(?:on|at|is|ist|est|es|é|op|unter|au|al|no|di|ke|sur))?\s*[:.]?\s*$"
+    r"\b(?:call|phone|tel|telp|telefon|telefone|teléfono|telefoon|téléphone|mobile|mobil|cell|number|nummer|numéro|"
+    r"número|nomor|whatsapp|wa|hp|sms|text|reach|reachable|ring|dial|fax|contact|contato|contacto|hubungi|appelle|"
+    r"llámame|ligue|bel|ruf|erreichbar|bereikbaar|joignable)"
+    r"(?:\s+[^\W\d_]+){0,2}?(?:\s+(?:on|at|is|ist|est|es|é|op|unter|au|al|no|di|ke|sur|via))?\s*[:.]?\s*$"
 )
 # "0123456789" is a placeholder, not a subscriber.
 _COUNTING = frozenset({"0123456789", "01234567890", "012345678901", "0123456789012", "0987654321"})
@@ -147,6 +148,10 @@ def _valid_north_american(digits: str) -> bool:
     return any(_valid_in(number, region) for region in regions)
 
 
+def _phone_word_right_before(scan: TextScan, start: int) -> bool:
+    return _PHONE_WORD_RIGHT_BEFORE.search(scan.lower, max(0, start - 40), start) is not None
+
+
 def _not_a_phone_shape(raw: str, digits: str) -> bool:
     """Dates, versions, amounts and dotted quads share the digits-and-separators alphabet with phone numbers."""
     bare = raw.strip("()+")
@@ -227,12 +232,16 @@ class PhoneRecognizer:
         span_end = extension.end() if extension else end
         if span_end < len(text):
             after = text[span_end]
-            if after.isalnum() or after == "_" or (after in ".-/:" and text[span_end + 1:span_end + 2].isdigit()):
-                return None
+            if after.isalnum() or after == "_" or (after in ".-/:" and text[span_end + 1:span_end + 2].isalnum()):
+                return None  # glued to more of an identifier: "06185448-e75d-..." (a UUID), "0812.txt"
         raw = text[start:end]
         if _not_a_phone_shape(raw, digits):
             return None
-        if raw[0] == "+" or (digits.startswith("00") and not digits.startswith("000")):
+        if 8 <= len(digits) <= 13 and _phone_word_right_before(scan, start):
+            # Right after "phone:", "call me on", "Telefon", "WA ke": whatever its digits, it is the number
+            # someone wrote down ("Telefon: 00249312009", "bereikbaar op (004)-7737048").
+            valid = True
+        elif raw[0] == "+" or (digits.startswith("00") and not digits.startswith("000")):
             valid = _valid_international(raw)
         elif len(digits) == end - start:
             valid = self._bare_number_is_phone(scan, start, end, digits)
@@ -245,8 +254,9 @@ class PhoneRecognizer:
                 _valid_north_american(digits)
                 or bool(_NANP_SHAPE.fullmatch(raw))
                 or bool(_BRAZIL_NATIONAL.fullmatch(raw))
-                or (bool(_EIGHT_DIGIT_LOCAL.fullmatch(raw))
-                    and scan.has_context(PHONE_CONTEXT, start, end, within=_LOCAL_CONTEXT_DISTANCE))
+                or (bool(_EIGHT_DIGIT_LOCAL.fullmatch(raw)) and (
+                    _phone_word_right_before(scan, start)
+                    or scan.has_context(PHONE_CONTEXT, start, end, within=_LOCAL_CONTEXT_DISTANCE)))
             )
         return Finding(start, span_end, self.kind, self.priority) if valid else None
 
@@ -258,24 +268,19 @@ class PhoneRecognizer:
         ``03519397783``) is taken as it is; anything else needs a phone word right next to it. The number
         is checked first: looking for the word costs more than libphonenumber's check of a built number.
         """
+        if digits in _COUNTING:
+            return False
         if digits[0] == "0":
-            if not digits.startswith("00") and 10 <= len(digits) <= 13:
-                # 081234567890, 03519397783: a national number as people type it.
-                return digits not in _COUNTING and _valid_trunk_national(digits)
+            if not digits.startswith("00") and 10 <= len(digits) <= 13 and _valid_trunk_national(digits):
+                return True  # 081234567890, 03519397783: a national number as people type it
             valid = not digits.startswith("00") and _valid_trunk_national(digits)
         else:
-            valid = (
-                _valid_north_american(digits) or _valid_without_plus(digits)
-                # Indian mobiles: ten digits starting 6-9, as people type them.
-                or (len(digits) == 10 and digits[0] in "6789")
-                # Ten digits in North America's shape, eight in Singapore's or Australia's local one.
-                or (len(digits) == 10 and digits[0] in "23456789" and digits[3] in "23456789")
-                or (len(digits) == 8 and digits[0] in "23456789")
-            )
-        if valid:
-            return scan.has_context(PHONE_CONTEXT, start, end, within=_BARE_CONTEXT_DISTANCE)
-        # Any ten or eleven digits right after a phone word ("call me on 5101737791"): written as a number.
-        return 10 <= len(digits) <= 11 and _PHONE_WORD_RIGHT_BEFORE.search(scan.lower, max(0, start - 40), start) is not None
+            valid = _valid_north_american(digits) or _valid_without_plus(digits)
+        if valid and scan.has_context(PHONE_CONTEXT, start, end, within=_BARE_CONTEXT_DISTANCE):
+            return True
+        # Right after a phone word ("call me on 5101737791", "Telefon: 01103396733", "text 76702139"), digits
+        # of a subscriber number's length are a number written down, whether or not the range is assigned.
+        return 8 <= len(digits) <= 13 and _phone_word_right_before(scan, start)
 
     def mask(self, value: str) -> str:
         return self.placeholder

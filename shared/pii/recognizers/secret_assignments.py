@@ -194,7 +194,8 @@ def _plain_phrase_value(value: str) -> bool:
     has_other = any(ch.isdigit() or not ch.isalnum() for ch in value)
     return (
         len(value) >= 6 and has_letter and has_other and value.lower() not in _PROSE_WORDS
-        and "=" not in value and "://" not in value and not value.startswith(("{", "$", "-"))
+        and "=" not in value and "://" not in value and not value.startswith(("{", "-"))
+        and not (value.startswith("$") and (value[1:2].isalpha() or value[1:2] in "{(_"))
     )
 
 
