@@ -104,7 +104,7 @@ bench-redactor: $(STAMP)
 
 # Recall and precision per entity type on a generated labelled corpus, beside Presidio; fails on a missed target.
 eval-redaction: $(STAMP)
-	@$(PY) -m shared.pii.eval.quality $(EVAL_ARGS)
+	@$(PY) -m shared.pii.eval.heldout $(EVAL_ARGS)
 
 # Every benchmark, one after another (each starts its own fresh broker and database).
 bench: bench-receiver bench-redactor bench-signer bench-reporter

@@ -149,7 +149,9 @@ def _redact_key(
     return masked
 
 
-_UUID_OR_ID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[0-9a-f]{16,128}")
+_UUID_OR_ID = re.compile(
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[0-9a-f]{16,128}"
+)
 # Promoted string columns and the shape that proves a value of them is an identifier and nothing else
 # (docs/redaction.md gives the reasoning). Every value is scanned like content all the same; the shape decides
 # what happens when detection is unavailable: a proven identifier is kept, anything else is withheld.

@@ -15,8 +15,8 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.pii.context import CONTEXT_WORDS
-from shared.pii.recognizers import MODEL_KINDS, REGISTRY, Finding, Recognizer, TextScan
 from shared.pii.names import GazetteerUnavailable
+from shared.pii.recognizers import MODEL_KINDS, REGISTRY, Finding, Recognizer, TextScan
 from shared.pii.recognizers.person import DEFAULT_NER_MODEL, PersonRecognizer, load_ner_model
 
 # A longer field is not scanned at all (it is withheld), so one pathological value cannot stall the worker.

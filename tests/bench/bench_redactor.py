@@ -45,13 +45,13 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from deploy.local.infra import start_broker, start_postgres
 from services.redactor.mapping import attributes_of, map_record
-from shared.pii import build_engine
-from shared.pii.eval.workload import ATTRIBUTE_OF_EVENT, Workload
 from services.redactor.transform import JSON_CONTENT_FIELDS, TransformPolicy, TransformStats, transform_batch
 from shared import otlp
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import TopicSpec, encode_headers, ensure_topics, make_producer, tenant_key
+from shared.pii import build_engine
+from shared.pii.eval.workload import ATTRIBUTE_OF_EVENT, Workload
 from tests.bench.payloads import captured_shapes, set_string_attribute
 from tests.bench.report import publish
 

@@ -1,6 +1,6 @@
 """``make eval-redaction``: the engine and Presidio on the outside corpus, gated per kind on the held-out split.
 
-Usage: python -m shared.pii.eval.heldout [--samples 2000] [--seed 7] [--no-presidio] [--show-errors N]
+Usage: python -m shared.pii.eval.heldout [--samples 4000] [--seed 7] [--no-presidio] [--show-errors N]
        [--json out.json]
 
 Each text goes through what the pipeline runs on that content: ``redact_json_text`` for a JSON tool input,
@@ -22,7 +22,6 @@ import argparse
 import json
 import re
 import sys
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -198,7 +197,7 @@ def failures(report: Report) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-presidio", action="store_true")
     parser.add_argument("--show-errors", type=int, default=0, help="print up to N errors of the dev split")

@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - tables of phrasings read best one language per line
 """The outside corpus: personal values from Faker, in Claude Code-shaped texts, never from our recognizer tables.
 
 Faker (an independent library, installed from the package index) supplies every planted value: names, phone
@@ -211,7 +212,7 @@ class OutsideCorpus:
         locale = LOCALES[number % len(LOCALES)]
         language = LANGUAGE[locale]
         content_kind = CONTENT_KINDS[(number // len(LOCALES)) % len(CONTENT_KINDS)]
-        kinds = [k for k in PHRASES if language in PHRASES[k] or k == "US_SSN" and locale == "en_US"]
+        kinds = [k for k in PHRASES if language in PHRASES[k] or (k == "US_SSN" and locale == "en_US")]
         kinds = [k for k in kinds if k != "US_SSN" or locale == "en_US"]
         # Names are a large share of what people paste; every sample has a fair chance of one.
         chosen = rnd.sample(kinds, 2) if rnd.random() < 0.6 else ["PERSON", rnd.choice(kinds)]
@@ -231,7 +232,7 @@ def _prompt(corpus: OutsideCorpus, out: _Text, locale: str, kinds: list[str]) ->
     look, detail = corpus.lookalike(locale)
     out.add(rnd.choice(("Please ", "", "Quick one: ", "Hey, ")) if LANGUAGE[locale] == "en" else "")
     out.add(rnd.choice(("Fix the login bug. ", "Update the README. ", "The tests fail. ", "Deploy failed. ")))
-    for index, kind in enumerate(kinds):
+    for kind in kinds:
         value, value_detail = corpus.value(kind, locale)
         out.phrase(corpus.phrase_for(kind, locale), value, kind, value_detail)
         out.add(". ")

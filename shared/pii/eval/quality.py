@@ -126,9 +126,10 @@ def score_field(
         if _covered(text, entity, predictions, None):
             score.masked += 1
     for prediction in predictions:
-        score = scores.get(prediction.type)
-        if score is None:
+        predicted_score = scores.get(prediction.type)
+        if predicted_score is None:
             continue  # a kind this corpus does not label (PERSON): scored by the outside corpus instead
+        score = predicted_score
         score.predicted += 1
         if any(
             KIND_OF_TYPE[e.type] == prediction.kind and e.start < prediction.end and prediction.start < e.end

@@ -88,7 +88,9 @@ class IbanRecognizer:
         position = start
         while position < len(text) and text[position] in _ALNUM_UPPER and position - start <= 34:
             position += 1
-        if not 15 <= position - start <= 34 or (position < len(text) and (text[position].isalnum() or text[position] == "_")):
+        if not 15 <= position - start <= 34:
+            return None
+        if position < len(text) and (text[position].isalnum() or text[position] == "_"):
             return None
         candidate = text[start:position]
         if sum(ch.isdigit() for ch in candidate[4:]) < 8:

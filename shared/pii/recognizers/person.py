@@ -54,7 +54,7 @@ _LISTED_RANK = 5_000
 _MAX_WORDS = 4
 _WINDOW = 160
 
-_WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
+_WORD = re.compile(r"[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*")
 _PARTICLES = frozenset(
     {"van", "von", "der", "den", "de", "del", "della", "da", "dos", "das", "du", "le", "la", "bin", "binti", "ten",
      "ter", "zu", "y", "el", "al"}
@@ -90,7 +90,7 @@ CONTEXT_WORDS = frozenset(
         "hola", "querido", "querida", "gracias", "parte", "pregunta", "preguntar", "por", "con", "nombre", "para",
         "estimado", "estimada", "saludos", "compañero", "compañera",
         # Dutch
-        "beste", "dank", "bedankt", "aan", "vraag", "vragen", "door", "met", "naam", "klant", "collega", "groeten",
+        "beste", "dank", "bedankt", "aan", "vraag", "vragen", "door", "naam", "klant", "collega", "groeten",
         "voor", "en",
         # Indonesian
         "halo", "hai", "terima", "kasih", "dari", "kepada", "tanya", "tanyakan", "oleh", "dengan", "pelanggan",
@@ -177,7 +177,7 @@ def _is_name_shaped(word: str) -> bool:
     if len(word) < 2 or not word[0].isupper() or word.isupper():
         return False
     for index, ch in enumerate(word[1:], start=1):
-        if ch.isupper() and not (word[index - 1] in "-'’" or word[:index] in ("Mc", "Mac", "O", "De", "Van")):
+        if ch.isupper() and not (word[index - 1] in "-'\u2019" or word[:index] in ("Mc", "Mac", "O", "De", "Van")):
             return False
     return True
 
@@ -362,7 +362,7 @@ class PersonRecognizer:
                 return False
             return None
         if context:
-            return self._known(first) and not self._weak_common(first) or not self._common(first)
+            return (self._known(first) and not self._weak_common(first)) or not self._common(first)
         # A lone capitalised word without context: most are sentence starts, headings or product names
         # ("Django", "Kafka"); a name alone is found through its context ("thanks Budi", "Budi said").
         return False

@@ -59,7 +59,8 @@ _NORMALISE_KEY = str.maketrans("", "", "_.-")
 
 _ASSIGNMENT = re.compile(
     r"""(?P<keyquote>\\?["']?)[ \t]*"""
-    r"""(?P<separator>=>|:=|=|:|(?:[ \t]+[^\s:=,;.!?]+){0,5}?[ \t](?:is|was|ist|est|adalah|es|lautet|yaitu|ialah|era|zijn|é)[ \t]"""
+    r"""(?P<separator>=>|:=|=|:|(?:[ \t]+[^\s:=,;.!?]+){0,5}?[ \t]"""
+    r"""(?:is|was|ist|est|adalah|es|lautet|yaitu|ialah|era|zijn|é)[ \t]"""
     r"""|[ \t]+(?:(?:saya|ku|kamu|my|mein|meine|mon|mi|mijn|minha)[ \t]+)?)[ \t]*"""
     r"""(?:(?P<quote>\\?["'`])(?P<quoted>[^\n"'`\\]{1,512})(?P=quote)|(?P<bare>[^\s"'`,;<>]{1,512}))""",
 )

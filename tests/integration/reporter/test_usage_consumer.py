@@ -22,11 +22,12 @@ from services.usage.points import DAILY_COLUMNS
 from services.usage.worker import UsageMetrics, UsageWorker
 from shared import otlp
 from shared.db.pool import create_pool
-from shared.pii import PiiEngine, build_engine
 from shared.kafka import make_consumer, make_producer
+from shared.pii import PiiEngine, build_engine
 from tests.conftest import Infra, Topics
 from tests.integration.reporter.conftest import Reporter
 from tests.unit.reporter.metric_payloads import export
+
 
 @functools.cache
 def _engine() -> PiiEngine:
