@@ -54,11 +54,14 @@ _LISTED_RANK = 5_000
 _MAX_WORDS = 4
 _WINDOW = 160
 
+# A capitalised word, not preceded by a letter: Latin capitals (A-Z, À-Þ, Latin Extended-A) start it.
+_CAPITALISED = re.compile(r"(?<![^\W\d_])[A-ZÀ-ÖØ-Þ\u0100-\u017f][^\W\d_]*(?:['\u2019\-][^\W\d_]+)*")
 _WORD = re.compile(r"[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*")
 _PARTICLES = frozenset(
     {"van", "von", "der", "den", "de", "del", "della", "da", "dos", "das", "du", "le", "la", "bin", "binti", "ten",
      "ter", "zu", "y", "el", "al"}
 )
+_PARTICLE_GAP = re.compile(" (?:(?:" + "|".join(sorted(_PARTICLES, key=len, reverse=True)) + ") ){1,3}")
 HONORIFICS = frozenset(
     {"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "herr", "frau", "m", "mme", "mlle", "monsieur",
      "madame", "sr", "sra", "srta", "señor", "señora", "don", "doña", "dhr", "mevr", "meneer", "mevrouw", "bapak",
@@ -73,7 +76,8 @@ CONTEXT_WORDS = frozenset(
         "contact", "contacted", "by", "with", "author", "reviewer", "assignee", "owner", "signed", "named", "name",
         "customer", "user", "client", "patient", "employee", "colleague", "manager", "per", "attn", "for", "and",
         "message", "meet", "met", "via", "sincerely", "best", "colleagues", "boss", "wife", "husband", "friend",
-        "send", "forward", "write", "invite", "notify", "remind", "mention", "schick", "schicke", "sende", "schreib", "envoie", "écris", "manda", "mande", "envía", "envie", "escreva",
+        "send", "forward", "write", "invite", "notify", "remind", "mention", "thank",
+        "schick", "schicke", "sende", "schreib", "envoie", "écris", "manda", "mande", "envía", "envie", "escreva",
         "stuur", "schrijf", "kirim", "ke", "cliente", "clientes", "señor", "senhor", "senhora",
         # Portuguese
         "olá", "oi", "obrigado", "obrigada", "prezado", "prezada", "caro", "cara", "pergunte", "fale",
@@ -263,7 +267,8 @@ class PersonRecognizer:
 
     def _runs(self, text: str) -> Iterator[tuple[list[_Word], str | None]]:
         """Runs of capitalised words, each with whether context (a context word or honorific) precedes it."""
-        words = [_Word(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
+        # Only capitalised words are looked at (one regex pass); particles between them are read from the gap.
+        words = [_Word(m.start(), m.end(), m.group()) for m in _CAPITALISED.finditer(text)]
         index = 0
         while index < len(words):
             word = words[index]
@@ -274,22 +279,16 @@ class PersonRecognizer:
             cursor = index + 1
             while cursor < len(words) and len(run) < _MAX_WORDS:
                 nxt = words[cursor]
-                if text[run[-1].end:nxt.start] != " ":
-                    break
-                if nxt.text in _PARTICLES:
-                    # "van den Berg", "de la Cruz", "bin Abdullah": particles count only before a name.
-                    ahead = cursor
-                    while ahead < len(words) and words[ahead].text in _PARTICLES \
-                            and text[words[ahead].end:words[ahead].end + 1] == " ":
-                        ahead += 1
-                    if ahead < len(words) and ahead - cursor <= 3 and _is_name_shaped(words[ahead].text) \
-                            and ahead > cursor and text[words[ahead - 1].end:words[ahead].start] == " ":
-                        run.extend(words[cursor:ahead + 1])
-                        cursor = ahead + 1
-                        continue
+                gap = text[run[-1].end:nxt.start]
+                # "Jan van den Berg", "María de la Cruz", "Ahmad bin Abdullah": particles only between names.
+                if gap != " " and _PARTICLE_GAP.fullmatch(gap) is None:
                     break
                 if not _is_name_shaped(nxt.text) or _in_code_token(text, nxt.start, nxt.end):
                     break
+                if gap != " ":
+                    start = run[-1].end + 1
+                    for particle in _WORD.finditer(text, start, nxt.start):
+                        run.append(_Word(particle.start(), particle.end(), particle.group()))
                 run.append(nxt)
                 cursor += 1
             index = cursor
