@@ -76,7 +76,8 @@ CONTEXT_WORDS = frozenset(
         "contact", "contacted", "by", "with", "author", "reviewer", "assignee", "owner", "signed", "named", "name",
         "customer", "user", "client", "patient", "employee", "colleague", "manager", "per", "attn", "for", "and",
         "message", "meet", "met", "via", "sincerely", "best", "colleagues", "boss", "wife", "husband", "friend",
-        "send", "forward", "write", "invite", "notify", "remind", "mention", "schick", "schicke", "sende", "schreib", "envoie", "écris", "manda", "mande", "envía", "envie", "escreva",
+        "send", "forward", "write", "invite", "notify", "remind", "mention",
+        "schick", "schicke", "sende", "schreib", "envoie", "écris", "manda", "mande", "envía", "envie", "escreva",
         "stuur", "schrijf", "kirim", "ke", "cliente", "clientes", "señor", "senhor", "senhora",
         # Portuguese
         "olá", "oi", "obrigado", "obrigada", "prezado", "prezada", "caro", "cara", "pergunte", "fale",
