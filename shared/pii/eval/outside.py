@@ -23,6 +23,7 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from faker import Faker
 
@@ -33,6 +34,8 @@ LANGUAGE = {
 }
 CONTENT_KINDS = ("prompt", "bash", "json_tool", "api_error")
 HELD_OUT_SHARE = 0.3
+# Faker's dates end "now" by default; a fixed end keeps the corpus the same from one day to the next.
+_END_OF_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 SPLIT_SEED = "outside-corpus-split-1"
 
 # kind -> phrasings per language, "{v}" the planted value. How people write, not what a recognizer keys on.
@@ -196,7 +199,7 @@ class OutsideCorpus:
         if choice == 6:
             return f"localhost:{fake.port_number()}", "port"
         if choice == 7:
-            return fake.iso8601(), "timestamp"
+            return fake.iso8601(end_datetime=_END_OF_TIME), "timestamp"
         if choice == 8:
             return fake.file_path(depth=rnd.randint(2, 4)), "path"
         if choice == 9:
@@ -205,7 +208,7 @@ class OutsideCorpus:
             return rnd.choice(PRODUCTS), "product"
         if choice == 11:
             return f"{fake.word().capitalize()}{rnd.choice(('Service', 'Controller', 'Repository', 'Handler'))}", "identifier"
-        return str(fake.unix_time()).split(".")[0], "epoch"
+        return str(fake.unix_time(end_datetime=_END_OF_TIME)).split(".")[0], "epoch"
 
     def sample(self, number: int) -> OutsideSample:
         rnd = self.random
