@@ -87,20 +87,26 @@ def decode_request(body: bytes, encoding: Encoding, message_type: type[RequestT]
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PayloadError(f"body is not valid JSON: {_parse_error_summary(exc)}") from exc
+        raise PayloadError(f"body is not valid JSON: {parse_error_summary(exc)}") from exc
     if not isinstance(document, dict):
         raise PayloadError("JSON body must be an object")
+    return decode_document(document, message_type)
+
+
+def decode_document(document: dict[str, Any], message_type: type[RequestT]) -> RequestT:
+    """The message an OTLP/JSON document (already parsed by ``json.loads``) describes."""
+    message = message_type()
     try:
         json_format.ParseDict(_hex_ids_to_base64(document), message, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError, binascii.Error) as exc:
-        raise PayloadError(f"JSON body does not match {message_type.__name__}: {_parse_error_summary(exc)}") from exc
+        raise PayloadError(f"JSON body does not match {message_type.__name__}: {parse_error_summary(exc)}") from exc
     return message
 
 
 _SCHEMA_FIELD = re.compile(r"Failed to parse ([A-Za-z_][A-Za-z0-9_]{0,63}) field")
 
 
-def _parse_error_summary(exc: BaseException) -> str:
+def parse_error_summary(exc: BaseException) -> str:
     """A parse error's kind and position, never its text: parsers quote the offending value
     (``Couldn't parse integer: "my ssn is ..."``), and these messages reach logs and dead-letter headers.
 

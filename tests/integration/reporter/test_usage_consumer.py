@@ -18,12 +18,12 @@ from google.protobuf import json_format
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from prometheus_client import CollectorRegistry
 
-from services.usage.points import DAILY_COLUMNS
 from services.usage.worker import UsageMetrics, UsageWorker
 from shared import otlp
 from shared.db.pool import create_pool
 from shared.kafka import make_consumer, make_producer
 from shared.pii import PiiEngine, build_engine
+from shared.usage_columns import DAILY_COLUMNS
 from tests.conftest import Infra, Topics
 from tests.integration.reporter.conftest import Reporter
 from tests.unit.reporter.metric_payloads import export
