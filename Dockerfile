@@ -26,6 +26,7 @@ RUN mkdir -p shared services \
 COPY shared ./shared
 COPY services ./services
 RUN pip install --no-deps . \
+    && python -m shared.pii.names --install \
     && python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE} AS runtime

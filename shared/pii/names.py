@@ -96,9 +96,19 @@ def _read_cache(path: Path) -> Gazetteer | None:
         return None
 
 
+def installed_file() -> Path:
+    """Where an image build puts the derived gazetteer (``python -m shared.pii.names --install``): beside the
+    installed packages, as trusted as they are, and readable on a read-only root filesystem."""
+    return Path(sys.prefix) / "share" / f"pii-names-{metadata.version(PACKAGE)}-{MAX_RANK}-{len(COUNTRIES)}.json"
+
+
 @lru_cache(maxsize=1)
 def load_gazetteer() -> Gazetteer:
     _data_file("first")  # fails fast, with a clear message, when the package is missing
+    installed = installed_file()
+    if installed.is_file():
+        data = json.loads(installed.read_text(encoding="utf-8"))
+        return Gazetteer(dict(data["first"]), dict(data["last"]))
     cache = _cache_file()
     cached = _read_cache(cache)
     if cached is not None:
@@ -121,6 +131,13 @@ def load_gazetteer() -> Gazetteer:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--install"]:
+        target = installed_file()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("w", encoding="utf-8") as out:
+            json.dump({"first": _extract("first"), "last": _extract("last")}, out, ensure_ascii=False)
+        print(target)
+        return
     json.dump({"first": _extract("first"), "last": _extract("last")}, sys.stdout, ensure_ascii=False)
 
 
