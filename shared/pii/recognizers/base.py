@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.redactor.pii.context import CONTEXT_WORDS
+from shared.pii.context import CONTEXT_WORDS
 
 
 @dataclass(frozen=True, order=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from services.redactor.pii.checksums import luhn_valid
-from services.redactor.pii.context import CONTEXT_WORDS
-from services.redactor.pii.recognizers.base import Finding, TextScan, joined_to_word
+from shared.pii.checksums import luhn_valid
+from shared.pii.context import CONTEXT_WORDS
+from shared.pii.recognizers.base import Finding, TextScan, joined_to_word
 
 CARD_CONTEXT = CONTEXT_WORDS.define(
     "CARD",
@@ -20,7 +20,8 @@ CARD_CONTEXT = CONTEXT_WORDS.define(
         "card", "card number", "card no", "credit card", "debit card", "cc", "ccn", "pan", "cvv", "visa",
         "mastercard", "master card", "amex", "american express", "discover", "diners", "jcb", "maestro",
         "unionpay", "payment", "paid with", "pay with", "charge", "charged", "kartu", "kartu kredit", "kartu debit",
-        "nomor kartu", "carte", "carte bancaire", "cb", "kreditkarte", "karte", "kartennummer",
+        "nomor kartu", "carte", "carte bancaire", "cb", "kreditkarte", "karte", "kartennummer", "kaart", "kaartnummer",
+        "creditcard", "pinpas", "tarjeta", "número de tarjeta", "cartão", "cartao", "numéro de carte",
     ],
 )
 

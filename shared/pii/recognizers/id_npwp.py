@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from services.redactor.pii.checksums import luhn_valid
-from services.redactor.pii.context import CONTEXT_WORDS
-from services.redactor.pii.recognizers.base import Finding, TextScan, partial_mask
-from services.redactor.pii.recognizers.id_nik import NIK_CONTEXT, in_number_boundaries, is_valid_nik
+from shared.pii.checksums import luhn_valid
+from shared.pii.context import CONTEXT_WORDS
+from shared.pii.recognizers.base import Finding, TextScan, partial_mask
+from shared.pii.recognizers.id_nik import NIK_CONTEXT, in_number_boundaries, is_valid_nik
 
 NPWP_CONTEXT = CONTEXT_WORDS.define(
     "ID_NPWP",

@@ -37,7 +37,8 @@ def context_tokenizer() -> Language:
     tokenizer = nlp.tokenizer
     assert isinstance(tokenizer, Tokenizer)
     prefixes = [*(nlp.Defaults.prefixes or ()), r"-+"]
-    infixes = [*(nlp.Defaults.infixes or ()), r"[_:=#/]", r"(?<=[A-Za-z])\.(?=[A-Za-z])"]
+    # Quotes inside a token too: '"message":"reach me at' (a JSON string inside an error message).
+    infixes = [*(nlp.Defaults.infixes or ()), r"[_:=#/\"`]", r"(?<=[A-Za-z])\.(?=[A-Za-z])"]
     suffixes = [*(nlp.Defaults.suffixes or ()), r"[:=#]"]
     tokenizer.prefix_search = compile_prefix_regex(prefixes).search
     tokenizer.infix_finditer = compile_infix_regex(infixes).finditer
@@ -93,8 +94,9 @@ class ContextWords:
         window_start = max(0, start - WINDOW_BEFORE)
         # Both halves end on word boundaries, so a cut word ("...lessn", "nik...") cannot look like a keyword.
         if window_start > 0:
-            space = text.find(" ", window_start, start)
-            window_start = space + 1 if space >= 0 else window_start
+            # Start after a non-word character, not only a space: '..."message":"reach me at' keeps "reach".
+            while window_start < start and text[window_start - 1].isalnum():
+                window_start += 1
         before = text[window_start:start]
         after = text[end:end + WINDOW_AFTER]
         if end + WINDOW_AFTER < len(text):

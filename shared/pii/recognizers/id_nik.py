@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from services.redactor.pii.context import CONTEXT_WORDS
-from services.redactor.pii.recognizers.base import Finding, TextScan, joined_to_word, partial_mask
-from services.redactor.pii.recognizers.card import CARD_CONTEXT, is_card_number
+from shared.pii.context import CONTEXT_WORDS
+from shared.pii.recognizers.base import Finding, TextScan, joined_to_word, partial_mask
+from shared.pii.recognizers.card import CARD_CONTEXT, is_card_number
 
 NIK_CONTEXT = CONTEXT_WORDS.define(
     "ID_NIK",

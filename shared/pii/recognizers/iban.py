@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from services.redactor.pii.checksums import iban_valid
-from services.redactor.pii.recognizers.base import Finding, TextScan
+from shared.pii.checksums import iban_valid
+from shared.pii.recognizers.base import Finding, TextScan
 
 # Total length per country, from the SWIFT IBAN registry.
 IBAN_LENGTHS: dict[str, int] = {
@@ -49,6 +49,8 @@ class IbanRecognizer:
             if length is None or (start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_")):
                 continue
             end = self._end_of(text, start, length)
+            if end is None:
+                end = self._compact_of_any_length(text, start)
             if end is not None:
                 yield Finding(start, end, self.kind, self.priority)
                 resume_at = end
@@ -77,6 +79,23 @@ class IbanRecognizer:
             # "DE89 3704 0044 0532 0130 00 12": the groups go on, so this is not where the IBAN ends.
             return None
         return position if iban_valid("".join(compact)) else None
+
+    @staticmethod
+    def _compact_of_any_length(text: str, start: int) -> int | None:
+        """An unspaced IBAN whose length is not its country's registered one (a bank's own format, a typo)
+        is still an IBAN when its mod-97 checksum holds: one random string in 97 passes, and the country code,
+        check digits and 15-34 characters narrow it further."""
+        position = start
+        while position < len(text) and text[position] in _ALNUM_UPPER and position - start <= 34:
+            position += 1
+        if not 15 <= position - start <= 34:
+            return None
+        if position < len(text) and (text[position].isalnum() or text[position] == "_"):
+            return None
+        candidate = text[start:position]
+        if sum(ch.isdigit() for ch in candidate[4:]) < 8:
+            return None
+        return position if iban_valid(candidate) else None
 
     def mask(self, value: str) -> str:
         return self.placeholder

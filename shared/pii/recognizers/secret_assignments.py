@@ -13,14 +13,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from services.redactor.pii.recognizers.base import Finding, TextScan
-from services.redactor.pii.recognizers.secret_values import is_placeholder, looks_like_code, looks_like_credential
-from services.redactor.pii.recognizers.secret_vendor_keys import SECRET_KIND
+from shared.pii.recognizers.base import Finding, TextScan
+from shared.pii.recognizers.secret_values import is_placeholder, looks_like_code, looks_like_credential
+from shared.pii.recognizers.secret_vendor_keys import SECRET_KIND
 
 ASSIGNED_SECRET = "ASSIGNED_SECRET"  # noqa: S105 - a finding's detail label, not a password
 # "password: ...", "my password for prod is ...", "Das Passwort für die DB ist ...", "mot de passe est ...",
 # "kata sandi adalah ..." (up to five words between the key and the verb).
-_VERBS = frozenset({"is", "was", "ist", "est", "adalah", "es"})
+_VERBS = frozenset({"is", "was", "ist", "est", "adalah", "es", "lautet", "yaitu", "ialah", "era", "zijn", "é", "e"})
 _PROSE_SEPARATORS = _VERBS | {":"}
 # Words that follow "the password is ..." in prose and are not the password.
 _PROSE_WORDS = frozenset(
@@ -45,15 +45,23 @@ SECRET_KEY_ENDINGS = (
     "privatekey", "authkey", "signingkey", "encryptionkey", "masterkey", "credential", "credentials",
     # German, French ("mot de passe"), Indonesian ("kata sandi"), Spanish.
     "passwort", "kennwort", "passe", "sandi", "contrasena", "contraseña",
+    # Dutch, Portuguese.
+    "wachtwoord", "senha",
 )
+# Keys that are a secret's name only when they are the whole key ("pw: ...", "pass: ..."), not a word's end.
+_WHOLE_SECRET_KEYS = frozenset({"pwd", "pw", "pass", "passw", "pword"})
 # What the key search looks for in the lower-cased text; every ending above contains one of these.
-_KEY_TRIGGERS = ("pass", "secret", "token", "key", "credential", "pwd", "kennwort", "sandi", "contrase")
+_KEY_TRIGGERS = (
+    "pass", "secret", "token", "key", "credential", "pwd", "pw", "kennwort", "sandi", "contrase", "wachtwoord", "senha",
+)
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-ñ")
 _NORMALISE_KEY = str.maketrans("", "", "_.-")
 
 _ASSIGNMENT = re.compile(
     r"""(?P<keyquote>\\?["']?)[ \t]*"""
-    r"""(?P<separator>=>|:=|=|:|(?:[ \t]+[^\s:=,;.!?]+){0,5}?[ \t](?:is|was|ist|est|adalah|es)[ \t])[ \t]*"""
+    r"""(?P<separator>=>|:=|=|:|(?:[ \t]+[^\s:=,;.!?]+){0,5}?[ \t]"""
+    r"""(?:is|was|ist|est|adalah|es|lautet|yaitu|ialah|era|zijn|é)[ \t]"""
+    r"""|[ \t]+(?:(?:saya|ku|kamu|my|mein|meine|mon|mi|mijn|minha)[ \t]+)?)[ \t]*"""
     r"""(?:(?P<quote>\\?["'`])(?P<quoted>[^\n"'`\\]{1,512})(?P=quote)|(?P<bare>[^\s"'`,;<>]{1,512}))""",
 )
 _FLAG_VALUE = re.compile(
@@ -71,7 +79,7 @@ _CURL_USER = re.compile(r"""(?:^|[ \t])(?:-u|--user)[ \t=]+["']?[^\s:"']+:(?P<ba
 
 def is_secret_key(key: str) -> bool:
     normalised = key.lower().translate(_NORMALISE_KEY)
-    return normalised.endswith(SECRET_KEY_ENDINGS) or normalised == "pwd"
+    return normalised.endswith(SECRET_KEY_ENDINGS) or normalised in _WHOLE_SECRET_KEYS
 
 
 # Any of these in the lower-cased text, or a secret-named JSON key, and there may be a named secret.
@@ -128,7 +136,9 @@ class AssignmentDetector:
             separator = "="
         else:
             match = _ASSIGNMENT.match(text, key_end)
-            separator = match.group("separator").split()[-1] if match is not None else ""
+            words = match.group("separator").split() if match is not None else []
+            # "password is", "password: ", or a plain space (perhaps with "my", "saya"): "" stands for the last.
+            separator = words[-1] if words and (words[-1] in _VERBS or not words[-1].isalpha()) else ""
         if match is None:
             return None
         if match.group("quoted") is not None:
@@ -147,8 +157,16 @@ class AssignmentDetector:
                 (_shell_style(key) or separator in _VERBS) and len(value) >= 4 and value.lower() not in _PROSE_WORDS
             ):
                 return None
-            if separator in _PROSE_SEPARATORS and (value.isdigit() or value.startswith(("/", "~", "./"))):
+            passcode = key.lower().translate(_NORMALISE_KEY).endswith(("passcode", "password", "passwort", "pin"))
+            if separator in _PROSE_SEPARATORS and (
+                (value.isdigit() and not passcode) or value.startswith(("/", "~", "./"))
+            ):
                 return None  # "token: 150000" is a count, "token: ./path" a path: not the secret
+            if not separator and not (
+                _plain_phrase_value(value) and not match.group("keyquote") and key.isalpha()
+                and (key_start == 0 or text[key_start - 1] in " \t\n(\"'")
+            ):
+                return None  # "password reset", "token expired", "$API_TOKEN": prose or code, not a phrase
         if key.lower().translate(_NORMALISE_KEY).endswith("pwd") and value.startswith(("/", "~")):
             return None
         return Finding(start, end, SECRET_KIND, ASSIGNMENT_PRIORITY, ASSIGNED_SECRET)
@@ -168,6 +186,18 @@ class AssignmentDetector:
                             ASSIGNED_SECRET,
                         )
                 at = lower.find(trigger, at + len(trigger))
+
+
+def _plain_phrase_value(value: str) -> bool:
+    """After "password" and a space alone ("use password Summer2024!", "Password hunter2 works"): letters and
+    digits or symbols together, as passwords are chosen; a word or a number alone is prose."""
+    has_letter = any(ch.isalpha() for ch in value)
+    has_other = any(ch.isdigit() or not ch.isalnum() for ch in value)
+    return (
+        len(value) >= 6 and has_letter and has_other and value.lower() not in _PROSE_WORDS
+        and "=" not in value and "://" not in value and not value.startswith(("{", "-"))
+        and not (value.startswith("$") and (value[1:2].isalpha() or value[1:2] in "{(_"))
+    )
 
 
 def _shell_style(key: str) -> bool:

@@ -28,8 +28,8 @@ from urllib.parse import quote
 import phonenumbers
 from faker import Faker
 
-from services.redactor.pii.checksums import luhn_valid
-from services.redactor.pii.recognizers.id_nik import PROVINCE_CODES
+from shared.pii.checksums import luhn_valid
+from shared.pii.recognizers.id_nik import PROVINCE_CODES
 
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "id_ID")
 REGION_OF_LOCALE = {"en_US": "US", "en_GB": "GB", "de_DE": "DE", "fr_FR": "FR", "id_ID": "ID"}

@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from services.redactor.pii.context import CONTEXT_WORDS
-from services.redactor.pii.recognizers.base import Finding, TextScan
+from shared.pii.context import CONTEXT_WORDS
+from shared.pii.recognizers.base import Finding, TextScan
 
 SECRET_KIND = "SECRET"  # noqa: S105 - the entity kind's name, not a secret
 API_KEY = "API_KEY"

@@ -1,9 +1,8 @@
-"""Presidio's analyzer as the baseline, with its pattern recognizers only.
+"""Presidio's analyzer as the baseline, with a real trained spaCy pipeline (en_core_web_sm 3.8.0).
 
-No spaCy model can be installed here, so Presidio gets a blank English pipeline for tokens and its
-model-based SpacyRecognizer (names, places, dates from NER) is dropped: what remains is Presidio's own
-pattern, checksum and context logic, the same thing our engine does. Its score threshold is left at
-Presidio's default, as a deployment that did not tune it would run.
+Presidio runs as a deployment would: its spaCy NLP engine on the installed English pipeline (the same one our
+person recognizer uses), so its SpacyRecognizer finds names (PERSON) from NER, and its pattern, checksum and
+context recognizers find the rest. Its score threshold is left at Presidio's default.
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ import spacy
 from presidio_analyzer import AnalyzerEngine
 from presidio_analyzer.nlp_engine import SpacyNlpEngine
 
+from shared.pii.recognizers.person import DEFAULT_NER_MODEL
+
 # Presidio's entity names for the kinds both engines detect.
 PRESIDIO_KIND = {
     "EMAIL_ADDRESS": "EMAIL",
@@ -25,14 +26,15 @@ PRESIDIO_KIND = {
     "IBAN_CODE": "IBAN",
     "US_SSN": "US_SSN",
     "IP_ADDRESS": "IP_ADDRESS",
+    "PERSON": "PERSON",
 }
 
 
-class BlankSpacyNlpEngine(SpacyNlpEngine):
-    """Presidio's spaCy engine on ``spacy.blank("en")``: tokens and sentences, no trained model."""
+class InstalledSpacyNlpEngine(SpacyNlpEngine):
+    """Presidio's spaCy engine on the installed pipeline package, loaded by name (never downloaded)."""
 
     def load(self) -> None:
-        self.nlp = {"en": spacy.blank("en")}  # type: ignore[assignment]  # Presidio types it before load()
+        self.nlp = {"en": spacy.load(DEFAULT_NER_MODEL)}  # type: ignore[assignment]  # typed before load()
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,9 @@ class PresidioFinding:
 
 class PresidioBaseline:
     def __init__(self) -> None:
-        # Presidio logs a warning per recognizer it cannot use for the blank model; they are expected here.
         logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
-        nlp_engine = BlankSpacyNlpEngine(models=[{"lang_code": "en", "model_name": "blank"}])
+        nlp_engine = InstalledSpacyNlpEngine(models=[{"lang_code": "en", "model_name": DEFAULT_NER_MODEL}])
         self.analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=["en"])
-        self.analyzer.registry.remove_recognizer("SpacyRecognizer")
         self.entities = sorted(PRESIDIO_KIND)
         self.warm_up()
 

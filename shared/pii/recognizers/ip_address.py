@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
-from services.redactor.pii.recognizers.base import Finding, TextScan, joined_to_word
+from shared.pii.recognizers.base import Finding, TextScan, joined_to_word
 
 _DOTTED_QUAD = re.compile(r"(?<![\d.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\d)")
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -35,6 +35,20 @@ def is_ipv6(candidate: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# "version 4.3.2.1", "Version: 10.2.0.1", "numpy==1.2.3.4", "lodash@^4.17.21.1", '"version": "4.3.2.1"': a dotted
+# quad right after a version word or a version operator is a version, not an address.
+_VERSION_BEFORE = re.compile(
+    r"(?:\b(?:v|ver|version|versions|versión|versie|versi|release|rel|build|rev|revision|tag|firmware|"
+    r"kernel|driver)\b[\"']?\s*[:=]?\s*[\"']?"
+    r"|(?:==|>=|<=|~=|!=|===|\^|~|>|<)\s*)v?$",
+    re.IGNORECASE,
+)
+
+
+def _version_before(text: str, start: int) -> bool:
+    return _VERSION_BEFORE.search(text[max(0, start - 24):start]) is not None
 
 
 class IpAddressRecognizer:
@@ -60,6 +74,8 @@ class IpAddressRecognizer:
                     continue
                 # "1.2.3.4.5": the dotted number goes on past the quad.
                 if end + 1 < len(text) and text[end] == "." and text[end + 1].isdigit():
+                    continue
+                if _version_before(text, start):
                     continue
                 if is_ipv4(match.group()):
                     yield Finding(start, end, self.kind, self.priority, "IPV4")

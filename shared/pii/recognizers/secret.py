@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-from services.redactor.pii.recognizers.base import Finding, TextScan
-from services.redactor.pii.recognizers.secret_assignments import AssignmentDetector
-from services.redactor.pii.recognizers.secret_tokens import JwtDetector, PrivateKeyDetector
-from services.redactor.pii.recognizers.secret_url_credentials import UrlCredentialDetector
-from services.redactor.pii.recognizers.secret_vendor_keys import SECRET_KIND, VendorKeyDetector
+from shared.pii.recognizers.base import Finding, TextScan
+from shared.pii.recognizers.secret_assignments import AssignmentDetector
+from shared.pii.recognizers.secret_tokens import JwtDetector, PrivateKeyDetector
+from shared.pii.recognizers.secret_url_credentials import UrlCredentialDetector
+from shared.pii.recognizers.secret_vendor_keys import SECRET_KIND, VendorKeyDetector
 
 
 class SecretDetector(Protocol):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from services.redactor.pii.recognizers.base import Finding, TextScan
-from services.redactor.pii.recognizers.secret_values import is_placeholder
-from services.redactor.pii.recognizers.secret_vendor_keys import SECRET_KIND
+from shared.pii.recognizers.base import Finding, TextScan
+from shared.pii.recognizers.secret_values import is_placeholder
+from shared.pii.recognizers.secret_vendor_keys import SECRET_KIND
 
 URL_PASSWORD = "URL_PASSWORD"  # noqa: S105 - a finding's detail label, not a password
 URL_PASSWORD_PRIORITY = 90

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from services.redactor.pii.context import CONTEXT_WORDS
-from services.redactor.pii.recognizers.base import Finding, TextScan, joined_to_word
+from shared.pii.context import CONTEXT_WORDS
+from shared.pii.recognizers.base import Finding, TextScan, joined_to_word
 
 SSN_CONTEXT = CONTEXT_WORDS.define(
     "US_SSN",

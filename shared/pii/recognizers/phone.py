@@ -22,8 +22,8 @@ from collections.abc import Iterator
 import phonenumbers
 from phonenumbers import PhoneNumber
 
-from services.redactor.pii.context import CONTEXT_WORDS
-from services.redactor.pii.recognizers.base import Finding, TextScan
+from shared.pii.context import CONTEXT_WORDS
+from shared.pii.recognizers.base import Finding, TextScan
 
 PHONE_CONTEXT = CONTEXT_WORDS.define(
     "PHONE",
@@ -54,7 +54,15 @@ _US_OR_CANADA = ("US", "CA")
 
 _MIN_DIGITS, _MAX_DIGITS = 7, 15
 # Bare digits are a phone number only right next to the word: "call 4155550134", "--phone 4155550134".
-_BARE_CONTEXT_DISTANCE = 16
+_BARE_CONTEXT_DISTANCE = 32
+_LOCAL_CONTEXT_DISTANCE = 32
+# "call me on ", "phone: ", "my number is ", "WA ke ": a phone word ending right before the number.
+_PHONE_WORD_RIGHT_BEFORE = re.compile(
+    r"\b(?:call|phone|tel|telp|telefon|telefone|teléfono|telefoon|téléphone|mobile|mobil|cell|number|nummer|numéro|"
+    r"número|nomor|whatsapp|wa|hp|sms|text|reach|reachable|ring|dial|fax|contact|contato|contacto|hubungi|appelle|"
+    r"llámame|ligue|bel|ruf|erreichbar|bereikbaar|joignable)"
+    r"(?:\s+[^\W\d_]+){0,2}?(?:\s+(?:on|at|is|ist|est|es|é|op|unter|au|al|no|di|ke|sur|via))?\s*[:.]?\s*$"
+)
 # "0123456789" is a placeholder, not a subscriber.
 _COUNTING = frozenset({"0123456789", "01234567890", "012345678901", "0123456789012", "0987654321"})
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?!\d)|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$")
@@ -72,13 +80,41 @@ def _valid_in(number: PhoneNumber, region: str) -> bool:
     return bool(phonenumbers.is_valid_number_for_region(number, region))
 
 
+# "+44 (0)20 ...", "+62 (021) ...", "+31(0)20-...": the trunk "0" some people keep after the country code.
+_TRUNK_AFTER_CODE = re.compile(r"^(\+\d{1,3})[\s.-]*\(0\)|^(\+\d{1,3})([\s.-]*\()0(?=\d)")
+
+
+def _possible(number: PhoneNumber) -> bool:
+    """The number has a length its country's numbering plan allows (libphonenumber's "possible"): how a number
+    is written says it is one; whether the operator has assigned that range this year does not matter."""
+    return bool(phonenumbers.is_possible_number_with_reason(number) == phonenumbers.ValidationResult.IS_POSSIBLE)
+
+
 def _valid_international(raw: str) -> bool:
     raw = raw.lstrip("(")
     candidate = "+" + raw[2:] if raw.startswith("00") else raw
+    candidate = _TRUNK_AFTER_CODE.sub(lambda m: m.group(1) or (m.group(2) + m.group(3)), candidate)
     try:
-        return _valid(phonenumbers.parse(candidate, None))
+        number = phonenumbers.parse(candidate, None)
     except phonenumbers.NumberParseException:
         return False
+    return _valid(number) or (_possible(number) and len(str(number.national_number)) >= 7)
+
+
+def _possible_trunk_national(digits: str) -> bool:
+    """A national number written with separators and its trunk "0" (``0412 345 678``, ``(030) 1234-5678``)."""
+    national = int(digits[1:])
+    return any(
+        _possible(PhoneNumber(country_code=code, national_number=national)) for _, code in _TRUNK_COUNTRY_CODES
+    )
+
+
+# Brazil writes "(11) 91234-5678", "11 3915-0008": a two-digit area code, then four or five digits, a hyphen and
+# four more. Singapore and Australia's local numbers are two groups of four ("6123 4567", "9876 5432").
+_BRAZIL_NATIONAL = re.compile(r"\(?[1-9][0-9]\)?[ .]?[0-9]{4,5}-[0-9]{4}")
+_EIGHT_DIGIT_LOCAL = re.compile(r"[2-9][0-9]{3}[-. ][0-9]{4}")
+# North American written with separators: area code and exchange start with 2-9.
+_NANP_SHAPE = re.compile(r"(?:1[-. ]?)?\(?[2-9][0-9]{2}\)?[-. ]?[2-9][0-9]{2}[-. ][0-9]{4}")
 
 
 def _valid_trunk_national(digits: str) -> bool:
@@ -112,6 +148,10 @@ def _valid_north_american(digits: str) -> bool:
     return any(_valid_in(number, region) for region in regions)
 
 
+def _phone_word_right_before(scan: TextScan, start: int) -> bool:
+    return _PHONE_WORD_RIGHT_BEFORE.search(scan.lower, max(0, start - 40), start) is not None
+
+
 def _not_a_phone_shape(raw: str, digits: str) -> bool:
     """Dates, versions, amounts and dotted quads share the digits-and-separators alphabet with phone numbers."""
     bare = raw.strip("()+")
@@ -127,12 +167,14 @@ def _not_a_phone_shape(raw: str, digits: str) -> bool:
         if len(groups) < 3 or not all(g.isdigit() for g in groups):
             continue
         # 10.0.0.1 or 192.168.100.200 (the IP recognizer's), 1.0.20231128 (a version): not dialled that way.
-        if separator == "." and (len(groups) == 4 and all(len(g) <= 3 for g in groups)):
+        if separator == "." and (len(groups) == 4 and all(len(g) <= 3 for g in groups)) and (
+            raw[0] != "+" or all(int(g) <= 255 for g in groups)
+        ):
             return True
         if separator == "." and any(len(g) > 4 for g in groups):
             return True
         # 4.742.718.000 or 1 250 000: thousands, an amount (a national number would start with its "0").
-        if bare[0] != "0" and all(len(g) == 3 for g in groups[1:]):
+        if bare[0] != "0" and raw[0] != "+" and all(len(g) == 3 for g in groups[1:]):
             return True
     return False
 
@@ -158,6 +200,8 @@ class PhoneRecognizer:
             before = text[start - 1] if start > 0 else " "
             if before.isalnum() or before in "_.-/#":
                 continue  # part of an id, a path, a version or a ticket number
+            if before == ":" and start > 1 and text[start - 2].isdigit():
+                continue  # the seconds of a clock time ("09:16:02.936792"), a port
             for end, number in self._candidate_ends(text, groups, digits):
                 found = self._check(scan, start, end, number)
                 if found is not None:
@@ -188,19 +232,32 @@ class PhoneRecognizer:
         span_end = extension.end() if extension else end
         if span_end < len(text):
             after = text[span_end]
-            if after.isalnum() or after == "_" or (after in ".-/:" and text[span_end + 1:span_end + 2].isdigit()):
-                return None
+            if after.isalnum() or after == "_" or (after in ".-/:" and text[span_end + 1:span_end + 2].isalnum()):
+                return None  # glued to more of an identifier: "06185448-e75d-..." (a UUID), "0812.txt"
         raw = text[start:end]
         if _not_a_phone_shape(raw, digits):
             return None
-        if raw[0] == "+" or (digits.startswith("00") and not digits.startswith("000")):
+        if 8 <= len(digits) <= 13 and _phone_word_right_before(scan, start):
+            # Right after "phone:", "call me on", "Telefon", "WA ke": whatever its digits, it is the number
+            # someone wrote down ("Telefon: 00249312009", "bereikbaar op (004)-7737048").
+            valid = True
+        elif raw[0] == "+" or (digits.startswith("00") and not digits.startswith("000")):
             valid = _valid_international(raw)
         elif len(digits) == end - start:
             valid = self._bare_number_is_phone(scan, start, end, digits)
         elif digits[0] == "0":
-            valid = not digits.startswith("00") and _valid_trunk_national(digits)
+            valid = not digits.startswith("00") and (
+                _valid_trunk_national(digits) or (len(digits) >= 9 and _possible_trunk_national(digits))
+            )
         else:
-            valid = _valid_north_american(digits)
+            valid = (
+                _valid_north_american(digits)
+                or bool(_NANP_SHAPE.fullmatch(raw))
+                or bool(_BRAZIL_NATIONAL.fullmatch(raw))
+                or (bool(_EIGHT_DIGIT_LOCAL.fullmatch(raw)) and (
+                    _phone_word_right_before(scan, start)
+                    or scan.has_context(PHONE_CONTEXT, start, end, within=_LOCAL_CONTEXT_DISTANCE)))
+            )
         return Finding(start, span_end, self.kind, self.priority) if valid else None
 
     @staticmethod
@@ -211,14 +268,19 @@ class PhoneRecognizer:
         ``03519397783``) is taken as it is; anything else needs a phone word right next to it. The number
         is checked first: looking for the word costs more than libphonenumber's check of a built number.
         """
+        if digits in _COUNTING:
+            return False
         if digits[0] == "0":
-            if not digits.startswith("00") and 10 <= len(digits) <= 13:
-                # 081234567890, 03519397783: a national number as people type it.
-                return digits not in _COUNTING and _valid_trunk_national(digits)
+            if not digits.startswith("00") and 10 <= len(digits) <= 13 and _valid_trunk_national(digits):
+                return True  # 081234567890, 03519397783: a national number as people type it
             valid = not digits.startswith("00") and _valid_trunk_national(digits)
         else:
             valid = _valid_north_american(digits) or _valid_without_plus(digits)
-        return valid and scan.has_context(PHONE_CONTEXT, start, end, within=_BARE_CONTEXT_DISTANCE)
+        if valid and scan.has_context(PHONE_CONTEXT, start, end, within=_BARE_CONTEXT_DISTANCE):
+            return True
+        # Right after a phone word ("call me on 5101737791", "Telefon: 01103396733", "text 76702139"), digits
+        # of a subscriber number's length are a number written down, whether or not the range is assigned.
+        return 8 <= len(digits) <= 13 and _phone_word_right_before(scan, start)
 
     def mask(self, value: str) -> str:
         return self.placeholder

@@ -13,8 +13,8 @@ import binascii
 import re
 from collections.abc import Iterator
 
-from services.redactor.pii.recognizers.base import Finding, TextScan
-from services.redactor.pii.recognizers.secret_vendor_keys import SECRET_KIND
+from shared.pii.recognizers.base import Finding, TextScan
+from shared.pii.recognizers.secret_vendor_keys import SECRET_KIND
 
 JWT = "JWT"
 PRIVATE_KEY = "PRIVATE_KEY"

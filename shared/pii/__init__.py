@@ -1,6 +1,6 @@
 """PII detection and masking for the redactor: a registry of small recognizers, one per entity kind."""
 
-from services.redactor.pii.engine import (
+from shared.pii.engine import (
     ALL_KINDS,
     ALWAYS_ON,
     DetectionUnavailable,
