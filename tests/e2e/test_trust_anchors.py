@@ -63,6 +63,7 @@ async def test_the_signer_publishes_checkpoints_and_verify_catches_a_hidden_tail
     keep = expected // 2
     conn = await connect(pipeline.database_url)
     try:
+        await conn.execute("SET session_replication_role = replica")  # a superuser, past any trigger
         await conn.execute("DELETE FROM audit_logs WHERE chain_seq > $1", keep)
         head = await conn.fetchval("SELECT row_hash FROM audit_logs WHERE chain_seq = $1", keep)
         await conn.execute("UPDATE chain_heads SET head_seq = $1, head_hash = $2", keep, head)
