@@ -372,6 +372,8 @@ class PersonRecognizer:
                 run = run[1:]
             if not run:
                 continue
+            if len(run) == 1 and self._weak_common(run[0].text):
+                continue  # "Fix", "Update", "See": a lone common word is no name, whatever precedes it
             if context is None:
                 context = self._context_before(text, run[0].start)
             # "See Django", "Allan Watson See Pull": common words at either end are not part of a name, unless
