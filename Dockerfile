@@ -39,6 +39,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
+# Where a compose deployment mounts the local checkpoint witness: owned by the service user, so a fresh named
+# volume is writable by it.
+RUN mkdir -p /var/lib/audit/witness && chown 10001:10001 /var/lib/audit/witness
 USER 10001:10001
 
 FROM runtime AS receiver
