@@ -297,7 +297,7 @@ async def delivered_records(bootstrap: str, topic: str, partition_count: int) ->
         ends = await consumer.end_offsets(partitions)
         await consumer.seek_to_beginning(*partitions)
         records = 0
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             for messages in (await consumer.getmany(timeout_ms=1000)).values():
                 for message in messages:
                     request = otlp.decode_request(message.value or b"", otlp.Encoding.PROTOBUF,
