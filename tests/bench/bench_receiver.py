@@ -502,7 +502,8 @@ def vs_rotel_summary(comparison: dict[str, Any]) -> str:
     def row(name: str, side: dict[str, Any]) -> str:
         return (f"  {name:<9} {side['records_per_second']:>10,} records/s  {side['records_per_cpu_second'] or 0:>10,} "
                 f"records/CPU-s  p99 {side['p99_ms']} ms  (CPU share {side['cpu_share_of_one_core']}, "
-                f"statuses {side['statuses']}; records in the topic {side['delivered_records']:,})")
+                f"statuses {side['statuses']}; over the whole run 200 for {side['answered_200_records']:,} records, "
+                f"{side['delivered_records']:,} in the topic)")
 
     return "\n".join([
         f"side by side with Rotel (otlp-http -> kafka, acks=all), each on core {comparison['core']}, "
