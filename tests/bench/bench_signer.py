@@ -7,7 +7,9 @@ one tenant signed per row beside the same signed per batch, SIGNING_MODE=batch)
 
 A fresh in-memory broker and a fresh embedded PostgreSQL (or DATABASE_URL) are started for each run. The
 canonical topic is preloaded, then the real signer process is started and the clock runs from its first
-committed row to its last. Verify then runs over the table as autovacuum would leave it (VACUUM ANALYZE).
+committed row to its last. Verify then runs over the table as autovacuum would leave it (VACUUM ANALYZE), with
+the trust anchors on as `make verify` uses them: the signer's key enrolled and pinned in a witness directory,
+its checkpoints published there by the signer, and both read back (and timed) by verify.
 The raw Ed25519 sign and verify rates of this machine are printed alongside.
 """
 
@@ -31,9 +33,11 @@ from deploy.local.infra import start_broker, start_postgres
 from shared.canonical import CanonicalEvent
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
+from shared.enrollment import enroll, pinned_keys
 from shared.kafka import TopicSpec, ensure_topics, make_producer, tenant_key
 from shared.keys import Ed25519Signer, verify_signature, write_new_key
-from shared.verify import load_key_book, verify_tenants
+from shared.verify import load_key_book, verify_tenants, witnessed_checkpoints
+from shared.witness import DirectoryWitness
 
 PROMPT = (
     "Refactor the billing module so invoices come from the ledger; reach me at <EMAIL> or <PHONE>. "
@@ -112,10 +116,14 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
             await producer.send("canonical", payload, key=tenant_key(f"tenant-{index % tenants:03d}"))
         await producer.flush()
         await producer.stop()
-        write_new_key(work / "signing.key")
+        key = write_new_key(work / "signing.key")
+        # The trust anchors on, as in production: the key enrolled and pinned, checkpoints published to a witness.
+        witness = DirectoryWitness(work / "witness")
+        await enroll(conn, witness, key.public_key, "bench")
         env = {**os.environ, "DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                "TOPIC_CANONICAL": "canonical", "TOPIC_DEAD_LETTER": "dlq", "SIGNING_KEY_FILE": str(work / "signing.key"),
                "SIGNER_METRICS_PORT": "0", "KAFKA_SESSION_TIMEOUT_MS": "4000", "LOG_LEVEL": "WARNING",
+               "CHECKPOINT_WITNESS_DIR": str(witness.root), "CHECKPOINT_WITNESS_S3_BUCKET": "",
                "SIGNING_MODE": signing_mode}
         process = subprocess.Popen([sys.executable, "-m", "services.signer"], env=env)  # noqa: ASYNC220 - started once, not awaited
         first_at = None
@@ -129,6 +137,13 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
             await asyncio.sleep(0.05)
         assert first_at is not None
         append_rate = (events - first_rows) / (now - first_at)
+        for _ in range(200):  # the publisher beside the signer catches up with the last checkpoints
+            behind = await conn.fetchval(
+                "SELECT count(*) FROM chain_checkpoints c LEFT JOIN checkpoint_witness_cursor w USING (tenant_id)"
+                " WHERE c.chain_seq > coalesce(w.published_seq, 0)")
+            if not behind:
+                break
+            await asyncio.sleep(0.05)
         process.terminate()
         process.wait(30)
         process = None
@@ -138,10 +153,14 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
         await conn.execute("VACUUM (ANALYZE) audit_logs")
         verify_rate = float("nan")
         if signing_mode == "row":  # verify checks row signatures; batch-signed rows are checked by proofs
-            book = await load_key_book(conn)
             started = time.perf_counter()
-            reports = await verify_tenants(conn, [f"tenant-{t:03d}" for t in range(tenants)], book, dsn=dsn)
+            # What `make verify` does by default: keys from the pin, checkpoints from the witness, both timed.
+            book = await load_key_book(conn, await pinned_keys(witness))
+            witnessed = witnessed_checkpoints(witness.checkpoint_records())
+            reports = await verify_tenants(conn, [f"tenant-{t:03d}" for t in range(tenants)], book, dsn=dsn,
+                                           checkpoints=witnessed)
             assert all(report.ok for report in reports), [report.breaks for report in reports]
+            assert witnessed and sum(report.checkpoints_checked for report in reports) == len(witnessed)
             rows = sum(report.rows for report in reports)
             verify_rate = rows / (time.perf_counter() - started)
         await conn.close()
@@ -178,7 +197,8 @@ def main() -> None:
         print(f"per-batch / per-row signing: {ratio:.2f}x ({args.tenants} tenant(s))")
     row_result = results[0]
     if row_result["signing_mode"] == "row":
-        print(f"verify:        {row_result['verify_rows_per_s']:,.0f} rows/s (all cores)")
+        print(f"verify:        {row_result['verify_rows_per_s']:,.0f} rows/s "
+              "(all cores; checkpoints from the witness, keys from the pin, as make verify)")
     print(f"raw PyNaCl on this machine: sign {row_result['pynacl_sign_per_s']:,.0f}/s, "
           f"verify {row_result['pynacl_verify_per_s']:,.0f}/s per core")
     if args.json:

@@ -26,8 +26,8 @@ import asyncpg
 
 from deploy.local.infra import Broker, Postgres, free_port, start_broker, start_postgres
 from deploy.local.stack import ServiceGroup, prepare, wait_pipeline_ready
-from shared.cli.licenses import store_license
-from shared.cli.settings import CliSettings
+from services.auditctl.licenses import store_license
+from services.auditctl.settings import CliSettings
 from shared.db.pool import connect
 from shared.keys import load_signer
 from shared.licensing import issue_license
@@ -89,6 +89,8 @@ async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = No
         "LICENSE_ISSUER_KEY_FILE": str(keys / "license-issuer.key"),
         "LICENSE_PUBLIC_KEYS_FILE": str(keys / "license-issuer.pub"),
         "SIGNING_KEY_FILE": str(keys / "signing.key"),
+        "CHECKPOINT_WITNESS_DIR": str(work / "witness"),
+        "CHECKPOINT_WITNESS_S3_BUCKET": "",
         "RECEIVER_PORT": str(receiver_port),
         "RECEIVER_HOST": "127.0.0.1",
         "RECEIVER_METRICS_PORT": "0",

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.redactor.pii import PiiEngine
-from services.redactor.pii.recognizers.id_npwp import is_valid_npwp15, is_valid_npwp16
+from shared.pii import PiiEngine
+from shared.pii.recognizers.id_npwp import is_valid_npwp15, is_valid_npwp16
 from tests.unit.pii.conftest import found
 
 # 01.312.166.0-091.000: the first nine digits 013121660 are a valid Luhn number.
@@ -11,6 +11,7 @@ POSITIVES = [
     ("NPWP 01.312.166.0-091.000", "01.312.166.0-091.000", None),
     ("01.312.166.0-091.000", "01.312.166.0-091.000", None),  # the printed form needs no word
     ("NPWP: 013121660091000", "013121660091000", None),
+    ("Tax ID: 013121660091000", "013121660091000", None),
     ("npwp16 0013121660091000", "0013121660091000", None),  # 2024 form: "0" + the 15 digits
     ("NPWP pribadi 3174012304850001", "3174012304850001", None),  # a NIK used as NPWP
     ("013121660091000", "013121660091000", "npwp_perusahaan"),
