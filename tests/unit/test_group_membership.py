@@ -57,7 +57,7 @@ def test_the_redactor_is_ready_only_once_assigned_even_an_empty_set() -> None:
 
 def test_the_usage_consumer_is_ready_only_once_assigned() -> None:
     consumer = _Consumer()
-    worker = UsageWorker(consumer, None, None, topic="m", dead_letter_topic="d", max_batch=1,  # type: ignore[arg-type]
+    worker = UsageWorker(consumer, None, None, topic="m", dead_letter_topic="d", max_batch=1, engine=None,  # type: ignore[arg-type]
                          metrics=UsageMetrics(CollectorRegistry()), stop=asyncio.Event())
     worker.subscribe()
     assert not worker.assigned
