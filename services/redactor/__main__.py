@@ -42,7 +42,10 @@ async def _run(settings: RedactorSettings) -> None:
     consumer = make_consumer(
         settings.kafka_connection(), settings.redactor_group_id, **settings.kafka_consumer_options()
     )
-    producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
+    # Canonical events are about 1 KiB and come in bursts of a raw batch's records: batches of up to 256 KiB per
+    # partition (aiokafka's default is 16 KiB) send a burst in a few produce requests instead of dozens.
+    producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes,
+                             max_batch_size=min(256 * 1024, settings.kafka_max_message_bytes))
     worker = RedactorWorker(
         consumer,
         producer,
