@@ -104,13 +104,18 @@ async def run(stages: list[str], rate: float, duration: float, kill_at: float, r
             "duplicate_rows": duplicates, "stages": results}
 
 
+def recovered(stage: dict[str, Any]) -> str:
+    after = stage["p99_under_1s_after_restart_s"]
+    return "not before the load ended" if after is None else str(after)
+
+
 def summary(report: dict[str, Any]) -> str:
     lines = [f"kill -9 at {report['kill_at_s']} s, restart {report['restart_after_s']} s later, "
              f"{report['rate']:,.0f} events/s offered",
              "stage    | max wait s | max accept->row s | p99<1s after restart (s) | lost | load avg"]
     for stage in report["stages"]:
         lines.append(f"{stage['stage']:<8} | {stage['max_wait_s']:>10} | {stage['max_accept_to_row_s']:>17} | "
-                     f"{stage['p99_under_1s_after_restart_s']!s:>24} | {stage['lost_events']:>4} | "
+                     f"{recovered(stage):>24} | {stage['lost_events']:>4} | "
                      f"{stage['load_average_1m'][0]}->{stage['load_average_1m'][1]}")
     lines.append(f"duplicate rows: {report['duplicate_rows']}")
     return "\n".join(lines)
