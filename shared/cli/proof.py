@@ -323,7 +323,8 @@ def witness_follow(tenant: str, state_file: str, keys_file: str | None, trusted:
     while True:
         try:
             held = witnessed()
-            kept = run_async(lambda last=kept: follow_once(source, tenant, last, pinned, keep, held))  # type: ignore[misc]
+            kept = run_async(lambda last=kept, held=held: follow_once(  # type: ignore[misc]
+                source, tenant, last, pinned, keep, held))
         except Alarm as alarm:
             click.echo(f"ALARM tenant={tenant}: {alarm}", err=True)
             sys.exit(ALARM_EXIT)
