@@ -24,7 +24,12 @@ everything, so every phase starts a new one; PostgreSQL, for licences, is starte
    ``otlp-http -> kafka`` with ``acks=all``. Reported for both: records/s, records per CPU-second (the
    server process's own user+system time, all its threads) and p99, and our/Rotel ratios. Rotel answers a
    request once it is queued for its batcher, before the broker acknowledges it; ours answers only after
-   ``acks=all``, so the comparison favours Rotel on latency.
+   ``acks=all``, so the comparison favours Rotel on latency. Rotel also checks no licence, keeps no tenant
+   limits and authenticates no batch, and packs ~16 requests into one Kafka message where ours sends each
+   request's body as its own message. Both topics are read back afterwards: every record answered 200 must
+   be there (Rotel with its default batch of 8,192 records would exceed the 1 MB message limit and drop
+   everything while answering 200, so its batch is sized to fit). To see where the receiver's time goes,
+   run ``py-spy record --pid <receiver pid>`` (py-spy is a dev dependency) during this phase.
 
 6. hostile bodies (``--hostile``, also run at the end of the full benchmark): honest tenants at a steady
    open-loop rate while one tenant sends, as fast as it is answered, (a) nothing, (b) honest ~1 MB JSON
