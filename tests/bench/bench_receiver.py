@@ -65,7 +65,7 @@ from google.protobuf import json_format
 
 from deploy.local.infra import free_port, start_broker, start_postgres, wait_for_port
 from deploy.local.stack import wait_ready
-from shared.cli.licenses import store_license
+from services.auditctl.licenses import store_license
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import TopicSpec, ensure_topics

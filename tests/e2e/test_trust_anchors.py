@@ -41,7 +41,7 @@ def _witnessed(pipe: Pipeline, tenant: str) -> list[dict[str, object]]:
 
 
 def _verify(pipe: Pipeline) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", "verify", "--quiet"], env=pipe.env(),
+    return subprocess.run([sys.executable, "-m", "services.auditctl", "verify", "--quiet"], env=pipe.env(),
                           capture_output=True, text=True, timeout=120, check=False)
 
 
