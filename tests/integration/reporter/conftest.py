@@ -14,6 +14,7 @@ import pytest
 
 from services.reporter.app import create_app
 from services.reporter.settings import ReporterSettings
+from shared.db.roles import ROLE_BY_COMPONENT, dsn_for_role
 from shared.keys import Ed25519Signer
 from shared.licensing import DEFAULT_ENTITLEMENTS, LicenseVerifier, issue_license
 from tests.integration.reporter.scenario import ORG_A, ORG_B, TENANT_A, TENANT_B
@@ -42,7 +43,9 @@ class Reporter:
 
 async def started(database_url: str, **settings: Any) -> AsyncIterator[Reporter]:
     issuer = Ed25519Signer.generate()
-    config = ReporterSettings(database_url=database_url, revocation_refresh_seconds=0.2, **settings)
+    # As in production: the reporter's own role, which reads the record and writes only its rollups.
+    reporter_dsn = dsn_for_role(database_url, ROLE_BY_COMPONENT["reporter"])
+    config = ReporterSettings(database_url=reporter_dsn, revocation_refresh_seconds=0.2, **settings)
     app = create_app(config, LicenseVerifier.from_public_keys([issuer.public_key]), background_work=False)
     async with app.router.lifespan_context(app):
         state = app.state.reporter
