@@ -252,6 +252,7 @@ def create_app(
         Route("/sessions", api.list_sessions),
         Route("/sessions/{session_id:path}", api.session_summary),
         Route("/usage", api.usage),
+        Route("/completeness", api.completeness_endpoint),
         Route("/signing-keys", api.signing_keys),
     ]
     portal_routes = [
@@ -260,6 +261,7 @@ def create_app(
         Route("/sessions", portal.sessions_page),
         Route("/sessions/{session_id:path}", portal.session_page),
         Route("/usage", portal.usage_page),
+        Route("/completeness", portal.completeness_page),
         Route("/chain", portal.chain_page),
     ]
     app = Starlette(
