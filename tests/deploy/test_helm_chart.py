@@ -23,8 +23,11 @@ from tests.deploy.conftest import ROOT
 
 CHART = ROOT / "deploy" / "helm" / "claude-audit-ingest"
 KUBERNETES = "1.30.0"
+COMPONENT_ROLES = {"receiver": "audit_receiver", "redactor": "audit_redactor", "signer": "audit_signer",
+                   "usage": "audit_usage", "reporter": "audit_reporter", "dlqExporter": "audit_admin"}
 TRIAL_SECRETS = {"create": True, "databaseUrl": "postgresql://audit@db/audit", "signingKey": "c2VlZA==",
-                 "licensePublicKeys": "cHVi"}
+                 "licensePublicKeys": "cHVi",
+                 "componentDatabaseUrls": {c: f"postgresql://{r}:pw@db/audit" for c, r in COMPONENT_ROLES.items()}}
 # KEDA's ScaledObject is a CRD the Kubernetes schemas do not hold: the fields this chart uses, from KEDA's
 # documented v1alpha1 API, required where KEDA requires them.
 SCALED_OBJECT_SCHEMA: dict[str, Any] = {
@@ -128,6 +131,25 @@ def test_signing_and_licence_keys_are_secrets_mounted_as_files() -> None:
         others = [d for n, d in deployments.items() if n not in names]  # only those that need the key get it
         assert not any(volume in str(d["spec"]["template"]["spec"].get("volumes")) for d in others)
     assert "AUDIT_SIGNING_KEY" not in str(docs)  # never an environment variable
+
+
+def test_each_component_connects_with_its_own_role_and_only_the_setup_job_as_owner() -> None:
+    docs = render({"database": {"rolePasswordsSecret": "db-role-passwords"}})
+    deployments = by_kind(docs, "Deployment")
+    (secret,) = (d for n, d in by_kind(docs, "Secret").items() if n == "database")
+    for component, name in (("receiver", "receiver"), ("redactor", "redactor"), ("signer", "signer"),
+                            ("usage", "usage"), ("reporter", "reporter"), ("dlqExporter", "dlq-exporter")):
+        env = deployments[name]["spec"]["template"]["spec"]["containers"][0]["env"]
+        (database,) = (e for e in env if e["name"] == "DATABASE_URL")
+        key = database["valueFrom"]["secretKeyRef"]["key"]
+        assert key != "database-url", name
+        assert secret["stringData"][key].startswith(f"postgresql://{COMPONENT_ROLES[component]}:"), name
+    job = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["spec"]
+    (migrate,) = job["initContainers"]
+    assert {"name": "DB_ROLE_PASSWORDS_DIR", "value": "/var/run/secrets/audit/db-roles"} in migrate["env"]
+    assert next(e for e in migrate["env"] if e["name"] == "DATABASE_URL")["valueFrom"]["secretKeyRef"]["key"] == (
+        "database-url")
+    assert job["volumes"][0]["secret"]["secretName"] == "db-role-passwords"
 
 
 def test_keda_scales_the_redactor_on_lag_capped_at_the_raw_partitions() -> None:

@@ -124,7 +124,7 @@ async def test_the_api_and_portal_show_completeness(db: asyncpg.Connection, repo
     assert bad.status_code == 400
     # The portal shows the same.
     session_page = await _get(reporter, f"/portal/sessions/{GAPPY}")
-    assert 'id="completeness-missing">4<' in session_page and "3–4, 7, 10" in session_page
+    assert 'id="completeness-missing">4<' in session_page and "3\u20134, 7, 10" in session_page
     assert "4 missing" in await _get(reporter, "/portal/sessions")
     assert "4 missing" in await _get(reporter, f"/portal/events?session={GAPPY}")
     assert 'id="tenant-missing">4<' in await _get(reporter, "/portal/completeness")
