@@ -7,14 +7,16 @@ RUN_STAMP := $(VENV)/.installed-run
 ORG    ?= dev
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: help run test test-unit test-integration test-e2e lint typecheck license verify checkpoints \
+.PHONY: help run test test-unit test-integration test-e2e lint typecheck license token verify checkpoints \
         bench bench-receiver bench-redactor bench-signer eval-redaction clean replay dlq test-deploy \
-        bench-reporter browser-deps
+        bench-reporter bench-merkle browser-deps
 
 help:
 	@echo "make run        start PostgreSQL, the broker and the three services (Ctrl-C stops all)"
 	@echo "make test       unit, integration and end-to-end tests"
-	@echo "make license ORG=<org>   issue a licence; the key is the last line"
+	@echo "make license ORG=<org>   issue an ingest licence; the key is the last line"
+	@echo "make token ORG=<org> ROLE=<admin|auditor|analyst|developer> [USER=email] [EXPIRES=30d]"
+	@echo "                          issue a reporting token; the token is the last line"
 	@echo "make verify     recompute every hash chain and check every signature"
 	@echo "make lint / make typecheck"
 	@echo "make replay ARGS=...   re-process a window of the raw topic (auditctl replay --help)"
@@ -67,6 +69,12 @@ typecheck: $(STAMP)
 license: $(RUN_STAMP)
 	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl license issue --org "$(ORG)"
 
+# A reporting token (reads the audit log; licences only ingest): make -s token ORG=acme ROLE=auditor | tail -1
+token: $(RUN_STAMP)
+	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl token issue --org "$(ORG)" --role "$(ROLE)" \
+	  $(if $(USER_EMAIL),--user "$(USER_EMAIL)",$(if $(filter command line,$(origin USER)),--user "$(USER)")) \
+	  $(if $(EXPIRES),--expires "$(EXPIRES)")
+
 # make verify [TENANT=acme] [CHECKPOINTS=saved.jsonl] [KEYS=saved-keys.jsonl]
 verify: $(RUN_STAMP)
 	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl verify \
@@ -106,7 +114,7 @@ eval-redaction: $(STAMP)
 	@$(PY) -m services.redactor.pii.eval.quality $(EVAL_ARGS)
 
 # Every benchmark, one after another (each starts its own fresh broker and database).
-bench: bench-receiver bench-redactor bench-signer bench-reporter
+bench: bench-receiver bench-redactor bench-signer bench-reporter bench-merkle
 
 # One signer process on a preloaded canonical topic: rows/s appended, signed and committed; then verify's rows/s.
 bench-signer: $(STAMP)
@@ -115,6 +123,11 @@ bench-signer: $(STAMP)
 # 1,000,000 audit rows (1,000 users, 20,000 sessions) in a fresh PostgreSQL; p50/p99 of the reporting queries.
 bench-reporter: $(STAMP)
 	@$(PY) -m tests.bench.bench_reporter $(BENCH_ARGS)
+
+# One tenant's Merkle tree and 1,000,000 rows in a fresh PostgreSQL (BENCH_ARGS="--leaves 10000000 --tree-only"
+# for the tree of 10M): bytes per row, p50/p99 of inclusion proofs, of a row's proof and of consistency proofs.
+bench-merkle: $(STAMP)
+	@$(PY) -m tests.bench.bench_merkle $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

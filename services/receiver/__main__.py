@@ -15,11 +15,12 @@ import asyncpg
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from services.receiver.app import ReceiverState, create_app, load_issuer_public_keys, readiness
+from services.receiver.app import ReceiverState, create_app, readiness
 from services.receiver.settings import ReceiverSettings
 from shared.db.pool import create_pool
 from shared.health import HealthServer
 from shared.keys import KeyMaterialError
+from shared.licence_auth import load_issuer_public_keys
 from shared.licensing import LicenseVerifier
 from shared.logs import configure_logging
 from shared.runtime import run_service, stop_on_signals

@@ -36,7 +36,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from services.receiver import protocol
-from services.receiver.auth import LicensedOrg
 from services.receiver.enqueue import BatchOrigin, BrokerUnavailable, OutgoingMessage, RawBatchQueue
 from services.receiver.limits import (
     BadEncoding,
@@ -52,6 +51,7 @@ from services.receiver.metrics import ReceiverMetrics
 from services.receiver.settings import ReceiverSettings
 from shared import otlp
 from shared.clock import Clock
+from shared.licence_auth import LicensedOrg
 
 log = logging.getLogger("receiver")
 

@@ -164,3 +164,19 @@ def day_window(query: Mapping[str, str], now: datetime, default_days: int, max_d
     if (end - first).days > max_days:
         raise BadRequest("since", f"a usage window may cover at most {max_days} days")
     return DayWindow(first, end)
+
+
+def positive_int(query: Mapping[str, str], name: str, *, required: bool = False) -> int | None:
+    """A whole number from 1 to 2**62 (a tree size, a sequence number)."""
+    value = text(query, name)
+    if value is None:
+        if required:
+            raise BadRequest(name, "required")
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(name, "not an integer") from None
+    if not 1 <= number <= 2**62:
+        raise BadRequest(name, "must be a positive integer")
+    return number

@@ -52,6 +52,17 @@ class InlineSigner:
         return None
 
 
+class TreeHeadsOnly:
+    """``SIGNING_MODE=batch`` (a prototype): rows get no signature of their own (an empty one); the signed tree
+    head written with each committed batch covers them instead (docs/auditing.md, "Signing per batch")."""
+
+    async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]:
+        return [b""] * len(digests)
+
+    async def close(self) -> None:
+        return None
+
+
 class SigningHelperError(Exception):
     """The helper process stopped answering; the signer stops too, and its stored offsets make a restart safe."""
 

@@ -43,6 +43,7 @@ BEGIN
             ('chain_checkpoints',         'audit_signer',   'SELECT, INSERT'),
             ('signing_keys',              'audit_signer',   'SELECT, INSERT'),
             ('key_activations',           'audit_signer',   'SELECT, INSERT'),
+            ('merkle_subtrees',           'audit_signer',   'SELECT, INSERT'),
             -- The reporter reads the signed record and writes only its own rollups and chain check.
             ('audit_logs',                'audit_reporter', 'SELECT'),
             ('chain_heads',               'audit_reporter', 'SELECT'),
@@ -61,6 +62,10 @@ BEGIN
             ('usage_metric_model_daily',  'audit_reporter', 'SELECT'),
             ('usage_points',              'audit_reporter', 'SELECT'),
             ('usage_series',              'audit_reporter', 'SELECT'),
+            ('merkle_subtrees',           'audit_reporter', 'SELECT'),
+            -- Reporting credentials: tokens (issued and revoked by admins through the API) and portal sessions.
+            ('reporting_tokens',          'audit_reporter', 'SELECT, INSERT, UPDATE'),
+            ('portal_sessions',           'audit_reporter', 'SELECT, INSERT, UPDATE'),
             -- The usage consumer: metric points and series, and the metric columns of the usage rollups.
             ('usage_series',              'audit_usage',    'SELECT, INSERT, UPDATE'),
             ('usage_points',              'audit_usage',    'SELECT, INSERT'),
@@ -89,6 +94,9 @@ BEGIN
             ('usage_points',              'audit_admin',    'SELECT'),
             ('usage_metric_model_daily',  'audit_admin',    'SELECT'),
             ('usage_metric_cumulative',   'audit_admin',    'SELECT'),
+            ('merkle_subtrees',           'audit_admin',    'SELECT'),
+            ('reporting_tokens',          'audit_admin',    'SELECT, INSERT, UPDATE'),
+            ('portal_sessions',           'audit_admin',    'SELECT, UPDATE'),
             ('schema_migrations',         'audit_admin',    'SELECT')
         ) AS matrix (table_name, role_name, privileges)
     LOOP

@@ -30,11 +30,13 @@ ALLOWED_WRITES: dict[str, dict[str, set[str]]] = {
         "signer_offsets": {"INSERT", "UPDATE"},
         "signing_keys": {"INSERT"},
         "key_activations": {"INSERT"},
+        "merkle_subtrees": {"INSERT"},
     },
     "audit_reporter": {
         table: {"INSERT", "UPDATE"}
         for table in ("report_fold_progress", "report_sessions", "report_usage_daily", "report_users",
-                      "report_usage_cumulative", "report_model_daily", "report_chain_status")
+                      "report_usage_cumulative", "report_model_daily", "report_chain_status",
+                      "reporting_tokens", "portal_sessions")
     },
     "audit_usage": {
         "usage_series": {"INSERT", "UPDATE"},
@@ -48,6 +50,8 @@ ALLOWED_WRITES: dict[str, dict[str, set[str]]] = {
         "licenses": {"INSERT", "UPDATE"},
         "detection_postures": {"INSERT", "UPDATE"},
         "signing_keys": {"UPDATE"},
+        "reporting_tokens": {"INSERT", "UPDATE"},
+        "portal_sessions": {"UPDATE"},
     },
 }
 
