@@ -85,7 +85,9 @@ async def session(conn: asyncpg.Connection, tenant: str, session_id: str) -> dic
         **_summary(expected, len(sequences), numbered_rows),
         "missing_ranges": [[first, last] for first, last in gaps[:MAX_MISSING_RANGES]],
         "duplicates": duplicates[:MAX_DUPLICATES],
-        # Duplicates are conflicting claims on a sequence number (see the module's docstring).
+        # Duplicates are conflicting claims on a sequence number (see the module's docstring). Hook: once rows
+        # carry their own sequence_conflict flag (event ids binding content), count the flagged rows here and
+        # list their ids beside ``duplicates``; the figures above need no change, as they count claims.
         "sequence_conflicts": len(duplicates),
         "unnumbered_rows": others["unnumbered"] if others else 0,
         "out_of_range_rows": others["out_of_range"] if others else 0,

@@ -5,7 +5,6 @@ lost records arrive late and the gaps close."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
@@ -72,7 +71,7 @@ async def test_gaps_are_reported_and_late_arrivals_close_them(pipeline: Pipeline
     assert response.status_code == 200, response.text
 
     reporter = f"http://127.0.0.1:{pipeline.extra_env['REPORTER_PORT']}"
-    auth = "Basic " + base64.b64encode(f"acme:{token}".encode()).decode()
+    auth = "Bearer " + await pipeline.token("acme", "auditor", tenant="tenant-acme")
     async with httpx.AsyncClient(base_url=reporter, headers={"Authorization": auth}, timeout=30) as client:
         summary = await _eventually(client, f"/api/v1/sessions/{TOOL_SESSION}", lambda s: s["events"] == 7)
         report = summary["completeness"]
