@@ -8,8 +8,8 @@ ORG    ?= dev
 PIP_FLAGS ?= --disable-pip-version-check -q
 
 .PHONY: help run test test-unit test-integration test-e2e lint typecheck license token verify checkpoints \
-        bench bench-receiver bench-redactor bench-signer eval-redaction clean replay dlq test-deploy \
-        bench-reporter bench-merkle browser-deps
+        bench bench-receiver bench-receiver-hostile bench-redactor bench-signer eval-redaction clean replay dlq \
+        test-deploy bench-reporter bench-merkle browser-deps tls-deps
 
 help:
 	@echo "make run        start PostgreSQL, the broker and the three services (Ctrl-C stops all)"
@@ -37,7 +37,7 @@ $(STAMP): $(RUN_STAMP)
 run: $(RUN_STAMP)
 	@$(PY) -m deploy.local.stack run
 
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps tls-deps
 	@$(PY) -m pytest -q tests
 
 # tests/browser drives Debian's Chromium through Playwright. Installed here when missing and we are root;
@@ -51,13 +51,24 @@ browser-deps:
 	  else echo "WARNING: $(CHROMIUM) is missing and cannot be installed here: tests/browser will fail" >&2; fi; \
 	fi
 
+# tests/e2e/test_kafka_tls.py puts Debian's stunnel in front of the broker (TLS to Kafka, for real).
+# Installed here when missing and we are root; otherwise those tests fail loudly (they never skip).
+STUNNEL ?= /usr/bin/stunnel4
+tls-deps:
+	@if [ ! -x "$(STUNNEL)" ] && ! command -v stunnel >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing stunnel4 for tests/e2e/test_kafka_tls.py"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 openssl >/dev/null; \
+	  else echo "WARNING: stunnel is missing and cannot be installed here: the Kafka TLS tests will fail" >&2; fi; \
+	fi
+
 test-unit: $(STAMP)
 	@$(PY) -m pytest -q tests/unit
 
 test-integration: $(STAMP)
 	@$(PY) -m pytest -q tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) tls-deps
 	@$(PY) -m pytest -q tests/e2e
 
 lint: $(STAMP)
@@ -103,6 +114,11 @@ test-deploy: $(STAMP)
 # One Hypercorn receiver process, a fresh in-memory broker, a separate load-generator process.
 bench-receiver: $(STAMP)
 	@$(PY) -m tests.bench.bench_receiver $(BENCH_ARGS)
+
+# Only the hostile-body case: honest tenants' p99 beside a tenant sending 1 MB of `{"resourceLogs":[{},...]}`
+# gzipped to ~1 KB, and the receiver CPU per such request against an honest body of the same size.
+bench-receiver-hostile: $(STAMP)
+	@$(PY) -m tests.bench.bench_receiver --hostile $(BENCH_ARGS)
 
 # One redactor process on preloaded raw batches (fresh broker and PostgreSQL): canonical events/s; the PII engine
 # beside Presidio on the same texts.

@@ -224,8 +224,9 @@ class LicenseVerifier:
         try:
             payload = json.loads(_unb64url(parts[1]))
             signature = _unb64url(parts[2])
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise LicenseRefused(LicenseProblem.MALFORMED, "licence key is not valid base64url JSON") from exc
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: a payload nested deeper than the parser's stack, sent before any signature check.
+            raise LicenseRefused(LicenseProblem.MALFORMED, "licence key is not valid base64url JSON") from None
         if not isinstance(payload, dict):
             raise LicenseRefused(LicenseProblem.MALFORMED, "licence payload is not an object")
         lic = _parse_payload(payload)

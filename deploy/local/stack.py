@@ -108,7 +108,7 @@ async def prepare(settings: CliSettings) -> None:
         await apply_migrations(conn)
     finally:
         await conn.close()
-    await ensure_topics(settings.kafka_bootstrap_servers, topic_specs(settings))
+    await ensure_topics(settings.kafka_connection(), topic_specs(settings))
 
 
 def cached_license(cache: Path, issuer_public_key: bytes) -> tuple[str, str] | None:

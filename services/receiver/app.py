@@ -127,7 +127,7 @@ async def _refresh_revocations(state: ReceiverState, stop: asyncio.Event) -> Non
 def default_producer_factory(settings: ReceiverSettings) -> ProducerFactory:
     def factory() -> Any:
         return make_producer(
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection(),
             settings.kafka_max_message_bytes,
             # One batch per partition is in flight per broker at a time; it must hold many requests'
             # messages, but never exceed what the broker accepts as one batch (message.max.bytes).

@@ -145,6 +145,8 @@ async def proof_document(request: Request) -> dict[str, Any] | None:
     ``?tree_size=``); None if the tenant has no such record."""
     state = ReporterState.of(request)
     record_id = int(request.path_params["record_id"])
+    if record_id > params.INT64_MAX:  # ids are bigint: such a record cannot exist (and would not bind)
+        return None
     size = params.positive_int(request.query_params, "tree_size")
     tenant = tenant_of(request)
     async with state.connection() as conn:

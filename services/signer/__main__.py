@@ -15,7 +15,7 @@ from services.signer.worker import SignerMetrics, SignerWorker
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
 from shared.health import HealthServer
-from shared.kafka import make_consumer, make_producer, start_clients
+from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
 from shared.keys import KeyMaterialError, load_signer
 from shared.logs import configure_logging
 from shared.pipeline import Backoff
@@ -52,10 +52,15 @@ async def _run(settings: SignerSettings) -> None:
     if settings.signer_metrics_port:
         await health.start("0.0.0.0", settings.signer_metrics_port)  # noqa: S104 - probes come from outside
     consumer = make_consumer(
-        settings.kafka_bootstrap_servers, settings.signer_group_id, session_timeout_ms=settings.kafka_session_timeout_ms
+        settings.kafka_connection(), settings.signer_group_id, session_timeout_ms=settings.kafka_session_timeout_ms
     )
-    producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
-    if not await start_clients(producer, consumer, stop=stop):
+    producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
+    try:
+        started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
+    except KafkaConfigError as exc:
+        await pool.close()
+        raise SystemExit(f"signer: {exc}") from None
+    if not started_clients:
         await pool.close()
         raise SystemExit(0)
     batch_signer: BatchSigner

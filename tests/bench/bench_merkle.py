@@ -12,15 +12,15 @@ never reads audit_logs). Then:
 - p50/p99 of inclusion proofs of random leaves against the whole tree, as the reporter computes them
   (shared.proofs.inclusion: one query, the fold), each checked and its length compared with 1 + 2*log2(n);
 - p50/p99 of the reporter's whole ``GET /api/v1/audit/records/{id}/proof`` of a random row (row, key,
-  checkpoint, inclusion proof and tree head) and of ``GET /api/v1/audit/consistency`` from a random size to
-  the whole tree, through the reporter's ASGI app in this process (licence auth included), each checked.
+  checkpoint, inclusion proof and tree head; with an auditor's token, and its access event acknowledged by
+  a broker before the answer, as in production) and of ``GET /api/v1/audit/consistency`` from a random size
+  to the whole tree, through the reporter's ASGI app in this process, each checked.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import hashlib
 import math
 import os
@@ -36,15 +36,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from deploy.local.infra import start_postgres
+from deploy.local.infra import start_broker, start_postgres
 from services.reporter.app import create_app
 from services.reporter.settings import ReporterSettings
 from shared import proofs
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
+from shared.kafka import TopicSpec, ensure_topics
 from shared.keys import Ed25519Signer
-from shared.licensing import LicenseVerifier, issue_license
+from shared.licensing import LicenseVerifier
 from shared.merkle import Frontier, leaf_hash, verify_consistency, verify_inclusion
+from shared.reporting_tokens import AUDITOR, issue_token
 from shared.treehead import tree_head_message
 from tests.bench.bench_reporter import CHUNK, DAYS, ORG, SEED_SQL, SESSION_SHAPE, SESSIONS, USERS
 from tests.bench.bench_reporter import TENANT as REPORTER_TENANT
@@ -100,6 +102,9 @@ async def run(leaves: int, samples: int, tree_only: bool) -> dict[str, Any]:
     server_dsn = os.environ.get("DATABASE_URL")
     database = f"bench_merkle_{uuid.uuid4().hex[:12]}"
     postgres = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker = None if bootstrap else start_broker(log_file=work / "broker.log")
+    bootstrap = bootstrap or (broker.bootstrap if broker else "")
     if server_dsn:
         dsn = await _database(server_dsn, database, create=True)
     else:
@@ -140,17 +145,20 @@ async def run(leaves: int, samples: int, tree_only: bool) -> dict[str, Any]:
         bound = 1 + 2 * math.log2(leaves)
         assert longest <= bound
 
-        issuer = Ed25519Signer.generate()
-        _, token = issue_license(issuer, org_id="bench", tenant_id=TENANT)
-        headers = {"Authorization": "Basic " + base64.b64encode(f"bench:{token}".encode()).decode()}
-        app = create_app(ReporterSettings(database_url=dsn), LicenseVerifier.from_public_keys([issuer.public_key]),
+        _, token = await issue_token(conn, tenant_id=TENANT, org_id=ORG, role=AUDITOR, user_email=None,
+                                     expires_at=None, created_by="bench")
+        headers = {"Authorization": f"Bearer {token}"}
+        access_topic = f"bench-access-{uuid.uuid4().hex[:8]}"
+        await ensure_topics(bootstrap, [TopicSpec(access_topic, 1)])
+        settings = ReporterSettings(database_url=dsn, kafka_bootstrap_servers=bootstrap, topic_canonical=access_topic)
+        app = create_app(settings, LicenseVerifier.from_public_keys([Ed25519Signer.generate().public_key]),
                          background_work=False)
         consistency_ms, consistency_longest, record_ms = [], 0, []
         ids = [] if tree_only else [r["id"] for r in await conn.fetch(
             "SELECT id FROM audit_logs TABLESAMPLE SYSTEM (1) LIMIT $1", samples)]
         async with app.router.lifespan_context(app):
             state = app.state.reporter
-            while state.pool is None or not state.revocations_loaded:
+            while state.pool is None or not state.revocations_loaded or not state.trail.ready:
                 await asyncio.sleep(0.05)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://reporter") as client:
@@ -179,6 +187,8 @@ async def run(leaves: int, samples: int, tree_only: bool) -> dict[str, Any]:
                     consistency_longest = max(consistency_longest, len(path))
         await conn.close()
     finally:
+        if broker is not None:
+            broker.stop()
         if postgres is not None:
             postgres.stop()
         if server_dsn:

@@ -23,7 +23,6 @@ from services.signer.appender import (
     append_batch,
     append_prepared,
     prepare,
-    register_key,
 )
 from services.signer.signing import TreeHeadsOnly
 from shared import proofs
@@ -39,10 +38,16 @@ from tests.unit.test_merkle_doc import doc_verifier
 TENANT = "t1"
 
 
+async def enrol(db: asyncpg.Connection, key: Ed25519Signer) -> None:
+    """The key in signing_keys, as an operator's enrolment leaves it (the append paths do not check more)."""
+    await db.execute("INSERT INTO signing_keys (key_id, public_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                     key.key_id, key.public_key)
+
+
 async def build_chain(db: asyncpg.Connection, key: Ed25519Signer, total: int, batch: int = 500,
                       every_rows: int = 1_000) -> None:
     """Half the batches through the locked path, half prepared ahead, checkpointing every ``every_rows``."""
-    await register_key(db, key)
+    await enrol(db, key)
     policy = CheckpointPolicy(every_rows=every_rows)
     heads: dict[str, Head] = {}
     for number, start in enumerate(range(0, total, batch)):
@@ -232,7 +237,7 @@ async def test_signing_per_batch_covers_unsigned_rows_with_each_batch_tree_head(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
     """SIGNING_MODE=batch as the signer runs it: no row signatures, a signed tree head per batch."""
-    await register_key(db, signing_key)
+    await enrol(db, signing_key)
     policy, heads = CheckpointPolicy(every_rows=1), {}  # type: ignore[var-annotated]
     for start in range(0, 90, 30):
         prepared = await prepare(db, signing_key, rows(start, range(start, start + 30), TENANT), heads,
