@@ -226,7 +226,7 @@ def decode_within_budget(
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise otlp.PayloadError(f"body is not valid JSON: {exc}") from exc
+        raise otlp.PayloadError(f"body is not valid JSON: {otlp.parse_error_summary(exc)}") from exc
     if not isinstance(document, dict):
         raise otlp.PayloadError("JSON body must be an object")
     empty, items = _json_shape(document, levels, cap)

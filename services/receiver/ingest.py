@@ -4,7 +4,8 @@ Order of checks (cheapest first, nothing decoded for a request that fails an ear
 
 1. licence, in the auth middleware (401 untrustworthy credentials, 403 expired/revoked/not entitled)
 2. Content-Type (415), Content-Encoding (415), declared Content-Length over the limit (413)
-3. revocation list not loaded yet, broker known to be down (503)
+3. revocation list not loaded yet, broker known to be down (503); a tenant whose bucket is empty or in
+   debt (429, before its body is read)
 4. body read within the size limit and the in-flight byte budget (413; 400 for bad gzip; 503)
 5. concurrent-batch limit (503); the tenant's bucket charged by the decompressed size (429)
 6. decode within its budget (services/receiver/decoding.py; 400, also for more empty resource/scope
@@ -228,6 +229,11 @@ async def _ingest(
         context.queue.admit()
     except BrokerUnavailable as exc:
         raise protocol.unavailable(str(exc), "broker_unavailable", settings.retry_after_seconds) from None
+    # A tenant whose bucket is empty (or in debt for refused work) is answered before its body is even
+    # read or inflated: its next request costs the receiver next to nothing.
+    owed = context.limiters[signal.name].wait_before_any(origin.tenant_id)
+    if owed > 0:
+        raise protocol.rate_limited(max(1, math.ceil(owed)), records=0)
 
     reservation = context.budget.reservation()
     try:

@@ -19,11 +19,12 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from services.usage.points import DecodeStats, decode_points
+from services.usage.points import DecodeStats, decode_points, redacted_point
 from services.usage.store import TenantPoints, WriteStats, write_points
 from shared import otlp
 from shared.db.errors import is_retryable_db_error
 from shared.kafka import MessageProducer, decode_headers, send_until_acknowledged
+from shared.pii.attributes import TextRedactor
 from shared.pipeline import Backoff, dead_letter_headers, describe
 
 log = logging.getLogger("usage")
@@ -53,13 +54,18 @@ class Decoded:
     error: str | None = None
 
 
-def decode_message(message: Any, stats: DecodeStats) -> TenantPoints:
+def decode_message(message: Any, stats: DecodeStats, engine: TextRedactor | None = None) -> TenantPoints:
+    """The message's usage points, their attributes redacted like log content (fail closed: with no engine,
+    every attribute value is withheld)."""
     headers = decode_headers(message.headers)
     tenant, org = headers.get("tenant"), headers.get("org")
     if not tenant or not org:
         raise PermanentMessageError("raw batch has no tenant/org headers; only the receiver may write this topic")
     try:
-        points = list(decode_points(message.value or b"", headers.get("content_type", otlp.PROTOBUF), stats))
+        points = [
+            redacted_point(engine, point)
+            for point in decode_points(message.value or b"", headers.get("content_type", otlp.PROTOBUF), stats)
+        ]
     except otlp.PayloadError as exc:
         raise PermanentMessageError(str(exc)) from None
     return TenantPoints(tenant, org, points)
@@ -67,7 +73,9 @@ def decode_message(message: Any, stats: DecodeStats) -> TenantPoints:
 
 class UsageWorker:
     def __init__(self, consumer: Any, producer: MessageProducer, pool: asyncpg.Pool, *, topic: str,
-                 dead_letter_topic: str, max_batch: int, metrics: UsageMetrics, stop: asyncio.Event) -> None:
+                 dead_letter_topic: str, max_batch: int, metrics: UsageMetrics, stop: asyncio.Event,
+                 engine: TextRedactor | None) -> None:
+        self.engine = engine
         self.consumer = consumer
         self.producer = producer
         self.pool = pool
@@ -96,7 +104,7 @@ class UsageWorker:
         decoded: list[Decoded] = []
         for message in messages:
             try:
-                decoded.append(Decoded(message, decode_message(message, stats)))
+                decoded.append(Decoded(message, decode_message(message, stats, self.engine)))
             except PermanentMessageError as exc:
                 decoded.append(Decoded(message, None, str(exc)))
         self.metrics.points.inc(stats.points)

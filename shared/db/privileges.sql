@@ -36,14 +36,16 @@ BEGIN
             -- The redactor reads each tenant's detection posture.
             ('detection_postures',        'audit_redactor', 'SELECT'),
             -- The signer: dedupe and append rows, move heads and its Kafka offsets in the same transaction,
-            -- write checkpoints, and (as the code stands) register its own public key and activate it.
+            -- write checkpoints and publish them to the witness (its cursor), and activate a key an
+            -- operator enrolled (it reads signing_keys; only auditctl keys enroll adds to it).
             ('audit_logs',                'audit_signer',   'SELECT, INSERT'),
             ('chain_heads',               'audit_signer',   'SELECT, INSERT, UPDATE'),
             ('signer_offsets',            'audit_signer',   'SELECT, INSERT, UPDATE'),
             ('chain_checkpoints',         'audit_signer',   'SELECT, INSERT'),
-            ('signing_keys',              'audit_signer',   'SELECT, INSERT'),
+            ('signing_keys',              'audit_signer',   'SELECT'),
             ('key_activations',           'audit_signer',   'SELECT, INSERT'),
             ('merkle_subtrees',           'audit_signer',   'SELECT, INSERT'),
+            ('checkpoint_witness_cursor', 'audit_signer',   'SELECT, INSERT, UPDATE'),
             -- The reporter reads the signed record and writes only its own rollups and chain check.
             ('audit_logs',                'audit_reporter', 'SELECT'),
             ('chain_heads',               'audit_reporter', 'SELECT'),
@@ -63,6 +65,7 @@ BEGIN
             ('usage_points',              'audit_reporter', 'SELECT'),
             ('usage_series',              'audit_reporter', 'SELECT'),
             ('merkle_subtrees',           'audit_reporter', 'SELECT'),
+            ('checkpoint_witness_cursor', 'audit_reporter', 'SELECT'),
             -- Reporting credentials: tokens (issued and revoked by admins through the API) and portal sessions.
             ('reporting_tokens',          'audit_reporter', 'SELECT, INSERT, UPDATE'),
             ('portal_sessions',           'audit_reporter', 'SELECT, INSERT, UPDATE'),
@@ -73,12 +76,12 @@ BEGIN
             ('usage_metric_cumulative',   'audit_usage',    'SELECT, INSERT, UPDATE'),
             ('report_usage_daily',        'audit_usage',    'SELECT, INSERT, UPDATE'),
             ('report_users',              'audit_usage',    'SELECT, INSERT, UPDATE'),
-            -- auditctl (operators and auditors): reads everything; issues and revokes licences, sets
-            -- postures, retires keys. It never changes a signed row or checkpoint either.
+            -- auditctl (operators and auditors): reads everything; issues and revokes licences and reporting
+            -- tokens, sets postures, enrols and retires keys. It never changes a signed row or checkpoint.
             ('audit_logs',                'audit_admin',    'SELECT'),
             ('chain_heads',               'audit_admin',    'SELECT'),
             ('chain_checkpoints',         'audit_admin',    'SELECT'),
-            ('signing_keys',              'audit_admin',    'SELECT, UPDATE'),
+            ('signing_keys',              'audit_admin',    'SELECT, INSERT, UPDATE'),
             ('key_activations',           'audit_admin',    'SELECT'),
             ('signer_offsets',            'audit_admin',    'SELECT'),
             ('licenses',                  'audit_admin',    'SELECT, INSERT, UPDATE'),
@@ -95,6 +98,7 @@ BEGIN
             ('usage_metric_model_daily',  'audit_admin',    'SELECT'),
             ('usage_metric_cumulative',   'audit_admin',    'SELECT'),
             ('merkle_subtrees',           'audit_admin',    'SELECT'),
+            ('checkpoint_witness_cursor', 'audit_admin',    'SELECT'),
             ('reporting_tokens',          'audit_admin',    'SELECT, INSERT, UPDATE'),
             ('portal_sessions',           'audit_admin',    'SELECT, UPDATE'),
             ('schema_migrations',         'audit_admin',    'SELECT')

@@ -28,9 +28,9 @@ ALLOWED_WRITES: dict[str, dict[str, set[str]]] = {
         "chain_checkpoints": {"INSERT"},
         "chain_heads": {"INSERT", "UPDATE"},
         "signer_offsets": {"INSERT", "UPDATE"},
-        "signing_keys": {"INSERT"},
         "key_activations": {"INSERT"},
         "merkle_subtrees": {"INSERT"},
+        "checkpoint_witness_cursor": {"INSERT", "UPDATE"},
     },
     "audit_reporter": {
         table: {"INSERT", "UPDATE"}
@@ -49,7 +49,7 @@ ALLOWED_WRITES: dict[str, dict[str, set[str]]] = {
     "audit_admin": {
         "licenses": {"INSERT", "UPDATE"},
         "detection_postures": {"INSERT", "UPDATE"},
-        "signing_keys": {"UPDATE"},
+        "signing_keys": {"INSERT", "UPDATE"},
         "reporting_tokens": {"INSERT", "UPDATE"},
         "portal_sessions": {"UPDATE"},
     },

@@ -204,3 +204,39 @@ def test_a_truncated_protobuf_body_is_a_payload_error() -> None:
     body = log_body(2000)
     with pytest.raises(otlp.PayloadError):
         decoding.protobuf_shape(body[:-7], 20_000)
+
+
+async def test_a_tenant_in_debt_is_refused_before_its_body_is_read(
+    make_harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = await make_harness(max_records_per_request=1000, tenant_burst_records=5000,
+                                 tenant_records_per_second=10)
+    from services.receiver import ingest  # noqa: PLC0415
+
+    reads: list[int] = []
+    real_read = ingest.read_body
+
+    async def counting_read(*args: Any, **kwargs: Any) -> bytes:
+        reads.append(1)
+        return await real_read(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "read_body", counting_read)
+    hostile = gzip.compress(empty_resources(250_000))
+    statuses = []
+    for _ in range(12):
+        response = await harness.post(hostile, content_type=JSON, headers={"Content-Encoding": "gzip"})
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {400}, statuses
+    # In debt now: the next requests are refused without reading (or inflating) a byte of their bodies.
+    before = len(reads)
+    for _ in range(3):
+        refused = await harness.post(hostile, content_type=JSON, headers={"Content-Encoding": "gzip"})
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert len(reads) == before
+    assert harness.app.state.ingest.budget.used == 0
+    # Other tenants are untouched, and the tenant gets through again once it has paid.
+    assert (await harness.post(log_body(2), auth=harness.auth("globex", "tenant-globex"))).status_code == 200
+    harness.clock.advance(1000)
+    assert (await harness.post(log_body(2))).status_code == 200
