@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from pymerkle.core import _inclusion_path_layout
 from tamperlog import merkle as tamperlog
 
+from services.auditctl.cli import main
 from services.signer.appender import (
     CheckpointPolicy,
     Head,
@@ -26,7 +27,6 @@ from services.signer.appender import (
 )
 from services.signer.signing import TreeHeadsOnly
 from shared import proofs
-from shared.cli import main
 from shared.db.migrate import migration_files
 from shared.keys import Ed25519Signer
 from shared.merkle import Frontier, leaf_hash, verify_consistency, verify_inclusion

@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 import click
 
+from services.auditctl.running import run_async
+from services.auditctl.settings import CliSettings
 from shared import proofs
-from shared.cli import run_async
-from shared.cli.settings import CliSettings
 from shared.db.pool import connect
 from shared.merkle import verify_consistency
 from shared.proofcheck import check_document, load_pinned_keys

@@ -30,10 +30,10 @@ from typing import Any
 from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from services.auditctl.ops.produce import Outbound, ProduceStep, annotate
+from services.auditctl.ops.reader import Record, TopicSource
 from shared import otlp
 from shared.kafka import KafkaConnection, decode_headers, make_admin
-from shared.ops.produce import Outbound, ProduceStep, annotate
-from shared.ops.reader import Record, TopicSource
 
 REQUEUE_ID = "requeue.id"
 REQUEUE_SOURCE = "requeue.source"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from services.auditctl.ops.replay import Unprocessable
 from services.redactor.settings import RedactorSettings
 from services.redactor.transform import (
     BatchRejected,
@@ -18,7 +19,6 @@ from services.redactor.transform import (
     TransformStats,
     transform_batch,
 )
-from shared.ops.replay import Unprocessable
 
 
 class _NoDetection:
