@@ -90,9 +90,9 @@ async def test_a_security_lead_walks_through_the_portal(portal: Portal, chromium
 
 async def test_each_role_signs_in_and_sees_what_it_may(portal: Portal, chromium: str, artifacts: Path) -> None:
     nav_of = {
-        "admin": ["Decisions", "Sessions", "Usage", "Chain", "Tokens"],
-        "auditor": ["Decisions", "Sessions", "Usage", "Chain"],
-        "analyst": ["Decisions", "Sessions", "Usage"],
+        "admin": ["Decisions", "Sessions", "Usage", "Completeness", "Chain", "Tokens"],
+        "auditor": ["Decisions", "Sessions", "Usage", "Completeness", "Chain"],
+        "analyst": ["Decisions", "Sessions", "Usage", "Completeness"],
         "developer": ["Decisions", "Sessions"],
     }
     async with async_playwright() as playwright:
