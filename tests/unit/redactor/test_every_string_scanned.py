@@ -11,6 +11,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from shared import otlp
 from shared.canonicalize.transform import BatchRejected, TransformPolicy, TransformStats, transform_batch
 from shared.pii import PiiEngine, build_engine
+from tests.conftest import DETECTION_BUDGET_FOR_TESTS_MS
 
 HEADERS = {
     "tenant": "t1", "org": "acme", "license_id": "lic-1", "received_at": "1795878790000000000",
@@ -31,7 +32,7 @@ class OneEngine:
 
 @pytest.fixture(scope="module")
 def engines() -> OneEngine:
-    return OneEngine(build_engine())
+    return OneEngine(build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS))
 
 
 def _record(request: ExportLogsServiceRequest, attributes: dict[str, AnyValue], body: str | None = None) -> None:
