@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -44,7 +45,7 @@ def _record(request: ExportLogsServiceRequest, attributes: dict[str, AnyValue], 
         record.body.string_value = body
 
 
-def _events(engines: OneEngine, request: ExportLogsServiceRequest) -> list[dict[str, object]]:
+def _events(engines: OneEngine, request: ExportLogsServiceRequest) -> list[dict[str, Any]]:
     stats = TransformStats()
     events = list(transform_batch(request.SerializeToString(), HEADERS, engines, POLICY, stats))
     return [json.loads(e.to_json()) for e in events]
