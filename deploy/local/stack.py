@@ -27,6 +27,7 @@ from services.auditctl.settings import CliSettings
 from services.auditctl.setup import ensure_key_files, topic_specs
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
+from shared.db.roles import ROLE_BY_COMPONENT, dsn_for_role
 from shared.enrollment import enroll
 from shared.kafka import ensure_topics
 from shared.keys import load_signer
@@ -39,7 +40,11 @@ DEV_ORG = "dev"
 
 @dataclass
 class ServiceGroup:
-    """Runs the services as child processes and stops every one of them, whatever happens."""
+    """Runs the services as child processes and stops every one of them, whatever happens.
+
+    Each service connects to PostgreSQL as its own role (shared/db/privileges.sql): ``env``'s DATABASE_URL
+    is the owner's, used here only to derive the service's, with the role as user and no password.
+    """
 
     env: Mapping[str, str]
     log_dir: Path
@@ -52,7 +57,7 @@ class ServiceGroup:
         self._logs.append(log)
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}", *extra_args],
-            env=dict(self.env),
+            env=service_environment(self.env, name),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -75,6 +80,15 @@ class ServiceGroup:
             self.stop(name)
         for log in self._logs:
             log.close()
+
+
+def service_environment(env: Mapping[str, str], service: str) -> dict[str, str]:
+    """``env`` for one service: its DATABASE_URL logs in as the service's own role."""
+    service_env = dict(env)
+    owner_dsn = env.get("DATABASE_URL")
+    if owner_dsn and service in ROLE_BY_COMPONENT:
+        service_env["DATABASE_URL"] = dsn_for_role(owner_dsn, ROLE_BY_COMPONENT[service])
+    return service_env
 
 
 def wait_ready(url: str, timeout: float) -> None:
@@ -132,6 +146,11 @@ async def prepare(settings: CliSettings) -> None:
     conn = await connect(settings.database_url)
     try:
         await apply_migrations(conn)
+    finally:
+        await conn.close()
+    # The owner only migrates: the key is enrolled as auditctl would enrol it, as audit_admin.
+    conn = await connect(admin_dsn(settings.database_url))
+    try:
         await enroll_development_key(conn, settings)
     finally:
         await conn.close()
@@ -164,10 +183,16 @@ def cached_license(cache: Path, issuer_public_key: bytes) -> tuple[str, str] | N
     return lic.license_id, token
 
 
+def admin_dsn(owner_dsn: str) -> str:
+    """The operator's connection (auditctl's role) to the database ``make run`` migrated as its owner."""
+    return dsn_for_role(owner_dsn, ROLE_BY_COMPONENT["auditctl"])
+
+
 async def development_license(settings: CliSettings, cached: tuple[str, str] | None) -> str:
-    """Reuses the cached licence while the database still holds it unrevoked; otherwise issues a new one."""
+    """Reuses the cached licence while the database still holds it unrevoked; otherwise issues a new one
+    (as ``auditctl license issue`` would, with auditctl's role)."""
     if cached is not None:
-        conn = await connect(settings.database_url)
+        conn = await connect(admin_dsn(settings.database_url))
         try:
             active = await conn.fetchval(
                 "SELECT count(*) FROM licenses WHERE license_id = $1 AND revoked_at IS NULL", cached[0]
@@ -177,7 +202,7 @@ async def development_license(settings: CliSettings, cached: tuple[str, str] | N
         if active:
             return cached[1]
     lic, token = issue_license(load_signer(file=settings.license_issuer_key_file), org_id=DEV_ORG)
-    await store_license(settings.database_url, lic)
+    await store_license(admin_dsn(settings.database_url), lic)
     return token
 
 
@@ -248,7 +273,11 @@ def run() -> int:
 
 
 def with_database(command: list[str]) -> int:
-    """Runs an operator command against the same database ``make run`` uses, starting it if need be."""
+    """Runs an operator command against the same database ``make run`` uses, starting it if need be.
+
+    A configured DATABASE_URL is used as given; on the embedded database the command runs as audit_admin,
+    the role auditctl is granted (the owner only migrates).
+    """
     var = Path(os.environ.get("LOCAL_STATE_DIR", "var"))
     var.mkdir(exist_ok=True)
     use_local_witness(var)
@@ -256,8 +285,8 @@ def with_database(command: list[str]) -> int:
         return subprocess.call(command)
     pg = start_postgres(var / "pgdata", ephemeral=False)
     try:
-        os.environ["DATABASE_URL"] = pg.dsn
         asyncio.run(_migrate(pg.dsn))
+        os.environ["DATABASE_URL"] = admin_dsn(pg.dsn)
         return subprocess.call(command)
     finally:
         pg.stop()

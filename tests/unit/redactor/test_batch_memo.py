@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.redactor.transform import BatchMemo
+from shared.canonicalize.transform import BatchMemo
 
 
 @dataclass
