@@ -75,7 +75,7 @@ async def test_the_anchors_are_named_and_an_intact_stack_verifies(stack: Stack) 
     first, *reports = _lines(result)
     assert first.startswith("anchors: 12 checkpoint(s) from the witness directory ")
     assert "1 key(s) pinned in the witness directory" in first
-    assert reports == [f"OK tenant={t} rows={ROWS} head={ROWS} checkpoints=6" for t in TENANTS]
+    assert reports == [f"OK tenant={t} rows={ROWS} head={ROWS} checkpoints=6 erased=0" for t in TENANTS]
     bare = stack.verify(witness=False)
     assert bare.returncode == 0 and _lines(bare)[0].startswith("anchors: NONE - trusting the database itself")
 
