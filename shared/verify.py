@@ -184,20 +184,27 @@ class _ContentMismatch(ValueError):
 
 
 def _row_digest(row: Mapping[str, Any], stored_prev: bytes, *, in_column_order: bool = False) -> bytes:
-    """The row hash recomputed from the row (and, for version 2, its content and salt, when not erased)."""
+    """The row hash recomputed from the row's own columns (for version 2, from its stored content_digest)."""
     version = row["hash_version"]
     if version == HASH_VERSION_PLAIN:
         canonical = canonical_bytes_in_column_order(row) if in_column_order else canonical_bytes(row)
         return row_hash(stored_prev, canonical)
     committed = row["content_digest"]
-    if committed is None or row["content"]:
-        # The digest is part of the signed bytes, and the row itself never holds content in version 2.
-        raise _ContentMismatch("a version 2 row without content_digest, or with content in the row")
-    committed = bytes(committed)
+    if committed is None:
+        raise _ContentMismatch("a version 2 row without content_digest")
+    return row_hash(stored_prev, canonical_bytes_v2(row, bytes(committed)), HASH_VERSION_ERASABLE)
+
+
+def _content_problem(row: Mapping[str, Any]) -> str | None:
+    """What is wrong with a version 2 row's content (kept apart, checked against the signed digest)."""
+    if row["hash_version"] != HASH_VERSION_ERASABLE:
+        return None
+    if row["content"]:
+        return "a version 2 row holds content in the row itself, outside its content_digest"
     salt = row["content_salt"]
-    if salt is not None and content_digest(bytes(salt), row["erasable_content"]) != committed:
-        raise _ContentMismatch("content does not match the row's content_digest")
-    return row_hash(stored_prev, canonical_bytes_v2(row, committed), HASH_VERSION_ERASABLE)
+    if salt is not None and content_digest(bytes(salt), row["erasable_content"]) != bytes(row["content_digest"]):
+        return "content does not match the row's content_digest"
+    return None
 
 
 def _classify(
@@ -257,6 +264,12 @@ def _classify(
         if skipped_over:
             return brk("inserted", f"the chain skips this row ({problem})")
         return brk("bad_signature", problem)
+    try:
+        content_problem = _content_problem(row)
+    except _UNCANONICAL as exc:
+        return brk("modified", f"content has no canonical form ({type(exc).__name__})")
+    if content_problem is not None:
+        return brk("modified", content_problem)
     return None
 
 
@@ -277,6 +290,7 @@ def _holds(row: asyncpg.Record, expected_prev: bytes | None, expected_seq: int, 
         public_key is not None
         and book.active_key(tenant, seq) == key_id
         and verify_signature(public_key, digest, row["signature"])
+        and _content_problem(row) is None
     )
 
 
