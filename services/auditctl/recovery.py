@@ -124,9 +124,9 @@ def replay(start: str | None, end: str | None, offsets: tuple[str, ...], tenant:
             if dry_run:
                 return 0
             from services.auditctl.ops.identify import RedactorEventIds  # noqa: PLC0415
-            from services.redactor.settings import RedactorSettings  # noqa: PLC0415 - only a real replay needs it
+            from shared.canonicalize.settings import MappingSettings  # noqa: PLC0415 - only a real replay needs it
 
-            identify = RedactorEventIds(load_settings(RedactorSettings))
+            identify = RedactorEventIds(load_settings(MappingSettings))
             pool = await create_pool(settings.database_url, min_size=1, max_size=2)
             producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
             await producer.start()

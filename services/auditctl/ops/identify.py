@@ -2,7 +2,7 @@
 
 Ids must match the redactor's exactly, and which records become events depends on its policies
 (``OTHER_EVENT_POLICY`` drops some), so this runs the redactor's transform itself, with the redactor's
-settings read from the same environment, detection off (ids never depend on redaction; nothing is kept).
+mapping settings read from the same environment, detection off (ids never depend on redaction; nothing is kept).
 Run the replay with the redactor's environment (the Helm chart and compose file share one config).
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from services.auditctl.ops.replay import Unprocessable
-from services.redactor.settings import RedactorSettings
-from services.redactor.transform import (
+from shared.canonicalize.settings import MappingSettings
+from shared.canonicalize.transform import (
     BatchRejected,
     TextRedactor,
     TransformPolicy,
@@ -29,7 +29,7 @@ class _NoDetection:
 
 
 class RedactorEventIds:
-    def __init__(self, settings: RedactorSettings) -> None:
+    def __init__(self, settings: MappingSettings) -> None:
         self._policy = TransformPolicy(
             plane_by_service=settings.plane_by_service,
             default_plane=settings.default_plane,
