@@ -5,7 +5,6 @@ a signed erasure event through the canonical topic and the real signer, deletes 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time

@@ -40,19 +40,4 @@ CREATE TRIGGER audit_content_no_update
     BEFORE UPDATE OR TRUNCATE ON audit_content
     FOR EACH STATEMENT EXECUTE FUNCTION audit_content_refuse_update();
 
--- Where per-component roles exist: the signer writes content with its rows, the reporter reads it, and only
--- the operators' role (auditctl erase) deletes it.
-DO $$
-BEGIN
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'audit_signer') THEN
-        GRANT SELECT, INSERT ON audit_content TO audit_signer;
-    END IF;
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'audit_reporter') THEN
-        GRANT SELECT ON audit_content, content_erasures TO audit_reporter;
-    END IF;
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'audit_admin') THEN
-        GRANT SELECT, DELETE ON audit_content TO audit_admin;
-        GRANT SELECT, INSERT ON content_erasures TO audit_admin;
-    END IF;
-END
-$$;
+-- Privileges (the signer inserts, the reporter reads, only audit_admin deletes) are in shared/db/privileges.sql.

@@ -132,6 +132,7 @@ async def test_content_changed_or_put_back_into_the_row_is_modified(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
     await _chain(db, signing_key)
+    await db.execute("SET session_replication_role = origin")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await db.execute("UPDATE audit_content SET content = '{\"prompt\": \"other\"}' WHERE chain_seq = 2")
     # A superuser can switch the triggers off; verification still sees it.
