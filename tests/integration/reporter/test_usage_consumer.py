@@ -24,14 +24,14 @@ from shared.db.pool import create_pool
 from shared.kafka import make_consumer, make_producer
 from shared.pii import PiiEngine, build_engine
 from shared.usage_columns import DAILY_COLUMNS
-from tests.conftest import Infra, Topics
+from tests.conftest import DETECTION_BUDGET_FOR_TESTS_MS, Infra, Topics
 from tests.integration.reporter.conftest import Reporter
 from tests.unit.reporter.metric_payloads import export
 
 
 @functools.cache
 def _engine() -> PiiEngine:
-    return build_engine()
+    return build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS)
 
 
 SESSION = "9c82ae41-69ad-4e74-85a8-70cc8c88f69c"

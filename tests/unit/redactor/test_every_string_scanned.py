@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -11,6 +12,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from shared import otlp
 from shared.canonicalize.transform import BatchRejected, TransformPolicy, TransformStats, transform_batch
 from shared.pii import PiiEngine, build_engine
+from tests.conftest import DETECTION_BUDGET_FOR_TESTS_MS
 
 HEADERS = {
     "tenant": "t1", "org": "acme", "license_id": "lic-1", "received_at": "1795878790000000000",
@@ -31,7 +33,7 @@ class OneEngine:
 
 @pytest.fixture(scope="module")
 def engines() -> OneEngine:
-    return OneEngine(build_engine())
+    return OneEngine(build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS))
 
 
 def _record(request: ExportLogsServiceRequest, attributes: dict[str, AnyValue], body: str | None = None) -> None:
@@ -43,7 +45,7 @@ def _record(request: ExportLogsServiceRequest, attributes: dict[str, AnyValue], 
         record.body.string_value = body
 
 
-def _events(engines: OneEngine, request: ExportLogsServiceRequest) -> list[dict[str, object]]:
+def _events(engines: OneEngine, request: ExportLogsServiceRequest) -> list[dict[str, Any]]:
     stats = TransformStats()
     events = list(transform_batch(request.SerializeToString(), HEADERS, engines, POLICY, stats))
     return [json.loads(e.to_json()) for e in events]
