@@ -25,7 +25,7 @@ def _value(name: str) -> str:
 
 
 def _canonical() -> bytes:
-    blocks = re.findall(r"```\n(\{.+?\})\n```", SECTION, re.S)
+    blocks: list[str] = re.findall(r"```\n(\{.+?\})\n```", SECTION, re.S)
     assert len(blocks) == 1, blocks
     return blocks[0].encode()
 
