@@ -61,10 +61,10 @@ class Selector:
         if self.event_ids and (self.user or self.session or self.since or self.until):
             raise ValueError("give --event alone, or --tenant with --user, --session, --since or --until")
         if not self.event_ids:
-            if self.tenant is None:
-                raise ValueError("--user, --session and a time range need --tenant")
             if not (self.user or self.session or self.since or self.until):
                 raise ValueError("nothing selected: give --event, or --tenant with --user, --session or a time range")
+            if self.tenant is None:
+                raise ValueError("--user, --session and a time range need --tenant")
 
 
 @dataclass
