@@ -671,3 +671,26 @@ def witnessed_checkpoints(records: Iterable[Mapping[str, Any]]) -> list[Checkpoi
         except (KeyError, ValueError, TypeError):
             continue
     return found
+
+
+# The erasure rule of _conclude in one query, for the reporter's incremental check: the lowest version 2 row
+# up to ``$2`` (checked rows only) whose content is gone and that no later erasure event up to ``$2`` lists.
+_UNRECORDED_ERASURE = (
+    "SELECT a.chain_seq FROM audit_logs a WHERE a.tenant_id = $1 AND a.chain_seq <= $2 AND a.hash_version = 2"  # noqa: S608 - constants
+    " AND NOT EXISTS (SELECT 1 FROM audit_content c WHERE c.tenant_id = a.tenant_id AND c.chain_seq = a.chain_seq)"
+    " AND NOT EXISTS (SELECT 1 FROM audit_logs e WHERE e.tenant_id = a.tenant_id"
+    f" AND e.plane = '{ERASURE_PLANE}' AND e.event_type = '{ERASURE_EVENT_TYPE}' AND e.hash_version = 2"
+    " AND e.chain_seq > a.chain_seq AND e.chain_seq <= $2"
+    " AND jsonb_typeof(e.attributes->'erasure.rows') = 'array'"
+    " AND e.attributes->'erasure.rows' @> to_jsonb(a.chain_seq))"
+    " ORDER BY a.chain_seq LIMIT 1"
+)
+
+
+async def unrecorded_erasure(conn: asyncpg.Connection, tenant: str, until: int) -> Break | None:
+    """An ``unrecorded_erasure`` break among rows ``1..until`` (which must already hold), if there is one."""
+    seq = await conn.fetchval(_UNRECORDED_ERASURE, tenant, until)
+    if seq is None:
+        return None
+    return Break(tenant, seq, "unrecorded_erasure",
+                 "the row's content is gone, but no signed erasure event of the chain lists it")

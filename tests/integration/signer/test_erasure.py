@@ -10,13 +10,13 @@ import asyncpg
 import pytest
 
 from services.auditctl.erase import Selector, delete_content, select_rows
-from services.reporter import queries
+from services.reporter import chainstatus, queries
 from services.signer.appender import OffsetEvent, append_batch
 from shared.chain import content_digest
 from shared.enrollment import record_signing_key
 from shared.erasure import ErasureRequest, erasure_events
 from shared.keys import Ed25519Signer
-from shared.verify import TenantReport, load_key_book, verify_tenant
+from shared.verify import TenantReport, load_key_book, unrecorded_erasure, verify_tenant
 from tests.integration.signer.test_append import event
 
 ROWS = 8
@@ -145,3 +145,18 @@ async def test_content_changed_or_put_back_into_the_row_is_modified(
     await db.execute("UPDATE audit_content SET content = '{\"prompt\": \"hi <EMAIL>\"}' WHERE chain_seq = 2")
     report = await _verify(db)
     assert [(b.chain_seq, b.kind) for b in report.breaks] == [(4, "modified")]
+
+
+async def test_the_reporters_chain_check_finds_a_forged_erasure_too(
+    db: asyncpg.Connection, signing_key: Ed25519Signer
+) -> None:
+    await _chain(db, signing_key)
+    await _erase(db, signing_key, Selector(event_ids=("t1-ev-1",)), ROWS)
+    book = await chainstatus.key_book(db)
+    now = datetime.now(UTC)
+    assert (await chainstatus.advance(db, "t1", book, 1000, now, rescan_rows=1000)).status == "ok"  # type: ignore[union-attr]
+    assert await unrecorded_erasure(db, "t1", ROWS + 1) is None
+    await db.execute("DELETE FROM audit_content WHERE chain_seq = 6")
+    assert (await chainstatus.advance(db, "t1", book, 1000, now, rescan_rows=1000)).status == "broken"  # type: ignore[union-attr]
+    status = await db.fetchrow("SELECT break_seq, break_kind FROM report_chain_status WHERE tenant_id = 't1'")
+    assert (status["break_seq"], status["break_kind"]) == (6, "unrecorded_erasure")
