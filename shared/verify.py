@@ -66,11 +66,15 @@ _SELECT_RANGE = (
     f"SELECT {', '.join('a.' + c for c in ROW_COLUMNS)},"  # noqa: S608 - fixed column names
     " a.content_digest, c.salt AS content_salt, c.content AS erasable_content"
     " FROM audit_logs a LEFT JOIN audit_content c ON c.tenant_id = a.tenant_id AND c.chain_seq = a.chain_seq"
+    # The range again on audit_content: the planner carries the tenant over to it but not the bounds, and
+    # would otherwise read every content row of the tenant for each range.
+    " AND c.chain_seq >= $2 AND c.chain_seq <= $3"
     " WHERE a.tenant_id = $1 AND a.chain_seq >= $2 AND a.chain_seq <= $3 ORDER BY a.chain_seq"
 )
 _KNOWN_VERSIONS = (HASH_VERSION_PLAIN, HASH_VERSION_ERASABLE)
 RANGE_ROWS = 5_000
-_PAGE = 5_000
+# A range and the row on each side of it in one query.
+_PAGE = RANGE_ROWS + 2
 
 
 @dataclass(frozen=True)
