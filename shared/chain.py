@@ -157,10 +157,21 @@ def canonical_bytes_checked(values: dict[str, Any]) -> bytes | None:
     each of its column's type; timestamps in UTC; the cost rounded to six places as stored; JSON columns
     without floats and with ASCII keys only. None where the general path must decide: an integer beyond
     2^53."""
-    event_time, received_at = values["event_time"], values["received_at"]
-    if event_time.microsecond == 0 or received_at.microsecond == 0:
-        # orjson leaves out ".000000" on a whole second; the canonical form never does.
-        values = {**values, "event_time": _utc_text(event_time), "received_at": _utc_text(received_at)}
+    if values["event_time"].microsecond == 0 or values["received_at"].microsecond == 0:
+        values = dict(values)
+        _whole_seconds_as_text(values)
+    return _dumps_checked(values)
+
+
+def _whole_seconds_as_text(values: dict[str, Any]) -> None:
+    # orjson leaves out ".000000" on a whole second; the canonical form never does.
+    for column in _TIMESTAMP_COLUMNS:
+        value = values[column]
+        if value.microsecond == 0:
+            values[column] = _utc_text(value)
+
+
+def _dumps_checked(values: dict[str, Any]) -> bytes | None:
     try:
         return orjson.dumps(values, default=_decimal_text, option=_CHECKED_OPTIONS)
     except orjson.JSONEncodeError:
@@ -207,6 +218,9 @@ def canonical_bytes_in_column_order(row: asyncpg.Record) -> bytes:
     return fast if fast is not None else canonical_bytes(dict(zip(HASHED_COLUMNS, row, strict=False)))
 
 
+_FAST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER | orjson.OPT_UTC_Z
+
+
 def _fast_document(
     document: dict[str, Any], *, typed: bool, json_columns: tuple[str, ...] = _JSON_COLUMNS
 ) -> bytes | None:
@@ -215,7 +229,9 @@ def _fast_document(
         value = document[column]
         if type(value) is not datetime or value.tzinfo is None:
             return None
-        document[column] = _utc_text(value) if column == "received_at" else format_timestamp(value)
+        if value.tzinfo is not UTC or value.microsecond == 0:
+            # orjson writes a UTC instant as the canonical text itself, but leaves out ".000000".
+            document[column] = _utc_text(value) if column == "received_at" else format_timestamp(value)
     cost = document["cost"]
     if cost is not None:
         if type(cost) is not Decimal:
@@ -227,7 +243,7 @@ def _fast_document(
     if not typed and not _SCALAR_TYPES.issuperset(map(type, _scalar_values(document))):
         return None
     try:
-        return orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
+        return orjson.dumps(document, option=_FAST_OPTIONS)
     except orjson.JSONEncodeError:  # an integer beyond 2^53, which the general path writes as a string
         return None
 
@@ -267,6 +283,32 @@ def canonical_bytes_v2(row: Mapping[str, Any], digest: bytes) -> bytes:
     if fast is not None:
         return fast
     return canonicalize({column: _normalise(value) for column, value in document.items()})
+
+
+def canonical_bytes_v2_in_column_order(row: asyncpg.Record, digest: bytes) -> bytes:
+    """``canonical_bytes_v2`` of a database row whose first columns are ``HASHED_COLUMNS`` in that order, each
+    decoded from its SQL type: what the verifier reads, without the per-column type checks."""
+    document = dict(zip(HASHED_COLUMNS, row, strict=False))
+    del document["content"]
+    document["content_digest"] = digest.hex()
+    fast = _fast_document(document, typed=True, json_columns=_JSON_COLUMNS_V2)
+    return fast if fast is not None else canonical_bytes_v2(dict(zip(HASHED_COLUMNS, row, strict=False)), digest)
+
+
+def plain_content_digest(salt: bytes, content: dict[str, Any]) -> bytes:
+    """``content_digest`` of content already known to satisfy ``json_is_plain``."""
+    return hashlib.sha256(salt + orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def canonical_bytes_v2_checked(values: dict[str, Any], digest: bytes) -> bytes | None:
+    """``canonical_bytes_v2`` in one orjson call, for values checked as ``canonical_bytes_checked`` requires
+    (``content`` among them, left out here). None where the general path must decide."""
+    document = dict(values)
+    del document["content"]
+    document["content_digest"] = digest.hex()
+    if document["event_time"].microsecond == 0 or document["received_at"].microsecond == 0:
+        _whole_seconds_as_text(document)
+    return _dumps_checked(document)
 
 
 def checkpoint_message(tenant_id: str, chain_seq: int, head_hash: bytes, created_at: datetime, key_id: str) -> bytes:

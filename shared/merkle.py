@@ -58,6 +58,22 @@ def tree_hash(leaves: Sequence[bytes]) -> bytes:
 
 # --- appending ---------------------------------------------------------------------------------------------
 
+def append_leaf(stack: list[bytes], size: int, entry: bytes) -> bytes:
+    """``Frontier.append`` in place, for appending many leaves: ``stack`` holds the frontier hashes of a tree
+    of ``size`` leaves and is left holding those of ``size + 1``. Returns the hashes the leaf completed."""
+    node = hashlib.sha256(LEAF_PREFIX + entry).digest()
+    if not size & 1:  # half of all leaves complete no subtree but their own
+        stack.append(node)
+        return node
+    completed = [node]
+    while size & 1:
+        node = hashlib.sha256(NODE_PREFIX + stack.pop() + node).digest()
+        completed.append(node)
+        size >>= 1
+    stack.append(node)
+    return b"".join(completed)
+
+
 @dataclass(frozen=True)
 class Frontier:
     """The complete subtrees along the top of a tree of ``size`` leaves, left to right."""
@@ -67,16 +83,9 @@ class Frontier:
 
     def append(self, entry: bytes) -> tuple[Frontier, bytes]:
         """The tree with one more leaf, and the hashes it completed (levels 0..t, concatenated)."""
-        node = leaf_hash(entry)
-        completed = [node]
         stack = list(self.hashes)
-        size = self.size
-        while size & 1:
-            node = node_hash(stack.pop(), node)
-            completed.append(node)
-            size >>= 1
-        stack.append(node)
-        return Frontier(self.size + 1, tuple(stack)), b"".join(completed)
+        completed = append_leaf(stack, self.size, entry)
+        return Frontier(self.size + 1, tuple(stack)), completed
 
     def root(self) -> bytes:
         if not self.hashes:

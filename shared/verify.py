@@ -48,6 +48,7 @@ from shared.chain import (
     canonical_bytes,
     canonical_bytes_in_column_order,
     canonical_bytes_v2,
+    canonical_bytes_v2_in_column_order,
     checkpoint_message,
     content_digest,
     format_timestamp,
@@ -196,7 +197,9 @@ def _row_digest(row: Mapping[str, Any], stored_prev: bytes, *, in_column_order: 
     committed = row["content_digest"]
     if committed is None:
         raise _ContentMismatch("a version 2 row without content_digest")
-    return row_hash(stored_prev, canonical_bytes_v2(row, bytes(committed)), HASH_VERSION_ERASABLE)
+    canonical = canonical_bytes_v2_in_column_order(row, committed) if in_column_order else canonical_bytes_v2(
+        row, bytes(committed))
+    return row_hash(stored_prev, canonical, HASH_VERSION_ERASABLE)
 
 
 def _content_problem(row: Mapping[str, Any]) -> str | None:

@@ -32,13 +32,15 @@ from shared.chain import (
     HASH_VERSION,
     SALT_BYTES,
     canonical_bytes_v2,
+    canonical_bytes_v2_checked,
     checkpoint_message,
     content_digest,
+    plain_content_digest,
     row_hash,
 )
 from shared.enrollment import UnenrolledKey, describe_missing
 from shared.keys import Signer
-from shared.merkle import Frontier
+from shared.merkle import Frontier, append_leaf
 from shared.treehead import tree_head_message
 
 CHAIN_COLUMNS = (
@@ -171,44 +173,68 @@ async def chain_rows(
     out = Chained(key_id=key_id)
     activated = set()
     pending = out.unsigned
+    contents = out.contents
     digests: list[bytes] = []
     signing = out.signing
     subtrees = out.subtrees
-    for row in rows:
-        head = heads[row.tenant_id]
-        if head.key_id != key_id and row.tenant_id not in activated:
+    # The Merkle frontiers as lists, appended to in place; written back to the heads once the rows are in.
+    stacks: dict[str, list[bytes]] = {}
+    # The salts of the whole batch from one read of the system's random source.
+    salts = os.urandom(SALT_BYTES * len(rows))
+    for index, row in enumerate(rows):
+        tenant = row.tenant_id
+        head = heads[tenant]
+        if head.key_id != key_id and tenant not in activated:
             # This key signs the chain from this row on; older rows keep the key they were signed with.
-            out.activations.append((row.tenant_id, head.seq + 1, key_id))
-            activated.add(row.tenant_id)
+            out.activations.append((tenant, head.seq + 1, key_id))
+            activated.add(tenant)
         values = row.values  # the hashed chain columns are set anew each time the row is chained
         seq = head.seq + 1
         values.update(chain_seq=seq, signing_key_id=key_id, hash_version=HASH_VERSION)
-        salt = os.urandom(SALT_BYTES)
+        salt = salts[index * SALT_BYTES:(index + 1) * SALT_BYTES]
         content = values["content"]
-        committed = content_digest(salt, content)
-        digest = row_hash(head.hash, canonical_bytes_v2(values, committed), HASH_VERSION)
+        if row.plain:
+            committed = plain_content_digest(salt, content)
+            canonical = canonical_bytes_v2_checked(values, committed) or canonical_bytes_v2(values, committed)
+        else:
+            committed = content_digest(salt, content)
+            canonical = canonical_bytes_v2(values, committed)
+        digest = row_hash(head.hash, canonical, HASH_VERSION)
         pending.append((_event_values(values), seq, head.hash, digest, committed))
-        out.contents.append((row.tenant_id, seq, salt, content))
+        contents.append((tenant, seq, salt, content))
         digests.append(digest)
-        head.seq, head.hash = head.seq + 1, digest
-        head.tree, completed = head.tree.append(digest)
-        subtrees.append((row.tenant_id, seq - 1, completed))
+        head.seq, head.hash = seq, digest
+        stack = stacks.get(tenant)
+        if stack is None:
+            stack = stacks[tenant] = list(head.tree.hashes)
+        subtrees.append((tenant, seq - 1, append_leaf(stack, seq - 1, digest)))
         if len(digests) == _CHUNK:
             signing.append(asyncio.ensure_future(batch_signer.sign_many(digests)))
             digests = []
             await asyncio.sleep(0)
     signing.append(asyncio.ensure_future(batch_signer.sign_many(digests)))
+    for tenant, stack in stacks.items():
+        heads[tenant].tree = Frontier(heads[tenant].seq, tuple(stack))
     for tenant in activated:
         heads[tenant].key_id = key_id
     if policy is not None:
-        for tenant in sorted({row.tenant_id for row in rows}):
-            head = heads[tenant]
-            grown = head.seq - head.checkpoint_seq
-            due = head.checkpoint_at is None or now - head.checkpoint_at >= policy.every
-            if grown >= policy.every_rows or (grown > 0 and due):
-                out.checkpoints.append(_checkpoint(signer, tenant, head, now))
-                head.checkpoint_seq, head.checkpoint_at = head.seq, now
+        out.checkpoints.extend(_due_checkpoints(sorted({row.tenant_id for row in rows}), heads, signer, policy, now))
     return out
+
+
+def _due_checkpoints(
+    tenants: Iterable[str], heads: dict[str, Head], signer: Signer, policy: CheckpointPolicy, now: datetime
+) -> list[tuple[Any, ...]]:
+    """Checkpoints of the chains ``policy`` says are due (their heads record them)."""
+    due_rows = []
+    for tenant in tenants:
+        head = heads[tenant]
+        grown = head.seq - head.checkpoint_seq
+        due = head.checkpoint_at is None or now - head.checkpoint_at >= policy.every
+        if grown >= policy.every_rows or (grown > 0 and due):
+            due_rows.append(_checkpoint(signer, tenant, head, now))
+            head.checkpoint_seq, head.checkpoint_at = head.seq, now
+    return due_rows
 
 
 def _checkpoint(signer: Signer, tenant: str, head: Head, now: datetime) -> tuple[Any, ...]:

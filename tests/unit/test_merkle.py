@@ -15,6 +15,7 @@ from tamperlog import merkle as tamperlog
 from shared.merkle import (
     EMPTY_ROOT,
     Frontier,
+    append_leaf,
     complete_subtrees,
     consistency_ranges,
     inclusion_ranges,
@@ -125,3 +126,14 @@ def test_bad_sizes_are_refused() -> None:
         Frontier.from_bytes(3, b"\x00" * 32)
     assert not verify_inclusion(5, 5, b"x" * 32, [], b"x" * 32)
     assert not verify_consistency(3, 2, b"", b"", [])
+
+
+def test_appending_in_place_gives_the_frontier_and_the_completed_hashes_of_append() -> None:
+    """The signer appends a batch's leaves to a list in place; it must agree with Frontier.append."""
+    frontier = Frontier()
+    stack: list[bytes] = []
+    for size in range(300):
+        entry = hashlib.sha256(size.to_bytes(4, "big")).digest()
+        frontier, completed = frontier.append(entry)
+        assert append_leaf(stack, size, entry) == completed
+        assert tuple(stack) == frontier.hashes

@@ -8,18 +8,25 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.signer.rows import decode_row
 from shared.canonical import EVENT_COLUMNS
 from shared.chain import (
     HASHED_COLUMNS,
     HASHED_COLUMNS_V2,
+    _normalise,
     canonical_bytes,
     canonical_bytes_v2,
+    canonical_bytes_v2_checked,
+    canonical_bytes_v2_in_column_order,
     canonical_content,
     content_digest,
+    plain_content_digest,
     row_hash,
     stored_canonical_bytes,
 )
 from shared.erasure import MAX_ROWS_PER_EVENT, ErasedRow, ErasureRequest, erased_sequences, erasure_events
+from shared.jcs import canonicalize
+from tests.unit.signer.test_rows import message
 
 SALT = bytes(range(32))
 
@@ -84,6 +91,20 @@ def test_the_general_path_gives_the_same_bytes_as_the_fast_one() -> None:
     assert json.loads(canonical_bytes_v2(awkward, digest))["attributes"]["ä"] == str(2**60)
 
 
+@pytest.mark.parametrize("changes", [
+    {},
+    {"event_time": datetime(2026, 12, 1, 0, 0, 0, 250, tzinfo=UTC), "cost": None},
+    {"attributes": {"ratio": 0.5, "ä": 2**60}},  # the general path decides
+    {"content": {"prompt": "left out whatever it holds"}},
+])
+def test_the_verifiers_column_order_path_gives_the_same_bytes(changes: dict[str, object]) -> None:
+    """The verifier reads rows with the hashed columns first, then others (the digest among them)."""
+    digest = content_digest(SALT, {"prompt": "x"})
+    row = _row(**changes)
+    record = (*(row[column] for column in HASHED_COLUMNS), b"prev", b"hash", digest)
+    assert canonical_bytes_v2_in_column_order(record, digest) == canonical_bytes_v2(row, digest)
+
+
 def test_erasure_events_list_rows_in_order_and_split_large_erasures() -> None:
     request = ErasureRequest("t1", "o1", "alice", "GDPR request", {"user": "u1"}, "req-1")
     rows = [ErasedRow(seq, f"e{seq}") for seq in range(MAX_ROWS_PER_EVENT + 5, 0, -1)]
@@ -100,3 +121,32 @@ def test_erasure_events_list_rows_in_order_and_split_large_erasures() -> None:
 @pytest.mark.parametrize("listed", [None, "1,2", [1, "2", True, 3.0]])
 def test_a_malformed_erasure_event_lists_no_rows_it_does_not_name_exactly(listed: object) -> None:
     assert erased_sequences({"erasure.rows": listed}) in ([], [1])
+
+
+DECODED_CHANGES: list[dict[str, object]] = [
+    {},
+    {"event_time": "2026-01-01T00:00:00+00:00"},  # whole seconds: orjson would leave out the fraction
+    {"received_at": "2026-01-01T00:00:00Z", "event_time": "2026-01-01T00:00:00.000001+02:00"},
+    {"cost": None, "content": {}, "attributes": {"a": [1, None, True, "é"], "Z": {"k": -(2**53 - 1)}}},
+    {"content": {"prompt": "\u0000 NUL and \u2028 separators"}},
+    {"attributes": {"n": 2**53}},  # beyond a double: the general path decides
+    {"cost": "12345678901234.1234565"},
+]
+
+
+@pytest.mark.parametrize("changes", DECODED_CHANGES)
+def test_the_signers_checked_path_gives_the_general_bytes(changes: dict[str, object]) -> None:
+    """The signer's one-call path for rows decode_row found plain gives the bytes of the general path."""
+    row = decode_row(json.dumps(message(**changes)).encode())
+    values = {**row.values, "chain_seq": 7, "signing_key_id": "ab" * 16, "hash_version": 2}
+    before = dict(values)
+    digest = content_digest(SALT, values["content"])
+    general = canonicalize({column: _normalise(value) for column, value in
+                            {**{c: values[c] for c in HASHED_COLUMNS_V2 if c != "content_digest"},
+                             "content_digest": digest.hex()}.items()})
+    assert canonical_bytes_v2(values, digest) == general
+    checked = canonical_bytes_v2_checked(values, digest) if row.plain else None
+    assert checked is None or checked == general
+    if row.plain:
+        assert plain_content_digest(SALT, values["content"]) == digest
+    assert values == before  # the row is left as it was
