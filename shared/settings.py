@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +40,15 @@ class CommonSettings(BaseSettings):
         description="Consumer group session timeout; a dead consumer's partitions move after this long.",
     )
     log_level: str = Field(default="INFO", description="Python log level for the service's JSON logs.")
+
+
+def raw_auth_key_file_field() -> Any:
+    """The raw-batch key file: the receiver authenticates with its first key; redactors and usage accept all."""
+    return Field(
+        default="var/keys/raw-batch.key",
+        description="Key file (base64 keys, one a line) authenticating raw batches: the receiver signs with the"
+        " first key; redactors and the usage consumer accept every key in it. Shared by these services only.",
+    )
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -22,6 +22,7 @@ from shared.health import HealthServer
 from shared.keys import KeyMaterialError
 from shared.licensing import LicenseVerifier
 from shared.logs import configure_logging
+from shared.messages.auth import KeyFileError, load_signing_key
 from shared.runtime import run_service, stop_on_signals
 from shared.settings import load_settings
 
@@ -77,8 +78,13 @@ async def _serve(settings: ReceiverSettings) -> None:
     except KeyMaterialError as exc:
         raise SystemExit(f"receiver: {exc}") from None
 
+    try:
+        raw_key = load_signing_key(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
+    except KeyFileError as exc:
+        raise SystemExit(f"receiver: {exc}") from None
+
     revocations = RevocationList(settings.database_url)
-    app = create_app(settings, verifier, revocations=revocations.fetch)
+    app = create_app(settings, verifier, revocations=revocations.fetch, raw_key=raw_key)
     config = hypercorn_config(settings)
     stop = stop_on_signals()
     # Everything built so far (modules, app, settings) lives as long as the process: keep it out of the

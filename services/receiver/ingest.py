@@ -52,6 +52,7 @@ from services.receiver.metrics import ReceiverMetrics
 from services.receiver.settings import ReceiverSettings
 from shared import otlp
 from shared.clock import Clock
+from shared.messages import raw_batch
 
 log = logging.getLogger("receiver")
 
@@ -71,6 +72,10 @@ class Signal:
     split: Callable[[Any, int], tuple[list[otlp.LogChunk], list[Any]]]
     keep_first: Callable[[Any, int], Any] | None
     topic: Callable[[ReceiverSettings], str]
+
+    @property
+    def kind(self) -> raw_batch.Kind:
+        return "logs" if self.name == "logs" else "metrics"
 
 
 LOGS = Signal(
@@ -365,7 +370,7 @@ async def _enqueue(context: IngestContext, signal: Signal, origin: BatchOrigin, 
     if not messages:
         return
     started = time.perf_counter()
-    await context.queue.enqueue(signal.topic(context.settings), messages, origin, request_id=request_id,
+    await context.queue.enqueue(signal.topic(context.settings), signal.kind, messages, origin, request_id=request_id,
                                 received_at_ns=_nanoseconds(context.clock), reservation=reservation)
     context.metrics.enqueue_duration.observe(time.perf_counter() - started)
 

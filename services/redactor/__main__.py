@@ -14,6 +14,7 @@ from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.health import HealthServer
 from shared.kafka import make_consumer, make_producer, start_clients
 from shared.logs import configure_logging
+from shared.messages.auth import KeyFileError, load_keyring, load_signing_key
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
 
@@ -32,6 +33,11 @@ async def _run(settings: RedactorSettings) -> None:
         engine_for_kinds(None)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"redactor: cannot build the PII engine: {exc}") from None
+    try:
+        raw_keyring = load_keyring(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
+        canonical_key = load_signing_key(settings.canonical_auth_key_file, "CANONICAL_AUTH_KEY_FILE")
+    except KeyFileError as exc:
+        raise SystemExit(f"redactor: {exc}") from None
     registry = CollectorRegistry()
     policy = TransformPolicy(
         plane_by_service=settings.plane_by_service,
@@ -55,6 +61,8 @@ async def _run(settings: RedactorSettings) -> None:
         dead_letter_topic=settings.topic_dead_letter,
         max_pending=settings.redactor_max_pending_messages,
         metrics=RedactorMetrics(registry),
+        raw_keyring=raw_keyring,
+        canonical_key=canonical_key,
     )
     stop = stop_on_signals()
     refresher = asyncio.create_task(

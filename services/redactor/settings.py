@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, raw_auth_key_file_field
 
 
 class RedactorSettings(CommonSettings):
@@ -14,6 +14,12 @@ class RedactorSettings(CommonSettings):
         ge=0,
         le=65535,
         description="Port of the redactor's /metrics, /healthz and /readyz (0 turns them off).",
+    )
+    raw_auth_key_file: str = raw_auth_key_file_field()
+    canonical_auth_key_file: str = Field(
+        default="var/keys/canonical-redactor.key",
+        description="Key file whose first key authenticates the canonical events this redactor produces; the"
+        " signers' CANONICAL_AUTH_KEYRING_FILE must hold it.",
     )
     plane_by_service: dict[str, str] = Field(
         default={"claude-code": "claude_code", "claude-code-desktop": "claude_code", "cowork": "cowork"},

@@ -18,6 +18,7 @@ from shared.health import HealthServer
 from shared.kafka import make_consumer, make_producer, start_clients
 from shared.keys import KeyMaterialError, load_signer
 from shared.logs import configure_logging
+from shared.messages.auth import KeyFileError, load_keyring
 from shared.pipeline import Backoff
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
@@ -28,6 +29,10 @@ async def _run(settings: SignerSettings) -> None:
     try:
         signer = load_signer(file=settings.signing_key_file, env_var=settings.signing_key_env)
     except KeyMaterialError as exc:
+        raise SystemExit(f"signer: {exc}") from None
+    try:
+        keyring = load_keyring(settings.canonical_auth_keyring_file, "CANONICAL_AUTH_KEYRING_FILE")
+    except KeyFileError as exc:
         raise SystemExit(f"signer: {exc}") from None
     stop = stop_on_signals()
 
@@ -76,6 +81,7 @@ async def _run(settings: SignerSettings) -> None:
             every_rows=settings.checkpoint_every_rows, every=timedelta(seconds=settings.checkpoint_every_seconds)
         ),
         batch_signer=batch_signer,
+        keyring=keyring,
     )
     # Each row allocates a few dozen objects, none of them in reference cycles: with the default threshold
     # the cyclic collector ran every few rows and walked every batch in flight. It still runs, rarely.

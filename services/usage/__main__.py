@@ -13,6 +13,7 @@ from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
 from shared.kafka import make_consumer, make_producer
 from shared.logs import configure_logging
+from shared.messages.auth import KeyFileError, load_keyring
 from shared.pipeline import Backoff
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
@@ -20,6 +21,10 @@ from shared.settings import load_settings
 
 async def _run(settings: UsageSettings) -> None:
     log = configure_logging("usage", settings.log_level)
+    try:
+        raw_keyring = load_keyring(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
+    except KeyFileError as exc:
+        raise SystemExit(f"usage: {exc}") from None
     stop = stop_on_signals()
 
     backoff = Backoff(0.5, 10.0)
@@ -50,7 +55,7 @@ async def _run(settings: UsageSettings) -> None:
             await backoff.sleep(stop)
     worker = UsageWorker(consumer, producer, pool, topic=settings.topic_raw_metrics,
                          dead_letter_topic=settings.topic_dead_letter, max_batch=settings.usage_max_batch_messages,
-                         metrics=UsageMetrics(registry), stop=stop)
+                         metrics=UsageMetrics(registry), stop=stop, raw_keyring=raw_keyring)
     worker.subscribe()
     log.info("usage consumer started", extra={"topic": settings.topic_raw_metrics, "group": settings.usage_group_id})
     try:

@@ -23,7 +23,9 @@ from services.usage.points import DecodeStats, decode_points
 from services.usage.store import TenantPoints, WriteStats, write_points
 from shared import otlp
 from shared.db.errors import is_retryable_db_error
-from shared.kafka import MessageProducer, decode_headers, send_until_acknowledged
+from shared.kafka import MessageProducer, send_until_acknowledged
+from shared.messages import InvalidMessage, raw_batch
+from shared.messages.auth import Keyring
 from shared.pipeline import Backoff, dead_letter_headers, describe
 
 log = logging.getLogger("usage")
@@ -53,22 +55,28 @@ class Decoded:
     error: str | None = None
 
 
-def decode_message(message: Any, stats: DecodeStats) -> TenantPoints:
-    headers = decode_headers(message.headers)
-    tenant, org = headers.get("tenant"), headers.get("org")
-    if not tenant or not org:
-        raise PermanentMessageError("raw batch has no tenant/org headers; only the receiver may write this topic")
+def decode_message(message: Any, stats: DecodeStats, keyring: Keyring) -> TenantPoints:
+    """The points of one authenticated raw metric batch; ``PermanentMessageError`` for anything else."""
     try:
-        points = list(decode_points(message.value or b"", headers.get("content_type", otlp.PROTOBUF), stats))
-    except otlp.PayloadError as exc:
+        batch = raw_batch.decode(message.value, message.headers, keyring, "metrics")
+    except InvalidMessage as exc:
         raise PermanentMessageError(str(exc)) from None
-    return TenantPoints(tenant, org, points)
+    try:
+        points = list(decode_points(batch.payload, batch.content_type, stats))
+    except otlp.PayloadError:
+        # The decoder's message may quote the payload; the reason names the failure only.
+        raise PermanentMessageError(f"payload is not an OTLP metrics request in {batch.encoding.value}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise PermanentMessageError(f"metric batch cannot be read ({type(exc).__name__})") from None
+    return TenantPoints(batch.tenant, batch.org, points)
 
 
 class UsageWorker:
     def __init__(self, consumer: Any, producer: MessageProducer, pool: asyncpg.Pool, *, topic: str,
-                 dead_letter_topic: str, max_batch: int, metrics: UsageMetrics, stop: asyncio.Event) -> None:
+                 dead_letter_topic: str, max_batch: int, metrics: UsageMetrics, stop: asyncio.Event,
+                 raw_keyring: Keyring) -> None:
         self.consumer = consumer
+        self.raw_keyring = raw_keyring
         self.producer = producer
         self.pool = pool
         self.topic = topic
@@ -96,7 +104,7 @@ class UsageWorker:
         decoded: list[Decoded] = []
         for message in messages:
             try:
-                decoded.append(Decoded(message, decode_message(message, stats)))
+                decoded.append(Decoded(message, decode_message(message, stats, self.raw_keyring)))
             except PermanentMessageError as exc:
                 decoded.append(Decoded(message, None, str(exc)))
         self.metrics.points.inc(stats.points)
@@ -149,9 +157,11 @@ class UsageWorker:
         self.metrics.dead_lettered.inc()
         log.error("raw metric batch dead-lettered",
                   extra={"partition": message.partition, "offset": message.offset, "error": error})
+        original = message.headers if isinstance(message.headers, list | tuple) else []
         headers = dead_letter_headers(message.topic, message.partition, message.offset, error, "usage",
-                                      list(message.headers or []))
-        await send_until_acknowledged(self.producer, self.dead_letter_topic, message.value, key=message.key,
+                                      [(k, v) for k, v in original if isinstance(k, str) and isinstance(v, bytes)])
+        value = message.value if isinstance(message.value, bytes) else b""
+        await send_until_acknowledged(self.producer, self.dead_letter_topic, value, key=message.key,
                                       headers=headers, stop=self._stop)
 
     async def _update_lag(self) -> None:
