@@ -13,6 +13,7 @@ from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import TopicSpec, ensure_topics
 from shared.keys import load_signer, write_new_key
+from shared.messages.auth import ensure_message_keys
 
 
 def ensure_key_files(settings: CliSettings) -> list[str]:
@@ -31,6 +32,8 @@ def ensure_key_files(settings: CliSettings) -> list[str]:
     if settings.signing_key_file and not Path(settings.signing_key_file).exists():
         write_new_key(Path(settings.signing_key_file))
         created.append(settings.signing_key_file)
+    created += ensure_message_keys(Path(settings.raw_auth_key_file), Path(settings.canonical_auth_key_file),
+                                   Path(settings.canonical_auth_keyring_file))
     return created
 
 
@@ -77,7 +80,8 @@ def topics_create(settings: CliSettings) -> None:
 @click.command("init-keys")
 @click.pass_obj
 def init_keys(settings: CliSettings) -> None:
-    """Create the development key files that do not exist yet (never overwrites)."""
+    """Create the key files that do not exist yet (never overwrites): licence issuer, signing key, and the
+    message keys (raw batches; the redactors' canonical-event key, added to the signers' keyring)."""
     for path in ensure_key_files(settings):
         click.echo(f"created {path}")
 

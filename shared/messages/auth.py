@@ -149,23 +149,31 @@ def write_key_file(path: Path, label: str = "") -> bool:
     return True
 
 
-def provision_local_keys(directory: Path) -> dict[str, str]:
-    """Development and test stacks: the message key files in ``directory`` (created where missing), as the
-    environment variables that name them. The signers' keyring holds the redactors' key; another authorised
-    producer's key is added to it by appending its line."""
-    raw = directory / "raw-batch.key"
-    redactor = directory / "canonical-redactor.key"
-    keyring = directory / "canonical.keyring"
-    write_key_file(raw, "receiver")
-    write_key_file(redactor, "redactor")
-    accepted = keyring.read_text(encoding="ascii").splitlines() if keyring.exists() else []
-    missing = [line for line in redactor.read_text(encoding="ascii").splitlines() if line and line not in accepted]
-    if missing or not keyring.exists():
-        fd = os.open(keyring, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+def ensure_message_keys(raw: Path, canonical_producer: Path, canonical_keyring: Path) -> list[str]:
+    """Create the message key files that do not exist yet (never overwrites) and make the signers' keyring
+    accept the canonical producer's key; returns the files created or changed. Another authorised producer's
+    key is added to the keyring by appending its line."""
+    changed = [str(path) for path, label in ((raw, "receiver"), (canonical_producer, "redactor"))
+               if write_key_file(path, label)]
+    accepted = canonical_keyring.read_text(encoding="ascii").splitlines() if canonical_keyring.exists() else []
+    producer_lines = [line.strip() for line in canonical_producer.read_text(encoding="ascii").splitlines()]
+    missing = [line for line in producer_lines if line and not line.startswith("#") and line not in accepted]
+    if missing:
+        canonical_keyring.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(canonical_keyring, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "a", encoding="ascii") as handle:
             handle.writelines(line + "\n" for line in missing)
-    return {
-        "RAW_AUTH_KEY_FILE": str(raw),
-        "CANONICAL_AUTH_KEY_FILE": str(redactor),
-        "CANONICAL_AUTH_KEYRING_FILE": str(keyring),
+        changed.append(str(canonical_keyring))
+    return changed
+
+
+def provision_local_keys(directory: Path) -> dict[str, str]:
+    """Development and test stacks: the message key files in ``directory`` (created where missing), as the
+    environment variables that name them."""
+    paths = {
+        "RAW_AUTH_KEY_FILE": directory / "raw-batch.key",
+        "CANONICAL_AUTH_KEY_FILE": directory / "canonical-redactor.key",
+        "CANONICAL_AUTH_KEYRING_FILE": directory / "canonical.keyring",
     }
+    ensure_message_keys(*paths.values())
+    return {name: str(path) for name, path in paths.items()}

@@ -23,23 +23,31 @@ from shared.db.pool import create_pool
 from shared.kafka import make_consumer, make_producer
 from tests.conftest import Infra, Topics
 from tests.integration.reporter.conftest import Reporter
+from tests.messages_support import raw_headers, raw_keyring
 from tests.unit.reporter.metric_payloads import export
 
 SESSION = "9c82ae41-69ad-4e74-85a8-70cc8c88f69c"
 USER = "549194b3250c8d36100b151a3a002230bbebfe2166dd98d789007d94f7b8653f"
 
 
-def headers(tenant: str = "tenant-a", org: str = "acme", content_type: str = otlp.PROTOBUF) -> list[tuple[str, bytes]]:
-    return [("tenant", tenant.encode()), ("org", org.encode()), ("content_type", content_type.encode()),
-            ("license_id", b"lic"), ("received_at", str(time.time_ns()).encode())]
+HeaderList = list[tuple[str, bytes]]
 
 
-async def produce(infra: Infra, topic: str, messages: list[tuple[bytes, list[tuple[str, bytes]]]]) -> None:
+def headers(tenant: str = "tenant-a", org: str = "acme",
+            content_type: str = otlp.PROTOBUF) -> Callable[[bytes], HeaderList]:
+    """The receiver's headers for a payload, authenticated as the receiver does."""
+    return lambda value: raw_headers(value, tenant=tenant, org=org, kind="metrics", content_type=content_type,
+                                     license_id="lic")
+
+
+async def produce(infra: Infra, topic: str,
+                  messages: list[tuple[bytes, HeaderList | Callable[[bytes], HeaderList]]]) -> None:
     producer = make_producer(infra.bootstrap, 1_000_000)
     await producer.start()
     try:
         for value, hdrs in messages:
-            await (await producer.send(topic, value, key=b"tenant-a", headers=hdrs))
+            made = hdrs(value) if callable(hdrs) else hdrs
+            await (await producer.send(topic, value, key=b"tenant-a", headers=made))
     finally:
         await producer.stop()
 
@@ -59,7 +67,8 @@ class RunningWorker:
         await self.producer.start()
         self.worker = UsageWorker(self.consumer, self.producer, self.pool, topic=self.topics.raw_metrics,
                                   dead_letter_topic=self.topics.dead_letter, max_batch=50,
-                                  metrics=UsageMetrics(CollectorRegistry()), stop=self.stop)
+                                  metrics=UsageMetrics(CollectorRegistry()), stop=self.stop,
+                                  raw_keyring=raw_keyring())
         self.worker.subscribe()
         self.task = asyncio.create_task(self.worker.run())
         return self.worker

@@ -13,7 +13,6 @@ from shared.canonical import WITHHELD_MARKER
 from shared.messages.raw_batch import RawBatch
 
 
-
 def batch(payload: bytes) -> RawBatch:
     """A batch as the decoder hands it over (header checks and authentication: tests/unit/test_messages.py)."""
     return RawBatch("t1", "acme", "lic-1", "application/x-protobuf", 1795878790000000000, "req-1", 1, 1, 1, payload)

@@ -42,6 +42,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.secrets.existingSigningKeySecret -}}{{ .Values.secrets.existingSigningKeySecret }}{{- else -}}{{ include "audit.fullname" . }}-signing-key{{- end -}}
 {{- end -}}
 
+{{- define "audit.rawBatchKeySecret" -}}
+{{- default (printf "%s-raw-batch-key" (include "audit.fullname" .)) .Values.messageKeys.rawBatchKeySecret -}}
+{{- end -}}
+
+{{- define "audit.canonicalRedactorKeySecret" -}}
+{{- default (printf "%s-canonical-redactor-key" (include "audit.fullname" .)) .Values.messageKeys.canonicalRedactorKeySecret -}}
+{{- end -}}
+
+{{- define "audit.canonicalKeyringSecret" -}}
+{{- default (printf "%s-canonical-keyring" (include "audit.fullname" .)) .Values.messageKeys.canonicalKeyringSecret -}}
+{{- end -}}
+
 {{- define "audit.licenseKeysSecret" -}}
 {{- if .Values.secrets.existingLicenseKeysSecret -}}{{ .Values.secrets.existingLicenseKeysSecret }}{{- else -}}{{ include "audit.fullname" . }}-license-keys{{- end -}}
 {{- end -}}
