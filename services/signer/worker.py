@@ -72,6 +72,11 @@ class SignerMetrics:
         self.commit_latency = Histogram("signer_commit_duration_seconds", "One Kafka offset commit.", registry=registry)
         self.messages_in = Counter("signer_messages_in", "Canonical messages read.", registry=registry)
         self.checkpoints = Counter("signer_checkpoints_written", "Signed checkpoints written.", registry=registry)
+        self.sequence_conflicts = Counter(
+            "signer_sequence_conflict_rows",
+            "Rows flagged sequence_conflict: a different event claimed a session and sequence already taken.",
+            registry=registry,
+        )
         self.chain_head = Gauge(
             "signer_chain_head_sequence", "Last sequence number appended, per chain.", ["tenant"], registry=registry
         )
@@ -304,6 +309,14 @@ class SignerWorker:
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.stale.inc(result.stale)
         self.metrics.checkpoints.inc(result.checkpoints)
+        if result.conflicts:
+            self.metrics.sequence_conflicts.inc(len(result.conflicts))
+            # Kept, flagged and reported: two different events claim one place in a session.
+            for tenant, session, sequence, event_id in result.conflicts[:50]:
+                log.warning(
+                    "sequence conflict: different events claim one session sequence; all are kept and flagged",
+                    extra={"tenant": tenant, "session_id": session, "event_sequence": sequence, "event_id": event_id},
+                )
         for tenant, head in result.heads.items():
             self.metrics.chain_head.labels(tenant=tenant).set(head)
         if log.isEnabledFor(logging.DEBUG):

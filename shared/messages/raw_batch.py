@@ -46,7 +46,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")  # tenant and org ids, as licences have them
 _LICENSE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_DIGITS = re.compile(r"0|[1-9][0-9]{0,19}")
+_DIGITS = re.compile(r"0|[1-9][0-9]{0,20}")  # 21 digits: up to past MAX_RECEIVED_AT_NS
 _CHUNK = re.compile(r"([1-9][0-9]{0,6})/([1-9][0-9]{0,6})")
 
 
