@@ -336,6 +336,8 @@ class SignerWorker:
 
     async def _dead_letter(self, message: Any, exc: BaseException) -> None:
         self.metrics.dead_lettered.inc()
+        log.error("canonical message dead-lettered",
+                  extra={"partition": message.partition, "offset": message.offset, "error": type(exc).__name__})
         original = message.headers if isinstance(message.headers, list | tuple) else []
         headers = dead_letter_headers(
             message.topic, message.partition, message.offset, describe(exc), "signer",

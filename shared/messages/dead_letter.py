@@ -71,7 +71,12 @@ def _required(named: dict[str, bytes], name: str, pattern: re.Pattern[str]) -> s
 
 
 def decode(headers: object) -> DeadLetterContext:
-    named = header_map(headers)
+    """The context of a dead letter. Only the ``dlq.*`` headers are checked: the original headers are the
+    failed message's, kept as they came (they may be why it failed), to be checked again if it is requeued."""
+    if not isinstance(headers, list | tuple):
+        raise InvalidMessage("headers are not a list of pairs")
+    pairs = [pair for pair in headers if isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)]
+    named = header_map([pair for pair in pairs if pair[0].startswith(PREFIX)])
     partition = int(_required(named, SOURCE_PARTITION, _DIGITS))
     if partition >= 2**31:
         raise InvalidMessage(f"dead letter header {SOURCE_PARTITION} is out of range")
@@ -89,5 +94,5 @@ def decode(headers: object) -> DeadLetterContext:
         _required(named, STAGE, _STAGE),
         error[: MAX_ERROR_CHARS * 4].decode("utf-8", "replace")[:MAX_ERROR_CHARS],
         failed_at,
-        tuple((k, v) for k, v in named.items() if not k.startswith(PREFIX)),
+        tuple((k, v) for k, v in pairs if not k.startswith(PREFIX) and isinstance(v, bytes)),
     )
