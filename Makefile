@@ -7,14 +7,16 @@ RUN_STAMP := $(VENV)/.installed-run
 ORG    ?= dev
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: help run test test-unit test-integration test-e2e lint typecheck license verify checkpoints \
-        bench bench-receiver bench-redactor bench-signer eval-redaction clean replay dlq test-deploy \
-        bench-reporter browser-deps
+.PHONY: help run test test-unit test-integration test-e2e lint typecheck license token verify checkpoints \
+        bench bench-receiver bench-receiver-hostile bench-redactor bench-signer eval-redaction clean replay dlq \
+        test-deploy bench-reporter bench-merkle browser-deps tls-deps
 
 help:
 	@echo "make run        start PostgreSQL, the broker and the three services (Ctrl-C stops all)"
 	@echo "make test       unit, integration and end-to-end tests"
-	@echo "make license ORG=<org>   issue a licence; the key is the last line"
+	@echo "make license ORG=<org>   issue an ingest licence; the key is the last line"
+	@echo "make token ORG=<org> ROLE=<admin|auditor|analyst|developer> [USER=email] [EXPIRES=30d]"
+	@echo "                          issue a reporting token; the token is the last line"
 	@echo "make verify     recompute every hash chain and check every signature"
 	@echo "make lint / make typecheck"
 	@echo "make replay ARGS=...   re-process a window of the raw topic (auditctl replay --help)"
@@ -35,7 +37,7 @@ $(STAMP): $(RUN_STAMP)
 run: $(RUN_STAMP)
 	@$(PY) -m deploy.local.stack run
 
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps tls-deps
 	@$(PY) -m pytest -q tests
 
 # tests/browser drives Debian's Chromium through Playwright. Installed here when missing and we are root;
@@ -49,13 +51,24 @@ browser-deps:
 	  else echo "WARNING: $(CHROMIUM) is missing and cannot be installed here: tests/browser will fail" >&2; fi; \
 	fi
 
+# tests/e2e/test_kafka_tls.py puts Debian's stunnel in front of the broker (TLS to Kafka, for real).
+# Installed here when missing and we are root; otherwise those tests fail loudly (they never skip).
+STUNNEL ?= /usr/bin/stunnel4
+tls-deps:
+	@if [ ! -x "$(STUNNEL)" ] && ! command -v stunnel >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing stunnel4 for tests/e2e/test_kafka_tls.py"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 openssl >/dev/null; \
+	  else echo "WARNING: stunnel is missing and cannot be installed here: the Kafka TLS tests will fail" >&2; fi; \
+	fi
+
 test-unit: $(STAMP)
 	@$(PY) -m pytest -q tests/unit
 
 test-integration: $(STAMP)
 	@$(PY) -m pytest -q tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) tls-deps
 	@$(PY) -m pytest -q tests/e2e
 
 lint: $(STAMP)
@@ -66,6 +79,12 @@ typecheck: $(STAMP)
 
 license: $(RUN_STAMP)
 	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl license issue --org "$(ORG)"
+
+# A reporting token (reads the audit log; licences only ingest): make -s token ORG=acme ROLE=auditor | tail -1
+token: $(RUN_STAMP)
+	@$(PY) -m deploy.local.stack with-db -- $(VENV)/bin/auditctl token issue --org "$(ORG)" --role "$(ROLE)" \
+	  $(if $(USER_EMAIL),--user "$(USER_EMAIL)",$(if $(filter command line,$(origin USER)),--user "$(USER)")) \
+	  $(if $(EXPIRES),--expires "$(EXPIRES)")
 
 # make verify [TENANT=acme] [CHECKPOINTS=saved.jsonl] [KEYS=saved-keys.jsonl]
 verify: $(RUN_STAMP)
@@ -96,6 +115,11 @@ test-deploy: $(STAMP)
 bench-receiver: $(STAMP)
 	@$(PY) -m tests.bench.bench_receiver $(BENCH_ARGS)
 
+# Only the hostile-body case: honest tenants' p99 beside a tenant sending 1 MB of `{"resourceLogs":[{},...]}`
+# gzipped to ~1 KB, and the receiver CPU per such request against an honest body of the same size.
+bench-receiver-hostile: $(STAMP)
+	@$(PY) -m tests.bench.bench_receiver --hostile $(BENCH_ARGS)
+
 # One redactor process on preloaded raw batches (fresh broker and PostgreSQL): canonical events/s; the PII engine
 # beside Presidio on the same texts.
 bench-redactor: $(STAMP)
@@ -106,7 +130,7 @@ eval-redaction: $(STAMP)
 	@$(PY) -m services.redactor.pii.eval.quality $(EVAL_ARGS)
 
 # Every benchmark, one after another (each starts its own fresh broker and database).
-bench: bench-receiver bench-redactor bench-signer bench-reporter
+bench: bench-receiver bench-redactor bench-signer bench-reporter bench-merkle
 
 # One signer process on a preloaded canonical topic: rows/s appended, signed and committed; then verify's rows/s.
 bench-signer: $(STAMP)
@@ -115,6 +139,11 @@ bench-signer: $(STAMP)
 # 1,000,000 audit rows (1,000 users, 20,000 sessions) in a fresh PostgreSQL; p50/p99 of the reporting queries.
 bench-reporter: $(STAMP)
 	@$(PY) -m tests.bench.bench_reporter $(BENCH_ARGS)
+
+# One tenant's Merkle tree and 1,000,000 rows in a fresh PostgreSQL (BENCH_ARGS="--leaves 10000000 --tree-only"
+# for the tree of 10M): bytes per row, p50/p99 of inclusion proofs, of a row's proof and of consistency proofs.
+bench-merkle: $(STAMP)
+	@$(PY) -m tests.bench.bench_merkle $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

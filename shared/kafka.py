@@ -2,6 +2,10 @@
 
 Producers are at-least-once (``acks=all``, not idempotent): every stage downstream dedupes by event id,
 so a retried send can never become a second audit row.
+
+Every client is built here from one ``KafkaConnection``: the bootstrap servers plus ``KafkaSecurity``, the
+TLS and SASL settings as Kafka users know them (``security.protocol``, ``sasl.mechanism``, CA / client
+certificate / key files), handed to aiokafka's own options. Secrets come from files only.
 """
 
 from __future__ import annotations
@@ -9,15 +13,245 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, get_args
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.abc import AbstractTokenProvider
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
+
+from shared.keys import KeyMaterialError, read_private_file
 
 Headers = list[tuple[str, bytes]]
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+SECURITY_PROTOCOLS: tuple[str, ...] = get_args(SecurityProtocol)
+SASL_MECHANISMS: tuple[str, ...] = get_args(SaslMechanism)
+
+
+class KafkaConfigError(ValueError):
+    """The Kafka security settings contradict each other or name unusable files; the process stops at start."""
+
+
+class FileTokenProvider(AbstractTokenProvider):  # type: ignore[misc]  # aiokafka ships no stubs for it
+    """OAUTHBEARER: the token is read from its file on every (re)authentication, so a sidecar can rotate it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._path = path
+
+    async def token(self) -> str:
+        text = await asyncio.to_thread(read_private_file, self._path, "Kafka OAUTHBEARER token file")
+        return text.strip()
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How a client proves who it is and protects the connection. Checked for consistency when built."""
+
+    protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_username_file: Path | None = None
+    sasl_password_file: Path | None = None
+    sasl_oauthbearer_token_file: Path | None = None
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    ssl_key_password_file: Path | None = None
+    ssl_check_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise KafkaConfigError("; ".join(problems))
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def problems(self) -> list[str]:
+        found: list[str] = []
+        if self.protocol not in SECURITY_PROTOCOLS:
+            found.append(f"KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                         f"not {self.protocol!r}")
+            return found
+        if self.uses_sasl:
+            if self.sasl_mechanism is None:
+                found.append(f"KAFKA_SECURITY_PROTOCOL={self.protocol} needs KAFKA_SASL_MECHANISM")
+            elif self.sasl_mechanism not in SASL_MECHANISMS:
+                found.append(f"KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}")
+            elif self.sasl_mechanism == "OAUTHBEARER":
+                if self.sasl_oauthbearer_token_file is None:
+                    found.append("KAFKA_SASL_MECHANISM=OAUTHBEARER needs KAFKA_SASL_OAUTHBEARER_TOKEN_FILE")
+                if self.sasl_username_file or self.sasl_username or self.sasl_password_file:
+                    found.append("KAFKA_SASL_MECHANISM=OAUTHBEARER takes a token file, not a username or password")
+            else:
+                if (self.sasl_username_file is None and not self.sasl_username) or self.sasl_password_file is None:
+                    found.append(
+                        f"KAFKA_SASL_MECHANISM={self.sasl_mechanism} needs KAFKA_SASL_USERNAME_FILE (or "
+                        "KAFKA_SASL_USERNAME) and KAFKA_SASL_PASSWORD_FILE"
+                    )
+                if self.sasl_username_file is not None and self.sasl_username:
+                    found.append("set KAFKA_SASL_USERNAME or KAFKA_SASL_USERNAME_FILE, not both")
+                if self.sasl_oauthbearer_token_file is not None:
+                    found.append(
+                        f"KAFKA_SASL_OAUTHBEARER_TOKEN_FILE is only for OAUTHBEARER, not {self.sasl_mechanism}"
+                    )
+        else:
+            given = [name for name, value in (
+                ("KAFKA_SASL_MECHANISM", self.sasl_mechanism),
+                ("KAFKA_SASL_USERNAME", self.sasl_username),
+                ("KAFKA_SASL_USERNAME_FILE", self.sasl_username_file),
+                ("KAFKA_SASL_PASSWORD_FILE", self.sasl_password_file),
+                ("KAFKA_SASL_OAUTHBEARER_TOKEN_FILE", self.sasl_oauthbearer_token_file),
+            ) if value is not None]
+            if given:
+                found.append(f"{', '.join(given)} set but KAFKA_SECURITY_PROTOCOL={self.protocol} does not use SASL; "
+                             "use SASL_SSL (or SASL_PLAINTEXT)")
+        tls_files = [name for name, value in (
+            ("KAFKA_SSL_CA_FILE", self.ssl_ca_file),
+            ("KAFKA_SSL_CERT_FILE", self.ssl_cert_file),
+            ("KAFKA_SSL_KEY_FILE", self.ssl_key_file),
+            ("KAFKA_SSL_KEY_PASSWORD_FILE", self.ssl_key_password_file),
+        ) if value is not None]
+        if not self.uses_tls:
+            if tls_files:
+                found.append(f"{', '.join(tls_files)} set but KAFKA_SECURITY_PROTOCOL={self.protocol} does not use "
+                             "TLS; use SSL or SASL_SSL")
+        else:
+            if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+                found.append("mutual TLS needs both KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE")
+            if self.ssl_key_password_file is not None and self.ssl_key_file is None:
+                found.append("KAFKA_SSL_KEY_PASSWORD_FILE set without KAFKA_SSL_KEY_FILE")
+        for name, path in (
+            ("KAFKA_SSL_CA_FILE", self.ssl_ca_file),
+            ("KAFKA_SSL_CERT_FILE", self.ssl_cert_file),
+            ("KAFKA_SASL_OAUTHBEARER_TOKEN_FILE", self.sasl_oauthbearer_token_file),
+        ):
+            if path is not None and not path.is_file():
+                found.append(f"{name}: {path} does not exist")
+        return found
+
+    def _secret(self, path: Path | None, what: str) -> str | None:
+        if path is None:
+            return None
+        try:
+            return read_private_file(path, what).strip()
+        except KeyMaterialError as exc:
+            raise KafkaConfigError(str(exc)) from None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.uses_tls:
+            return None
+        password = self._secret(self.ssl_key_password_file, "Kafka TLS key password file")
+        if self.ssl_key_file is not None:
+            self._secret(self.ssl_key_file, "Kafka TLS key file")  # the same owner-only rule as every key
+        try:
+            context: ssl.SSLContext = create_ssl_context(
+                cafile=self.ssl_ca_file, certfile=self.ssl_cert_file, keyfile=self.ssl_key_file, password=password
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise KafkaConfigError(f"Kafka TLS files cannot be used: {exc}") from None
+        context.check_hostname = self.ssl_check_hostname
+        return context
+
+    def client_options(self) -> dict[str, Any]:
+        """aiokafka's own keyword arguments for this security set-up (producer, consumer and admin alike)."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.uses_tls:
+            options["ssl_context"] = self.ssl_context()
+        if self.uses_sasl:
+            assert self.sasl_mechanism is not None  # checked in __post_init__
+            options["sasl_mechanism"] = self.sasl_mechanism
+            if self.sasl_mechanism == "OAUTHBEARER":
+                assert self.sasl_oauthbearer_token_file is not None
+                options["sasl_oauth_token_provider"] = FileTokenProvider(self.sasl_oauthbearer_token_file)
+            else:
+                options["sasl_plain_username"] = self.sasl_username or self._secret(
+                    self.sasl_username_file, "Kafka SASL username file")
+                options["sasl_plain_password"] = self._secret(self.sasl_password_file, "Kafka SASL password file")
+        return options
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """Where the brokers are and how to talk to them; every client in the project is built from one."""
+
+    bootstrap: str
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    def options(self) -> dict[str, Any]:
+        return {"bootstrap_servers": self.bootstrap, **self.security.client_options()}
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    host, _, port = server.strip().rpartition(":")
+    return host.strip("[]") or server.strip(), int(port) if port.isdigit() else 9092
+
+
+async def refuse_misconfigured_client(kafka: KafkaConnection | str, timeout: float = 5.0) -> None:
+    """Raise KafkaConfigError when a bootstrap broker refuses us for our settings, not for being down.
+
+    aiokafka reports an untrusted broker certificate and rejected SASL credentials as "Unable to
+    bootstrap", the same words as for a broker that is down, and the services would retry forever. Both are
+    configuration errors (a wrong KAFKA_SSL_CA_FILE, a hostname the certificate does not name, a wrong
+    password or mechanism), so one connection is opened here with aiokafka's own connection class and the
+    very options the clients use, to name the cause. Brokers that cannot be reached are left to the
+    callers' retries.
+    """
+    connection = as_connection(kafka)
+    security = connection.security
+    if not security.uses_tls and not security.uses_sasl:
+        return
+    options = security.client_options()
+    for server in connection.bootstrap.split(","):
+        host, port = _host_port(server)
+        try:
+            conn = await asyncio.wait_for(create_conn(
+                host, port, request_timeout_ms=int(timeout * 1000), ssl_context=options.get("ssl_context"),
+                security_protocol=security.protocol, sasl_mechanism=options.get("sasl_mechanism"),
+                sasl_plain_username=options.get("sasl_plain_username"),
+                sasl_plain_password=options.get("sasl_plain_password"),
+                sasl_oauth_token_provider=options.get("sasl_oauth_token_provider"),
+            ), timeout)
+        except ssl.SSLCertVerificationError as exc:
+            raise KafkaConfigError(
+                f"the Kafka broker at {host}:{port} presented a certificate this client does not trust "
+                f"({exc.verify_message}); check KAFKA_SSL_CA_FILE"
+                + (" and KAFKA_SSL_CHECK_HOSTNAME" if "hostname" in str(exc.verify_message).lower() else "")
+            ) from None
+        except (SaslAuthenticationFailed, UnsupportedSaslMechanismError, IllegalSaslStateError) as exc:
+            raise KafkaConfigError(
+                f"the Kafka broker at {host}:{port} refused this client's SASL authentication as "
+                f"{options.get('sasl_plain_username') or 'its token'} ({exc}); check KAFKA_SASL_MECHANISM and "
+                "the credentials in KAFKA_SASL_USERNAME_FILE / KAFKA_SASL_PASSWORD_FILE"
+            ) from None
+        except (KafkaError, OSError, TimeoutError):
+            continue  # down, refused, or the handshake failed for the broker's reasons: retried by the caller
+        conn.close()
+
+
+def as_connection(target: KafkaConnection | str) -> KafkaConnection:
+    """A bare bootstrap string is a PLAINTEXT connection (tests and the local stack)."""
+    return target if isinstance(target, KafkaConnection) else KafkaConnection(target)
 
 
 class MessageProducer(Protocol):
@@ -28,9 +262,9 @@ class MessageProducer(Protocol):
     ) -> asyncio.Future[Any]: ...
 
 
-def make_producer(bootstrap: str, max_message_bytes: int, **overrides: Any) -> AIOKafkaProducer:
+def make_producer(kafka: KafkaConnection | str, max_message_bytes: int, **overrides: Any) -> AIOKafkaProducer:
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **as_connection(kafka).options(),
         "acks": "all",
         "enable_idempotence": False,
         # The production broker refuses anything over message.max.bytes; failing here, in our own process,
@@ -45,10 +279,10 @@ def make_producer(bootstrap: str, max_message_bytes: int, **overrides: Any) -> A
 
 
 def make_consumer(
-    bootstrap: str, group_id: str, *topics: str, session_timeout_ms: int = 10_000, **overrides: Any
+    kafka: KafkaConnection | str, group_id: str, *topics: str, session_timeout_ms: int = 10_000, **overrides: Any
 ) -> AIOKafkaConsumer:
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **as_connection(kafka).options(),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -70,9 +304,13 @@ class TopicSpec:
     configs: tuple[tuple[str, str], ...] = ()
 
 
-async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> list[str]:
+def make_admin(kafka: KafkaConnection | str, **overrides: Any) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**{**as_connection(kafka).options(), **overrides})
+
+
+async def ensure_topics(kafka: KafkaConnection | str, specs: Sequence[TopicSpec]) -> list[str]:
     """Create missing topics; existing ones are left as they are. Returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(kafka)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -108,8 +346,14 @@ class StartableClient(Protocol):
     async def start(self) -> None: ...
 
 
-async def start_clients(*clients: StartableClient, stop: asyncio.Event) -> bool:
-    """Start producers and consumers, waiting out a broker that is not up yet; False if stopped first."""
+async def start_clients(
+    *clients: StartableClient, stop: asyncio.Event, kafka: KafkaConnection | None = None
+) -> bool:
+    """Start producers and consumers, waiting out a broker that is not up yet; False if stopped first.
+
+    With ``kafka`` given, a broker certificate our TLS settings do not trust raises KafkaConfigError
+    instead of being retried forever.
+    """
     from shared.pipeline import Backoff  # noqa: PLC0415 - pipeline imports this module
 
     backoff = Backoff(0.5, 10.0)
@@ -118,7 +362,10 @@ async def start_clients(*clients: StartableClient, stop: asyncio.Event) -> bool:
         try:
             await pending[0].start()
             pending.pop(0)
-        except (KafkaError, OSError):
+        except (KafkaError, OSError) as exc:
+            if kafka is not None:
+                await refuse_misconfigured_client(kafka)
+            logging.getLogger("kafka").warning("broker not reachable yet, retrying", extra={"error": repr(exc)})
             await backoff.sleep(stop)
     return not pending
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -97,13 +98,40 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
     return True
 
 
+def read_private_file(path: Path, what: str = "key file") -> str:
+    """The text of a secret file, refused when accounts other than its owner could read or change it.
+
+    PostgreSQL's rule for its own key files: a file owned by this process's user must be 0600 or stricter;
+    one owned by root may also be readable by its group (0640), which is how Kubernetes mounts a Secret
+    for a non-root pod (root-owned, group = the pod's fsGroup). A key others can read is a leaked key, and a
+    service that keeps running with one hides that.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise KeyMaterialError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise KeyMaterialError(f"{what} {path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise KeyMaterialError(f"{what} {path} is not a regular file")
+    mode = stat.S_IMODE(info.st_mode)
+    ours = info.st_uid == os.geteuid()
+    allowed = 0o600 if ours or info.st_uid != 0 else 0o640
+    if mode & ~allowed & 0o777:
+        raise KeyMaterialError(
+            f"{what} {path} has mode {mode:04o}: group or others may access it; run `chmod 600 {path}` "
+            f"(or mount it owner-only, e.g. defaultMode 0400) and start again"
+        )
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise KeyMaterialError(f"{what} {path} cannot be read: {exc.strerror}") from None
+
+
 def load_signer(*, file: str | None, env_var: str | None = None) -> Ed25519Signer:
     """Load a private key from the file, or else from the named environment variable (base64 seed)."""
     if file:
-        path = Path(file)
-        if not path.is_file():
-            raise KeyMaterialError(f"key file {path} does not exist")
-        return Ed25519Signer.from_seed_b64(path.read_text())
+        return Ed25519Signer.from_seed_b64(read_private_file(Path(file)))
     if env_var and os.environ.get(env_var):
         return Ed25519Signer.from_seed_b64(os.environ[env_var])
     raise KeyMaterialError(f"no key configured: set a key file or {env_var}")

@@ -5,8 +5,11 @@ signature covers the ASCII bytes ``lic1.<base64url(payload)>``. The tenant a bat
 here and only from here.
 
 Entitlements name capabilities. ``otel_ingest`` (sending OpenTelemetry to the receiver) is an Enterprise
-capability; ``reporting`` is the read side. A licence without ``otel_ingest`` authenticates but is refused
-(403) by the receiver.
+capability and the only one licences are issued with: a licence sits in every developer's Claude Code
+settings, so it must never open the audit log. Reading is done with reporting tokens or OIDC
+(shared/reporting_tokens.py). ``reporting`` is still understood on licences issued before that change: the
+reporter accepts them, read-only, with a warning, until they are re-issued. A licence without
+``otel_ingest`` authenticates but is refused (403) by the receiver.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ TOKEN_PREFIX = "lic1"  # noqa: S105 - a format tag, not a secret
 PAYLOAD_VERSION = 1
 OTEL_INGEST = "otel_ingest"
 REPORTING = "reporting"
-DEFAULT_ENTITLEMENTS = (OTEL_INGEST, REPORTING)
+DEFAULT_ENTITLEMENTS = (OTEL_INGEST,)
 KNOWN_ENTITLEMENTS: Mapping[str, str] = {
     OTEL_INGEST: "Enterprise: send Claude Code / Cowork OpenTelemetry to the receiver",
-    REPORTING: "read audit reports",
+    REPORTING: "legacy: read audit reports (no longer issued by auditctl; use reporting tokens)",
 }
+# What auditctl issues: reads take reporting tokens, never the ingest secret.
+ISSUABLE_ENTITLEMENTS = (OTEL_INGEST,)
 
 # Org ids are HTTP Basic user names, so never a colon; both ids travel in Kafka headers and metric labels.
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
@@ -219,8 +224,9 @@ class LicenseVerifier:
         try:
             payload = json.loads(_unb64url(parts[1]))
             signature = _unb64url(parts[2])
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise LicenseRefused(LicenseProblem.MALFORMED, "licence key is not valid base64url JSON") from exc
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: a payload nested deeper than the parser's stack, sent before any signature check.
+            raise LicenseRefused(LicenseProblem.MALFORMED, "licence key is not valid base64url JSON") from None
         if not isinstance(payload, dict):
             raise LicenseRefused(LicenseProblem.MALFORMED, "licence payload is not an object")
         lic = _parse_payload(payload)

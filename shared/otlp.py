@@ -89,6 +89,12 @@ def decode_request(body: bytes, encoding: Encoding, message_type: type[RequestT]
         raise PayloadError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise PayloadError("JSON body must be an object")
+    return decode_document(document, message_type)
+
+
+def decode_document(document: dict[str, Any], message_type: type[RequestT]) -> RequestT:
+    """The message an OTLP/JSON document (already parsed by ``json.loads``) describes."""
+    message = message_type()
     try:
         json_format.ParseDict(_hex_ids_to_base64(document), message, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError, binascii.Error) as exc:

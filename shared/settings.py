@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Self, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.kafka import KafkaConfigError, KafkaConnection, KafkaSecurity, SaslMechanism, SecurityProtocol
 
 
 class CommonSettings(BaseSettings):
@@ -39,7 +42,70 @@ class CommonSettings(BaseSettings):
         ge=1_000,
         description="Consumer group session timeout; a dead consumer's partitions move after this long.",
     )
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="Kafka security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (production: SASL_SSL).",
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="Kafka sasl.mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER."
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="This component's SASL username (PLAIN and SCRAM), or use the _FILE form."
+    )
+    kafka_sasl_username_file: Path | None = Field(
+        default=None, description="File holding this component's SASL username (PLAIN and SCRAM)."
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        default=None, description="File holding the SASL password (PLAIN and SCRAM); owner-only permissions."
+    )
+    kafka_sasl_oauthbearer_token_file: Path | None = Field(
+        default=None, description="File holding the OAUTHBEARER token; re-read on every authentication."
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle the broker's certificate must chain to (default: system CAs)."
+    )
+    kafka_ssl_cert_file: Path | None = Field(default=None, description="PEM client certificate for mutual TLS.")
+    kafka_ssl_key_file: Path | None = Field(
+        default=None, description="PEM private key of the client certificate; owner-only permissions."
+    )
+    kafka_ssl_key_password_file: Path | None = Field(
+        default=None, description="File holding the password of an encrypted KAFKA_SSL_KEY_FILE."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that the broker's certificate names the host connected to."
+    )
     log_level: str = Field(default="INFO", description="Python log level for the service's JSON logs.")
+
+    @model_validator(mode="after")
+    def _kafka_security_is_consistent(self) -> Self:
+        # Fails fast, at load, naming every contradiction, a missing file or a secret file others can read.
+        try:
+            self.kafka_security().client_options()
+        except KafkaConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def kafka_security(self) -> KafkaSecurity:
+        try:
+            return KafkaSecurity(
+                protocol=self.kafka_security_protocol,
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_username=self.kafka_sasl_username,
+                sasl_username_file=self.kafka_sasl_username_file,
+                sasl_password_file=self.kafka_sasl_password_file,
+                sasl_oauthbearer_token_file=self.kafka_sasl_oauthbearer_token_file,
+                ssl_ca_file=self.kafka_ssl_ca_file,
+                ssl_cert_file=self.kafka_ssl_cert_file,
+                ssl_key_file=self.kafka_ssl_key_file,
+                ssl_key_password_file=self.kafka_ssl_key_password_file,
+                ssl_check_hostname=self.kafka_ssl_check_hostname,
+            )
+        except KafkaConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    def kafka_connection(self) -> KafkaConnection:
+        """What every Kafka client of the process is built from (shared.kafka.make_producer and friends)."""
+        return KafkaConnection(self.kafka_bootstrap_servers, self.kafka_security())
 
 
 def raw_auth_key_file_field() -> Any:

@@ -94,7 +94,7 @@ async def prepare(settings: CliSettings) -> None:
         await apply_migrations(conn)
     finally:
         await conn.close()
-    await ensure_topics(settings.kafka_bootstrap_servers, topic_specs(settings))
+    await ensure_topics(settings.kafka_connection(), topic_specs(settings))
 
 
 def cached_license(cache: Path, issuer_public_key: bytes) -> tuple[str, str] | None:
@@ -178,7 +178,8 @@ def run() -> int:
             wait_ready(f"http://127.0.0.1:{reporter_port}/readyz", 60)
             elapsed = time.monotonic() - started
             print(f"\nready in {elapsed:.1f}s: receiver http://127.0.0.1:{port}  database {dsn}  broker {bootstrap}")
-            print(f"reports: http://127.0.0.1:{reporter_port}/portal/ (user 'dev', password: the key in {cache})")
+            print(f"reports: http://127.0.0.1:{reporter_port}/portal/ (sign in with a reporting token: "
+                  f"make -s token ORG={DEV_ORG} ROLE=admin | tail -1; the licence only ingests)")
             print(f"logs in {var / 'log'}/; Ctrl-C stops everything.\n")
             print("# Point Claude Code at it (development licence for org 'dev'):")
             print(claude_code_environment(f"http://127.0.0.1:{port}", DEV_ORG, token), flush=True)

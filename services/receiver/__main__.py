@@ -15,11 +15,13 @@ import asyncpg
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from services.receiver.app import ReceiverState, create_app, load_issuer_public_keys, readiness
+from services.receiver.app import ReceiverState, create_app, readiness
 from services.receiver.settings import ReceiverSettings
 from shared.db.pool import create_pool
 from shared.health import HealthServer
+from shared.kafka import KafkaConfigError, refuse_misconfigured_client
 from shared.keys import KeyMaterialError
+from shared.licence_auth import load_issuer_public_keys
 from shared.licensing import LicenseVerifier
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_signing_key
@@ -83,6 +85,11 @@ async def _serve(settings: ReceiverSettings) -> None:
     except KeyFileError as exc:
         raise SystemExit(f"receiver: {exc}") from None
 
+    try:
+        # A broker certificate we do not trust would otherwise show only as "broker not reachable" retries.
+        await refuse_misconfigured_client(settings.kafka_connection())
+    except KafkaConfigError as exc:
+        raise SystemExit(f"receiver: {exc}") from None
     revocations = RevocationList(settings.database_url)
     app = create_app(settings, verifier, revocations=revocations.fetch, raw_key=raw_key)
     config = hypercorn_config(settings)

@@ -14,12 +14,10 @@ Prometheus metrics are not among them: they name tenants, so ``__main__`` serves
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from google.rpc import code_pb2
@@ -33,7 +31,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from services.receiver import protocol
-from services.receiver.auth import CredentialsRefused, LicenseAuthBackend
 from services.receiver.edge import EdgeMiddleware
 from services.receiver.enqueue import CachingPartitioner, ProducerFactory, RawBatchQueue
 from services.receiver.ingest import LOGS, METRICS, IngestContext, IngestEndpoint
@@ -42,7 +39,7 @@ from services.receiver.metrics import ReceiverMetrics
 from services.receiver.settings import ReceiverSettings
 from shared.clock import Clock, SystemClock
 from shared.kafka import make_producer
-from shared.keys import KeyMaterialError
+from shared.licence_auth import CredentialsRefused, LicenseAuthBackend
 from shared.licensing import OTEL_INGEST, LicenseVerifier
 from shared.messages.auth import MessageKey, load_signing_key
 
@@ -69,26 +66,6 @@ class ReceiverState:
     def begin_drain(self) -> None:
         """SIGTERM: /readyz turns 503 so load balancers stop sending; the server stops accepting."""
         self.draining = True
-
-
-def load_issuer_public_keys(path: str) -> list[bytes]:
-    file = Path(path)
-    if not file.is_file():
-        raise KeyMaterialError(f"licence public key file {file} does not exist")
-    keys = []
-    for raw_line in file.read_text().splitlines():
-        line = raw_line.strip()
-        if line and not line.startswith("#"):
-            try:
-                key = base64.b64decode(line, validate=True)
-            except ValueError:
-                raise KeyMaterialError(f"{file}: not base64: {line[:12]}...") from None
-            if len(key) != 32:
-                raise KeyMaterialError(f"{file}: not a 32-byte Ed25519 public key: {line[:12]}...")
-            keys.append(key)
-    if not keys:
-        raise KeyMaterialError(f"licence public key file {file} holds no keys")
-    return keys
 
 
 def _on_auth_error(conn: HTTPConnection, exc: Exception) -> Response:
@@ -151,7 +128,7 @@ async def _refresh_revocations(state: ReceiverState, stop: asyncio.Event) -> Non
 def default_producer_factory(settings: ReceiverSettings) -> ProducerFactory:
     def factory() -> Any:
         return make_producer(
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection(),
             settings.kafka_max_message_bytes,
             # One batch per partition is in flight per broker at a time; it must hold many requests'
             # messages, but never exceed what the broker accepts as one batch (message.max.bytes).

@@ -6,10 +6,12 @@ Order of checks (cheapest first, nothing decoded for a request that fails an ear
 2. Content-Type (415), Content-Encoding (415), declared Content-Length over the limit (413)
 3. revocation list not loaded yet, broker known to be down (503)
 4. body read within the size limit and the in-flight byte budget (413; 400 for bad gzip; 503)
-5. concurrent-batch limit (503), decode (400; an empty request is a 200)
-6. per-request record cap (partial_success), tenant rate limit (429)
-7. split for the Kafka message limit (records too large alone: partial_success)
-8. send and wait for the ``acks=all`` acknowledgement (503 on failure or timeout), then 200.
+5. concurrent-batch limit (503); the tenant's bucket charged by the decompressed size (429)
+6. decode within its budget (services/receiver/decoding.py; 400, also for more empty resource/scope
+   entries than a request may hold records; an empty request is a 200), large bodies off the event loop
+7. per-request record cap, empty entries counted (partial_success); the charge settled to the count (429)
+8. split for the Kafka message limit (records too large alone: partial_success)
+9. send and wait for the ``acks=all`` acknowledgement (503 on failure or timeout), then 200.
 
 429 is reserved for the per-tenant limit (Claude Code keeps retrying a 429 while it exits); every
 overload of the receiver itself is a 503 with Retry-After.
@@ -36,7 +38,15 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from services.receiver import protocol
-from services.receiver.auth import LicensedOrg
+from services.receiver.decoding import (
+    LOG_LEVELS,
+    METRIC_LEVELS,
+    Decoded,
+    Levels,
+    TooManyEmptyEntries,
+    decode_off_loop,
+    decode_within_budget,
+)
 from services.receiver.enqueue import BatchOrigin, BrokerUnavailable, OutgoingMessage, RawBatchQueue
 from services.receiver.limits import (
     BadEncoding,
@@ -52,6 +62,7 @@ from services.receiver.metrics import ReceiverMetrics
 from services.receiver.settings import ReceiverSettings
 from shared import otlp
 from shared.clock import Clock
+from shared.licence_auth import LicensedOrg
 from shared.messages import raw_batch
 
 log = logging.getLogger("receiver")
@@ -72,6 +83,7 @@ class Signal:
     split: Callable[[Any, int], tuple[list[otlp.LogChunk], list[Any]]]
     keep_first: Callable[[Any, int], Any] | None
     topic: Callable[[ReceiverSettings], str]
+    levels: Levels
 
     @property
     def kind(self) -> raw_batch.Kind:
@@ -87,6 +99,7 @@ LOGS = Signal(
     split=otlp.split_logs,
     keep_first=otlp.keep_first_log_records,
     topic=lambda settings: settings.topic_raw_logs,
+    levels=LOG_LEVELS,
 )
 METRICS = Signal(
     name="metrics",
@@ -97,6 +110,7 @@ METRICS = Signal(
     split=otlp.split_metrics,
     keep_first=None,  # data points are not cut out of a metric; body, rate and in-flight limits still apply
     topic=lambda settings: settings.topic_raw_metrics,
+    levels=METRIC_LEVELS,
 )
 
 
@@ -306,29 +320,44 @@ async def _decode_and_send(
 ) -> Response:
     settings = context.settings
     fits_one_message = len(body) <= payload_limit
-    # upb parses with the GIL held, so a thread would not help protobuf; JSON is decoded in Python,
-    # which a worker thread interleaves with the event loop.
-    off_loop = not fits_one_message and encoding is otlp.Encoding.JSON
+    tenant = origin.tenant_id
+    limiter = context.limiters[signal.name]
+    # The tenant pays before anything is decoded, by the decompressed size (as an honest body of that size
+    # would hold records), so a tenant at its limit costs no decoding at all; settled once counted.
+    charged = -(-len(body) // settings.tenant_bytes_per_record)
+    wait = limiter.admit(tenant, charged)
+    if wait > 0:
+        raise protocol.rate_limited(max(1, math.ceil(wait)), records=0)  # not counted: nothing was decoded
+    cap = settings.max_records_per_request
     try:
-        batch = await asyncio.to_thread(_decode, body, encoding, signal) if off_loop else _decode(
-            body, encoding, signal)
+        decoded = await (decode_off_loop if len(body) > settings.decode_off_loop_bytes else _decode_here)(
+            body, encoding, signal.request_type, signal.levels, cap)
+    except TooManyEmptyEntries as exc:
+        limiter.charge_in_full(tenant, charged, cap + 1)
+        raise protocol.bad_data(str(exc), "empty_entries") from None
     except otlp.PayloadError as exc:
-        raise protocol.bad_data(str(exc)) from None
-    total = signal.count(batch)
+        raise protocol.bad_data(str(exc)) from None  # the charge stands: the decoding was done
+    batch = decoded.request
+    empty = decoded.empty_entries
+    kept = signal.count(batch)
+    total = max(kept, decoded.items_before_cut)  # JSON log records past the cap were cut before conversion
     if total == 0:
+        limiter.settle(tenant, charged, empty)
         return protocol.success_response(signal.name, encoding)
 
     rejected = 0
     notes: list[str] = []
-    cap = settings.max_records_per_request
-    if signal.keep_first is not None and total > cap:
-        batch = signal.keep_first(batch, cap)
-        rejected += total - cap
-        notes.append(f"{total - cap} {signal.unit} over the limit of {cap} per request")
+    allowed = cap - empty  # empty resource and scope entries count against the records a request may hold
+    if signal.keep_first is not None and kept > allowed:
+        batch = signal.keep_first(batch, allowed)
+        kept = allowed
+    if signal.keep_first is not None and total > kept:
+        rejected += total - kept
+        notes.append(f"{total - kept} {signal.unit} over the limit of {cap} per request"
+                     + (f" ({empty} empty resource or scope entries count against it)" if empty else ""))
     admitted = total - rejected
 
-    limiter = context.limiters[signal.name]
-    wait = limiter.admit(origin.tenant_id, admitted)
+    wait = limiter.settle(tenant, charged, admitted + empty)
     if wait > 0:
         raise protocol.rate_limited(max(1, math.ceil(wait)), records=total)
 
@@ -375,10 +404,11 @@ async def _enqueue(context: IngestContext, signal: Signal, origin: BatchOrigin, 
     context.metrics.enqueue_duration.observe(time.perf_counter() - started)
 
 
-def _decode(body: bytes, encoding: otlp.Encoding, signal: Signal) -> Any:
-    if signal.request_type is otlp.ExportLogsServiceRequest:
-        return otlp.decode_request(body, encoding, otlp.ExportLogsServiceRequest)
-    return otlp.decode_request(body, encoding, otlp.ExportMetricsServiceRequest)
+async def _decode_here(
+    body: bytes, encoding: otlp.Encoding, message_type: type[Any], levels: Levels, cap: int
+) -> Decoded:
+    """Small bodies: decoded on the loop, where a thread hand-off would cost more than the decoding."""
+    return decode_within_budget(body, encoding, message_type, levels, cap)
 
 
 def _nanoseconds(clock: Clock) -> int:

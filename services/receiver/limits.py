@@ -196,6 +196,27 @@ class TenantRateLimiter:
             self._buckets.move_to_end(tenant)
         return bucket.take(records, now)
 
+    def settle(self, tenant: str, charged: int, actual: int) -> float:
+        """Correct a charge made before decoding (an estimate from the body's size) to the records counted.
+
+        0 when settled; else the seconds to wait, and the request is refused with its charge refunded,
+        as a request refused by ``admit`` costs nothing either.
+        """
+        if actual <= charged:
+            self.refund(tenant, charged - actual)
+            return 0.0
+        wait = self.admit(tenant, actual - charged)
+        if wait > 0:
+            self.refund(tenant, charged)
+        return wait
+
+    def charge_in_full(self, tenant: str, charged: int, actual: int) -> None:
+        """Work refused after decoding (empty entries) is charged anyway, into debt if need be: the tenant's
+        next requests wait until it is paid off, so such bodies cannot be repeated at the cost of nothing."""
+        bucket = self._buckets.get(tenant)
+        if bucket is not None and actual > charged:
+            bucket.tokens = max(-bucket.capacity, bucket.tokens - (actual - charged))
+
     def refund(self, tenant: str, records: int) -> None:
         """Give back tokens for records admitted but then not accepted (the broker failed them)."""
         bucket = self._buckets.get(tenant)

@@ -53,6 +53,18 @@ class ReceiverSettings(CommonSettings):
     tenant_records_per_second: float = Field(
         default=20_000.0, gt=0, description="Per-tenant token-bucket refill rate, in log records per second."
     )
+    tenant_bytes_per_record: int = Field(
+        default=1024,
+        ge=1,
+        description="Decompressed bytes charged as one record to the tenant's bucket before a body is decoded "
+        "(settled to the records counted after).",
+    )
+    decode_off_loop_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="Bodies larger than this (decompressed) are decoded on the decode worker thread, one at a "
+        "time, never on the event loop.",
+    )
     tenant_burst_records: int = Field(
         default=100_000, ge=1, description="Per-tenant token-bucket size, in log records."
     )

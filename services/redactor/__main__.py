@@ -12,7 +12,7 @@ from services.redactor.settings import RedactorSettings
 from services.redactor.transform import TextRedactor, TransformPolicy
 from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.health import HealthServer
-from shared.kafka import make_consumer, make_producer, start_clients
+from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_keyring, load_signing_key
 from shared.runtime import stop_on_signals
@@ -46,11 +46,11 @@ async def _run(settings: RedactorSettings) -> None:
         keep_unknown_attributes=settings.unknown_attribute_policy == "keep",
     )
     consumer = make_consumer(
-        settings.kafka_bootstrap_servers,
+        settings.kafka_connection(),
         settings.redactor_group_id,
         session_timeout_ms=settings.kafka_session_timeout_ms,
     )
-    producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
+    producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
     worker = RedactorWorker(
         consumer,
         producer,
@@ -72,7 +72,11 @@ async def _run(settings: RedactorSettings) -> None:
     health = HealthServer(registry, ready=lambda: started.is_set() and not stop.is_set())
     if settings.redactor_metrics_port:
         await health.start("0.0.0.0", settings.redactor_metrics_port)  # noqa: S104 - probes come from outside
-    if not await start_clients(producer, consumer, stop=stop):
+    try:
+        started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
+    except KafkaConfigError as exc:
+        raise SystemExit(f"redactor: {exc}") from None
+    if not started_clients:
         raise SystemExit(0)
     started.set()
     worker.subscribe()

@@ -9,10 +9,10 @@ from __future__ import annotations
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from services.receiver.app import load_issuer_public_keys
 from services.reporter.app import create_app
 from services.reporter.settings import ReporterSettings
 from shared.keys import KeyMaterialError
+from shared.licence_auth import load_issuer_public_keys
 from shared.licensing import LicenseVerifier
 from shared.logs import configure_logging
 from shared.runtime import run_service, stop_on_signals

@@ -1,4 +1,6 @@
-"""The JSON endpoints. The tenant is always the licence's; no parameter can name another."""
+"""The JSON endpoints. The tenant is always the credential's; no parameter can name another. Whether the caller
+may use an endpoint at all is decided before it runs (services/reporter/authz.py); what its role sees inside
+the answer, here, through services/reporter/views.py."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.reporter import params, queries
+from services.reporter import params, queries, views
+from services.reporter.authz import note_disclosure
 from services.reporter.responses import JSON
 from services.reporter.rollup import catch_up, fold_state
-from services.reporter.state import ReporterState, tenant_of
+from services.reporter.state import ReporterState, principal_of, tenant_of
+from shared import proofs
 
 _MAX_SESSION_ID = 512
 USAGE_DEFAULT_DAYS = 30
@@ -22,7 +26,7 @@ USAGE_MAX_GROUPS = 10_000
 def feed_filters(request: Request) -> queries.FeedFilters:
     q = request.query_params
     since, until = params.time_range(q)
-    return queries.FeedFilters(
+    return views.scoped_feed(principal_of(request), queries.FeedFilters(
         plane=params.text(q, "plane"),
         event_type=params.text(q, "event_type"),
         user=params.text(q, "user"),
@@ -31,7 +35,7 @@ def feed_filters(request: Request) -> queries.FeedFilters:
         tool=params.text(q, "tool"),
         since=since,
         until=until,
-    )
+    ))
 
 
 async def audit_events(request: Request) -> Response:
@@ -42,7 +46,7 @@ async def audit_events(request: Request) -> Response:
     cursor = params.cursor(request.query_params, int)
     async with state.connection() as conn:
         items, following = await queries.feed(conn, tenant_of(request), filters, cursor, limit)
-    return JSON({"items": items, "next_cursor": following.encode() if following else None})
+    return JSON({"items": views.feed_items(request, items), "next_cursor": following.encode() if following else None})
 
 
 async def sessions_for_request(conn: Any, request: Request) -> tuple[list[dict[str, Any]], Any]:
@@ -56,7 +60,8 @@ async def sessions_for_request(conn: Any, request: Request) -> tuple[list[dict[s
         await catch_up(conn, tenant, state.settings.reporter_inline_fold_rows, wait=False)
     items: list[dict[str, Any]]
     items, following = await queries.sessions(conn, tenant, user=params.text(q, "user"), since=since,
-                                              until=until, cursor=params.cursor(q, str), limit=limit)
+                                              until=until, cursor=params.cursor(q, str), limit=limit,
+                                              own_email=principal_of(request).own_email)
     return items, following
 
 
@@ -83,10 +88,11 @@ async def session_summary(request: Request) -> Response:
     state = ReporterState.of(request)
     session_id = session_id_of(request)
     async with state.connection() as conn:
-        summary = await queries.session_summary(conn, tenant_of(request), session_id)
+        summary = await queries.session_summary(conn, tenant_of(request), session_id,
+                                                principal_of(request).own_email)
     if summary is None:
         return JSON({"error": "no such session"}, status_code=404)
-    return JSON(summary)
+    return JSON(views.session_summary(request, summary))
 
 
 async def usage_report(request: Request, group_by: str | None = None, limit: int | None = None) -> dict[str, Any]:
@@ -108,14 +114,59 @@ async def usage(request: Request) -> Response:
     return JSON(await usage_report(request))
 
 
-async def record_proof(request: Request) -> Response:
+async def proof_document(request: Request) -> dict[str, Any] | None:
+    """The row's proof with its Merkle inclusion proof against the newest signed tree head (or the one of
+    ``?tree_size=``); None if the tenant has no such record."""
     state = ReporterState.of(request)
     record_id = int(request.path_params["record_id"])
+    if record_id > params.INT64_MAX:  # ids are bigint: such a record cannot exist (and would not bind)
+        return None
+    size = params.positive_int(request.query_params, "tree_size")
+    tenant = tenant_of(request)
     async with state.connection() as conn:
-        document = await queries.proof(conn, tenant_of(request), record_id)
+        document = await queries.proof(conn, tenant, record_id)
+        if document is None:
+            return None
+        try:
+            document.update(await proofs.record_inclusion(conn, tenant, document["chain_seq"], size))
+        except proofs.ProofUnavailable as exc:
+            raise params.BadRequest("tree_size", str(exc)) from None
+    return document
+
+
+async def record_proof(request: Request) -> Response:
+    document = await proof_document(request)
     if document is None:
         return JSON({"error": "no such record"}, status_code=404)
+    note_disclosure(request.scope, record_ids=[document["record_id"]], rows=1)
     return JSON(document)
+
+
+async def consistency(request: Request) -> Response:
+    """RFC 9162 2.1.4 consistency proof between the tenant's trees of ``first`` and ``second`` leaves, with
+    the signed tree heads of those sizes where there are any."""
+    state = ReporterState.of(request)
+    q = request.query_params
+    first = params.positive_int(q, "first", required=True)
+    second = params.positive_int(q, "second", required=True)
+    assert first is not None and second is not None
+    if first > second:
+        raise params.BadRequest("first", "must not exceed second")
+    async with state.connection() as conn:
+        try:
+            return JSON(await proofs.consistency_document(conn, tenant_of(request), first, second))
+        except proofs.ProofUnavailable as exc:
+            raise params.BadRequest("second", str(exc)) from None
+
+
+async def tree_heads(request: Request) -> Response:
+    """The tenant's signed tree heads larger than ``?after=`` (default all), smallest first, a page at a time."""
+    state = ReporterState.of(request)
+    after = params.positive_int(request.query_params, "after") or 0
+    async with state.connection() as conn:
+        heads = await proofs.tree_heads(conn, tenant_of(request), after)
+    return JSON({"items": [head.to_dict() for head in heads],
+                 "next_after": heads[-1].tree_size if len(heads) == proofs.TREE_HEADS_PAGE else None})
 
 
 async def verify_status(request: Request) -> Response:
@@ -128,3 +179,13 @@ async def signing_keys(request: Request) -> Response:
     state = ReporterState.of(request)
     async with state.connection() as conn:
         return JSON({"keys": await queries.signing_keys(conn)})
+
+
+async def whoami(request: Request) -> Response:
+    principal = principal_of(request)
+    return JSON({
+        "org_id": principal.org_id, "tenant_id": principal.tenant_id, "role": principal.role,
+        "subject": principal.subject, "credential": principal.credential, "user_email": principal.user_email,
+        "sees_content": principal.sees_content, "own_rows_only": principal.own_email is not None,
+        "sees_access_rows": principal.sees_access_rows,
+    })

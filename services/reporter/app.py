@@ -1,15 +1,17 @@
-"""The reporting service as plain ASGI parts: the licence auth backend, a lifespan owning the pool and the
-background work, the JSON API under /api/v1, the portal under /portal.
+"""The reporting service as plain ASGI parts: access control (services/reporter/authz.py, in front of every
+route), a lifespan owning the pool, the access-trail producer and the background work, the JSON API under
+/api/v1, the portal under /portal.
 
-Routes:
+Routes (who may use which: ``authz.RULES``):
 
-- ``GET /api/v1/...``: the reporting API (see services/reporter/openapi.py), HTTP Basic ``org:licence-key``
-  with the ``reporting`` entitlement; JSON errors.
-- ``GET /portal/...``: the same reports as HTML; the browser's own Basic prompt signs in.
+- ``/api/v1/...``: the reporting API (see services/reporter/openapi.py), ``Authorization: Bearer`` with a
+  reporting token or an OIDC token; JSON errors.
+- ``/portal/...``: the same reports as HTML, after signing in at /portal/login.
 - ``GET /openapi.json``, ``GET /healthz``, ``GET /readyz``, ``GET /static/portal.css``: no credentials.
 
-Background work (one task each, every pass bounded): connect and re-read licence revocations; fold new
-audit rows into the rollups; advance the incremental chain check.
+Background work (one task each, every pass bounded): connect and re-read licence revocations and reporting
+tokens; start the access-trail producer; fold new audit rows into the rollups; advance the incremental chain
+check.
 """
 
 from __future__ import annotations
@@ -24,32 +26,35 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.receiver.auth import CredentialsRefused, LicenseAuthBackend
-from services.reporter import api, chainstatus, openapi, portal
+from services.reporter import api, chainstatus, login, openapi, portal, tokenadmin
+from services.reporter.audit_trail import AccessTrail
+from services.reporter.authz import AccessControl, unguarded_routes
+from services.reporter.credentials import Authenticator
 from services.reporter.db import create_reporting_pool
+from services.reporter.oidc import OidcVerifier
 from services.reporter.params import BadRequest
 from services.reporter.rollup import catch_up, pending_tenants
 from services.reporter.settings import ReporterSettings
 from services.reporter.state import DatabaseUnavailable, ReporterState
 from shared.clock import Clock, SystemClock
 from shared.db.errors import is_retryable_db_error
-from shared.licensing import REPORTING, LicenseVerifier
+from shared.kafka import MessageProducer, make_producer, start_clients
+from shared.licensing import LicenseVerifier
 from shared.pipeline import Backoff, describe
+from shared.reporting_tokens import active_tokens
 
 log = logging.getLogger("reporter")
 
 VERSION = "1"
 PoolFactory = Callable[[ReporterSettings], Awaitable[asyncpg.Pool]]
+ProducerFactory = Callable[[ReporterSettings], Any]
 # Most rows one background pass folds for a tenant before it moves on to the next tenant.
 _FOLD_ROWS_PER_PASS = 1_000_000
-_API_REALM = 'Basic realm="audit-reporting", charset="UTF-8"'
-_PORTAL_REALM = 'Basic realm="audit-portal", charset="UTF-8"'
 
 
 class SecurityHeaders:
@@ -82,22 +87,12 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def _is_portal(conn: HTTPConnection) -> bool:
-    return conn.url.path.startswith("/portal")
+def _is_portal(request: Request) -> bool:
+    return request.url.path.startswith("/portal")
 
 
-def _auth_refused(conn: HTTPConnection, exc: Exception) -> Response:
-    forbidden = isinstance(exc, CredentialsRefused) and exc.forbidden
-    reason = exc.reason if isinstance(exc, CredentialsRefused) else "unauthenticated"
-    status = 403 if forbidden else 401
-    headers = {} if forbidden else {"WWW-Authenticate": _PORTAL_REALM if _is_portal(conn) else _API_REALM}
-    if _is_portal(conn):
-        response = portal.templates.TemplateResponse(
-            Request(conn.scope), "error.html", {"status": status, "message": str(exc)}, status_code=status
-        )
-        response.headers.update(headers)
-        return response
-    return JSONResponse({"error": str(exc), "reason": reason}, status_code=status, headers=headers)
+def _render_error(scope: Scope, status: int, message: str) -> Response:
+    return portal.render_error(Request(scope), status, message)
 
 
 def _error(request: Request, status: int, message: str, reason: str) -> Response:
@@ -138,7 +133,8 @@ async def readyz(request: Request) -> Response:
     checks = {
         "database": state.pool is not None,
         "licence_keys": bool(state.verifier.issuer_keys),
-        "revocations": state.revocations_loaded,
+        "revocations": state.revocations_loaded and state.tokens.loaded,
+        "access_trail": state.trail.ready,
         "accepting": not state.draining,
     }
     return JSONResponse(checks, status_code=200 if all(checks.values()) else 503)
@@ -160,7 +156,8 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
 
 async def _connect_and_refresh_revocations(state: ReporterState, pool_factory: PoolFactory,
                                            stop: asyncio.Event) -> None:
-    """Connects (retrying: the portal starts while PostgreSQL is away), then keeps the revocation list fresh."""
+    """Connects (retrying: the portal starts while PostgreSQL is away), then keeps the licence revocation
+    list and the active reporting tokens fresh. No credential is accepted before both are loaded once."""
     backoff = Backoff(0.5, 10.0)
     while not stop.is_set():
         try:
@@ -169,11 +166,14 @@ async def _connect_and_refresh_revocations(state: ReporterState, pool_factory: P
                 log.info("database connected")
             rows = await state.pool.fetch("SELECT license_id FROM licenses WHERE revoked_at IS NOT NULL")
             state.verifier.replace_revocations(row["license_id"] for row in rows)
+            async with state.pool.acquire() as conn:
+                state.tokens.replace(await active_tokens(conn))
             state.revocations_loaded = True
             backoff.reset()
             await _sleep(stop, state.settings.revocation_refresh_seconds)
         except Exception as exc:  # the last good list stays in force while the database is away
-            log.warning("could not connect or refresh licence revocations", extra={"error": describe(exc)})
+            log.warning("could not connect or refresh licence revocations and tokens",
+                        extra={"error": describe(exc)})
             await backoff.sleep(stop)
 
 
@@ -210,23 +210,40 @@ def verify_pass(settings: ReporterSettings, clock: Clock) -> Callable[[asyncpg.C
     return work
 
 
+def default_producer_factory(settings: ReporterSettings) -> Any:
+    return make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes, linger_ms=0)
+
+
+async def _start_trail(state: ReporterState, producer: Any, stop: asyncio.Event) -> None:
+    """Starts the access-trail producer, waiting out a broker that is not up yet."""
+    if await start_clients(producer, stop=stop):
+        started: MessageProducer = producer
+        state.trail.producer = started
+        log.info("access trail connected to the broker")
+
+
 def create_app(
     settings: ReporterSettings,
     verifier: LicenseVerifier,
     *,
     clock: Clock | None = None,
     pool_factory: PoolFactory = default_pool_factory,
+    producer_factory: ProducerFactory = default_producer_factory,
     background_work: bool = True,
 ) -> Starlette:
     """The ASGI app. ``background_work=False`` leaves folding and chain checks to the caller (tests, bench);
     requests still fold their own tenant's pending rows first."""
     clock = clock or SystemClock()
-    state = ReporterState(settings=settings, verifier=verifier, clock=clock)
+    trail = AccessTrail(settings.topic_canonical, settings.reporter_access_audit_timeout_seconds, clock)
+    state = ReporterState(settings=settings, verifier=verifier, clock=clock, trail=trail,
+                          oidc=OidcVerifier(settings, clock) if settings.oidc_enabled else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
+        producer = producer_factory(settings)
         state.tasks.append(asyncio.create_task(_connect_and_refresh_revocations(state, pool_factory, stop)))
+        state.tasks.append(asyncio.create_task(_start_trail(state, producer, stop)))
         if background_work:
             state.tasks.append(asyncio.create_task(_background(
                 "rollup fold", state, stop, settings.reporter_rollup_interval_seconds, fold_pass(settings))))
@@ -240,39 +257,58 @@ def create_app(
             for task in state.tasks:
                 task.cancel()
             await asyncio.gather(*state.tasks, return_exceptions=True)
+            state.trail.producer = None
+            with contextlib.suppress(Exception):  # a producer that never started has nothing to flush
+                await producer.stop()
             if state.pool is not None:
                 await state.pool.close()
 
-    backend = LicenseAuthBackend(verifier, clock, REPORTING)
-    auth = [Middleware(AuthenticationMiddleware, backend=backend, on_error=_auth_refused)]
     api_routes = [
+        Route("/whoami", api.whoami),
         Route("/audit/events", api.audit_events),
         Route("/audit/records/{record_id:int}/proof", api.record_proof),
+        Route("/audit/consistency", api.consistency),
+        Route("/audit/tree-heads", api.tree_heads),
         Route("/audit/verify", api.verify_status),
         Route("/sessions", api.list_sessions),
         Route("/sessions/{session_id:path}", api.session_summary),
         Route("/usage", api.usage),
         Route("/signing-keys", api.signing_keys),
+        Route("/tokens", tokenadmin.api_tokens, methods=["GET", "POST"]),
+        Route("/tokens/{token_id}/revoke", tokenadmin.api_revoke, methods=["POST"]),
     ]
     portal_routes = [
         Route("/", portal.home),
+        Route("/login", login.login_page),
+        Route("/login", login.login_submit, methods=["POST"]),
+        Route("/logout", login.logout, methods=["POST"]),
+        Route("/oidc/start", login.oidc_start),
+        Route("/oidc/callback", login.oidc_callback),
         Route("/events", portal.events_page),
         Route("/sessions", portal.sessions_page),
         Route("/sessions/{session_id:path}", portal.session_page),
         Route("/usage", portal.usage_page),
         Route("/chain", portal.chain_page),
+        Route("/records/{record_id:int}/proof", portal.proof_page),
+        Route("/tokens", tokenadmin.tokens_page, methods=["GET", "POST"]),
+        Route("/tokens/{token_id}/revoke", tokenadmin.portal_revoke, methods=["POST"]),
     ]
     app = Starlette(
         routes=[
             Route("/", portal.home),
+            Route("/portal", portal.home),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/openapi.json", openapi_document),
             Route("/static/portal.css", portal.stylesheet),
-            Mount(openapi.API_PREFIX, routes=api_routes, middleware=auth),
-            Mount("/portal", routes=portal_routes, middleware=auth),
+            Mount(openapi.API_PREFIX, routes=api_routes),
+            Mount("/portal", routes=portal_routes),
         ],
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(AccessControl, authenticate=Authenticator(state), record_access=trail.record,
+                       render_error=_render_error),
+        ],
         lifespan=lifespan,
         exception_handlers={
             BadRequest: _bad_request,
@@ -281,5 +317,8 @@ def create_app(
             Exception: _internal_error,
         },
     )
+    unguarded = unguarded_routes(app.routes)
+    if unguarded:
+        raise RuntimeError(f"routes without an access rule in services/reporter/authz.py RULES: {unguarded}")
     app.state.reporter = state
     return app

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+from services.reporter.authz import ROLE_PERMISSIONS, find_rule
+from shared.reporting_tokens import ROLES
 
 API_PREFIX = "/api/v1"
 
@@ -62,9 +66,32 @@ _COUNTS = {
     "cost": _MONEY,
 }
 
+_HEX = {"type": "string", "description": "lower-case hex"}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"],
-              "properties": {"error": {"type": "string"}, "reason": {"type": "string"}}},
+              "properties": {"error": {"type": "string"}, "reason": {"type": "string"},
+                             "wants": {"type": "string", "description": "With reason ingest_credential: the "
+                                       "credential to send instead (reporting_token)."},
+                             "role": {"type": "string"}, "needs": {"type": "string"}}},
+    "Principal": {
+        "type": "object",
+        "properties": {"org_id": {"type": "string"}, "tenant_id": {"type": "string"},
+                       "role": {"enum": list(ROLES)}, "subject": {"type": "string"},
+                       "credential": {"enum": ["token", "oidc", "licence"]}, "user_email": _NULLABLE_STRING,
+                       "sees_content": {"type": "boolean"}, "own_rows_only": {"type": "boolean"},
+                       "sees_access_rows": {"type": "boolean"}},
+    },
+    "Token": {
+        "type": "object",
+        "properties": {"token_id": {"type": "string"}, "tenant_id": {"type": "string"},
+                       "org_id": {"type": "string"}, "role": {"enum": list(ROLES)}, "user_email": _NULLABLE_STRING,
+                       "description": {"type": "string"}, "created_at": _TIME, "created_by": {"type": "string"},
+                       "expires_at": {"type": ["string", "null"], "format": "date-time"},
+                       "revoked_at": {"type": ["string", "null"], "format": "date-time"},
+                       "revoked_by": _NULLABLE_STRING, "status": {"enum": ["active", "expired", "revoked"]},
+                       "token": {"type": "string", "description": "Only in the answer that issued it."}},
+    },
     "AuditEvent": {
         "type": "object",
         "required": ["id", "event_id", "event_time", "plane", "event_type", "chain_seq", "proof"],
@@ -88,13 +115,17 @@ SCHEMAS: dict[str, Any] = {
             "model": _NULLABLE_STRING,
             "tokens": _TOKENS,
             "cost": {"type": ["string", "null"]},
-            "content": {"type": "object", "description": "Redacted content fields.",
+            "content": {"type": ["object", "null"], "description": "Redacted content fields; null for the analyst "
+                        "role, which sees content_lengths only.",
                         "additionalProperties": {"type": "string"}},
+            "content_lengths": {"type": "object", "additionalProperties": {"type": "integer"}},
             "content_captured": {"type": "boolean"},
             "redacted_fields": {"type": "object"},
-            "attributes": {"type": "object"},
+            "attributes": {"type": ["object", "null"], "description": "null for the analyst role; on the access "
+                           "plane, the access.* keys say who read what."},
             "chain_seq": {"type": "integer"},
-            "proof": {"type": "string", "format": "uri-reference"},
+            "proof": {"type": ["string", "null"], "format": "uri-reference",
+                      "description": "Link to the proof; null for roles that may not read proofs."},
         },
     },
     "AuditEventPage": {
@@ -170,11 +201,42 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"folded_through_seq": {"type": "integer"}, "head_seq": {"type": "integer"},
                        "current": {"type": "boolean"}},
     },
+    "TreeHead": {
+        "type": "object",
+        "description": "Signed tree head (docs/auditing.md, 'Merkle proofs'): Ed25519 over the C2SP-style note "
+        "'claude-audit-tree-v1/<tenant_id>, tree_size, base64 root, time <timestamp>, key <key_id>'.",
+        "required": ["tenant_id", "tree_size", "root_hash", "timestamp", "key_id", "signature"],
+        "properties": {"tenant_id": {"type": "string"}, "tree_size": {"type": "integer"},
+                       "root_hash": _HEX, "timestamp": {"type": "string"}, "key_id": {"type": "string"},
+                       "signature": _HEX},
+    },
+    "Inclusion": {
+        "type": "object",
+        "description": "RFC 9162 2.1.3 inclusion proof of the row's leaf SHA-256(0x00 || row_hash).",
+        "required": ["leaf_index", "tree_size", "path", "root_hash"],
+        "properties": {"leaf_index": {"type": "integer"}, "tree_size": {"type": "integer"},
+                       "path": {"type": "array", "items": _HEX}, "root_hash": _HEX},
+    },
+    "Consistency": {
+        "type": "object",
+        "description": "RFC 9162 2.1.4 consistency proof, with the signed tree heads of both sizes (null where "
+        "no head of that size was signed).",
+        "required": ["first", "second", "first_root", "second_root", "path"],
+        "properties": {"first": {"type": "integer"}, "second": {"type": "integer"}, "first_root": _HEX,
+                       "second_root": _HEX, "path": {"type": "array", "items": _HEX},
+                       "first_tree_head": {"oneOf": [{"$ref": "#/components/schemas/TreeHead"}, {"type": "null"}]},
+                       "second_tree_head": {"oneOf": [{"$ref": "#/components/schemas/TreeHead"},
+                                                      {"type": "null"}]},
+                       "tenant_id": {"type": "string"}},
+    },
     "Proof": {
         "type": "object",
         "required": ["record_id", "chain_seq", "canonical_bytes", "prev_hash", "row_hash", "signature",
-                     "signing_key", "checkpoint"],
+                     "signing_key", "checkpoint", "inclusion", "tree_head"],
         "properties": {
+            "inclusion": {"oneOf": [{"$ref": "#/components/schemas/Inclusion"}, {"type": "null"}],
+                          "description": "Null until a signed tree head covers the row."},
+            "tree_head": {"oneOf": [{"$ref": "#/components/schemas/TreeHead"}, {"type": "null"}]},
             "record_id": {"type": "integer"},
             "tenant_id": {"type": "string"},
             "event_id": {"type": "string"},
@@ -231,13 +293,18 @@ def _ok(schema: str, description: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
 
 
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _ERRORS = {
-    "400": {"description": "A parameter is invalid.", "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/Error"}}}},
-    "401": {"description": "Missing or untrustworthy credentials."},
-    "403": {"description": "A genuine licence without the reporting entitlement, expired or revoked."},
-    "503": {"description": "The database is unavailable or the query ran over its time limit."},
+    "400": {"description": "A parameter is invalid.", "content": _ERROR},
+    "401": {"description": "Missing, unknown, expired or revoked credentials.", "content": _ERROR},
+    "403": {"description": "The caller's role may not use this endpoint (reason forbidden_for_role), or a licence "
+            "was sent: licences only ingest (reason ingest_credential, wants reporting_token).", "content": _ERROR},
+    "503": {"description": "The database is unavailable, the query ran over its time limit, the reporter has not "
+            "loaded its revocation lists yet (not_ready), or the access trail could not be written "
+            "(audit_unavailable): a read that would disclose content is refused rather than left unaudited.",
+            "content": _ERROR},
 }
+_SECURITY: list[dict[str, list[str]]] = [{"reportingToken": []}, {"oidc": []}]
 
 
 def _get(summary: str, parameters: list[dict[str, Any]], response: dict[str, Any],
@@ -245,14 +312,46 @@ def _get(summary: str, parameters: list[dict[str, Any]], response: dict[str, Any
     responses = {"200": response, **_ERRORS}
     if not_found:
         responses["404"] = {"description": "No such row for this tenant."}
-    return {"get": {"summary": summary, "parameters": parameters, "responses": responses,
-                    "security": [{"licence": []}]}}
+    return {"get": {"summary": summary, "parameters": parameters, "responses": responses, "security": _SECURITY}}
 
 
 PATHS: dict[str, Any] = {
+    f"{API_PREFIX}/whoami": _get("The caller: tenant, role, and what the role sees.", [],
+                                 _ok("Principal", "The caller.")),
+    f"{API_PREFIX}/tokens": {
+        **_get("The tenant's reporting tokens (never the tokens themselves: only digests are stored).", [],
+               {"description": "The tokens.", "content": {"application/json": {"schema": {
+                   "type": "object", "properties": {"items": {"type": "array", "items": {
+                       "$ref": "#/components/schemas/Token"}}}}}}}),
+        "post": {
+            "summary": "Issue a reporting token for the caller's tenant; the answer is the only place it appears.",
+            "parameters": [],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["role"],
+                "properties": {"role": {"enum": list(ROLES)},
+                               "user_email": {"type": "string", "description": "Required for developer."},
+                               "expires_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+                               "description": {"type": "string", "maxLength": 200}}}}}},
+            "responses": {"201": _ok("Token", "The new token, with the token itself."), **_ERRORS},
+            "security": _SECURITY,
+        },
+    },
+    f"{API_PREFIX}/tokens/{{token_id}}/revoke": {
+        "post": {
+            "summary": "Revoke one of the tenant's tokens; its portal sign-ins end at once, and every reporter "
+            "refuses it within REVOCATION_REFRESH_SECONDS.",
+            "parameters": [_param("token_id", "The token's id.", where="path")],
+            "responses": {"200": {"description": "Revoked (or already revoked)."},
+                          "404": {"description": "No such token in this tenant."}, **_ERRORS},
+            "security": _SECURITY,
+        },
+    },
     f"{API_PREFIX}/audit/events": _get(
-        "Decisions feed: audited events, newest first, with keyset pagination.",
-        [_param("plane", "claude_code or cowork."), _param("event_type", "For example tool_decision."), _USER,
+        "Decisions feed: audited events, newest first, with keyset pagination. Analysts get content as null "
+        "(content_lengths stay); developers only rows of their own e-mail; the access trail (plane access) is "
+        "shown to admins and auditors.",
+        [_param("plane", "claude_code, cowork, or access (who read what; admins and auditors)."),
+         _param("event_type", "For example tool_decision."), _USER,
          _param("session", "Session id."), _param("decision", "accept or reject."),
          _param("tool", "Tool name, for example Bash."), _SINCE, _UNTIL, _LIMIT, _CURSOR],
         _ok("AuditEventPage", "One page of events."),
@@ -280,9 +379,26 @@ PATHS: dict[str, Any] = {
     ),
     f"{API_PREFIX}/audit/records/{{record_id}}/proof": _get(
         "Everything an offline check of one audit row needs.",
-        [_param("record_id", "The row's id.", {"type": "integer"}, where="path")],
+        [_param("record_id", "The row's id.", {"type": "integer"}, where="path"),
+         _param("tree_size", "Prove inclusion under the signed tree head of this size (default: the newest).",
+                {"type": "integer", "minimum": 1})],
         _ok("Proof", "The proof."),
         not_found=True,
+    ),
+    f"{API_PREFIX}/audit/consistency": _get(
+        "RFC 9162 consistency proof: the tree of `second` leaves extends the tree of `first` leaves.",
+        [_param("first", "Smaller tree size.", {"type": "integer", "minimum": 1}, required=True),
+         _param("second", "Larger tree size, at most the chain's head.", {"type": "integer", "minimum": 1},
+                required=True)],
+        _ok("Consistency", "The proof."),
+    ),
+    f"{API_PREFIX}/audit/tree-heads": _get(
+        "Signed tree heads, smallest first, 1000 a page.",
+        [_param("after", "Only heads of larger trees than this.", {"type": "integer", "minimum": 1})],
+        {"description": "The heads.", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/TreeHead"}},
+                "next_after": {"type": ["integer", "null"]}}}}}},
     ),
     f"{API_PREFIX}/audit/verify": _get(
         "Chain status of the caller's tenant, from the reporter's incremental chain check.",
@@ -301,21 +417,50 @@ PATHS: dict[str, Any] = {
 }
 
 
+_SAMPLE_PATH_VALUES = {"{record_id}": "1", "{session_id}": "s", "{token_id}": "t"}
+
+
+def _with_roles(paths: dict[str, Any]) -> dict[str, Any]:
+    """Each operation says which roles may call it and whether it is audited, read from the access table
+    (services/reporter/authz.py), so the document cannot drift from what is enforced."""
+    annotated = copy.deepcopy(paths)
+    for path, item in annotated.items():
+        sample = path
+        for placeholder, value in _SAMPLE_PATH_VALUES.items():
+            sample = sample.replace(placeholder, value)
+        for method, operation in item.items():
+            rule, _ = find_rule(sample, method.upper())
+            assert rule is not None, (method, path)
+            operation["x-roles"] = [role for role in ROLES if rule.permission in ROLE_PERMISSIONS[role]]
+            operation["description"] = f"Roles: {', '.join(operation['x-roles'])}."
+            if rule.discloses is not None:
+                operation["x-access-audited"] = rule.discloses.value
+                operation["description"] += (" Each answer that discloses content or a proof is first recorded as "
+                                              "a signed access event on the tenant's chain (plane access).")
+    return annotated
+
+
 def document(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Claude audit reporting API",
             "version": version,
-            "description": "Read-only reports over the signed audit log of Claude Code and Cowork telemetry. "
-            "Every answer is limited to the tenant of the licence presented (HTTP Basic org:licence-key, "
-            "with the reporting entitlement).",
+            "description": "Reports over the signed audit log of Claude Code and Cowork telemetry. Every answer "
+            "is limited to the tenant of the credential presented: a reporting token (auditctl token issue) or an "
+            "OIDC token of the organisation's identity provider, as 'Authorization: Bearer'. Licences only "
+            "ingest and are refused here (403). What each role may call is in x-roles.",
         },
-        "paths": PATHS,
+        "paths": _with_roles(PATHS),
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"licence": {"type": "http", "scheme": "basic",
-                                            "description": "User name: org id. Password: licence key."}},
+            "securitySchemes": {
+                "reportingToken": {"type": "http", "scheme": "bearer", "bearerFormat": "rpt1.<id>.<secret>",
+                                   "description": "A reporting token, bound to one tenant and one role."},
+                "oidc": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                         "description": "An ID or access token of the configured issuer (REPORTER_OIDC_ISSUER), "
+                         "audience REPORTER_OIDC_AUDIENCE; the role comes from REPORTER_OIDC_ROLE_CLAIM."},
+            },
         },
-        "security": [{"licence": []}],
+        "security": _SECURITY,
     }

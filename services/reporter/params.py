@@ -16,6 +16,11 @@ from datetime import UTC, date, datetime, time, timedelta
 
 _MAX_VALUE_LENGTH = 512
 _CURSOR_VERSION = 1
+# Audit data starts in this century; the bounds leave room for date arithmetic (windows, rounding to days)
+# that would overflow Python's datetime at year 1 or 9999.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+INT64_MAX = 2**63 - 1
 
 
 class BadRequest(Exception):
@@ -50,11 +55,19 @@ def parse_time(value: str, name: str) -> datetime:
         candidate = candidate.replace(" ", "+")
     try:
         if len(candidate) == 10:
-            return datetime.combine(date.fromisoformat(candidate), time(0), UTC)
-        parsed = datetime.fromisoformat(candidate)
+            parsed = datetime.combine(date.fromisoformat(candidate), time(0), UTC)
+        else:
+            parsed = datetime.fromisoformat(candidate)
     except ValueError:
         raise BadRequest(name, "not an ISO 8601 date or date-time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    moment = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        in_range = _EARLIEST <= moment <= _LATEST
+    except OverflowError:  # an offset that moves the moment past year 1 or 9999
+        in_range = False
+    if not in_range:
+        raise BadRequest(name, f"must be between {_EARLIEST.date()} and {_LATEST.date()}")
+    return moment
 
 
 def timestamp(query: Mapping[str, str], name: str) -> datetime | None:
@@ -119,7 +132,9 @@ class Cursor:
             if version != _CURSOR_VERSION or not isinstance(at, str) or type(after) is not tie_breaker:
                 raise ValueError("shape")
             moment = datetime.fromisoformat(at)
-        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+            if isinstance(after, int) and not -INT64_MAX - 1 <= after <= INT64_MAX:
+                raise ValueError("tie-breaker outside bigint")
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
             raise BadRequest("cursor", "not a cursor this endpoint issued") from None
         if moment.tzinfo is None:
             raise BadRequest("cursor", "not a cursor this endpoint issued")
@@ -164,3 +179,19 @@ def day_window(query: Mapping[str, str], now: datetime, default_days: int, max_d
     if (end - first).days > max_days:
         raise BadRequest("since", f"a usage window may cover at most {max_days} days")
     return DayWindow(first, end)
+
+
+def positive_int(query: Mapping[str, str], name: str, *, required: bool = False) -> int | None:
+    """A whole number from 1 to 2**62 (a tree size, a sequence number)."""
+    value = text(query, name)
+    if value is None:
+        if required:
+            raise BadRequest(name, "required")
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(name, "not an integer") from None
+    if not 1 <= number <= 2**62:
+        raise BadRequest(name, "must be a positive integer")
+    return number

@@ -1,8 +1,8 @@
 """The portal: server-rendered pages over the same queries as the API. No script, no build step.
 
-The browser signs in with the licence through its own HTTP Basic prompt (the 401 carries
-``WWW-Authenticate``), so no password form, session store or CSRF token is needed: every page is a GET
-that only reads.
+Signing in (a reporting token, or the organisation's identity provider) is services/reporter/login.py; who
+may open which page is services/reporter/authz.py. Pages only read, except the sign-out and token forms,
+which carry a CSRF token.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from services.reporter import api, charts, params, queries
-from services.reporter.state import ReporterState, licence_of, tenant_of
+from services.reporter import api, charts, params, queries, views
+from services.reporter.authz import Permission, Principal, note_disclosure
+from services.reporter.state import ReporterState, principal_of, tenant_of
 from services.reporter.templates import STYLESHEET, TEMPLATES
+from shared.proofcheck import check_inclusion
 
 EVENT_TYPES = ("user_prompt", "tool_decision", "tool_result", "api_request", "api_error", "assistant_response")
 _EXCERPT_FIELDS = ("prompt", "error", "tool_parameters", "tool_input", "response")
@@ -32,10 +34,22 @@ templates = Jinja2Templates(env=jinja2.Environment(
 ))
 
 
+_NAV = (("/portal/events", "Decisions", Permission.READ_EVENTS),
+        ("/portal/sessions", "Sessions", Permission.READ_SESSIONS),
+        ("/portal/usage", "Usage", Permission.READ_USAGE),
+        ("/portal/chain", "Chain", Permission.READ_CHAIN),
+        ("/portal/tokens", "Tokens", Permission.MANAGE_TOKENS))
+
+
+def navigation(principal: Principal) -> list[tuple[str, str]]:
+    return [(href, label) for href, label, permission in _NAV if principal.may(permission)]
+
+
 def render(request: Request, name: str, section: str, context: dict[str, Any], status_code: int = 200) -> Response:
-    lic = licence_of(request)
+    me = principal_of(request)
     return templates.TemplateResponse(
-        request, name, {"org": lic.org_id, "tenant": lic.tenant_id, "section": section, **context},
+        request, name, {"org": me.org_id, "tenant": me.tenant_id, "section": section, "me": me,
+                        "nav": navigation(me), "csrf": me.csrf_token, **context},
         status_code=status_code,
     )
 
@@ -57,6 +71,9 @@ def _next_href(request: Request, path: str, cursor: params.Cursor | None) -> str
 
 
 def _excerpt(item: dict[str, Any]) -> str:
+    if item.get("content") is None and item.get("content_lengths"):
+        lengths = item["content_lengths"]
+        return ", ".join(f"{name}: {lengths[name]} characters" for name in _EXCERPT_FIELDS if name in lengths)
     content = item.get("content") or {}
     for name in _EXCERPT_FIELDS:
         text = str(content.get(name) or "")
@@ -66,7 +83,7 @@ def _excerpt(item: dict[str, Any]) -> str:
 
 
 async def home(request: Request) -> Response:
-    return RedirectResponse("/portal/events", status_code=302)
+    return RedirectResponse("/portal/events", status_code=302)  # signed out, that page sends on to the login
 
 
 async def stylesheet(request: Request) -> Response:
@@ -81,7 +98,7 @@ async def events_page(request: Request) -> Response:
     cursor = params.cursor(request.query_params, int)
     async with state.connection() as conn:
         items, following = await queries.feed(conn, tenant_of(request), filters, cursor, limit)
-    for item in items:
+    for item in views.feed_items(request, items):
         item["session_href"] = session_href(item["session_id"]) if item["session_id"] else None
         item["excerpt"] = _excerpt(item)
     return render(request, "events.html", "Decisions", {
@@ -119,9 +136,11 @@ async def session_page(request: Request) -> Response:
     state = ReporterState.of(request)
     session_id = api.session_id_of(request)
     async with state.connection() as conn:
-        summary = await queries.session_summary(conn, tenant_of(request), session_id)
+        summary = await queries.session_summary(conn, tenant_of(request), session_id,
+                                                principal_of(request).own_email)
     if summary is None:
         return render_error(request, 404, "No such session for this tenant.")
+    summary = views.session_summary(request, summary)
     models = [m for m in summary["api"]["models"]]
     chart = charts.stacked_columns("session-tokens-by-model", "Tokens by model in this session",
                                    [m["model"] or "unknown" for m in models], _token_series(models))
@@ -167,3 +186,23 @@ async def chain_page(request: Request) -> Response:
         tenants = await queries.chain_status(conn, tenant_of(request))
         keys = await queries.signing_keys(conn)
     return render(request, "chain.html", "Chain", {"tenants": tenants, "keys": keys})
+
+
+async def proof_page(request: Request) -> Response:
+    """A row's inclusion proof, checked against the keys this server publishes, with a download link."""
+    document = await api.proof_document(request)
+    if document is None:
+        return render_error(request, 404, "No such record.")
+    state = ReporterState.of(request)
+    async with state.connection() as conn:
+        keys = [bytes(row["public_key"]) for row in await conn.fetch("SELECT public_key FROM signing_keys")]
+    checks = check_inclusion(document, keys)
+    note_disclosure(request.scope, record_ids=[document["record_id"]], rows=1)
+    download = f"/api/v1/audit/records/{document['record_id']}/proof"
+    if request.query_params.get("tree_size"):
+        download += "?" + urlencode({"tree_size": request.query_params["tree_size"]})
+    return render(request, "proof.html", "Events", {
+        "proof": document, "checks": checks, "verified": bool(checks) and all(c.ok for c in checks),
+        "pending": document["inclusion"] is None,
+        "download": download,
+    })

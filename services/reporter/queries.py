@@ -21,9 +21,9 @@ import asyncpg
 from services.reporter import usagesql
 from services.reporter.params import Cursor, DayWindow
 from services.reporter.rollup import SUM_COLUMNS, USER_KEY, fold_state
-from services.usage.points import DAILY_COLUMNS
 from shared.canonical import COST_SCALE
 from shared.chain import DOMAIN_TAG, HASH_VERSION, HASHED_COLUMNS, canonical_bytes, checkpoint_message, row_hash
+from shared.usage_columns import DAILY_COLUMNS
 
 # Rows returned for one session; beyond these the summary says it was truncated.
 MAX_SESSION_PROMPTS = 1_000
@@ -78,6 +78,13 @@ class FeedFilters:
     tool: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # Set from the caller's role (services/reporter/authz.py), never from a parameter: a developer's own
+    # e-mail, and whether the access trail (plane 'access') is left out.
+    own_email: str | None = None
+    hide_access: bool = False
+
+
+ACCESS_PLANE = "access"
 
 
 class _Where:
@@ -150,6 +157,10 @@ def feed_query(tenant: str, filters: FeedFilters, cursor: Cursor | None, limit: 
             where.add(f"{column} = {{}}", value)
     if filters.user is not None:
         where.add(f"{USER_KEY} = {{}}", filters.user)
+    if filters.own_email is not None:
+        where.add("user_email = {}", filters.own_email)
+    if filters.hide_access:
+        where.add("plane <> {}", ACCESS_PLANE)
     if filters.since is not None:
         where.add("event_time >= {}", filters.since)
     if filters.until is not None:
@@ -200,11 +211,14 @@ def _counts(row: Mapping[str, Any]) -> dict[str, Any]:
 
 async def sessions(conn: asyncpg.Connection, tenant: str, *, user: str | None, since: datetime | None,
                    until: datetime | None, cursor: Cursor | None,
-                   limit: int) -> tuple[list[dict[str, Any]], Cursor | None]:
-    """Sessions active in ``[since, until)``, most recently active first, from the session rollup."""
+                   limit: int, own_email: str | None = None) -> tuple[list[dict[str, Any]], Cursor | None]:
+    """Sessions active in ``[since, until)``, most recently active first, from the session rollup;
+    ``own_email``: only sessions of that user (a developer's own)."""
     where = _Where(tenant)
     if user is not None:
         where.add("user_key = {}", user)
+    if own_email is not None:
+        where.add("user_email = {}", own_email)
     if since is not None:
         where.add("last_event_time >= {}", since)
     if until is not None:
@@ -234,32 +248,42 @@ async def sessions(conn: asyncpg.Connection, tenant: str, *, user: str | None, s
 
 
 _SESSION = "tenant_id = $1 AND session_id = $2"
+_OWN_SESSION = "tenant_id = $1 AND session_id = $2 AND user_email = $3"
 
 
-async def session_summary(conn: asyncpg.Connection, tenant: str, session_id: str) -> dict[str, Any] | None:
-    """What happened in one session, read from its own audit rows (exact, not from the rollup)."""
+async def session_summary(conn: asyncpg.Connection, tenant: str, session_id: str,
+                          own_email: str | None = None) -> dict[str, Any] | None:
+    """What happened in one session, read from its own audit rows (exact, not from the rollup);
+    ``own_email``: only that user's rows of it (a developer's own)."""
+    if own_email is not None:
+        return await _session_summary(conn, _OWN_SESSION, (tenant, session_id, own_email), session_id, tenant)
+    return await _session_summary(conn, _SESSION, (tenant, session_id), session_id, tenant)
+
+
+async def _session_summary(conn: asyncpg.Connection, where: str, key: tuple[str, ...], session_id: str,
+                           tenant: str) -> dict[str, Any] | None:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         by_type = await conn.fetch(
             f"SELECT event_type, count(*) AS n, min(event_time) AS first, max(event_time) AS last,"
             f" bool_or(content_captured) AS captured, count(*) FILTER (WHERE content_captured) AS captured_rows,"
             f" count(*) FILTER (WHERE redacted_fields::text LIKE '%WITHHELD%') AS withheld_rows"
-            f" FROM audit_logs WHERE {_SESSION} GROUP BY event_type ORDER BY event_type",
-            tenant, session_id,
+            f" FROM audit_logs WHERE {where} GROUP BY event_type ORDER BY event_type",
+            *key,
         )
         if not by_type:
             return None
         identity = await conn.fetchrow(
             f"SELECT user_id, user_email, user_account_uuid, plane, service_name, service_version, org_id"
-            f" FROM audit_logs WHERE {_SESSION} ORDER BY (user_id IS NULL AND user_email IS NULL), event_time, id"
+            f" FROM audit_logs WHERE {where} ORDER BY (user_id IS NULL AND user_email IS NULL), event_time, id"
             f" LIMIT 1",
-            tenant, session_id,
+            *key,
         )
         prompts = await conn.fetch(
             f"SELECT id, event_time, event_sequence, correlation_id, content->>'prompt' AS text,"
             f" content_lengths->'prompt' AS length, redacted_fields->'prompt' AS redactions, content_captured"
-            f" FROM audit_logs WHERE {_SESSION} AND event_type = 'user_prompt'"
+            f" FROM audit_logs WHERE {where} AND event_type = 'user_prompt'"
             f" ORDER BY event_time, event_sequence NULLS LAST, id LIMIT {MAX_SESSION_PROMPTS + 1}",
-            tenant, session_id,
+            *key,
         )
         tools = await conn.fetch(
             f"SELECT tool_name,"
@@ -268,14 +292,14 @@ async def session_summary(conn: asyncpg.Connection, tenant: str, session_id: str
             f" count(*) FILTER (WHERE event_type = 'tool_result' AND success IS FALSE) AS failed,"
             f" count(*) FILTER (WHERE event_type = 'tool_decision' AND decision = 'accept') AS accepted,"
             f" count(*) FILTER (WHERE event_type = 'tool_decision' AND decision = 'reject') AS rejected"
-            f" FROM audit_logs WHERE {_SESSION} AND tool_name IS NOT NULL GROUP BY tool_name ORDER BY tool_name",
-            tenant, session_id,
+            f" FROM audit_logs WHERE {where} AND tool_name IS NOT NULL GROUP BY tool_name ORDER BY tool_name",
+            *key,
         )
         decisions = await conn.fetch(
             f"SELECT id, event_time, event_sequence, correlation_id, tool_name, decision, decision_source"
-            f" FROM audit_logs WHERE {_SESSION} AND event_type = 'tool_decision'"
+            f" FROM audit_logs WHERE {where} AND event_type = 'tool_decision'"
             f" ORDER BY event_time, event_sequence NULLS LAST, id LIMIT {MAX_SESSION_DECISIONS + 1}",
-            tenant, session_id,
+            *key,
         )
         models = await conn.fetch(
             f"SELECT coalesce(model, '') AS model, count(*) AS calls,"
@@ -284,15 +308,15 @@ async def session_summary(conn: asyncpg.Connection, tenant: str, session_id: str
             f" coalesce(sum(cache_read_tokens), 0)::bigint AS cache_read_tokens,"
             f" coalesce(sum(cache_creation_tokens), 0)::bigint AS cache_creation_tokens,"
             f" coalesce(sum(cost), 0) AS cost, coalesce(sum(duration_ms), 0)::bigint AS duration_ms"
-            f" FROM audit_logs WHERE {_SESSION} AND event_type = 'api_request' GROUP BY 1 ORDER BY 1",
-            tenant, session_id,
+            f" FROM audit_logs WHERE {where} AND event_type = 'api_request' GROUP BY 1 ORDER BY 1",
+            *key,
         )
         errors = await conn.fetch(
             f"SELECT id, event_time, event_type, model, status_code, attempt, tool_name, duration_ms,"
-            f" content->>'error' AS message FROM audit_logs WHERE {_SESSION}"
+            f" content->>'error' AS message FROM audit_logs WHERE {where}"
             f" AND (event_type = 'api_error' OR (event_type = 'tool_result' AND success IS FALSE))"
             f" ORDER BY event_time, event_sequence NULLS LAST, id LIMIT {MAX_SESSION_ERRORS + 1}",
-            tenant, session_id,
+            *key,
         )
         metrics = await conn.fetchrow(usagesql.SESSION_FIGURES, tenant, session_id)
     assert identity is not None

@@ -19,7 +19,7 @@ from datetime import date
 
 import asyncpg
 
-from services.reporter import cumulative
+from shared import usage_cumulative as cumulative
 
 USER_KEY = "coalesce(user_email, user_id)"
 
@@ -72,6 +72,7 @@ session_users AS MATERIALIZED (
 owned AS MATERIALIZED (
     SELECT b.*, CASE WHEN b.session_id IS NULL THEN coalesce(b.user_key, '') ELSE u.user_key END AS owner
     FROM batch b LEFT JOIN session_users u ON u.session_id = b.session_id
+    WHERE b.plane <> 'access'  -- the trail of reads is not usage
 ),
 daily AS (
     INSERT INTO report_usage_daily (tenant_id, day, user_key, session_id, {", ".join(SUM_COLUMNS)})
@@ -112,6 +113,10 @@ SELECT day, owner, {", ".join(_SUMS)}, (SELECT count(*) FROM batch) AS batch_row
        (SELECT max(chain_seq) FROM batch) AS last_seq
 FROM owned
 GROUP BY day, owner
+UNION ALL
+-- A batch of access rows only adds nothing, but must still move the fold on.
+SELECT NULL, NULL, {", ".join("NULL" for _ in _SUMS)}, (SELECT count(*) FROM batch), (SELECT max(chain_seq) FROM batch)
+WHERE EXISTS (SELECT 1 FROM batch) AND NOT EXISTS (SELECT 1 FROM owned)
 """
 _CUMULATIVE_TYPES = {c: "numeric" if c == "cost" else "bigint" for c in SUM_COLUMNS}
 
@@ -139,7 +144,8 @@ async def fold_tenant(conn: asyncpg.Connection, tenant: str, max_rows: int, *, w
         added = await conn.fetch(_FOLD, tenant, folded, max_rows)
         if not added:
             return FoldResult(0, folded)
-        amounts = {(row["owner"], row["day"]): {c: row[c] for c in SUM_COLUMNS} for row in added}
+        amounts = {(row["owner"], row["day"]): {c: row[c] for c in SUM_COLUMNS} for row in added
+                   if row["owner"] is not None}
         await cumulative.add(conn, "report_usage_cumulative", tenant, SUM_COLUMNS, _CUMULATIVE_TYPES, amounts)
         days_by_user: dict[str, list[date]] = {}
         for user, day in amounts:

@@ -1,4 +1,5 @@
-"""What the request handlers share: settings, the licence verifier, the pool (once connected), the clock."""
+"""What the request handlers share: settings, the credential checkers, the pool (once connected), the access
+trail, the clock."""
 
 from __future__ import annotations
 
@@ -6,14 +7,20 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 from starlette.requests import HTTPConnection
 
-from services.receiver.auth import LicensedOrg
+from services.reporter.authz import Principal
 from services.reporter.settings import ReporterSettings
 from shared.clock import Clock
-from shared.licensing import License, LicenseVerifier
+from shared.licensing import LicenseVerifier
+from shared.reporting_tokens import TokenBook
+
+if TYPE_CHECKING:
+    from services.reporter.audit_trail import AccessTrail
+    from services.reporter.oidc import OidcVerifier
 
 
 class DatabaseUnavailable(Exception):
@@ -25,9 +32,13 @@ class ReporterState:
     settings: ReporterSettings
     verifier: LicenseVerifier
     clock: Clock
+    trail: AccessTrail
+    oidc: OidcVerifier | None = None
+    tokens: TokenBook = field(default_factory=TokenBook)
     pool: asyncpg.Pool | None = None
     revocations_loaded: bool = False
     draining: bool = False
+    warned_licences: set[str] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @staticmethod
@@ -43,12 +54,13 @@ class ReporterState:
             yield conn
 
 
-def licence_of(conn: HTTPConnection) -> License:
-    user = conn.user
-    assert isinstance(user, LicensedOrg), "route without the licence middleware"
-    return user.license
+def principal_of(conn: HTTPConnection) -> Principal:
+    """Who is asking, as services/reporter/authz.py admitted them; a route without a rule never gets here."""
+    user = conn.scope.get("user")
+    assert isinstance(user, Principal), "route without an access rule"
+    return user
 
 
 def tenant_of(conn: HTTPConnection) -> str:
-    """The only source of the tenant a request may read: the verified licence."""
-    return licence_of(conn).tenant_id
+    """The only source of the tenant a request may read: the verified credential."""
+    return principal_of(conn).tenant_id

@@ -36,6 +36,11 @@ button { font: inherit; padding: 5px 14px; background: var(--accent); color: #ff
 .card .value { font-size: 20px; font-weight: 600; } .card .label { color: var(--muted); font-size: 12px; }
 .chart { background: #fff; border: 1px solid var(--line); display: block; margin-bottom: 12px; }
 .error { background: #fff; border: 1px solid var(--bad); padding: 14px; }
+form.logout { margin: 0; } form.logout button { padding: 2px 10px; background: #4a5468; }
+form.login { background: #fff; border: 1px solid var(--line); padding: 16px; max-width: 560px;
+  display: flex; flex-direction: column; gap: 10px; }
+.secret { font-family: ui-monospace, monospace; background: #fff8e1; border: 1px solid #e6c36a; padding: 8px;
+  word-break: break-all; }
 """
 
 BASE = """<!doctype html>
@@ -48,11 +53,11 @@ BASE = """<!doctype html>
 <body>
 <header>
   <strong>Claude audit</strong>
-  {% for href, label in [("/portal/events", "Decisions"), ("/portal/sessions", "Sessions"),
-                         ("/portal/usage", "Usage"), ("/portal/chain", "Chain")] %}
+  {% for href, label in nav %}
   <a href="{{ href }}"{% if section == label %} class="active"{% endif %}>{{ label }}</a>
   {% endfor %}
-  <span class="who">org {{ org }} · tenant {{ tenant }}</span>
+  <span class="who" id="who">{{ me.role }} · {{ me.user_email or me.subject }} · org {{ org }} · tenant {{ tenant }}</span>
+  {% if csrf %}<form class="logout" method="post" action="/portal/logout"><input type="hidden" name="csrf" value="{{ csrf }}"><button type="submit">Sign out</button></form>{% endif %}
 </header>
 <main>
 {% block main %}{% endblock %}
@@ -68,7 +73,7 @@ EVENTS = """{% extends "base.html" %}
 <form class="filters" method="get" action="/portal/events" id="filters">
   <label>Plane <select name="plane">
     <option value="">any</option>
-    {% for p in ["claude_code", "cowork"] %}<option{% if f.plane == p %} selected{% endif %}>{{ p }}</option>{% endfor %}
+    {% for p in (["claude_code", "cowork", "access"] if me.sees_access_rows else ["claude_code", "cowork"]) %}<option{% if f.plane == p %} selected{% endif %}>{{ p }}</option>{% endfor %}
   </select></label>
   <label>Event type <select name="event_type">
     <option value="">any</option>
@@ -101,7 +106,7 @@ EVENTS = """{% extends "base.html" %}
   <td>{{ e.model or "" }}</td>
   <td class="num">{{ e.cost or "" }}</td>
   <td><div class="content">{{ e.excerpt }}</div></td>
-  <td><a href="{{ e.proof }}">#{{ e.chain_seq }}</a></td>
+  <td>{% if e.proof %}<a href="{{ e.proof | replace('/api/v1/audit/', '/portal/') }}">#{{ e.chain_seq }}</a>{% else %}#{{ e.chain_seq }}{% endif %}</td>
 </tr>
 {% else %}
 <tr><td colspan="10" class="muted">No events match.</td></tr>
@@ -166,7 +171,7 @@ SESSION = """{% extends "base.html" %}
 <table id="prompts"><thead><tr><th>#</th><th>Time</th><th>Prompt (redacted)</th><th>Redactions</th></tr></thead><tbody>
 {% for p in s.prompts %}
 <tr><td>{{ loop.index }}</td><td>{{ p.time[:19] | replace("T", " ") }}</td>
-<td><div class="content">{% if p.text is not none %}{{ p.text }}{% else %}<span class="muted">not captured</span>{% endif %}</div></td>
+<td><div class="content">{% if p.text is not none %}{{ p.text }}{% elif not me.sees_content %}<span class="muted">{{ p.length or 0 }} characters (text not shown to your role)</span>{% else %}<span class="muted">not captured</span>{% endif %}</div></td>
 <td>{% for kind, n in p.redactions.items() %}<span class="badge">{{ kind }} × {{ n }}</span> {% endfor %}</td></tr>
 {% else %}<tr><td colspan="4" class="muted">No prompts.</td></tr>{% endfor %}
 </tbody></table>
@@ -185,7 +190,7 @@ SESSION = """{% extends "base.html" %}
 {% for d in s.approvals.decisions %}
 <tr><td>{{ d.time[:19] | replace("T", " ") }}</td><td>{{ d.tool_name or "" }}</td>
 <td><span class="badge {{ d.decision }}">{{ d.decision }}</span></td><td>{{ d.source or "" }}</td>
-<td><a href="{{ d.proof }}">proof</a></td></tr>
+<td>{% if d.proof %}<a href="{{ d.proof | replace('/api/v1/audit/', '/portal/') }}">proof</a>{% endif %}</td></tr>
 {% else %}<tr><td colspan="5" class="muted">No tool decisions.</td></tr>{% endfor %}
 </tbody></table>
 
@@ -301,6 +306,36 @@ CHAIN = """{% extends "base.html" %}
 {% endblock %}
 """
 
+PROOF = """{% extends "base.html" %}
+{% block title %}Proof of #{{ proof.chain_seq }}{% endblock %}
+{% block main %}
+<h1>Proof of record {{ proof.record_id }} (chain sequence {{ proof.chain_seq }})</h1>
+<p>Verdict: {% if pending %}<span class="badge pending" id="proof-verdict">pending</span> no signed tree head covers this row yet
+{% else %}<span class="badge {{ 'ok' if verified else 'broken' }}" id="proof-verdict">{{ 'verified' if verified else 'NOT verified' }}</span>{% endif %}
+<a id="proof-download" href="{{ download }}" download="proof-{{ proof.record_id }}.json">Download the proof (JSON)</a></p>
+<table id="proof-checks"><tbody>
+{% for c in checks %}<tr><td>{{ 'ok' if c.ok else 'FAIL' }}</td><td>{{ c.name }}</td><td class="muted">{{ c.detail }}</td></tr>{% endfor %}
+</tbody></table>
+<h2>Inclusion proof (RFC 9162)</h2>
+{% if proof.inclusion %}
+<p>Leaf {{ proof.inclusion.leaf_index }} of a tree of {{ proof.inclusion.tree_size }} leaves; leaf hash = SHA-256(0x00 || row hash <code>{{ proof.row_hash }}</code>).</p>
+<ol id="proof-path">{% for h in proof.inclusion.path %}<li><code>{{ h }}</code></li>{% endfor %}</ol>
+<p>Root <code id="proof-root">{{ proof.inclusion.root_hash }}</code></p>
+{% else %}<p class="muted">No signed tree head covers this row yet; it will after the next checkpoint.</p>{% endif %}
+{% if proof.tree_head %}
+<h2>Signed tree head</h2>
+<table id="tree-head"><tbody>
+<tr><td>Tree size</td><td>{{ proof.tree_head.tree_size }}</td></tr>
+<tr><td>Root hash</td><td><code>{{ proof.tree_head.root_hash }}</code></td></tr>
+<tr><td>Time</td><td>{{ proof.tree_head.timestamp }}</td></tr>
+<tr><td>Key id</td><td><code>{{ proof.tree_head.key_id }}</code></td></tr>
+<tr><td>Signature</td><td><code>{{ proof.tree_head.signature }}</code></td></tr>
+</tbody></table>{% endif %}
+<p class="muted">Checked here against the keys this server publishes. For a check that trusts nothing of this
+server, download the proof and run <code>auditctl proof check FILE --keys YOUR-PINNED-KEYS</code>.</p>
+{% endblock %}
+"""
+
 ERROR = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ status }} · Claude audit</title>
 <link rel="stylesheet" href="/static/portal.css"></head>
@@ -308,7 +343,59 @@ ERROR = """<!doctype html>
 <p><a href="/portal/events">Back to the decisions feed</a></p></div></main></body></html>
 """
 
+LOGIN = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in · Claude audit</title>
+<link rel="stylesheet" href="/static/portal.css"></head>
+<body><header><strong>Claude audit</strong></header><main>
+<h1>Sign in</h1>
+{% if message %}<div class="error" id="login-error">{{ message }}</div>{% endif %}
+<form class="login" method="post" action="/portal/login">
+  <input type="hidden" name="csrf" value="{{ csrf }}">
+  <input type="hidden" name="next" value="{{ next }}">
+  <label>Reporting token <input type="password" name="token" id="token" autocomplete="off" required></label>
+  <button type="submit" id="sign-in">Sign in with a token</button>
+  <p class="muted">Tokens are issued by an admin (<code>auditctl token issue</code> or the Tokens page). An ingest
+  licence cannot sign in.</p>
+</form>
+{% if oidc %}<p><a href="/portal/oidc/start?next={{ next | urlencode }}" id="oidc-sign-in">Sign in with your organisation's identity provider</a></p>{% endif %}
+</main></body></html>
+"""
+
+SIGNED_IN = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Signed in · Claude audit</title>
+<meta http-equiv="refresh" content="0;url={{ next }}">
+<link rel="stylesheet" href="/static/portal.css"></head>
+<body><main><p>Signed in. <a href="{{ next }}">Continue</a>.</p></main></body></html>
+"""
+
+TOKENS = """{% extends "base.html" %}
+{% block title %}Tokens{% endblock %}
+{% block main %}
+<h1>Reporting tokens</h1>
+{% if issued %}<p>New token <code>{{ issued.token_id }}</code> ({{ issued.role }}). It is shown only now:</p>
+<div class="secret" id="new-token">{{ issued_token }}</div>{% endif %}
+{% if message %}<div class="error">{{ message }}</div>{% endif %}
+<h2>Issue a token</h2>
+<form class="filters" method="post" action="/portal/tokens">
+  <input type="hidden" name="csrf" value="{{ csrf }}">
+  <label>Role <select name="role">{% for r in roles %}<option>{{ r }}</option>{% endfor %}</select></label>
+  <label>E-mail (required for developer) <input name="user_email"></label>
+  <label>Expires in days (empty: never) <input name="expires_days"></label>
+  <label>Description <input name="description"></label>
+  <button type="submit">Issue</button>
+</form>
+<table id="tokens"><thead><tr><th>id</th><th>role</th><th>e-mail</th><th>description</th><th>created</th><th>expires</th><th>status</th><th></th></tr></thead><tbody>
+{% for t in tokens %}<tr><td><code>{{ t.token_id }}</code></td><td>{{ t.role }}</td><td>{{ t.user_email or "" }}</td>
+<td>{{ t.description }}</td><td>{{ t.created_at }}</td><td>{{ t.expires_at or "never" }}</td><td>{{ t.status }}</td>
+<td>{% if t.status == "active" %}<form method="post" action="/portal/tokens/{{ t.token_id }}/revoke"><input type="hidden" name="csrf" value="{{ csrf }}"><button type="submit">Revoke</button></form>{% endif %}</td></tr>
+{% endfor %}</tbody></table>
+{% endblock %}
+"""
+
 TEMPLATES = {
+    "login.html": LOGIN,
+    "signed_in.html": SIGNED_IN,
+    "tokens.html": TOKENS,
     "base.html": BASE,
     "events.html": EVENTS,
     "sessions.html": SESSIONS,
@@ -316,4 +403,5 @@ TEMPLATES = {
     "usage.html": USAGE,
     "chain.html": CHAIN,
     "error.html": ERROR,
+    "proof.html": PROOF,
 }

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.reporter import cumulative
 from services.reporter.rollup import MODEL_COLUMNS, SUM_COLUMNS
-from services.usage.points import DAILY_COLUMNS
-from services.usage.points import MODEL_COLUMNS as METRIC_MODEL_COLUMNS
+from shared import usage_cumulative as cumulative
+from shared.usage_columns import DAILY_COLUMNS
+from shared.usage_columns import MODEL_COLUMNS as METRIC_MODEL_COLUMNS
 
 GROUPINGS = ("user", "model", "day")
 _DAYS = "tenant_id = $1 AND day >= $2 AND day < $3"
@@ -59,7 +59,7 @@ class UsageQueries:
 
 def usage_queries(group_by: str) -> UsageQueries:
     if group_by == "user":
-        # Running totals: two index look-ups per user, whatever the number of days (see cumulative.py).
+        # Running totals: two index look-ups per user, whatever the number of days (see shared/usage_cumulative.py).
         return UsageQueries(
             events=cumulative.window_query("report_usage_cumulative", SUM_COLUMNS, shape),
             metrics=cumulative.window_query("usage_metric_cumulative", DAILY_COLUMNS, shape),

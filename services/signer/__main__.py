@@ -10,12 +10,12 @@ from prometheus_client import CollectorRegistry
 
 from services.signer.appender import CheckpointPolicy, RetiredKey, register_key
 from services.signer.settings import SignerSettings
-from services.signer.signing import BatchSigner, HelperProcessSigner, InlineSigner
+from services.signer.signing import BatchSigner, HelperProcessSigner, InlineSigner, TreeHeadsOnly
 from services.signer.worker import SignerMetrics, SignerWorker
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
 from shared.health import HealthServer
-from shared.kafka import make_consumer, make_producer, start_clients
+from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
 from shared.keys import KeyMaterialError, load_signer
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_keyring
@@ -57,15 +57,27 @@ async def _run(settings: SignerSettings) -> None:
     if settings.signer_metrics_port:
         await health.start("0.0.0.0", settings.signer_metrics_port)  # noqa: S104 - probes come from outside
     consumer = make_consumer(
-        settings.kafka_bootstrap_servers, settings.signer_group_id, session_timeout_ms=settings.kafka_session_timeout_ms
+        settings.kafka_connection(), settings.signer_group_id, session_timeout_ms=settings.kafka_session_timeout_ms
     )
-    producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
-    if not await start_clients(producer, consumer, stop=stop):
+    producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
+    try:
+        started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
+    except KafkaConfigError as exc:
+        await pool.close()
+        raise SystemExit(f"signer: {exc}") from None
+    if not started_clients:
         await pool.close()
         raise SystemExit(0)
-    batch_signer: BatchSigner = (
-        await HelperProcessSigner.start(signer) if settings.signer_signing_helper else InlineSigner(signer)
-    )
+    batch_signer: BatchSigner
+    checkpoint_every_rows = settings.checkpoint_every_rows
+    if settings.signing_mode == "batch":
+        # The tree head of every chain a batch grew is signed in that batch's transaction: one checkpoint per
+        # chain per batch (every_rows=1), and no row signatures.
+        batch_signer, checkpoint_every_rows = TreeHeadsOnly(), 1
+    elif settings.signer_signing_helper:
+        batch_signer = await HelperProcessSigner.start(signer)
+    else:
+        batch_signer = InlineSigner(signer)
     worker = SignerWorker(
         consumer,
         producer,
@@ -78,7 +90,7 @@ async def _run(settings: SignerSettings) -> None:
         metrics=SignerMetrics(registry),
         stop=stop,
         checkpoints=CheckpointPolicy(
-            every_rows=settings.checkpoint_every_rows, every=timedelta(seconds=settings.checkpoint_every_seconds)
+            every_rows=checkpoint_every_rows, every=timedelta(seconds=settings.checkpoint_every_seconds)
         ),
         batch_signer=batch_signer,
         keyring=keyring,
@@ -89,7 +101,8 @@ async def _run(settings: SignerSettings) -> None:
     gc.set_threshold(100_000, 50, 100)
     started.set()
     worker.subscribe()
-    log.info("signer running", extra={"key_id": signer.key_id, "topic": settings.topic_canonical})
+    log.info("signer running", extra={"key_id": signer.key_id, "topic": settings.topic_canonical,
+                                      "signing_mode": settings.signing_mode})
     try:
         await worker.run()
     finally:

@@ -35,6 +35,8 @@ from shared.chain import (
     row_hash,
 )
 from shared.keys import Signer
+from shared.merkle import Frontier
+from shared.treehead import tree_head_message
 
 CHAIN_COLUMNS = ("chain_seq", "prev_hash", "row_hash", "signature", "signing_key_id", "hash_version")
 INSERT_COLUMNS = (*EVENT_COLUMNS, *CHAIN_COLUMNS)
@@ -78,6 +80,8 @@ class Head:
     key_id: str | None
     checkpoint_seq: int
     checkpoint_at: datetime | None
+    # The chain's Merkle tree (shared/merkle.py): its size is always ``seq``.
+    tree: Frontier = field(default_factory=Frontier)
 
 
 GENESIS = Head(0, GENESIS_HASH, None, 0, None)
@@ -117,6 +121,8 @@ class Chained:
     records: list[tuple[Any, ...]] = field(default_factory=list)
     activations: list[tuple[str, int, str]] = field(default_factory=list)
     checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
+    # (tenant, leaf index, hashes of the subtrees completed by that leaf): merkle_subtrees rows.
+    subtrees: list[tuple[str, int, bytes]] = field(default_factory=list)
     # Per row: its event columns, chain_seq, prev_hash, row_hash; the signature and key come in complete().
     unsigned: list[tuple[tuple[Any, ...], int, bytes, bytes]] = field(default_factory=list)
     signing: list[asyncio.Future[list[bytes]]] = field(default_factory=list)
@@ -155,6 +161,7 @@ async def chain_rows(
     pending = out.unsigned
     digests: list[bytes] = []
     signing = out.signing
+    subtrees = out.subtrees
     for row in rows:
         head = heads[row.tenant_id]
         if head.key_id != key_id and row.tenant_id not in activated:
@@ -169,6 +176,8 @@ async def chain_rows(
         pending.append((_event_values(values), seq, head.hash, digest))
         digests.append(digest)
         head.seq, head.hash = head.seq + 1, digest
+        head.tree, completed = head.tree.append(digest)
+        subtrees.append((row.tenant_id, seq - 1, completed))
         if len(digests) == _CHUNK:
             signing.append(asyncio.ensure_future(batch_signer.sign_many(digests)))
             digests = []
@@ -182,10 +191,23 @@ async def chain_rows(
             grown = head.seq - head.checkpoint_seq
             due = head.checkpoint_at is None or now - head.checkpoint_at >= policy.every
             if grown >= policy.every_rows or (grown > 0 and due):
-                message = checkpoint_message(tenant, head.seq, head.hash, now, key_id)
-                out.checkpoints.append((tenant, head.seq, head.hash, now, key_id, signer.sign(message)))
+                out.checkpoints.append(_checkpoint(signer, tenant, head, now))
                 head.checkpoint_seq, head.checkpoint_at = head.seq, now
     return out
+
+
+def _checkpoint(signer: Signer, tenant: str, head: Head, now: datetime) -> tuple[Any, ...]:
+    """A chain_checkpoints row: the signed checkpoint of ``head`` and the signed head of its Merkle tree."""
+    message = checkpoint_message(tenant, head.seq, head.hash, now, signer.key_id)
+    root = head.tree.root()
+    tree_message = tree_head_message(tenant, head.tree.size, root, now, signer.key_id)
+    return (tenant, head.seq, head.hash, now, signer.key_id, signer.sign(message), root, signer.sign(tree_message))
+
+
+_INSERT_CHECKPOINT = (
+    "INSERT INTO chain_checkpoints (tenant_id, chain_seq, head_hash, created_at, key_id, signature, tree_root,"
+    " tree_signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
+)
 
 
 async def register_key(conn: asyncpg.Connection, signer: Signer) -> None:
@@ -247,14 +269,15 @@ async def _existing_event_ids(conn: asyncpg.Connection, rows: Sequence[ChainRow]
 
 async def _read_heads(conn: asyncpg.Connection, tenants: Sequence[str], *, lock: bool) -> dict[str, Head]:
     query = (
-        "SELECT tenant_id, head_seq, head_hash, key_id, checkpoint_seq, checkpoint_at FROM chain_heads"
-        " WHERE tenant_id = ANY($1::text[]) ORDER BY tenant_id"
+        "SELECT tenant_id, head_seq, head_hash, key_id, checkpoint_seq, checkpoint_at, merkle_frontier"
+        " FROM chain_heads WHERE tenant_id = ANY($1::text[]) ORDER BY tenant_id"
     )
     rows = await conn.fetch(query + (" FOR UPDATE" if lock else ""), tenants)
     heads = {tenant: replace(GENESIS) for tenant in tenants}
     for row in rows:
         heads[row["tenant_id"]] = Head(
-            row["head_seq"], bytes(row["head_hash"]), row["key_id"], row["checkpoint_seq"], row["checkpoint_at"]
+            row["head_seq"], bytes(row["head_hash"]), row["key_id"], row["checkpoint_seq"], row["checkpoint_at"],
+            Frontier.from_bytes(row["head_seq"], bytes(row["merkle_frontier"])),
         )
     return heads
 
@@ -326,19 +349,19 @@ async def _write(
     if chained.records:
         await conn.copy_records_to_table("audit_logs", records=chained.records, columns=list(INSERT_COLUMNS))
         conflicts = await _flag_sequence_conflicts(conn, chained.records)
+    if chained.subtrees:
+        await conn.copy_records_to_table("merkle_subtrees", records=chained.subtrees,
+                                         columns=["tenant_id", "leaf_index", "hashes"])
     if chained.checkpoints:
-        await conn.executemany(
-            "INSERT INTO chain_checkpoints (tenant_id, chain_seq, head_hash, created_at, key_id, signature)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            chained.checkpoints,
-        )
+        await conn.executemany(_INSERT_CHECKPOINT, chained.checkpoints)
     if heads:
         # GREATEST: the quiet-chain checkpointer may have checkpointed this head since it was read.
         await conn.executemany(
             "UPDATE chain_heads SET head_seq = $2, head_hash = $3, key_id = $4,"
             " checkpoint_seq = GREATEST(checkpoint_seq, $5), checkpoint_at = GREATEST(checkpoint_at, $6),"
-            " updated_at = now() WHERE tenant_id = $1",
-            [(t, h.seq, h.hash, h.key_id, h.checkpoint_seq, h.checkpoint_at) for t, h in heads.items()],
+            " merkle_frontier = $7, updated_at = now() WHERE tenant_id = $1",
+            [(t, h.seq, h.hash, h.key_id, h.checkpoint_seq, h.checkpoint_at, h.tree.to_bytes())
+             for t, h in heads.items()],
         )
     await conn.execute(
         "UPDATE signer_offsets SET next_offset = $4, updated_at = now()"
@@ -493,24 +516,16 @@ async def checkpoint_idle_chains(
     written = 0
     async with conn.transaction():
         due = await conn.fetch(
-            "SELECT tenant_id, head_seq, head_hash FROM chain_heads"
+            "SELECT tenant_id, head_seq, head_hash, merkle_frontier FROM chain_heads"
             " WHERE head_seq > checkpoint_seq AND (checkpoint_at IS NULL OR checkpoint_at <= $1)"
             " ORDER BY tenant_id FOR UPDATE SKIP LOCKED",
             now - policy.every,
         )
         for row in due:
-            head_hash = bytes(row["head_hash"])
-            message = checkpoint_message(row["tenant_id"], row["head_seq"], head_hash, now, signer.key_id)
-            await conn.execute(
-                "INSERT INTO chain_checkpoints (tenant_id, chain_seq, head_hash, created_at, key_id, signature)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                row["tenant_id"],
-                row["head_seq"],
-                head_hash,
-                now,
-                signer.key_id,
-                signer.sign(message),
-            )
+            seq = row["head_seq"]
+            head = Head(seq, bytes(row["head_hash"]), signer.key_id, seq, now,
+                        Frontier.from_bytes(seq, bytes(row["merkle_frontier"])))
+            await conn.execute(_INSERT_CHECKPOINT, *_checkpoint(signer, row["tenant_id"], head, now))
             await conn.execute(
                 "UPDATE chain_heads SET checkpoint_seq = $2, checkpoint_at = $3 WHERE tenant_id = $1",
                 row["tenant_id"],

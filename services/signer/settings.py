@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from shared.settings import CommonSettings
@@ -36,4 +38,10 @@ class SignerSettings(CommonSettings):
         default=True,
         description="Sign row hashes on a helper process beside the signer, so signing uses a second core;"
         " off signs on the signer's own thread.",
+    )
+    signing_mode: Literal["row", "batch"] = Field(
+        default="row",
+        description="row: each row carries its Ed25519 signature. batch (a prototype): rows are not signed one by"
+        " one; each committed batch writes a signed checkpoint and tree head for every chain it grew, which covers"
+        " its rows through inclusion proofs (docs/auditing.md, 'Signing per batch').",
     )

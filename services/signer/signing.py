@@ -4,8 +4,10 @@ Ed25519 signing is a third of the signer's work per row. PyNaCl releases the GIL
 signing thread next to the busy event loop still waits for the GIL after every signature (the interpreter
 hands it over only every few milliseconds), so a thread does not help. A helper process does: the event
 loop writes row hashes to its stdin and reads the signatures back from its stdout, in order, without
-threads. The seed goes over the pipe, never on a command line or into the environment. The helper runs
-at a lower CPU priority than the signer (see ``HELPER_NICENESS``).
+threads. The seed goes over the pipe, never on a command line or into the environment: the helper starts
+with a scrubbed environment (``helper_environment``), so a key the signer took from ``AUDIT_SIGNING_KEY``
+(or any other secret in its environment) is not inherited. The helper runs at a lower CPU priority than the
+signer (see ``HELPER_NICENESS``).
 
 Wire format, both ways in order: request = 4-byte big-endian count, then count 32-byte hashes;
 response = count 64-byte signatures.
@@ -29,6 +31,14 @@ _DIGEST_BYTES = 32
 # database's write of the last one are what the signer waits on. Where they share cores, those go first.
 HELPER_NICENESS = 10
 _COUNT = struct.Struct(">I")
+# All the helper needs to find the interpreter and this package; nothing else of the signer's environment
+# (which may hold the key itself, database passwords, Kafka credentials) crosses over.
+_HELPER_ENVIRONMENT = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+
+def helper_environment(parent: dict[str, str] | None = None) -> dict[str, str]:
+    source = os.environ if parent is None else parent
+    return {name: source[name] for name in _HELPER_ENVIRONMENT if name in source}
 
 
 class BatchSigner(Protocol):
@@ -47,6 +57,17 @@ class InlineSigner:
 
     async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]:
         return [self._sign(digest) for digest in digests]
+
+    async def close(self) -> None:
+        return None
+
+
+class TreeHeadsOnly:
+    """``SIGNING_MODE=batch`` (a prototype): rows get no signature of their own (an empty one); the signed tree
+    head written with each committed batch covers them instead (docs/auditing.md, "Signing per batch")."""
+
+    async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]:
+        return [b""] * len(digests)
 
     async def close(self) -> None:
         return None
@@ -79,6 +100,7 @@ class HelperProcessSigner:
             str(HELPER_NICENESS),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env=helper_environment(),
         )
         assert process.stdin is not None
         process.stdin.write(signer.seed_b64().encode() + b"\n")

@@ -11,7 +11,7 @@ from services.usage.settings import UsageSettings
 from services.usage.worker import UsageMetrics, UsageWorker
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_keyring
 from shared.pipeline import Backoff
@@ -41,18 +41,14 @@ async def _run(settings: UsageSettings) -> None:
     registry = CollectorRegistry()
     if settings.usage_metrics_port:
         start_http_server(settings.usage_metrics_port, registry=registry)
-    consumer = make_consumer(settings.kafka_bootstrap_servers, settings.usage_group_id,
+    consumer = make_consumer(settings.kafka_connection(), settings.usage_group_id,
                              session_timeout_ms=settings.kafka_session_timeout_ms)
-    producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
-    backoff.reset()
-    while not stop.is_set():
-        try:
-            await consumer.start()
-            await producer.start()
-            break
-        except Exception as exc:
-            log.warning("broker not reachable yet, retrying", extra={"error": repr(exc)})
-            await backoff.sleep(stop)
+    producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
+    try:
+        await start_clients(consumer, producer, stop=stop, kafka=settings.kafka_connection())
+    except KafkaConfigError as exc:
+        await pool.close()
+        raise SystemExit(f"usage: {exc}") from None
     worker = UsageWorker(consumer, producer, pool, topic=settings.topic_raw_metrics,
                          dead_letter_topic=settings.topic_dead_letter, max_batch=settings.usage_max_batch_messages,
                          metrics=UsageMetrics(registry), stop=stop, raw_keyring=raw_keyring)

@@ -17,16 +17,9 @@ from typing import Any
 
 import asyncpg
 
-from services.reporter import cumulative
-from services.usage.points import (
-    CUMULATIVE,
-    DAILY_COLUMN,
-    DAILY_COLUMNS,
-    MODEL_COLUMNS,
-    SeriesState,
-    UsagePoint,
-    cumulative_delta,
-)
+from services.usage.points import CUMULATIVE, SeriesState, UsagePoint, cumulative_delta
+from shared import usage_cumulative as cumulative
+from shared.usage_columns import DAILY_COLUMN, DAILY_COLUMNS, MODEL_COLUMNS
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,17 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from shared.cli import chain, licenses, ops, posture, setup  # noqa: PLC0415 - they import this module
+    from shared.cli import (  # noqa: PLC0415 - they import this module
+        chain,
+        licenses,
+        ops,
+        posture,
+        proof,
+        setup,
+        tokens,
+    )
 
-    for module in (setup, licenses, chain, posture, ops):
+    for module in (setup, licenses, tokens, chain, posture, ops, proof):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -17,7 +17,7 @@ from shared.cli import run_async
 from shared.cli.settings import CliSettings
 from shared.db.pool import connect
 from shared.keys import Ed25519Signer, KeyMaterialError, load_signer
-from shared.licensing import DEFAULT_ENTITLEMENTS, KNOWN_ENTITLEMENTS, License, issue_license
+from shared.licensing import DEFAULT_ENTITLEMENTS, ISSUABLE_ENTITLEMENTS, License, issue_license
 
 STATUSES = ("active", "expired", "revoked")
 
@@ -92,9 +92,10 @@ def license_group() -> None:
 @click.option("--tenant", default=None, help="Tenant id every batch is filed under (defaults to the org id).")
 @click.option("--days", default=365, show_default=True, type=click.IntRange(min=1), help="Validity in days.")
 @click.option(
-    "--entitlement", "entitlements", multiple=True, type=click.Choice(sorted(KNOWN_ENTITLEMENTS)),
+    "--entitlement", "entitlements", multiple=True, type=click.Choice(sorted(ISSUABLE_ENTITLEMENTS)),
     help=f"Entitlement, repeatable (default: {', '.join(DEFAULT_ENTITLEMENTS)}). "
-    "otel_ingest (the Enterprise capability) is what the receiver requires.",
+    "otel_ingest (the Enterprise capability) is what the receiver requires; licences never read reports "
+    "(use `auditctl token issue`).",
 )
 @click.pass_obj
 def license_issue(settings: CliSettings, org: str, tenant: str | None, days: int,

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from shared.cli import run_async
 from shared.db.pool import create_pool
-from shared.kafka import make_producer
+from shared.kafka import KafkaConfigError, make_producer, refuse_misconfigured_client
 from shared.logs import configure_logging
 from shared.ops.deadletter import (
     DeadLetter,
@@ -52,7 +52,14 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
     """Broker and database failures become one readable line and exit 1, not a traceback."""
     try:
         return run_async(factory)
-    except (KafkaError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except KafkaError as exc:
+        # aiokafka says "Unable to bootstrap" for an untrusted broker certificate too: name that case.
+        try:
+            run_async(lambda: refuse_misconfigured_client(_settings().kafka_connection()))
+        except KafkaConfigError as config_error:
+            raise click.ClickException(str(config_error)) from None
+        raise click.ClickException(f"broker or database unavailable: {exc!r}") from None
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise click.ClickException(f"broker or database unavailable: {exc!r}") from None
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
@@ -103,7 +110,7 @@ def replay(start: str | None, end: str | None, offsets: tuple[str, ...], tenant:
     raw_topic = settings.topic_raw_logs  # the redactor's input: the only topic a replay can feed
 
     async def go() -> int:
-        async with TopicReader(settings.kafka_bootstrap_servers) as reader:
+        async with TopicReader(settings.kafka_connection()) as reader:
             try:
                 resolved = await resolve_window(reader, raw_topic, window)
             except ValueError as exc:
@@ -125,7 +132,7 @@ def replay(start: str | None, end: str | None, offsets: tuple[str, ...], tenant:
             except KeyFileError as exc:
                 raise click.ClickException(f"replay needs the redactors' raw-batch keys: {exc}") from None
             pool = await create_pool(settings.database_url, min_size=1, max_size=2)
-            producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
+            producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
             await producer.start()
             try:
                 replayer = Replayer(reader, ProduceStep(producer, settings.ops_producer_max_in_flight),
@@ -181,7 +188,7 @@ def _selection(refs: tuple[str, ...], stage: str | None, tenant: str | None, sou
 
 
 async def _load(settings: OpsSettings) -> tuple[list[DeadLetter], dict[DeadLetterRef, Any]]:
-    async with TopicReader(settings.kafka_bootstrap_servers) as reader:
+    async with TopicReader(settings.kafka_connection()) as reader:
         letters = await read_dead_letters(reader, settings.topic_dead_letter)
         markers = await read_markers(reader, settings.topic_dead_letter_requeued)
     return letters, markers
@@ -280,12 +287,12 @@ def dlq_requeue(refs: tuple[str, ...], select_all: bool, stage: str | None, tena
 
     async def go() -> list[str]:
         if not dry_run:  # a dry run creates nothing
-            await ensure_marker_topic(settings.kafka_bootstrap_servers, settings.topic_dead_letter_requeued,
+            await ensure_marker_topic(settings.kafka_connection(), settings.topic_dead_letter_requeued,
                                       settings.topic_replication_factor)
         letters, markers = await _load(settings)
         chosen = select(letters, selection)
         missing = sorted(str(r) for r in selection.refs - {d.ref for d in chosen})
-        producer = make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes)
+        producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
         await producer.start()
         try:
             summary = await requeue(chosen, markers, ProduceStep(producer, settings.ops_producer_max_in_flight),
@@ -318,7 +325,7 @@ def dlq_exporter(port: int | None, interval: float | None) -> None:
     async def go() -> None:
         stop = stop_on_signals()
         registry = CollectorRegistry()
-        async with TopicReader(settings.kafka_bootstrap_servers) as reader:
+        async with TopicReader(settings.kafka_connection()) as reader:
             exporter = DeadLetterExporter(
                 DeadLetterIndex(reader, settings.topic_dead_letter, settings.topic_dead_letter_requeued),
                 DeadLetterMetrics(registry), registry, interval or settings.dlq_exporter_interval_seconds)

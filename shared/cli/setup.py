@@ -73,7 +73,7 @@ def topics() -> None:
 @click.pass_obj
 def topics_create(settings: CliSettings) -> None:
     """Create the raw, canonical and dead-letter topics if they are missing."""
-    created = run_async(lambda: ensure_topics(settings.kafka_bootstrap_servers, topic_specs(settings)))
+    created = run_async(lambda: ensure_topics(settings.kafka_connection(), topic_specs(settings)))
     click.echo(f"created {len(created)} topic(s)" + (f": {', '.join(created)}" if created else ""))
 
 

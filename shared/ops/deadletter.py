@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from shared import otlp
+from shared.kafka import KafkaConnection, make_admin
 from shared.messages import InvalidMessage
 from shared.messages import dead_letter as dead_letter_message
 from shared.ops.produce import Outbound, ProduceStep, annotate
@@ -177,9 +178,9 @@ async def read_markers(reader: TopicSource, topic: str) -> dict[DeadLetterRef, R
     return markers
 
 
-async def ensure_marker_topic(bootstrap: str, topic: str, replication_factor: int) -> None:
+async def ensure_marker_topic(kafka: KafkaConnection | str, topic: str, replication_factor: int) -> None:
     """Compacted, so it keeps one marker per dead letter for as long as the dead letters are kept."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(kafka)
     await admin.start()
     try:
         if topic in set(await admin.list_topics()):

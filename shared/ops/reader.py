@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.kafka import KafkaConnection, as_connection, make_admin
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,10 @@ class TopicSource(OffsetSource, RangeReader, Protocol):
 class TopicReader:
     """An unassigned, group-less consumer used for offset queries and range reads."""
 
-    def __init__(self, bootstrap: str, *, fetch_timeout_ms: int = 1_000, stall_timeout: float = 60.0,
+    def __init__(self, kafka: KafkaConnection | str, *, fetch_timeout_ms: int = 1_000, stall_timeout: float = 60.0,
                  **overrides: Any) -> None:
         options: dict[str, Any] = {
-            "bootstrap_servers": bootstrap,
+            **as_connection(kafka).options(),
             "group_id": None,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
@@ -93,7 +94,7 @@ class TopicReader:
         }
         options.update(overrides)
         self._consumer = AIOKafkaConsumer(**options)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=options["request_timeout_ms"])
+        self._admin = make_admin(kafka, request_timeout_ms=options["request_timeout_ms"])
         self._fetch_timeout_ms = fetch_timeout_ms
         self._stall_timeout = stall_timeout
 

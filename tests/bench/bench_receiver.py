@@ -1,7 +1,8 @@
 """Receiver benchmark: one real Hypercorn receiver process, a fresh broker, a separate load-generator process.
 
 Usage: python -m tests.bench.bench_receiver [--duration 15] [--tenants 4] [--connections 24] [--json out.json]
-(``make bench-receiver``)
+(``make bench-receiver``); ``python -m tests.bench.bench_receiver --hostile`` (``make bench-receiver-hostile``)
+runs only the hostile-body comparison below.
 
 Phases, each against a receiver and a broker started for it (the broker is in-memory and keeps
 everything, so every phase starts a new one; PostgreSQL, for licences, is started once per run):
@@ -16,6 +17,12 @@ everything, so every phase starts a new one; PostgreSQL, for licences, is starte
 4. overload with large bodies: 8 connections sending ~15.5 MB batches (just under the 16 MiB limit,
    each split into ~16 Kafka messages) as fast as they are answered -> peak RSS, the memory worst case.
 
+5. hostile bodies (``--hostile``, also run at the end of the full benchmark): honest tenants at a steady
+   open-loop rate while one tenant sends, as fast as it is answered, (a) nothing, (b) honest ~1 MB JSON
+   bodies gzipped, (c) the review's 1 MB ``{"resourceLogs":[{},{},…]}`` gzipped to ~1 KB. Reported side by
+   side from the same run: the honest tenants' p99 in each case, and the receiver CPU per request of (b)
+   and (c): the ratio c/b must not exceed 1.
+
 Payloads: Claude Code-shaped protobuf batches of 50 records averaging 1 KiB, built from the real
 captures (tests/bench/payloads.py). The producer uses acks=all and the production message limit.
 RSS and CPU of the receiver (and CPU of the broker and the load generator) are sampled with psutil,
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gzip
 import json
 import os
 import subprocess
@@ -38,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from google.protobuf import json_format
 
 from deploy.local.infra import free_port, start_broker, start_postgres
 from deploy.local.stack import wait_ready
@@ -56,6 +65,7 @@ DEFAULT_FIXTURES = Path(os.environ.get("AUDIT_FIXTURES_DIR", ROOT.parent / "shar
 TARGET_RECORDS_PER_SECOND = 50_000
 RECORDS_PER_BATCH = 50
 LARGE_BATCH_RECORDS = 15_000  # about 15.5 MB of protobuf
+HOSTILE_HONEST_RATE = 100.0  # honest requests/s (5,000 records/s) while one tenant sends hostile bodies
 
 
 @dataclass
@@ -222,6 +232,122 @@ def _run_phase(env: Environment, args: argparse.Namespace, phase: Phase) -> dict
         broker.stop()
 
 
+def _generator(env: Environment, port: int, name: str, config: Config) -> tuple[subprocess.Popen[bytes], Path]:
+    config_file = env.work / f"load-{port}-{name}.json"
+    result_file = config_file.with_suffix(".result.json")
+    config_file.write_text(json.dumps(asdict(config)))
+    process = subprocess.Popen([sys.executable, "-m", "tests.bench.http_load", str(config_file), str(result_file)],
+                               cwd=ROOT)
+    return process, result_file
+
+
+def _hostile_case(env: Environment, args: argparse.Namespace, attacker_body: Path | None,
+                  content_type: str) -> dict[str, Any]:
+    """Honest tenants at a steady rate, plus (unless None) one tenant sending ``attacker_body`` flat out."""
+    broker = start_broker(log_file=env.work / "broker-hostile.log")
+    try:
+        asyncio.run(ensure_topics(broker.bootstrap, [TopicSpec(env.topic, args.partitions)]))
+        env.bootstrap, env.broker_pid = broker.bootstrap, broker.process.pid
+        # The honest tenants' own limits are out of the way; the attacker keeps the default limits.
+        receiver, port = _start_receiver(env, {})
+        try:
+            honest = Config(host="127.0.0.1", port=port, path="/v1/logs", bodies=env.bodies,
+                            records_per_body=RECORDS_PER_BATCH, authorizations=env.authorizations[1:],
+                            connections=16, duration=args.duration, warmup=args.warmup, rate=HOSTILE_HONEST_RATE)
+            generators = {"honest": _generator(env, port, "honest", honest)}
+            if attacker_body is not None:
+                attacker = Config(host="127.0.0.1", port=port, path="/v1/logs", bodies=[str(attacker_body)],
+                                  records_per_body=0, authorizations=env.authorizations[:1], connections=4,
+                                  duration=args.duration, warmup=args.warmup, rate=0, honour_retry_after=False,
+                                  content_type=content_type, content_encoding="gzip")
+                generators["attacker"] = _generator(env, port, "attacker", attacker)
+            with Sampler({"receiver": receiver.pid}) as sampler:
+                for process, _ in generators.values():
+                    if process.wait(args.duration + args.warmup + 120) != 0:
+                        raise RuntimeError("a load generator failed")
+        finally:
+            _stop(receiver)
+        results = {name: json.loads(path.read_text()) for name, (_, path) in generators.items()}
+        wall = args.duration + args.warmup
+        case: dict[str, Any] = {
+            "honest_latency_ok_ms": results["honest"]["latency_ok_ms"],
+            "honest_statuses": results["honest"]["statuses"],
+            "receiver_cpu_share_of_one_core": round(sampler.samples["receiver"].cpu_seconds / wall, 2),
+            "receiver_peak_rss_mb": sampler.samples["receiver"].peak_rss_mb,
+        }
+        if "attacker" in results:
+            statuses = results["attacker"]["statuses"]
+            requests = sum(statuses.values()) * wall / args.duration  # over the whole run, as the CPU is
+            case["attacker_statuses"] = statuses
+            case["attacker_requests"] = requests
+            case["receiver_cpu_seconds"] = sampler.samples["receiver"].cpu_seconds
+        return case
+    finally:
+        broker.stop()
+
+
+def _hostile_bodies(work: Path, fixtures: Path) -> tuple[Path, Path]:
+    """The review's body, and an honest JSON body of the same decompressed size; both gzipped."""
+    empty = json.dumps({"resourceLogs": [{}] * 333_330}, separators=(",", ":")).encode()  # 1 MB
+    (work / "hostile.json.gz").write_bytes(gzip.compress(empty))
+    records = 200
+    while True:
+        (batch,) = build_batches(fixtures, count=1, records_per_batch=records)
+        request = otlp_request(batch.body)
+        honest = json_format.MessageToJson(request, indent=None).encode()
+        if len(honest) >= len(empty):
+            break
+        records = int(records * len(empty) / len(honest)) + 1
+    (work / "honest.json.gz").write_bytes(gzip.compress(honest))
+    return work / "hostile.json.gz", work / "honest.json.gz"
+
+
+def otlp_request(body: bytes) -> Any:
+    from shared import otlp  # noqa: PLC0415
+
+    return otlp.decode_request(body, otlp.Encoding.PROTOBUF, otlp.ExportLogsServiceRequest)
+
+
+def run_hostile(env: Environment, args: argparse.Namespace) -> dict[str, Any]:
+    hostile, honest = _hostile_bodies(env.work, args.fixtures)
+    cases = {
+        "baseline": _hostile_case(env, args, None, "application/json"),
+        "honest_1mb_json": _hostile_case(env, args, honest, "application/json"),
+        "hostile_1mb_json": _hostile_case(env, args, hostile, "application/json"),
+    }
+    # The attacker's cost: the receiver CPU above the baseline case (the same honest load alone).
+    base_cpu = cases["baseline"]["receiver_cpu_share_of_one_core"] * (args.duration + args.warmup)
+    for name in ("honest_1mb_json", "hostile_1mb_json"):
+        case = cases[name]
+        extra = max(0.0, case.pop("receiver_cpu_seconds") - base_cpu)
+        case["receiver_cpu_ms_per_attacker_request"] = (
+            round(1000 * extra / case["attacker_requests"], 3) if case["attacker_requests"] else None)
+    honest_cost = cases["honest_1mb_json"]["receiver_cpu_ms_per_attacker_request"]
+    hostile_cost = cases["hostile_1mb_json"]["receiver_cpu_ms_per_attacker_request"]
+    return {
+        "cases": cases,
+        "decompressed_bytes": len(gzip.decompress(hostile.read_bytes())),
+        "gzipped_bytes": {"hostile": hostile.stat().st_size, "honest": honest.stat().st_size},
+        "hostile_over_honest_cpu_per_request": (
+            round(hostile_cost / honest_cost, 3) if hostile_cost is not None and honest_cost else None),
+    }
+
+
+def hostile_summary(hostile: dict[str, Any]) -> str:
+    cases = hostile["cases"]
+    ratio = hostile["hostile_over_honest_cpu_per_request"]
+    return "\n".join([
+        f"hostile bodies ({hostile['decompressed_bytes']:,} bytes of JSON; gzipped: hostile "
+        f"{hostile['gzipped_bytes']['hostile']:,}, honest {hostile['gzipped_bytes']['honest']:,}):",
+        *(f"  {name}: honest tenants' p99 {case['honest_latency_ok_ms']['p99']} ms, p50 "
+          f"{case['honest_latency_ok_ms']['p50']} ms; attacker statuses {case.get('attacker_statuses', '-')}; "
+          f"receiver CPU per attacker request {case.get('receiver_cpu_ms_per_attacker_request', '-')} ms"
+          for name, case in cases.items()),
+        f"  receiver CPU per request, hostile / honest of the same size: {ratio} (must be <= 1) "
+        f"{'PASS' if ratio is not None and ratio <= 1 else 'MISS'}",
+    ])
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-receiver-") as tmp:
         work = Path(tmp)
@@ -237,6 +363,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 path.write_bytes(batch.body)
                 bodies.append(str(path))
             env = Environment(work, postgres.dsn, "", 0, "bench.otel.logs.raw", public_keys, authorizations, bodies)
+            if args.hostile:
+                return {"hostile_bodies": run_hostile(env, args)}
             report: dict[str, Any] = {
                 "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
                 "batch": {"records": RECORDS_PER_BATCH, "bytes": Path(bodies[0]).stat().st_size,
@@ -260,12 +388,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 large.append(str(path))
             report["overload_large_bodies"] = _run_phase(env, args, Phase(
                 "overload-large", unlimited, 8, 0, bodies=large, records_per_body=LARGE_BATCH_RECORDS))
+            report["hostile_bodies"] = run_hostile(env, args)
         finally:
             postgres.stop()
     return report
 
 
 def summary(report: dict[str, Any]) -> str:
+    if "throughput" not in report:
+        return hostile_summary(report["hostile_bodies"])
     throughput, half, overload = report["throughput"], report["half_load"], report["overload"]
     large = report["overload_large_bodies"]
     accepted = throughput["accepted_records_per_second"]
@@ -292,6 +423,7 @@ def summary(report: dict[str, Any]) -> str:
         f"half load {half['processes']['receiver']['peak_rss_mb']} MB",
         f"overload with ~15.5 MB bodies (8 connections): peak receiver RSS {large['processes']['receiver']['peak_rss_mb']}"
         f" MB {'PASS' if large['processes']['receiver']['peak_rss_mb'] < 200 else 'MISS'}; statuses {large['statuses']}",
+        hostile_summary(report["hostile_bodies"]),
     ]
     return "\n".join(lines)
 
@@ -306,6 +438,8 @@ def main() -> None:
     parser.add_argument("--overload-connections", type=int, default=256)
     parser.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES)
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
+    parser.add_argument("--hostile", action="store_true",
+                        help="only the hostile-body comparison (honest tenants' p99; CPU per request vs honest)")
     args = parser.parse_args()
     report = run(args)
     publish(report, summary(report), args.json)

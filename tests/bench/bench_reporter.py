@@ -12,8 +12,10 @@ Usage: python -m tests.bench.bench_reporter [--rows 1000000] [--requests 200] [-
    signatures are placeholders (signing a million rows would measure the signer, not the reporter); the
    chain status of this tenant therefore reads "broken", which does not affect the measured queries.
 3. The rollup backfill (the reporter's own fold, as it runs in production), timed, then VACUUM ANALYZE.
-4. A real reporter process (Hypercorn, licence auth, JSON), and one closed-loop client measuring, per
-   scenario, ``--requests`` sequential requests after a warm-up:
+4. A real reporter process (Hypercorn, an auditor's reporting token, JSON) with a broker for its access
+   trail (KAFKA_BOOTSTRAP_SERVERS, else an embedded one), and one closed-loop client measuring, per
+   scenario, ``--requests`` sequential requests after a warm-up. The feed and session-summary answers
+   disclose content, so each includes its access event being acknowledged by the broker:
    feed first page; feed at a deep cursor (a random position 100,000-900,000 rows down); a session
    summary (a random session); usage by user over 30 days (the default page: the top 100 users by cost,
    every one of the 1,000 aggregated). Also, for reference: all 1,000 users in one response, usage by day
@@ -45,16 +47,17 @@ from typing import Any
 import asyncpg
 import httpx
 
-from deploy.local.infra import free_port, start_postgres
+from deploy.local.infra import free_port, start_broker, start_postgres
 from deploy.local.stack import ServiceGroup, wait_ready
 from services.reporter import queries, usagesql
 from services.reporter.params import Cursor
 from services.reporter.rollup import catch_up
-from services.usage.points import DAILY_COLUMNS
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
+from shared.kafka import TopicSpec, ensure_topics
 from shared.keys import Ed25519Signer
-from shared.licensing import issue_license
+from shared.reporting_tokens import AUDITOR, issue_token
+from shared.usage_columns import DAILY_COLUMNS
 
 TENANT, ORG = "bench-tenant", "bench-org"
 USERS, SESSIONS, DAYS = 1_000, 20_000, 30
@@ -293,7 +296,12 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         work = Path(tmp)
         dsn, stop_database = await fresh_database(work)
         group: ServiceGroup | None = None
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        broker = None if bootstrap else start_broker(log_file=work / "broker.log")
+        bootstrap = bootstrap or (broker.bootstrap if broker else "")
+        access_topic = f"bench-access-{uuid.uuid4().hex[:8]}"
         try:
+            await ensure_topics(bootstrap, [TopicSpec(access_topic, 1)])
             now = datetime.now(UTC).replace(microsecond=0)
             start = now - timedelta(days=DAYS)
             print(f"seeding {args.rows:,} rows ({USERS:,} users, {SESSIONS:,} sessions, {DAYS} days) ...", flush=True)
@@ -305,13 +313,19 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             port = free_port()
             env = {**os.environ, "DATABASE_URL": dsn, "REPORTER_PORT": str(port), "REPORTER_HOST": "127.0.0.1",
                    "LICENSE_PUBLIC_KEYS_FILE": str(work / "issuer.pub"),
+                   "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TOPIC_CANONICAL": access_topic,
                    # The bench rows are not chain-valid; keep the chain check out of the measurements.
                    "REPORTER_VERIFY_INTERVAL_SECONDS": "86400"}
             group = ServiceGroup(env, work / "log")
             group.start("reporter")
             wait_ready(f"http://127.0.0.1:{port}/readyz", 60)
-            _, token = issue_license(issuer, org_id=ORG, tenant_id=TENANT)
-            auth = "Basic " + base64.b64encode(f"{ORG}:{token}".encode()).decode()
+            conn = await connect(dsn)
+            try:
+                _, token = await issue_token(conn, tenant_id=TENANT, org_id=ORG, role=AUDITOR, user_email=None,
+                                             expires_at=None, created_by="bench")
+            finally:
+                await conn.close()
+            auth = f"Bearer {token}"
             rng = random.Random(11)
             since = start.date().isoformat()
             results: list[Stats] = []
@@ -351,6 +365,8 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         finally:
             if group is not None:
                 group.stop_all()
+            if broker is not None:
+                broker.stop()
             await stop_database()
     print(f"\n{'scenario':48} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}  target")
     for r in results:

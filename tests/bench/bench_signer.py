@@ -1,8 +1,9 @@
 """Signer benchmark: rows appended per second by ONE signer process, each row hashed, signed and committed
 with its Kafka offsets; then the auditor's verify over the same rows.
 
-Usage: python -m tests.bench.bench_signer [--events 100000] [--tenants 20] [--json out.json]
-(``make bench-signer``)
+Usage: python -m tests.bench.bench_signer [--events 100000] [--tenants 20] [--signing-mode row|batch|both]
+[--json out.json] (``make bench-signer``; ``make bench-signer BENCH_ARGS="--tenants 1 --signing-mode both"`` for
+one tenant signed per row beside the same signed per batch, SIGNING_MODE=batch)
 
 A fresh in-memory broker and a fresh embedded PostgreSQL (or DATABASE_URL) are started for each run. The
 canonical topic is preloaded, then the real signer process is started and the clock runs from its first
@@ -20,8 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from deploy.local.infra import start_broker, start_postgres
 from shared.canonical import CanonicalEvent
@@ -76,12 +80,26 @@ def crypto_rates(seconds: float = 2.0) -> tuple[float, float]:
     return sign_rate, count / (time.perf_counter() - started)
 
 
-async def run(events: int, tenants: int, partitions: int) -> dict[str, float]:
+async def _database(server_dsn: str, name: str, *, create: bool) -> str:
+    """Create (or drop) a database of its own on the server of DATABASE_URL, so that runs side by side never
+    share rows."""
+    conn = await connect(server_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"' if create else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+    return urlunsplit(urlsplit(server_dsn)._replace(path="/" + name))
+
+
+async def run(events: int, tenants: int, partitions: int, signing_mode: str = "row") -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-signer-"))
     broker = start_broker(log_file=work / "broker.log")
     postgres = None
-    dsn = os.environ.get("DATABASE_URL")
-    if not dsn:
+    server_dsn = os.environ.get("DATABASE_URL")
+    database = f"bench_signer_{uuid.uuid4().hex[:12]}"
+    if server_dsn:
+        dsn = await _database(server_dsn, database, create=True)
+    else:
         postgres = start_postgres(work / "pgdata", ephemeral=True)
         dsn = postgres.dsn
     process = None
@@ -103,7 +121,8 @@ async def run(events: int, tenants: int, partitions: int) -> dict[str, float]:
         write_new_key(work / "signing.key")
         env = {**os.environ, **keys, "DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                "TOPIC_CANONICAL": "canonical", "TOPIC_DEAD_LETTER": "dlq", "SIGNING_KEY_FILE": str(work / "signing.key"),
-               "SIGNER_METRICS_PORT": "0", "KAFKA_SESSION_TIMEOUT_MS": "4000", "LOG_LEVEL": "WARNING"}
+               "SIGNER_METRICS_PORT": "0", "KAFKA_SESSION_TIMEOUT_MS": "4000", "LOG_LEVEL": "WARNING",
+               "SIGNING_MODE": signing_mode}
         process = subprocess.Popen([sys.executable, "-m", "services.signer"], env=env)  # noqa: ASYNC220 - started once, not awaited
         first_at = None
         while True:
@@ -123,12 +142,14 @@ async def run(events: int, tenants: int, partitions: int) -> dict[str, float]:
         # As autovacuum leaves an insert-only table in production: statistics for the planner, and hint bits
         # set, so verify is not charged for the first read of freshly committed rows.
         await conn.execute("VACUUM (ANALYZE) audit_logs")
-        book = await load_key_book(conn)
-        started = time.perf_counter()
-        reports = await verify_tenants(conn, [f"tenant-{t:03d}" for t in range(tenants)], book, dsn=dsn)
-        assert all(report.ok for report in reports), [report.breaks for report in reports]
-        rows = sum(report.rows for report in reports)
-        verify_rate = rows / (time.perf_counter() - started)
+        verify_rate = float("nan")
+        if signing_mode == "row":  # verify checks row signatures; batch-signed rows are checked by proofs
+            book = await load_key_book(conn)
+            started = time.perf_counter()
+            reports = await verify_tenants(conn, [f"tenant-{t:03d}" for t in range(tenants)], book, dsn=dsn)
+            assert all(report.ok for report in reports), [report.breaks for report in reports]
+            rows = sum(report.rows for report in reports)
+            verify_rate = rows / (time.perf_counter() - started)
         await conn.close()
     finally:
         if process is not None:
@@ -136,8 +157,11 @@ async def run(events: int, tenants: int, partitions: int) -> dict[str, float]:
         broker.stop()
         if postgres is not None:
             postgres.stop()
+        if server_dsn:
+            await _database(server_dsn, database, create=False)
     sign_rate, raw_verify_rate = crypto_rates()
-    return {"events": events, "append_rows_per_s": append_rate, "verify_rows_per_s": verify_rate,
+    return {"events": events, "signing_mode": signing_mode, "append_rows_per_s": append_rate,
+            "verify_rows_per_s": verify_rate,
             "pynacl_sign_per_s": sign_rate, "pynacl_verify_per_s": raw_verify_rate}
 
 
@@ -147,14 +171,24 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=4)
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--signing-mode", choices=("row", "batch", "both"), default="row",
+                        help="SIGNING_MODE of the signer; both: per row, then per batch, in this run")
     args = parser.parse_args()
-    result = asyncio.run(run(args.events, args.tenants, args.partitions))
-    print(f"signer append: {result['append_rows_per_s']:,.0f} rows/s (one process, signed, committed with offsets)")
-    print(f"verify:        {result['verify_rows_per_s']:,.0f} rows/s (all cores)")
-    print(f"raw PyNaCl on this machine: sign {result['pynacl_sign_per_s']:,.0f}/s, "
-          f"verify {result['pynacl_verify_per_s']:,.0f}/s per core")
+    modes = ("row", "batch") if args.signing_mode == "both" else (args.signing_mode,)
+    results = [asyncio.run(run(args.events, args.tenants, args.partitions, mode)) for mode in modes]
+    for result in results:
+        print(f"signer append ({result['signing_mode']} signing): {result['append_rows_per_s']:,.0f} rows/s "
+              "(one process, committed with offsets)")
+    if len(results) == 2:
+        ratio = results[1]["append_rows_per_s"] / results[0]["append_rows_per_s"]
+        print(f"per-batch / per-row signing: {ratio:.2f}x ({args.tenants} tenant(s))")
+    row_result = results[0]
+    if row_result["signing_mode"] == "row":
+        print(f"verify:        {row_result['verify_rows_per_s']:,.0f} rows/s (all cores)")
+    print(f"raw PyNaCl on this machine: sign {row_result['pynacl_sign_per_s']:,.0f}/s, "
+          f"verify {row_result['pynacl_verify_per_s']:,.0f}/s per core")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2))
 
 
 if __name__ == "__main__":

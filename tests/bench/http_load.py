@@ -41,6 +41,8 @@ class Config:
     warmup: float
     rate: float = 0.0  # requests per second; 0 = closed loop
     honour_retry_after: bool = True
+    content_type: str = "application/x-protobuf"
+    content_encoding: str | None = None  # the body files are already encoded so (gzip)
 
 
 @dataclass
@@ -69,8 +71,9 @@ def _requests(config: Config) -> list[bytes]:
         authorization = config.authorizations[index % len(config.authorizations)]
         head = (
             f"POST {config.path} HTTP/1.1\r\nHost: {config.host}:{config.port}\r\n"
-            f"Content-Type: application/x-protobuf\r\nAuthorization: {authorization}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: {config.content_type}\r\nAuthorization: {authorization}\r\n"
+            + (f"Content-Encoding: {config.content_encoding}\r\n" if config.content_encoding else "")
+            + f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         built.append(head + body)
     return built

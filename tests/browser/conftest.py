@@ -20,8 +20,9 @@ from deploy.local.infra import free_port
 from deploy.local.stack import ServiceGroup, wait_ready
 from shared.db.pool import connect
 from shared.keys import Ed25519Signer
-from shared.licensing import issue_license
-from tests.integration.reporter.scenario import ORG_A, TENANT_A, Scenario, seed
+from shared.reporting_tokens import ADMIN, ANALYST, AUDITOR, DEVELOPER, issue_token
+from tests.conftest import Infra, Topics
+from tests.integration.reporter.scenario import ALICE, ORG_A, TENANT_A, Scenario, seed
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -41,7 +42,7 @@ ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", Path(__file__).resolve().p
 class Portal:
     url: str
     org: str
-    token: str
+    tokens: dict[str, str]  # a reporting token per role; the developer is Alice
     scenario: Scenario
 
 
@@ -67,12 +68,14 @@ def issuer() -> Ed25519Signer:
 
 
 @pytest.fixture
-def reporter_process(database_url: str, tmp_path: Path, issuer: Ed25519Signer) -> Iterator[str]:
+def reporter_process(database_url: str, tmp_path: Path, issuer: Ed25519Signer, infra: Infra,
+                     topics: Topics) -> Iterator[str]:
     keys = tmp_path / "license-issuer.pub"
     keys.write_text(base64.b64encode(issuer.public_key).decode() + "\n")
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "REPORTER_PORT": str(port), "REPORTER_HOST": "127.0.0.1",
-           "LICENSE_PUBLIC_KEYS_FILE": str(keys), "REPORTER_VERIFY_INTERVAL_SECONDS": "0.5"}
+           "LICENSE_PUBLIC_KEYS_FILE": str(keys), "REPORTER_VERIFY_INTERVAL_SECONDS": "0.5",
+           "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap, **topics.env()}
     group = ServiceGroup(env, tmp_path / "log")
     group.start("reporter")
     try:
@@ -87,7 +90,11 @@ async def portal(database_url: str, reporter_process: str, issuer: Ed25519Signer
     conn = await connect(database_url)
     try:
         scenario = await seed(conn)
+        tokens = {}
+        for role in (ADMIN, AUDITOR, ANALYST, DEVELOPER):
+            _, tokens[role] = await issue_token(conn, tenant_id=TENANT_A, org_id=ORG_A, role=role,
+                                                user_email=ALICE if role == DEVELOPER else None, expires_at=None,
+                                                created_by="browser test")
     finally:
         await conn.close()
-    _, token = issue_license(issuer, org_id=ORG_A, tenant_id=TENANT_A)
-    yield Portal(reporter_process, ORG_A, token, scenario)
+    yield Portal(reporter_process, ORG_A, tokens, scenario)

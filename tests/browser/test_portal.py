@@ -1,14 +1,25 @@
-"""The portal in a real headless Chromium: feed, filter, session, usage charts, screenshots."""
+"""The portal in a real headless Chromium: signing in with a token, feed, filter, session, usage charts,
+screenshots; and each role signed in, seeing what it may."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-from playwright.async_api import async_playwright
+from playwright.async_api import Page, async_playwright
 
 from tests.browser.conftest import CHROMIUM_FLAGS, Portal
-from tests.integration.reporter.scenario import ALICE, SECRET_B, SESSION_1
+from tests.integration.reporter.scenario import ALICE, SECRET_B, SESSION_1, SESSION_2
+
+
+async def sign_in(page: Page, portal: Portal, role: str, then: str = "/portal/events") -> None:
+    """Through the login page, as a person would: the protected page sends the browser there first."""
+    await page.goto(f"{portal.url}{then}")
+    assert "/portal/login" in page.url
+    await page.fill("#token", portal.tokens[role])
+    async with page.expect_navigation(url=f"**{then}*"):
+        await page.click("#sign-in")
+    assert await page.locator("#who").inner_text() != ""
 
 
 async def test_a_security_lead_walks_through_the_portal(portal: Portal, chromium: str, artifacts: Path) -> None:
@@ -20,16 +31,14 @@ async def test_a_security_lead_walks_through_the_portal(portal: Portal, chromium
                 executable_path=chromium,
                 headless=True,
                 args=CHROMIUM_FLAGS,
-                http_credentials={"username": portal.org, "password": portal.token},
                 viewport={"width": 1400, "height": 1000},
             )
             try:
                 page = await browser.new_page()
                 page.on("request", lambda request: requests.append(request.url))
 
-                # 1. The decisions feed.
-                response = await page.goto(f"{portal.url}/portal/events")
-                assert response is not None and response.status == 200
+                # 1. Signing in, then the decisions feed.
+                await sign_in(page, portal, "auditor")
                 assert await page.locator("table#events tr.event").count() == 12
                 assert SECRET_B not in await page.content()
                 await page.screenshot(path=str(artifacts / "1-feed.png"), full_page=True)
@@ -77,3 +86,55 @@ async def test_a_security_lead_walks_through_the_portal(portal: Portal, chromium
     assert (artifacts / "4-usage.png").stat().st_size > 10_000
     # Nothing but the portal itself: no CDN, no fonts, no telemetry.
     assert requests and all(url.startswith(portal.url) for url in requests), requests
+
+
+async def test_each_role_signs_in_and_sees_what_it_may(portal: Portal, chromium: str, artifacts: Path) -> None:
+    nav_of = {
+        "admin": ["Decisions", "Sessions", "Usage", "Chain", "Tokens"],
+        "auditor": ["Decisions", "Sessions", "Usage", "Chain"],
+        "analyst": ["Decisions", "Sessions", "Usage"],
+        "developer": ["Decisions", "Sessions"],
+    }
+    async with async_playwright() as playwright:
+        for role, nav in nav_of.items():
+            with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+                browser = await playwright.chromium.launch_persistent_context(
+                    profile, executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
+                    viewport={"width": 1400, "height": 1000})
+                try:
+                    page = await browser.new_page()
+                    await sign_in(page, portal, role)
+                    assert await page.locator("header a").all_inner_texts() == nav, role
+                    assert (await page.locator("#who").inner_text()).startswith(role)
+                    feed = await page.inner_text("table#events")
+                    rows = await page.locator("table#events tr.event").count()
+                    if role == "analyst":
+                        assert rows == 12 and "please list files" not in feed and "characters" in feed
+                    elif role == "developer":
+                        assert rows == 8 and "please list files" in feed and "refactor the parser" not in feed
+                    else:
+                        assert rows == 12 and "please list files" in feed and "refactor the parser" in feed
+                    await page.screenshot(path=str(artifacts / f"role-{role}-feed.png"), full_page=True)
+                    await page.goto(f"{portal.url}/portal/sessions/{SESSION_1}")
+                    prompts = await page.inner_text("table#prompts")
+                    assert ("now try again" in prompts) == (role != "analyst"), role
+                    other = await page.goto(f"{portal.url}/portal/sessions/{SESSION_2}")
+                    assert other is not None and other.status == (404 if role == "developer" else 200), role
+                    chain = await page.goto(f"{portal.url}/portal/chain")
+                    assert chain is not None and chain.status == (200 if "Chain" in nav else 403), role
+                    if role == "admin":
+                        await page.goto(f"{portal.url}/portal/tokens")
+                        await page.select_option("select[name=role]", "analyst")
+                        async with page.expect_navigation():
+                            await page.click("form.filters button[type=submit]")
+                        assert (await page.inner_text("#new-token")).startswith("rpt1.")
+                        await page.screenshot(path=str(artifacts / "role-admin-tokens.png"), full_page=True)
+                    # Sign out: the session ends, and the portal sends the browser back to the login.
+                    await page.goto(f"{portal.url}/portal/events")
+                    async with page.expect_navigation():
+                        await page.click("form.logout button")
+                    assert "/portal/login" in page.url
+                    await page.goto(f"{portal.url}/portal/events")
+                    assert "/portal/login" in page.url
+                finally:
+                    await browser.close()

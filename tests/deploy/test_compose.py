@@ -61,7 +61,7 @@ def test_services_replicas_topics_and_secrets() -> None:
     assert "REDACTOR_REPLICAS" in str(services["redactor"]["deploy"]["replicas"])
     assert services["topics"]["environment"]["TOPIC_REPLICATION_FACTOR"] == "3"
     assert services["signer"]["environment"]["SIGNING_KEY_FILE"] == "/run/secrets/signing-key"
-    assert services["signer"]["secrets"] == ["signing-key", "canonical-keyring"] and "signing-key" in compose["secrets"]
+    assert "signing-key" in services["signer"]["secrets"] and "signing-key" in compose["secrets"]
     for name in ("receiver", "redactor", "signer", "usage", "reporter", "dlq-exporter", "migrate", "topics"):
         assert services[name]["depends_on"], name
         assert services[name]["read_only"] is True and services[name]["cap_drop"] == ["ALL"]
@@ -97,3 +97,105 @@ def test_mounted_configuration_files_exist() -> None:
             if source.startswith("./"):
                 assert (COMPOSE.parent / source).exists(), source
     assert Path(COMPOSE.parent / "compose.env.example").exists()
+
+
+SERVICE_PRINCIPALS = {"receiver": "receiver", "redactor": "redactor", "signer": "signer", "usage": "usage",
+                      "topics": "ops", "dlq-exporter": "ops"}
+
+
+def test_kafka_is_sasl_ssl_with_mutual_tls_inside_and_no_acl_no_access() -> None:
+    services = _compose()["services"]
+    for name, broker in ((n, s) for n, s in services.items() if n.startswith("kafka-")):
+        env = broker["environment"]
+        listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
+        protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        assert {protocols[listener] for listener in listeners} == {"SASL_SSL", "SSL"}, name  # nothing in clear
+        assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+        assert env["KAFKA_LISTENER_NAME_BROKER_SSL_CLIENT_AUTH"] == "required"
+        assert env["KAFKA_LISTENER_NAME_CONTROLLER_SSL_CLIENT_AUTH"] == "required"
+        assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+        assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+        assert set(env["KAFKA_SUPER_USERS"].split(";")) == {"User:kafka-broker", "User:kafka-admin"}
+        assert all(a.startswith(("SASL_SSL://", "BROKER://")) for a in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+        assert "ports" not in broker, name
+
+
+def test_each_kafka_client_uses_its_own_principal_and_only_its_own_secrets() -> None:
+    services = _compose()["services"]
+    for name, principal in SERVICE_PRINCIPALS.items():
+        env, granted = services[name]["environment"], set(services[name]["secrets"])
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
+        assert env["KAFKA_SASL_USERNAME_FILE"] == f"/run/secrets/kafka-{principal}-username", name
+        assert env["KAFKA_SASL_PASSWORD_FILE"] == f"/run/secrets/kafka-{principal}-password", name
+        kafka_secrets = {s for s in granted if s.startswith("kafka-")}
+        assert kafka_secrets == {"kafka-ca", f"kafka-{principal}-username", f"kafka-{principal}-password"}, name
+    assert not any(k.startswith("KAFKA_S") for k in services["reporter"]["environment"])  # no Kafka at all
+
+
+def _acls() -> list[tuple[str, set[str], set[str], str]]:
+    """(principal, operations, resources, kind) for every `acl ...` line of deploy/kafka/principals.sh."""
+    text = (COMPOSE.parent / "kafka" / "principals.sh").read_text().replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0] != "acl":
+            continue
+        principal = words[words.index("--allow-principal") + 1].removeprefix("User:")
+        operations = {words[i + 1] for i, w in enumerate(words) if w == "--operation"}
+        resources = {words[i + 1].strip('"') for i, w in enumerate(words) if w in ("--topic", "--group")}
+        kind = "cluster" if "--cluster" in words else "group" if "--group" in words else "topic"
+        found.append((principal, operations, resources, kind))
+    return found
+
+
+def test_acls_give_each_principal_only_its_stage() -> None:
+    writers: dict[str, set[str]] = {}
+    readers: dict[str, set[str]] = {}
+    for principal, operations, named, kind in _acls():
+        if kind != "topic":
+            continue
+        for resource in named:
+            if "Write" in operations:
+                writers.setdefault(resource, set()).add(principal)
+            if "Read" in operations:
+                readers.setdefault(resource, set()).add(principal)
+    raw_logs, raw_metrics, canonical = "$RAW_LOGS", "$RAW_METRICS", "$CANONICAL"
+    # Only the receiver writes the raw topics (ops re-enters them for replay and requeue, by design).
+    assert writers[raw_logs] == {"receiver", "ops"} and writers[raw_metrics] == {"receiver", "ops"}
+    # Only redactors read raw logs and write canonical (usage is the raw metrics' consumer).
+    assert readers[raw_logs] == {"redactor", "ops"} and readers[raw_metrics] == {"usage", "ops"}
+    assert writers[canonical] == {"redactor", "ops"}
+    # Only signers read canonical.
+    assert readers[canonical] == {"signer", "ops"}
+    groups = {principal: named for principal, _, named, kind in _acls() if kind == "group"}
+    assert groups == {"redactor": {"${REDACTOR_GROUP_ID:-audit-redactor}"},
+                      "usage": {"${USAGE_GROUP_ID:-audit-usage}"}, "signer": {"${SIGNER_GROUP_ID:-audit-signer}"}}
+    clusters = {principal for principal, _, _, kind in _acls() if kind == "cluster"}
+    assert clusters == {"ops"}
+
+
+def test_every_kafka_secret_file_is_one_the_generator_writes(tmp_path: Path) -> None:
+    from deploy.local.kafka_secrets import write_kafka_secrets  # noqa: PLC0415
+
+    written = {p.name for p in write_kafka_secrets(tmp_path)}
+    for name, secret in _compose()["secrets"].items():
+        if name.startswith("kafka-"):
+            assert Path(secret["file"]).name in written, name
+    for path in tmp_path.iterdir():
+        if not path.name.endswith("ca.pem"):
+            assert path.stat().st_mode & 0o077 == 0, path  # owner-only, as the services require
+
+
+def test_http_ports_are_loopback_only_and_observability_needs_a_login() -> None:
+    services = _compose()["services"]
+    assert services["receiver"]["ports"] == ["${RECEIVER_BIND:-127.0.0.1}:4318-4319:4318"]
+    assert services["reporter"]["ports"] == ["${REPORTER_BIND:-127.0.0.1}:8080:8080"]
+    assert "ports" not in services["prometheus"]  # tenant-labelled metrics stay on the compose network
+    grafana = services["grafana"]
+    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana-admin-password"
+    assert grafana["ports"] == ["${GRAFANA_BIND:-127.0.0.1}:3000:3000"]
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"receiver", "reporter", "grafana"}
+    header = COMPOSE.read_text().split("name:", 1)[0]
+    assert "must sit behind a TLS-terminating proxy" in header

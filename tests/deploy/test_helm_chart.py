@@ -23,8 +23,9 @@ from tests.deploy.conftest import ROOT
 
 CHART = ROOT / "deploy" / "helm" / "claude-audit-ingest"
 KUBERNETES = "1.30.0"
-TRIAL_SECRETS = {"create": True, "databaseUrl": "postgresql://audit@db/audit", "signingKey": "c2VlZA==",
-                 "licensePublicKeys": "cHVi"}
+# Keys come from existing Secrets only (never from values): every render names them.
+EXISTING_SECRETS = {"existingSigningKeySecret": "audit-signing-key", "existingLicenseKeysSecret": "audit-license-keys"}
+DATABASE = {"existingSecret": "audit-db"}
 # KEDA's ScaledObject is a CRD the Kubernetes schemas do not hold: the fields this chart uses, from KEDA's
 # documented v1alpha1 API, required where KEDA requires them.
 SCALED_OBJECT_SCHEMA: dict[str, Any] = {
@@ -57,8 +58,39 @@ SCALED_OBJECT_SCHEMA: dict[str, Any] = {
 }
 
 
+# Strimzi's KafkaUser (kafka.strimzi.io/v1beta2) is a CRD too: the fields this chart uses, as documented.
+KAFKA_USER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "kafka.strimzi.io/v1beta2"},
+        "kind": {"const": "KafkaUser"},
+        "metadata": {"type": "object", "required": ["name", "labels"],
+                     "properties": {"labels": {"type": "object", "required": ["strimzi.io/cluster"]}}},
+        "spec": {
+            "type": "object", "additionalProperties": False, "required": ["authentication", "authorization"],
+            "properties": {
+                "authentication": {"type": "object", "properties": {"type": {"const": "scram-sha-512"}}},
+                "authorization": {"type": "object", "required": ["type", "acls"], "properties": {
+                    "type": {"const": "simple"},
+                    "acls": {"type": "array", "minItems": 1, "items": {
+                        "type": "object", "required": ["resource", "operations"], "additionalProperties": False,
+                        "properties": {
+                            "resource": {"type": "object", "required": ["type"], "additionalProperties": False,
+                                         "properties": {"type": {"enum": ["topic", "group", "cluster"]},
+                                                        "name": {"type": "string", "minLength": 1},
+                                                        "patternType": {"enum": ["literal", "prefix"]}}},
+                            "operations": {"type": "array", "minItems": 1, "items": {"enum": [
+                                "Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction",
+                                "AlterConfigs", "DescribeConfigs", "IdempotentWrite", "All"]}}}}}}},
+            },
+        },
+    },
+}
+
+
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    merged = {"secrets": TRIAL_SECRETS, **(values or {})}
+    merged = {"secrets": EXISTING_SECRETS, "database": DATABASE, **(values or {})}
     with helm.Chart.load(str(CHART)) as chart:
         files = chart.render(merged, name="audit", namespace="audit")
     docs: list[dict[str, Any]] = []
@@ -73,20 +105,22 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
 
 
 def test_helm_lint_is_clean() -> None:
-    report = helm.lint(str(CHART), {"secrets": TRIAL_SECRETS})
+    report = helm.lint(str(CHART), {"secrets": EXISTING_SECRETS, "database": DATABASE})
     assert report["errors"] == [], report
     assert all(m["severity"] <= 1 for m in report["messages"]), report["messages"]  # info at most
 
 
 @pytest.mark.parametrize("values", [{}, {"redactor": {"keda": {"enabled": False}}},
-                                    {"secrets": {"create": False}, "database": {"existingSecret": "db"}}],
-                         ids=["defaults", "without-keda", "existing-secrets"])
+                                    {"kafka": {"strimzi": {"enabled": False}, "caSecret": ""}}],
+                         ids=["defaults", "without-keda", "without-strimzi"])
 def test_every_manifest_matches_the_kubernetes_schemas(values: dict[str, Any]) -> None:
     docs = render(values)
     assert docs
     for doc in docs:
         if doc["kind"] == "ScaledObject":
             jsonschema.validate(doc, SCALED_OBJECT_SCHEMA)
+        elif doc["kind"] == "KafkaUser":
+            jsonschema.validate(doc, KAFKA_USER_SCHEMA)
         else:
             kubernetes_validate.validate(doc, KUBERNETES, strict=True)
 
@@ -124,7 +158,7 @@ def test_signing_and_licence_keys_are_secrets_mounted_as_files() -> None:
             mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume)
             secret = next(v for v in pod["volumes"] if v["name"] == volume)["secret"]["secretName"]
             assert mount["readOnly"] and config[setting].startswith(mount["mountPath"] + "/")
-            assert secret.removeprefix("audit-claude-audit-ingest-") in by_kind(docs, "Secret")
+            assert secret in EXISTING_SECRETS.values()  # an existing Secret, never one the chart makes
         others = [d for n, d in deployments.items() if n not in names]  # only those that need the key get it
         assert not any(volume in str(d["spec"]["template"]["spec"].get("volumes")) for d in others)
     assert "AUDIT_SIGNING_KEY" not in str(docs)  # never an environment variable
@@ -197,3 +231,66 @@ def test_receiver_metrics_are_scraped_on_a_port_its_service_does_not_expose() ->
     assert (config["RECEIVER_PORT"], config["RECEIVER_METRICS_PORT"]) == ("4318", "9464")
     signer = by_kind(docs, "Deployment")["signer"]["spec"]["template"]
     assert signer["metadata"]["annotations"]["prometheus.io/port"] == "9466"  # one port serves all there
+
+
+def test_keys_come_from_existing_secrets_only_never_from_values() -> None:
+    docs = render()
+    assert not by_kind(docs, "Secret")  # the chart creates no Secret: nothing sensitive in the release history
+    for forbidden in ({"signingKey": "c2VlZA=="}, {"create": True}, {"databaseUrl": "postgresql://a@b/c"},
+                      {"licensePublicKeys": "cHVi"}):
+        with pytest.raises(Exception, match="existing Secrets only"):
+            render({"secrets": {**EXISTING_SECRETS, **forbidden}})
+    with pytest.raises(Exception, match=r"secrets\.existingSigningKeySecret"):
+        render({"secrets": {"existingLicenseKeysSecret": "x"}})
+    with pytest.raises(Exception, match=r"database\.existingSecret"):
+        render({"database": {"existingSecret": ""}})
+
+
+KAFKA_CLIENTS = {"receiver": "audit-receiver", "redactor": "audit-redactor", "signer": "audit-signer",
+                 "usage": "audit-usage", "dlq-exporter": "audit-ops"}
+
+
+def test_each_kafka_client_connects_sasl_ssl_as_its_own_principal() -> None:
+    docs = render()
+    deployments = by_kind(docs, "Deployment")
+    for name, principal in KAFKA_CLIENTS.items():
+        pod = deployments[name]["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert env["KAFKA_SASL_USERNAME"] == principal, name
+        assert env["KAFKA_SSL_CA_FILE"] == "/var/run/secrets/kafka/ca/ca.crt"
+        user = next(v for v in pod["volumes"] if v["name"] == "kafka-user")["secret"]
+        assert user["secretName"] == principal and user["defaultMode"] == 0o400
+        assert env["KAFKA_SASL_PASSWORD_FILE"] == "/var/run/secrets/kafka/user/password"
+    reporter = deployments["reporter"]["spec"]["template"]["spec"]
+    assert not any(e["name"].startswith("KAFKA_S") for e in reporter["containers"][0]["env"])
+    (job,) = by_kind(docs, "Job").values()
+    topics = job["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in topics["env"]}["KAFKA_SASL_USERNAME"] == "audit-ops"
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert not any(key.startswith("KAFKA_S") for key in config)  # per principal, never shared
+
+
+def _grants(docs: list[dict[str, Any]]) -> dict[str, set[tuple[str, str, str]]]:
+    return {user["metadata"]["name"]: {(acl["resource"]["type"], acl["resource"].get("name", ""), operation)
+                                       for acl in user["spec"]["authorization"]["acls"]
+                                       for operation in acl["operations"]}
+            for user in by_kind(docs, "KafkaUser").values()}
+
+
+def test_strimzi_users_get_acls_for_their_own_stage_only() -> None:
+    grants = _grants(render())
+    assert set(grants) == {"audit-receiver", "audit-redactor", "audit-signer", "audit-usage", "audit-ops"}
+
+    def who(operation: str, topic: str) -> set[str]:
+        return {user for user, granted in grants.items() if ("topic", topic, operation) in granted}
+
+    assert who("Write", "otel.logs.raw") == who("Write", "otel.metrics.raw") == {"audit-receiver", "audit-ops"}
+    assert who("Read", "otel.logs.raw") == {"audit-redactor", "audit-ops"}
+    assert who("Read", "otel.metrics.raw") == {"audit-usage", "audit-ops"}
+    assert who("Write", "audit.events.canonical") == {"audit-redactor", "audit-ops"}
+    assert who("Read", "audit.events.canonical") == {"audit-signer", "audit-ops"}
+    assert grants["audit-receiver"] == {("topic", t, o) for t in ("otel.logs.raw", "otel.metrics.raw")
+                                        for o in ("Write", "Describe")}
+    assert {g for g in grants["audit-signer"] if g[0] == "group"} == {("group", "audit-signer", "Read")}
+    assert not any(g[0] == "cluster" for u, gs in grants.items() if u != "audit-ops" for g in gs)

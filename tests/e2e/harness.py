@@ -20,6 +20,7 @@ from shared.db.pool import connect
 from shared.keys import Ed25519Signer, load_signer, write_new_key
 from shared.licensing import issue_license
 from shared.messages.auth import provision_local_keys
+from shared.reporting_tokens import issue_token
 from tests.conftest import Topics
 
 
@@ -84,6 +85,16 @@ class Pipeline:
         assert self.issuer is not None
         lic, token = issue_license(self.issuer, org_id=org, tenant_id=tenant, **kwargs)  # type: ignore[arg-type]
         await store_license(self.database_url, lic)
+        return token
+
+    async def token(self, org: str, role: str, *, tenant: str | None = None, email: str | None = None) -> str:
+        """A reporting token, as `auditctl token issue` makes one."""
+        conn = await connect(self.database_url)
+        try:
+            _, token = await issue_token(conn, tenant_id=tenant or org, org_id=org, role=role, user_email=email,
+                                         expires_at=None, created_by="test")
+        finally:
+            await conn.close()
         return token
 
     def start(self, *services: str) -> None:

@@ -4,7 +4,9 @@ receiver -> redactor -> signer and the metrics consumer, read back through the r
 from __future__ import annotations
 
 import asyncio
-import base64
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from deploy.local.infra import free_port
 from deploy.local.stack import wait_ready
 from services.reporter.proofcheck import check_proof
+from shared.db.pool import connect
 from shared.keys import load_signer
 from tests.conftest import Infra, Topics
 from tests.e2e.harness import Pipeline
@@ -67,7 +70,12 @@ async def test_captures_become_reports_with_proofs(pipeline: Pipeline, fixtures_
         assert response.status_code == 200, (name, response.text)
 
     reporter = f"http://127.0.0.1:{pipeline.extra_env['REPORTER_PORT']}"
-    auth = "Basic " + base64.b64encode(f"acme:{token}".encode()).decode()
+    async with httpx.AsyncClient(base_url=reporter, timeout=30) as licensed:
+        # The ingest licence reads nothing: it names the credential it wants instead.
+        refused = await licensed.get("/api/v1/audit/events", auth=("acme", token))
+        assert refused.status_code == 403 and refused.json()["wants"] == "reporting_token"
+    auditor = await pipeline.token("acme", "auditor", tenant="tenant-acme")
+    auth = f"Bearer {auditor}"
     async with httpx.AsyncClient(base_url=reporter, headers={"Authorization": auth}, timeout=30) as client:
         # The session summary, once both the log rows and the metric points are in.
         summary = await _eventually(client, f"/api/v1/sessions/{TOOL_SESSION}",
@@ -111,3 +119,36 @@ async def test_captures_become_reports_with_proofs(pipeline: Pipeline, fixtures_
         portal = (await client.get(f"/portal/sessions/{TOOL_SESSION}")).text
         for raw in RAW_PII:
             assert raw not in everything and raw not in portal
+
+        # Each of those content and proof reads is itself a signed row on the tenant's chain (plane access),
+        # which the feed filters and auditors see.
+        trail = await _eventually(client, "/api/v1/audit/events?plane=access&limit=500",
+                                  lambda f: len(f["items"]) >= 6)
+        reads = {(i["attributes"]["access.route"], i["attributes"]["access.disclosed"]) for i in trail["items"]}
+        assert ("/api/v1/audit/records/{record_id:int}/proof", "proof") in reads
+        assert ("/api/v1/sessions/{session_id:path}", "content") in reads
+        assert ("/portal/sessions/{session_id:path}", "content") in reads
+        proof_read = next(i for i in trail["items"] if i["attributes"]["access.disclosed"] == "proof")
+        assert proof_read["attributes"]["access.record_ids"] == [decision["id"]]
+        assert proof_read["attributes"]["access.subject"].startswith("token:")
+        assert proof_read["attributes"]["access.role"] == "auditor"
+        assert proof_read["user"]["id"] == proof_read["attributes"]["access.subject"]
+        assert proof_read["attributes"]["access.client_address"] == "127.0.0.1"
+        assert {i["event_type"] for i in trail["items"]} == {"access"}
+        access_proof = (await client.get(proof_read["proof"])).json()
+        assert all(c.ok for c in check_proof(access_proof, trusted_keys=[signing_key.public_key]))
+
+    # And the whole chain, access rows included, verifies.
+    conn = await connect(pipeline.database_url)
+    try:
+        rows = await conn.fetchval(
+            "SELECT count(*) FROM audit_logs WHERE tenant_id = 'tenant-acme' AND plane = 'access'")
+        assert rows >= 6
+    finally:
+        await conn.close()
+    verify = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "shared.cli", "verify", "--tenant", "tenant-acme"],
+        env={**os.environ, "DATABASE_URL": pipeline.database_url}, capture_output=True, text=True, timeout=120,
+        check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "OK tenant=tenant-acme" in verify.stdout

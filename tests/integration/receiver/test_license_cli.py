@@ -36,23 +36,24 @@ def test_issue_prints_a_key_the_receiver_accepts_and_records_it(cli_env: dict[st
     token = issued.stdout.strip().splitlines()[-1]
     lic = verifier(cli_env).verify("acme", token, now=datetime.now(UTC))
     assert (lic.org_id, lic.tenant_id) == ("acme", "tenant-acme")
-    assert lic.entitlements == {OTEL_INGEST, REPORTING}
+    assert lic.entitlements == {OTEL_INGEST}  # ingest only: reading takes a reporting token
     assert lic.license_id in issued.stderr
     [listed] = [json.loads(line) for line in run(cli_env, "list").stdout.splitlines()]
     assert listed["license_id"] == lic.license_id
     assert listed["status"] == "active"
-    assert listed["entitlements"] == [OTEL_INGEST, REPORTING]
+    assert listed["entitlements"] == [OTEL_INGEST]
     assert token not in run(cli_env, "list").stdout  # keys are never stored, so never listed
     shown = json.loads(run(cli_env, "show", lic.license_id).stdout)
     assert shown["tenant_id"] == "tenant-acme"
 
 
-def test_entitlements_choose_what_the_receiver_allows(cli_env: dict[str, str]) -> None:
-    issued = run(cli_env, "issue", "--org", "acme", "--entitlement", REPORTING)
-    token = issued.stdout.strip().splitlines()[-1]
-    with pytest.raises(LicenseRefused) as refused:
-        verifier(cli_env).verify("acme", token, now=datetime.now(UTC))
-    assert refused.value.problem is LicenseProblem.NOT_ENTITLED
+def test_licences_are_never_issued_for_reading(cli_env: dict[str, str]) -> None:
+    refused = CliRunner().invoke(main, ["license", "issue", "--org", "acme", "--entitlement", REPORTING], env=cli_env)
+    assert refused.exit_code != 0 and "reporting" in refused.output
+    token = run(cli_env, "issue", "--org", "acme").stdout.strip().splitlines()[-1]
+    with pytest.raises(LicenseRefused) as not_entitled:
+        verifier(cli_env).verify("acme", token, now=datetime.now(UTC), entitlement=REPORTING)
+    assert not_entitled.value.problem is LicenseProblem.NOT_ENTITLED
 
 
 def test_revoke_lists_as_revoked_and_refuses_to_revoke_twice_or_unknown(cli_env: dict[str, str]) -> None:

@@ -8,7 +8,6 @@ import asyncpg
 
 from services.reporter import chainstatus
 from services.reporter.proofcheck import check_proof
-from shared.licensing import OTEL_INGEST, REPORTING
 from tests.integration.reporter.conftest import Reporter
 from tests.integration.reporter.scenario import (
     ALICE,
@@ -207,21 +206,24 @@ async def test_signing_keys_are_published(reporter: Reporter, db: asyncpg.Connec
     assert keys[0]["algorithm"] == "ed25519" and keys[0]["valid_from"]
 
 
-async def test_credentials_are_checked_like_the_receiver_does(reporter: Reporter) -> None:
+async def test_credentials_a_licence_is_refused_with_what_to_send_instead(reporter: Reporter) -> None:
     bare = await reporter.client.get(f"{API}/audit/events")
-    assert bare.status_code == 401 and bare.headers["www-authenticate"].startswith("Basic ")
-    ingest_only = reporter.credentials(ORG_A, TENANT_A, entitlements=(OTEL_INGEST,))
+    assert bare.status_code == 401 and bare.headers["www-authenticate"].startswith("Bearer ")
+    ingest_only = reporter.licence(ORG_A, TENANT_A)
     refused = await reporter.client.get(f"{API}/audit/events", headers=ingest_only)
-    assert refused.status_code == 403 and refused.json()["reason"] == "not_entitled"
-    genuine = reporter.credentials(ORG_A, TENANT_A, entitlements=(REPORTING,))
-    assert (await reporter.client.get(f"{API}/audit/events", headers=genuine)).status_code == 200
-    # The same genuine licence presented under another org's name.
-    token = base64.b64decode(genuine["Authorization"].split()[1]).decode().split(":", 1)[1]
+    assert refused.status_code == 403
+    assert refused.json()["reason"] == "ingest_credential" and refused.json()["wants"] == "reporting_token"
+    assert "Authorization: Bearer" in refused.json()["error"]
+    assert (await reporter.client.get(f"{API}/audit/events", headers=reporter.tenant_a)).status_code == 200
+    # The same genuine (legacy) licence presented under another org's name.
+    legacy = reporter.legacy_licence(ORG_A, TENANT_A)
+    token = base64.b64decode(legacy["Authorization"].split()[1]).decode().split(":", 1)[1]
     spoofed = {"Authorization": "Basic " + base64.b64encode(f"globex:{token}".encode()).decode()}
     assert (await reporter.client.get(f"{API}/audit/events", headers=spoofed)).status_code == 401
+    forged = {"Authorization": "Bearer rpt1.0123456789abcdef." + "A" * 43}
+    assert (await reporter.client.get(f"{API}/audit/events", headers=forged)).status_code == 401
     portal = await reporter.client.get("/portal/events")
-    assert portal.status_code == 401 and 'realm="audit-portal"' in portal.headers["www-authenticate"]
-    assert "text/html" in portal.headers["content-type"]
+    assert portal.status_code == 303 and portal.headers["location"] == "/portal/login?next=/portal/events"
     assert (await reporter.client.get("/openapi.json")).status_code == 200
 
 

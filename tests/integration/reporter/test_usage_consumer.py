@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf import json_format
 from prometheus_client import CollectorRegistry
 
-from services.usage.points import DAILY_COLUMNS
 from services.usage.worker import UsageMetrics, UsageWorker
 from shared import otlp
 from shared.db.pool import create_pool
 from shared.kafka import make_consumer, make_producer
+from shared.usage_columns import DAILY_COLUMNS
 from tests.conftest import Infra, Topics
 from tests.integration.reporter.conftest import Reporter
 from tests.messages_support import raw_headers, raw_keyring

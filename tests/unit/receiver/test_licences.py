@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.receiver.auth import CredentialsRefused, parse_basic
 from shared import keys, licensing
 from shared.keys import Ed25519Signer
+from shared.licence_auth import CredentialsRefused, parse_basic
 from shared.licensing import LicenseProblem, LicenseRefused, LicenseVerifier, issue_license
 from tests.unit.receiver.conftest import basic
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.reporter import usagesql
 from services.reporter.rollup import SUM_COLUMNS
-from services.usage.points import DAILY_COLUMNS
+from shared.usage_columns import DAILY_COLUMNS
 
 
 def test_event_figures_of_a_full_row_and_of_a_model_row() -> None:

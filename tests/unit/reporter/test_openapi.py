@@ -37,9 +37,20 @@ def test_every_route_is_documented_and_every_document_path_is_routed() -> None:
     document = openapi.document("1")
     assert set(document["paths"]) == _api_paths()
     for path, item in document["paths"].items():
-        assert set(item) == {"get"}, path
-        placeholders = {p["name"] for p in item["get"]["parameters"] if p["in"] == "path"}
-        assert placeholders == {part[1:-1] for part in path.split("/") if part.startswith("{")}, path
+        assert set(item) <= {"get", "post"}, path
+        for operation in item.values():
+            placeholders = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+            assert placeholders == {part[1:-1] for part in path.split("/") if part.startswith("{")}, path
+            assert operation["x-roles"], path
+
+
+def test_roles_in_the_document_are_the_enforced_ones() -> None:
+    paths = openapi.document("1")["paths"]
+    assert paths["/api/v1/audit/records/{record_id}/proof"]["get"]["x-roles"] == ["admin", "auditor"]
+    assert paths["/api/v1/audit/records/{record_id}/proof"]["get"]["x-access-audited"] == "proof"
+    assert paths["/api/v1/usage"]["get"]["x-roles"] == ["admin", "auditor", "analyst"]
+    assert paths["/api/v1/tokens"]["post"]["x-roles"] == ["admin"]
+    assert paths["/api/v1/audit/events"]["get"]["x-roles"] == ["admin", "auditor", "analyst", "developer"]
 
 
 def test_references_resolve_and_the_document_is_json() -> None:

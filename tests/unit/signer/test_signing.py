@@ -203,3 +203,19 @@ async def helper() -> AsyncIterator[tuple[Ed25519Signer, HelperProcessSigner]]:
         yield key, process
     finally:
         await asyncio.wait_for(process.close(), 10)
+
+
+async def test_the_helper_does_not_inherit_the_signers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key taken from AUDIT_SIGNING_KEY (or any other secret in the environment) stays in the signer."""
+    key = Ed25519Signer.generate()
+    monkeypatch.setenv("AUDIT_SIGNING_KEY", key.seed_b64())
+    monkeypatch.setenv("DATABASE_URL", "postgresql://signer:hunter2@db/audit")
+    process = await HelperProcessSigner.start(key)
+    try:
+        environ = await asyncio.to_thread(Path(f"/proc/{process._process.pid}/environ").read_bytes)
+        assert key.seed_b64().encode() not in environ
+        names = {entry.split(b"=", 1)[0] for entry in environ.split(b"\0") if entry}
+        assert b"AUDIT_SIGNING_KEY" not in names and b"DATABASE_URL" not in names
+        assert await process.sign_many(digests(3)) == [key.sign(m) for m in digests(3)]
+    finally:
+        await process.close()

@@ -35,11 +35,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "audit.databaseSecret" -}}
-{{- if .Values.database.existingSecret -}}{{ .Values.database.existingSecret }}{{- else -}}{{ include "audit.fullname" . }}-database{{- end -}}
+{{- required "database.existingSecret: the Secret holding DATABASE_URL (keys never come from values)" .Values.database.existingSecret -}}
 {{- end -}}
 
 {{- define "audit.signingKeySecret" -}}
-{{- if .Values.secrets.existingSigningKeySecret -}}{{ .Values.secrets.existingSigningKeySecret }}{{- else -}}{{ include "audit.fullname" . }}-signing-key{{- end -}}
+{{- required "secrets.existingSigningKeySecret: the Secret holding signing.key (keys never come from values)" .Values.secrets.existingSigningKeySecret -}}
 {{- end -}}
 
 {{- define "audit.rawBatchKeySecret" -}}
@@ -55,7 +55,66 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "audit.licenseKeysSecret" -}}
-{{- if .Values.secrets.existingLicenseKeysSecret -}}{{ .Values.secrets.existingLicenseKeysSecret }}{{- else -}}{{ include "audit.fullname" . }}-license-keys{{- end -}}
+{{- required "secrets.existingLicenseKeysSecret: the Secret holding license-issuer.pub" .Values.secrets.existingLicenseKeysSecret -}}
+{{- end -}}
+
+{{/* Which Kafka principal a component (values key) connects as; empty: it uses no Kafka. */}}
+{{- define "audit.kafkaPrincipal" -}}
+{{- $map := dict "receiver" "receiver" "redactor" "redactor" "signer" "signer" "usage" "usage" "dlqExporter" "ops" "setup" "ops" -}}
+{{- get $map . -}}
+{{- end -}}
+
+{{/* Kafka security environment for one principal: (dict "root" $ "principal" "receiver"). */}}
+{{- define "audit.kafkaEnv" -}}
+{{- $k := .root.Values.kafka -}}
+{{- $user := index $k.users .principal -}}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: {{ $k.securityProtocol | quote }}
+{{- if hasPrefix "SASL_" $k.securityProtocol }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ $k.saslMechanism | quote }}
+- name: KAFKA_SASL_USERNAME
+  value: {{ $user.username | quote }}
+- name: KAFKA_SASL_PASSWORD_FILE
+  value: /var/run/secrets/kafka/user/{{ $user.passwordKey }}
+{{- end }}
+{{- if and (hasSuffix "SSL" $k.securityProtocol) $k.caSecret }}
+- name: KAFKA_SSL_CA_FILE
+  value: /var/run/secrets/kafka/ca/{{ $k.caKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "audit.kafkaMounts" -}}
+{{- $k := .root.Values.kafka -}}
+{{- if hasPrefix "SASL_" $k.securityProtocol }}
+- name: kafka-user
+  mountPath: /var/run/secrets/kafka/user
+  readOnly: true
+{{- end }}
+{{- if and (hasSuffix "SSL" $k.securityProtocol) $k.caSecret }}
+- name: kafka-ca
+  mountPath: /var/run/secrets/kafka/ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "audit.kafkaVolumes" -}}
+{{- $k := .root.Values.kafka -}}
+{{- $user := index $k.users .principal -}}
+{{- if hasPrefix "SASL_" $k.securityProtocol }}
+- name: kafka-user
+  secret:
+    secretName: {{ default $user.username $user.passwordSecret }}
+    items: [{key: {{ $user.passwordKey }}, path: {{ $user.passwordKey }}}]
+    defaultMode: 0400
+{{- end }}
+{{- if and (hasSuffix "SSL" $k.securityProtocol) $k.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ $k.caSecret }}
+    items: [{key: {{ $k.caKey }}, path: {{ $k.caKey }}}]
+    defaultMode: 0444
+{{- end }}
 {{- end -}}
 
 {{/* Environment every service and job shares: the ConfigMap, plus DATABASE_URL from its Secret. */}}

@@ -1,4 +1,5 @@
-"""HTTP Basic ``org:licence-key`` authentication as a Starlette authentication backend.
+"""Licence authentication shared by the receiver (ingest) and the reporter (which refuses licences for reads):
+HTTP Basic ``org:licence-key`` as a Starlette authentication backend, and the issuer's public-key file.
 
 The licence is verified offline (signature, org, expiry, revocation list held in memory), so no request
 waits on the database. 401 means "these credentials are not trustworthy" and carries ``WWW-Authenticate``;
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from pathlib import Path
 
 from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError, BaseUser
 from starlette.requests import HTTPConnection
 
 from shared.clock import Clock
+from shared.keys import KeyMaterialError
 from shared.licensing import License, LicenseRefused, LicenseVerifier
 
 # A Basic header for a real licence is a few hundred bytes; refuse to decode anything far larger.
@@ -85,3 +88,23 @@ class LicenseAuthBackend(AuthenticationBackend):
                 reason=refused.problem.value,
             ) from None
         return AuthCredentials([self.entitlement]), LicensedOrg(lic)
+
+
+def load_issuer_public_keys(path: str) -> list[bytes]:
+    file = Path(path)
+    if not file.is_file():
+        raise KeyMaterialError(f"licence public key file {file} does not exist")
+    keys = []
+    for raw_line in file.read_text().splitlines():
+        line = raw_line.strip()
+        if line and not line.startswith("#"):
+            try:
+                key = base64.b64decode(line, validate=True)
+            except ValueError:
+                raise KeyMaterialError(f"{file}: not base64: {line[:12]}...") from None
+            if len(key) != 32:
+                raise KeyMaterialError(f"{file}: not a 32-byte Ed25519 public key: {line[:12]}...")
+            keys.append(key)
+    if not keys:
+        raise KeyMaterialError(f"licence public key file {file} holds no keys")
+    return keys

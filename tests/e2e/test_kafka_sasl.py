@@ -1,0 +1,130 @@
+"""Kafka SASL for real: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER, over SASL_PLAINTEXT and SASL_SSL.
+
+The local broker can require SCRAM but cannot hold users in memory, so a small SASL-terminating proxy
+(tests/kafka_security/sasl_proxy.py, speaking Kafka's SaslHandshake/SaslAuthenticate v1) authenticates
+clients in front of it, with stunnel in front of the proxy for SASL_SSL. The clients are the project's own
+(aiokafka, configured by shared.kafka from the settings), so what is proven is that the settings reach
+aiokafka and that its handshake completes; ACLs are not enforced by the proxy (tests/deploy checks them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.db.pool import connect
+from shared.kafka import (
+    KafkaConfigError,
+    KafkaConnection,
+    KafkaSecurity,
+    TopicSpec,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    refuse_misconfigured_client,
+)
+from shared.settings import CommonSettings
+from shared.verify import published_keys, tenants, verify_tenant
+from tests.conftest import Infra, Topics
+from tests.e2e.harness import Pipeline
+from tests.kafka_security.tls_broker import SaslBroker, sasl_broker
+
+USERS = {"pipeline": "correct horse battery staple", "ops": "another-secret", "oauth": "bearer-token-1"}
+
+
+@pytest.fixture(scope="module", params=["SASL_PLAINTEXT", "SASL_SSL"])
+def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker]:
+    with sasl_broker(tmp_path_factory.mktemp("kafka-sasl"), USERS, tls=request.param == "SASL_SSL") as running:
+        yield running
+
+
+def _connection(broker: SaslBroker, user: str, mechanism: str) -> KafkaConnection:
+    env = broker.env(user, mechanism)
+    if mechanism == "OAUTHBEARER":
+        token = broker.folder / "token"
+        token.write_text(USERS["oauth"] + "\n")
+        token.chmod(0o600)
+        env = {k: v for k, v in env.items() if "USERNAME" not in k and "PASSWORD" not in k}
+        env["KAFKA_SASL_OAUTHBEARER_TOKEN_FILE"] = str(token)
+    settings = CommonSettings(**{k.lower(): v for k, v in env.items()})
+    return settings.kafka_connection()
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"])
+async def test_each_mechanism_authenticates_and_carries_messages(broker: SaslBroker, mechanism: str) -> None:
+    connection = _connection(broker, "pipeline", mechanism)
+    topic = f"sasl-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(connection, [TopicSpec(topic, 1)])
+    producer = make_producer(connection, 1_000_000)
+    await producer.start()
+    try:
+        await (await producer.send(topic, b"authenticated"))
+    finally:
+        await producer.stop()
+    consumer = make_consumer(connection, f"g-{topic}", topic)
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=10_000)
+        assert [m.value for records in batch.values() for m in records] == [b"authenticated"]
+    finally:
+        await consumer.stop()
+    log = broker.proxy_log.read_text()
+    assert f"authenticated {'a bearer token' if mechanism == 'OAUTHBEARER' else 'pipeline'} via {mechanism}" in log
+
+
+async def test_wrong_credentials_are_refused_with_a_clear_error(broker: SaslBroker) -> None:
+    wrong = _connection(broker, "intruder", "SCRAM-SHA-512")  # no such user: its password file is wrong too
+    with pytest.raises(KafkaConfigError, match=r"refused this client's SASL authentication as intruder"):
+        await refuse_misconfigured_client(wrong)
+    await refuse_misconfigured_client(_connection(broker, "pipeline", "SCRAM-SHA-512"))
+    env = {**broker.env("intruder"), "REDACTOR_METRICS_PORT": "0",
+           "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    finished = await asyncio.to_thread(_run, ["-m", "services.redactor"], env)
+    assert finished.returncode != 0
+    assert "redactor: the Kafka broker at 127.0.0.1" in finished.stderr, finished.stderr[-2000:]
+    assert "Traceback" not in finished.stderr
+
+
+async def test_the_pipeline_runs_over_sasl(
+    broker: SaslBroker, infra: Infra, database_url: str, tmp_path: Path, fixtures_dir: Path
+) -> None:
+    connection = _connection(broker, "pipeline", "SCRAM-SHA-512")
+    suffix = uuid.uuid4().hex[:8]
+    topics = Topics(f"raw-logs-{suffix}", f"raw-metrics-{suffix}", f"canonical-{suffix}", f"dlq-{suffix}")
+    await ensure_topics(connection, [TopicSpec(topics.raw_logs, 2), TopicSpec(topics.raw_metrics, 2),
+                                     TopicSpec(topics.canonical, 2), TopicSpec(topics.dead_letter, 1)])
+    pipe = Pipeline(database_url, broker.bootstrap, topics, tmp_path, extra_env=broker.env("pipeline"))
+    pipe.start()
+    try:
+        token = await pipe.licence("acme", tenant="tenant-sasl")
+        response = await pipe.post("/v1/logs", (fixtures_dir / "logs-tool-session.json.gz").read_bytes(),
+                                   org="acme", token=token, content_type="application/json",
+                                   content_encoding="gzip")
+        assert response.status_code == 200, response.content
+        rows = await pipe.wait_for_rows(1)
+        assert rows, pipe.log_of("redactor") + pipe.log_of("signer")
+        await asyncio.sleep(1)
+        conn = await connect(database_url)
+        try:
+            reports = [await verify_tenant(conn, t, await published_keys(conn)) for t in await tenants(conn)]
+        finally:
+            await conn.close()
+        assert reports and all(r.ok for r in reports)
+    finally:
+        pipe.stop()
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    return subprocess.run([sys.executable, *args], env={**base, **env}, capture_output=True, text=True,
+                          timeout=90, check=False)
+
+
+_ = KafkaSecurity  # the settings build it: CommonSettings.kafka_connection()
