@@ -19,6 +19,9 @@ class CliSettings(CommonSettings):
     canonical_auth_key_file: str = Field(
         default="var/keys/canonical-redactor.key", description="The redactors' canonical-event key (init-keys)."
     )
+    reporter_access_auth_key_file: str = Field(
+        default="var/keys/canonical-reporter.key", description="The reporter's access-event key (init-keys)."
+    )
     canonical_auth_keyring_file: str = Field(
         default="var/keys/canonical.keyring", description="The signers' accepted canonical-event keys (init-keys)."
     )

@@ -32,8 +32,12 @@ def ensure_key_files(settings: CliSettings) -> list[str]:
     if settings.signing_key_file and not Path(settings.signing_key_file).exists():
         write_new_key(Path(settings.signing_key_file))
         created.append(settings.signing_key_file)
-    created += ensure_message_keys(Path(settings.raw_auth_key_file), Path(settings.canonical_auth_key_file),
-                                   Path(settings.canonical_auth_keyring_file))
+    created += ensure_message_keys(
+        Path(settings.raw_auth_key_file),
+        [(Path(settings.canonical_auth_key_file), "redactor"),
+         (Path(settings.reporter_access_auth_key_file), "reporter")],
+        Path(settings.canonical_auth_keyring_file),
+    )
     return created
 
 
@@ -81,7 +85,8 @@ def topics_create(settings: CliSettings) -> None:
 @click.pass_obj
 def init_keys(settings: CliSettings) -> None:
     """Create the key files that do not exist yet (never overwrites): licence issuer, signing key, and the
-    message keys (raw batches; the redactors' canonical-event key, added to the signers' keyring)."""
+    message keys (raw batches; the redactors' and the reporter's canonical-event keys, added to the signers'
+    keyring)."""
     for path in ensure_key_files(settings):
         click.echo(f"created {path}")
 

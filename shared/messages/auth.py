@@ -28,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.keys import KeyMaterialError, read_private_file
+
 KEY_ID_HEADER = "auth.key_id"
 MAC_HEADER = "auth.mac"
 MIN_KEY_BYTES = 32
@@ -119,9 +121,10 @@ def load_keys(path: str | None, setting: str) -> list[MessageKey]:
     if not path:
         raise KeyFileError(f"{setting} is not set; it names the message key file this service needs")
     try:
-        text = Path(path).read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"{setting}={path}: cannot read the message key file ({exc.__class__.__name__})") from None
+        # Owner-only, as every key file (shared.keys): a message key others can read is a leaked key.
+        text = read_private_file(Path(path), f"{setting}: message key file")
+    except KeyMaterialError as exc:
+        raise KeyFileError(str(exc)) from None
     return parse_key_file(text, f"{setting}={path}")
 
 
@@ -149,15 +152,19 @@ def write_key_file(path: Path, label: str = "") -> bool:
     return True
 
 
-def ensure_message_keys(raw: Path, canonical_producer: Path, canonical_keyring: Path) -> list[str]:
+def ensure_message_keys(raw: Path, canonical_producers: Iterable[tuple[Path, str]],
+                        canonical_keyring: Path) -> list[str]:
     """Create the message key files that do not exist yet (never overwrites) and make the signers' keyring
-    accept the canonical producer's key; returns the files created or changed. Another authorised producer's
-    key is added to the keyring by appending its line."""
-    changed = [str(path) for path, label in ((raw, "receiver"), (canonical_producer, "redactor"))
-               if write_key_file(path, label)]
+    accept each canonical producer's key (``(key file, label)``: the redactors', the reporter's); returns
+    the files created or changed. A further producer's key is added to the keyring by appending its line."""
+    changed = [str(raw)] if write_key_file(raw, "receiver") else []
     accepted = canonical_keyring.read_text(encoding="ascii").splitlines() if canonical_keyring.exists() else []
-    producer_lines = [line.strip() for line in canonical_producer.read_text(encoding="ascii").splitlines()]
-    missing = [line for line in producer_lines if line and not line.startswith("#") and line not in accepted]
+    missing: list[str] = []
+    for path, label in canonical_producers:
+        if write_key_file(path, label):
+            changed.append(str(path))
+        lines = [line.strip() for line in path.read_text(encoding="ascii").splitlines()]
+        missing += [line for line in lines if line and not line.startswith("#") and line not in accepted]
     if missing:
         canonical_keyring.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(canonical_keyring, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -173,7 +180,12 @@ def provision_local_keys(directory: Path) -> dict[str, str]:
     paths = {
         "RAW_AUTH_KEY_FILE": directory / "raw-batch.key",
         "CANONICAL_AUTH_KEY_FILE": directory / "canonical-redactor.key",
+        "REPORTER_ACCESS_AUTH_KEY_FILE": directory / "canonical-reporter.key",
         "CANONICAL_AUTH_KEYRING_FILE": directory / "canonical.keyring",
     }
-    ensure_message_keys(*paths.values())
+    ensure_message_keys(
+        paths["RAW_AUTH_KEY_FILE"],
+        [(paths["CANONICAL_AUTH_KEY_FILE"], "redactor"), (paths["REPORTER_ACCESS_AUTH_KEY_FILE"], "reporter")],
+        paths["CANONICAL_AUTH_KEYRING_FILE"],
+    )
     return {name: str(path) for name, path in paths.items()}

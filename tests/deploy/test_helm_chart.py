@@ -171,6 +171,8 @@ def test_message_keys_come_from_existing_secrets_mounted_only_where_a_topic_end_
     for names, volume, setting, secret_name in (
         (["receiver", "redactor", "usage"], "raw-batch-key", "RAW_AUTH_KEY_FILE", "raw-keys"),
         (["redactor"], "canonical-producer-key", "CANONICAL_AUTH_KEY_FILE", "audit-claude-audit-ingest-canonical-redactor-key"),
+        (["reporter"], "canonical-producer-key", "REPORTER_ACCESS_AUTH_KEY_FILE",
+         "audit-claude-audit-ingest-canonical-reporter-key"),
         (["signer"], "canonical-keyring", "CANONICAL_AUTH_KEYRING_FILE", "audit-claude-audit-ingest-canonical-keyring"),
     ):
         for name in names:
@@ -179,8 +181,8 @@ def test_message_keys_come_from_existing_secrets_mounted_only_where_a_topic_end_
             secret = next(v for v in pod["volumes"] if v["name"] == volume)["secret"]
             assert mount["readOnly"] and config[setting].startswith(mount["mountPath"] + "/")
             assert secret["secretName"] == secret_name and secret["defaultMode"] == 0o400
-        others = [d for n, d in deployments.items() if n not in names]
-        assert not any(volume in str(d["spec"]["template"]["spec"].get("volumes")) for d in others)
+        others = [d for n, d in deployments.items() if n not in names]  # nobody else gets that key
+        assert not any(secret_name in str(d["spec"]["template"]["spec"].get("volumes")) for d in others)
     # Never generated into a chart Secret: a key in values or in a rendered Secret is in the release history.
     assert not any("raw-batch" in s["metadata"]["name"] or "canonical" in s["metadata"]["name"]
                    for s in docs if s["kind"] == "Secret")

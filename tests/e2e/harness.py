@@ -65,7 +65,8 @@ class Pipeline:
     def message_keys(self) -> dict[str, str]:
         """The run's message key files (tests/conftest.py names them), so that messages the test writes to a
         topic itself are accepted; a harness used on its own makes its own beside the other keys."""
-        names = ("RAW_AUTH_KEY_FILE", "CANONICAL_AUTH_KEY_FILE", "CANONICAL_AUTH_KEYRING_FILE")
+        names = ("RAW_AUTH_KEY_FILE", "CANONICAL_AUTH_KEY_FILE", "REPORTER_ACCESS_AUTH_KEY_FILE",
+                 "CANONICAL_AUTH_KEYRING_FILE")
         if all(name in os.environ for name in names):
             return {name: os.environ[name] for name in names}
         return provision_local_keys(self.work_dir / "keys")

@@ -187,12 +187,18 @@ def test_dead_letter_context_is_checked_and_never_overflows() -> None:
 def test_key_files_fail_fast_and_keys_never_show_in_repr(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="RAW_AUTH_KEY_FILE is not set"):
         load_keyring("", "RAW_AUTH_KEY_FILE")
-    with pytest.raises(KeyFileError, match="cannot read"):
+    with pytest.raises(KeyFileError, match=r"RAW_AUTH_KEY_FILE: message key file .* does not exist"):
         load_signing_key(str(tmp_path / "missing.key"), "RAW_AUTH_KEY_FILE")
+    (tmp_path / "open.key").write_text(base64.b64encode(b"k" * 32).decode())
+    (tmp_path / "open.key").chmod(0o644)
+    with pytest.raises(KeyFileError, match="group or others may access it"):
+        load_keyring(str(tmp_path / "open.key"), "RAW_AUTH_KEY_FILE")
     (tmp_path / "short.key").write_text(base64.b64encode(b"k" * 8).decode())
+    (tmp_path / "short.key").chmod(0o600)
     with pytest.raises(KeyFileError, match="line 1"):
         load_keyring(str(tmp_path / "short.key"), "RAW_AUTH_KEY_FILE")
     (tmp_path / "empty.key").write_text("# nothing yet\n")
+    (tmp_path / "empty.key").chmod(0o600)
     with pytest.raises(KeyFileError, match="holds no message key"):
         load_keyring(str(tmp_path / "empty.key"), "X")
     assert "rrrr" not in repr(RECEIVER) and base64.b64encode(b"r" * 32).decode() not in repr(RAW_KEYRING)
@@ -202,8 +208,8 @@ def test_key_files_fail_fast_and_keys_never_show_in_repr(tmp_path: Path) -> None
 
 def test_init_keys_puts_the_producer_key_in_the_signers_keyring_once(tmp_path: Path) -> None:
     raw, producer, keyring = tmp_path / "raw.key", tmp_path / "producer.key", tmp_path / "k" / "keyring"
-    assert ensure_message_keys(raw, producer, keyring) == [str(raw), str(producer), str(keyring)]
-    assert ensure_message_keys(raw, producer, keyring) == []  # never overwrites, never duplicates
+    assert ensure_message_keys(raw, [(producer, "redactor")], keyring) == [str(raw), str(producer), str(keyring)]
+    assert ensure_message_keys(raw, [(producer, "redactor")], keyring) == []  # never overwrites or duplicates
     assert oct(raw.stat().st_mode & 0o777) == "0o600"
     with keyring.open("a") as handle:  # a second authorised producer's key, added by the operator
         handle.write(base64.b64encode(b"p" * 32).decode() + " reporter\n")

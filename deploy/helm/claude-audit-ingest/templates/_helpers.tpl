@@ -50,6 +50,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-canonical-redactor-key" (include "audit.fullname" .)) .Values.messageKeys.canonicalRedactorKeySecret -}}
 {{- end -}}
 
+{{- define "audit.canonicalReporterKeySecret" -}}
+{{- default (printf "%s-canonical-reporter-key" (include "audit.fullname" .)) .Values.messageKeys.canonicalReporterKeySecret -}}
+{{- end -}}
+
 {{- define "audit.canonicalKeyringSecret" -}}
 {{- default (printf "%s-canonical-keyring" (include "audit.fullname" .)) .Values.messageKeys.canonicalKeyringSecret -}}
 {{- end -}}
