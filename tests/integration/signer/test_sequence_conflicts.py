@@ -80,3 +80,21 @@ async def test_events_without_a_session_sequence_never_conflict(
     plain = [dataclasses.replace(event(i), event_id=f"t1-plain-{i}", event_sequence=None) for i in range(3)]
     result = await _append(db, signing_key, [OffsetEvent(i, e) for i, e in enumerate(plain)])
     assert result.appended == 3 and result.conflicts == ()
+
+
+async def test_the_reporter_shows_the_conflict_in_the_feed_and_the_session(
+    db: asyncpg.Connection, signing_key: Ed25519Signer
+) -> None:
+    from services.reporter import queries  # noqa: PLC0415 - the reporter's reading of the same rows
+
+    await register_key(db, signing_key)
+    await _append(db, signing_key, [OffsetEvent(i - 1, event(i)) for i in range(1, 4)])
+    await _append(db, signing_key, [OffsetEvent(3, forged(2))])
+    summary = await queries.session_summary(db, "t1", "s1")
+    assert summary is not None
+    (group,) = summary["sequence_conflicts"]
+    assert group["sequence"] == 2 and {e["event_id"] for e in group["events"]} == {"t1-ev-2", "t1-forged-2"}
+    assert not summary["truncated"]["sequence_conflicts"]
+    rows = await db.fetch("SELECT * FROM audit_logs ORDER BY chain_seq")
+    assert {queries.feed_item(row)["event_id"] for row in rows if queries.feed_item(row)["sequence_conflict"]} == {
+        "t1-ev-2", "t1-forged-2"}
