@@ -427,6 +427,20 @@ async def _plan(conn: asyncpg.Connection, tenant: str) -> _Plan:
     return _Plan(TenantReport(tenant), head, last_seq, ranges)
 
 
+# sequence_conflict is not hashed but derived (docs/auditing.md): true exactly when another row of the tenant
+# has the same non-null session_id and event_sequence. The first row where the stored flag says otherwise.
+_ALTERED_CONFLICT_FLAG = """
+SELECT a.chain_seq FROM audit_logs a
+WHERE a.tenant_id = $1 AND a.chain_seq <= $2
+  AND a.sequence_conflict IS DISTINCT FROM (
+      a.session_id IS NOT NULL AND a.event_sequence IS NOT NULL AND EXISTS (
+          SELECT 1 FROM audit_logs b
+          WHERE b.tenant_id = a.tenant_id AND b.session_id = a.session_id AND b.event_sequence = a.event_sequence
+            AND b.event_sequence IS NOT NULL AND b.id <> a.id))
+ORDER BY a.chain_seq LIMIT 1
+"""
+
+
 async def _conclude(conn: asyncpg.Connection, plan: _Plan, book: KeyBook, checkpoints: Iterable[Checkpoint]) -> None:
     report, tenant, head, last_seq = plan.report, plan.report.tenant_id, plan.head, plan.last_seq
     for result in sorted(plan.results, key=lambda r: r.first_seq):
@@ -439,6 +453,11 @@ async def _conclude(conn: asyncpg.Connection, plan: _Plan, book: KeyBook, checkp
         report.breaks.append(
             Break(tenant, last_seq + 1, "truncated", f"the chain head is at {head}, the rows stop at {last_seq}")
         )
+    if report.ok:
+        altered = await conn.fetchval(_ALTERED_CONFLICT_FLAG, tenant, last_seq)
+        if altered is not None:
+            report.breaks.append(Break(tenant, altered, "modified",
+                                       "sequence_conflict differs from the one the hashed columns give"))
     for cp in sorted((c for c in checkpoints if c.tenant_id == tenant), key=lambda c: c.chain_seq):
         if not report.ok:
             break

@@ -98,3 +98,21 @@ async def test_the_reporter_shows_the_conflict_in_the_feed_and_the_session(
     rows = await db.fetch("SELECT * FROM audit_logs ORDER BY chain_seq")
     assert {queries.feed_item(row)["event_id"] for row in rows if queries.feed_item(row)["sequence_conflict"]} == {
         "t1-ev-2", "t1-forged-2"}
+
+
+async def test_verify_reports_a_conflict_flag_altered_either_way(
+    db: asyncpg.Connection, signing_key: Ed25519Signer
+) -> None:
+    await register_key(db, signing_key)
+    await _append(db, signing_key, [OffsetEvent(i - 1, event(i)) for i in range(1, 4)])
+    await _append(db, signing_key, [OffsetEvent(3, forged(2))])
+    # Someone with database rights hides the conflict: the flag is not hashed, but it is derived, so it shows.
+    await db.execute("UPDATE audit_logs SET sequence_conflict = false WHERE event_id = 't1-forged-2'")
+    report = await verify_tenant(db, "t1", await published_keys(db))
+    assert [(b.chain_seq, b.kind) for b in report.breaks] == [(4, "modified")]
+    assert "sequence_conflict" in report.breaks[0].detail
+    await db.execute("UPDATE audit_logs SET sequence_conflict = (event_sequence = 2)")
+    assert (await verify_tenant(db, "t1", await published_keys(db))).ok
+    await db.execute("UPDATE audit_logs SET sequence_conflict = true WHERE event_id = 't1-ev-3'")  # a false alarm
+    report = await verify_tenant(db, "t1", await published_keys(db))
+    assert [(b.chain_seq, b.kind) for b in report.breaks] == [(3, "modified")]
