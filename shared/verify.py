@@ -3,26 +3,31 @@
 A chain is checked in ranges of sequence numbers, each range by its own process with its own database
 connection, so the expensive parts (canonical bytes, SHA-256, Ed25519) use every core. Each range also
 reads the row before it (to check its first link) and the row after it (to tell an inserted row from a
-modified one), so ranges need no stitching.
+modified one), so ranges need no stitching. A range whose rows, or whose row before, are missing is a break
+of its own: every row from 1 to the end is linked to its predecessor wherever the range edges fall.
 
 Kinds of break, named at the first sequence number where the chain stops holding:
 - ``deleted``: a sequence number is missing, or a row's predecessor is gone and later rows were renumbered;
 - ``inserted``: a row that the chain skips over (its successor links to the row before it);
 - ``reordered``: rows that link to each other in the wrong order;
 - ``modified``: a row whose contents no longer match its hash;
-- ``bad_signature``: an invalid signature, an unknown key, or a key used outside its published window;
-- ``truncated``: rows missing at the end (against the chain head or a saved checkpoint).
+- ``bad_signature``: an invalid signature, an untrusted key, or a key used outside its published window;
+- ``truncated``: rows missing at the end (against the chain head or a witnessed checkpoint);
+- ``head_mismatch``: the chain head disagrees with the rows (rows continue past it: it was rewound).
+
+The first break in sequence order is reported; docs/auditing.md gives the precedence at one sequence number.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,10 +42,12 @@ from shared.chain import (
     canonical_bytes,
     canonical_bytes_in_column_order,
     checkpoint_message,
+    format_timestamp,
     row_hash,
 )
 from shared.db.pool import connect
-from shared.keys import verify_signature
+from shared.keys import key_id_for, verify_signature
+from shared.witness import checkpoint_record
 
 # The hashed columns first, in order: canonical_bytes_in_column_order reads them by position.
 ROW_COLUMNS = (*HASHED_COLUMNS, *(c for c in ("prev_hash", "row_hash", "signature") if c not in HASHED_COLUMNS))
@@ -81,6 +88,8 @@ class KeyBook:
     activations: Mapping[str, Sequence[tuple[int, str]]]
     # Read from the database, not from an auditor's saved export: it may be re-read to stay current.
     from_database: bool = False
+    # The keys are the pinned ones (the witness's trusted-keys file), whatever the database says.
+    pinned: bool = False
 
     def active_key(self, tenant: str, seq: int) -> str | None:
         active = None
@@ -91,38 +100,55 @@ class KeyBook:
         return active
 
 
+_CHECKPOINT_FIELDS = ("tenant_id", "chain_seq", "head_hash", "created_at", "key_id", "signature")
+
+
 @dataclass(frozen=True)
 class Checkpoint:
+    """A signed checkpoint, as the witness, ``auditctl checkpoints export`` and the table hold it. ``extra``
+    keeps the members this version does not interpret (columns added to chain_checkpoints later)."""
+
     tenant_id: str
     chain_seq: int
     head_hash: bytes
     created_at: datetime
     key_id: str
     signature: bytes
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "tenant_id": self.tenant_id,
+            "chain_seq": self.chain_seq,
+            "head_hash": self.head_hash.hex(),
+            "created_at": format_timestamp(self.created_at),
+            "key_id": self.key_id,
+            "signature": self.signature.hex(),
+        }
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "tenant_id": self.tenant_id,
-                "chain_seq": self.chain_seq,
-                "head_hash": self.head_hash.hex(),
-                "created_at": self.created_at.isoformat(),
-                "key_id": self.key_id,
-                "signature": self.signature.hex(),
-            }
+        return json.dumps(self.to_record(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> Checkpoint:
+        return cls(
+            str(data["tenant_id"]),
+            int(data["chain_seq"]),
+            bytes.fromhex(str(data["head_hash"])),
+            datetime.fromisoformat(str(data["created_at"])),
+            str(data["key_id"]),
+            bytes.fromhex(str(data["signature"])),
+            {k: v for k, v in data.items() if k not in _CHECKPOINT_FIELDS},
         )
 
     @classmethod
     def from_json(cls, line: str) -> Checkpoint:
-        data = json.loads(line)
-        return cls(
-            str(data["tenant_id"]),
-            int(data["chain_seq"]),
-            bytes.fromhex(data["head_hash"]),
-            datetime.fromisoformat(data["created_at"]),
-            str(data["key_id"]),
-            bytes.fromhex(data["signature"]),
-        )
+        return cls.from_record(json.loads(line))
+
+
+# What computing a row's canonical bytes raises for values no signed row can hold.
+_UNCANONICAL = (ValueError, TypeError, ArithmeticError)
 
 
 @dataclass(frozen=True)
@@ -154,7 +180,10 @@ def _classify(
     skipped_over = nxt is not None and expected_prev is not None and bytes(nxt["prev_hash"]) == expected_prev
     if row["hash_version"] != HASH_VERSION:
         return brk("modified", f"unknown hash version {row['hash_version']}")
-    digest = row_hash(stored_prev, canonical_bytes(row))
+    try:
+        digest = row_hash(stored_prev, canonical_bytes(row))
+    except _UNCANONICAL as exc:  # NaN cost, a non-finite number in JSON: nothing the signer writes
+        return brk("modified", f"row contents have no canonical form ({type(exc).__name__})")
     if expected_prev is not None and stored_prev != expected_prev:
         if nxt is not None and stored_prev == bytes(nxt["row_hash"]):
             return brk("reordered", f"row {seq} links to row {nxt['chain_seq']}, which comes after it")
@@ -174,7 +203,7 @@ def _classify(
     public_key = book.keys.get(key_id)
     problem = None
     if public_key is None:
-        problem = f"signed with unknown key {key_id}"
+        problem = f"untrusted key {key_id}: not among the trusted keys"
     elif (active := book.active_key(tenant, seq)) is None:
         problem = "no signing key is published for this sequence number"
     elif active != key_id:
@@ -218,12 +247,42 @@ async def _fetch(conn: asyncpg.Connection, tenant: str, first: int, last: int) -
     return rows
 
 
-async def verify_range(conn: asyncpg.Connection, tenant: str, first: int, last: int, book: KeyBook) -> RangeResult:
+# Rows whose timestamps no client library can represent (years past 9999 or BC): never written by the signer.
+_UNREADABLE = (
+    "SELECT chain_seq FROM audit_logs WHERE tenant_id = $1 AND chain_seq BETWEEN $2 AND $3 AND ("
+    " event_time < '0001-01-01T00:00:00Z' OR event_time > '9999-12-31T23:59:59.999999Z'"
+    " OR received_at < '0001-01-01T00:00:00Z' OR received_at > '9999-12-31T23:59:59.999999Z'"
+    ") ORDER BY chain_seq LIMIT 1"
+)
+
+
+async def verify_range(
+    conn: asyncpg.Connection, tenant: str, first: int, last: int, book: KeyBook, *, peek_next: bool = True
+) -> RangeResult:
     """Checks rows ``first..last`` (inclusive), using the rows just outside the range for context."""
-    rows = await _fetch(conn, tenant, max(1, first - 1), last + 1)
+    try:
+        rows = await _fetch(conn, tenant, max(1, first - 1), last + 1 if peek_next else last)
+    except (OverflowError, ValueError):
+        # A value that cannot even be read: the rows before it are checked, then it is the break.
+        bad = await conn.fetchval(_UNREADABLE, tenant, max(1, first - 1), last + 1)
+        if bad is None:
+            raise
+        if bad > first:
+            before = await verify_range(conn, tenant, first, min(last, bad - 1), book, peek_next=False)
+            if before.brk is not None or bad > last:
+                return before
+        unreadable = Break(tenant, bad, "modified", "a timestamp of this row is out of range (no signed row has one)")
+        return RangeResult(first, last, max(0, bad - first), unreadable)
     prev_row = rows[0] if rows and rows[0]["chain_seq"] == first - 1 else None
     body = [r for r in rows if first <= r["chain_seq"] <= last]
     peek = rows[-1] if rows and rows[-1]["chain_seq"] == last + 1 else None
+    if first > 1 and prev_row is None:
+        # The first link cannot be checked: that is a break (found, with the lowest number, by the range
+        # before, which also holds the missing row), never a pass.
+        missing = first - 1
+        return RangeResult(first, last, 0, Break(tenant, missing, "deleted", f"sequence {missing} is missing"))
+    if not body:
+        return RangeResult(first, last, 0, Break(tenant, first, "deleted", f"sequences {first}-{last} are missing"))
     expected_prev: bytes | None = GENESIS_HASH if first == 1 else (bytes(prev_row["row_hash"]) if prev_row else None)
     expected_seq = first
     index_of_hashes: dict[bytes, int] = {}
@@ -235,7 +294,11 @@ async def verify_range(conn: asyncpg.Connection, tenant: str, first: int, last: 
         return index_of_hashes.get(digest)
 
     for index, row in enumerate(body):
-        if not _holds(row, expected_prev, expected_seq, tenant, book):
+        try:
+            holds = _holds(row, expected_prev, expected_seq, tenant, book)
+        except _UNCANONICAL:
+            holds = False
+        if not holds:
             stored_prev = bytes(row["prev_hash"])
             if expected_prev not in (None, stored_prev) and seq_of_hash(stored_prev) is None:
                 # The row links to one outside this range (moved far): find where, to name the break right.
@@ -274,12 +337,15 @@ def _verify_range_in_worker(tenant: str, first: int, last: int, book: KeyBook) -
     return _worker_loop.run_until_complete(verify_range(_worker_conn, tenant, first, last, book))
 
 
-async def load_key_book(conn: asyncpg.Connection) -> KeyBook:
+async def load_key_book(conn: asyncpg.Connection, pinned: Mapping[str, bytes] | None = None) -> KeyBook:
     """Keys and windows as the database publishes them. Activations made after a key was retired are left
-    out, so rows a retired key signed afterwards fail verification."""
-    keys = {
+    out, so rows a retired key signed afterwards fail verification. With ``pinned`` (the trusted keys of
+    the witness), only those keys are trusted: a key the database knows but the pin does not is untrusted."""
+    # A key id is the fingerprint of its key: a stored id that is not is no key at all.
+    keys = dict(pinned) if pinned is not None else {
         row["key_id"]: bytes(row["public_key"])
         for row in await conn.fetch("SELECT key_id, public_key FROM signing_keys")
+        if key_id_for(bytes(row["public_key"])) == row["key_id"]
     }
     activations: dict[str, list[tuple[int, str]]] = {}
     for row in await conn.fetch(
@@ -287,7 +353,7 @@ async def load_key_book(conn: asyncpg.Connection) -> KeyBook:
         " WHERE k.valid_until IS NULL OR a.created_at <= k.valid_until ORDER BY a.tenant_id, a.from_seq"
     ):
         activations.setdefault(row["tenant_id"], []).append((row["from_seq"], row["key_id"]))
-    return KeyBook(keys, activations, from_database=True)
+    return KeyBook(keys, activations, from_database=True, pinned=pinned is not None)
 
 
 def key_book_from_export(lines: Iterable[str]) -> KeyBook:
@@ -298,9 +364,15 @@ def key_book_from_export(lines: Iterable[str]) -> KeyBook:
         if not line.strip():
             continue
         entry = json.loads(line)
-        keys[entry["key_id"]] = base64.b64decode(entry["public_key"])
+        public_key = base64.b64decode(entry["public_key"])
+        key_id = key_id_for(public_key)  # recomputed, never taken from the file
+        keys[key_id] = public_key
+        valid_until = datetime.fromisoformat(entry["valid_until"]) if entry.get("valid_until") else None
         for activation in entry.get("activations", []):
-            activations.setdefault(activation["tenant_id"], []).append((int(activation["from_seq"]), entry["key_id"]))
+            made = activation.get("created_at")
+            if valid_until is not None and made is not None and datetime.fromisoformat(made) > valid_until:
+                continue  # activated after the key was retired: not a window of this key
+            activations.setdefault(activation["tenant_id"], []).append((int(activation["from_seq"]), key_id))
     return KeyBook(keys, {tenant: sorted(pairs) for tenant, pairs in activations.items()})
 
 
@@ -344,6 +416,10 @@ class _Plan:
     last_seq: int
     ranges: list[tuple[int, int]]
     results: list[RangeResult] = field(default_factory=list)
+    head_hash: bytes | None = None
+    head_row_hash: bytes | None = None
+    # The highest chain_seq stored, which may lie past the head (rewound) or far off (a row renumbered).
+    stored_last: int = 0
 
 
 async def verify_tenant(
@@ -380,7 +456,7 @@ async def verify_tenants(
     plans = [await _plan(conn, tenant) for tenant in names]
     if book.from_database:
         # Keys and windows as of now, after the heads: a rotation that happened meanwhile is included.
-        book = await load_key_book(conn)
+        book = await load_key_book(conn, book.keys if book.pinned else None)
     jobs = [(plan, a, b) for plan in plans for a, b in plan.ranges]
     started = time.monotonic()
 
@@ -414,17 +490,61 @@ async def verify_tenants(
     return [plan.report for plan in plans]
 
 
+@contextlib.asynccontextmanager
+async def _snapshot(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """One consistent view for the reads inside (the caller's own transaction, if it has one)."""
+    if conn.is_in_transaction():
+        yield
+        return
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        yield
+
+
 async def _plan(conn: asyncpg.Connection, tenant: str) -> _Plan:
-    # The head first, then the rows up to it: rows the signer appends meanwhile are simply not looked at.
-    head = await conn.fetchval("SELECT head_seq FROM chain_heads WHERE tenant_id = $1", tenant)
-    last_seq = await conn.fetchval(
-        "SELECT coalesce(max(chain_seq), 0) FROM audit_logs WHERE tenant_id = $1"
-        " AND ($2::bigint IS NULL OR chain_seq <= $2)",
-        tenant,
-        head,
-    )
+    # The head and the last row from one snapshot: the signer moves both in one transaction, so they agree
+    # unless someone changed one without the other. Rows appended afterwards are simply not looked at.
+    async with _snapshot(conn):
+        head = await conn.fetchrow("SELECT head_seq, head_hash FROM chain_heads WHERE tenant_id = $1", tenant)
+        stored_last = await conn.fetchval(
+            "SELECT coalesce(max(chain_seq), 0) FROM audit_logs WHERE tenant_id = $1", tenant
+        )
+        head_seq = None if head is None else int(head["head_seq"])
+        if head_seq is not None:
+            # Rows 1..head are checked; rows past the head are a break whatever they hold.
+            last_seq = min(stored_last, head_seq)
+        elif stored_last:
+            # No head at all: as many rows as there are (a row renumbered far away must not plan a huge range).
+            last_seq = min(stored_last, await conn.fetchval("SELECT count(*) FROM audit_logs WHERE tenant_id = $1",
+                                                            tenant))
+        else:
+            last_seq = 0
+        head_row_hash = await conn.fetchval(
+            "SELECT row_hash FROM audit_logs WHERE tenant_id = $1 AND chain_seq = $2", tenant, head_seq or 0
+        )
     ranges = [(start, min(last_seq, start + RANGE_ROWS - 1)) for start in range(1, last_seq + 1, RANGE_ROWS)]
-    return _Plan(TenantReport(tenant), head, last_seq, ranges)
+    return _Plan(
+        TenantReport(tenant),
+        head_seq,
+        last_seq,
+        ranges,
+        head_hash=None if head is None else bytes(head["head_hash"]),
+        head_row_hash=None if head_row_hash is None else bytes(head_row_hash),
+        stored_last=stored_last,
+    )
+
+
+def _head_break(plan: _Plan) -> Break | None:
+    """The chain head against rows 1..last_seq, which all hold."""
+    tenant, head, last_seq, stored = plan.report.tenant_id, plan.head, plan.last_seq, plan.stored_last
+    if head is not None and head > last_seq:
+        return Break(tenant, last_seq + 1, "truncated", f"the chain head is at {head}, the rows stop at {last_seq}")
+    if stored > (head or 0):
+        at = (head or 0) + 1
+        where = "there is no chain head" if head is None else f"the chain head is at {head}"
+        return Break(tenant, at, "head_mismatch", f"{where}, but the rows go on to {stored} (head rewound?)")
+    if head and plan.head_hash != plan.head_row_hash:
+        return Break(tenant, head, "head_mismatch", f"the chain head's hash is not the hash of row {head}")
+    return None
 
 
 # sequence_conflict is not hashed but derived (docs/auditing.md): true exactly when another row of the tenant
@@ -442,43 +562,52 @@ ORDER BY a.chain_seq LIMIT 1
 
 
 async def _conclude(conn: asyncpg.Connection, plan: _Plan, book: KeyBook, checkpoints: Iterable[Checkpoint]) -> None:
-    report, tenant, head, last_seq = plan.report, plan.report.tenant_id, plan.head, plan.last_seq
+    report, tenant, last_seq = plan.report, plan.report.tenant_id, plan.last_seq
     for result in sorted(plan.results, key=lambda r: r.first_seq):
         report.rows += result.rows
         if result.brk is not None:
             report.breaks.append(result.brk)
             break
     report.head_seq = last_seq if report.ok else report.breaks[0].chain_seq - 1
-    if report.ok and head is not None and head > last_seq:
-        report.breaks.append(
-            Break(tenant, last_seq + 1, "truncated", f"the chain head is at {head}, the rows stop at {last_seq}")
-        )
+    if report.ok and (problem := _head_break(plan)) is not None:
+        report.breaks.append(problem)
     if report.ok:
         altered = await conn.fetchval(_ALTERED_CONFLICT_FLAG, tenant, last_seq)
         if altered is not None:
             report.breaks.append(Break(tenant, altered, "modified",
                                        "sequence_conflict differs from the one the hashed columns give"))
-    for cp in sorted((c for c in checkpoints if c.tenant_id == tenant), key=lambda c: c.chain_seq):
-        if not report.ok:
-            break
-        row_hash_at = await conn.fetchval(
-            "SELECT row_hash FROM audit_logs WHERE tenant_id = $1 AND chain_seq = $2", tenant, cp.chain_seq
-        )
+    ordered = sorted((c for c in checkpoints if c.tenant_id == tenant), key=lambda c: c.chain_seq)
+    if not report.ok or not ordered:
+        return
+    found = await conn.fetch(
+        "SELECT chain_seq, row_hash FROM audit_logs WHERE tenant_id = $1 AND chain_seq = ANY($2::bigint[])",
+        tenant,
+        sorted({c.chain_seq for c in ordered if c.chain_seq <= last_seq}),
+    )
+    hashes = {r["chain_seq"]: bytes(r["row_hash"]) for r in found}
+    for cp in ordered:
         report.checkpoints_checked += 1
-        problem = check_checkpoint(cp, None if row_hash_at is None else bytes(row_hash_at), last_seq, book)
+        problem = check_checkpoint(cp, hashes.get(cp.chain_seq), last_seq, book)
         if problem is not None:
             report.breaks.append(problem)
+            break
 
 
 async def stored_checkpoints(conn: asyncpg.Connection, tenant: str | None = None) -> list[Checkpoint]:
+    """The checkpoints in the database, every column of each (as the witness publishes them)."""
     rows = await conn.fetch(
-        "SELECT tenant_id, chain_seq, head_hash, created_at, key_id, signature FROM chain_checkpoints"
-        " WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, chain_seq",
+        "SELECT * FROM chain_checkpoints WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, chain_seq",
         tenant,
     )
-    return [
-        Checkpoint(
-            r["tenant_id"], r["chain_seq"], bytes(r["head_hash"]), r["created_at"], r["key_id"], bytes(r["signature"])
-        )
-        for r in rows
-    ]
+    return [Checkpoint.from_record(checkpoint_record(r)) for r in rows]
+
+
+def witnessed_checkpoints(records: Iterable[Mapping[str, Any]]) -> list[Checkpoint]:
+    """The checkpoints of a witness's records; a record that is not a well-formed checkpoint is skipped."""
+    found = []
+    for record in records:
+        try:
+            found.append(Checkpoint.from_record(record))
+        except (KeyError, ValueError, TypeError):
+            continue
+    return found

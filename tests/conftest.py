@@ -37,6 +37,14 @@ for _name, _path in provision_local_keys(Path(_MESSAGE_KEYS.name)).items():
     os.environ.setdefault(_name, _path)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The name gazetteer is derived once per machine (about 15 s, cached): do it before any service a test
+    # starts has to, so no test's time budget pays for it.
+    from shared.pii.names import load_gazetteer  # noqa: PLC0415 - only when tests run
+
+    load_gazetteer()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = str(item.fspath)

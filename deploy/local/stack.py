@@ -19,15 +19,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+import asyncpg
+
 from deploy.local.infra import infrastructure, start_postgres
 from shared.cli.licenses import store_license
 from shared.cli.settings import CliSettings
 from shared.cli.setup import ensure_key_files, topic_specs
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
+from shared.enrollment import enroll
 from shared.kafka import ensure_topics
 from shared.keys import load_signer
 from shared.licensing import LicenseRefused, LicenseVerifier, issue_license
+from shared.witness import witness_from_settings
 
 SERVICES = ("receiver", "redactor", "signer", "reporter", "usage")
 DEV_ORG = "dev"
@@ -92,9 +96,24 @@ async def prepare(settings: CliSettings) -> None:
     conn = await connect(settings.database_url)
     try:
         await apply_migrations(conn)
+        await enroll_development_key(conn, settings)
     finally:
         await conn.close()
     await ensure_topics(settings.kafka_connection(), topic_specs(settings))
+
+
+async def enroll_development_key(conn: asyncpg.Connection, settings: CliSettings) -> None:
+    """What an operator does once per key with ``auditctl keys enroll``: the signer refuses a key no one enrolled."""
+    if settings.signing_key_file:
+        signer = load_signer(file=settings.signing_key_file)
+        await enroll(conn, witness_from_settings(settings), signer.public_key, "make run development key")
+
+
+def use_local_witness(var: Path) -> None:
+    """The checkpoint witness and the pinned keys of ``make run`` (and ``make verify``) live under ``var/``,
+    unless the environment names another witness."""
+    if not os.environ.get("CHECKPOINT_WITNESS_S3_BUCKET"):
+        os.environ.setdefault("CHECKPOINT_WITNESS_DIR", str(var / "witness"))
 
 
 def cached_license(cache: Path, issuer_public_key: bytes) -> tuple[str, str] | None:
@@ -154,6 +173,7 @@ def run() -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    use_local_witness(var)
     with infrastructure(var, ephemeral=False) as (dsn, bootstrap):
         env = {**os.environ, "DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
         os.environ.update(DATABASE_URL=dsn, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
@@ -182,7 +202,9 @@ def run() -> int:
             print(f"\nready in {elapsed:.1f}s: receiver http://127.0.0.1:{port}  database {dsn}  broker {bootstrap}")
             print(f"reports: http://127.0.0.1:{reporter_port}/portal/ (sign in with a reporting token: "
                   f"make -s token ORG={DEV_ORG} ROLE=admin | tail -1; the licence only ingests)")
-            print(f"logs in {var / 'log'}/; Ctrl-C stops everything.\n")
+            print(f"logs in {var / 'log'}/; Ctrl-C stops everything.")
+            print(f"checkpoint witness and pinned keys: {os.environ.get('CHECKPOINT_WITNESS_DIR') or 'the bucket'}"
+                  " (make verify reads them)\n")
             print("# Point Claude Code at it (development licence for org 'dev'):")
             print(claude_code_environment(f"http://127.0.0.1:{port}", DEV_ORG, token), flush=True)
             while not stop_requested:
@@ -201,6 +223,7 @@ def with_database(command: list[str]) -> int:
     """Runs an operator command against the same database ``make run`` uses, starting it if need be."""
     var = Path(os.environ.get("LOCAL_STATE_DIR", "var"))
     var.mkdir(exist_ok=True)
+    use_local_witness(var)
     if os.environ.get("DATABASE_URL"):
         return subprocess.call(command)
     pg = start_postgres(var / "pgdata", ephemeral=False)

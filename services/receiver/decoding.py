@@ -24,6 +24,11 @@ from typing import Any
 
 from shared import otlp
 
+# What json.loads allocates per object or array (a small dict or list and its slot in the parent), and how
+# much of that an ordinary body gets for free: honest OTLP/JSON holds one container per 30-60 bytes.
+JSON_CONTAINER_BYTES = 64
+JSON_FREE_RATIO = 4
+
 # One thread: large decodes run one at a time, so they can never take every core (or every GIL slice).
 _LARGE_DECODES = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="otlp-decode")
 
@@ -49,6 +54,80 @@ _ALIASES = {name: (name, proto) for name, proto in _PROTO_NAMES.items()}
 
 class TooManyEmptyEntries(otlp.PayloadError):
     """More resource/scope entries without content than the request may hold records."""
+
+
+class TooManyEntries(otlp.PayloadError):
+    """More entries (resources, scopes, records) than a request could ever have accepted in part."""
+
+
+# Protobuf bodies larger than this are scanned (wire format, three levels) before upb builds any message:
+# a megabyte of two-byte empty entries is half a million messages, some 30 MB once parsed.
+PROTOBUF_SCAN_BYTES = 64 * 1024
+# Entries beyond this many times the per-request cap are refused outright instead of parsed and cut.
+ENTRY_CAP_FACTOR = 4
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise otlp.PayloadError("body is not a valid protobuf message (bad varint)")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: bytes, start: int, end: int, wanted: int) -> list[tuple[int, int]]:
+    """(start, end) of each length-delimited field ``wanted`` in ``buf[start:end]``; other fields skipped."""
+    found = []
+    pos = start
+    while pos < end:
+        tag, pos = _varint(buf, pos)
+        wire = tag & 7
+        if wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise otlp.PayloadError("body is not a valid protobuf message (truncated field)")
+            if tag >> 3 == wanted:
+                found.append((pos, pos + length))
+            pos += length
+        elif wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise otlp.PayloadError("body is not a valid OTLP protobuf message (unexpected wire type)")
+    if pos != end:
+        raise otlp.PayloadError("body is not a valid protobuf message (truncated)")
+    return found
+
+
+def protobuf_shape(body: bytes, cap: int) -> int:
+    """Empty entries of an OTLP request's wire form (logs and metrics: fields 1 -> 2 -> 2), refusing before
+    any message is built a body with more than ``cap`` empty entries or ENTRY_CAP_FACTOR x ``cap`` entries."""
+    limit = ENTRY_CAP_FACTOR * cap + 1024
+    entries = empty = 0
+    for group_start, group_end in _fields(body, 0, len(body), 1):
+        scopes = _fields(body, group_start, group_end, 2)
+        entries += 1 + len(scopes)
+        if not scopes:
+            empty += 1
+        for scope_start, scope_end in scopes:
+            items = len(_fields(body, scope_start, scope_end, 2))
+            entries += items
+            if items == 0:
+                empty += 1
+        if empty > cap:
+            raise TooManyEmptyEntries(_too_many(empty, cap))
+        if entries > limit:
+            raise TooManyEntries(f"more than {limit} resource, scope and record entries in one request "
+                                 f"(at most {cap} records are accepted per request)")
+    return empty
 
 
 @dataclass(frozen=True)
@@ -137,6 +216,8 @@ def decode_within_budget(
 ) -> Decoded:
     """Decode, refusing (TooManyEmptyEntries) a body with more than ``cap`` empty entries before converting it."""
     if encoding is otlp.Encoding.PROTOBUF:
+        if len(body) > PROTOBUF_SCAN_BYTES:
+            protobuf_shape(body, cap)  # cheap, and refuses what upb would turn into millions of messages
         request = otlp.decode_request(body, encoding, message_type)
         empty = _protobuf_empty_entries(request, levels, cap)
         if empty > cap:
@@ -145,7 +226,7 @@ def decode_within_budget(
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise otlp.PayloadError(f"body is not valid JSON: {exc}") from exc
+        raise otlp.PayloadError(f"body is not valid JSON: {otlp.parse_error_summary(exc)}") from exc
     if not isinstance(document, dict):
         raise otlp.PayloadError("JSON body must be an object")
     empty, items = _json_shape(document, levels, cap)
@@ -155,6 +236,20 @@ def decode_within_budget(
     if levels.truncate and items > allowed:
         _cut_json(document, levels, allowed)
     return Decoded(otlp.decode_document(document, message_type), empty, items)
+
+
+def decoded_memory_estimate(body: bytes, encoding: otlp.Encoding) -> int:
+    """Bytes decoding may hold beyond an ordinary body's share, charged to the in-flight budget first.
+
+    JSON: every ``{`` or ``[`` may become a Python object (an upper bound: brackets inside strings count
+    too), so ``{"resourceLogs":[{},{},…]}`` is charged for its 333,000 objects per megabyte, an honest body
+    for nothing extra. Protobuf: a large body's entries are counted and bounded by ``protobuf_shape``
+    before upb parses it (one large body at a time, on the decode worker), so nothing is added here.
+    """
+    if encoding is not otlp.Encoding.JSON:
+        return 0
+    containers = body.count(b"{") + body.count(b"[")
+    return max(0, containers * JSON_CONTAINER_BYTES - JSON_FREE_RATIO * len(body))
 
 
 def _too_many(empty: int, cap: int) -> str:

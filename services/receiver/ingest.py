@@ -4,7 +4,8 @@ Order of checks (cheapest first, nothing decoded for a request that fails an ear
 
 1. licence, in the auth middleware (401 untrustworthy credentials, 403 expired/revoked/not entitled)
 2. Content-Type (415), Content-Encoding (415), declared Content-Length over the limit (413)
-3. revocation list not loaded yet, broker known to be down (503)
+3. revocation list not loaded yet, broker known to be down (503); a tenant whose bucket is empty or in
+   debt (429, before its body is read)
 4. body read within the size limit and the in-flight byte budget (413; 400 for bad gzip; 503)
 5. concurrent-batch limit (503); the tenant's bucket charged by the decompressed size (429)
 6. decode within its budget (services/receiver/decoding.py; 400, also for more empty resource/scope
@@ -46,6 +47,7 @@ from services.receiver.decoding import (
     TooManyEmptyEntries,
     decode_off_loop,
     decode_within_budget,
+    decoded_memory_estimate,
 )
 from services.receiver.enqueue import BatchOrigin, BrokerUnavailable, OutgoingMessage, RawBatchQueue
 from services.receiver.limits import (
@@ -232,6 +234,11 @@ async def _ingest(
         context.queue.admit()
     except BrokerUnavailable as exc:
         raise protocol.unavailable(str(exc), "broker_unavailable", settings.retry_after_seconds) from None
+    # A tenant whose bucket is empty (or in debt for refused work) is answered before its body is even
+    # read or inflated: its next request costs the receiver next to nothing.
+    owed = context.limiters[signal.name].wait_before_any(origin.tenant_id)
+    if owed > 0:
+        raise protocol.rate_limited(max(1, math.ceil(owed)), records=0)
 
     reservation = context.budget.reservation()
     try:
@@ -328,6 +335,17 @@ async def _decode_and_send(
     wait = limiter.admit(tenant, charged)
     if wait > 0:
         raise protocol.rate_limited(max(1, math.ceil(wait)), records=0)  # not counted: nothing was decoded
+    # The in-flight budget holds what decoding will allocate, not only the body's bytes.
+    decoded_bytes = decoded_memory_estimate(body, encoding)
+    if len(body) + decoded_bytes > settings.max_in_flight_bytes:
+        raise protocol.too_large(f"decoding this body would hold about {len(body) + decoded_bytes} bytes, over "
+                                 f"the receiver's {settings.max_in_flight_bytes}-byte in-flight limit")
+    try:
+        reservation.grow_to(len(body) + decoded_bytes)
+    except InFlightLimitReached:
+        limiter.refund(tenant, charged)
+        raise protocol.unavailable("the receiver is at its in-flight limit", "in_flight_limit",
+                                   settings.overload_retry_after_seconds) from None
     cap = settings.max_records_per_request
     try:
         decoded = await (decode_off_loop if len(body) > settings.decode_off_loop_bytes else _decode_here)(

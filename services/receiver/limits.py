@@ -196,6 +196,14 @@ class TenantRateLimiter:
             self._buckets.move_to_end(tenant)
         return bucket.take(records, now)
 
+    def wait_before_any(self, tenant: str) -> float:
+        """Seconds until the tenant's bucket holds a whole token again; 0 if it does now. Takes nothing."""
+        bucket = self._buckets.get(tenant)
+        if bucket is None:
+            return 0.0
+        tokens = min(bucket.capacity, bucket.tokens + (self.clock.monotonic() - bucket.updated) * bucket.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / bucket.rate
+
     def settle(self, tenant: str, charged: int, actual: int) -> float:
         """Correct a charge made before decoding (an estimate from the body's size) to the records counted.
 

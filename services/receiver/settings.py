@@ -41,8 +41,9 @@ class ReceiverSettings(CommonSettings):
     max_in_flight_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=1024,
-        description="Decompressed request bytes held at once (being read, decoded or awaiting the broker); "
-        "503 above, so overload never turns into unbounded buffering.",
+        description="Decompressed request bytes held at once (being read, decoded or awaiting the broker), plus "
+        "what decoding JSON will allocate beyond an honest body's share; 503 above, so overload never turns "
+        "into unbounded buffering (413 for a body that could never fit).",
     )
     max_concurrent_batches: int = Field(
         default=64,

@@ -6,7 +6,6 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
-from services.redactor.pii import build_engine
 from services.redactor.posture import PostureBook, refresh_postures
 from services.redactor.settings import RedactorSettings
 from services.redactor.transform import TextRedactor, TransformPolicy
@@ -15,6 +14,7 @@ from shared.health import HealthServer
 from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_keyring, load_signing_key
+from shared.pii import build_engine
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
 
@@ -24,7 +24,7 @@ async def _run(settings: RedactorSettings) -> None:
 
     def engine_for_kinds(kinds: frozenset[str] | None) -> TextRedactor:
         chosen = settings.pii_kinds if kinds is None else sorted(kinds)
-        return build_engine(chosen, settings.pii_ner_model, settings.pii_field_time_budget_ms)
+        return build_engine(chosen, settings.pii_ner_model or None, settings.pii_field_time_budget_ms)
 
     postures = PostureBook(engine_for_kinds, globally_enabled=settings.pii_detection_enabled)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ AUDITED_EVENTS = frozenset({"user_prompt", "tool_result", "tool_decision", "api_
 DOCUMENTED_EVENTS = AUDITED_EVENTS | frozenset({"assistant_response"})
 EVENT_PREFIXES = ("claude_code.", "cowork.", "claude_code_desktop.")
 NOT_CAPTURED = "<REDACTED>"
+# What an event name may look like; anything else is content.
+EVENT_NAME = re.compile(r"[a-z_.]{1,64}")
 
 # Attributes that become columns; everything else is "other" and follows the attribute policy.
 _MAPPED_ATTRIBUTES = frozenset(
@@ -70,10 +73,19 @@ def any_value(value: AnyValue) -> Any:
     if kind == "kvlist_value":
         return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
     if kind == "bytes_value":
-        return value.bytes_value.hex()
+        return bytes_value(value.bytes_value)
     if kind == "double_value" and not math.isfinite(value.double_value):
         return str(value.double_value)  # JSON has no NaN or infinity; keep what was sent, as text
     return getattr(value, kind)
+
+
+def bytes_value(raw: bytes) -> str:
+    """Bytes that are UTF-8 text are that text (and scanned as such); other bytes are withheld, not stored as
+    hex, where no recognizer could see what they spell."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"[{len(raw)} bytes withheld: not UTF-8 text]"
 
 
 def attributes_of(pairs: Any) -> dict[str, Any]:
@@ -174,16 +186,38 @@ def event_time_of(attrs: Mapping[str, Any], record: LogRecord, fallback: datetim
     return fallback
 
 
+def _unprefixed(name: str) -> str:
+    for prefix in EVENT_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
 def event_type_of(attrs: Mapping[str, Any], record: LogRecord) -> str:
+    """The event's name, only ever a known name or one shaped like a name (``[a-z_.]{1,64}``).
+
+    Anything else (a body such as "my ssn is ...", a mangled ``event.name``) is not a name but content:
+    the event is "unknown" and ``stray_text_of`` hands that text to redaction.
+    """
     name = attrs.get("event.name") or record.event_name
     if not name and record.body.WhichOneof("value") == "string_value":
         name = record.body.string_value
-    name = str(name or "").strip()
-    for prefix in EVENT_PREFIXES:
-        if name.startswith(prefix):
-            name = name[len(prefix) :]
-            break
-    return name or "unknown"
+    name = _unprefixed(str(name or "").strip())
+    return name if EVENT_NAME.fullmatch(name) else "unknown"
+
+
+def stray_text_of(attrs: Mapping[str, Any], record: LogRecord, event_type: str) -> dict[str, str]:
+    """Text that named no event: a string body that is not the event's name, an ``event.name`` that is not
+    shaped like one. It is content (redacted like a prompt), never a column."""
+    stray: dict[str, str] = {}
+    named = attrs.get("event.name") or record.event_name
+    if named and _unprefixed(str(named).strip()) != event_type:
+        stray["event_name"] = as_str(named) or ""
+    if record.body.WhichOneof("value") == "string_value":
+        body = record.body.string_value
+        if body and _unprefixed(body.strip()) != event_type:
+            stray["body"] = body
+    return stray
 
 
 def derive_event_id(
@@ -268,8 +302,8 @@ def map_record(
         "status_code": as_int(attrs.get("status_code"), INTEGER_RANGE),
         "attempt": as_int(attrs.get("attempt"), INTEGER_RANGE),
     }
-    raw_content: dict[str, str] = {}
-    lengths: dict[str, int] = {}
+    raw_content: dict[str, str] = stray_text_of(attrs, record, event_type)
+    lengths: dict[str, int] = {name: len(text) for name, text in raw_content.items()}
     for name in CONTENT_FIELDS:
         value = attrs.get(name)
         if name == "prompt" and value is None:

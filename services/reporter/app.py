@@ -43,11 +43,13 @@ from services.reporter.settings import ReporterSettings
 from services.reporter.state import DatabaseUnavailable, ReporterState
 from shared.clock import Clock, SystemClock
 from shared.db.errors import is_retryable_db_error
+from shared.enrollment import pinned_keys
 from shared.kafka import MessageProducer, make_producer, start_clients
 from shared.licensing import LicenseVerifier
 from shared.messages.auth import MessageKey, load_signing_key
 from shared.pipeline import Backoff, describe
 from shared.reporting_tokens import active_tokens
+from shared.witness import Witness, WitnessError
 
 log = logging.getLogger("reporter")
 
@@ -201,9 +203,17 @@ def fold_pass(settings: ReporterSettings) -> Callable[[asyncpg.Connection], Awai
     return work
 
 
-def verify_pass(settings: ReporterSettings, clock: Clock) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+def verify_pass(settings: ReporterSettings, clock: Clock,
+                witness: Witness | None = None) -> Callable[[asyncpg.Connection], Awaitable[None]]:
     async def work(conn: asyncpg.Connection) -> None:
-        book = await chainstatus.key_book(conn)
+        pinned = None
+        if witness is not None:
+            try:
+                # The keys an operator pinned, as auditctl verify trusts them; the database's own otherwise.
+                pinned = await pinned_keys(witness) or None
+            except (WitnessError, OSError, ValueError) as exc:
+                log.warning("cannot read the pinned keys of the witness", extra={"error": describe(exc)})
+        book = await chainstatus.key_book(conn, pinned)
         for tenant in await chainstatus.tenants_to_check(conn):
             await chainstatus.advance(conn, tenant, book, settings.reporter_verify_batch_rows, clock.now(),
                                       settings.reporter_rescan_batch_rows)
@@ -253,7 +263,8 @@ def create_app(
             state.tasks.append(asyncio.create_task(_background(
                 "rollup fold", state, stop, settings.reporter_rollup_interval_seconds, fold_pass(settings))))
             state.tasks.append(asyncio.create_task(_background(
-                "chain check", state, stop, settings.reporter_verify_interval_seconds, verify_pass(settings, clock))))
+                "chain check", state, stop, settings.reporter_verify_interval_seconds,
+                verify_pass(settings, clock, state.witness))))
         try:
             yield
         finally:

@@ -144,8 +144,9 @@ RULES: tuple[Rule, ...] = (
     _rule(f"{API}/whoami", P.SIGNED_IN),
     _rule(f"{API}/audit/events", P.READ_EVENTS, discloses=Discloses.CONTENT),
     _rule(f"{API}/audit/records/{{record_id:int}}/proof", P.READ_PROOFS, discloses=Discloses.PROOF),
-    # Merkle tree heads and consistency proofs: hashes and signatures only, no row's content.
-    _rule(f"{API}/audit/consistency", P.READ_PROOFS),
+    # Merkle tree heads and consistency proofs: hashes and signatures only, no row's content. A consistency
+    # proof is still a proof, so it is recorded like the others; signed tree heads are chain status.
+    _rule(f"{API}/audit/consistency", P.READ_PROOFS, discloses=Discloses.PROOF),
     _rule(f"{API}/audit/tree-heads", P.READ_PROOFS),
     _rule(f"{API}/audit/verify", P.READ_CHAIN),
     _rule(f"{API}/sessions", P.READ_SESSIONS),

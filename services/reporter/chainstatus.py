@@ -4,11 +4,14 @@ It applies ``auditctl verify``'s own rules (shared/verify.py: links, hashes, sig
 each sequence, signed checkpoints) range by range from where it stopped, so the status endpoint answers
 from a table instead of re-hashing a whole chain per request. Two cursors per tenant: the frontier follows
 new rows; the rescan cursor walks the chain from the start again and again, so a row altered after the
-frontier passed it is still found on the next full pass.
+frontier passed it is still found on the next full pass. Whatever the tampering (rows, ranges or the first
+row missing, the head rewound), the outcome is a status ``broken`` with the kind and sequence number of the
+break, never an exception.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -48,16 +51,22 @@ async def check_from(conn: asyncpg.Connection, tenant: str, seq: int, expected_h
     """Check rows ``seq+1..until`` given that row ``seq`` was checked with hash ``expected_hash``."""
     if until <= seq:
         return Progress(seq, expected_hash, 0, None)
-    if seq > 0 and await _row_hash(conn, tenant, seq) != expected_hash:
-        # verify_range trusts the stored hash of the row before the range; ours is the one we checked.
-        return Progress(seq, expected_hash, 0, Break(tenant, seq, "modified", "a checked row has changed since"))
+    if seq > 0:
+        stored = await _row_hash(conn, tenant, seq)
+        if stored is None:
+            return Progress(seq, expected_hash, 0, Break(tenant, seq, "deleted", f"sequence {seq} is missing"))
+        if stored != expected_hash:
+            # verify_range trusts the stored hash of the row before the range; ours is the one we checked.
+            return Progress(seq, expected_hash, 0, Break(tenant, seq, "modified", "a checked row has changed since"))
     result = await verify_range(conn, tenant, seq + 1, until, book)
     if result.brk is not None:
         last_good = result.brk.chain_seq - 1
         good_hash = expected_hash if last_good <= seq else (await _row_hash(conn, tenant, last_good) or expected_hash)
         return Progress(max(seq, last_good), good_hash, result.rows, result.brk)
     last_hash = await _row_hash(conn, tenant, until)
-    assert last_hash is not None
+    if last_hash is None:  # deleted while this pass ran
+        gone = Break(tenant, until, "deleted", f"sequence {until} is missing")
+        return Progress(seq, expected_hash, result.rows, gone)
     for checkpoint in await _checkpoints_between(conn, tenant, seq, until):
         problem = check_checkpoint(checkpoint, await _row_hash(conn, tenant, checkpoint.chain_seq), until, book)
         if problem is not None:
@@ -94,7 +103,7 @@ async def advance(conn: asyncpg.Connection, tenant: str, book: KeyBook, max_rows
 
         frontier = await check_from(conn, tenant, state["verified_seq"], bytes(state["verified_hash"]),
                                     min(head_seq, state["verified_seq"] + max_rows), book)
-        finding = frontier.finding
+        finding = frontier.finding or await _head_finding(conn, tenant, head_seq, state["verified_seq"])
         if finding is None and head is not None and frontier.seq == head_seq and head_seq > 0 \
                 and bytes(head["head_hash"]) != frontier.hash:
             finding = Break(tenant, head_seq, "modified", "the chain head's hash differs from the last row's hash")
@@ -123,8 +132,20 @@ async def advance(conn: asyncpg.Connection, tenant: str, book: KeyBook, max_rows
         return PassResult(tenant, frontier.rows, status)
 
 
-async def key_book(conn: asyncpg.Connection) -> KeyBook:
-    return await load_key_book(conn)
+async def _head_finding(conn: asyncpg.Connection, tenant: str, head_seq: int, verified_seq: int) -> Break | None:
+    """A head moved backwards: rows past it (rewound), or rows already checked that are gone (cut off)."""
+    last = await conn.fetchval("SELECT max(chain_seq) FROM audit_logs WHERE tenant_id = $1", tenant) or 0
+    if last > head_seq:
+        return Break(tenant, head_seq + 1, "head_mismatch",
+                     f"the chain head is at {head_seq}, but the rows go on to {last} (head rewound?)")
+    if verified_seq > head_seq:
+        return Break(tenant, head_seq + 1, "truncated",
+                     f"rows up to {verified_seq} were checked, the chain now ends at {head_seq}")
+    return None
+
+
+async def key_book(conn: asyncpg.Connection, pinned: Mapping[str, bytes] | None = None) -> KeyBook:
+    return await load_key_book(conn, pinned)
 
 
 async def tenants_to_check(conn: asyncpg.Connection) -> list[str]:

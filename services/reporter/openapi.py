@@ -271,7 +271,20 @@ SCHEMAS: dict[str, Any] = {
                 },
             },
             "algorithm": {"type": "object"},
+            "witness": {"$ref": "#/components/schemas/WitnessEntry"},
             "server_check": {"type": "object"},
+        },
+    },
+    "WitnessEntry": {
+        "type": "object",
+        "description": "The witness entry (a signed checkpoint published outside the database) that covers a row.",
+        "properties": {
+            "status": {"enum": ["published", "awaiting_publication", "not_checkpointed_yet"]},
+            "checkpoint_seq": {"type": ["integer", "null"]},
+            "witness": {"type": ["string", "null"]},
+            "location": {"type": ["string", "null"]},
+            "published_through_seq": {"type": "integer"},
+            "published_at": {"type": ["string", "null"], "format": "date-time"},
         },
     },
     "ChainStatus": {
@@ -284,6 +297,7 @@ SCHEMAS: dict[str, Any] = {
             "checked_at": {"type": ["string", "null"], "format": "date-time"},
             "rescan": {"type": "object"},
             "break": {"type": ["object", "null"]},
+            "witness": {"$ref": "#/components/schemas/WitnessEntry"},
         },
     },
     "SigningKey": {

@@ -183,7 +183,7 @@ async def usage_page(request: Request) -> Response:
 async def chain_page(request: Request) -> Response:
     state = ReporterState.of(request)
     async with state.connection() as conn:
-        tenants = await queries.chain_status(conn, tenant_of(request))
+        tenants = await queries.chain_status(conn, tenant_of(request), state.witness)
         keys = await queries.signing_keys(conn)
     return render(request, "chain.html", "Chain", {"tenants": tenants, "keys": keys})
 

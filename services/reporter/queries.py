@@ -24,6 +24,7 @@ from services.reporter.rollup import SUM_COLUMNS, USER_KEY, fold_state
 from shared.canonical import COST_SCALE
 from shared.chain import DOMAIN_TAG, HASH_VERSION, HASHED_COLUMNS, canonical_bytes, checkpoint_message, row_hash
 from shared.usage_columns import DAILY_COLUMNS
+from shared.witness import Witness
 
 # Rows returned for one session; beyond these the summary says it was truncated.
 MAX_SESSION_PROMPTS = 1_000
@@ -563,7 +564,36 @@ async def latest_checkpoint(conn: asyncpg.Connection, tenant: str, seq: int) -> 
 _PROOF_COLUMNS = ", ".join(dict.fromkeys(("id", *HASHED_COLUMNS, "prev_hash", "row_hash", "signature")))
 
 
-async def proof(conn: asyncpg.Connection, tenant: str, record_id: int) -> dict[str, Any] | None:
+async def witness_entry(
+    conn: asyncpg.Connection, tenant: str, seq: int, witness: Witness | None
+) -> dict[str, Any]:
+    """The witness entry that covers row ``seq``: the first checkpoint at or after it, where the witness keeps
+    it, and whether the signer has published it there yet (checkpoint_witness_cursor, 0610_integrity.sql)."""
+    cursor = await conn.fetchrow(
+        "SELECT published_seq, witness, published_at FROM checkpoint_witness_cursor WHERE tenant_id = $1", tenant
+    )
+    published = cursor["published_seq"] if cursor else 0
+    covering = await conn.fetchval(
+        "SELECT min(chain_seq) FROM chain_checkpoints WHERE tenant_id = $1 AND chain_seq >= $2", tenant, seq
+    )
+    if covering is None:
+        status = "not_checkpointed_yet"
+    else:
+        status = "published" if covering <= published else "awaiting_publication"
+    return {
+        "status": status,
+        "checkpoint_seq": covering,
+        "witness": (cursor["witness"] if cursor and cursor["witness"] else None)
+        or (witness.description if witness else None),
+        "location": witness.location(tenant, covering) if witness is not None and covering is not None else None,
+        "published_through_seq": published,
+        "published_at": iso(cursor["published_at"]) if cursor else None,
+    }
+
+
+async def proof(
+    conn: asyncpg.Connection, tenant: str, record_id: int, witness: Witness | None = None
+) -> dict[str, Any] | None:
     """Everything an offline check of one row needs. Another tenant's id is simply not found."""
     row = await conn.fetchrow(
         f"SELECT {_PROOF_COLUMNS} FROM audit_logs WHERE id = $1 AND tenant_id = $2", record_id, tenant
@@ -595,6 +625,7 @@ async def proof(conn: asyncpg.Connection, tenant: str, record_id: int) -> dict[s
             "valid_until": iso(key["valid_until"]),
         },
         "checkpoint": await latest_checkpoint(conn, tenant, row["chain_seq"]),
+        "witness": await witness_entry(conn, tenant, row["chain_seq"], witness),
         "algorithm": {
             "row_hash": "SHA-256(domain_tag || prev_hash || canonical_bytes)",
             "domain_tag": b64(DOMAIN_TAG),
@@ -609,7 +640,7 @@ async def proof(conn: asyncpg.Connection, tenant: str, record_id: int) -> dict[s
     }
 
 
-async def chain_status(conn: asyncpg.Connection, tenant: str) -> list[dict[str, Any]]:
+async def chain_status(conn: asyncpg.Connection, tenant: str, witness: Witness | None = None) -> list[dict[str, Any]]:
     row = await conn.fetchrow(
         "SELECT h.head_seq, h.updated_at AS head_updated_at, s.verified_seq, s.status, s.break_seq, s.break_kind,"
         " s.break_detail, s.checked_at, s.last_full_pass_at, s.rescan_seq"
@@ -638,6 +669,8 @@ async def chain_status(conn: asyncpg.Connection, tenant: str) -> list[dict[str, 
         "break": None if row["break_seq"] is None else {
             "seq": row["break_seq"], "kind": row["break_kind"], "detail": row["break_detail"],
         },
+        # The witness entry covering the last verified row; rows after published_through_seq await one.
+        "witness": await witness_entry(conn, tenant, max(1, row["verified_seq"] or 0), witness),
     }]
 
 

@@ -17,6 +17,7 @@ from services.reporter.settings import ReporterSettings
 from shared.clock import Clock
 from shared.licensing import LicenseVerifier
 from shared.reporting_tokens import TokenBook
+from shared.witness import Witness, witness_from_settings
 
 if TYPE_CHECKING:
     from services.reporter.audit_trail import AccessTrail
@@ -40,6 +41,11 @@ class ReporterState:
     draining: bool = False
     warned_licences: set[str] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # The witness the settings name, made once; only its location names are used (the reporter never writes).
+    witness: Witness | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.witness = witness_from_settings(self.settings)
 
     @staticmethod
     def of(conn: HTTPConnection) -> ReporterState:

@@ -8,12 +8,14 @@ from datetime import timedelta
 
 from prometheus_client import CollectorRegistry
 
-from services.signer.appender import CheckpointPolicy, RetiredKey, register_key
+from services.signer.appender import CheckpointPolicy, RetiredKey, require_enrolled_key
+from services.signer.publisher import PublisherMetrics, run_publisher
 from services.signer.settings import SignerSettings
 from services.signer.signing import BatchSigner, HelperProcessSigner, InlineSigner, TreeHeadsOnly
 from services.signer.worker import SignerMetrics, SignerWorker
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
+from shared.enrollment import UnenrolledKey, pinned_keys
 from shared.health import HealthServer
 from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
 from shared.keys import KeyMaterialError, load_signer
@@ -22,6 +24,7 @@ from shared.messages.auth import KeyFileError, load_keyring
 from shared.pipeline import Backoff
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
+from shared.witness import S3Witness, WitnessError, witness_from_settings
 
 
 async def _run(settings: SignerSettings) -> None:
@@ -35,16 +38,26 @@ async def _run(settings: SignerSettings) -> None:
     except KeyFileError as exc:
         raise SystemExit(f"signer: {exc}") from None
     stop = stop_on_signals()
+    witness = witness_from_settings(settings)
+    try:
+        if isinstance(witness, S3Witness):
+            witness.check_object_lock()
+        pinned = None if witness is None else await pinned_keys(witness)
+    except (WitnessError, OSError, ValueError) as exc:
+        raise SystemExit(f"signer: cannot read the witness ({exc})") from None
 
     backoff = Backoff(0.5, 10.0)
     while True:
         try:
-            pool = await create_pool(settings.database_url, min_size=1, max_size=3)
+            # One connection more than the appends need: the witness publisher's.
+            pool = await create_pool(settings.database_url, min_size=1, max_size=4)
             async with pool.acquire() as conn:
-                await register_key(conn, signer)
+                await require_enrolled_key(conn, signer, pinned)
             break
         except RetiredKey as exc:
             raise SystemExit(f"signer: {exc}; configure the key that replaced it") from None
+        except UnenrolledKey as exc:
+            raise SystemExit(f"signer: refusing to sign: {exc}") from None
         except Exception as exc:
             if not is_retryable_db_error(exc) or stop.is_set():
                 raise
@@ -99,13 +112,26 @@ async def _run(settings: SignerSettings) -> None:
     # the cyclic collector ran every few rows and walked every batch in flight. It still runs, rarely.
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
+    publisher = None
+    if witness is not None:
+        publisher = asyncio.create_task(run_publisher(pool, witness, stop, metrics=PublisherMetrics(registry)))
     started.set()
     worker.subscribe()
-    log.info("signer running", extra={"key_id": signer.key_id, "topic": settings.topic_canonical,
-                                      "signing_mode": settings.signing_mode})
+    log.info(
+        "signer running",
+        extra={
+            "key_id": signer.key_id,
+            "topic": settings.topic_canonical,
+            "signing_mode": settings.signing_mode,
+            "witness": witness.description if witness else "none",
+        },
+    )
     try:
         await worker.run()
     finally:
+        stop.set()
+        if publisher is not None:
+            await publisher
         await batch_signer.close()
         await consumer.stop()
         await producer.stop()

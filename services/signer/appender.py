@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -34,6 +34,7 @@ from shared.chain import (
     checkpoint_message,
     row_hash,
 )
+from shared.enrollment import UnenrolledKey, describe_missing
 from shared.keys import Signer
 from shared.merkle import Frontier
 from shared.treehead import tree_head_message
@@ -210,15 +211,18 @@ _INSERT_CHECKPOINT = (
 )
 
 
-async def register_key(conn: asyncpg.Connection, signer: Signer) -> None:
-    retired = await conn.fetchval("SELECT valid_until FROM signing_keys WHERE key_id = $1", signer.key_id)
-    if retired is not None:
-        raise RetiredKey(f"signing key {signer.key_id} was retired at {retired.isoformat()}")
-    await conn.execute(
-        "INSERT INTO signing_keys (key_id, public_key) VALUES ($1, $2) ON CONFLICT (key_id) DO NOTHING",
-        signer.key_id,
-        signer.public_key,
-    )
+async def require_enrolled_key(
+    conn: asyncpg.Connection, signer: Signer, pinned: Mapping[str, bytes] | None = None
+) -> None:
+    """Refuse a key no operator enrolled (``auditctl keys enroll``): absent from ``signing_keys`` or, with a
+    witness, from its pinned keys. The signer never registers a key of its own."""
+    row = await conn.fetchrow("SELECT public_key, valid_until FROM signing_keys WHERE key_id = $1", signer.key_id)
+    if row is None or bytes(row["public_key"]) != signer.public_key:
+        raise UnenrolledKey(describe_missing(signer.key_id, "not in the database"))
+    if row["valid_until"] is not None:
+        raise RetiredKey(f"signing key {signer.key_id} was retired at {row['valid_until'].isoformat()}")
+    if pinned is not None and pinned.get(signer.key_id) != signer.public_key:
+        raise UnenrolledKey(describe_missing(signer.key_id, "not pinned in the witness", pinned))
 
 
 async def stored_offsets(conn: asyncpg.Connection, group: str, topic: str) -> dict[int, int]:

@@ -14,6 +14,7 @@ from shared.db.pool import create_pool
 from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_keyring
+from shared.pii import build_engine
 from shared.pipeline import Backoff
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
@@ -26,6 +27,11 @@ async def _run(settings: UsageSettings) -> None:
     except KeyFileError as exc:
         raise SystemExit(f"usage: {exc}") from None
     stop = stop_on_signals()
+    try:
+        # Metric attributes are redacted like log content; a PII engine that cannot be built stops the service.
+        engine = build_engine(None, settings.pii_ner_model or None, settings.pii_field_time_budget_ms)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"usage: cannot build the PII engine: {exc}") from None
 
     backoff = Backoff(0.5, 10.0)
     while True:
@@ -51,7 +57,7 @@ async def _run(settings: UsageSettings) -> None:
         raise SystemExit(f"usage: {exc}") from None
     worker = UsageWorker(consumer, producer, pool, topic=settings.topic_raw_metrics,
                          dead_letter_topic=settings.topic_dead_letter, max_batch=settings.usage_max_batch_messages,
-                         metrics=UsageMetrics(registry), stop=stop, raw_keyring=raw_keyring)
+                         metrics=UsageMetrics(registry), stop=stop, engine=engine, raw_keyring=raw_keyring)
     worker.subscribe()
     log.info("usage consumer started", extra={"topic": settings.topic_raw_metrics, "group": settings.usage_group_id})
     try:

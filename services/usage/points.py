@@ -14,14 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, NumberDataPoint
 
 from shared import otlp
+from shared.pii.attributes import WITHHELD, TextRedactor, redact_attributes, redact_value
 
 METRIC_PREFIXES = ("claude_code.", "cowork.", "claude_code_desktop.")
 # The usage metrics Claude Code documents, without the product prefix; and which attribute subdivides each.
@@ -77,7 +80,11 @@ def _any_value(value: AnyValue) -> Any:
     if kind == "kvlist_value":
         return {kv.key: _any_value(kv.value) for kv in value.kvlist_value.values}
     if kind == "bytes_value":
-        return value.bytes_value.hex()
+        # UTF-8 text is kept as text, so redaction can read it; other bytes are withheld, never hex.
+        try:
+            return value.bytes_value.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"[{len(value.bytes_value)} bytes withheld: not UTF-8 text]"
     return getattr(value, kind)
 
 
@@ -158,6 +165,35 @@ def decode_points(payload: bytes, content_type: str, stats: DecodeStats | None =
                         tool_name=as_str(attrs.get("tool_name")),
                         attributes={**{f"resource.{k}": v for k, v in resource.items()}, **attrs},
                     )
+
+
+# What a promoted string column must look like to be kept when detection is unavailable (fail closed).
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@\[\]-]{0,127}")
+
+
+def _column(engine: TextRedactor | None, value: str | None, counts: Counter[str]) -> str | None:
+    if not value:
+        return value
+    masked = redact_value(engine, value, counts)
+    if masked == WITHHELD:
+        return value if _IDENTIFIER.fullmatch(value) else WITHHELD
+    return str(masked)
+
+
+def redacted_point(engine: TextRedactor | None, point: UsagePoint, counts: Counter[str] | None = None) -> UsagePoint:
+    """The point with its resource and data-point attributes and its string columns redacted like log content
+    (keys too). The series id is a digest of the raw attributes and reveals none of them. user_email is the
+    user's identity by design, as in audit_logs."""
+    counts = counts if counts is not None else Counter()
+    return replace(
+        point,
+        attributes=redact_attributes(engine, point.attributes, counts),
+        user_id=_column(engine, point.user_id, counts),
+        session_id=_column(engine, point.session_id, counts) or "",
+        model=_column(engine, point.model, counts) or "",
+        kind=_column(engine, point.kind, counts) or "",
+        tool_name=_column(engine, point.tool_name, counts),
+    )
 
 
 @dataclass(frozen=True)

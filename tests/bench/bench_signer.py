@@ -31,11 +31,13 @@ from deploy.local.infra import start_broker, start_postgres
 from shared.canonical import CanonicalEvent
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
+from shared.enrollment import enroll, pinned_keys
 from shared.kafka import TopicSpec, ensure_topics, make_producer, tenant_key
 from shared.keys import Ed25519Signer, verify_signature, write_new_key
 from shared.messages import canonical_event
 from shared.messages.auth import load_signing_key, provision_local_keys
-from shared.verify import load_key_book, verify_tenants
+from shared.verify import load_key_book, verify_tenants, witnessed_checkpoints
+from shared.witness import DirectoryWitness
 
 PROMPT = (
     "Refactor the billing module so invoices come from the ledger; reach me at <EMAIL> or <PHONE>. "
@@ -118,10 +120,14 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
                                                                      canonical_key))
         await producer.flush()
         await producer.stop()
-        write_new_key(work / "signing.key")
+        key = write_new_key(work / "signing.key")
+        # The trust anchors on, as in production: the key enrolled and pinned, checkpoints published to a witness.
+        witness = DirectoryWitness(work / "witness")
+        await enroll(conn, witness, key.public_key, "bench")
         env = {**os.environ, **keys, "DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                "TOPIC_CANONICAL": "canonical", "TOPIC_DEAD_LETTER": "dlq", "SIGNING_KEY_FILE": str(work / "signing.key"),
                "SIGNER_METRICS_PORT": "0", "KAFKA_SESSION_TIMEOUT_MS": "4000", "LOG_LEVEL": "WARNING",
+               "CHECKPOINT_WITNESS_DIR": str(witness.root), "CHECKPOINT_WITNESS_S3_BUCKET": "",
                "SIGNING_MODE": signing_mode}
         process = subprocess.Popen([sys.executable, "-m", "services.signer"], env=env)  # noqa: ASYNC220 - started once, not awaited
         first_at = None
@@ -135,6 +141,13 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
             await asyncio.sleep(0.05)
         assert first_at is not None
         append_rate = (events - first_rows) / (now - first_at)
+        for _ in range(200):  # the publisher beside the signer catches up with the last checkpoints
+            behind = await conn.fetchval(
+                "SELECT count(*) FROM chain_checkpoints c LEFT JOIN checkpoint_witness_cursor w USING (tenant_id)"
+                " WHERE c.chain_seq > coalesce(w.published_seq, 0)")
+            if not behind:
+                break
+            await asyncio.sleep(0.05)
         process.terminate()
         process.wait(30)
         process = None
@@ -144,10 +157,14 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
         await conn.execute("VACUUM (ANALYZE) audit_logs")
         verify_rate = float("nan")
         if signing_mode == "row":  # verify checks row signatures; batch-signed rows are checked by proofs
-            book = await load_key_book(conn)
             started = time.perf_counter()
-            reports = await verify_tenants(conn, [f"tenant-{t:03d}" for t in range(tenants)], book, dsn=dsn)
+            # What `make verify` does by default: keys from the pin, checkpoints from the witness, both timed.
+            book = await load_key_book(conn, await pinned_keys(witness))
+            witnessed = witnessed_checkpoints(witness.checkpoint_records())
+            reports = await verify_tenants(conn, [f"tenant-{t:03d}" for t in range(tenants)], book, dsn=dsn,
+                                           checkpoints=witnessed)
             assert all(report.ok for report in reports), [report.breaks for report in reports]
+            assert witnessed and sum(report.checkpoints_checked for report in reports) == len(witnessed)
             rows = sum(report.rows for report in reports)
             verify_rate = rows / (time.perf_counter() - started)
         await conn.close()

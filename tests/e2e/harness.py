@@ -6,6 +6,8 @@ import asyncio
 import base64
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ class Pipeline:
     receiver_port: int = field(default_factory=free_port)
     group: ServiceGroup | None = None
     issuer: Ed25519Signer | None = None
+    enrolled: bool = False
 
     @property
     def url(self) -> str:
@@ -50,6 +53,9 @@ class Pipeline:
             "RECEIVER_HOST": "127.0.0.1",
             "LICENSE_PUBLIC_KEYS_FILE": str(keys / "license-issuer.pub"),
             "SIGNING_KEY_FILE": str(keys / "signing.key"),
+            # The trust anchors of this pipeline: its own witness directory, where the signing key is pinned.
+            "CHECKPOINT_WITNESS_DIR": str(self.witness_dir),
+            "CHECKPOINT_WITNESS_S3_BUCKET": "",
             "RECEIVER_METRICS_PORT": "0",
             "REDACTOR_METRICS_PORT": "0",
             "SIGNER_METRICS_PORT": "0",
@@ -81,6 +87,22 @@ class Pipeline:
         (keys / "license-issuer.pub").write_text(base64.b64encode(self.issuer.public_key).decode() + "\n")
         if not (keys / "signing.key").exists():
             write_new_key(keys / "signing.key")
+        if not self.enrolled:
+            self.enroll_signing_key()
+
+    @property
+    def witness_dir(self) -> Path:
+        return self.work_dir / "witness"
+
+    def enroll_signing_key(self) -> None:
+        """What an operator does before the signer's first start: the signer refuses a key no one enrolled."""
+        key_file = str(self.work_dir / "keys" / "signing.key")
+        result = subprocess.run(
+            [sys.executable, "-m", "shared.cli", "keys", "enroll", "--key-file", key_file],
+            env=self.env(), capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        self.enrolled = True
 
     async def licence(self, org: str, tenant: str | None = None, **kwargs: object) -> str:
         assert self.issuer is not None

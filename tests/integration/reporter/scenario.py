@@ -15,8 +15,9 @@ from typing import Any
 
 import asyncpg
 
-from services.signer.appender import CheckpointPolicy, OffsetEvent, append_batch, register_key
+from services.signer.appender import CheckpointPolicy, OffsetEvent, append_batch
 from shared.canonical import CanonicalEvent
+from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
 
 TENANT_A, ORG_A = "tenant-a", "acme"
@@ -107,7 +108,7 @@ def build(start: datetime, signer: Ed25519Signer) -> Scenario:
 
 async def append(conn: asyncpg.Connection, signer: Ed25519Signer, events: list[CanonicalEvent],
                  partition: int = 0, first_offset: int = 0) -> None:
-    await register_key(conn, signer)
+    await record_signing_key(conn, signer.public_key)
     # Small batches, with a signed checkpoint whenever a chain grew by 5 rows, as the signer would write them.
     for start in range(0, len(events), 4):
         await append_batch(conn, signer, group="scenario", topic="canonical", partition=partition,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
@@ -14,17 +15,25 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf import json_format
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from prometheus_client import CollectorRegistry
 
 from services.usage.worker import UsageMetrics, UsageWorker
 from shared import otlp
 from shared.db.pool import create_pool
 from shared.kafka import make_consumer, make_producer
+from shared.pii import PiiEngine, build_engine
 from shared.usage_columns import DAILY_COLUMNS
 from tests.conftest import Infra, Topics
 from tests.integration.reporter.conftest import Reporter
 from tests.messages_support import raw_headers, raw_keyring
 from tests.unit.reporter.metric_payloads import export
+
+
+@functools.cache
+def _engine() -> PiiEngine:
+    return build_engine()
+
 
 SESSION = "9c82ae41-69ad-4e74-85a8-70cc8c88f69c"
 USER = "549194b3250c8d36100b151a3a002230bbebfe2166dd98d789007d94f7b8653f"
@@ -67,7 +76,7 @@ class RunningWorker:
         await self.producer.start()
         self.worker = UsageWorker(self.consumer, self.producer, self.pool, topic=self.topics.raw_metrics,
                                   dead_letter_topic=self.topics.dead_letter, max_batch=50,
-                                  metrics=UsageMetrics(CollectorRegistry()), stop=self.stop,
+                                  metrics=UsageMetrics(CollectorRegistry()), stop=self.stop, engine=_engine(),
                                   raw_keyring=raw_keyring())
         self.worker.subscribe()
         self.task = asyncio.create_task(self.worker.run())
@@ -195,3 +204,21 @@ async def test_a_message_without_licence_headers_is_dead_lettered_and_passed(
         await consumer.stop()
     stages = [dict(m.headers)["dlq.stage"] for m in dead]
     assert stages == [b"usage", b"usage"]
+
+
+async def test_metric_attributes_are_redacted_before_usage_points(
+        infra: Infra, topics: Topics, database_url: str, db: asyncpg.Connection) -> None:
+    """Data-point and resource attributes (keys and values) reach usage_points only after redaction."""
+    request = export("claude_code.lines_of_code.count", [(0, 10, 5)], cumulative=False,
+                     extra={"type": "added", "note": "call Jane Roe on +62 812-3456-7890 or jane.roe@acme.example",
+                            "bob.smith@acme.example": "key is personal too"})
+    request.resource_metrics[0].resource.attributes.append(
+        KeyValue(key="host.owner", value=AnyValue(bytes_value="ssn 123-45-6789 of Hans Müller".encode())))
+    await produce(infra, topics.raw_metrics, [(request.SerializeToString(), headers())])
+    async with RunningWorker(infra, topics, database_url, f"usage-{uuid.uuid4().hex[:8]}") as worker:
+        await eventually(lambda: _committed_n(worker, topics.raw_metrics, 1))
+    stored = json.dumps([r["attributes"] for r in await db.fetch("SELECT attributes::text AS attributes FROM usage_points")],
+                        ensure_ascii=False)
+    for clear in ("812-3456-7890", "jane.roe@acme.example", "bob.smith@acme.example", "123-45-6789", "Müller"):
+        assert clear not in stored
+    assert "<PHONE>" in stored and "<EMAIL>" in stored and "<US_SSN>" in stored and "<PERSON>" in stored

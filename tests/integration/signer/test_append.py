@@ -8,9 +8,10 @@ from decimal import Decimal
 
 import asyncpg
 
-from services.signer.appender import OffsetEvent, append_batch, register_key
+from services.signer.appender import OffsetEvent, append_batch
 from shared.canonical import CanonicalEvent
 from shared.db.pool import connect
+from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
 from shared.verify import published_keys, verify_tenant
 
@@ -48,7 +49,7 @@ async def _append(conn: asyncpg.Connection, signer: Ed25519Signer, items: list[O
 
 
 async def test_rows_chain_and_verify(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     result = await _append(db, signing_key, [OffsetEvent(i, event(i)) for i in range(5)])
     assert (result.appended, result.next_offset) == (5, 5)
     report = await verify_tenant(db, "t1", await published_keys(db))
@@ -63,7 +64,7 @@ async def test_rows_chain_and_verify(db: asyncpg.Connection, signing_key: Ed2551
 async def test_replayed_offsets_and_duplicate_events_change_nothing(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     await _append(db, signing_key, [OffsetEvent(i, event(i)) for i in range(3)])
     replay = await _append(db, signing_key, [OffsetEvent(i, event(i)) for i in range(3)])
     assert replay.appended == 0 and replay.stale == 3
@@ -81,8 +82,8 @@ async def test_two_signers_on_one_partition_never_fork(database_url: str, signin
     other_key = Ed25519Signer.generate()
     conns = [await connect(database_url) for _ in range(2)]
     try:
-        await register_key(conns[0], signing_key)
-        await register_key(conns[0], other_key)
+        await record_signing_key(conns[0], signing_key.public_key)
+        await record_signing_key(conns[0], other_key.public_key)
         items = [OffsetEvent(i, event(i)) for i in range(200)]
 
         async def run(conn: asyncpg.Connection, key: Ed25519Signer) -> None:
@@ -102,7 +103,7 @@ async def test_two_signers_on_one_partition_never_fork(database_url: str, signin
 
 
 async def test_tenants_get_independent_chains(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     batch = [OffsetEvent(i, event(i, tenant="a" if i % 2 else "b")) for i in range(6)]
     await _append(db, signing_key, batch)
     rows = await db.fetch("SELECT tenant_id, max(chain_seq) AS head FROM audit_logs GROUP BY 1 ORDER BY 1")
@@ -110,7 +111,7 @@ async def test_tenants_get_independent_chains(db: asyncpg.Connection, signing_ke
 
 
 async def test_verify_detects_a_changed_field(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     await _append(db, signing_key, [OffsetEvent(i, event(i)) for i in range(4)])
     await db.execute("UPDATE audit_logs SET cost = 0 WHERE chain_seq = 3")
     report = await verify_tenant(db, "t1", await published_keys(db))

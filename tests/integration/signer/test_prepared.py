@@ -24,12 +24,12 @@ from services.signer.appender import (
     append_batch,
     append_prepared,
     prepare,
-    register_key,
 )
 from services.signer.rows import ChainRow, decode_row
 from services.signer.signing import HelperProcessSigner
 from services.signer.worker import SignerMetrics, SignerWorker
 from shared.db.pool import create_pool
+from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
 from shared.verify import load_key_book, verify_tenant
 from tests.integration.signer.test_append import event
@@ -67,7 +67,7 @@ async def _verified(db: asyncpg.Connection, tenant: str = "t1") -> bool:
 async def test_consecutive_prepared_batches_are_written_as_prepared(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     heads: dict[str, Head] = {}
     first = await _prepare(db, signing_key, rows(0, range(3)), heads)
     # The second is prepared while the first is still unwritten: from the heads the first leaves.
@@ -80,7 +80,7 @@ async def test_consecutive_prepared_batches_are_written_as_prepared(
 
 
 async def test_an_event_in_flight_is_not_chained_twice(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     heads: dict[str, Head] = {}
     first = await _prepare(db, signing_key, rows(0, range(3)), heads)
     second = await _prepare(db, signing_key, rows(3, range(2, 5)), heads, in_flight=first.event_ids)
@@ -93,7 +93,7 @@ async def test_an_event_in_flight_is_not_chained_twice(db: asyncpg.Connection, s
 
 
 async def _second_batch_prepared_after_a_first_written(db: asyncpg.Connection, key: Ed25519Signer) -> PreparedBatch:
-    await register_key(db, key)
+    await record_signing_key(db, key.public_key)
     heads: dict[str, Head] = {}
     await _write(db, key, await _prepare(db, key, rows(0, range(3)), heads))
     return await _prepare(db, key, rows(3, range(3, 6)), heads)
@@ -127,7 +127,7 @@ async def test_a_head_moved_by_someone_else_is_chained_after_under_lock(
 
 
 async def test_prepared_batches_signed_on_the_helper_verify(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     helper = await HelperProcessSigner.start(signing_key)
     try:
         heads: dict[str, Head] = {}
@@ -199,7 +199,7 @@ async def test_a_prepared_batch_is_written_as_prepared_and_verifies(
     make: Callable[[], list[OffsetEvent]],
     lengths: dict[str, int],
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     batch = make()
     heads: dict[str, Head] = {}
     prepared = await _prepare(db, signing_key, batch, heads)
@@ -219,7 +219,7 @@ async def test_a_prepared_batch_is_written_as_prepared_and_verifies(
 
 
 async def test_prepared_batches_write_their_checkpoints(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     heads: dict[str, Head] = {}
     policy = CheckpointPolicy(every_rows=4)
     first = await _prepare(db, signing_key, plain_rows(0, range(5)), heads, checkpoints=policy)
@@ -283,8 +283,8 @@ async def test_a_batch_prepared_on_a_chain_that_moved_otherwise_is_chained_again
     outcome: Outcome,
     chained: set[int],
 ) -> None:
-    await register_key(db, signing_key)
-    await register_key(db, OTHER_KEY)
+    await record_signing_key(db, signing_key.public_key)
+    await record_signing_key(db, OTHER_KEY.public_key)
     heads: dict[str, Head] = {}
     ours_first = await _prepare(db, signing_key, rows(0, range(3)), heads)
     ours_second = await _prepare(db, signing_key, rows(3, range(3, 6)), heads, in_flight=ours_first.event_ids)
@@ -303,7 +303,7 @@ async def test_a_batch_prepared_on_a_chain_that_moved_otherwise_is_chained_again
 async def test_a_batch_prepared_on_an_empty_chain_that_someone_else_started(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     ours = await _prepare(db, signing_key, rows(3, range(3, 6)), {})
     assert ours.expected == {"t1": (0, bytes(32))}
     await append_batch(db, signing_key, group="g", topic="c", partition=0, batch=rows(0, range(10, 13)))
@@ -316,7 +316,7 @@ async def test_a_batch_prepared_on_an_empty_chain_that_someone_else_started(
 async def test_one_moved_head_is_enough_to_chain_the_whole_batch_again(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     heads: dict[str, Head] = {}
     ours = await _prepare(db, signing_key, _renumber(rows(0, range(3)) + rows(0, range(3), "t2")), heads)
     # Only t2 moves, through another partition.
@@ -335,7 +335,7 @@ async def test_one_moved_head_is_enough_to_chain_the_whole_batch_again(
 async def test_pipelined_batches_are_all_written_as_prepared(
     db: asyncpg.Connection, signing_key: Ed25519Signer, batches: int
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     heads: dict[str, Head] = {}
     in_flight: frozenset[str] = frozenset()
     prepared = []
@@ -374,7 +374,7 @@ async def test_duplicates_are_skipped_and_counted(
     duplicates: int,
     length: int,
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     heads: dict[str, Head] = {}
     one = await _prepare(db, signing_key, _renumber([rows(0, range(n, n + 1))[0] for n in first]), heads)
     two = await _prepare(
@@ -393,7 +393,7 @@ async def test_duplicates_are_skipped_and_counted(
 async def test_a_duplicate_already_stored_is_skipped_when_prepared(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     await append_batch(db, signing_key, group="g", topic="c", partition=1, batch=rows(0, range(1, 2)))
     prepared = await _prepare(db, signing_key, rows(0, range(3)), {})
     assert prepared.duplicates == 1
@@ -405,7 +405,7 @@ async def test_a_duplicate_already_stored_is_skipped_when_prepared(
 async def test_a_duplicate_that_appears_after_preparing_sends_the_batch_under_lock(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     await append_batch(db, signing_key, group="g", topic="c", partition=1, batch=rows(0, range(50, 51), "t2"))
     prepared = await _prepare(db, signing_key, rows(0, range(3)), {})
     # Another partition chains an event with one of our ids, under another tenant: t1's head does not move, so
@@ -480,7 +480,7 @@ async def test_the_worker_dead_letters_a_message_that_cannot_be_chained(
     producer = FakeProducer()
     try:
         async with pool.acquire() as conn:
-            await register_key(conn, signing_key)
+            await record_signing_key(conn, signing_key.public_key)
         worker = SignerWorker(
             Consumer(),
             producer,

@@ -8,9 +8,10 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from services.signer.appender import OffsetEvent, append_batch, register_key
+from services.signer.appender import OffsetEvent, append_batch
 from services.signer.rows import ChainRow, decode_row
 from shared.canonical import CanonicalEvent
+from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
 from shared.verify import load_key_book, verify_tenant
 
@@ -37,7 +38,7 @@ CASES = {
 async def test_signed_bytes_survive_the_database(
     db: asyncpg.Connection, signing_key: Ed25519Signer, extra: dict[str, object]
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     fields: dict[str, object] = {"event_time": T0, **extra}
     event = CanonicalEvent(
         event_id="e1",

@@ -17,11 +17,12 @@ from services.signer.appender import (
     RetiredKey,
     append_batch,
     checkpoint_idle_chains,
-    register_key,
+    require_enrolled_key,
 )
 from shared import verify
 from shared.chain import canonical_bytes, row_hash
 from shared.db.pool import connect
+from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
 from shared.verify import key_book_from_export, load_key_book, stored_checkpoints, verify_tenant
 from tests.integration.signer.test_append import event
@@ -32,7 +33,7 @@ ROWS = 12
 async def _chain(
     db: asyncpg.Connection, key: Ed25519Signer, rows: int = ROWS, policy: CheckpointPolicy | None = None
 ) -> None:
-    await register_key(db, key)
+    await record_signing_key(db, key.public_key)
     await append_batch(
         db,
         key,
@@ -159,7 +160,7 @@ async def test_tail_truncation_hidden_from_the_head_is_caught_by_a_saved_checkpo
 
 
 async def test_checkpoints_every_n_rows_and_every_t_seconds(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     policy = CheckpointPolicy(every_rows=5, every=timedelta(seconds=60))
     t0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     for start in range(0, 12, 3):  # batches of 3 rows
@@ -192,7 +193,7 @@ async def test_rotation_keeps_old_rows_verifiable_and_rejects_a_key_outside_its_
 ) -> None:
     await _chain(db, signing_key, rows=5)
     successor = Ed25519Signer.generate()
-    await register_key(db, successor)
+    await record_signing_key(db, successor.public_key)
     await append_batch(
         db, successor, group="g", topic="c", partition=0, batch=[OffsetEvent(i, event(i)) for i in range(5, 10)]
     )
@@ -217,7 +218,7 @@ async def test_a_retired_key_cannot_sign_again(db: asyncpg.Connection, signing_k
     await _chain(db, signing_key, rows=3)
     await db.execute("UPDATE signing_keys SET valid_until = now()")
     with pytest.raises(RetiredKey):
-        await register_key(db, signing_key)
+        await require_enrolled_key(db, signing_key)
     # Rows it signed before retirement still verify.
     assert (await verify_tenant(db, "t1", await load_key_book(db))).ok
 
@@ -254,7 +255,7 @@ async def test_an_auditors_saved_key_export_is_used_instead_of_the_database(
     saved = key_book_from_export(export)
     # The operator swaps in a key of their own and re-signs everything with it.
     intruder = Ed25519Signer.generate()
-    await register_key(db, intruder)
+    await record_signing_key(db, intruder.public_key)
     await db.execute("UPDATE key_activations SET key_id = $1", intruder.key_id)
     for seq in range(1, 5):
         row = dict(await db.fetchrow("SELECT * FROM audit_logs WHERE chain_seq = $1", seq))
@@ -273,7 +274,7 @@ async def test_an_auditors_saved_key_export_is_used_instead_of_the_database(
 async def test_quiet_chains_get_their_tail_checkpointed(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
     policy = CheckpointPolicy(every_rows=1_000, every=timedelta(seconds=60))
     t0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     await append_batch(
         db, signing_key, group="g", topic="c", partition=0, now=t0, checkpoints=policy, batch=[OffsetEvent(0, event(0))]
     )
@@ -297,7 +298,7 @@ async def test_quiet_chains_get_their_tail_checkpointed(db: asyncpg.Connection, 
 async def test_verify_during_appends_sees_a_consistent_chain(database_url: str, signing_key: Ed25519Signer) -> None:
     writer, reader = await connect(database_url), await connect(database_url)
     try:
-        await register_key(writer, signing_key)
+        await record_signing_key(writer, signing_key.public_key)
 
         async def append() -> None:
             for start in range(0, 600, 30):
@@ -318,3 +319,28 @@ async def test_verify_during_appends_sees_a_consistent_chain(database_url: str, 
     finally:
         await writer.close()
         await reader.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        ("event_time = '20000-01-01T00:00:00Z'", "modified"),  # a year no client library can represent
+        ("received_at = '0044-03-15 BC'", "modified"),
+        ("event_time = 'infinity'", "modified"),
+        ("cost = 'NaN'", "modified"),
+        ("attributes = '{\"x\": 1e400}'", "modified"),  # exact in jsonb, infinite as a double
+        ("hash_version = 2", "modified"),
+        ("signature = ''::bytea", "bad_signature"),
+    ],
+)
+async def test_values_no_signed_row_holds_are_breaks_not_crashes(
+    db: asyncpg.Connection, database_url: str, signing_key: Ed25519Signer, monkeypatch: pytest.MonkeyPatch,
+    change: str, kind: str,
+) -> None:
+    monkeypatch.setattr(verify, "RANGE_ROWS", 4)
+    await _chain(db, signing_key)
+    await db.execute(f"UPDATE audit_logs SET {change} WHERE chain_seq = 6")
+    serial = await verify_tenant(db, "t1", await load_key_book(db))
+    (parallel,) = await verify.verify_tenants(db, ["t1"], await load_key_book(db), dsn=database_url, workers=2)
+    for report in (serial, parallel):
+        assert [(b.chain_seq, b.kind) for b in report.breaks] == [(6, kind)], report.breaks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.redactor.pii import PiiEngine, build_engine
+from shared.pii import PiiEngine, build_engine
 
 
 @pytest.fixture(scope="session")

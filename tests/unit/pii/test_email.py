@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.redactor.pii import PiiEngine
+from shared.pii import PiiEngine
 from tests.unit.pii.conftest import found
 
 POSITIVES = [

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.redactor.pii import ALL_KINDS, ALWAYS_ON, DetectionUnavailable, PiiEngine, Redaction, build_engine
-from services.redactor.pii.engine import MAX_FIELD_CHARS
-from services.redactor.pii.recognizers import REGISTRY, Finding, TextScan
+from shared.pii import ALL_KINDS, ALWAYS_ON, DetectionUnavailable, PiiEngine, Redaction, build_engine
+from shared.pii.engine import MAX_FIELD_CHARS
+from shared.pii.recognizers import REGISTRY, Finding, TextScan
 
 
 def test_every_required_kind_is_registered() -> None:
@@ -46,7 +46,7 @@ def test_masking_twice_changes_nothing_more(engine: PiiEngine) -> None:
     assert engine.redact_text(once.text) == Redaction(once.text, {})
 
 
-def test_json_keeps_keys_and_structure_and_masks_values(engine: PiiEngine) -> None:
+def test_json_keeps_structure_and_masks_values_and_keys(engine: PiiEngine) -> None:
     document = {
         "command": "psql postgres://app:s3cr3t@db:5432/x -c \"select 1\"",
         "customer": {"email": "ana@example.fr", "phones": ["+33 6 12 34 56 78"], "nik": 3174012304850001},
@@ -54,7 +54,7 @@ def test_json_keeps_keys_and_structure_and_masks_values(engine: PiiEngine) -> No
         "count": 3,
         "ok": True,
         "none": None,
-        "jane@example.com": "key untouched",
+        "jane@example.com": "a key is scanned too",
     }
     result = engine.redact_json_text(json.dumps(document))
     masked = json.loads(result.text)
@@ -65,9 +65,9 @@ def test_json_keeps_keys_and_structure_and_masks_values(engine: PiiEngine) -> No
         "count": 3,
         "ok": True,
         "none": None,
-        "jane@example.com": "key untouched",
+        "<EMAIL>": "a key is scanned too",
     }
-    assert result.counts == {"SECRET": 2, "EMAIL": 1, "PHONE": 1, "ID_NIK": 1}
+    assert result.counts == {"SECRET": 2, "EMAIL": 2, "PHONE": 1, "ID_NIK": 1}
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.redactor.pii import PiiEngine
-from services.redactor.pii.checksums import iban_valid
+from shared.pii import PiiEngine
+from shared.pii.checksums import iban_valid
 from tests.unit.pii.conftest import found
 
 POSITIVES = [

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.redactor.pii import PiiEngine, build_engine
-from services.redactor.pii.recognizers.id_nik import is_valid_nik
+from shared.pii import PiiEngine, build_engine
+from shared.pii.recognizers.id_nik import is_valid_nik
 from tests.unit.pii.conftest import found
 
 # 31 74 01 230485 0001: DKI Jakarta, Jakarta Selatan, district 01, born 23-04-85, serial 0001.

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.redactor.pii import PiiEngine
-from services.redactor.pii.recognizers.id_npwp import is_valid_npwp15, is_valid_npwp16
+from shared.pii import PiiEngine
+from shared.pii.recognizers.id_npwp import is_valid_npwp15, is_valid_npwp16
 from tests.unit.pii.conftest import found
 
 # 01.312.166.0-091.000: the first nine digits 013121660 are a valid Luhn number.

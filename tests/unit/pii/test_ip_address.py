@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.redactor.pii import PiiEngine
+from shared.pii import PiiEngine
 from tests.unit.pii.conftest import found
 
 POSITIVES = [
@@ -29,6 +29,15 @@ NEGATIVES = [
     "oid 1.3.6.1.4.1.311",
     "version v10.0.0.1",
     "a::b is a Rust path",
+    # Four-part versions, in prose and in requirements.txt / package.json shapes.
+    "upgrade to v10.2.0.1 now",
+    "version 4.3.2.1",
+    "Version: 10.2.0.1",
+    "numpy==1.2.3.4",
+    "django>=4.2.0.1",
+    '"lodash": "^4.17.21.1"',
+    '"version": "4.3.2.1"',
+    "release 2.0.0.1 ships today",
 ]
 
 

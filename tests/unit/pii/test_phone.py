@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.redactor.pii import PiiEngine
+from shared.pii import PiiEngine
 from tests.unit.pii.conftest import found
 
 POSITIVES = [
@@ -18,6 +18,23 @@ POSITIVES = [
     ("portable 06 12 34 56 78", "06 12 34 56 78"),
     ("call me at 4155550134", "4155550134"),
     ('--phone "0062 812 3456 7890"', "0062 812 3456 7890"),
+    # Written forms of every listed country, national and international, whether or not the range is assigned.
+    ("Sydney (02) 9876 5432", "(02) 9876 5432"),
+    ("mobile 0412 345 678", "0412 345 678"),
+    ("ring +61 4 1234 5678", "+61 4 1234 5678"),
+    ("+61.437.406.812", "+61.437.406.812"),
+    ("ligue (11) 91234-5678", "(11) 91234-5678"),
+    ("tel 12 3915-0008", "12 3915-0008"),
+    ("+55 61 9141-7776", "+55 61 9141-7776"),
+    ("+65 6123 4567", "+65 6123 4567"),
+    ("call 9123 4567", "9123 4567"),
+    ("+44(0)115 4960914", "+44(0)115 4960914"),
+    ("+34 948 812 415", "+34 948 812 415"),
+    ("+31(0)20-4497869", "+31(0)20-4497869"),
+    ("+62 (021) 669-0743", "+62 (021) 669-0743"),
+    ("(591)341-7776", "(591)341-7776"),
+    ("Telefon +49 (0) 30 12345678", "+49 (0) 30 12345678"),
+    ("call me at 9876543210", "9876543210"),
 ]
 # Timestamps, dates, counters, versions, amounts and addresses share the alphabet of phone numbers.
 NEGATIVES = [

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from services.redactor.pii import PiiEngine
-from services.redactor.pii.eval import quality
-from services.redactor.pii.eval.corpus import ENTITY_TYPES, build_corpus
+from shared.pii import PiiEngine
+from shared.pii.eval import quality
+from shared.pii.eval.corpus import ENTITY_TYPES, build_corpus
 
 
 def test_the_corpus_is_deterministic_and_covers_twelve_types() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.redactor.pii import PiiEngine
+from shared.pii import PiiEngine
 from tests.unit.pii.conftest import found
 
 ANTHROPIC = "sk-ant-api03-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z" * 3 + "AA"
@@ -16,6 +16,17 @@ PRIVATE_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x9zQ\nQm5vdCBhI
 
 # (text, the secret that must be masked)
 POSITIVES = [
+    # Plain passwords in their common phrasings, in every listed language.
+    ("use password Summer2024! to log in", "Summer2024!"),
+    ("pw: s3cr3tPass", "s3cr3tPass"),
+    ("pass: qwerty123", "qwerty123"),
+    ("Das Passwort lautet Geheim123", "Geheim123"),
+    ("het wachtwoord is Zomer2024", "Zomer2024"),
+    ("wachtwoord: Zomer2024", "Zomer2024"),
+    ("kata sandi saya Rahasia123", "Rahasia123"),
+    ("the passcode is 482913", "482913"),
+    ("Password hunter2 works", "hunter2"),
+    ("la contraseña es Verano2024", "Verano2024"),
     (f"export ANTHROPIC_API_KEY={ANTHROPIC}", ANTHROPIC),
     (f"OPENAI_API_KEY='{OPENAI_PROJECT}'", OPENAI_PROJECT),
     (f"key {OPENAI_LEGACY} leaked", OPENAI_LEGACY),
@@ -57,6 +68,11 @@ POSITIVES = [
 ]
 # Code and prose that name a secret without holding one, and strings that look random but are not keys.
 NEGATIVES = [
+    "password reset link sent",
+    "the password field is required",
+    "token expired at 10:00",
+    "the token 150000 was used",
+    "passport number on file",
     "max_tokens=4096 token_count: 12 tokens: 150000",
     "def login(username: str, password: str) -> Token:",
     "api_key = settings.API_KEY",

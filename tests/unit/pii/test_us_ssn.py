@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.redactor.pii import PiiEngine
-from services.redactor.pii.recognizers.us_ssn import is_valid_ssn
+from shared.pii import PiiEngine
+from shared.pii.recognizers.us_ssn import is_valid_ssn
 from tests.unit.pii.conftest import found
 
 POSITIVES = [

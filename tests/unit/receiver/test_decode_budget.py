@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,3 +143,100 @@ def test_json_past_the_cap_is_cut_before_conversion(monkeypatch: pytest.MonkeyPa
     assert converted == [10]
     assert result.items_before_cut == 31 and otlp.count_log_records(result.request) == 10
     assert [r.body.string_value for r in result.request.resource_logs[0].scope_logs[0].log_records][-1].endswith(" 9")
+
+
+async def test_decoded_memory_counts_against_the_in_flight_budget(
+    make_harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 MiB of `{}` entries would hold tens of MB once parsed: refused (413) before json.loads runs."""
+    harness = await make_harness()
+    decoded: list[int] = []
+    monkeypatch.setattr("services.receiver.ingest.decode_within_budget",
+                        lambda body, *args: decoded.append(len(body)))
+    monkeypatch.setattr("services.receiver.decoding.decode_within_budget",
+                        lambda body, *args: decoded.append(len(body)))
+    body = json.dumps({"resourceLogs": [{}] * 700_000}, separators=(",", ":")).encode()
+    assert len(body) <= 2.1 * 1024 * 1024
+    response = await harness.post(gzip.compress(body), content_type=JSON, headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 413
+    assert "in-flight limit" in response.json()["message"]
+    assert decoded == []
+    assert harness.app.state.ingest.budget.used == 0  # nothing left reserved
+
+
+def test_the_estimate_charges_object_floods_not_honest_json() -> None:
+    honest = json_format.MessageToJson(log_request(200, attributes={"user.id": "u-1", "tool": "Bash"})).encode()
+    assert decoding.decoded_memory_estimate(honest, otlp.Encoding.JSON) == 0
+    flood = empty_resources(100_000)
+    assert decoding.decoded_memory_estimate(flood, otlp.Encoding.JSON) > 5 * len(flood)
+    assert decoding.decoded_memory_estimate(b"\x0a\x00" * 1000, otlp.Encoding.PROTOBUF) == 0
+
+
+def test_the_protobuf_scan_agrees_with_upb_on_real_captures(fixtures_dir: Path) -> None:
+    captures = [c for c in sorted(fixtures_dir.glob("*-*.pb*")) if c.name.endswith((".pb", ".pb.gz"))]
+    assert len(captures) >= 3
+    for capture in captures:
+        body = capture.read_bytes()
+        if capture.suffix == ".gz":
+            body = gzip.decompress(body)
+        assert decoding.protobuf_shape(body, 20_000) == 0, capture.name
+    big = log_request(3000, text="z" * 200)
+    big.resource_logs[0].scope_logs.add()  # one empty scope
+    assert decoding.protobuf_shape(big.SerializeToString(), 20_000) == 1
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    (b"\x0a\x00" * 500_000, decoding.TooManyEmptyEntries),  # 1 MB of empty resources
+    (b"\x0a\x02\x12\x00" * 250_000, decoding.TooManyEmptyEntries),  # resources holding one empty scope each
+    # 16 MiB of empty records in one scope: millions of messages, refused before any is built.
+    (b"\x0a\x85\x80\x80\x08" + b"\x12\x80\x80\x80\x08" + b"\x12\x00" * (8 * 1024 * 1024), decoding.TooManyEntries),
+])
+def test_floods_of_protobuf_entries_are_refused_before_parsing(
+    body: bytes, error: type[Exception], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(otlp, "decode_request", lambda *args: pytest.fail("upb should not have run"))
+    with pytest.raises(error):
+        decoding.decode_within_budget(body, otlp.Encoding.PROTOBUF, otlp.ExportLogsServiceRequest,
+                                      decoding.LOG_LEVELS, 20_000)
+
+
+def test_a_truncated_protobuf_body_is_a_payload_error() -> None:
+    body = log_body(2000)
+    with pytest.raises(otlp.PayloadError):
+        decoding.protobuf_shape(body[:-7], 20_000)
+
+
+async def test_a_tenant_in_debt_is_refused_before_its_body_is_read(
+    make_harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = await make_harness(max_records_per_request=1000, tenant_burst_records=5000,
+                                 tenant_records_per_second=10)
+    from services.receiver import ingest  # noqa: PLC0415
+
+    reads: list[int] = []
+    real_read = ingest.read_body
+
+    async def counting_read(*args: Any, **kwargs: Any) -> bytes:
+        reads.append(1)
+        return await real_read(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "read_body", counting_read)
+    hostile = gzip.compress(empty_resources(250_000))
+    statuses = []
+    for _ in range(12):
+        response = await harness.post(hostile, content_type=JSON, headers={"Content-Encoding": "gzip"})
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {400}, statuses
+    # In debt now: the next requests are refused without reading (or inflating) a byte of their bodies.
+    before = len(reads)
+    for _ in range(3):
+        refused = await harness.post(hostile, content_type=JSON, headers={"Content-Encoding": "gzip"})
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert len(reads) == before
+    assert harness.app.state.ingest.budget.used == 0
+    # Other tenants are untouched, and the tenant gets through again once it has paid.
+    assert (await harness.post(log_body(2), auth=harness.auth("globex", "tenant-globex"))).status_code == 200
+    harness.clock.advance(1000)
+    assert (await harness.post(log_body(2))).status_code == 200

