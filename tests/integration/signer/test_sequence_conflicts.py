@@ -7,9 +7,10 @@ import dataclasses
 
 import asyncpg
 
-from services.signer.appender import Head, OffsetEvent, append_batch, append_prepared, prepare, register_key
+from services.signer.appender import Head, OffsetEvent, append_batch, append_prepared, prepare
 from services.signer.rows import ChainRow
 from shared.canonical import CanonicalEvent
+from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
 from shared.verify import published_keys, verify_tenant
 from tests.integration.signer.test_append import event
@@ -33,7 +34,7 @@ async def _flags(db: asyncpg.Connection) -> dict[str, bool]:
 async def test_a_second_event_on_a_taken_sequence_is_kept_and_both_are_flagged(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     await _append(db, signing_key, [OffsetEvent(i - 1, event(i)) for i in range(1, 4)])
     result = await _append(db, signing_key, [OffsetEvent(3, forged(2)), OffsetEvent(4, event(4))])
     assert result.appended == 2
@@ -49,7 +50,7 @@ async def test_a_second_event_on_a_taken_sequence_is_kept_and_both_are_flagged(
 async def test_a_retry_of_the_same_event_is_a_duplicate_not_a_conflict(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     await _append(db, signing_key, [OffsetEvent(0, event(1))])
     result = await _append(db, signing_key, [OffsetEvent(1, event(1))])
     assert (result.appended, result.duplicates, result.conflicts) == (0, 1, ())
@@ -59,7 +60,7 @@ async def test_a_retry_of_the_same_event_is_a_duplicate_not_a_conflict(
 async def test_conflicts_within_one_batch_and_on_the_prepared_path_are_flagged(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     heads: dict[str, Head] = {}
     batch = [OffsetEvent(0, ChainRow.of(event(1))), OffsetEvent(1, ChainRow.of(forged(1))),
              OffsetEvent(2, ChainRow.of(event(2)))]
@@ -76,7 +77,7 @@ async def test_conflicts_within_one_batch_and_on_the_prepared_path_are_flagged(
 async def test_events_without_a_session_sequence_never_conflict(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     plain = [dataclasses.replace(event(i), event_id=f"t1-plain-{i}", event_sequence=None) for i in range(3)]
     result = await _append(db, signing_key, [OffsetEvent(i, e) for i, e in enumerate(plain)])
     assert result.appended == 3 and result.conflicts == ()
@@ -87,7 +88,7 @@ async def test_the_reporter_shows_the_conflict_in_the_feed_and_the_session(
 ) -> None:
     from services.reporter import queries  # noqa: PLC0415 - the reporter's reading of the same rows
 
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     await _append(db, signing_key, [OffsetEvent(i - 1, event(i)) for i in range(1, 4)])
     await _append(db, signing_key, [OffsetEvent(3, forged(2))])
     summary = await queries.session_summary(db, "t1", "s1")
@@ -103,7 +104,7 @@ async def test_the_reporter_shows_the_conflict_in_the_feed_and_the_session(
 async def test_verify_reports_a_conflict_flag_altered_either_way(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    await register_key(db, signing_key)
+    await record_signing_key(db, signing_key.public_key)
     await _append(db, signing_key, [OffsetEvent(i - 1, event(i)) for i in range(1, 4)])
     await _append(db, signing_key, [OffsetEvent(3, forged(2))])
     # Someone with database rights hides the conflict: the flag is not hashed, but it is derived, so it shows.
