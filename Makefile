@@ -8,7 +8,7 @@ ORG    ?= dev
 PIP_FLAGS ?= --disable-pip-version-check -q
 
 .PHONY: help run test test-unit test-integration test-e2e lint typecheck license token verify checkpoints \
-        bench bench-receiver bench-receiver-hostile bench-redactor bench-signer eval-redaction clean replay dlq \
+        bench bench-receiver bench-receiver-hostile bench-receiver-rotel bench-redactor bench-signer eval-redaction clean replay dlq \
         test-deploy bench-reporter bench-merkle browser-deps tls-deps
 
 help:
@@ -117,6 +117,11 @@ test-deploy: $(STAMP)
 # One Hypercorn receiver process, a fresh in-memory broker, a separate load-generator process.
 bench-receiver: $(STAMP)
 	@$(PY) -m tests.bench.bench_receiver $(BENCH_ARGS)
+
+# Only the side-by-side case: our receiver and Rotel (otlp-http -> kafka, acks=all), each pinned to one core,
+# same fresh broker, bodies and load; records/s, records per CPU-second, p99 and the ratios.
+bench-receiver-rotel: $(STAMP)
+	@$(PY) -m tests.bench.bench_receiver --vs-rotel $(BENCH_ARGS)
 
 # Only the hostile-body case: honest tenants' p99 beside a tenant sending 1 MB of `{"resourceLogs":[{},...]}`
 # gzipped to ~1 KB, and the receiver CPU per such request against an honest body of the same size.

@@ -78,6 +78,16 @@ class TreeHead:
             raise ValueError("a tree head has a 32-byte root hash and a 64-byte signature")
         return head
 
+    @classmethod
+    def from_checkpoint_record(cls, record: dict[str, Any]) -> TreeHead | None:
+        """The tree head inside a witness's checkpoint record (every column of its ``chain_checkpoints`` row,
+        bytea as hex); None for a checkpoint written before tree heads existed."""
+        if record.get("tree_root") is None or record.get("tree_signature") is None:
+            return None
+        return cls.from_dict({"tenant_id": record["tenant_id"], "tree_size": record["chain_seq"],
+                              "root_hash": record["tree_root"], "timestamp": record["created_at"],
+                              "key_id": record["key_id"], "signature": record["tree_signature"]})
+
     def signed_by(self, public_keys: Iterable[bytes]) -> bool:
         """True if one of ``public_keys`` (pinned, obtained independently) carries this head's key id and its
         signature verifies. The key id is recomputed from the key, never trusted."""

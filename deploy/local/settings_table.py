@@ -19,10 +19,10 @@ SETTINGS_CLASSES = (
     ("receiver", "services.receiver.settings", "ReceiverSettings"),
     ("redactor", "services.redactor.settings", "RedactorSettings"),
     ("signer", "services.signer.settings", "SignerSettings"),
-    ("auditctl", "shared.cli.settings", "CliSettings"),
+    ("auditctl", "services.auditctl.settings", "CliSettings"),
     ("reporter", "services.reporter.settings", "ReporterSettings"),
     ("usage", "services.usage.settings", "UsageSettings"),
-    ("auditctl ops", "shared.ops.settings", "OpsSettings"),
+    ("auditctl ops", "services.auditctl.ops.settings", "OpsSettings"),
 )
 
 

@@ -22,9 +22,9 @@ from typing import IO
 import asyncpg
 
 from deploy.local.infra import infrastructure, start_postgres
-from shared.cli.licenses import store_license
-from shared.cli.settings import CliSettings
-from shared.cli.setup import ensure_key_files, topic_specs
+from services.auditctl.licenses import store_license
+from services.auditctl.settings import CliSettings
+from services.auditctl.setup import ensure_key_files, topic_specs
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.enrollment import enroll

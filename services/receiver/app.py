@@ -29,6 +29,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.receiver import protocol
 from services.receiver.edge import EdgeMiddleware
@@ -41,7 +42,7 @@ from shared.clock import Clock, SystemClock
 from shared.kafka import make_producer
 from shared.licence_auth import CredentialsRefused, LicenseAuthBackend
 from shared.licensing import OTEL_INGEST, LicenseVerifier
-from shared.messages.auth import MessageKey, load_signing_key
+from shared.messages.auth import load_signing_key
 
 log = logging.getLogger("receiver")
 
@@ -125,6 +126,29 @@ async def _refresh_revocations(state: ReceiverState, stop: asyncio.Event) -> Non
             await asyncio.wait_for(stop.wait(), state.settings.revocation_refresh_seconds)
 
 
+class ExportRoutes:
+    """Plain ASGI dispatch of the two export routes, just inside the edge middleware.
+
+    A POST to ``/v1/logs`` or ``/v1/metrics`` goes straight to authentication and ingest, past Starlette's
+    exception middleware, router and route: each of those wraps every request (the first wraps ``send`` as
+    well) and none adds anything to an export, since ingest answers every refusal itself and an unexpected
+    error still reaches the outer ServerErrorMiddleware's 500. Anything else (another method: 405, a
+    trailing slash: redirect, health, unknown paths: 404) goes on to the router as before.
+    """
+
+    def __init__(self, app: ASGIApp, routes: dict[str, ASGIApp]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            endpoint = self.routes.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def default_producer_factory(settings: ReceiverSettings) -> ProducerFactory:
     def factory() -> Any:
         return make_producer(
@@ -148,14 +172,11 @@ def create_app(
     clock: Clock | None = None,
     producer_factory: ProducerFactory | None = None,
     revocations: RevocationSource | None = None,
-    raw_key: MessageKey | None = None,
 ) -> Starlette:
-    """The ASGI app. ``revocations`` is None only where no revocation list exists (unit tests).
-
-    ``raw_key`` authenticates the raw batches; by default the first key of ``RAW_AUTH_KEY_FILE``.
-    """
+    """The ASGI app. ``revocations`` is None only where no revocation list exists (unit tests). Raw batches
+    are authenticated with the first key of ``RAW_AUTH_KEY_FILE``."""
     clock = clock or SystemClock()
-    raw_key = raw_key or load_signing_key(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
+    raw_key = load_signing_key(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
     registry = CollectorRegistry()
     metrics = ReceiverMetrics(registry)
     queue = RawBatchQueue(
@@ -203,6 +224,12 @@ def create_app(
         backend=LicenseAuthBackend(verifier, clock, OTEL_INGEST),
         on_error=_on_auth_error,
     )
+    # The same endpoints, authenticated the same way, as ExportRoutes serves them.
+    exports: dict[str, ASGIApp] = {
+        signal.route: AuthenticationMiddleware(IngestEndpoint(signal), backend=LicenseAuthBackend(
+            verifier, clock, OTEL_INGEST), on_error=_on_auth_error)
+        for signal in (LOGS, METRICS)
+    }
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -215,6 +242,7 @@ def create_app(
         middleware=[
             # Outside the routes and the auth middleware, so refusals are timed and drained too.
             Middleware(EdgeMiddleware, metrics=metrics, max_drain_bytes=settings.max_body_bytes),
+            Middleware(ExportRoutes, routes=exports),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},

@@ -48,8 +48,7 @@ class EdgeMiddleware:
                     drained = 0
                     while not body_done and drained <= self.max_drain_bytes:
                         drained += len((await tracking_receive()).get("body", b""))
-                self.metrics.request_duration.labels(route, str(message["status"])).observe(
-                    time.perf_counter() - started)
+                self.metrics.request_done(route, message["status"], time.perf_counter() - started)
             await send(message)
 
         await self.app(scope, tracking_receive, edge_send)

@@ -188,238 +188,276 @@ class IngestEndpoint:
         user = scope["user"]
         assert isinstance(user, LicensedOrg)  # the authentication middleware guarantees it
         lic = user.license
-        signal = self.signal
-        request_id = os.urandom(16).hex()  # as unique as a uuid4, without building a UUID object
-        headers = RequestHeaders.of(scope)
-        origin = BatchOrigin(lic.tenant_id, lic.org_id, lic.license_id)
+        request = IngestRequest(
+            context=context,
+            signal=self.signal,
+            origin=BatchOrigin(lic.tenant_id, lic.org_id, lic.license_id),
+            request_id=os.urandom(16).hex(),  # as unique as a uuid4, without building a UUID object
+            headers=RequestHeaders.of(scope),
+        )
         try:
-            response = await _ingest(headers, _body_chunks(receive), context, signal, origin, request_id)
+            response = await request.answer(_body_chunks(receive))
         except protocol.Refusal as refusal:
-            context.metrics.refused_requests.labels(signal.route, refusal.reason).inc()
-            context.metrics.refused(signal.name, lic.tenant_id, refusal.reason, refusal.records)
-            response = protocol.error_response(refusal, protocol.encoding_of(headers.content_type))
+            context.metrics.refused_requests.labels(self.signal.route, refusal.reason).inc()
+            context.metrics.refused(self.signal.name, lic.tenant_id, refusal.reason, refusal.records)
+            response = protocol.error_response(refusal, protocol.encoding_of(request.headers.content_type))
         except ClientDisconnected:
             return  # nobody to answer; nothing was enqueued
-        response.headers["x-request-id"] = request_id
+        response.headers["x-request-id"] = request.request_id
         await response(scope, receive, send)
 
 
-async def _ingest(
-    headers: RequestHeaders,
-    body_chunks: AsyncIterator[bytes],
-    context: IngestContext,
-    signal: Signal,
-    origin: BatchOrigin,
-    request_id: str,
-) -> Response:
-    settings = context.settings
-    encoding = otlp.media_type(headers.content_type)
-    if encoding is None:
-        raise protocol.unsupported_media_type(
-            f"Content-Type {headers.content_type or '(none)'} is not supported: send application/x-protobuf or "
-            "application/json", "unsupported_media_type")
-    content_coding = headers.content_encoding
-    if content_coding not in _GZIP and content_coding not in _IDENTITY:
-        raise protocol.unsupported_media_type(
-            f"Content-Encoding {content_coding} is not supported: send gzip or identity", "unsupported_encoding")
-    limit = settings.max_body_bytes
-    declared = headers.content_length
-    if declared.isdigit() and int(declared) > limit:
-        # For gzip the raw body is held to the same limit as the inflated one (see read_body).
-        raise protocol.too_large(f"body of {declared} bytes is over the {limit}-byte limit")
-    if not context.revocations_ready():
-        raise protocol.unavailable("the licence revocation list is not loaded yet", "revocations_not_loaded",
-                                   settings.retry_after_seconds)
-    try:
-        context.queue.admit()
-    except BrokerUnavailable as exc:
-        raise protocol.unavailable(str(exc), "broker_unavailable", settings.retry_after_seconds) from None
-    # A tenant whose bucket is empty (or in debt for refused work) is answered before its body is even
-    # read or inflated: its next request costs the receiver next to nothing.
-    owed = context.limiters[signal.name].wait_before_any(origin.tenant_id)
-    if owed > 0:
-        raise protocol.rate_limited(max(1, math.ceil(owed)), records=0)
+@dataclass
+class Counted:
+    """A decoded batch after the per-request record cap: what is kept, and what partial_success reports."""
 
-    reservation = context.budget.reservation()
-    try:
-        return await _ingest_body(body_chunks, context, signal, origin, request_id, encoding,
-                                  content_coding in _GZIP, reservation)
-    finally:
-        # After a failed enqueue the producer's futures release it, once the producer is done with the bytes.
-        if not reservation.handed_over:
-            reservation.release()
+    batch: Any
+    total: int  # records the body held
+    rejected: int  # records refused through partial_success
+    notes: list[str]
+
+    @property
+    def admitted(self) -> int:
+        return self.total - self.rejected
 
 
-async def _ingest_body(
-    body_chunks: AsyncIterator[bytes],
-    context: IngestContext,
-    signal: Signal,
-    origin: BatchOrigin,
-    request_id: str,
-    encoding: otlp.Encoding,
-    gzip: bool,
-    reservation: Reservation,
-) -> Response:
-    settings = context.settings
-    limit = settings.max_body_bytes
-    try:
-        body = await read_body(body_chunks, gzip=gzip, limit=limit, reservation=reservation)
-    except BodyTooLarge:
-        raise protocol.too_large(f"body is over the {limit}-byte limit after decompression") from None
-    except BadEncoding as exc:
-        raise protocol.bad_data(str(exc), "bad_encoding") from None
-    except InFlightLimitReached:
-        raise protocol.unavailable("the receiver is at its in-flight limit", "in_flight_limit",
-                                   settings.overload_retry_after_seconds) from None
-    if not body:
-        return protocol.success_response(signal.name, encoding)  # an empty request is a success
-    if context.batches_in_progress >= settings.max_concurrent_batches:
-        # More work queued than the process gets through in a few tens of milliseconds: waiting longer
-        # only adds latency (and memory) for everyone, so the excess is refused now and retried later.
-        raise protocol.unavailable("the receiver is at its concurrent-request limit", "concurrency_limit",
-                                   settings.overload_retry_after_seconds)
-    context.batches_in_progress += 1
-    try:
-        return await _process(body, context, signal, origin, request_id, encoding, reservation)
-    finally:
-        context.batches_in_progress -= 1
+@dataclass(slots=True)
+class IngestRequest:
+    """One export request on its way from the socket to an acknowledged raw batch.
 
+    Each step reads what it needs from here (and records what it learnt) instead of threading the
+    request's tenant, signal, encoding, body and memory reservation through every call.
+    """
 
-async def _process(
-    body: bytes,
-    context: IngestContext,
-    signal: Signal,
-    origin: BatchOrigin,
-    request_id: str,
-    encoding: otlp.Encoding,
-    reservation: Reservation,
-) -> Response:
-    settings = context.settings
-    payload_limit = context.queue.payload_limit(origin)
-    if len(body) <= payload_limit:
-        return await _decode_and_send(body, context, signal, origin, request_id, encoding, reservation,
-                                      payload_limit)
-    # A body over one Kafka message is decoded and split into new payloads (which the producer copies
-    # again): one such request at a time, its copies counted, or a few of them would multiply the memory.
-    try:
-        async with asyncio.timeout(settings.enqueue_timeout_seconds):
-            await context.large_requests.acquire()
-    except TimeoutError:
-        raise protocol.unavailable("the receiver is busy with other large requests", "large_request_limit",
-                                   settings.overload_retry_after_seconds) from None
-    try:
-        return await _decode_and_send(body, context, signal, origin, request_id, encoding, reservation,
-                                      payload_limit)
-    finally:
-        context.large_requests.release()
-        release_free_memory()
+    context: IngestContext
+    signal: Signal
+    origin: BatchOrigin
+    request_id: str
+    headers: RequestHeaders
+    encoding: otlp.Encoding = otlp.Encoding.PROTOBUF  # from Content-Type, once checked
+    gzip: bool = False  # from Content-Encoding, once checked
+    reservation: Reservation | None = None  # its share of the in-flight budget, once admitted
+    body: bytes = b""  # decompressed, once read
+    charged: int = 0  # records charged to the tenant's bucket before decoding, by body size
 
+    @property
+    def settings(self) -> ReceiverSettings:
+        return self.context.settings
 
-async def _decode_and_send(
-    body: bytes,
-    context: IngestContext,
-    signal: Signal,
-    origin: BatchOrigin,
-    request_id: str,
-    encoding: otlp.Encoding,
-    reservation: Reservation,
-    payload_limit: int,
-) -> Response:
-    settings = context.settings
-    fits_one_message = len(body) <= payload_limit
-    tenant = origin.tenant_id
-    limiter = context.limiters[signal.name]
-    # The tenant pays before anything is decoded, by the decompressed size (as an honest body of that size
-    # would hold records), so a tenant at its limit costs no decoding at all; settled once counted.
-    charged = -(-len(body) // settings.tenant_bytes_per_record)
-    wait = limiter.admit(tenant, charged)
-    if wait > 0:
-        raise protocol.rate_limited(max(1, math.ceil(wait)), records=0)  # not counted: nothing was decoded
-    # The in-flight budget holds what decoding will allocate, not only the body's bytes.
-    decoded_bytes = decoded_memory_estimate(body, encoding)
-    if len(body) + decoded_bytes > settings.max_in_flight_bytes:
-        raise protocol.too_large(f"decoding this body would hold about {len(body) + decoded_bytes} bytes, over "
-                                 f"the receiver's {settings.max_in_flight_bytes}-byte in-flight limit")
-    try:
-        reservation.grow_to(len(body) + decoded_bytes)
-    except InFlightLimitReached:
-        limiter.refund(tenant, charged)
-        raise protocol.unavailable("the receiver is at its in-flight limit", "in_flight_limit",
-                                   settings.overload_retry_after_seconds) from None
-    cap = settings.max_records_per_request
-    try:
-        decoded = await (decode_off_loop if len(body) > settings.decode_off_loop_bytes else _decode_here)(
-            body, encoding, signal.request_type, signal.levels, cap)
-    except TooManyEmptyEntries as exc:
-        limiter.charge_in_full(tenant, charged, cap + 1)
-        raise protocol.bad_data(str(exc), "empty_entries") from None
-    except otlp.PayloadError as exc:
-        raise protocol.bad_data(str(exc)) from None  # the charge stands: the decoding was done
-    batch = decoded.request
-    empty = decoded.empty_entries
-    kept = signal.count(batch)
-    total = max(kept, decoded.items_before_cut)  # JSON log records past the cap were cut before conversion
-    if total == 0:
-        limiter.settle(tenant, charged, empty)
-        return protocol.success_response(signal.name, encoding)
+    @property
+    def limiter(self) -> TenantRateLimiter:
+        return self.context.limiters[self.signal.name]
 
-    rejected = 0
-    notes: list[str] = []
-    allowed = cap - empty  # empty resource and scope entries count against the records a request may hold
-    if signal.keep_first is not None and kept > allowed:
-        batch = signal.keep_first(batch, allowed)
-        kept = allowed
-    if signal.keep_first is not None and total > kept:
-        rejected += total - kept
-        notes.append(f"{total - kept} {signal.unit} over the limit of {cap} per request"
-                     + (f" ({empty} empty resource or scope entries count against it)" if empty else ""))
-    admitted = total - rejected
+    @property
+    def tenant(self) -> str:
+        return self.origin.tenant_id
 
-    wait = limiter.settle(tenant, charged, admitted + empty)
-    if wait > 0:
-        raise protocol.rate_limited(max(1, math.ceil(wait)), records=total)
+    async def answer(self, body_chunks: AsyncIterator[bytes]) -> Response:
+        """Every check in the module docstring's order; a refusal is raised as protocol.Refusal."""
+        self._check_headers()
+        self._admit()
+        self.reservation = self.context.budget.reservation()
+        try:
+            await self._read(body_chunks)
+            if not self.body:
+                return protocol.success_response(self.signal.name, self.encoding)  # an empty request is a success
+            return await self._process()
+        finally:
+            # After a failed enqueue the producer's futures release it, once the producer is done with the bytes.
+            if not self.reservation.handed_over:
+                self.reservation.release()
 
-    try:
-        if fits_one_message and not rejected:
-            # The common case: the body goes to the topic exactly as it arrived (decompressed).
-            messages = [OutgoingMessage(body, encoding.value, total)]
-        else:
-            reservation.grow_to(len(body) + (batch.ByteSize() if fits_one_message else len(body)))
-            # Splitting is a Python loop over every record: on a worker thread, so other requests move.
-            chunks, oversized = (signal.split(batch, payload_limit) if fits_one_message
-                                 else await asyncio.to_thread(signal.split, batch, payload_limit))
-            del batch
-            if oversized:
-                too_big = sum(signal.count(single) for single in oversized)
-                rejected += too_big
-                notes.append(f"{too_big} {signal.unit} larger than the {settings.kafka_max_message_bytes}-byte "
-                             "message limit on their own")
-            messages = [OutgoingMessage(chunk.payload, otlp.PROTOBUF, chunk.record_count) for chunk in chunks]
-            del chunks
-        await _enqueue(context, signal, origin, request_id, messages, reservation)
-    except BrokerUnavailable as exc:
-        limiter.refund(origin.tenant_id, admitted)  # a retry after an outage is not a second use
-        raise protocol.unavailable(str(exc), "broker_unavailable", settings.retry_after_seconds,
-                                   records=total) from None
-    except InFlightLimitReached:
-        limiter.refund(origin.tenant_id, admitted)
-        raise protocol.unavailable("the receiver is at its in-flight limit", "in_flight_limit",
-                                   settings.overload_retry_after_seconds, records=total) from None
-    accepted = sum(message.record_count for message in messages)
-    context.metrics.accepted(signal.name, origin.tenant_id, accepted)
-    if rejected:
-        context.metrics.refused(signal.name, origin.tenant_id, "partial", rejected)
-    return protocol.success_response(signal.name, encoding, rejected, "; ".join(notes))
+    def _check_headers(self) -> None:
+        headers = self.headers
+        encoding = otlp.media_type(headers.content_type)
+        if encoding is None:
+            raise protocol.unsupported_media_type(
+                f"Content-Type {headers.content_type or '(none)'} is not supported: send application/x-protobuf or "
+                "application/json", "unsupported_media_type")
+        content_coding = headers.content_encoding
+        if content_coding not in _GZIP and content_coding not in _IDENTITY:
+            raise protocol.unsupported_media_type(
+                f"Content-Encoding {content_coding} is not supported: send gzip or identity", "unsupported_encoding")
+        limit = self.settings.max_body_bytes
+        declared = headers.content_length
+        if declared.isdigit() and int(declared) > limit:
+            # For gzip the raw body is held to the same limit as the inflated one (see read_body).
+            raise protocol.too_large(f"body of {declared} bytes is over the {limit}-byte limit")
+        self.encoding = encoding
+        self.gzip = content_coding in _GZIP
 
+    def _admit(self) -> None:
+        settings = self.settings
+        if not self.context.revocations_ready():
+            raise protocol.unavailable("the licence revocation list is not loaded yet", "revocations_not_loaded",
+                                       settings.retry_after_seconds)
+        try:
+            self.context.queue.admit()
+        except BrokerUnavailable as exc:
+            raise protocol.unavailable(str(exc), "broker_unavailable", settings.retry_after_seconds) from None
+        # A tenant whose bucket is empty (or in debt for refused work) is answered before its body is even
+        # read or inflated: its next request costs the receiver next to nothing.
+        owed = self.limiter.wait_before_any(self.tenant)
+        if owed > 0:
+            raise protocol.rate_limited(max(1, math.ceil(owed)), records=0)
 
-async def _enqueue(context: IngestContext, signal: Signal, origin: BatchOrigin, request_id: str,
-                   messages: list[OutgoingMessage], reservation: Reservation) -> None:
-    if not messages:
-        return
-    started = time.perf_counter()
-    await context.queue.enqueue(signal.topic(context.settings), signal.kind, messages, origin, request_id=request_id,
-                                received_at_ns=_nanoseconds(context.clock), reservation=reservation)
-    context.metrics.enqueue_duration.observe(time.perf_counter() - started)
+    async def _read(self, body_chunks: AsyncIterator[bytes]) -> None:
+        assert self.reservation is not None
+        settings = self.settings
+        limit = settings.max_body_bytes
+        try:
+            self.body = await read_body(body_chunks, gzip=self.gzip, limit=limit, reservation=self.reservation)
+        except BodyTooLarge:
+            raise protocol.too_large(f"body is over the {limit}-byte limit after decompression") from None
+        except BadEncoding as exc:
+            raise protocol.bad_data(str(exc), "bad_encoding") from None
+        except InFlightLimitReached:
+            raise protocol.unavailable("the receiver is at its in-flight limit", "in_flight_limit",
+                                       settings.overload_retry_after_seconds) from None
+
+    async def _process(self) -> Response:
+        context, settings = self.context, self.settings
+        if context.batches_in_progress >= settings.max_concurrent_batches:
+            # More work queued than the process gets through in a few tens of milliseconds: waiting longer
+            # only adds latency (and memory) for everyone, so the excess is refused now and retried later.
+            raise protocol.unavailable("the receiver is at its concurrent-request limit", "concurrency_limit",
+                                       settings.overload_retry_after_seconds)
+        context.batches_in_progress += 1
+        try:
+            payload_limit = context.queue.payload_limit(self.origin)
+            if len(self.body) <= payload_limit:
+                return await self._decode_and_send(payload_limit)
+            return await self._decode_and_send_large(payload_limit)
+        finally:
+            context.batches_in_progress -= 1
+
+    async def _decode_and_send_large(self, payload_limit: int) -> Response:
+        # A body over one Kafka message is decoded and split into new payloads (which the producer copies
+        # again): one such request at a time, its copies counted, or a few of them would multiply the memory.
+        settings, large_requests = self.settings, self.context.large_requests
+        try:
+            async with asyncio.timeout(settings.enqueue_timeout_seconds):
+                await large_requests.acquire()
+        except TimeoutError:
+            raise protocol.unavailable("the receiver is busy with other large requests", "large_request_limit",
+                                       settings.overload_retry_after_seconds) from None
+        try:
+            return await self._decode_and_send(payload_limit)
+        finally:
+            large_requests.release()
+            release_free_memory()
+
+    async def _decode_and_send(self, payload_limit: int) -> Response:
+        self._charge_and_reserve()
+        decoded = await self._decode()
+        counted = self._count(decoded)
+        if counted.total == 0:
+            self.limiter.settle(self.tenant, self.charged, decoded.empty_entries)
+            return protocol.success_response(self.signal.name, self.encoding)
+        wait = self.limiter.settle(self.tenant, self.charged, counted.admitted + decoded.empty_entries)
+        if wait > 0:
+            raise protocol.rate_limited(max(1, math.ceil(wait)), records=counted.total)
+        try:
+            messages = await self._messages(counted, payload_limit)
+            await self._enqueue(messages)
+        except BrokerUnavailable as exc:
+            self.limiter.refund(self.tenant, counted.admitted)  # a retry after an outage is not a second use
+            raise protocol.unavailable(str(exc), "broker_unavailable", self.settings.retry_after_seconds,
+                                       records=counted.total) from None
+        except InFlightLimitReached:
+            self.limiter.refund(self.tenant, counted.admitted)
+            raise protocol.unavailable("the receiver is at its in-flight limit", "in_flight_limit",
+                                       self.settings.overload_retry_after_seconds, records=counted.total) from None
+        metrics = self.context.metrics
+        metrics.accepted(self.signal.name, self.tenant, sum(message.record_count for message in messages))
+        if counted.rejected:
+            metrics.refused(self.signal.name, self.tenant, "partial", counted.rejected)
+        return protocol.success_response(self.signal.name, self.encoding, counted.rejected, "; ".join(counted.notes))
+
+    def _charge_and_reserve(self) -> None:
+        """The tenant pays before anything is decoded, by the decompressed size (as an honest body of that
+        size would hold records), so a tenant at its limit costs no decoding at all; settled once counted.
+        The in-flight budget then holds what decoding will allocate, not only the body's bytes."""
+        assert self.reservation is not None
+        settings, body = self.settings, self.body
+        self.charged = -(-len(body) // settings.tenant_bytes_per_record)
+        wait = self.limiter.admit(self.tenant, self.charged)
+        if wait > 0:
+            raise protocol.rate_limited(max(1, math.ceil(wait)), records=0)  # not counted: nothing was decoded
+        decoded_bytes = decoded_memory_estimate(body, self.encoding)
+        if len(body) + decoded_bytes > settings.max_in_flight_bytes:
+            raise protocol.too_large(f"decoding this body would hold about {len(body) + decoded_bytes} bytes, "
+                                     f"over the receiver's {settings.max_in_flight_bytes}-byte in-flight limit")
+        try:
+            self.reservation.grow_to(len(body) + decoded_bytes)
+        except InFlightLimitReached:
+            self.limiter.refund(self.tenant, self.charged)
+            raise protocol.unavailable("the receiver is at its in-flight limit", "in_flight_limit",
+                                       settings.overload_retry_after_seconds) from None
+
+    async def _decode(self) -> Decoded:
+        settings, signal, body = self.settings, self.signal, self.body
+        cap = settings.max_records_per_request
+        decode = decode_off_loop if len(body) > settings.decode_off_loop_bytes else _decode_here
+        try:
+            return await decode(body, self.encoding, signal.request_type, signal.levels, cap)
+        except TooManyEmptyEntries as exc:
+            self.limiter.charge_in_full(self.tenant, self.charged, cap + 1)
+            raise protocol.bad_data(str(exc), "empty_entries") from None
+        except otlp.PayloadError as exc:
+            raise protocol.bad_data(str(exc)) from None  # the charge stands: the decoding was done
+
+    def _count(self, decoded: Decoded) -> Counted:
+        """Records counted, and cut to the per-request cap (empty entries count against it)."""
+        signal, cap, empty = self.signal, self.settings.max_records_per_request, decoded.empty_entries
+        batch = decoded.request
+        kept = signal.count(batch)
+        total = max(kept, decoded.items_before_cut)  # JSON log records past the cap were cut before conversion
+        counted = Counted(batch, total, 0, [])
+        if signal.keep_first is None or total == 0:
+            return counted
+        allowed = cap - empty  # empty resource and scope entries count against the records a request may hold
+        if kept > allowed:
+            counted.batch = signal.keep_first(batch, allowed)
+            kept = allowed
+        if total > kept:
+            counted.rejected = total - kept
+            counted.notes.append(f"{total - kept} {signal.unit} over the limit of {cap} per request"
+                                 + (f" ({empty} empty resource or scope entries count against it)" if empty else ""))
+        return counted
+
+    async def _messages(self, counted: Counted, payload_limit: int) -> list[OutgoingMessage]:
+        assert self.reservation is not None
+        body, signal = self.body, self.signal
+        fits_one_message = len(body) <= payload_limit
+        if fits_one_message and not counted.rejected:
+            # The common case: the body goes to the topic exactly as it arrived (decompressed), never
+            # serialised a second time.
+            return [OutgoingMessage(body, self.encoding.value, counted.total)]
+        batch = counted.batch
+        counted.batch = None
+        self.reservation.grow_to(len(body) + (batch.ByteSize() if fits_one_message else len(body)))
+        # Splitting is a Python loop over every record: on a worker thread, so other requests move.
+        chunks, oversized = (signal.split(batch, payload_limit) if fits_one_message
+                             else await asyncio.to_thread(signal.split, batch, payload_limit))
+        del batch
+        if oversized:
+            too_big = sum(signal.count(single) for single in oversized)
+            counted.rejected += too_big
+            counted.notes.append(f"{too_big} {signal.unit} larger than the "
+                                 f"{self.settings.kafka_max_message_bytes}-byte message limit on their own")
+        return [OutgoingMessage(chunk.payload, otlp.PROTOBUF, chunk.record_count) for chunk in chunks]
+
+    async def _enqueue(self, messages: list[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        assert self.reservation is not None
+        context = self.context
+        started = time.perf_counter()
+        await context.queue.enqueue(self.signal.topic(context.settings), self.signal.kind, messages, self.origin,
+                                    request_id=self.request_id, received_at_ns=_nanoseconds(context.clock),
+                                    reservation=self.reservation)
+        context.metrics.enqueue_duration.observe(time.perf_counter() - started)
 
 
 async def _decode_here(

@@ -51,6 +51,7 @@ class ReceiverMetrics:
         }
         # labels() costs a few microseconds; the accepted counter is touched on every request.
         self._accepted_children: dict[tuple[str, str], Any] = {}
+        self._duration_children: dict[tuple[str, int], Any] = {}
         self.refused_requests = Counter(
             "otelcol_receiver_refused_requests",
             "Requests answered with an error, by route and reason; counts refusals whose records were never decoded.",
@@ -91,6 +92,13 @@ class ReceiverMetrics:
                 child = self._accepted_children[(signal, tenant)] = self._accepted[signal].labels(
                     RECEIVER, TRANSPORT, tenant)
             child.inc(count)
+
+    def request_done(self, route: str, status: int, seconds: float) -> None:
+        """Every answer's latency; routes are a fixed set and statuses few, so the children are kept."""
+        child = self._duration_children.get((route, status))
+        if child is None:
+            child = self._duration_children[(route, status)] = self.request_duration.labels(route, str(status))
+        child.observe(seconds)
 
     def refused(self, signal: str, tenant: str, reason: str, count: int) -> None:
         if count:

@@ -51,8 +51,13 @@ class ReceiverSettings(CommonSettings):
         description="Requests being decoded or awaiting the broker at once (503 above): under CPU overload, "
         "excess requests are refused at once instead of queueing for seconds.",
     )
+    # Sized in docs/operations/sizing.md ("The tenant limit"): a 100,000-developer tenant catching up after an
+    # outage, all on one replica, stays under it.
     tenant_records_per_second: float = Field(
-        default=20_000.0, gt=0, description="Per-tenant token-bucket refill rate, in log records per second."
+        default=40_000.0,
+        gt=0,
+        description="Per-tenant token-bucket refill rate, in log records (or metric data points) per second, "
+        "in each receiver replica.",
     )
     tenant_bytes_per_record: int = Field(
         default=1024,
@@ -67,7 +72,10 @@ class ReceiverSettings(CommonSettings):
         "time, never on the event loop.",
     )
     tenant_burst_records: int = Field(
-        default=100_000, ge=1, description="Per-tenant token-bucket size, in log records."
+        default=200_000,
+        ge=1,
+        description="Per-tenant token-bucket size, in log records: five seconds (one exporter interval) at the "
+        "default rate.",
     )
     enqueue_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long a request waits for the broker's acknowledgement before 503."

@@ -279,7 +279,8 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "description": "The witness entry (a signed checkpoint published outside the database) that covers a row.",
         "properties": {
-            "status": {"enum": ["published", "awaiting_publication", "not_checkpointed_yet"]},
+            "status": {"enum": ["published", "awaiting_publication", "not_checkpointed_yet", "unknown"]},
+            "detail": {"type": "string"},
             "checkpoint_seq": {"type": ["integer", "null"]},
             "witness": {"type": ["string", "null"]},
             "location": {"type": ["string", "null"]},

@@ -73,7 +73,10 @@ class ContextWords:
         if self._matcher is None:
             matcher = PhraseMatcher(self._nlp.vocab, attr="LOWER")
             for label, terms in sorted(self._terms.items()):
-                matcher.add(label, [self._nlp.make_doc(term) for term in sorted(terms)])
+                # The tokenizer splits some words by case ("id" -> "i d" as in "I'd", "ID" stays whole), so each
+                # phrase is added as written, upper-cased and title-cased: "tax id" matches "Tax ID" too.
+                variants = sorted({v for term in terms for v in (term, term.upper(), term.title())})
+                matcher.add(label, [self._nlp.make_doc(variant) for variant in variants])
                 self._labels_by_id[self._nlp.vocab.strings[label]] = label
                 self._anchors[label] = frozenset(max(_WORDS.findall(term), key=len) for term in terms)
             self._matcher = matcher

@@ -47,10 +47,22 @@ class Gazetteer:
     last: dict[str, int]
 
     def first_rank(self, word: str) -> int | None:
-        return self.first.get(word)
+        return _rank(self.first, word)
 
     def last_rank(self, word: str) -> int | None:
-        return self.last.get(word)
+        return _rank(self.last, word)
+
+
+def _rank(table: dict[str, int], word: str) -> int | None:
+    rank = table.get(word)
+    if rank is None:
+        rank = table.get(word.title())  # the data set writes "Mccarthy"
+    if rank is None and "-" in word:
+        # "Jean-Pierre", "Edwards-Woodward": a double name ranks as its best-known part.
+        parts = [_rank(table, part) for part in word.split("-") if part]
+        known = [p for p in parts if p is not None]
+        rank = min(known) if known else None
+    return rank
 
 
 def _data_file(kind: str) -> Path:

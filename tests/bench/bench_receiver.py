@@ -1,7 +1,8 @@
 """Receiver benchmark: one real Hypercorn receiver process, a fresh broker, a separate load-generator process.
 
-Usage: python -m tests.bench.bench_receiver [--duration 15] [--tenants 4] [--connections 24] [--json out.json]
-(``make bench-receiver``); ``python -m tests.bench.bench_receiver --hostile`` (``make bench-receiver-hostile``)
+Usage: python -m tests.bench.bench_receiver [--duration 15] [--tenants 4] [--connections 32] [--json out.json]
+(``make bench-receiver``); ``python -m tests.bench.bench_receiver --vs-rotel`` (``make bench-receiver-rotel``)
+runs only the side-by-side comparison with Rotel (phase 5); ``python -m tests.bench.bench_receiver --hostile`` (``make bench-receiver-hostile``)
 runs only the hostile-body comparison below.
 
 Phases, each against a receiver and a broker started for it (the broker is in-memory and keeps
@@ -17,7 +18,20 @@ everything, so every phase starts a new one; PostgreSQL, for licences, is starte
 4. overload with large bodies: 8 connections sending ~15.5 MB batches (just under the 16 MiB limit,
    each split into ~16 Kafka messages) as fast as they are answered -> peak RSS, the memory worst case.
 
-5. hostile bodies (``--hostile``, also run at the end of the full benchmark): honest tenants at a steady
+5. side by side with Rotel (``--vs-rotel`` runs only this): our receiver (tenant limit lifted) and Rotel, the
+   Rust OpenTelemetry collector (``rotel`` wheel), each in turn on one pinned core (taskset), each against a
+   fresh broker, the same bodies, the same closed-loop load generator with the same connections. Rotel runs
+   ``otlp-http -> kafka`` with ``acks=all``. Reported for both: records/s, records per CPU-second (the
+   server process's own user+system time, all its threads) and p99, and our/Rotel ratios. Rotel answers a
+   request once it is queued for its batcher, before the broker acknowledges it; ours answers only after
+   ``acks=all``, so the comparison favours Rotel on latency. Rotel also checks no licence, keeps no tenant
+   limits and authenticates no batch, and packs ~16 requests into one Kafka message where ours sends each
+   request's body as its own message. Both topics are read back afterwards: every record answered 200 must
+   be there (Rotel with its default batch of 8,192 records would exceed the 1 MB message limit and drop
+   everything while answering 200, so its batch is sized to fit). To see where the receiver's time goes,
+   run ``py-spy record --pid <receiver pid>`` (py-spy is a dev dependency) during this phase.
+
+6. hostile bodies (``--hostile``, also run at the end of the full benchmark): honest tenants at a steady
    open-loop rate while one tenant sends, as fast as it is answered, (a) nothing, (b) honest ~1 MB JSON
    bodies gzipped, (c) the review's 1 MB ``{"resourceLogs":[{},{},…]}`` gzipped to ~1 KB. Reported side by
    side from the same run: the honest tenants' p99 in each case, and the receiver CPU per request of (b)
@@ -35,6 +49,7 @@ import argparse
 import asyncio
 import base64
 import gzip
+import importlib.util
 import json
 import os
 import subprocess
@@ -48,9 +63,9 @@ from typing import Any
 import psutil
 from google.protobuf import json_format
 
-from deploy.local.infra import free_port, start_broker, start_postgres
+from deploy.local.infra import free_port, start_broker, start_postgres, wait_for_port
 from deploy.local.stack import wait_ready
-from shared.cli.licenses import store_license
+from services.auditctl.licenses import store_license
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import TopicSpec, ensure_topics
@@ -145,7 +160,18 @@ async def _prepare_database(dsn: str, issuer: Ed25519Signer, tenants: int) -> li
     return authorizations
 
 
-def _start_receiver(env: Environment, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+def _pinned(command: list[str], core: int | None) -> list[str]:
+    """The command on one core (all its threads), so records per CPU-second compare like for like."""
+    return command if core is None else ["taskset", "--cpu-list", str(core), *command]
+
+
+def server_core() -> int:
+    """The last core: the load generator and the broker are left the others to share."""
+    return max(0, (os.cpu_count() or 1) - 1)
+
+
+def _start_receiver(env: Environment, extra: dict[str, str],
+                    core: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     settings = {
         "DATABASE_URL": env.dsn,
@@ -159,9 +185,55 @@ def _start_receiver(env: Environment, extra: dict[str, str]) -> tuple[subprocess
         **extra,
     }
     log = (env.work / f"receiver-{port}.log").open("ab")
-    process = subprocess.Popen([sys.executable, "-m", "services.receiver"], cwd=ROOT,
+    process = subprocess.Popen(_pinned([sys.executable, "-m", "services.receiver"], core), cwd=ROOT,
                                env={**os.environ, **settings}, stdout=log, stderr=subprocess.STDOUT)
     wait_ready(f"http://127.0.0.1:{port}/readyz", 60)
+    return process, port
+
+
+def rotel_binary() -> Path:
+    """The collector binary the ``rotel`` wheel ships beside its Python wrapper."""
+    spec = importlib.util.find_spec("rotel")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the rotel wheel is not installed (pip install the dev dependencies)")
+    return Path(next(iter(spec.submodule_search_locations))) / "rotel-agent"
+
+
+KAFKA_MAX_MESSAGE_BYTES = 1_000_000  # the receiver's default and Rotel's: the production broker's limit
+
+
+def rotel_batch_records(bodies: list[str]) -> int:
+    """Rotel's batch size in records such that one batch fits one Kafka message.
+
+    Rotel batches by record count (8,192 by default, ~8 MB of these records) and produces each batch as
+    one message: over the 1 MB message limit it is refused and dropped, so with its defaults Rotel
+    would "accept" everything and deliver nothing.
+    """
+    largest_record = max(Path(body).stat().st_size for body in bodies) / RECORDS_PER_BATCH
+    return max(RECORDS_PER_BATCH, int(0.8 * KAFKA_MAX_MESSAGE_BYTES / largest_record))
+
+
+def _start_rotel(env: Environment, core: int | None) -> tuple[subprocess.Popen[bytes], int]:
+    """Rotel as a site reliability engineer would run it in front of Kafka: OTLP/HTTP in, Kafka out with
+    acks=all, protobuf messages, batches that fit the message limit; everything on loopback."""
+    port, grpc_port = free_port(), free_port()
+    command = [
+        str(rotel_binary()), "start",
+        "--otlp-http-endpoint", f"127.0.0.1:{port}",
+        "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
+        "--exporter", "kafka",
+        "--kafka-exporter-brokers", env.bootstrap,
+        "--kafka-exporter-logs-topic", env.topic,
+        "--kafka-exporter-format", "protobuf",
+        "--kafka-exporter-acks", "all",
+        "--kafka-exporter-max-message-bytes", str(KAFKA_MAX_MESSAGE_BYTES),
+        "--logs-batch-max-size", str(rotel_batch_records(env.bodies)),
+        "--pid-file", str(env.work / f"rotel-{port}.pid"),
+        "--log-file", str(env.work / f"rotel-{port}.log"),
+    ]
+    log = (env.work / f"rotel-{port}.out").open("ab")
+    process = subprocess.Popen(_pinned(command, core), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    wait_for_port("127.0.0.1", port, 30)
     return process, port
 
 
@@ -209,6 +281,36 @@ class Phase:
     authorizations: list[str] | None = None
     bodies: list[str] | None = None
     records_per_body: int = RECORDS_PER_BATCH
+    server: str = "receiver"  # or "rotel"
+    core: int | None = None  # pin the server to this core
+    count_delivered: bool = False  # read the topic back afterwards and count the records in it
+
+
+async def delivered_records(bootstrap: str, topic: str, partition_count: int) -> int:
+    """Log records in the topic, read back and decoded: what a server accepted must also have arrived."""
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
+    from aiokafka.structs import TopicPartition  # noqa: PLC0415
+
+    from shared import otlp  # noqa: PLC0415
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=4 * KAFKA_MAX_MESSAGE_BYTES)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, partition) for partition in range(partition_count)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records = 0
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for messages in (await consumer.getmany(timeout_ms=1000)).values():
+                for message in messages:
+                    request = otlp.decode_request(message.value or b"", otlp.Encoding.PROTOBUF,
+                                                  otlp.ExportLogsServiceRequest)
+                    records += otlp.count_log_records(request)
+        return records
+    finally:
+        await consumer.stop()
 
 
 def _run_phase(env: Environment, args: argparse.Namespace, phase: Phase) -> dict[str, Any]:
@@ -218,7 +320,10 @@ def _run_phase(env: Environment, args: argparse.Namespace, phase: Phase) -> dict
     try:
         asyncio.run(ensure_topics(broker.bootstrap, [TopicSpec(env.topic, args.partitions)]))
         env.bootstrap, env.broker_pid = broker.bootstrap, broker.process.pid
-        receiver, port = _start_receiver(env, phase.receiver_settings)
+        if phase.server == "rotel":
+            receiver, port = _start_rotel(env, phase.core)
+        else:
+            receiver, port = _start_receiver(env, phase.receiver_settings, phase.core)
         try:
             result = _run_load(env, port, connections=phase.connections, duration=args.duration,
                                warmup=args.warmup, rate=phase.rate, receiver=receiver,
@@ -227,6 +332,10 @@ def _run_phase(env: Environment, args: argparse.Namespace, phase: Phase) -> dict
         finally:
             result_code = _stop(receiver)
         result["receiver_exit_code"] = result_code
+        if phase.count_delivered:
+            # After the server stopped (Rotel flushes its batches on SIGTERM): every 200 must be in the topic.
+            result["delivered_records"] = asyncio.run(delivered_records(broker.bootstrap, env.topic,
+                                                                            args.partitions))
         return result
     finally:
         broker.stop()
@@ -348,6 +457,72 @@ def hostile_summary(hostile: dict[str, Any]) -> str:
     ])
 
 
+UNLIMITED_TENANTS = {"TENANT_RECORDS_PER_SECOND": "1e9", "TENANT_BURST_RECORDS": "1000000000"}
+
+
+def _side(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "records_per_second": round(result["accepted_records_per_second"]),
+        "records_per_cpu_second": result["accepted_records_per_receiver_cpu_second"],
+        "p99_ms": result["latency_ok_ms"]["p99"],
+        "p50_ms": result["latency_ok_ms"]["p50"],
+        "statuses": result["statuses"],
+        "cpu_share_of_one_core": result["cpu_share_of_one_core"]["receiver"],
+        # Over the whole run (warm-up included), so at least the 200s' records of the measured window.
+        "answered_200_records": result["answered_200_records"],
+        "delivered_records": result["delivered_records"],
+    }
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    return round(ours / theirs, 3) if ours and theirs else None
+
+
+def run_vs_rotel(env: Environment, args: argparse.Namespace) -> dict[str, Any]:
+    """Our receiver and Rotel, each pinned to the same core in turn, same broker setup, bodies and load."""
+    core = server_core()
+    ours = _run_phase(env, args, Phase("vs-rotel-receiver", UNLIMITED_TENANTS, args.connections, 0, core=core,
+                                                 count_delivered=True))
+    theirs = _run_phase(env, args, Phase("vs-rotel-rotel", {}, args.connections, 0, server="rotel", core=core,
+                                         count_delivered=True))
+    receiver, reference = _side(ours), _side(theirs)
+    return {
+        "core": core,
+        "connections": args.connections,
+        "load_average_at_start": os.getloadavg(),
+        "receiver": receiver,
+        "rotel": reference,
+        "ratio_records_per_second": _ratio(receiver["records_per_second"], reference["records_per_second"]),
+        "ratio_records_per_cpu_second": _ratio(receiver["records_per_cpu_second"],
+                                               reference["records_per_cpu_second"]),
+        "ratio_p99": _ratio(receiver["p99_ms"], reference["p99_ms"]),
+        "processes": {"receiver": ours["processes"], "rotel": theirs["processes"]},
+    }
+
+
+def vs_rotel_summary(comparison: dict[str, Any]) -> str:
+    ours, theirs = comparison["receiver"], comparison["rotel"]
+    ratio = comparison["ratio_records_per_cpu_second"]
+
+    def row(name: str, side: dict[str, Any]) -> str:
+        return (f"  {name:<9} {side['records_per_second']:>10,} records/s  {side['records_per_cpu_second'] or 0:>10,} "
+                f"records/CPU-s  p99 {side['p99_ms']} ms  (CPU share {side['cpu_share_of_one_core']}, "
+                f"statuses {side['statuses']}; over the whole run 200 for {side['answered_200_records']:,} records, "
+                f"{side['delivered_records']:,} in the topic)")
+
+    return "\n".join([
+        f"side by side with Rotel (otlp-http -> kafka, acks=all), each on core {comparison['core']}, "
+        f"{comparison['connections']} connections, load average at start "
+        f"{comparison['load_average_at_start'][0]:.2f}:",
+        row("receiver", ours),
+        row("rotel", theirs),
+        f"  receiver / rotel: records/s {comparison['ratio_records_per_second']}, records per CPU-second {ratio} "
+        f"(target >= 1.0) {'PASS' if ratio is not None and ratio >= 1.0 else 'MISS'}, p99 {comparison['ratio_p99']}"
+        f"; receiver p99 {ours['p99_ms']} ms (target <= 40) "
+        f"{'PASS' if ours['p99_ms'] is not None and ours['p99_ms'] <= 40 else 'MISS'}",
+    ])
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-receiver-") as tmp:
         work = Path(tmp)
@@ -365,12 +540,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env = Environment(work, postgres.dsn, "", 0, "bench.otel.logs.raw", public_keys, authorizations, bodies)
             if args.hostile:
                 return {"hostile_bodies": run_hostile(env, args)}
+            if args.vs_rotel:
+                return {"vs_rotel": run_vs_rotel(env, args)}
             report: dict[str, Any] = {
                 "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
                 "batch": {"records": RECORDS_PER_BATCH, "bytes": Path(bodies[0]).stat().st_size,
                           "tenants": args.tenants, "partitions": args.partitions},
             }
-            unlimited = {"TENANT_RECORDS_PER_SECOND": "1e9", "TENANT_BURST_RECORDS": "1000000000"}
+            unlimited = UNLIMITED_TENANTS
             report["throughput"] = _run_phase(env, args, Phase("throughput", unlimited, args.connections, 0))
             maximum = report["throughput"]["accepted_records_per_second"]
             half_rate = TARGET_RECORDS_PER_SECOND / 2 / RECORDS_PER_BATCH
@@ -388,6 +565,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 large.append(str(path))
             report["overload_large_bodies"] = _run_phase(env, args, Phase(
                 "overload-large", unlimited, 8, 0, bodies=large, records_per_body=LARGE_BATCH_RECORDS))
+            report["vs_rotel"] = run_vs_rotel(env, args)
             report["hostile_bodies"] = run_hostile(env, args)
         finally:
             postgres.stop()
@@ -395,6 +573,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summary(report: dict[str, Any]) -> str:
+    if "vs_rotel" in report and "throughput" not in report:
+        return vs_rotel_summary(report["vs_rotel"])
     if "throughput" not in report:
         return hostile_summary(report["hostile_bodies"])
     throughput, half, overload = report["throughput"], report["half_load"], report["overload"]
@@ -423,6 +603,7 @@ def summary(report: dict[str, Any]) -> str:
         f"half load {half['processes']['receiver']['peak_rss_mb']} MB",
         f"overload with ~15.5 MB bodies (8 connections): peak receiver RSS {large['processes']['receiver']['peak_rss_mb']}"
         f" MB {'PASS' if large['processes']['receiver']['peak_rss_mb'] < 200 else 'MISS'}; statuses {large['statuses']}",
+        vs_rotel_summary(report["vs_rotel"]),
         hostile_summary(report["hostile_bodies"]),
     ]
     return "\n".join(lines)
@@ -440,6 +621,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
     parser.add_argument("--hostile", action="store_true",
                         help="only the hostile-body comparison (honest tenants' p99; CPU per request vs honest)")
+    parser.add_argument("--vs-rotel", action="store_true",
+                        help="only the side-by-side comparison with Rotel (records/s, records per CPU-second, p99)")
     args = parser.parse_args()
     report = run(args)
     publish(report, summary(report), args.json)

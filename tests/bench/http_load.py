@@ -54,8 +54,11 @@ class Tally:
     latencies_all: list[float] = field(default_factory=list)
     connection_errors: int = 0
     client_backlog_dropped: int = 0
+    answered_200_total: int = 0  # warm-up included: what must be in the topic afterwards
 
     def record(self, due: float, done: float, status: int) -> None:
+        if status == 200:
+            self.answered_200_total += 1
         if not self.measuring_from <= done < self.measuring_until:
             return
         self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
@@ -191,6 +194,7 @@ async def run(config: Config) -> dict[str, Any]:
         "connections": config.connections,
         "measured_seconds": config.duration,
         "statuses": tally.statuses,
+        "answered_200_records": tally.answered_200_total * config.records_per_body,
         "accepted_records_per_second": ok * config.records_per_body / config.duration,
         "requests_per_second": sum(tally.statuses.values()) / config.duration,
         "latency_ok_ms": {

@@ -12,13 +12,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from services.auditctl.ops.settings import OpsSettings
+from services.auditctl.settings import CliSettings
 from services.receiver.settings import ReceiverSettings
 from services.redactor.settings import RedactorSettings
 from services.reporter.settings import ReporterSettings
 from services.signer.settings import SignerSettings
 from services.usage.settings import UsageSettings
-from shared.cli.settings import CliSettings
-from shared.ops.settings import OpsSettings
 from tests.deploy.conftest import ROOT
 
 CHART = ROOT / "deploy" / "helm" / "claude-audit-ingest"

@@ -81,7 +81,7 @@ def test_each_service_target_runs_the_services_real_command(service: str, consol
 def test_operator_target_runs_auditctl(console_scripts: dict[str, str]) -> None:
     entrypoint = _inherited(_stages(), "auditctl", "ENTRYPOINT")
     assert entrypoint is not None and entrypoint.value[0] == "auditctl"
-    assert console_scripts["auditctl"] == "shared.cli:main"
+    assert console_scripts["auditctl"] == "services.auditctl.__main__:main"
 
 
 def test_build_context_excludes_local_state() -> None:

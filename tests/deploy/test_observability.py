@@ -11,10 +11,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from deploy.grafana.dashboard import DASHBOARD, render
+from services.auditctl.ops.exporter import DeadLetterMetrics
 from services.receiver.metrics import ReceiverMetrics
 from services.redactor.worker import RedactorMetrics
 from services.signer.worker import SignerMetrics
-from shared.ops.exporter import DeadLetterMetrics
 from tests.deploy.conftest import ROOT
 
 PROMQL_WORDS = {

@@ -17,7 +17,7 @@ import httpx
 
 from deploy.local.infra import free_port
 from deploy.local.stack import ServiceGroup, wait_ready
-from shared.cli.licenses import store_license
+from services.auditctl.licenses import store_license
 from shared.db.pool import connect
 from shared.keys import Ed25519Signer, load_signer, write_new_key
 from shared.licensing import issue_license
@@ -98,7 +98,7 @@ class Pipeline:
         """What an operator does before the signer's first start: the signer refuses a key no one enrolled."""
         key_file = str(self.work_dir / "keys" / "signing.key")
         result = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "keys", "enroll", "--key-file", key_file],
+            [sys.executable, "-m", "services.auditctl", "keys", "enroll", "--key-file", key_file],
             env=self.env(), capture_output=True, text=True, timeout=60, check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr

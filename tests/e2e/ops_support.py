@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from services.auditctl.ops.identify import RedactorEventIds
 from services.redactor.settings import RedactorSettings
 from shared.db.pool import connect
-from shared.ops.identify import RedactorEventIds
 from shared.verify import published_keys, tenants, verify_tenant
 from tests.e2e.harness import Pipeline
 from tests.messages_support import raw_headers
@@ -50,7 +50,7 @@ async def send(pipe: Pipeline, fixtures_dir: Path, captures: Sequence[tuple[str,
 
 
 def auditctl(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], env=dict(env), capture_output=True,
+    return subprocess.run([sys.executable, "-m", "services.auditctl", *args], env=dict(env), capture_output=True,
                           text=True, timeout=timeout, check=False)
 
 
@@ -61,7 +61,7 @@ def run_tool(*args: str) -> subprocess.CompletedProcess[bytes]:
 
 def start_auditctl(env: Mapping[str, str], *args: str) -> subprocess.Popen[bytes]:
     """A long-running auditctl command (the exporter); the caller stops it."""
-    return subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env=dict(env), stdout=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, "-m", "services.auditctl", *args], env=dict(env), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
 
 

@@ -132,6 +132,6 @@ async def test_client_retry_creates_no_duplicates(pipeline: Pipeline, fixtures_d
 
 def test_verify_command_passes(pipeline: Pipeline) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "verify"], env=pipeline.env(), capture_output=True, text=True, check=False
+        [sys.executable, "-m", "services.auditctl", "verify"], env=pipeline.env(), capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -14,13 +14,13 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.auditctl.ops.deadletter import DeadLetter
+from services.auditctl.ops.reader import Record
 from shared import otlp
 from shared.canonical import CanonicalEvent
 from shared.db.pool import connect
 from shared.kafka import make_producer
 from shared.messages import dead_letter
-from shared.ops.deadletter import DeadLetter
-from shared.ops.reader import Record
 from tests.conftest import Infra, Topics
 from tests.e2e.harness import Pipeline
 from tests.e2e.ops_support import all_chains_verify, auditctl

@@ -106,7 +106,7 @@ async def test_a_broker_certificate_from_another_ca_is_refused_clearly(broker: T
     assert "does not trust" in finished.stderr and "Traceback" not in finished.stderr
 
     # So does auditctl.
-    finished = await asyncio.to_thread(_run, ["-m", "shared.cli", "dlq", "list"], env)
+    finished = await asyncio.to_thread(_run, ["-m", "services.auditctl", "dlq", "list"], env)
     assert finished.returncode == 1
     assert "does not trust" in finished.stderr and "Traceback" not in finished.stderr
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 
 from deploy.local.infra import free_port
+from services.auditctl.ops.deadletter import read_dead_letters
+from services.auditctl.ops.reader import TopicReader
 from shared.kafka import make_producer
-from shared.ops.deadletter import read_dead_letters
-from shared.ops.reader import TopicReader
 from shared.pipeline import dead_letter_headers
 from tests.conftest import Infra, Topics
 from tests.e2e.harness import Pipeline

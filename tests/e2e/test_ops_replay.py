@@ -9,8 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from services.auditctl.ops.reader import TopicReader
 from shared.db.pool import connect
-from shared.ops.reader import TopicReader
 from tests.conftest import Infra, Topics
 from tests.e2e.harness import Pipeline
 from tests.e2e.ops_support import (

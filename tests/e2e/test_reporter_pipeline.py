@@ -147,7 +147,7 @@ async def test_captures_become_reports_with_proofs(pipeline: Pipeline, fixtures_
     finally:
         await conn.close()
     verify = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "shared.cli", "verify", "--tenant", "tenant-acme"],
+        subprocess.run, [sys.executable, "-m", "services.auditctl", "verify", "--tenant", "tenant-acme"],
         env={**os.environ, "DATABASE_URL": pipeline.database_url}, capture_output=True, text=True, timeout=120,
         check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr

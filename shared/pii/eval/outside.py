@@ -164,7 +164,8 @@ class OutsideCorpus:
         """A planted value of ``kind`` and its detail (the country of a phone, the locale otherwise)."""
         fake = self.fakers[locale]
         if kind == "PERSON":
-            return f"{fake.first_name()} {fake.last_name()}", locale
+            # As Faker writes names: titles, degrees, double and particled surnames included.
+            return fake.name(), locale
         if kind == "PHONE":
             return fake.phone_number(), locale
         if kind == "EMAIL":

@@ -47,11 +47,11 @@ _FIRST_NAME_RANK = 10_000
 _LAST_NAME_RANK = 20_000
 # A common word is still a strong name when it is this popular a name (Will, Mark, Smith, Brown).
 _POPULAR_RANK = 300
-# A first name this popular keeps a name together even before a common word ("Giorgio Beer").
-_POPULAR_FIRST_RANK = 1_000
+# A common word this frequent as a surname ends a name after a listed first name ("Kimberly Glass").
+_SURNAME_RANK = 3_000
 # A common word this popular as a name is kept at the edge of a run ("thanks Misty Weber").
 _LISTED_RANK = 5_000
-_MAX_WORDS = 4
+_MAX_WORDS = 5
 _WINDOW = 160
 
 # A capitalised word, not preceded by a letter: Latin capitals (A-Z, À-Þ, Latin Extended-A) start it.
@@ -61,9 +61,12 @@ _PARTICLES = frozenset(
     {"van", "von", "der", "den", "de", "del", "della", "da", "dos", "das", "du", "le", "la", "bin", "binti", "ten",
      "ter", "zu", "y", "el", "al"}
 )
-_PARTICLE_GAP = re.compile(" (?:(?:" + "|".join(sorted(_PARTICLES, key=len, reverse=True)) + ") ){1,3}")
+_PARTICLE_GAP = re.compile(
+    " (?:(?:" + "|".join(sorted([*_PARTICLES, "'t", "in 't"], key=len, reverse=True)) + ") ){1,3}"
+)
 HONORIFICS = frozenset(
-    {"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "herr", "frau", "m", "mme", "mlle", "monsieur",
+    {"mr", "mrs", "ms", "miss", "dr", "prof", "univ", "ing", "dipl", "drg", "ir", "hj", "tn", "ny", "sdr", "sdri",
+     "sir", "madam", "herr", "frau", "m", "mme", "mlle", "monsieur",
      "madame", "sr", "sra", "srta", "señor", "señora", "don", "doña", "dhr", "mevr", "meneer", "mevrouw", "bapak",
      "pak", "ibu", "bu", "mas", "mbak", "kak", "shri", "smt", "sri"}
 )
@@ -175,8 +178,29 @@ class _Word:
     text: str
 
 
+def _is_initial(word: str) -> bool:
+    return len(word) == 2 and word[1] == "." and word[0].isupper()
+
+
+# Articles, pronouns and conjunctions of the served languages: capitalised at a sentence start, never a name.
+_FUNCTION_WORDS = frozenset(
+    {
+        "the", "a", "an", "this", "that", "these", "those", "my", "our", "your", "his", "her", "their", "its", "we",
+        "you", "they", "it", "he", "she", "i", "if", "when", "then", "so", "but", "or", "not", "no", "yes", "please",
+        "der", "die", "das", "ein", "eine", "mein", "unser", "wir", "ich", "sie", "es", "les", "un",
+        "une", "mon", "notre", "nous", "je", "il", "elle", "los", "las", "uno", "mi", "nuestro", "yo",
+        "het", "een", "mijn", "ons", "wij", "ik", "ini", "itu", "saya", "kami", "kita", "o", "os", "um", "uma",
+        "meu", "nosso", "eu", "ele", "ela",
+    }
+)
+
+
 def _is_name_shaped(word: str) -> bool:
-    """``Müller``, ``O'Brien``, ``McDonald``, ``Jean-Pierre``; not ``JavaScript``, ``URL``, ``x``."""
+    """``Müller``, ``O'Brien``, ``McDonald``, ``Jean-Pierre``, an initial ``D.``; not ``JavaScript``, ``URL``."""
+    if _is_initial(word):
+        return True
+    if word.lower() in _FUNCTION_WORDS:
+        return False
     if len(word) < 2 or not word[0].isupper() or word.isupper():
         return False
     for index, ch in enumerate(word[1:], start=1):
@@ -206,6 +230,36 @@ def _in_code_token(text: str, start: int, end: int) -> bool:
     return bool(after) and (after[0] == "(" or (after[0] == "." and len(after) > 1 and after[1].isalnum()))
 
 
+# Titles written before a name and degrees after it are part of how the person is named ("Prof. Dr. Jörgen
+# Ehlert B.Eng.", "Dr. Hana Puspasari, S.H.", "Sra. Ágatha Novaes"): masked with the name.
+_TITLES_BEFORE = re.compile(
+    r"(?:(?:(?:Univ\.-?)?Prof\.?|Dr\.?|Dipl\.-Ing\.|Ing\.|Mr\.?|Mrs\.?|Ms\.?|Miss|Sir|Herr|Frau|Hr\.|Fr\.|Mme\.?|"
+    r"Mlle\.?|M\.|Sr\.|Sra\.|Srta\.|Dhr\.|Mevr\.|Bapak|Ibu|Pak|Bu|Shri|Smt\.?|Ir\.|drg\.|dr\.|Hj\.|H\.|R\.|Tn\.|"
+    r"Ny\.|Sdr\.|Sdri\.)\s+)+$"
+)
+_DEGREES_AFTER = re.compile(
+    r"(?:,?\s(?:(?:[A-Z][a-z]{0,3}\.){1,3}(?:[A-Z][a-z]{0,3}(?![\w]))?|MBA\.?|Ph\.?D\.?|Jr\.?|Sr\.?|MD|DDS|DVM|Esq\.?|"
+    r"I{2,3}(?![\w])|IV(?![\w])))+"
+)
+
+
+# Dutch directories write the particle after the surname: "Dussen, van", "Berg, van den".
+_PARTICLE_AFTER = re.compile(r",?\s(?:van|von|de|der|den|ten|ter|te|'t)(?:\s(?:der|den|de|'t))?(?=[\s,.;:!?)\"']|$)")
+
+
+def _with_titles(text: str, start: int, end: int) -> tuple[int, int]:
+    before = _TITLES_BEFORE.search(text, max(0, start - 40), start)
+    if before is not None:
+        start = before.start()
+    particle = _PARTICLE_AFTER.match(text, end)
+    if particle is not None:
+        end = particle.end()
+    after = _DEGREES_AFTER.match(text, end)
+    if after is not None:
+        end = after.end()
+    return start, end
+
+
 class PersonRecognizer:
     kind = "PERSON"
     placeholder = "<PERSON>"
@@ -232,7 +286,9 @@ class PersonRecognizer:
         return rank if rank is not None and rank <= _LAST_NAME_RANK else None
 
     def _common(self, word: str) -> bool:
-        return word.lower() in self.common
+        lower = word.lower()
+        # The lemma tables hold singulars: "Logs", "Metrics", "Wheels" are common through "log", "metric", "wheel".
+        return lower in self.common or (lower.endswith("s") and lower[:-1] in self.common)
 
     def _strong_first(self, word: str) -> bool:
         rank = self._first_rank(word)
@@ -241,6 +297,17 @@ class PersonRecognizer:
     def _strong_last(self, word: str) -> bool:
         rank = self._last_rank(word)
         return rank is not None and (not self._common(word) or rank <= _POPULAR_RANK)
+
+    def _surname_like(self, word: str) -> bool:
+        """No common English word, or a common surname too ("Glass", "Steele", "Owens", "Real"); not "Metrics",
+        "Silicon", "Code"."""
+        rank = self.gazetteer.last_rank(word)
+        return not self._weak_as_last(word) or (rank is not None and rank <= _SURNAME_RANK)
+
+    def _popular_first(self, word: str) -> bool:
+        """"Dan", "Will": a context word that is first of all a popular first name."""
+        rank = self.gazetteer.first_rank(word)
+        return rank is not None and rank <= _POPULAR_RANK
 
     def _listed_first(self, word: str) -> bool:
         rank = self.gazetteer.first_rank(word)
@@ -268,7 +335,12 @@ class PersonRecognizer:
     def _runs(self, text: str) -> Iterator[tuple[list[_Word], str | None]]:
         """Runs of capitalised words, each with whether context (a context word or honorific) precedes it."""
         # Only capitalised words are looked at (one regex pass); particles between them are read from the gap.
-        words = [_Word(m.start(), m.end(), m.group()) for m in _CAPITALISED.finditer(text)]
+        words = []
+        for m in _CAPITALISED.finditer(text):
+            if len(m.group()) == 1 and text[m.end():m.end() + 2] == ". ":
+                words.append(_Word(m.start(), m.end() + 1, m.group() + "."))  # an initial: "R. Endah", "Hans D. Martin"
+            else:
+                words.append(_Word(m.start(), m.end(), m.group()))
         index = 0
         while index < len(words):
             word = words[index]
@@ -277,7 +349,7 @@ class PersonRecognizer:
                 continue
             run = [word]
             cursor = index + 1
-            while cursor < len(words) and len(run) < _MAX_WORDS:
+            while cursor < len(words) and sum(w.text not in _PARTICLES for w in run) < _MAX_WORDS:
                 nxt = words[cursor]
                 gap = text[run[-1].end:nxt.start]
                 # "Jan van den Berg", "María de la Cruz", "Ahmad bin Abdullah": particles only between names.
@@ -294,11 +366,14 @@ class PersonRecognizer:
             index = cursor
             context: str | None = None
             # Leading context words and honorifics inside the run: "Hi Hans", "Dear Dr Müller", "Pak Budi".
-            while run and (run[0].text.lower() in CONTEXT_WORDS or run[0].text.lower().rstrip(".") in HONORIFICS):
+            while run and (run[0].text.lower() in CONTEXT_WORDS or run[0].text.lower().rstrip(".") in HONORIFICS) \
+                    and not (len(run) > 1 and self._popular_first(run[0].text)):
                 context = "weak" if run[0].text.lower() in WEAK_CONTEXT_WORDS else "strong"
                 run = run[1:]
             if not run:
                 continue
+            if len(run) == 1 and self._weak_common(run[0].text):
+                continue  # "Fix", "Update", "See": a lone common word is no name, whatever precedes it
             if context is None:
                 context = self._context_before(text, run[0].start)
             # "See Django", "Allan Watson See Pull": common words at either end are not part of a name, unless
@@ -306,7 +381,8 @@ class PersonRecognizer:
             if context is None:
                 while len(run) > 1 and self._weak_as_first(run[0].text) and not self._listed_first(run[0].text):
                     run = run[1:]
-            while len(run) > 2 and self._weak_as_last(run[-1].text) and not self._listed_last(run[-1].text):
+            while context != "strong" and len(run) > 2 and self._weak_as_last(run[-1].text) \
+                    and not self._listed_last(run[-1].text):
                 run = run[:-1]
             if context != "strong" and self._verb_after(text, run[-1].end):
                 context = "strong"
@@ -321,7 +397,7 @@ class PersonRecognizer:
         for token, at in reversed(tail):
             if token in (":", ","):
                 continue
-            if at > 0 and before[at - 1] in "./@-_\\":
+            if at > 0 and before[at - 1] in "./@-_\\" and token not in HONORIFICS:
                 return None  # part of an address or a path ("example.com", "/de/"), not a word
             if token in WEAK_CONTEXT_WORDS:
                 return "weak"
@@ -330,6 +406,9 @@ class PersonRecognizer:
 
     @staticmethod
     def _verb_after(text: str, end: int) -> bool:
+        degrees = _DEGREES_AFTER.match(text, end)
+        if degrees is not None:
+            end = degrees.end()
         after = re.match(r"[ ,]*(?:(?:has|hat|a|ha|heeft|sudah|juga)\s+)?([^\W\d_]+)", text[end:end + 32])
         return after is not None and after.group(1).lower() in SPEECH_VERBS_AFTER
 
@@ -341,9 +420,9 @@ class PersonRecognizer:
 
     def _decide(self, run: list[_Word], context_strength: str | None) -> bool | None:
         """True: a name; False: not; None: ask the model."""
-        names = [w for w in run if w.text not in _PARTICLES]
+        names = [w for w in run if w.text not in _PARTICLES and not _is_initial(w.text)]
         if not names:
-            return False  # "De", "La" alone
+            return False  # "De", "La", "R." alone
         first, last = names[0].text, names[-1].text
         # A preposition is context enough for two words or more, not for one ("migrate to Django").
         context = context_strength == "strong" or (context_strength == "weak" and len(names) >= 2)
@@ -354,11 +433,19 @@ class PersonRecognizer:
                 return True
             if not self._common(first) and self._strong_last(last) and not self._common(last):
                 return True  # "Zinal Sandhu": an unlisted first name before a listed surname
-            if context and not all(self._weak_common(w.text) for w in names):
-                return True
+            if context_strength == "strong" and not all(self._weak_common(w.text) for w in names) and (
+                self._first_rank(first) is not None or not self._common(last) or self._surname_like(last)
+            ):
+                return True  # "Hi Hans Müller", "Halo Makuta Natsir"; not "Ask Jira Service Desk"
+            if context_strength == "weak" and self._listed_first(first) and self._surname_like(last):
+                return True  # "from Hans Müller"; not "with Apple Silicon", "and Paypal Express"
+            if context_strength == "strong" and self._listed_first(first) and self._known(last):
+                return True  # "Hi Diamond Livingston", "thanks Frederick Bridges": names that are words too
             if all(self._weak_common(w.text) for w in names):
                 return False
             return None
+        if context and first.lower() in _PRODUCT_FIRST_WORDS:
+            return False  # "ask Claude to refactor it": the assistant, not a person
         if context:
             return (self._known(first) and not self._weak_common(first)) or not self._common(first)
         # A lone capitalised word without context: most are sentence starts, headings or product names
@@ -373,6 +460,7 @@ class PersonRecognizer:
             decision = self._decide(run, "strong" if field_context else context)
             start, end = run[0].start, run[-1].end
             if decision:
+                start, end = _with_titles(text, start, end)
                 yield Finding(start, end, self.kind, self.priority, "GAZETTEER")
             elif decision is None:
                 ask_model.append((start, end))
@@ -407,7 +495,8 @@ class PersonRecognizer:
                     continue
                 trimmed = self._trim(text, start, end)
                 if trimmed is not None:
-                    yield Finding(trimmed[0], trimmed[1], self.kind, self.priority, "MODEL")
+                    start, end = _with_titles(text, *trimmed)
+                    yield Finding(start, end, self.kind, self.priority, "MODEL")
 
     def _trim(self, text: str, start: int, end: int) -> tuple[int, int] | None:
         """The entity's own capitalised words, without context words and honorifics; None if not a name."""
@@ -424,12 +513,10 @@ class PersonRecognizer:
         if not any(self._known(m.group()) for m in kept):
             return None  # "Redux Toolkit": no word of it is anybody's name
         first, last = kept[0].group(), kept[-1].group()
-        first_rank = self._first_rank(first)
-        if len(kept) >= 2 and self._weak_common(last) and (
-            first.lower() in _PRODUCT_FIRST_WORDS or not self._strong_first(first)
-            or first_rank is None or first_rank > _POPULAR_FIRST_RANK
-        ):
-            return None  # "Claude Code", "Express Server": a product named after a first name
+        if len(kept) >= 2 and not self._surname_like(last):
+            return None  # "Claude Code", "Victoria Metrics", "Ruby Gems": a product named after a first name
+        if self._first_rank(first) is None and self._common(last):
+            return None  # "Grafana Loki": neither a first name nor a surname that is no word
         return kept[0].start(), kept[-1].end()
 
     def mask(self, value: str) -> str:

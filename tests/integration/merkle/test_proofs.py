@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from pymerkle.core import _inclusion_path_layout
 from tamperlog import merkle as tamperlog
 
+from services.auditctl.cli import main
 from services.signer.appender import (
     CheckpointPolicy,
     Head,
@@ -24,14 +26,15 @@ from services.signer.appender import (
     append_prepared,
     prepare,
 )
+from services.signer.publisher import publish_pending
 from services.signer.signing import TreeHeadsOnly
 from shared import proofs
-from shared.cli import main
 from shared.db.migrate import migration_files
 from shared.keys import Ed25519Signer
 from shared.merkle import Frontier, leaf_hash, verify_consistency, verify_inclusion
 from shared.proofcheck import check_document
 from shared.treehead import TreeHead, tree_head_message
+from shared.witness import DirectoryWitness, TrustedKey
 from tests.integration.signer.test_prepared import rows
 from tests.unit.test_merkle_doc import doc_verifier
 
@@ -136,10 +139,11 @@ async def test_a_row_edited_after_its_tree_head_fails_its_inclusion_proof(
     assert verifier["check_consistency"](consistency, TENANT, pinned)
 
 
-async def _cli(database_url: str, *args: str) -> tuple[int, str]:
-    """auditctl on a thread of its own: it runs its own event loop."""
+async def _cli(database_url: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """auditctl on a thread of its own: it runs its own event loop. No witness unless ``env`` names one."""
     def invoke() -> tuple[int, str]:
-        result = CliRunner().invoke(main, list(args), env={"DATABASE_URL": database_url}, catch_exceptions=False)
+        result = CliRunner().invoke(main, list(args), catch_exceptions=False,
+                                    env={"DATABASE_URL": database_url, "CHECKPOINT_WITNESS_DIR": "", **(env or {})})
         return result.exit_code, result.output
 
     return await asyncio.to_thread(invoke)
@@ -286,7 +290,7 @@ async def test_audit_tree_recomputes_the_tree_and_names_what_differs(
     await db.execute("SET session_replication_role = replica")  # a superuser, past any trigger
     await db.execute("UPDATE merkle_subtrees SET hashes = $2 WHERE tenant_id = $1 AND leaf_index = 9", TENANT,
                      bytes(64))
-    code, output = await _cli(database_url, "proof", "audit-tree", "--tenant", TENANT)
+    code, output = await _cli(database_url, "proof", "audit-tree", "--tenant", TENANT, "--trusted-key", key)
     assert code == 1 and "leaf 9: stored subtrees differ" in output, output
     await db.execute("UPDATE audit_logs SET row_hash = $2 WHERE tenant_id = $1 AND chain_seq = 150", TENANT, bytes(32))
     report = await proofs.audit_tree(db, TENANT, [signing_key.public_key])
@@ -296,3 +300,39 @@ async def test_audit_tree_recomputes_the_tree_and_names_what_differs(
     report = await proofs.audit_tree(db, TENANT)
     assert any("tree heads beyond the 350 rows" in p for p in report.problems), report
     assert any("rows end at sequence 350 but the chain head is at 400" in p for p in report.problems), report
+
+
+async def test_tree_heads_reach_the_witness_and_its_pinned_keys_check_proofs(
+    db: asyncpg.Connection, signing_key: Ed25519Signer, database_url: str, tmp_path: Path
+) -> None:
+    """The signer's checkpoint publisher carries each tree head to the witness; ``proof check`` and ``witness
+    follow`` take the witness's pinned keys when none are given, and a head the log serves that differs from
+    the witness's is an alarm."""
+    witness = DirectoryWitness(tmp_path / "witness")
+    witness.enroll(TrustedKey(signing_key.key_id, signing_key.public_key, datetime.now(UTC)))
+    await build_chain(db, signing_key, 300, batch=100, every_rows=100)
+    await publish_pending(db, witness)
+    held = [TreeHead.from_checkpoint_record(r) for r in witness.checkpoint_records()]
+    assert [h.tree_size for h in held if h] == [h.tree_size for h in await proofs.tree_heads(db, TENANT)]
+    assert all(h is not None and h.signed_by([signing_key.public_key]) for h in held)
+    env = {"CHECKPOINT_WITNESS_DIR": str(witness.root)}
+    record_id = await db.fetchval("SELECT id FROM audit_logs WHERE tenant_id = $1 AND chain_seq = 5", TENANT)
+    code, output = await _cli(database_url, "proof", "inclusion", "--record", str(record_id), env=env)
+    proof_file = tmp_path / "proof.json"
+    proof_file.write_text(output)
+    code, output = await _cli(database_url, "proof", "check", str(proof_file), env=env)
+    assert code == 0 and "FAIL" not in output, output
+    code, output = await _cli(database_url, "witness", "follow", "--tenant", TENANT, "--state",
+                              str(tmp_path / "kept.json"), "--once", env=env)
+    assert code == 0 and "tree_size=300" in output, output
+    # The log now serves, for a size the witness holds, a head re-signed over another root (the key was
+    # stolen, say): the witness's copy gives it away even for a follower that never kept that size.
+    last = (await proofs.tree_heads(db, TENANT))[-1]
+    forged_root = hashlib.sha256(b"another history").digest()
+    forged = tree_head_message(TENANT, last.tree_size, forged_root, last.timestamp, last.key_id)
+    await db.execute("SET session_replication_role = replica")  # a superuser, past any trigger
+    await db.execute("UPDATE chain_checkpoints SET tree_root = $3, tree_signature = $4 WHERE tenant_id = $1"
+                     " AND chain_seq = $2", TENANT, last.tree_size, forged_root, signing_key.sign(forged))
+    code, output = await _cli(database_url, "witness", "follow", "--tenant", TENANT, "--state",
+                              str(tmp_path / "fresh.json"), "--once", env=env)
+    assert code == 2 and "differs from the one the witness holds" in output, output

@@ -10,10 +10,10 @@ import sys
 import time
 from datetime import UTC, datetime
 
+from services.auditctl.ops.deadletter import read_all
+from services.auditctl.ops.reader import TopicReader
+from services.auditctl.ops.window import PartitionRange, TimeWindow, resolve_window
 from shared.kafka import make_producer
-from shared.ops.deadletter import read_all
-from shared.ops.reader import TopicReader
-from shared.ops.window import PartitionRange, TimeWindow, resolve_window
 from tests.conftest import Infra, Topics
 
 
@@ -48,7 +48,7 @@ async def test_time_window_and_range_reads_on_the_real_broker(infra: Infra, topi
 
     env = {**os.environ, **topics.env(), "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap}
     result = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "shared.cli", "replay", "--offsets", "0:2-5", "--offsets", "1:0-",
+        subprocess.run, [sys.executable, "-m", "services.auditctl", "replay", "--offsets", "0:2-5", "--offsets", "1:0-",
                          "--dry-run"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert "partition 0: offsets 2-5 (3 messages)" in result.stdout

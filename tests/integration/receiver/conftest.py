@@ -19,10 +19,10 @@ from hypercorn.asyncio import serve
 from prometheus_client import generate_latest
 
 from deploy.local.infra import free_port
+from services.auditctl.licenses import store_license
 from services.receiver.__main__ import RevocationList, hypercorn_config
 from services.receiver.app import create_app
 from services.receiver.settings import ReceiverSettings
-from shared.cli.licenses import store_license
 from shared.keys import Ed25519Signer
 from shared.licensing import License, LicenseVerifier, issue_license
 from tests.conftest import Infra, Topics, create_database, make_topics

@@ -17,8 +17,8 @@ import pytest
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 
+from services.auditctl.licenses import revoke_license
 from shared import otlp
-from shared.cli.licenses import revoke_license
 from shared.keys import Ed25519Signer
 from shared.licensing import REPORTING, issue_license
 from tests.conftest import Infra

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from shared.cli import main
+from services.auditctl.cli import main
 from shared.keys import load_signer, write_new_key
 from shared.licensing import OTEL_INGEST, REPORTING, LicenseProblem, LicenseRefused, LicenseVerifier
 

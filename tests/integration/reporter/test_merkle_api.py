@@ -12,7 +12,7 @@ import pytest
 from tamperlog import merkle as tamperlog
 
 from deploy.local.infra import free_port
-from shared.cli.proof import Alarm, ReporterSource, follow_once
+from services.auditctl.proof import Alarm, ReporterSource, follow_once
 from shared.merkle import leaf_hash
 from shared.proofcheck import check_consistency, check_inclusion
 from shared.treehead import TreeHead

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from shared.cli import main
-from shared.cli.tokens import parse_expiry
+from services.auditctl.cli import main
+from services.auditctl.tokens import parse_expiry
 from shared.db.pool import connect
 from shared.reporting_tokens import ReportingToken, list_tokens, token_digest, token_id_of
 

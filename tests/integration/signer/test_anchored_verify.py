@@ -41,7 +41,7 @@ class Stack:
             env["CHECKPOINT_WITNESS_DIR"] = ""
         return subprocess.run(
             [sys.executable, "-m", "deploy.local.stack", "with-db", "--",
-             sys.executable, "-m", "shared.cli", "verify", "--quiet", *args],
+             sys.executable, "-m", "services.auditctl", "verify", "--quiet", *args],
             env=env, capture_output=True, text=True, timeout=300, check=False,
         )
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +15,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from deploy.local.infra import free_port
 from services.signer.appender import CheckpointPolicy, OffsetEvent, append_batch
 from services.signer.publisher import publish_pending, run_publisher
 from shared.db.pool import create_pool
@@ -27,6 +23,7 @@ from shared.keys import Ed25519Signer
 from shared.verify import load_key_book, stored_checkpoints, verify_tenant, witnessed_checkpoints
 from shared.witness import DirectoryWitness, S3Witness, TrustedKey, WitnessError, tenant_file_name
 from tests.integration.signer.test_append import event
+from tests.s3server import CREDENTIALS, s3_server
 
 
 def _record(seq: int, tenant: str = "t1", **extra: Any) -> dict[str, Any]:
@@ -78,33 +75,13 @@ def test_pinned_keys_are_recomputed_from_the_public_key(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.2)
+    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
         yield endpoint
-    finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
 
 
 @pytest.fixture
 def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
+    for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
 
 

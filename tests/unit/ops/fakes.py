@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.ops.reader import Record, TimestampAnswer
+from services.auditctl.ops.reader import Record, TimestampAnswer
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.ops.deadletter import (
+from services.auditctl.ops.deadletter import (
     DeadLetter,
     DeadLetterRef,
     RequeueMarker,
@@ -18,8 +18,8 @@ from shared.ops.deadletter import (
     requeue,
     select,
 )
-from shared.ops.produce import ProduceStep
-from shared.ops.reader import Record
+from services.auditctl.ops.produce import ProduceStep
+from services.auditctl.ops.reader import Record
 from shared.pipeline import dead_letter_headers
 from tests.unit.ops.fakes import FakeProducer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client import CollectorRegistry, generate_latest
 
-from shared.ops.exporter import DeadLetterExporter, DeadLetterIndex, DeadLetterMetrics
+from services.auditctl.ops.exporter import DeadLetterExporter, DeadLetterIndex, DeadLetterMetrics
 from shared.pipeline import dead_letter_headers
 from tests.unit.ops.fakes import FakeBroker
 

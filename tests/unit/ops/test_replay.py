@@ -6,9 +6,9 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from shared.ops.produce import ProduceStep, annotate, message_size
-from shared.ops.replay import REPLAY_ID, REPLAY_SOURCE, Replayer, Unprocessable, plan_replay
-from shared.ops.window import OffsetWindow, TimeWindow, resolve_window
+from services.auditctl.ops.produce import ProduceStep, annotate, message_size
+from services.auditctl.ops.replay import REPLAY_ID, REPLAY_SOURCE, Replayer, Unprocessable, plan_replay
+from services.auditctl.ops.window import OffsetWindow, TimeWindow, resolve_window
 from tests.unit.ops.fakes import FakeBroker, FakeChainedIds, FakeProducer
 
 T0 = 1_800_000_000_000

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.ops.window import (
+from services.auditctl.ops.window import (
     OffsetWindow,
     PartitionRange,
     TimeWindow,

@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import httpx
 import pytest
 from google.rpc import code_pb2
 
@@ -482,3 +483,37 @@ async def test_concurrent_batch_limit_refuses_the_excess_at_once(make_harness: H
     assert [(await task).status_code for task in waiting] == [200, 200]
     receiver.producer.mode = "ack"
     assert (await receiver.post(log_body(2))).status_code == 200
+
+
+async def test_export_routes_keep_the_routers_answers(receiver: Harness) -> None:
+    """Export POSTs skip the router (ExportRoutes); every other request still gets the router's answer."""
+    slash = await receiver.client.post("/v1/logs/", content=log_body(1),
+                                       headers={"Content-Type": "application/x-protobuf", **receiver.auth()})
+    assert slash.status_code == 307  # Starlette's redirect, not an export
+    assert receiver.producer.sent == []
+    for method in ("PUT", "DELETE", "PATCH"):
+        wrong = await receiver.client.request(method, "/v1/metrics", content=b"")
+        assert wrong.status_code == 405
+        status_of(wrong)
+    unauthenticated = await receiver.post(log_body(1), auth={})
+    assert unauthenticated.status_code == 401
+    assert "WWW-Authenticate" in unauthenticated.headers
+
+
+async def test_an_unexpected_error_on_the_export_path_is_still_a_500_status(
+        make_harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.receiver import ingest  # noqa: PLC0415
+
+    async def broken(self: ingest.IngestRequest) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ingest.IngestRequest, "_decode", broken)
+    receiver = await make_harness()
+    # As a server would: the error answered, not raised into the client.
+    transport = httpx.ASGITransport(app=receiver.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
+        response = await client.post("/v1/logs", content=log_body(2),
+                                     headers={"Content-Type": "application/x-protobuf", **receiver.auth()})
+    assert response.status_code == 500
+    assert status_of(response).code == code_pb2.INTERNAL
+    assert receiver.producer.sent == []

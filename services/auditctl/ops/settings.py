@@ -8,7 +8,7 @@ from shared.settings import CommonSettings
 
 
 class OpsSettings(CommonSettings):
-    """Not derived from the CLI's settings: shared.cli imports the ops commands, which import this."""
+    """Apart from CliSettings: replay and dead-letter commands read only these and the common settings."""
 
     topic_replication_factor: int = Field(default=1, ge=1, description="Replication factor for new topics.")
     topic_dead_letter_requeued: str = Field(

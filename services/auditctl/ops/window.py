@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shared.ops.reader import OffsetSource, Record, TimestampAnswer
+from services.auditctl.ops.reader import OffsetSource, Record, TimestampAnswer
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from shared.ops.produce import Outbound, ProduceStep, annotate
-from shared.ops.reader import Record, TopicSource
-from shared.ops.window import ResolvedWindow
+from services.auditctl.ops.produce import Outbound, ProduceStep, annotate
+from services.auditctl.ops.reader import Record, TopicSource
+from services.auditctl.ops.window import ResolvedWindow
 from shared.pipeline import dead_letter_headers
 
 REPLAY_ID = "replay.id"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from services.auditctl.ops.replay import Unprocessable
 from services.redactor.settings import RedactorSettings
 from services.redactor.transform import (
     BatchRejected,
@@ -20,7 +21,6 @@ from services.redactor.transform import (
 )
 from shared.messages import InvalidMessage, raw_batch
 from shared.messages.auth import Keyring, load_keyring
-from shared.ops.replay import Unprocessable
 
 
 class _NoDetection:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from shared.cli import run_async
-from shared.cli.settings import CliSettings
+from services.auditctl.running import run_async
+from services.auditctl.settings import CliSettings
 from shared.db.pool import connect
 from shared.licensing import valid_identifier
 from shared.reporting_tokens import ROLES, ReportingToken, issue_token, list_tokens, revoke_token

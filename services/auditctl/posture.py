@@ -6,8 +6,8 @@ import json
 
 import click
 
-from shared.cli import run_async
-from shared.cli.settings import CliSettings
+from services.auditctl.running import run_async
+from services.auditctl.settings import CliSettings
 from shared.db.pool import connect
 
 ACTIONS = ("block", "redact", "warn", "log")

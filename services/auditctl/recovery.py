@@ -1,5 +1,5 @@
 """Operator commands for incidents: ``replay`` a window of the raw topic, and the ``dlq`` group (list,
-inspect, requeue, exporter). The logic lives in ``shared/ops``; this module parses, prints and exits."""
+inspect, requeue, exporter). The logic lives in ``services/auditctl/ops``; this module parses, prints and exits."""
 
 from __future__ import annotations
 
@@ -15,11 +15,7 @@ import click
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from shared.cli import run_async
-from shared.db.pool import create_pool
-from shared.kafka import KafkaConfigError, make_producer, refuse_misconfigured_client
-from shared.logs import configure_logging
-from shared.ops.deadletter import (
+from services.auditctl.ops.deadletter import (
     DeadLetter,
     DeadLetterRef,
     Selection,
@@ -30,12 +26,16 @@ from shared.ops.deadletter import (
     requeue,
     select,
 )
-from shared.ops.produce import ProduceStep
-from shared.ops.reader import TopicReader
-from shared.ops.replay import Replayer, plan_replay
-from shared.ops.settings import OpsSettings
-from shared.ops.store import PostgresChainedIds
-from shared.ops.window import TimeWindow, Window, parse_offset_ranges, parse_timestamp, resolve_window
+from services.auditctl.ops.produce import ProduceStep
+from services.auditctl.ops.reader import TopicReader
+from services.auditctl.ops.replay import Replayer, plan_replay
+from services.auditctl.ops.settings import OpsSettings
+from services.auditctl.ops.store import PostgresChainedIds
+from services.auditctl.ops.window import TimeWindow, Window, parse_offset_ranges, parse_timestamp, resolve_window
+from services.auditctl.running import run_async
+from shared.db.pool import create_pool
+from shared.kafka import KafkaConfigError, make_producer, refuse_misconfigured_client
+from shared.logs import configure_logging
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
 
@@ -123,9 +123,9 @@ def replay(start: str | None, end: str | None, offsets: tuple[str, ...], tenant:
                     click.echo(line)
             if dry_run:
                 return 0
+            from services.auditctl.ops.identify import RedactorEventIds  # noqa: PLC0415
             from services.redactor.settings import RedactorSettings  # noqa: PLC0415 - only a real replay needs it
             from shared.messages.auth import KeyFileError  # noqa: PLC0415
-            from shared.ops.identify import RedactorEventIds  # noqa: PLC0415
 
             try:
                 identify = RedactorEventIds(load_settings(RedactorSettings))
@@ -317,7 +317,7 @@ def dlq_exporter(port: int | None, interval: float | None) -> None:
     from hypercorn.asyncio import serve  # noqa: PLC0415 - only this long-running command needs a server
     from hypercorn.config import Config  # noqa: PLC0415
 
-    from shared.ops.exporter import DeadLetterExporter, DeadLetterIndex, DeadLetterMetrics  # noqa: PLC0415
+    from services.auditctl.ops.exporter import DeadLetterExporter, DeadLetterIndex, DeadLetterMetrics  # noqa: PLC0415
 
     settings = _settings()
     configure_logging("dlq-exporter", settings.log_level)

@@ -32,8 +32,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from shared.ops.deadletter import DeadLetter, DeadLetterRef, RequeueMarker
-from shared.ops.reader import TopicSource
+from services.auditctl.ops.deadletter import DeadLetter, DeadLetterRef, RequeueMarker
+from services.auditctl.ops.reader import TopicSource
 
 log = logging.getLogger("dlq-exporter")
 

@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import click
 
-from shared.cli import run_async
-from shared.cli.settings import CliSettings
+from services.auditctl.running import run_async
+from services.auditctl.settings import CliSettings
 from shared.db.pool import connect
 from shared.keys import Ed25519Signer, KeyMaterialError, load_signer
 from shared.licensing import DEFAULT_ENTITLEMENTS, ISSUABLE_ENTITLEMENTS, License, issue_license

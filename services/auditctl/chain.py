@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
+from services.auditctl.running import run_async
+from services.auditctl.settings import CliSettings
 from shared.chain import format_timestamp
-from shared.cli import run_async
-from shared.cli.settings import CliSettings
 from shared.db.pool import connect
 from shared.enrollment import enroll, pinned_keys
 from shared.keys import KeyMaterialError, load_signer

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from shared.cli import run_async
-from shared.cli.settings import CliSettings
+from services.auditctl.running import run_async
+from services.auditctl.settings import CliSettings
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import TopicSpec, ensure_topics

@@ -30,12 +30,12 @@ from typing import Any
 from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from services.auditctl.ops.produce import Outbound, ProduceStep, annotate
+from services.auditctl.ops.reader import Record, TopicSource
 from shared import otlp
 from shared.kafka import KafkaConnection, make_admin
 from shared.messages import InvalidMessage
 from shared.messages import dead_letter as dead_letter_message
-from shared.ops.produce import Outbound, ProduceStep, annotate
-from shared.ops.reader import Record, TopicSource
 
 REQUEUE_ID = "requeue.id"
 REQUEUE_SOURCE = "requeue.source"

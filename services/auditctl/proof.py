@@ -17,19 +17,21 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import click
 
+from services.auditctl.running import run_async
+from services.auditctl.settings import CliSettings
 from shared import proofs
-from shared.cli import run_async
-from shared.cli.settings import CliSettings
 from shared.db.pool import connect
+from shared.enrollment import pinned_keys
 from shared.merkle import verify_consistency
 from shared.proofcheck import check_document, load_pinned_keys
 from shared.treehead import TreeHead
+from shared.witness import DirectoryWitness, Witness, WitnessError, witness_from_settings
 
 ALARM_EXIT = 2
 
@@ -98,7 +100,17 @@ def proof_heads(tenant: str, after: int) -> None:
         click.echo(head.to_json())
 
 
-def _pinned(keys_file: str | None, trusted: tuple[str, ...]) -> list[bytes]:
+def _configured_witness(settings: CliSettings) -> Witness | None:
+    """The witness the settings name, as ``auditctl verify`` finds it (a missing directory is none)."""
+    witness = witness_from_settings(settings)
+    if isinstance(witness, DirectoryWitness) and not witness.root.is_dir():
+        return None
+    return witness
+
+
+def _pinned(keys_file: str | None, trusted: tuple[str, ...], settings: CliSettings | None = None) -> list[bytes]:
+    """The keys a proof must be signed with: those given, else those pinned in the configured witness
+    (``auditctl keys enroll``; CHECKPOINT_WITNESS_DIR or CHECKPOINT_WITNESS_S3_BUCKET). Never the database's."""
     try:
         keys = load_pinned_keys(Path(keys_file)) if keys_file else []
         keys += [base64.b64decode(key, validate=True) for key in trusted]
@@ -106,12 +118,23 @@ def _pinned(keys_file: str | None, trusted: tuple[str, ...]) -> list[bytes]:
         raise click.UsageError(f"unreadable pinned keys: {exc!r}") from None
     if any(len(key) != 32 for key in keys):
         raise click.UsageError("a pinned key is not a 32-byte Ed25519 public key")
+    if not keys and settings is not None:
+        witness = _configured_witness(settings)
+        if witness is not None:
+            try:
+                keys = list(run_async(lambda: pinned_keys(witness)).values())
+            except (WitnessError, OSError, ValueError) as exc:
+                raise click.ClickException(f"cannot read the pinned keys of the {witness.description}: {exc}") from None
+            if keys:
+                click.echo(f"keys: {len(keys)} pinned in the {witness.description}", err=True)
     if not keys:
-        raise click.UsageError("give the pinned keys: --keys FILE or --trusted-key BASE64")
+        raise click.UsageError("no pinned keys: give --keys FILE or --trusted-key BASE64, or configure the witness "
+                               "(auditctl keys enroll pins keys there)")
     return keys
 
 
-_KEYS_HELP = "Pinned public keys: JSON lines with a base64 public_key (signing-keys export), or base64 lines."
+_KEYS_HELP = ("Pinned public keys: JSON lines with a base64 public_key (the witness's trusted-keys.jsonl, a"
+              " signing-keys export), or base64 lines. Default: the keys pinned in the configured witness.")
 
 
 @proof.command("check")
@@ -125,7 +148,8 @@ def proof_check(file: str, keys_file: str | None, trusted: tuple[str, ...]) -> N
         document = json.loads(text)
     except ValueError as exc:
         raise click.ClickException(f"{file} is not JSON: {exc}") from None
-    checks = check_document(document if isinstance(document, dict) else {}, _pinned(keys_file, trusted))
+    pinned = _pinned(keys_file, trusted, click.get_current_context().obj)
+    checks = check_document(document if isinstance(document, dict) else {}, pinned)
     for check in checks:
         click.echo(check.line())
     if not checks or not all(check.ok for check in checks):
@@ -140,11 +164,10 @@ def proof_audit_tree(tenant: str, keys_file: str | None, trusted: tuple[str, ...
     """Recompute the whole tree from the chain's row hashes and compare every stored subtree and signed tree
     head with it (O(n)); exit 1 and name what differs."""
     settings = click.get_current_context().obj
-    pinned = _pinned(keys_file, trusted) if keys_file or trusted else None
+    pinned = _pinned(keys_file, trusted, settings)
     report = _with_db(settings, lambda conn: proofs.audit_tree(conn, tenant, pinned))
     if report.ok:
-        click.echo(f"OK tenant={tenant} leaves={report.leaves} tree_heads={report.heads_checked}"
-                   + ("" if pinned else " (signatures not checked: no pinned keys given)"))
+        click.echo(f"OK tenant={tenant} leaves={report.leaves} tree_heads={report.heads_checked}")
         return
     for problem in report.problems:
         click.echo(f"BROKEN tenant={tenant}: {problem}")
@@ -212,8 +235,12 @@ class Alarm(Exception):
 
 
 async def follow_once(source: TreeHeadSource, tenant: str, kept: TreeHead | None, pinned: list[bytes],
-                      keep: Callable[[TreeHead], None]) -> TreeHead | None:
-    """Check every tree head newer than ``kept``; ``keep`` each that is consistent. Raises Alarm."""
+                      keep: Callable[[TreeHead], None],
+                      witnessed: Mapping[int, TreeHead] | None = None) -> TreeHead | None:
+    """Check every tree head newer than ``kept``; ``keep`` each that is consistent. Raises Alarm.
+
+    ``witnessed``: the tenant's tree heads as the witness holds them, by size; a head the log serves must be
+    the witness's head of that size where the witness has one (it may lag by a publishing interval)."""
     after = 0
     if kept is not None:
         # The kept head must still be there, unchanged: a log rolled back or rewritten loses or changes it.
@@ -227,6 +254,10 @@ async def follow_once(source: TreeHeadSource, tenant: str, kept: TreeHead | None
         for head in heads:
             if head.tenant_id != tenant or not head.signed_by(pinned):
                 raise Alarm(f"tree head of size {head.tree_size} is not signed by a pinned key")
+            held = (witnessed or {}).get(head.tree_size)
+            if held is not None and held != head:
+                raise Alarm(f"tree head of size {head.tree_size} differs from the one the witness holds: "
+                            "the log was rewritten")
             if kept is not None:
                 path = await source.consistency_path(tenant, kept.tree_size, head.tree_size)
                 if not verify_consistency(kept.tree_size, head.tree_size, kept.root_hash, head.root_hash, path):
@@ -260,11 +291,12 @@ def witness() -> None:
               help="Environment variable holding a reporting token (auditor or admin) for --url.")
 @click.option("--interval", type=float, default=30.0, help="Seconds between polls.")
 @click.option("--once", is_flag=True, help="Check what is there now and stop.")
+@click.option("--no-witness", is_flag=True, help="Do not compare the heads with those the configured witness holds.")
 def witness_follow(tenant: str, state_file: str, keys_file: str | None, trusted: tuple[str, ...], url: str | None,
-                   token_env: str, interval: float, once: bool) -> None:
+                   token_env: str, interval: float, once: bool, no_witness: bool) -> None:
     """Fetch each new signed tree head and check it extends the last one kept; exit 2 on a rewritten log."""
     settings: CliSettings = click.get_current_context().obj
-    pinned = _pinned(keys_file, trusted)
+    pinned = _pinned(keys_file, trusted, settings)
     source: TreeHeadSource
     if url:
         token = os.environ.get(token_env)
@@ -275,6 +307,14 @@ def witness_follow(tenant: str, state_file: str, keys_file: str | None, trusted:
         source = DatabaseSource(settings.database_url)
     path = Path(state_file)
     kept = TreeHead.from_dict(json.loads(path.read_text())) if path.exists() else None
+    witness = None if no_witness else _configured_witness(settings)
+
+    def witnessed() -> dict[int, TreeHead]:
+        if witness is None:
+            return {}
+        records = [r for r in witness.checkpoint_records() if r.get("tenant_id") == tenant]
+        heads = (TreeHead.from_checkpoint_record(record) for record in records)
+        return {head.tree_size: head for head in heads if head is not None}
 
     def keep(head: TreeHead) -> None:
         _write_state(path, head)
@@ -282,11 +322,13 @@ def witness_follow(tenant: str, state_file: str, keys_file: str | None, trusted:
 
     while True:
         try:
-            kept = run_async(lambda last=kept: follow_once(source, tenant, last, pinned, keep))  # type: ignore[misc]
+            held = witnessed()
+            kept = run_async(lambda last=kept, held=held: follow_once(  # type: ignore[misc]
+                source, tenant, last, pinned, keep, held))
         except Alarm as alarm:
             click.echo(f"ALARM tenant={tenant}: {alarm}", err=True)
             sys.exit(ALARM_EXIT)
-        except (OSError, urllib.error.URLError, proofs.ProofUnavailable) as exc:
+        except (OSError, urllib.error.URLError, proofs.ProofUnavailable, WitnessError) as exc:
             if once:
                 raise click.ClickException(f"cannot read tree heads: {exc}") from None
             click.echo(f"retrying: {exc}", err=True)
