@@ -12,7 +12,7 @@ PIP_FLAGS ?= --disable-pip-version-check -q
         test-deploy bench-reporter bench-merkle browser-deps tls-deps
 
 help:
-	@echo "make run        start PostgreSQL, the broker and the three services (Ctrl-C stops all)"
+	@echo "make run        start PostgreSQL, the broker and the services (Ctrl-C stops all)"
 	@echo "make test       unit, integration and end-to-end tests"
 	@echo "make license ORG=<org>   issue an ingest licence; the key is the last line"
 	@echo "make token ORG=<org> ROLE=<admin|auditor|analyst|developer> [USER=email] [EXPIRES=30d]"
@@ -74,8 +74,10 @@ test-integration: $(STAMP)
 test-e2e: $(STAMP) tls-deps
 	@$(PY) -m pytest -q tests/e2e
 
+# Style and complexity (ruff), then the layers: services never import each other, shared/ never a service.
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	@$(VENV)/bin/mypy

@@ -127,7 +127,12 @@ async def database_url(infra: Infra) -> str:
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """The database owner (a superuser), as tests use it to set scenes and to tamper like an attacker with
+    superuser rights would: with triggers off, so the append-only trigger on audit_logs and
+    chain_checkpoints does not stand in the way of the tampering verify must catch. Services never
+    connect like this (see tests/integration/test_db_privileges.py)."""
     conn = await connect(database_url)
+    await conn.execute("SET session_replication_role = replica")
     try:
         yield conn
     finally:

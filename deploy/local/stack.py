@@ -27,6 +27,7 @@ from services.auditctl.settings import CliSettings
 from services.auditctl.setup import ensure_key_files, topic_specs
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
+from shared.db.roles import ROLE_BY_COMPONENT, dsn_for_role
 from shared.enrollment import enroll
 from shared.kafka import ensure_topics
 from shared.keys import load_signer
@@ -39,7 +40,11 @@ DEV_ORG = "dev"
 
 @dataclass
 class ServiceGroup:
-    """Runs the services as child processes and stops every one of them, whatever happens."""
+    """Runs the services as child processes and stops every one of them, whatever happens.
+
+    Each service connects to PostgreSQL as its own role (shared/db/privileges.sql): ``env``'s DATABASE_URL
+    is the owner's, used here only to derive the service's, with the role as user and no password.
+    """
 
     env: Mapping[str, str]
     log_dir: Path
@@ -52,7 +57,7 @@ class ServiceGroup:
         self._logs.append(log)
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}", *extra_args],
-            env=dict(self.env),
+            env=service_environment(self.env, name),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -75,6 +80,15 @@ class ServiceGroup:
             self.stop(name)
         for log in self._logs:
             log.close()
+
+
+def service_environment(env: Mapping[str, str], service: str) -> dict[str, str]:
+    """``env`` for one service: its DATABASE_URL logs in as the service's own role."""
+    service_env = dict(env)
+    owner_dsn = env.get("DATABASE_URL")
+    if owner_dsn and service in ROLE_BY_COMPONENT:
+        service_env["DATABASE_URL"] = dsn_for_role(owner_dsn, ROLE_BY_COMPONENT[service])
+    return service_env
 
 
 def wait_ready(url: str, timeout: float) -> None:
@@ -220,7 +234,11 @@ def run() -> int:
 
 
 def with_database(command: list[str]) -> int:
-    """Runs an operator command against the same database ``make run`` uses, starting it if need be."""
+    """Runs an operator command against the same database ``make run`` uses, starting it if need be.
+
+    A configured DATABASE_URL is used as given; on the embedded database the command runs as audit_admin,
+    the role auditctl is granted (the owner only migrates).
+    """
     var = Path(os.environ.get("LOCAL_STATE_DIR", "var"))
     var.mkdir(exist_ok=True)
     use_local_witness(var)
@@ -228,8 +246,8 @@ def with_database(command: list[str]) -> int:
         return subprocess.call(command)
     pg = start_postgres(var / "pgdata", ephemeral=False)
     try:
-        os.environ["DATABASE_URL"] = pg.dsn
         asyncio.run(_migrate(pg.dsn))
+        os.environ["DATABASE_URL"] = dsn_for_role(pg.dsn, ROLE_BY_COMPONENT["auditctl"])
         return subprocess.call(command)
     finally:
         pg.stop()

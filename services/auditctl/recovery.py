@@ -124,11 +124,11 @@ def replay(start: str | None, end: str | None, offsets: tuple[str, ...], tenant:
             if dry_run:
                 return 0
             from services.auditctl.ops.identify import RedactorEventIds  # noqa: PLC0415
-            from services.redactor.settings import RedactorSettings  # noqa: PLC0415 - only a real replay needs it
+            from shared.canonicalize.settings import MappingSettings  # noqa: PLC0415 - only a real replay needs it
             from shared.messages.auth import KeyFileError  # noqa: PLC0415
 
             try:
-                identify = RedactorEventIds(load_settings(RedactorSettings))
+                identify = RedactorEventIds(load_settings(MappingSettings))
             except KeyFileError as exc:
                 raise click.ClickException(f"replay needs the redactors' raw-batch keys: {exc}") from None
             pool = await create_pool(settings.database_url, min_size=1, max_size=2)

@@ -33,3 +33,8 @@ class CliSettings(CommonSettings):
     partitions_canonical: int = Field(default=6, ge=1, description="Partitions of the canonical topic.")
     partitions_dead_letter: int = Field(default=1, ge=1, description="Partitions of the dead-letter topic.")
     topic_replication_factor: int = Field(default=1, ge=1, description="Replication factor for new topics.")
+    db_role_passwords_dir: str | None = Field(
+        default=None,
+        description="Folder with one file per component role (audit_receiver, audit_signer, ...) holding its "
+        "password; auditctl migrate sets them.",
+    )

@@ -11,6 +11,7 @@ from services.auditctl.running import run_async
 from services.auditctl.settings import CliSettings
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
+from shared.db.roles import COMPONENT_ROLES
 from shared.kafka import TopicSpec, ensure_topics
 from shared.keys import load_signer, write_new_key
 from shared.messages.auth import ensure_message_keys
@@ -52,10 +53,32 @@ def topic_specs(settings: CliSettings) -> list[TopicSpec]:
     ]
 
 
-async def migrate_database(dsn: str) -> list[str]:
+def role_passwords(folder: str | None) -> dict[str, str]:
+    """The passwords in ``folder``: one file per component role, named after it (a mounted Secret)."""
+    if not folder:
+        return {}
+    passwords = {}
+    for role in COMPONENT_ROLES:
+        path = Path(folder) / role
+        if path.is_file():
+            password = path.read_text().strip()
+            if not password:
+                raise click.UsageError(f"{path} is empty")
+            passwords[role] = password
+    return passwords
+
+
+async def migrate_database(dsn: str, passwords: dict[str, str] | None = None) -> list[str]:
+    """Migrations and privileges; then the component roles' passwords, where given."""
     conn = await connect(dsn)
     try:
-        return await apply_migrations(conn)
+        applied = await apply_migrations(conn)
+        for role, password in sorted((passwords or {}).items()):
+            # ALTER ROLE takes no bind parameters: quote on the server, never in Python.
+            statement = await conn.fetchval("SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)",
+                                            role, password)
+            await conn.execute(statement)
+        return applied
     finally:
         await conn.close()
 
@@ -63,9 +86,15 @@ async def migrate_database(dsn: str) -> list[str]:
 @click.command()
 @click.pass_obj
 def migrate(settings: CliSettings) -> None:
-    """Apply pending database migrations."""
-    applied = run_async(lambda: migrate_database(settings.database_url))
+    """Apply pending database migrations and the component roles' privileges (run it as the owner).
+
+    With DB_ROLE_PASSWORDS_DIR, also sets the password of each component role that has a file there.
+    """
+    passwords = role_passwords(settings.db_role_passwords_dir)
+    applied = run_async(lambda: migrate_database(settings.database_url, passwords))
     click.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    if passwords:
+        click.echo(f"set the password of {', '.join(sorted(passwords))}")
 
 
 @click.group()

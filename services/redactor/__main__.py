@@ -8,8 +8,8 @@ from prometheus_client import CollectorRegistry
 
 from services.redactor.posture import PostureBook, refresh_postures
 from services.redactor.settings import RedactorSettings
-from services.redactor.transform import TextRedactor, TransformPolicy
 from services.redactor.worker import RedactorMetrics, RedactorWorker
+from shared.canonicalize.transform import TextRedactor, TransformPolicy
 from shared.health import HealthServer
 from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
 from shared.logs import configure_logging

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from services.redactor.transform import TextRedactor
+from shared.canonicalize.transform import TextRedactor
 
 log = logging.getLogger("redactor")
 

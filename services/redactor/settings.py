@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from shared.settings import CommonSettings, raw_auth_key_file_field
+from shared.canonicalize.settings import MappingSettings
 
 
-class RedactorSettings(CommonSettings):
+class RedactorSettings(MappingSettings):
+    """The mapping policy (shared with `auditctl replay`) plus the redactor's own settings."""
+
     redactor_group_id: str = Field(default="audit-redactor", description="Consumer group of the redactor.")
     redactor_metrics_port: int = Field(
         default=9465,
@@ -15,23 +15,10 @@ class RedactorSettings(CommonSettings):
         le=65535,
         description="Port of the redactor's /metrics, /healthz and /readyz (0 turns them off).",
     )
-    raw_auth_key_file: str = raw_auth_key_file_field()
     canonical_auth_key_file: str = Field(
         default="var/keys/canonical-redactor.key",
         description="Key file whose first key authenticates the canonical events this redactor produces; the"
         " signers' CANONICAL_AUTH_KEYRING_FILE must hold it.",
-    )
-    plane_by_service: dict[str, str] = Field(
-        default={"claude-code": "claude_code", "claude-code-desktop": "claude_code", "cowork": "cowork"},
-        description="JSON map from the resource's service.name to the audit plane.",
-    )
-    default_plane: str = Field(default="claude_code", description="Plane for a service.name not in the map.")
-    other_event_policy: Literal["keep", "drop"] = Field(
-        default="keep",
-        description="Events that are not in the audited set (housekeeping, new CLI events): keep or drop.",
-    )
-    unknown_attribute_policy: Literal["keep", "drop"] = Field(
-        default="keep", description="Attributes the mapping does not know: keep (string values scanned) or drop."
     )
     pii_detection_enabled: bool = Field(
         default=True, description="Global switch; when off, every content field is withheld (fail closed)."

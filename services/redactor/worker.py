@@ -17,7 +17,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.redactor.transform import (
+from shared.canonicalize.transform import (
     BatchRejected,
     EngineLookup,
     TransformPolicy,

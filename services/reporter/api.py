@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.reporter import params, queries, views
+from services.reporter import completeness, params, queries, views
 from services.reporter.authz import note_disclosure
 from services.reporter.responses import JSON
 from services.reporter.rollup import catch_up, fold_state
@@ -46,7 +46,14 @@ async def audit_events(request: Request) -> Response:
     cursor = params.cursor(request.query_params, int)
     async with state.connection() as conn:
         items, following = await queries.feed(conn, tenant_of(request), filters, cursor, limit)
-    return JSON({"items": views.feed_items(request, items), "next_cursor": following.encode() if following else None})
+        by_session = await feed_completeness(conn, tenant_of(request), items)
+    return JSON({"items": views.feed_items(request, items), "next_cursor": following.encode() if following else None,
+                 "session_completeness": by_session})
+
+
+async def feed_completeness(conn: Any, tenant: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Completeness of each session a page of the feed shows, so a reader sees what never arrived."""
+    return await completeness.sessions(conn, tenant, [i["session_id"] for i in items if i["session_id"]])
 
 
 async def sessions_for_request(conn: Any, request: Request) -> tuple[list[dict[str, Any]], Any]:
@@ -62,6 +69,9 @@ async def sessions_for_request(conn: Any, request: Request) -> tuple[list[dict[s
     items, following = await queries.sessions(conn, tenant, user=params.text(q, "user"), since=since,
                                               until=until, cursor=params.cursor(q, str), limit=limit,
                                               own_email=principal_of(request).own_email)
+    figures = await completeness.sessions(conn, tenant, [item["session_id"] for item in items])
+    for item in items:
+        item["completeness"] = figures.get(item["session_id"])
     return items, following
 
 
@@ -112,6 +122,22 @@ async def usage_report(request: Request, group_by: str | None = None, limit: int
 
 async def usage(request: Request) -> Response:
     return JSON(await usage_report(request))
+
+
+async def completeness_report(request: Request) -> dict[str, Any]:
+    """Per-tenant and per-user completeness over whole UTC days (default: the last 30), worst users first."""
+    state = ReporterState.of(request)
+    q = request.query_params
+    days = params.day_window(q, state.clock.now(), USAGE_DEFAULT_DAYS, state.settings.reporter_max_usage_days)
+    limit = params.page_size(q, USAGE_DEFAULT_GROUPS, USAGE_MAX_GROUPS)
+    async with state.connection() as conn:
+        report = await completeness.window(conn, tenant_of(request), days.since, days.until, limit=limit,
+                                           offset=params.offset(q))
+    return {"since": days.since.isoformat(), "until": days.until.isoformat(), **report}
+
+
+async def completeness_endpoint(request: Request) -> Response:
+    return JSON(await completeness_report(request))
 
 
 async def proof_document(request: Request) -> dict[str, Any] | None:

@@ -66,9 +66,67 @@ _COUNTS = {
     "cost": _MONEY,
 }
 
+_COMPLETENESS_FIGURES = {
+    "expected": {"type": "integer", "description": "Sequence numbers 0 to the highest received: highest + 1."},
+    "received": {"type": "integer", "description": "Distinct sequence numbers among the signed rows."},
+    "missing": {"type": "integer", "description": "expected - received: events sent but never signed."},
+    "duplicate_rows": {"type": "integer",
+                       "description": "Numbered rows beyond one per sequence number: conflicting claims."},
+    "completeness": {"type": ["number", "null"], "description": "received / expected; null when nothing is expected."},
+}
+_COMPLETENESS_GROUP = {
+    "type": "object",
+    "properties": {"sessions": {"type": "integer"}, "sessions_with_gaps": {"type": "integer"},
+                   **_COMPLETENESS_FIGURES},
+}
 _HEX = {"type": "string", "description": "lower-case hex"}
 
 SCHEMAS: dict[str, Any] = {
+    "SessionCompletenessFigures": {
+        "type": ["object", "null"],
+        "description": "A session's completeness counts (docs/auditing.md, Completeness); null when its events "
+        "carry no sequence numbers.",
+        "properties": _COMPLETENESS_FIGURES,
+    },
+    "SessionCompleteness": {
+        "type": "object",
+        "description": "What the client numbered (event.sequence) against what was signed, from the signed rows.",
+        "required": ["numbered", "expected", "received", "missing", "missing_ranges", "duplicates"],
+        "properties": {
+            "numbered": {"type": "boolean", "description": "Whether any of the session's rows carries a sequence."},
+            "expected_range": {"type": ["array", "null"], "items": {"type": "integer"}, "minItems": 2,
+                               "maxItems": 2, "description": "[0, highest sequence received], inclusive."},
+            **_COMPLETENESS_FIGURES,
+            "missing_ranges": {"type": "array", "description": "Missing sequence numbers as inclusive [first, last].",
+                               "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2,
+                                         "maxItems": 2}},
+            "duplicates": {"type": "array", "description": "Sequence numbers claimed by more than one signed row.",
+                           "items": {"type": "object", "properties": {"sequence": {"type": "integer"},
+                                                                      "rows": {"type": "integer"}}}},
+            "sequence_conflicts": {"type": "integer",
+                                   "description": "Sequence numbers claimed by different events."},
+            "unnumbered_rows": {"type": "integer"},
+            "out_of_range_rows": {"type": "integer", "description": "Rows with a negative sequence (ignored)."},
+            "truncated": {"type": "object"},
+        },
+    },
+    "Completeness": {
+        "type": "object",
+        "required": ["since", "until", "tenant", "users"],
+        "properties": {
+            "since": _TIME,
+            "until": _TIME,
+            "tenant": _COMPLETENESS_GROUP,
+            "users": {"type": "array", "items": {"allOf": [
+                _COMPLETENESS_GROUP,
+                {"type": "object", "properties": {"user": {"type": ["string", "null"],
+                                                           "description": "User key; null when unknown."}}},
+            ]}},
+            "total_users": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "next_offset": {"type": ["integer", "null"]},
+        },
+    },
     "Error": {"type": "object", "required": ["error"],
               "properties": {"error": {"type": "string"}, "reason": {"type": "string"},
                              "wants": {"type": "string", "description": "With reason ingest_credential: the "
@@ -134,13 +192,17 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["items", "next_cursor"],
         "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEvent"}},
-                       "next_cursor": _NULLABLE_STRING},
+                       "next_cursor": _NULLABLE_STRING,
+                       "session_completeness": {
+                           "type": "object", "description": "Completeness of each session on the page, by id.",
+                           "additionalProperties": {"$ref": "#/components/schemas/SessionCompletenessFigures"}}},
     },
     "SessionListItem": {
         "type": "object",
         "properties": {"session_id": {"type": "string"}, "user": _USER_SCHEMA, "plane": {"type": "string"},
                        "first_event_time": _TIME, "last_event_time": _TIME,
-                       "content_captured": {"type": "boolean"}, **_COUNTS},
+                       "content_captured": {"type": "boolean"}, **_COUNTS,
+                       "completeness": {"$ref": "#/components/schemas/SessionCompletenessFigures"}},
     },
     "SessionPage": {
         "type": "object",
@@ -180,6 +242,7 @@ SCHEMAS: dict[str, Any] = {
                 "items": {"type": "object", "properties": {"sequence": {"type": "integer"},
                                                            "events": {"type": "array", "items": {"type": "object"}}}}},
             "metrics": _METRICS,
+            "completeness": {"$ref": "#/components/schemas/SessionCompleteness"},
             "truncated": {"type": "object"},
         },
     },
@@ -398,6 +461,16 @@ PATHS: dict[str, Any] = {
                 {"type": "integer", "minimum": 1, "maximum": 10000}),
          _param("offset", "Groups to skip (the next_offset of the previous page).", {"type": "integer", "minimum": 0})],
         _ok("Usage", "Usage per group, with totals."),
+    ),
+    f"{API_PREFIX}/completeness": _get(
+        "Completeness per tenant and per user over whole UTC days (default: the last 30 days): of the events "
+        "Claude Code numbered in the sessions active in the window, how many were signed.",
+        [_param("since", "First day (rounded down to 00:00 UTC).", _TIME),
+         _param("until", "End (exclusive; rounded up to the next 00:00 UTC).", _TIME),
+         _param("limit", "Users per page (default 100), most missing events first.",
+                {"type": "integer", "minimum": 1, "maximum": 10000}),
+         _param("offset", "Users to skip (the next_offset of the previous page).", {"type": "integer", "minimum": 0})],
+        _ok("Completeness", "The tenant's figure and one per user."),
     ),
     f"{API_PREFIX}/audit/records/{{record_id}}/proof": _get(
         "Everything an offline check of one audit row needs.",

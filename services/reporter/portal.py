@@ -37,6 +37,7 @@ templates = Jinja2Templates(env=jinja2.Environment(
 _NAV = (("/portal/events", "Decisions", Permission.READ_EVENTS),
         ("/portal/sessions", "Sessions", Permission.READ_SESSIONS),
         ("/portal/usage", "Usage", Permission.READ_USAGE),
+        ("/portal/completeness", "Completeness", Permission.READ_COMPLETENESS),
         ("/portal/chain", "Chain", Permission.READ_CHAIN),
         ("/portal/tokens", "Tokens", Permission.MANAGE_TOKENS))
 
@@ -98,8 +99,10 @@ async def events_page(request: Request) -> Response:
     cursor = params.cursor(request.query_params, int)
     async with state.connection() as conn:
         items, following = await queries.feed(conn, tenant_of(request), filters, cursor, limit)
+        by_session = await api.feed_completeness(conn, tenant_of(request), items)
     for item in views.feed_items(request, items):
         item["session_href"] = session_href(item["session_id"]) if item["session_id"] else None
+        item["session_completeness"] = by_session.get(item["session_id"]) if item["session_id"] else None
         item["excerpt"] = _excerpt(item)
     return render(request, "events.html", "Decisions", {
         "items": items,
@@ -177,6 +180,15 @@ async def usage_page(request: Request) -> Response:
         "cost_per_user": cost_per_user,
         "tokens_by_model": tokens_by_model,
         "cost_over_time": cost_over_time,
+    })
+
+
+async def completeness_page(request: Request) -> Response:
+    report = await api.completeness_report(request)
+    return render(request, "completeness.html", "Completeness", {
+        "r": report,
+        "since": params.text(request.query_params, "since") or "",
+        "until": params.text(request.query_params, "until") or "",
     })
 
 

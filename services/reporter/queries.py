@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from services.reporter import usagesql
+from services.reporter import completeness, usagesql
 from services.reporter.params import Cursor, DayWindow
 from services.reporter.rollup import SUM_COLUMNS, USER_KEY, fold_state
 from shared.canonical import COST_SCALE
@@ -328,6 +328,7 @@ async def _session_summary(conn: asyncpg.Connection, where: str, key: tuple[str,
             *key,
         )
         metrics = await conn.fetchrow(usagesql.SESSION_FIGURES, tenant, session_id)
+        sequence_report = await completeness.session(conn, tenant, session_id)
     assert identity is not None
     counts = {row["event_type"]: row["n"] for row in by_type}
     token_totals = {
@@ -412,6 +413,7 @@ async def _session_summary(conn: asyncpg.Connection, where: str, key: tuple[str,
         # another; a client bug or a forged event (docs/auditing.md, sequence_conflict).
         "sequence_conflicts": _conflict_groups(conflicts[:MAX_SESSION_CONFLICTS]),
         "metrics": usagesql.metric_figures(metrics),
+        "completeness": sequence_report,
         "truncated": {
             "prompts": len(prompts) > MAX_SESSION_PROMPTS,
             "decisions": len(decisions) > MAX_SESSION_DECISIONS,

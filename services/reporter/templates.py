@@ -26,7 +26,7 @@ button { font: inherit; padding: 5px 14px; background: var(--accent); color: #ff
 .badge { display: inline-block; padding: 0 6px; border-radius: 8px; font-size: 12px; background: #e7eaef; }
 .badge.accept, .badge.ok { background: #dcefe2; color: #24653a; }
 .badge.reject, .badge.broken { background: #f6dcdc; color: #8a2e2c; }
-.badge.pending, .badge.unverified { background: #fbecd5; color: #7a4b12; }
+.badge.pending, .badge.unverified, .badge.gaps { background: #fbecd5; color: #7a4b12; }
 .content { white-space: pre-wrap; word-break: break-word; min-width: 240px; max-width: 520px;
   font-family: ui-monospace, monospace;
   font-size: 12px; }
@@ -99,7 +99,8 @@ EVENTS = """{% extends "base.html" %}
   <td>{{ e.event_time[:19] | replace("T", " ") }}</td>
   <td>{{ e.event_type }}<div class="muted">{{ e.plane }}</div></td>
   <td title="{{ e.user.key or '' }}">{{ (e.user.key or "") | truncate(24, True, "…", 0) }}</td>
-  <td>{% if e.session_id %}<a class="session-link" href="{{ e.session_href }}">{{ e.session_id[:8] }}…</a>{% endif %}</td>
+  <td>{% if e.session_id %}<a class="session-link" href="{{ e.session_href }}">{{ e.session_id[:8] }}…</a>
+      {% if e.session_completeness and e.session_completeness.missing %}<div><span class="badge gaps" title="events the client numbered that never arrived">{{ e.session_completeness.missing }} missing</span></div>{% endif %}{% endif %}</td>
   <td>{{ e.tool_name or "" }}</td>
   <td>{% if e.decision %}<span class="badge {{ e.decision }}">{{ e.decision }}</span>
       <div class="muted">{{ e.decision_source or "" }}</div>{% endif %}</td>
@@ -130,7 +131,7 @@ SESSIONS = """{% extends "base.html" %}
 <table id="sessions">
 <thead><tr><th>Session</th><th>User</th><th>Plane</th><th>First event</th><th>Last event</th>
 <th class="num">Prompts</th><th class="num">API calls</th><th class="num">Errors</th>
-<th class="num">Accepted / rejected</th><th class="num">Cost</th></tr></thead>
+<th class="num">Accepted / rejected</th><th class="num">Cost</th><th class="num">Received / expected</th></tr></thead>
 <tbody>
 {% for s in items %}
 <tr>
@@ -140,9 +141,13 @@ SESSIONS = """{% extends "base.html" %}
   <td class="num">{{ s.prompts }}</td><td class="num">{{ s.api_calls }}</td><td class="num">{{ s.errors }}</td>
   <td class="num">{{ s.tool_decisions.accepted }} / {{ s.tool_decisions.rejected }}</td>
   <td class="num">{{ s.cost }}</td>
+  <td class="num completeness">{% if s.completeness %}{{ s.completeness.received }} / {{ s.completeness.expected }}
+    {% if s.completeness.missing %}<span class="badge gaps">{{ s.completeness.missing }} missing</span>{% endif %}
+    {% if s.completeness.duplicate_rows %}<span class="badge reject">{{ s.completeness.duplicate_rows }} duplicate</span>{% endif %}
+    {% else %}<span class="muted">not numbered</span>{% endif %}</td>
 </tr>
 {% else %}
-<tr><td colspan="10" class="muted">No sessions in this window.</td></tr>
+<tr><td colspan="11" class="muted">No sessions in this window.</td></tr>
 {% endfor %}
 </tbody>
 </table>
@@ -166,6 +171,23 @@ SESSION = """{% extends "base.html" %}
     <span class="badge reject">{{ s.approvals.rejected }} rejected</span></div></div>
   <div class="card"><div class="label">Content captured</div><div class="value">{{ "yes" if s.content_captured else "no" }}</div></div>
 </div>
+
+<h2>Completeness</h2>
+{% set c = s.completeness %}
+{% if c.numbered %}
+<div class="cards" id="completeness">
+  <div class="card"><div class="label">Expected (sequence numbers)</div><div class="value">{{ c.expected_range[0] }}–{{ c.expected_range[1] }}</div></div>
+  <div class="card"><div class="label">Received</div><div class="value" id="completeness-received">{{ c.received }} / {{ c.expected }}</div></div>
+  <div class="card"><div class="label">Missing</div><div class="value" id="completeness-missing">{{ c.missing }}</div>
+    <div class="muted">{% for r in c.missing_ranges %}{{ r[0] }}{% if r[1] != r[0] %}–{{ r[1] }}{% endif %}{% if not loop.last %}, {% endif %}{% endfor %}{% if c.truncated.missing_ranges %} …{% endif %}</div></div>
+  <div class="card"><div class="label">Claimed by more than one event</div><div class="value" id="completeness-duplicates">{{ c.duplicates | length }}</div>
+    <div class="muted">{% for d in c.duplicates %}#{{ d.sequence }} × {{ d.rows }}{% if not loop.last %}, {% endif %}{% endfor %}</div></div>
+</div>
+<p class="muted">Claude Code numbers a session's events from 0; a missing number is an event it sent that never
+reached the signed record. Computed from the signed rows; a late arrival closes its gap.</p>
+{% else %}
+<p class="muted" id="completeness">This session's events carry no sequence numbers.</p>
+{% endif %}
 
 <h2>Prompts</h2>
 <table id="prompts"><thead><tr><th>#</th><th>Time</th><th>Prompt (redacted)</th><th>Redactions</th></tr></thead><tbody>
@@ -277,6 +299,40 @@ USAGE = """{% extends "base.html" %}
 <td class="num">{{ g.cost }}</td></tr>
 {% else %}<tr><td colspan="12" class="muted">No usage in this window.</td></tr>{% endfor %}
 </tbody></table>
+{% endblock %}
+"""
+
+COMPLETENESS = """{% extends "base.html" %}
+{% block title %}Completeness{% endblock %}
+{% block main %}
+<h1>Completeness</h1>
+<form class="filters" method="get" action="/portal/completeness">
+  <label>Since <input name="since" value="{{ since }}"></label>
+  <label>Until <input name="until" value="{{ until }}"></label>
+  <button type="submit">Apply</button>
+  <span class="muted">Sessions with an event in {{ r.since[:10] }} to {{ r.until[:10] }} (exclusive), whole UTC days.</span>
+</form>
+<div class="cards">
+  <div class="card"><div class="label">Completeness</div><div class="value" id="tenant-completeness">{% if r.tenant.completeness is not none %}{{ (r.tenant.completeness * 100) | round(2) }}%{% else %}–{% endif %}</div></div>
+  <div class="card"><div class="label">Received / expected events</div><div class="value">{{ r.tenant.received }} / {{ r.tenant.expected }}</div></div>
+  <div class="card"><div class="label">Missing</div><div class="value" id="tenant-missing">{{ r.tenant.missing }}</div></div>
+  <div class="card"><div class="label">Sessions with gaps</div><div class="value">{{ r.tenant.sessions_with_gaps }} / {{ r.tenant.sessions }}</div></div>
+  <div class="card"><div class="label">Duplicate claims</div><div class="value">{{ r.tenant.duplicate_rows }}</div></div>
+</div>
+<h2>Per user</h2>
+<p class="muted">{{ r.users | length }} of {{ r.total_users }} users, most missing events first; all of them through
+<code>/api/v1/completeness</code>.</p>
+<table id="completeness-users"><thead><tr><th>User</th><th class="num">Sessions</th><th class="num">With gaps</th>
+<th class="num">Expected</th><th class="num">Received</th><th class="num">Missing</th><th class="num">Duplicates</th>
+<th class="num">Completeness</th></tr></thead><tbody>
+{% for u in r.users %}
+<tr><td>{{ u.user or "unknown" }}</td><td class="num">{{ u.sessions }}</td><td class="num">{{ u.sessions_with_gaps }}</td>
+<td class="num">{{ u.expected }}</td><td class="num">{{ u.received }}</td><td class="num">{{ u.missing }}</td>
+<td class="num">{{ u.duplicate_rows }}</td>
+<td class="num">{% if u.completeness is not none %}{{ (u.completeness * 100) | round(2) }}%{% else %}–{% endif %}</td></tr>
+{% else %}<tr><td colspan="8" class="muted">No numbered events in this window.</td></tr>{% endfor %}
+</tbody></table>
+<p class="muted">Definition: docs/auditing.md, "Completeness". Sessions whose events carry no sequence numbers are not counted.</p>
 {% endblock %}
 """
 
@@ -401,6 +457,7 @@ TEMPLATES = {
     "sessions.html": SESSIONS,
     "session.html": SESSION,
     "usage.html": USAGE,
+    "completeness.html": COMPLETENESS,
     "chain.html": CHAIN,
     "error.html": ERROR,
     "proof.html": PROOF,

@@ -1,4 +1,4 @@
-"""Forward-only SQL migrations, applied in file-name order under an advisory lock."""
+"""Forward-only SQL migrations, applied in file-name order under an advisory lock, then the privileges."""
 
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ def migration_files() -> list[tuple[str, str]]:
     return [(name.removesuffix(".sql"), (folder / name).read_text()) for name in names]
 
 
+def privileges_sql() -> str:
+    """The component roles and their privileges (shared/db/privileges.sql), re-applied after every run."""
+    return (resources.files("shared.db") / "privileges.sql").read_text()
+
+
 async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
-    """Apply what is missing; returns the versions applied now."""
+    """Apply what is missing, then the privileges; returns the versions applied now."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
@@ -33,6 +38,10 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
                 await conn.execute(sql)
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
             applied_now.append(version)
+        # Every run, not only when a migration was applied: privileges.sql may have changed on its own,
+        # and the roles are cluster-wide, so a restored database on a new server needs them created.
+        async with conn.transaction():
+            await conn.execute(privileges_sql())
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
     return applied_now

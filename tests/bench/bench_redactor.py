@@ -46,9 +46,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from deploy.local.infra import start_broker, start_postgres
-from services.redactor.mapping import attributes_of, map_record
-from services.redactor.transform import JSON_CONTENT_FIELDS, TransformPolicy, TransformStats, transform_batch
 from shared import otlp
+from shared.canonicalize.mapping import attributes_of, map_record
+from shared.canonicalize.transform import JSON_CONTENT_FIELDS, TransformPolicy, TransformStats, transform_batch
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import TopicSpec, ensure_topics, make_producer, tenant_key

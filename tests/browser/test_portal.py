@@ -90,9 +90,9 @@ async def test_a_security_lead_walks_through_the_portal(portal: Portal, chromium
 
 async def test_each_role_signs_in_and_sees_what_it_may(portal: Portal, chromium: str, artifacts: Path) -> None:
     nav_of = {
-        "admin": ["Decisions", "Sessions", "Usage", "Chain", "Tokens"],
-        "auditor": ["Decisions", "Sessions", "Usage", "Chain"],
-        "analyst": ["Decisions", "Sessions", "Usage"],
+        "admin": ["Decisions", "Sessions", "Usage", "Completeness", "Chain", "Tokens"],
+        "auditor": ["Decisions", "Sessions", "Usage", "Completeness", "Chain"],
+        "analyst": ["Decisions", "Sessions", "Usage", "Completeness"],
         "developer": ["Decisions", "Sessions"],
     }
     async with async_playwright() as playwright:
@@ -122,6 +122,11 @@ async def test_each_role_signs_in_and_sees_what_it_may(portal: Portal, chromium:
                     assert other is not None and other.status == (404 if role == "developer" else 200), role
                     chain = await page.goto(f"{portal.url}/portal/chain")
                     assert chain is not None and chain.status == (200 if "Chain" in nav else 403), role
+                    gaps = await page.goto(f"{portal.url}/portal/completeness")
+                    assert gaps is not None and gaps.status == (200 if "Completeness" in nav else 403), role
+                    if role == "auditor":
+                        assert await page.locator("#tenant-completeness").count() == 1
+                        await page.screenshot(path=str(artifacts / "completeness.png"), full_page=True)
                     if role == "admin":
                         await page.goto(f"{portal.url}/portal/tokens")
                         await page.select_option("select[name=role]", "analyst")

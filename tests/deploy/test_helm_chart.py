@@ -188,6 +188,26 @@ def test_message_keys_come_from_existing_secrets_mounted_only_where_a_topic_end_
                    for s in docs if s["kind"] == "Secret")
 
 
+def test_each_component_connects_with_its_own_role_and_only_the_setup_job_as_owner() -> None:
+    docs = render({"database": {**DATABASE, "rolePasswordsSecret": "db-role-passwords"}})
+    deployments = by_kind(docs, "Deployment")
+    keys = set()
+    for name in ("receiver", "redactor", "signer", "usage", "reporter", "dlq-exporter"):
+        env = deployments[name]["spec"]["template"]["spec"]["containers"][0]["env"]
+        (database,) = (e for e in env if e["name"] == "DATABASE_URL")
+        assert database["valueFrom"]["secretKeyRef"]["name"] == "audit-db"
+        keys.add(database["valueFrom"]["secretKeyRef"]["key"])
+    # Six components, six keys (database.componentKeys), none of them the owner's.
+    assert len(keys) == 6 and "database-url" not in keys
+    job = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["spec"]
+    (migrate,) = job["initContainers"]
+    assert {"name": "DB_ROLE_PASSWORDS_DIR", "value": "/var/run/secrets/audit/db-roles"} in migrate["env"]
+    assert next(e for e in migrate["env"] if e["name"] == "DATABASE_URL")["valueFrom"]["secretKeyRef"]["key"] == (
+        "database-url")
+    volume = next(v for v in job["volumes"] if v["name"] == "db-role-passwords")
+    assert volume["secret"]["secretName"] == "db-role-passwords"
+
+
 def test_keda_scales_the_redactor_on_lag_capped_at_the_raw_partitions() -> None:
     docs = render({"topics": {"partitions": {"raw": 24, "canonical": 12, "deadLetter": 1}}})
     scaled = by_kind(docs, "ScaledObject")["redactor"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from services.redactor.mapping import attributes_of, map_record
 from shared import otlp
+from shared.canonicalize.mapping import attributes_of, map_record
 from shared.kafka import make_producer, tenant_key
 from tests.bench.payloads import build_batches
 from tests.conftest import Infra, Topics

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from services.redactor.mapping import as_bool, as_cost, as_int, attributes_of, map_record
 from shared import otlp
 from shared.canonical import INTEGER_RANGE
+from shared.canonicalize.mapping import as_bool, as_cost, as_int, attributes_of, map_record
 
 RECEIVED = datetime(2026, 11, 28, 15, 14, tzinfo=UTC)
 PLANES = {"claude-code": "claude_code", "claude-code-desktop": "claude_code", "cowork": "cowork"}

@@ -2,7 +2,7 @@
 
 Ids must match the redactor's exactly, and which records become events depends on its policies
 (``OTHER_EVENT_POLICY`` drops some), so this runs the redactor's transform itself, with the redactor's
-settings read from the same environment, detection off (ids never depend on redaction; nothing is kept).
+mapping settings read from the same environment, detection off (ids never depend on redaction; nothing is kept).
 Run the replay with the redactor's environment (the Helm chart and compose file share one config).
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.auditctl.ops.replay import Unprocessable
-from services.redactor.settings import RedactorSettings
-from services.redactor.transform import (
+from shared.canonicalize.settings import MappingSettings
+from shared.canonicalize.transform import (
     BatchRejected,
     TextRedactor,
     TransformPolicy,
@@ -31,7 +31,7 @@ class _NoDetection:
 
 
 class RedactorEventIds:
-    def __init__(self, settings: RedactorSettings, raw_keyring: Keyring | None = None) -> None:
+    def __init__(self, settings: MappingSettings, raw_keyring: Keyring | None = None) -> None:
         # The redactor's own key file: a batch it would refuse as unauthenticated is unprocessable here too.
         self._keyring = raw_keyring or load_keyring(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
         self._policy = TransformPolicy(

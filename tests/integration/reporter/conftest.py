@@ -16,6 +16,7 @@ import pytest
 from services.reporter.app import create_app
 from services.reporter.settings import ReporterSettings
 from shared.db.pool import connect
+from shared.db.roles import ROLE_BY_COMPONENT, dsn_for_role
 from shared.keys import Ed25519Signer
 from shared.licensing import OTEL_INGEST, REPORTING, LicenseVerifier, issue_license
 from shared.reporting_tokens import AUDITOR, issue_token
@@ -70,7 +71,9 @@ async def started(database_url: str, topics: Topics | None = None, bootstrap: st
     issuer = Ed25519Signer.generate()
     kafka = {"kafka_bootstrap_servers": bootstrap, "topic_canonical": topics.canonical} if topics and bootstrap \
         else {}
-    config = ReporterSettings(database_url=database_url, revocation_refresh_seconds=0.2, **kafka, **settings)
+    # As in production: the reporter's own role, which reads the record and writes only its rollups.
+    reporter_dsn = dsn_for_role(database_url, ROLE_BY_COMPONENT["reporter"])
+    config = ReporterSettings(database_url=reporter_dsn, revocation_refresh_seconds=0.2, **kafka, **settings)
     app = create_app(config, LicenseVerifier.from_public_keys([issuer.public_key]), background_work=False)
     async with app.router.lifespan_context(app):
         state = app.state.reporter

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import asyncpg
+import pytest
 
 from services.signer.appender import Head, OffsetEvent, append_batch, append_prepared, prepare
 from services.signer.rows import ChainRow
@@ -107,7 +108,8 @@ async def test_verify_reports_a_conflict_flag_altered_either_way(
     await record_signing_key(db, signing_key.public_key)
     await _append(db, signing_key, [OffsetEvent(i - 1, event(i)) for i in range(1, 4)])
     await _append(db, signing_key, [OffsetEvent(3, forged(2))])
-    # Someone with database rights hides the conflict: the flag is not hashed, but it is derived, so it shows.
+    # A superuser (past any trigger) hides the conflict: the flag is not hashed, but it is derived, so it shows.
+    await db.execute("SET session_replication_role = replica")
     await db.execute("UPDATE audit_logs SET sequence_conflict = false WHERE event_id = 't1-forged-2'")
     report = await verify_tenant(db, "t1", await published_keys(db))
     assert [(b.chain_seq, b.kind) for b in report.breaks] == [(4, "modified")]
@@ -117,3 +119,17 @@ async def test_verify_reports_a_conflict_flag_altered_either_way(
     await db.execute("UPDATE audit_logs SET sequence_conflict = true WHERE event_id = 't1-ev-3'")  # a false alarm
     report = await verify_tenant(db, "t1", await published_keys(db))
     assert [(b.chain_seq, b.kind) for b in report.breaks] == [(3, "modified")]
+
+
+async def test_only_the_flag_may_change_and_only_to_true_whoever_asks(
+    db: asyncpg.Connection, signing_key: Ed25519Signer
+) -> None:
+    await record_signing_key(db, signing_key.public_key)
+    await _append(db, signing_key, [OffsetEvent(0, event(1))])
+    await db.execute("SET session_replication_role = origin")  # the triggers on, as for every service
+    await db.execute("UPDATE audit_logs SET sequence_conflict = true")  # what the signer does
+    for statement in ("UPDATE audit_logs SET sequence_conflict = false",
+                      "UPDATE audit_logs SET input_tokens = 1, sequence_conflict = true",
+                      "UPDATE audit_logs SET cost = 0 WHERE false"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await db.execute(statement)

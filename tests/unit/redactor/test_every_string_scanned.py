@@ -8,8 +8,8 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from services.redactor.transform import BatchRejected, TransformPolicy, TransformStats, transform_batch
 from shared import otlp
+from shared.canonicalize.transform import BatchRejected, TransformPolicy, TransformStats, transform_batch
 from shared.messages.raw_batch import RawBatch
 from shared.pii import PiiEngine, build_engine
 

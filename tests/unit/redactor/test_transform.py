@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.redactor.transform import BatchRejected, TransformPolicy, TransformStats, transform_batch
 from shared.canonical import WITHHELD_MARKER
+from shared.canonicalize.transform import BatchRejected, TransformPolicy, TransformStats, transform_batch
 from shared.messages.raw_batch import RawBatch
 
 

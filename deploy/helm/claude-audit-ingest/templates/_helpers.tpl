@@ -121,11 +121,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
-{{/* Environment every service and job shares: the ConfigMap, plus DATABASE_URL from its Secret. */}}
+{{/* The setup job's DATABASE_URL: the owner's, which runs migrations and nothing else. */}}
 {{- define "audit.commonEnv" -}}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "audit.databaseSecret" . }}
       key: {{ .Values.database.key }}
+{{- end -}}
+
+{{/* A component's DATABASE_URL: its own role (shared/db/privileges.sql). Takes (dict "root" $ "component" key). */}}
+{{- define "audit.componentDatabaseEnv" -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "audit.databaseSecret" .root }}
+      key: {{ required (printf "database.componentKeys.%s is required" .component) (index .root.Values.database.componentKeys .component) }}
 {{- end -}}

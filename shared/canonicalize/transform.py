@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from services.redactor.mapping import AUDITED_EVENTS, DOCUMENTED_EVENTS, MappedRecord, attributes_of, map_record
 from shared import otlp
 from shared.canonical import WITHHELD_MARKER, CanonicalEvent
+from shared.canonicalize.mapping import AUDITED_EVENTS, DOCUMENTED_EVENTS, MappedRecord, attributes_of, map_record
 from shared.messages.raw_batch import RawBatch
 
 log = logging.getLogger("redactor")
