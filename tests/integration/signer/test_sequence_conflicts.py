@@ -11,6 +11,7 @@ import pytest
 from services.signer.appender import Head, OffsetEvent, append_batch, append_prepared, prepare
 from services.signer.rows import ChainRow
 from shared.canonical import CanonicalEvent
+from shared.db.roles import COMPONENT_ROLES, dsn_for_role
 from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
 from shared.verify import published_keys, verify_tenant
@@ -133,3 +134,22 @@ async def test_only_the_flag_may_change_and_only_to_true_whoever_asks(
                       "UPDATE audit_logs SET cost = 0 WHERE false"):
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
             await db.execute(statement)
+
+
+async def test_the_signer_role_may_flag_and_no_other_role_may(
+    database_url: str, db: asyncpg.Connection, signing_key: Ed25519Signer
+) -> None:
+    await record_signing_key(db, signing_key.public_key)
+    await _append(db, signing_key, [OffsetEvent(0, event(1))])
+    for role in COMPONENT_ROLES:
+        conn = await asyncpg.connect(dsn_for_role(database_url, role))
+        try:
+            statement = "UPDATE audit_logs SET sequence_conflict = true WHERE event_id = 't1-ev-1'"
+            if role == "audit_signer":
+                await conn.execute(statement)
+            else:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(statement)
+        finally:
+            await conn.close()
+    assert await _flags(db) == {"t1-ev-1": True}
