@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.redactor.transform import TransformPolicy
 from services.redactor.worker import OutboundMessage, RedactorMetrics, TransformStep
+from shared.canonicalize.transform import TransformPolicy
 from shared.messages import canonical_event, dead_letter
 from shared.pipeline import Position
 from tests.messages_support import canonical_key, canonical_keyring, raw_headers, raw_keyring
