@@ -9,7 +9,7 @@ PIP_FLAGS ?= --disable-pip-version-check -q
 
 .PHONY: help run test test-unit test-integration test-e2e lint typecheck license token verify checkpoints \
         bench bench-receiver bench-receiver-hostile bench-receiver-rotel bench-redactor bench-signer eval-redaction clean replay dlq \
-        test-deploy bench-reporter bench-merkle browser-deps tls-deps
+        test-deploy bench-reporter bench-merkle browser-deps tls-deps node-deps
 
 help:
 	@echo "make run        start PostgreSQL, the broker and the services (Ctrl-C stops all)"
@@ -40,7 +40,7 @@ $(STAMP): $(RUN_STAMP)
 run: $(RUN_STAMP)
 	@$(PY) -m deploy.local.stack run
 
-test: $(STAMP) browser-deps tls-deps
+test: $(STAMP) browser-deps tls-deps node-deps
 	@$(PY) -m pytest -q tests
 
 # tests/browser drives Debian's Chromium through Playwright. Installed here when missing and we are root;
@@ -65,13 +65,23 @@ tls-deps:
 	  else echo "WARNING: stunnel is missing and cannot be installed here: the Kafka TLS tests will fail" >&2; fi; \
 	fi
 
+# tests/e2e/test_receiver_exporters.py runs the OpenTelemetry JS exporter under Debian's node (its npm packages
+# come from the lock file at test time). Installed here when missing and we are root; otherwise it fails loudly.
+node-deps:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing nodejs and npm for tests/e2e/test_receiver_exporters.py"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else echo "WARNING: node or npm is missing and cannot be installed here: the JS exporter test will fail" >&2; fi; \
+	fi
+
 test-unit: $(STAMP)
 	@$(PY) -m pytest -q tests/unit
 
 test-integration: $(STAMP)
 	@$(PY) -m pytest -q tests/integration
 
-test-e2e: $(STAMP) tls-deps
+test-e2e: $(STAMP) tls-deps node-deps
 	@$(PY) -m pytest -q tests/e2e
 
 # Style and complexity (ruff), then the layers: services never import each other, shared/ never a service.

@@ -9,6 +9,13 @@ decimal string with six places, bytes never present, and SQL NULL as JSON null.
 
 ``prev_hash`` of the first row of a chain is 32 zero bytes. docs/auditing.md is the full specification.
 
+Version 2 (erasable content): the ``content`` column is replaced in the hashed object by
+``content_digest`` (lower-case hex of SHA-256(salt || JCS(content))), with its own domain tag:
+
+    row_hash  = SHA-256( b"claude-audit-row-v2\\x00" || prev_hash || canonical_bytes_v2 )
+
+The content and its 32-byte salt are stored apart (``audit_content``) and can be erased; the digest stays.
+
 A checkpoint's signature covers ``b"claude-audit-checkpoint-v1\\x00" || JCS({tenant_id, chain_seq,
 head_hash (lower-case hex), created_at, key_id})``.
 """
@@ -32,12 +39,20 @@ from shared.jcs import canonicalize
 if TYPE_CHECKING:
     import asyncpg
 
-HASH_VERSION = 1
+HASH_VERSION_PLAIN = 1
+HASH_VERSION_ERASABLE = 2
+# What the signer writes now; rows of version 1 stay verifiable.
+HASH_VERSION = HASH_VERSION_ERASABLE
 DOMAIN_TAG = b"claude-audit-row-v1\x00"
+DOMAIN_TAG_V2 = b"claude-audit-row-v2\x00"
+DOMAIN_TAGS = {HASH_VERSION_PLAIN: DOMAIN_TAG, HASH_VERSION_ERASABLE: DOMAIN_TAG_V2}
+SALT_BYTES = 32
 CHECKPOINT_DOMAIN_TAG = b"claude-audit-checkpoint-v1\x00"
 GENESIS_HASH = bytes(32)
 
 HASHED_COLUMNS: tuple[str, ...] = (*EVENT_COLUMNS, "chain_seq", "signing_key_id", "hash_version")
+# Version 2: the same object with ``content`` replaced by the salted digest of it.
+HASHED_COLUMNS_V2: tuple[str, ...] = (*(c for c in HASHED_COLUMNS if c != "content"), "content_digest")
 
 # rfc8785 refuses integers a double cannot hold exactly; tokens and sequences never get near that.
 _MAX_SAFE_INT = 2**53 - 1
@@ -192,7 +207,9 @@ def canonical_bytes_in_column_order(row: asyncpg.Record) -> bytes:
     return fast if fast is not None else canonical_bytes(dict(zip(HASHED_COLUMNS, row, strict=False)))
 
 
-def _fast_document(document: dict[str, Any], *, typed: bool) -> bytes | None:
+def _fast_document(
+    document: dict[str, Any], *, typed: bool, json_columns: tuple[str, ...] = _JSON_COLUMNS
+) -> bytes | None:
     """Serialises ``document`` (the hashed columns, which it changes) if orjson gives the canonical bytes."""
     for column in _TIMESTAMP_COLUMNS:
         value = document[column]
@@ -204,7 +221,7 @@ def _fast_document(document: dict[str, Any], *, typed: bool) -> bytes | None:
         if type(cost) is not Decimal:
             return None
         document["cost"] = format_cost(cost)
-    for column in _JSON_COLUMNS:
+    for column in json_columns:
         if not json_is_plain(document[column]):
             return None
     if not typed and not _SCALAR_TYPES.issuperset(map(type, _scalar_values(document))):
@@ -222,8 +239,34 @@ _hashed_values = operator.itemgetter(*HASHED_COLUMNS)
 _scalar_values = operator.itemgetter(*_SCALAR_COLUMNS)
 
 
-def row_hash(prev_hash: bytes, canonical: bytes) -> bytes:
-    return hashlib.sha256(DOMAIN_TAG + prev_hash + canonical).digest()
+def row_hash(prev_hash: bytes, canonical: bytes, version: int = HASH_VERSION_PLAIN) -> bytes:
+    return hashlib.sha256(DOMAIN_TAGS[version] + prev_hash + canonical).digest()
+
+
+def canonical_content(content: Mapping[str, Any]) -> bytes:
+    """JCS of a row's content object (field name -> text), as ``audit_content.content`` holds it."""
+    if json_is_plain(content):
+        return orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    return canonicalize(_normalise_json(content))
+
+
+def content_digest(salt: bytes, content: Mapping[str, Any]) -> bytes:
+    """SHA-256(salt || JCS(content)): what a version 2 row commits to instead of its content."""
+    return hashlib.sha256(salt + canonical_content(content)).digest()
+
+
+_JSON_COLUMNS_V2 = tuple(c for c in _JSON_COLUMNS if c != "content")
+
+
+def canonical_bytes_v2(row: Mapping[str, Any], digest: bytes) -> bytes:
+    """The hashed bytes of a version 2 row: every hashed column but ``content``, and ``content_digest``
+    (lower-case hex of ``digest``). ``row`` may hold ``content`` and other columns: they are left out."""
+    document = {column: row[column] for column in HASHED_COLUMNS if column != "content"}
+    document["content_digest"] = digest.hex()
+    fast = _fast_document(dict(document), typed=False, json_columns=_JSON_COLUMNS_V2)
+    if fast is not None:
+        return fast
+    return canonicalize({column: _normalise(value) for column, value in document.items()})
 
 
 def checkpoint_message(tenant_id: str, chain_seq: int, head_hash: bytes, created_at: datetime, key_id: str) -> bytes:
@@ -237,3 +280,15 @@ def checkpoint_message(tenant_id: str, chain_seq: int, head_hash: bytes, created
             "key_id": key_id,
         }
     )
+
+
+def domain_tag(version: object) -> bytes:
+    """The domain tag of a hash version; version 1's for anything unknown (the hash then fails to match)."""
+    return DOMAIN_TAGS.get(version, DOMAIN_TAG) if isinstance(version, int) else DOMAIN_TAG
+
+
+def stored_canonical_bytes(row: Mapping[str, Any]) -> bytes:
+    """The hashed bytes of a stored row of either version (a version 2 row must carry ``content_digest``)."""
+    if row["hash_version"] == HASH_VERSION_ERASABLE:
+        return canonical_bytes_v2(row, bytes(row["content_digest"]))
+    return canonical_bytes(row)

@@ -1,8 +1,10 @@
 """Small pieces the workers are built from: steps with explicit submit, poll and join, and the commit step
 that always comes last.
 
-Each worker is a chain ``consume -> step -> ... -> commit``. A step that is full raises
-``MessageRejected``; the worker then pauses its partitions until ``poll`` has made room.
+Each worker is a chain ``consume -> step -> ... -> commit``. A step that is full raises ``MessageRejected``
+from ``submit`` instead of waiting: the caller decides what to do meanwhile (poll, pause its partitions) and
+submits again once ``poll`` has made room (auditctl's produce step). The consumers bound their in-flight work
+the same way before they take the next message, and commit only what the next stage acknowledged.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
@@ -20,19 +22,9 @@ from prometheus_client import Histogram
 
 from shared.messages import dead_letter
 
-T_contra = TypeVar("T_contra", contravariant=True)
-
 
 class MessageRejected(Exception):
     """The step is full; try again after the next poll. This is backpressure, not an error."""
-
-
-class ProcessingStep(Protocol[T_contra]):
-    async def submit(self, item: T_contra) -> None: ...
-
-    async def poll(self) -> None: ...
-
-    async def join(self, timeout: float | None = None) -> None: ...
 
 
 @dataclass(frozen=True)

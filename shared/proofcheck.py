@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.chain import DOMAIN_TAG
+from shared.chain import domain_tag
 from shared.keys import key_id_for, verify_signature
 from shared.merkle import leaf_hash, root_from_inclusion, verify_consistency
 from shared.treehead import TreeHead
@@ -81,7 +81,8 @@ def check_inclusion(document: dict[str, Any], pinned: Sequence[bytes]) -> list[C
         head = TreeHead.from_dict(document["tree_head"])
     except (KeyError, ValueError, TypeError, binascii.Error) as exc:
         return [Check("proof document is well formed", False, repr(exc))]
-    digest = hashlib.sha256(DOMAIN_TAG + prev + canonical).digest()
+    version = row.get("hash_version") if isinstance(row, dict) else None
+    digest = hashlib.sha256(domain_tag(version) + prev + canonical).digest()
     checks = [
         Check("row_hash = SHA-256(tag || prev_hash || canonical bytes)", digest == stored, digest.hex()),
         Check("leaf index is the row's chain_seq - 1", isinstance(row, dict) and row.get("chain_seq") == index + 1,

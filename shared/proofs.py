@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.chain import HASHED_COLUMNS, canonical_bytes, format_timestamp
+from shared.chain import HASHED_COLUMNS, format_timestamp, stored_canonical_bytes
 from shared.merkle import (
     HASH_SIZE,
     Frontier,
@@ -154,7 +154,9 @@ async def record_inclusion(conn: asyncpg.Connection, tenant: str, chain_seq: int
             "tree_head": head.to_dict()}
 
 
-_ROW_COLUMNS = ", ".join(dict.fromkeys(("id", *HASHED_COLUMNS, "prev_hash", "row_hash", "signature")))
+_ROW_COLUMNS = ", ".join(
+    dict.fromkeys(("id", *HASHED_COLUMNS, "prev_hash", "row_hash", "signature", "content_digest"))
+)
 
 
 async def record_document(conn: asyncpg.Connection, record_id: int, size: int | None = None,
@@ -166,7 +168,7 @@ async def record_document(conn: asyncpg.Connection, record_id: int, size: int | 
         record_id, tenant)
     if row is None:
         return None
-    canonical = canonical_bytes(row)
+    canonical = stored_canonical_bytes(row)
     return {
         "record_id": row["id"],
         "tenant_id": row["tenant_id"],

@@ -13,7 +13,12 @@ Kinds of break, named at the first sequence number where the chain stops holding
 - ``modified``: a row whose contents no longer match its hash;
 - ``bad_signature``: an invalid signature, an untrusted key, or a key used outside its published window;
 - ``truncated``: rows missing at the end (against the chain head or a witnessed checkpoint);
-- ``head_mismatch``: the chain head disagrees with the rows (rows continue past it: it was rewound).
+- ``head_mismatch``: the chain head disagrees with the rows (rows continue past it: it was rewound);
+- ``unrecorded_erasure``: a hash version 2 row whose content is gone, but no later erasure event of the
+  chain lists it (content removed behind the pipeline's back).
+
+A version 2 row whose content is present must match its ``content_digest`` (else ``modified``); one whose
+content was erased through ``auditctl erase`` is counted in ``TenantReport.erased``.
 
 The first break in sequence order is reported; docs/auditing.md gives the precedence at one sequence number.
 """
@@ -37,24 +42,33 @@ import asyncpg
 
 from shared.chain import (
     GENESIS_HASH,
-    HASH_VERSION,
+    HASH_VERSION_ERASABLE,
+    HASH_VERSION_PLAIN,
     HASHED_COLUMNS,
     canonical_bytes,
     canonical_bytes_in_column_order,
+    canonical_bytes_v2,
     checkpoint_message,
+    content_digest,
     format_timestamp,
     row_hash,
 )
 from shared.db.pool import connect
+from shared.erasure import ERASURE_EVENT_TYPE, ERASURE_PLANE, erased_sequences
 from shared.keys import key_id_for, verify_signature
 from shared.witness import checkpoint_record
 
 # The hashed columns first, in order: canonical_bytes_in_column_order reads them by position.
 ROW_COLUMNS = (*HASHED_COLUMNS, *(c for c in ("prev_hash", "row_hash", "signature") if c not in HASHED_COLUMNS))
+# After them, what hash version 2 adds: the digest in the row, and the content and salt kept apart (NULL
+# once erased).
 _SELECT_RANGE = (
-    f"SELECT {', '.join(ROW_COLUMNS)} FROM audit_logs"  # noqa: S608 - fixed column names
-    " WHERE tenant_id = $1 AND chain_seq >= $2 AND chain_seq <= $3 ORDER BY chain_seq"
+    f"SELECT {', '.join('a.' + c for c in ROW_COLUMNS)},"  # noqa: S608 - fixed column names
+    " a.content_digest, c.salt AS content_salt, c.content AS erasable_content"
+    " FROM audit_logs a LEFT JOIN audit_content c ON c.tenant_id = a.tenant_id AND c.chain_seq = a.chain_seq"
+    " WHERE a.tenant_id = $1 AND a.chain_seq >= $2 AND a.chain_seq <= $3 ORDER BY a.chain_seq"
 )
+_KNOWN_VERSIONS = (HASH_VERSION_PLAIN, HASH_VERSION_ERASABLE)
 RANGE_ROWS = 5_000
 _PAGE = 5_000
 
@@ -73,6 +87,8 @@ class TenantReport:
     rows: int = 0
     head_seq: int = 0
     checkpoints_checked: int = 0
+    # Version 2 rows whose content was erased, each listed by a signed erasure event.
+    erased: int = 0
     breaks: list[Break] = field(default_factory=list)
 
     @property
@@ -157,6 +173,38 @@ class RangeResult:
     last_seq: int
     rows: int
     brk: Break | None
+    # Of the rows that hold (before ``brk``): version 2 rows without content, and erasure events with the
+    # sequence numbers they list. Matched against each other once every range is checked.
+    erased: tuple[int, ...] = ()
+    erasures: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+
+class _ContentMismatch(ValueError):
+    """A version 2 row's stored content does not give its content_digest."""
+
+
+def _row_digest(row: Mapping[str, Any], stored_prev: bytes, *, in_column_order: bool = False) -> bytes:
+    """The row hash recomputed from the row's own columns (for version 2, from its stored content_digest)."""
+    version = row["hash_version"]
+    if version == HASH_VERSION_PLAIN:
+        canonical = canonical_bytes_in_column_order(row) if in_column_order else canonical_bytes(row)
+        return row_hash(stored_prev, canonical)
+    committed = row["content_digest"]
+    if committed is None:
+        raise _ContentMismatch("a version 2 row without content_digest")
+    return row_hash(stored_prev, canonical_bytes_v2(row, bytes(committed)), HASH_VERSION_ERASABLE)
+
+
+def _content_problem(row: Mapping[str, Any]) -> str | None:
+    """What is wrong with a version 2 row's content (kept apart, checked against the signed digest)."""
+    if row["hash_version"] != HASH_VERSION_ERASABLE:
+        return None
+    if row["content"]:
+        return "a version 2 row holds content in the row itself, outside its content_digest"
+    salt = row["content_salt"]
+    if salt is not None and content_digest(bytes(salt), row["erasable_content"]) != bytes(row["content_digest"]):
+        return "content does not match the row's content_digest"
+    return None
 
 
 def _classify(
@@ -178,10 +226,12 @@ def _classify(
         return brk("deleted", f"sequence {expected_seq} is missing (next row is {seq})", expected_seq)
     stored_prev, stored_hash = bytes(row["prev_hash"]), bytes(row["row_hash"])
     skipped_over = nxt is not None and expected_prev is not None and bytes(nxt["prev_hash"]) == expected_prev
-    if row["hash_version"] != HASH_VERSION:
+    if row["hash_version"] not in _KNOWN_VERSIONS:
         return brk("modified", f"unknown hash version {row['hash_version']}")
     try:
-        digest = row_hash(stored_prev, canonical_bytes(row))
+        digest = _row_digest(row, stored_prev)
+    except _ContentMismatch as exc:
+        return brk("modified", str(exc))
     except _UNCANONICAL as exc:  # NaN cost, a non-finite number in JSON: nothing the signer writes
         return brk("modified", f"row contents have no canonical form ({type(exc).__name__})")
     if expected_prev is not None and stored_prev != expected_prev:
@@ -214,6 +264,12 @@ def _classify(
         if skipped_over:
             return brk("inserted", f"the chain skips this row ({problem})")
         return brk("bad_signature", problem)
+    try:
+        content_problem = _content_problem(row)
+    except _UNCANONICAL as exc:
+        return brk("modified", f"content has no canonical form ({type(exc).__name__})")
+    if content_problem is not None:
+        return brk("modified", content_problem)
     return None
 
 
@@ -221,11 +277,11 @@ def _holds(row: asyncpg.Record, expected_prev: bytes | None, expected_seq: int, 
     """The common case, checked with as little work as possible: the row links, hashes and verifies. When it
     does not, ``_classify`` works out what kind of break it is."""
     seq, stored_prev = row["chain_seq"], row["prev_hash"]
-    if seq != expected_seq or row["hash_version"] != HASH_VERSION:
+    if seq != expected_seq or row["hash_version"] not in _KNOWN_VERSIONS:
         return False
     if expected_prev is not None and stored_prev != expected_prev:
         return False
-    digest = row_hash(stored_prev, canonical_bytes_in_column_order(row))
+    digest = _row_digest(row, stored_prev, in_column_order=True)
     if digest != row["row_hash"]:
         return False
     key_id = row["signing_key_id"]
@@ -234,6 +290,7 @@ def _holds(row: asyncpg.Record, expected_prev: bytes | None, expected_seq: int, 
         public_key is not None
         and book.active_key(tenant, seq) == key_id
         and verify_signature(public_key, digest, row["signature"])
+        and _content_problem(row) is None
     )
 
 
@@ -293,6 +350,12 @@ async def verify_range(
             index_of_hashes.update((bytes(r["row_hash"]), r["chain_seq"]) for r in rows)
         return index_of_hashes.get(digest)
 
+    erased: list[int] = []
+    erasures: list[tuple[int, tuple[int, ...]]] = []
+
+    def result(rows_held: int, problem: Break | None) -> RangeResult:
+        return RangeResult(first, last, rows_held, problem, tuple(erased), tuple(erasures))
+
     for index, row in enumerate(body):
         try:
             holds = _holds(row, expected_prev, expected_seq, tenant, book)
@@ -310,12 +373,17 @@ async def verify_range(
             nxt = body[index + 1] if index + 1 < len(body) else peek
             problem = _classify(row, nxt, expected_prev, expected_seq, tenant, book, seq_of_hash)
             if problem is not None:
-                return RangeResult(first, last, index, problem)
+                return result(index, problem)
+        if row["hash_version"] == HASH_VERSION_ERASABLE:
+            if row["content_salt"] is None:
+                erased.append(row["chain_seq"])
+            if row["plane"] == ERASURE_PLANE and row["event_type"] == ERASURE_EVENT_TYPE:
+                erasures.append((row["chain_seq"], tuple(erased_sequences(row["attributes"]))))
         expected_prev, expected_seq = bytes(row["row_hash"]), row["chain_seq"] + 1
     if body and body[-1]["chain_seq"] < last:
         missing = body[-1]["chain_seq"] + 1
-        return RangeResult(first, last, len(body), Break(tenant, missing, "deleted", f"sequence {missing} is missing"))
-    return RangeResult(first, last, len(body), None)
+        return result(len(body), Break(tenant, missing, "deleted", f"sequence {missing} is missing"))
+    return result(len(body), None)
 
 
 # One connection and event loop per worker process, kept for all the ranges it checks.
@@ -563,11 +631,22 @@ ORDER BY a.chain_seq LIMIT 1
 
 async def _conclude(conn: asyncpg.Connection, plan: _Plan, book: KeyBook, checkpoints: Iterable[Checkpoint]) -> None:
     report, tenant, last_seq = plan.report, plan.report.tenant_id, plan.last_seq
+    erased: list[int] = []
+    recorded: set[int] = set()
     for result in sorted(plan.results, key=lambda r: r.first_seq):
         report.rows += result.rows
+        erased.extend(result.erased)
+        # An erasure event covers only rows before it: it cannot vouch for content erased after it was signed.
+        recorded.update(seq for event_seq, listed in result.erasures for seq in listed if seq < event_seq)
         if result.brk is not None:
             report.breaks.append(result.brk)
             break
+    unrecorded = [seq for seq in erased if seq not in recorded]
+    report.erased = len(erased) - len(unrecorded)
+    if unrecorded and (not report.breaks or unrecorded[0] < report.breaks[0].chain_seq):
+        report.breaks[:] = [Break(tenant, unrecorded[0], "unrecorded_erasure",
+                                  "the row's content is gone, but no signed erasure event of the chain lists it "
+                                  f"({len(unrecorded)} such rows)")]
     report.head_seq = last_seq if report.ok else report.breaks[0].chain_seq - 1
     if report.ok and (problem := _head_break(plan)) is not None:
         report.breaks.append(problem)
@@ -611,3 +690,26 @@ def witnessed_checkpoints(records: Iterable[Mapping[str, Any]]) -> list[Checkpoi
         except (KeyError, ValueError, TypeError):
             continue
     return found
+
+
+# The erasure rule of _conclude in one query, for the reporter's incremental check: the lowest version 2 row
+# up to ``$2`` (checked rows only) whose content is gone and that no later erasure event up to ``$2`` lists.
+_UNRECORDED_ERASURE = (
+    "SELECT a.chain_seq FROM audit_logs a WHERE a.tenant_id = $1 AND a.chain_seq <= $2 AND a.hash_version = 2"  # noqa: S608 - constants
+    " AND NOT EXISTS (SELECT 1 FROM audit_content c WHERE c.tenant_id = a.tenant_id AND c.chain_seq = a.chain_seq)"
+    " AND NOT EXISTS (SELECT 1 FROM audit_logs e WHERE e.tenant_id = a.tenant_id"
+    f" AND e.plane = '{ERASURE_PLANE}' AND e.event_type = '{ERASURE_EVENT_TYPE}' AND e.hash_version = 2"
+    " AND e.chain_seq > a.chain_seq AND e.chain_seq <= $2"
+    " AND jsonb_typeof(e.attributes->'erasure.rows') = 'array'"
+    " AND e.attributes->'erasure.rows' @> to_jsonb(a.chain_seq))"
+    " ORDER BY a.chain_seq LIMIT 1"
+)
+
+
+async def unrecorded_erasure(conn: asyncpg.Connection, tenant: str, until: int) -> Break | None:
+    """An ``unrecorded_erasure`` break among rows ``1..until`` (which must already hold), if there is one."""
+    seq = await conn.fetchval(_UNRECORDED_ERASURE, tenant, until)
+    if seq is None:
+        return None
+    return Break(tenant, seq, "unrecorded_erasure",
+                 "the row's content is gone, but no signed erasure event of the chain lists it")

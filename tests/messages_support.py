@@ -36,11 +36,10 @@ def raw_headers(payload: bytes, *, tenant: str, org: str | None = None, kind: ra
                 record_count: int = 1, license_id: str = "lic-test", key: MessageKey | None = None,
                 ) -> list[tuple[str, bytes]]:
     """The headers the receiver would give ``payload``."""
-    return raw_batch.encode_headers(
-        key or raw_key(), kind, payload, tenant=tenant, org=org or tenant, license_id=license_id,
-        content_type=content_type, received_at_ns=time.time_ns() if received_at_ns is None else received_at_ns,
-        request_id=request_id, record_count=record_count, chunk_index=1, chunk_total=1,
-    )
+    batch = raw_batch.RawBatch(tenant, org or tenant, license_id, content_type,
+                               time.time_ns() if received_at_ns is None else received_at_ns, request_id, record_count,
+                               1, 1, payload)
+    return raw_batch.encode(batch, key or raw_key(), kind)
 
 
 def canonical_message(event: CanonicalEvent, key: MessageKey | None = None) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:

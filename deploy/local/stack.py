@@ -110,6 +110,11 @@ async def prepare(settings: CliSettings) -> None:
     conn = await connect(settings.database_url)
     try:
         await apply_migrations(conn)
+    finally:
+        await conn.close()
+    # The owner only migrates: the key is enrolled as auditctl would enrol it, as audit_admin.
+    conn = await connect(admin_dsn(settings.database_url))
+    try:
         await enroll_development_key(conn, settings)
     finally:
         await conn.close()
@@ -142,10 +147,16 @@ def cached_license(cache: Path, issuer_public_key: bytes) -> tuple[str, str] | N
     return lic.license_id, token
 
 
+def admin_dsn(owner_dsn: str) -> str:
+    """The operator's connection (auditctl's role) to the database ``make run`` migrated as its owner."""
+    return dsn_for_role(owner_dsn, ROLE_BY_COMPONENT["auditctl"])
+
+
 async def development_license(settings: CliSettings, cached: tuple[str, str] | None) -> str:
-    """Reuses the cached licence while the database still holds it unrevoked; otherwise issues a new one."""
+    """Reuses the cached licence while the database still holds it unrevoked; otherwise issues a new one
+    (as ``auditctl license issue`` would, with auditctl's role)."""
     if cached is not None:
-        conn = await connect(settings.database_url)
+        conn = await connect(admin_dsn(settings.database_url))
         try:
             active = await conn.fetchval(
                 "SELECT count(*) FROM licenses WHERE license_id = $1 AND revoked_at IS NULL", cached[0]
@@ -155,7 +166,7 @@ async def development_license(settings: CliSettings, cached: tuple[str, str] | N
         if active:
             return cached[1]
     lic, token = issue_license(load_signer(file=settings.license_issuer_key_file), org_id=DEV_ORG)
-    await store_license(settings.database_url, lic)
+    await store_license(admin_dsn(settings.database_url), lic)
     return token
 
 
@@ -199,6 +210,7 @@ def run() -> int:
         env.update(RAW_AUTH_KEY_FILE=settings.raw_auth_key_file,
                    CANONICAL_AUTH_KEY_FILE=settings.canonical_auth_key_file,
                    REPORTER_ACCESS_AUTH_KEY_FILE=settings.reporter_access_auth_key_file,
+                   AUDITCTL_EVENTS_AUTH_KEY_FILE=settings.auditctl_events_auth_key_file,
                    CANONICAL_AUTH_KEYRING_FILE=settings.canonical_auth_keyring_file)
         cache = var / "dev-license"
         issuer = load_signer(file=settings.license_issuer_key_file)
@@ -247,7 +259,7 @@ def with_database(command: list[str]) -> int:
     pg = start_postgres(var / "pgdata", ephemeral=False)
     try:
         asyncio.run(_migrate(pg.dsn))
-        os.environ["DATABASE_URL"] = dsn_for_role(pg.dsn, ROLE_BY_COMPONENT["auditctl"])
+        os.environ["DATABASE_URL"] = admin_dsn(pg.dsn)
         return subprocess.call(command)
     finally:
         pg.stop()

@@ -108,7 +108,7 @@ def verify(
                 if report.ok:
                     click.echo(
                         f"OK tenant={name} rows={report.rows} head={report.head_seq} "
-                        f"checkpoints={report.checkpoints_checked}"
+                        f"checkpoints={report.checkpoints_checked} erased={report.erased}"
                     )
                 else:
                     all_ok = False

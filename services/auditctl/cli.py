@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from services.auditctl import chain, licenses, posture, proof, recovery, setup, tokens
+from services.auditctl import chain, erase, licenses, posture, proof, recovery, setup, tokens
 from services.auditctl.settings import CliSettings
 from shared.settings import load_settings
 
@@ -16,6 +16,6 @@ def main(ctx: click.Context) -> None:
     ctx.obj = load_settings(CliSettings)
 
 
-for _module in (setup, licenses, tokens, chain, posture, recovery, proof):
+for _module in (setup, licenses, tokens, chain, posture, recovery, proof, erase):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -22,6 +22,11 @@ class CliSettings(CommonSettings):
     reporter_access_auth_key_file: str = Field(
         default="var/keys/canonical-reporter.key", description="The reporter's access-event key (init-keys)."
     )
+    auditctl_events_auth_key_file: str = Field(
+        default="var/keys/canonical-auditctl.key",
+        description="auditctl's own key for the events it puts on the canonical topic (content erasures); the "
+        "signers' CANONICAL_AUTH_KEYRING_FILE must hold it (init-keys adds it).",
+    )
     canonical_auth_keyring_file: str = Field(
         default="var/keys/canonical.keyring", description="The signers' accepted canonical-event keys (init-keys)."
     )

@@ -36,7 +36,8 @@ def ensure_key_files(settings: CliSettings) -> list[str]:
     created += ensure_message_keys(
         Path(settings.raw_auth_key_file),
         [(Path(settings.canonical_auth_key_file), "redactor"),
-         (Path(settings.reporter_access_auth_key_file), "reporter")],
+         (Path(settings.reporter_access_auth_key_file), "reporter"),
+         (Path(settings.auditctl_events_auth_key_file), "auditctl")],
         Path(settings.canonical_auth_keyring_file),
     )
     return created

@@ -23,6 +23,7 @@ from shared.kafka import KafkaConfigError, refuse_misconfigured_client
 from shared.keys import KeyMaterialError
 from shared.licence_auth import load_issuer_public_keys
 from shared.licensing import LicenseVerifier
+from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_signing_key
 from shared.runtime import run_service, stop_on_signals
@@ -106,21 +107,21 @@ async def _serve(settings: ReceiverSettings) -> None:
     gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     state: ReceiverState = app.state.receiver
     health = HealthServer(state.registry, ready=lambda: all(readiness(state).values()))
-    if settings.receiver_metrics_port:
-        await health.start(settings.receiver_host, settings.receiver_metrics_port)
-    log.info(
-        "receiver listening",
-        extra={
-            "bind": config.bind,
-            "metrics_port": settings.receiver_metrics_port,
-            "event_loop": settings.receiver_event_loop,
-        },
-    )
-    try:
+    async with Lifecycle("receiver", log) as parts:
+        parts.on_shutdown("revocation list", revocations.close)
+        if settings.receiver_metrics_port:
+            await parts.start("health server",
+                              lambda: health.start(settings.receiver_host, settings.receiver_metrics_port),
+                              health.stop)
+        log.info(
+            "receiver listening",
+            extra={
+                "bind": config.bind,
+                "metrics_port": settings.receiver_metrics_port,
+                "event_loop": settings.receiver_event_loop,
+            },
+        )
         await serve(app, config, shutdown_trigger=_shutdown_trigger(state, stop))  # type: ignore[arg-type]
-    finally:
-        await health.stop()
-        await revocations.close()
     log.info("receiver stopped")
 
 

@@ -172,7 +172,7 @@ class RawBatchQueue:
 
     def _compute_payload_limit(self, origin: BatchOrigin) -> int:
         headers = self._headers(origin, "logs", b"", "application/x-protobuf", raw_batch.MAX_RECEIVED_AT_NS,
-                                "f" * 32, raw_batch.MAX_RECORD_COUNT, 9_999, 9_999)
+                                "f" * 32, (raw_batch.MAX_RECORD_COUNT, 9_999, 9_999))
         framing = _BATCH_AND_RECORD_OVERHEAD + len(tenant_key(origin.tenant_id))
         framing += sum(len(key) + len(value) + _HEADER_FRAMING for key, value in headers)
         return self._max_message_bytes - framing
@@ -204,7 +204,7 @@ class RawBatchQueue:
             async with asyncio.timeout_at(deadline):
                 for index, message in enumerate(messages, start=1):
                     headers = self._headers(origin, kind, message.payload, message.content_type, received_at_ns,
-                                            request_id, message.record_count, index, len(messages))
+                                            request_id, (message.record_count, index, len(messages)))
                     acks.append(await producer.send(topic, message.payload, key=key, headers=headers))
             # asyncio.wait never cancels what it waits for: a late acknowledgement still releases the bytes.
             _, pending = await asyncio.wait(acks, timeout=max(0.0, deadline - loop.time()))
@@ -222,12 +222,11 @@ class RawBatchQueue:
         raise BrokerUnavailable("the queue did not acknowledge the batch")
 
     def _headers(self, origin: BatchOrigin, kind: raw_batch.Kind, payload: bytes, content_type: str,
-                 received_at_ns: int, request_id: str, record_count: int, index: int, total: int) -> Headers:
-        return raw_batch.encode_headers(
-            self._key, kind, payload, tenant=origin.tenant_id, org=origin.org_id, license_id=origin.license_id,
-            content_type=content_type, received_at_ns=received_at_ns, request_id=request_id,
-            record_count=record_count, chunk_index=index, chunk_total=total,
-        )
+                 received_at_ns: int, request_id: str, counts: tuple[int, int, int]) -> Headers:
+        record_count, index, total = counts
+        batch = raw_batch.RawBatch(origin.tenant_id, origin.org_id, origin.license_id, content_type, received_at_ns,
+                                   request_id, record_count, index, total, payload)
+        return raw_batch.encode(batch, self._key, kind)
 
 
 class CachingPartitioner:

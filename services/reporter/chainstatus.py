@@ -1,7 +1,8 @@
 """The reporter's background chain check: incremental, resumable, and bounded per pass.
 
 It applies ``auditctl verify``'s own rules (shared/verify.py: links, hashes, signatures, the key active at
-each sequence, signed checkpoints) range by range from where it stopped, so the status endpoint answers
+each sequence, signed checkpoints, erasures recorded by a signed erasure event) range by range from where it
+stopped, so the status endpoint answers
 from a table instead of re-hashing a whole chain per request. Two cursors per tenant: the frontier follows
 new rows; the rescan cursor walks the chain from the start again and again, so a row altered after the
 frontier passed it is still found on the next full pass. Whatever the tampering (rows, ranges or the first
@@ -18,7 +19,15 @@ from datetime import datetime
 import asyncpg
 
 from shared.chain import GENESIS_HASH
-from shared.verify import Break, Checkpoint, KeyBook, check_checkpoint, load_key_book, verify_range
+from shared.verify import (
+    Break,
+    Checkpoint,
+    KeyBook,
+    check_checkpoint,
+    load_key_book,
+    unrecorded_erasure,
+    verify_range,
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,9 @@ async def advance(conn: asyncpg.Connection, tenant: str, book: KeyBook, max_rows
         frontier = await check_from(conn, tenant, state["verified_seq"], bytes(state["verified_hash"]),
                                     min(head_seq, state["verified_seq"] + max_rows), book)
         finding = frontier.finding or await _head_finding(conn, tenant, head_seq, state["verified_seq"])
+        if finding is None:
+            # Content erased behind the pipeline's back, at any row checked so far (erasure leaves hashes intact).
+            finding = await unrecorded_erasure(conn, tenant, frontier.seq)
         if finding is None and head is not None and frontier.seq == head_seq and head_seq > 0 \
                 and bytes(head["head_hash"]) != frontier.hash:
             finding = Break(tenant, head_seq, "modified", "the chain head's hash differs from the last row's hash")

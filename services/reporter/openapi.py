@@ -31,6 +31,15 @@ _TOKENS = {
     "properties": {k: {"type": ["integer", "null"]} for k in ("input", "output", "cache_read", "cache_creation",
                                                              "total")},
 }
+# Set where a row's content was erased (auditctl erase); content is then null.
+_ERASURE: dict[str, Any] = {
+    "type": ["object", "null"],
+    "description": "null unless the row's content was erased; then content is null and text reads "
+                   "'erased on YYYY-MM-DD (reason)'.",
+    "properties": {"erased_at": {"type": "string"}, "erased_by": {"type": "string"}, "reason": {"type": "string"},
+                   "erasure_event_id": {"type": "string"}, "text": {"type": "string"}},
+}
+
 _USER_SCHEMA = {
     "type": "object",
     "properties": {"key": _NULLABLE_STRING, "id": _NULLABLE_STRING, "email": _NULLABLE_STRING,
@@ -176,6 +185,7 @@ SCHEMAS: dict[str, Any] = {
             "content": {"type": ["object", "null"], "description": "Redacted content fields; null for the analyst "
                         "role, which sees content_lengths only.",
                         "additionalProperties": {"type": "string"}},
+            "erasure": _ERASURE,
             "content_lengths": {"type": "object", "additionalProperties": {"type": "integer"}},
             "content_captured": {"type": "boolean"},
             "redacted_fields": {"type": "object"},
@@ -226,7 +236,8 @@ SCHEMAS: dict[str, Any] = {
             "content_withheld_events": {"type": "integer"},
             "prompts": {"type": "array", "description": "Redacted prompts in session order.",
                         "items": {"type": "object", "properties": {"id": {"type": "integer"},
-                                                                   "time": _TIME, "text": _NULLABLE_STRING}}},
+                                                                   "time": _TIME, "text": _NULLABLE_STRING,
+                                                                   "erasure": _ERASURE}}},
             "tools": {"type": "array", "items": {"type": "object", "properties": {
                 "tool_name": {"type": "string"}, "calls": {"type": "integer"}, "succeeded": {"type": "integer"},
                 "failed": {"type": "integer"}, "accepted": {"type": "integer"}, "rejected": {"type": "integer"}}}},

@@ -72,6 +72,8 @@ def _next_href(request: Request, path: str, cursor: params.Cursor | None) -> str
 
 
 def _excerpt(item: dict[str, Any]) -> str:
+    if item.get("erasure"):
+        return str(item["erasure"]["text"])
     if item.get("content") is None and item.get("content_lengths"):
         lengths = item["content_lengths"]
         return ", ".join(f"{name}: {lengths[name]} characters" for name in _EXCERPT_FIELDS if name in lengths)

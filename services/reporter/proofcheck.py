@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.chain import CHECKPOINT_DOMAIN_TAG, DOMAIN_TAG
+from shared.chain import CHECKPOINT_DOMAIN_TAG, domain_tag
 from shared.keys import key_id_for, verify_signature
 
 
@@ -47,7 +47,8 @@ def check_proof(proof: dict[str, Any], trusted_keys: list[bytes] | None = None) 
                         row.get("chain_seq") == proof.get("chain_seq") and row.get("event_id") == proof.get("event_id")
                         and row.get("tenant_id") == proof.get("tenant_id"),
                         f"chain_seq {row.get('chain_seq')}, event {row.get('event_id')}"))
-    digest = hashlib.sha256(DOMAIN_TAG + prev + canonical).digest()
+    version = row.get("hash_version") if isinstance(row, dict) else None
+    digest = hashlib.sha256(domain_tag(version) + prev + canonical).digest()
     checks.append(Check("row_hash = SHA-256(tag || prev_hash || canonical bytes)", digest == stored, digest.hex()))
     checks.append(Check("key id is the public key's fingerprint",
                         len(public_key) == 32 and key_id_for(public_key) == key.get("key_id")

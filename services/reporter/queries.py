@@ -22,7 +22,14 @@ from services.reporter import completeness, usagesql
 from services.reporter.params import Cursor, DayWindow
 from services.reporter.rollup import SUM_COLUMNS, USER_KEY, fold_state
 from shared.canonical import COST_SCALE
-from shared.chain import DOMAIN_TAG, HASH_VERSION, HASHED_COLUMNS, canonical_bytes, checkpoint_message, row_hash
+from shared.chain import (
+    HASH_VERSION,
+    HASHED_COLUMNS,
+    checkpoint_message,
+    domain_tag,
+    row_hash,
+    stored_canonical_bytes,
+)
 from shared.usage_columns import DAILY_COLUMNS
 from shared.witness import Witness
 
@@ -32,14 +39,33 @@ MAX_SESSION_DECISIONS = 1_000
 MAX_SESSION_ERRORS = 500
 MAX_SESSION_CONFLICTS = 500
 
+# Hash version 2 keeps a row's content in audit_content (erasable); version 1 in the row itself.
+_CONTENT = (
+    "coalesce((SELECT c.content FROM audit_content c WHERE c.tenant_id = audit_logs.tenant_id"
+    " AND c.chain_seq = audit_logs.chain_seq), audit_logs.content)"
+)
+# Where content was erased (auditctl erase): when, by whom and why, shown in its place.
+_ERASURE = (
+    "(SELECT jsonb_build_object('erased_at', e.erased_at, 'erased_by', e.erased_by, 'reason', e.reason,"
+    " 'erasure_event_id', e.erasure_event_id) FROM content_erasures e"
+    " WHERE e.tenant_id = audit_logs.tenant_id AND e.chain_seq = audit_logs.chain_seq)"
+)
 _FEED_COLUMNS = (
     "id", "event_id", "org_id", "plane", "event_type", "event_time", "received_at", "session_id", "correlation_id",
     "event_sequence", "user_email", "user_id", "user_account_uuid", "claimed_org_id", "claimed_org_mismatch",
     "service_name", "service_version", "model", "input_tokens", "output_tokens", "cache_read_tokens",
     "cache_creation_tokens", "tokens_used", "cost", "duration_ms", "decision", "decision_source", "tool_name",
-    "success", "status_code", "attempt", "content", "content_lengths", "redacted_fields", "content_captured",
-    "attributes", "chain_seq", "sequence_conflict",
+    "success", "status_code", "attempt", f"{_CONTENT} AS content", "content_lengths", "redacted_fields",
+    "content_captured", "attributes", "chain_seq", f"{_ERASURE} AS erasure", "sequence_conflict",
 )
+
+
+def erasure_of(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The erasure of a row's content, with the line shown where the content was; None if not erased."""
+    if value is None:
+        return None
+    erased_on = str(value["erased_at"])[:10]
+    return {**value, "text": f"erased on {erased_on} ({value['reason']})"}
 
 
 def iso(value: datetime | date | None) -> str | None:
@@ -139,7 +165,8 @@ def feed_item(row: Mapping[str, Any]) -> dict[str, Any]:
         "duration_ms": row["duration_ms"],
         "status_code": row["status_code"],
         "attempt": row["attempt"],
-        "content": row["content"],
+        "content": None if row["erasure"] is not None else row["content"],
+        "erasure": erasure_of(row["erasure"]),
         "content_lengths": row["content_lengths"],
         "redacted_fields": row["redacted_fields"],
         "content_captured": row["content_captured"],
@@ -283,7 +310,8 @@ async def _session_summary(conn: asyncpg.Connection, where: str, key: tuple[str,
             *key,
         )
         prompts = await conn.fetch(
-            f"SELECT id, event_time, event_sequence, correlation_id, content->>'prompt' AS text,"
+            f"SELECT id, event_time, event_sequence, correlation_id, {_CONTENT}->>'prompt' AS text,"
+            f" {_ERASURE} AS erasure,"
             f" content_lengths->'prompt' AS length, redacted_fields->'prompt' AS redactions, content_captured"
             f" FROM audit_logs WHERE {where} AND event_type = 'user_prompt'"
             f" ORDER BY event_time, event_sequence NULLS LAST, id LIMIT {MAX_SESSION_PROMPTS + 1}",
@@ -317,7 +345,7 @@ async def _session_summary(conn: asyncpg.Connection, where: str, key: tuple[str,
         )
         errors = await conn.fetch(
             f"SELECT id, event_time, event_type, model, status_code, attempt, tool_name, duration_ms,"
-            f" content->>'error' AS message FROM audit_logs WHERE {where}"
+            f" {_CONTENT}->>'error' AS message, {_ERASURE} AS erasure FROM audit_logs WHERE {where}"
             f" AND (event_type = 'api_error' OR (event_type = 'tool_result' AND success IS FALSE))"
             f" ORDER BY event_time, event_sequence NULLS LAST, id LIMIT {MAX_SESSION_ERRORS + 1}",
             *key,
@@ -356,6 +384,7 @@ async def _session_summary(conn: asyncpg.Connection, where: str, key: tuple[str,
                 "time": iso(row["event_time"]),
                 "sequence": row["event_sequence"],
                 "text": row["text"],
+                "erasure": erasure_of(row["erasure"]),
                 "length": row["length"],
                 "redactions": row["redactions"] or {},
                 "content_captured": row["content_captured"],
@@ -406,6 +435,7 @@ async def _session_summary(conn: asyncpg.Connection, where: str, key: tuple[str,
                 "attempt": row["attempt"],
                 "duration_ms": row["duration_ms"],
                 "message": row["message"],
+                "erasure": erasure_of(row["erasure"]),
             }
             for row in errors[:MAX_SESSION_ERRORS]
         ],
@@ -563,7 +593,9 @@ async def latest_checkpoint(conn: asyncpg.Connection, tenant: str, seq: int) -> 
     }
 
 
-_PROOF_COLUMNS = ", ".join(dict.fromkeys(("id", *HASHED_COLUMNS, "prev_hash", "row_hash", "signature")))
+_PROOF_COLUMNS = ", ".join(
+    dict.fromkeys(("id", *HASHED_COLUMNS, "prev_hash", "row_hash", "signature", "content_digest"))
+)
 
 
 async def witness_entry(
@@ -610,7 +642,7 @@ async def proof(
         "SELECT key_id, public_key, algorithm, valid_from, valid_until FROM signing_keys WHERE key_id = $1",
         row["signing_key_id"],
     )
-    canonical = canonical_bytes(row)
+    canonical = stored_canonical_bytes(row)
     prev, stored = bytes(row["prev_hash"]), bytes(row["row_hash"])
     return {
         "record_id": row["id"],
@@ -634,15 +666,16 @@ async def proof(
         "witness": await witness_entry(conn, tenant, row["chain_seq"], witness),
         "algorithm": {
             "row_hash": "SHA-256(domain_tag || prev_hash || canonical_bytes)",
-            "domain_tag": b64(DOMAIN_TAG),
+            "domain_tag": b64(domain_tag(row["hash_version"])),
             "signature": "Ed25519 over row_hash, by signing_key.public_key",
             "key_id": "first 16 bytes of SHA-256(public_key), hex",
-            "canonical_bytes": f"RFC 8785 JSON of the row's hashed columns (hash version {HASH_VERSION})",
+            "canonical_bytes": f"RFC 8785 JSON of the row's hashed columns (hash version {row['hash_version']}; "
+            f"new rows: {HASH_VERSION})",
             "checkpoint": "Ed25519 over checkpoint.message (domain tag || RFC 8785 JSON of tenant_id, chain_seq, "
             "head_hash, created_at, key_id); head_hash is the row hash at checkpoint.chain_seq, which the rows "
             "after this one link to through their prev_hash",
         },
-        "server_check": {"row_hash_matches": row_hash(prev, canonical) == stored},
+        "server_check": {"row_hash_matches": row_hash(prev, canonical, row["hash_version"]) == stored},
     }
 
 

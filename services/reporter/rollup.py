@@ -72,7 +72,7 @@ session_users AS MATERIALIZED (
 owned AS MATERIALIZED (
     SELECT b.*, CASE WHEN b.session_id IS NULL THEN coalesce(b.user_key, '') ELSE u.user_key END AS owner
     FROM batch b LEFT JOIN session_users u ON u.session_id = b.session_id
-    WHERE b.plane <> 'access'  -- the trail of reads is not usage
+    WHERE b.plane NOT IN ('access', 'erasure')  -- the trail of reads and of erasures is not usage
 ),
 daily AS (
     INSERT INTO report_usage_daily (tenant_id, day, user_key, session_id, {", ".join(SUM_COLUMNS)})

@@ -193,7 +193,7 @@ reached the signed record. Computed from the signed rows; a late arrival closes 
 <table id="prompts"><thead><tr><th>#</th><th>Time</th><th>Prompt (redacted)</th><th>Redactions</th></tr></thead><tbody>
 {% for p in s.prompts %}
 <tr><td>{{ loop.index }}</td><td>{{ p.time[:19] | replace("T", " ") }}</td>
-<td><div class="content">{% if p.text is not none %}{{ p.text }}{% elif not me.sees_content %}<span class="muted">{{ p.length or 0 }} characters (text not shown to your role)</span>{% else %}<span class="muted">not captured</span>{% endif %}</div></td>
+<td><div class="content">{% if p.erasure %}<span class="muted erased">{{ p.erasure.text }}</span>{% elif p.text is not none %}{{ p.text }}{% elif not me.sees_content %}<span class="muted">{{ p.length or 0 }} characters (text not shown to your role)</span>{% else %}<span class="muted">not captured</span>{% endif %}</div></td>
 <td>{% for kind, n in p.redactions.items() %}<span class="badge">{{ kind }} × {{ n }}</span> {% endfor %}</td></tr>
 {% else %}<tr><td colspan="4" class="muted">No prompts.</td></tr>{% endfor %}
 </tbody></table>
@@ -231,7 +231,7 @@ reached the signed record. Computed from the signed rows; a late arrival closes 
 <table id="errors"><thead><tr><th>Time</th><th>Kind</th><th>Model / tool</th><th>Status</th><th>Message (redacted)</th></tr></thead><tbody>
 {% for e in s.errors %}
 <tr><td>{{ e.time[:19] | replace("T", " ") }}</td><td>{{ e.event_type }}</td><td>{{ e.model or e.tool_name or "" }}</td>
-<td>{{ e.status_code or "" }}</td><td><div class="content">{{ e.message or "" }}</div></td></tr>
+<td>{{ e.status_code or "" }}</td><td><div class="content">{% if e.erasure %}<span class="muted erased">{{ e.erasure.text }}</span>{% else %}{{ e.message or "" }}{% endif %}</div></td></tr>
 {% else %}<tr><td colspan="5" class="muted">No errors.</td></tr>{% endfor %}
 </tbody></table>
 

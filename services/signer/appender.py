@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -29,9 +30,10 @@ from shared.canonical import EVENT_COLUMNS, CanonicalEvent
 from shared.chain import (
     GENESIS_HASH,
     HASH_VERSION,
-    canonical_bytes,
-    canonical_bytes_checked,
+    SALT_BYTES,
+    canonical_bytes_v2,
     checkpoint_message,
+    content_digest,
     row_hash,
 )
 from shared.enrollment import UnenrolledKey, describe_missing
@@ -39,9 +41,16 @@ from shared.keys import Signer
 from shared.merkle import Frontier
 from shared.treehead import tree_head_message
 
-CHAIN_COLUMNS = ("chain_seq", "prev_hash", "row_hash", "signature", "signing_key_id", "hash_version")
+CHAIN_COLUMNS = (
+    "chain_seq", "prev_hash", "row_hash", "signature", "signing_key_id", "hash_version", "content_digest"
+)
 INSERT_COLUMNS = (*EVENT_COLUMNS, *CHAIN_COLUMNS)
-_event_values = operator.itemgetter(*EVENT_COLUMNS)
+CONTENT_COLUMNS = ("tenant_id", "chain_seq", "salt", "content")
+# Rows are written as hash version 2: the row keeps the digest of its content, audit_content the content.
+_STORED_COLUMNS = tuple(column for column in EVENT_COLUMNS if column != "content")
+_CONTENT_AT = EVENT_COLUMNS.index("content")
+_event_values = operator.itemgetter(*_STORED_COLUMNS)
+_EMPTY_CONTENT: dict[str, str] = {}
 # Rows hashed between two turns of the event loop (about half a millisecond), each turn also handing their
 # hashes to the signing helper: the COPY of the batch before is in flight meanwhile, and its socket and
 # round trips only move when the loop turns. 16 measured best (8 to 64 tried with make bench-signer).
@@ -124,18 +133,22 @@ class Chained:
     checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
     # (tenant, leaf index, hashes of the subtrees completed by that leaf): merkle_subtrees rows.
     subtrees: list[tuple[str, int, bytes]] = field(default_factory=list)
-    # Per row: its event columns, chain_seq, prev_hash, row_hash; the signature and key come in complete().
-    unsigned: list[tuple[tuple[Any, ...], int, bytes, bytes]] = field(default_factory=list)
+    # Per row: its event columns, chain_seq, prev_hash, row_hash, content digest; the signature and key come
+    # in complete().
+    unsigned: list[tuple[tuple[Any, ...], int, bytes, bytes, bytes]] = field(default_factory=list)
+    # audit_content rows (tenant, chain_seq, salt, content), written in the same transaction as the rows.
+    contents: list[tuple[str, int, bytes, Any]] = field(default_factory=list)
     signing: list[asyncio.Future[list[bytes]]] = field(default_factory=list)
     key_id: str = ""
 
     async def complete(self) -> Chained:
         if self.unsigned:
             signatures = [signature for chunk in await asyncio.gather(*self.signing) for signature in chunk]
-            tail = (self.key_id, HASH_VERSION)
+            key_id = self.key_id
             self.records.extend(
-                (*event, seq, prev, digest, signature, *tail)
-                for (event, seq, prev, digest), signature in zip(self.unsigned, signatures, strict=True)
+                (*event[:_CONTENT_AT], _EMPTY_CONTENT, *event[_CONTENT_AT:], seq, prev, digest, signature, key_id,
+                 HASH_VERSION, content)
+                for (event, seq, prev, digest, content), signature in zip(self.unsigned, signatures, strict=True)
             )
             self.unsigned, self.signing = [], []
         return self
@@ -172,9 +185,12 @@ async def chain_rows(
         values = row.values  # the hashed chain columns are set anew each time the row is chained
         seq = head.seq + 1
         values.update(chain_seq=seq, signing_key_id=key_id, hash_version=HASH_VERSION)
-        canonical = (row.plain and canonical_bytes_checked(values)) or canonical_bytes(values)
-        digest = row_hash(head.hash, canonical)
-        pending.append((_event_values(values), seq, head.hash, digest))
+        salt = os.urandom(SALT_BYTES)
+        content = values["content"]
+        committed = content_digest(salt, content)
+        digest = row_hash(head.hash, canonical_bytes_v2(values, committed), HASH_VERSION)
+        pending.append((_event_values(values), seq, head.hash, digest, committed))
+        out.contents.append((row.tenant_id, seq, salt, content))
         digests.append(digest)
         head.seq, head.hash = head.seq + 1, digest
         head.tree, completed = head.tree.append(digest)
@@ -353,6 +369,8 @@ async def _write(
     if chained.records:
         await conn.copy_records_to_table("audit_logs", records=chained.records, columns=list(INSERT_COLUMNS))
         conflicts = await _flag_sequence_conflicts(conn, chained.records)
+    if chained.contents:
+        await conn.copy_records_to_table("audit_content", records=chained.contents, columns=list(CONTENT_COLUMNS))
     if chained.subtrees:
         await conn.copy_records_to_table("merkle_subtrees", records=chained.subtrees,
                                          columns=["tenant_id", "leaf_index", "hashes"])

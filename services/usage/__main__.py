@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 
+import asyncpg
 from prometheus_client import CollectorRegistry, start_http_server
 
 from services.usage.settings import UsageSettings
@@ -12,12 +13,25 @@ from services.usage.worker import UsageMetrics, UsageWorker
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
 from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
+from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_keyring
 from shared.pii import build_engine
 from shared.pipeline import Backoff
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
+
+
+async def _connect(settings: UsageSettings, stop: asyncio.Event, log: logging.Logger) -> asyncpg.Pool:
+    backoff = Backoff(0.5, 10.0)
+    while True:
+        try:
+            return await create_pool(settings.database_url, min_size=1, max_size=settings.usage_db_pool_size)
+        except Exception as exc:
+            if not is_retryable_db_error(exc) or stop.is_set():
+                raise
+            log.warning("database not reachable yet, retrying", extra={"error": repr(exc)})
+            await backoff.sleep(stop)
 
 
 async def _run(settings: UsageSettings) -> None:
@@ -33,41 +47,28 @@ async def _run(settings: UsageSettings) -> None:
     except (ValueError, OSError) as exc:
         raise SystemExit(f"usage: cannot build the PII engine: {exc}") from None
 
-    backoff = Backoff(0.5, 10.0)
-    while True:
+    async with Lifecycle("usage", log) as parts:
+        pool = await _connect(settings, stop, log)
+        parts.on_shutdown("database pool", pool.close)
+        registry = CollectorRegistry()
+        if settings.usage_metrics_port:
+            start_http_server(settings.usage_metrics_port, registry=registry)
+        consumer = make_consumer(settings.kafka_connection(), settings.usage_group_id,
+                                 session_timeout_ms=settings.kafka_session_timeout_ms)
+        producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
         try:
-            pool = await create_pool(settings.database_url, min_size=1, max_size=settings.usage_db_pool_size)
-            break
-        except Exception as exc:
-            if not is_retryable_db_error(exc) or stop.is_set():
-                raise
-            log.warning("database not reachable yet, retrying", extra={"error": repr(exc)})
-            await backoff.sleep(stop)
-
-    registry = CollectorRegistry()
-    if settings.usage_metrics_port:
-        start_http_server(settings.usage_metrics_port, registry=registry)
-    consumer = make_consumer(settings.kafka_connection(), settings.usage_group_id,
-                             session_timeout_ms=settings.kafka_session_timeout_ms)
-    producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
-    try:
-        await start_clients(consumer, producer, stop=stop, kafka=settings.kafka_connection())
-    except KafkaConfigError as exc:
-        await pool.close()
-        raise SystemExit(f"usage: {exc}") from None
-    worker = UsageWorker(consumer, producer, pool, topic=settings.topic_raw_metrics,
-                         dead_letter_topic=settings.topic_dead_letter, max_batch=settings.usage_max_batch_messages,
-                         metrics=UsageMetrics(registry), stop=stop, engine=engine, raw_keyring=raw_keyring)
-    worker.subscribe()
-    log.info("usage consumer started", extra={"topic": settings.topic_raw_metrics, "group": settings.usage_group_id})
-    try:
+            await start_clients(consumer, producer, stop=stop, kafka=settings.kafka_connection())
+        except KafkaConfigError as exc:
+            raise SystemExit(f"usage: {exc}") from None
+        parts.on_shutdown("producer", producer.stop)
+        parts.on_shutdown("consumer", consumer.stop)
+        worker = UsageWorker(consumer, producer, pool, topic=settings.topic_raw_metrics,
+                             dead_letter_topic=settings.topic_dead_letter, max_batch=settings.usage_max_batch_messages,
+                             metrics=UsageMetrics(registry), stop=stop, engine=engine, raw_keyring=raw_keyring)
+        worker.subscribe()
+        log.info("usage consumer started",
+                 extra={"topic": settings.topic_raw_metrics, "group": settings.usage_group_id})
         await worker.run()
-    finally:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-        with contextlib.suppress(Exception):
-            await producer.stop()
-        await pool.close()
     log.info("usage consumer stopped")
 
 

@@ -7,6 +7,7 @@
 -- audit_logs and chain_checkpoints are append-only for every role: nobody is granted UPDATE, DELETE or
 -- TRUNCATE on them, and a trigger (0620_roles.sql) refuses those statements whatever was granted. The one
 -- exception: the signer may set audit_logs.sequence_conflict to true (0760_sequence_conflicts.sql).
+-- audit_content may be erased (DELETE, audit_admin only), never changed (a trigger, 0950_content_erasure.sql).
 
 SELECT audit_ensure_roles(ARRAY[
     'audit_receiver', 'audit_redactor', 'audit_signer', 'audit_reporter', 'audit_usage', 'audit_admin'
@@ -47,6 +48,8 @@ BEGIN
             ('key_activations',           'audit_signer',   'SELECT, INSERT'),
             ('merkle_subtrees',           'audit_signer',   'SELECT, INSERT'),
             ('checkpoint_witness_cursor', 'audit_signer',   'SELECT, INSERT, UPDATE'),
+            -- The content of hash version 2 rows, written with them (docs/auditing.md, "Hash version 2").
+            ('audit_content',             'audit_signer',   'SELECT, INSERT'),
             -- The reporter reads the signed record and writes only its own rollups and chain check.
             ('audit_logs',                'audit_reporter', 'SELECT'),
             ('chain_heads',               'audit_reporter', 'SELECT'),
@@ -67,6 +70,8 @@ BEGIN
             ('usage_series',              'audit_reporter', 'SELECT'),
             ('merkle_subtrees',           'audit_reporter', 'SELECT'),
             ('checkpoint_witness_cursor', 'audit_reporter', 'SELECT'),
+            ('audit_content',             'audit_reporter', 'SELECT'),
+            ('content_erasures',          'audit_reporter', 'SELECT'),
             -- Reporting credentials: tokens (issued and revoked by admins through the API) and portal sessions.
             ('reporting_tokens',          'audit_reporter', 'SELECT, INSERT, UPDATE'),
             ('portal_sessions',           'audit_reporter', 'SELECT, INSERT, UPDATE'),
@@ -100,6 +105,10 @@ BEGIN
             ('usage_metric_cumulative',   'audit_admin',    'SELECT'),
             ('merkle_subtrees',           'audit_admin',    'SELECT'),
             ('checkpoint_witness_cursor', 'audit_admin',    'SELECT'),
+            -- auditctl erase: the one DELETE any role has, on content kept apart from the signed rows (whose
+            -- digests stay); the reporter's note of each erasure goes with it.
+            ('audit_content',             'audit_admin',    'SELECT, DELETE'),
+            ('content_erasures',          'audit_admin',    'SELECT, INSERT'),
             ('reporting_tokens',          'audit_admin',    'SELECT, INSERT, UPDATE'),
             ('portal_sessions',           'audit_admin',    'SELECT, UPDATE'),
             ('schema_migrations',         'audit_admin',    'SELECT')

@@ -181,11 +181,13 @@ def provision_local_keys(directory: Path) -> dict[str, str]:
         "RAW_AUTH_KEY_FILE": directory / "raw-batch.key",
         "CANONICAL_AUTH_KEY_FILE": directory / "canonical-redactor.key",
         "REPORTER_ACCESS_AUTH_KEY_FILE": directory / "canonical-reporter.key",
+        "AUDITCTL_EVENTS_AUTH_KEY_FILE": directory / "canonical-auditctl.key",
         "CANONICAL_AUTH_KEYRING_FILE": directory / "canonical.keyring",
     }
     ensure_message_keys(
         paths["RAW_AUTH_KEY_FILE"],
-        [(paths["CANONICAL_AUTH_KEY_FILE"], "redactor"), (paths["REPORTER_ACCESS_AUTH_KEY_FILE"], "reporter")],
+        [(paths["CANONICAL_AUTH_KEY_FILE"], "redactor"), (paths["REPORTER_ACCESS_AUTH_KEY_FILE"], "reporter"),
+         (paths["AUDITCTL_EVENTS_AUTH_KEY_FILE"], "auditctl")],
         paths["CANONICAL_AUTH_KEYRING_FILE"],
     )
     return {name: str(path) for name, path in paths.items()}

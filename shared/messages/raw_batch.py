@@ -78,26 +78,16 @@ def _domain(kind: Kind) -> bytes:
     return b"raw-batch/v1/" + kind.encode()
 
 
-def _header_values(tenant: str, org: str, license_id: str, content_type: str, received_at_ns: int,
-                   request_id: str, record_count: int, chunk_index: int, chunk_total: int) -> list[bytes]:
-    return [tenant.encode(), org.encode(), license_id.encode(), content_type.encode(), str(received_at_ns).encode(),
-            request_id.encode(), str(record_count).encode(), f"{chunk_index}/{chunk_total}".encode()]
-
-
-def encode_headers(key: MessageKey, kind: Kind, payload: bytes, *, tenant: str, org: str, license_id: str,
-                   content_type: str, received_at_ns: int, request_id: str, record_count: int, chunk_index: int,
-                   chunk_total: int) -> Headers:
-    """The headers of one raw batch, authenticated with ``key`` over them and the payload."""
-    values = _header_values(tenant, org, license_id, content_type, received_at_ns, request_id, record_count,
-                            chunk_index, chunk_total)
-    return [*zip(FIELDS, values, strict=True), *key.headers(_domain(kind), [*values, payload])]
+def _header_values(batch: RawBatch) -> list[bytes]:
+    return [batch.tenant.encode(), batch.org.encode(), batch.license_id.encode(), batch.content_type.encode(),
+            str(batch.received_at_ns).encode(), batch.request_id.encode(), str(batch.record_count).encode(),
+            f"{batch.chunk_index}/{batch.chunk_total}".encode()]
 
 
 def encode(batch: RawBatch, key: MessageKey, kind: Kind) -> Headers:
-    return encode_headers(key, kind, batch.payload, tenant=batch.tenant, org=batch.org, license_id=batch.license_id,
-                          content_type=batch.content_type, received_at_ns=batch.received_at_ns,
-                          request_id=batch.request_id, record_count=batch.record_count,
-                          chunk_index=batch.chunk_index, chunk_total=batch.chunk_total)
+    """The headers of one raw batch, authenticated with ``key`` over them and the payload."""
+    values = _header_values(batch)
+    return [*zip(FIELDS, values, strict=True), *key.headers(_domain(kind), [*values, batch.payload])]
 
 
 def header_map(headers: object) -> dict[str, bytes]:

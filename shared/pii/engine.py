@@ -189,8 +189,10 @@ def build_engine(enabled_kinds: Iterable[str] | None = None, ner_model: str | No
     nlp = load_ner_model(ner_model) if ner_model else None
     if "PERSON" in kinds:
         try:
-            recognizers.append(PersonRecognizer(nlp))
+            person = PersonRecognizer(nlp)
         except GazetteerUnavailable as exc:
             raise ValueError(f"PERSON needs the name gazetteer: {exc}") from None
+        person.warm_up()
+        recognizers.append(person)
     CONTEXT_WORDS.warm_up()
     return PiiEngine(recognizers, field_time_budget_ms)

@@ -171,8 +171,8 @@ async def run(leaves: int, samples: int, tree_only: bool) -> dict[str, Any]:
                     document = response.json()
                     inclusion = document["inclusion"]
                     path = [bytes.fromhex(h) for h in inclusion["path"]]
-                    leaf = leaf_hash(entries[document["chain_seq"] - 1])
-                    assert verify_inclusion(inclusion["leaf_index"], leaves, leaf, path, root)
+                    leaf_digest = leaf_hash(entries[document["chain_seq"] - 1])
+                    assert verify_inclusion(inclusion["leaf_index"], leaves, leaf_digest, path, root)
                     assert document["tree_head"]["root_hash"] == root.hex()
                 for _ in range(samples):
                     first = rng.randrange(1, leaves)

@@ -253,11 +253,8 @@ async def _prepare(bootstrap: str, dsn: str, topics: dict[str, str], bodies: lis
     try:
         for index, body in enumerate(bodies):
             # The headers the receiver writes (see services/receiver and tests/e2e/test_redactor_fault.py).
-            headers = raw_batch.encode_headers(
-                key, "logs", body, tenant=TENANT, org="bench", license_id="lic-bench", content_type=otlp.PROTOBUF,
-                received_at_ns=time.time_ns(), request_id=f"req-{index}", record_count=RECORDS_PER_BATCH,
-                chunk_index=1, chunk_total=1,
-            )
+            headers = raw_batch.encode(RawBatch(TENANT, "bench", "lic-bench", otlp.PROTOBUF, time.time_ns(),
+                                                f"req-{index}", RECORDS_PER_BATCH, 1, 1, body), key, "logs")
             await producer.send(topics["TOPIC_RAW_LOGS"], body, key=tenant_key(TENANT), headers=headers)
         await producer.flush()
     finally:

@@ -11,8 +11,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import asyncpg
 import httpx
 
 from deploy.local.infra import free_port
@@ -72,7 +72,7 @@ class Pipeline:
         """The run's message key files (tests/conftest.py names them), so that messages the test writes to a
         topic itself are accepted; a harness used on its own makes its own beside the other keys."""
         names = ("RAW_AUTH_KEY_FILE", "CANONICAL_AUTH_KEY_FILE", "REPORTER_ACCESS_AUTH_KEY_FILE",
-                 "CANONICAL_AUTH_KEYRING_FILE")
+                 "AUDITCTL_EVENTS_AUTH_KEY_FILE", "CANONICAL_AUTH_KEYRING_FILE")
         if all(name in os.environ for name in names):
             return {name: os.environ[name] for name in names}
         return provision_local_keys(self.work_dir / "keys")
@@ -153,14 +153,18 @@ class Pipeline:
         async with httpx.AsyncClient(timeout=30) as client:
             return await client.post(self.url + path, content=body, headers=headers)
 
-    async def wait_for_rows(self, count: int, timeout: float = 60) -> list[asyncpg.Record]:
+    async def wait_for_rows(self, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+        """The rows once there are ``count``, each with its content (kept apart in audit_content for rows of
+        hash version 2) under ``content``."""
         deadline = time.monotonic() + timeout
         conn = await connect(self.database_url)
         try:
             while True:
-                rows = await conn.fetch("SELECT * FROM audit_logs ORDER BY tenant_id, chain_seq")
+                rows = await conn.fetch(
+                    "SELECT a.*, coalesce(c.content, a.content) AS kept_content FROM audit_logs a"
+                    " LEFT JOIN audit_content c USING (tenant_id, chain_seq) ORDER BY tenant_id, chain_seq")
                 if len(rows) >= count or time.monotonic() > deadline:
-                    return list(rows)
+                    return [{**dict(r), "content": r["kept_content"]} for r in rows]
                 await asyncio.sleep(0.2)
         finally:
             await conn.close()

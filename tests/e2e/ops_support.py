@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from services.auditctl.ops.identify import RedactorEventIds
 from services.redactor.settings import RedactorSettings
@@ -29,9 +29,9 @@ PII = ["jane.roe@example.com", "john.smith@example.org", "alice@corp.example", "
 
 
 def event_ids(fixtures_dir: Path, captures: Sequence[tuple[str, str, str | None]], tenant: str, org: str,
-              other_event_policy: str = "keep") -> set[str]:
+              other_event_policy: Literal["keep", "drop"] = "keep") -> set[str]:
     """The ids the redactor makes of these captures, computed the way the replay computes them."""
-    identify = RedactorEventIds(RedactorSettings(other_event_policy=other_event_policy))  # type: ignore[call-arg]
+    identify = RedactorEventIds(RedactorSettings(other_event_policy=other_event_policy))
     ids: set[str] = set()
     for name, content_type, encoding in captures:
         body = (fixtures_dir / name).read_bytes()

@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,8 @@ def _connection(broker: SaslBroker, user: str, mechanism: str) -> KafkaConnectio
         token.chmod(0o600)
         env = {k: v for k, v in env.items() if "USERNAME" not in k and "PASSWORD" not in k}
         env["KAFKA_SASL_OAUTHBEARER_TOKEN_FILE"] = str(token)
-    settings = CommonSettings(**{k.lower(): v for k, v in env.items()})
+    options: dict[str, Any] = {k.lower(): v for k, v in env.items()}
+    settings = CommonSettings(**options)
     return settings.kafka_connection()
 
 

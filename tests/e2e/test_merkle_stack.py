@@ -14,6 +14,7 @@ from tamperlog import merkle as tamperlog
 
 from shared import proofs
 from shared.merkle import leaf_hash, verify_consistency, verify_inclusion
+from shared.treehead import TreeHead
 from tests.conftest import Infra, Topics
 from tests.e2e.harness import Pipeline
 from tests.e2e.test_signer_faults import _count, _events, _produce, _wait_rows
@@ -21,7 +22,7 @@ from tests.e2e.test_signer_faults import _count, _events, _produce, _wait_rows
 TENANT = "t-merkle"
 
 
-async def _covered(db: asyncpg.Connection, rows: int, timeout: float = 60) -> list[proofs.TreeHead]:
+async def _covered(db: asyncpg.Connection, rows: int, timeout: float = 60) -> list[TreeHead]:
     """The signed tree heads, once one covers every row (the quiet-chain checkpoint takes a second)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -30,7 +30,8 @@ CLIENT = Path(__file__).resolve().parent / "otlp_js"
 def installed_js_client() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("node and npm are needed for the OpenTelemetry JS exporter")
+        # Never a skip: `make test` installs Debian's nodejs and npm (target node-deps) when it can.
+        pytest.fail("node and npm are needed for the OpenTelemetry JS exporter: apt-get install nodejs npm")
     lock = (CLIENT / "package-lock.json").read_bytes()
     target = ROOT / "var" / "cache" / f"otlp-js-{hashlib.sha256(lock).hexdigest()[:12]}"
     if not (target / "node_modules" / "@opentelemetry" / "exporter-logs-otlp-http").is_dir():

@@ -31,6 +31,7 @@ ALLOWED_WRITES: dict[str, dict[str, set[str]]] = {
         "key_activations": {"INSERT"},
         "merkle_subtrees": {"INSERT"},
         "checkpoint_witness_cursor": {"INSERT", "UPDATE"},
+        "audit_content": {"INSERT"},
     },
     "audit_reporter": {
         table: {"INSERT", "UPDATE"}
@@ -52,6 +53,9 @@ ALLOWED_WRITES: dict[str, dict[str, set[str]]] = {
         "signing_keys": {"INSERT", "UPDATE"},
         "reporting_tokens": {"INSERT", "UPDATE"},
         "portal_sessions": {"UPDATE"},
+        # auditctl erase: content of hash version 2 rows is the one thing any role may delete.
+        "audit_content": {"DELETE"},
+        "content_erasures": {"INSERT"},
     },
 }
 
@@ -61,7 +65,7 @@ REQUIRED_READS: dict[str, tuple[str, ...]] = {
     "audit_redactor": ("detection_postures",),
     "audit_signer": ("audit_logs", "chain_heads", "signer_offsets", "signing_keys", "key_activations"),
     "audit_reporter": ("audit_logs", "chain_heads", "chain_checkpoints", "signing_keys", "licenses",
-                       "report_sessions", "usage_metric_cumulative"),
+                       "report_sessions", "usage_metric_cumulative", "audit_content", "content_erasures"),
     "audit_usage": ("usage_series", "usage_points"),
     "audit_admin": ("audit_logs", "chain_heads", "chain_checkpoints", "signing_keys", "key_activations",
                     "licenses", "detection_postures"),

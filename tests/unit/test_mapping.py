@@ -4,6 +4,7 @@ import gzip
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -40,7 +41,7 @@ def _map(record: LogRecord, resource: dict[str, object], org: str = "acme"):  # 
 
 
 def test_real_capture_maps_every_audited_field(fixtures_dir: Path) -> None:
-    mapped = {}
+    mapped: dict[str, Any] = {}
     for record, resource in _records(fixtures_dir, "logs-tool-session.pb"):
         one = _map(record, resource)
         mapped.setdefault(one.event_type, one)

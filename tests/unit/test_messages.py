@@ -38,7 +38,7 @@ def raw_headers(payload: bytes = PAYLOAD, key: MessageKey = RECEIVER, kind: raw_
                                  "application/x-protobuf", "received_at_ns": 1_795_878_790_000_000_000,
                                  "request_id": "a" * 32, "record_count": 3, "chunk_index": 1, "chunk_total": 2}
     fields.update(changes)
-    return raw_batch.encode_headers(key, kind, payload, **fields)  # type: ignore[arg-type]
+    return raw_batch.encode(raw_batch.RawBatch(**fields, payload=payload), key, kind)  # type: ignore[arg-type]
 
 
 def replaced(headers: list[tuple[str, bytes]], name: str, value: bytes | None) -> list[tuple[str, bytes]]:
@@ -109,9 +109,9 @@ def test_duplicate_headers_none_values_and_non_pairs_are_refused() -> None:
     with pytest.raises(InvalidMessage, match="appears twice"):
         raw_batch.decode(PAYLOAD, [*raw_headers(), ("tenant", b"other")], RAW_KEYRING, "logs")
     with pytest.raises(InvalidMessage, match="headers"):
-        raw_batch.decode(PAYLOAD, [("tenant",)] * 40, RAW_KEYRING, "logs")  # type: ignore[list-item]
+        raw_batch.decode(PAYLOAD, [("tenant",)] * 40, RAW_KEYRING, "logs")
     with pytest.raises(InvalidMessage):
-        raw_batch.decode(PAYLOAD, [(b"tenant", b"x")], RAW_KEYRING, "logs")  # type: ignore[list-item]
+        raw_batch.decode(PAYLOAD, [(b"tenant", b"x")], RAW_KEYRING, "logs")
     with pytest.raises(InvalidMessage):
         raw_batch.decode(None, replaced(raw_headers(), "tenant", None), RAW_KEYRING, "logs")
 
@@ -123,15 +123,16 @@ def test_random_headers_and_values_raise_nothing_but_invalid_message() -> None:
     for _ in range(3000):
         headers: list[object] = list(good) if rng.random() < 0.5 else []
         for _ in range(rng.randrange(6)):
-            value = rng.choice([None, b"", os.urandom(rng.randrange(40)), b"9" * rng.randrange(1, 400),
-                                str(rng.randrange(-10, 10**25)).encode(), b"1/0", b"\xff\xfe"])
-            headers.append((rng.choice(names), value))
+            header_value = rng.choice([None, b"", os.urandom(rng.randrange(40)), b"9" * rng.randrange(1, 400),
+                                       str(rng.randrange(-10, 10**25)).encode(), b"1/0", b"\xff\xfe"])
+            headers.append((rng.choice(names), header_value))
         if rng.random() < 0.05:
             headers.append(rng.choice([("x",), (1, b"v"), "ab", None]))
-        value = rng.choice([PAYLOAD, None, os.urandom(rng.randrange(64)), "text"])
-        for kind in ("logs", "metrics"):
+        value: object = rng.choice([PAYLOAD, None, os.urandom(rng.randrange(64)), "text"])
+        kinds: tuple[raw_batch.Kind, ...] = ("logs", "metrics")
+        for kind in kinds:
             try:
-                raw_batch.decode(value, headers, RAW_KEYRING, kind)  # type: ignore[arg-type]
+                raw_batch.decode(value, headers, RAW_KEYRING, kind)
             except InvalidMessage:
                 continue
             # Only the receiver's own, untouched batch passes (extra headers may be provenance ones).

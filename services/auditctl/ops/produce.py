@@ -1,5 +1,6 @@
 """The produce step the operator tools share: a bounded number of unacknowledged sends, each counted only
-once the broker has acknowledged it, failed sends retried with jittered backoff."""
+once the broker has acknowledged it, failed sends retried with jittered backoff. When full it rejects
+(``MessageRejected``) rather than waiting; ``submit_with_backpressure`` is the caller's loop for that."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from shared.kafka import Headers, MessageProducer
-from shared.pipeline import Backoff
+from shared.pipeline import Backoff, MessageRejected
 
 log = logging.getLogger("ops")
 
@@ -65,10 +66,16 @@ class ProduceStep:
     _pending: deque[_Pending] = field(default_factory=deque)
 
     async def submit(self, message: Outbound, on_acked: Callable[[Any], None] | None = None) -> None:
-        while len(self._pending) >= self.max_in_flight:
-            await asyncio.wait([self._pending[0].future])
-            await self.poll()
+        """Sends ``message``; while ``max_in_flight`` sends are unacknowledged, raises ``MessageRejected`` instead."""
+        if len(self._pending) >= self.max_in_flight:
+            raise MessageRejected(f"{len(self._pending)} sends unacknowledged")
         self._pending.append(_Pending(message, await self._send(message), on_acked))
+
+    async def wait_for_room(self) -> None:
+        """Waits for the oldest send to settle and polls, which acknowledges or resends it."""
+        if self._pending:
+            await asyncio.wait([self._pending[0].future])
+        await self.poll()
 
     async def _send(self, message: Outbound) -> asyncio.Future[Any]:
         return await self.producer.send(message.topic, message.value, key=message.key, headers=message.headers)
@@ -114,3 +121,16 @@ class ProduceStep:
                 log.warning("produce failed, resending", extra={"topic": message.topic, "error": repr(exc)})
                 await backoff.sleep()
         raise AssertionError("unreachable")
+
+
+async def submit_with_backpressure(step: ProduceStep, message: Outbound,
+                                   on_acked: Callable[[Any], None] | None = None) -> None:
+    """Submits, making room each time the step rejects: the tools read their input no faster than the broker
+    acknowledges."""
+    while True:
+        try:
+            await step.submit(message, on_acked)
+        except MessageRejected:
+            await step.wait_for_room()
+        else:
+            return

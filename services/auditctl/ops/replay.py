@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from services.auditctl.ops.produce import Outbound, ProduceStep, annotate
+from services.auditctl.ops.produce import Outbound, ProduceStep, annotate, submit_with_backpressure
 from services.auditctl.ops.reader import Record, TopicSource
 from services.auditctl.ops.window import ResolvedWindow
 from shared.pipeline import dead_letter_headers
@@ -218,7 +218,8 @@ class Replayer:
             self.summary.replayed_events += len(missing)
             self._replayed_ids.extend(missing)
 
-        await self._produce.submit(Outbound(self._raw_topic, record.key, record.value, headers), acknowledged)
+        await submit_with_backpressure(self._produce, Outbound(self._raw_topic, record.key, record.value, headers),
+                                       acknowledged)
 
     async def _dead_letter(self, record: Record, exc: Unprocessable) -> None:
         headers = dead_letter_headers(record.topic, record.partition, record.offset, f"Unprocessable: {exc}",
@@ -229,7 +230,8 @@ class Replayer:
         def acknowledged(_: object) -> None:
             self.summary.dead_lettered += 1
 
-        await self._produce.submit(Outbound(self._dead_letter_topic, record.key, record.value, headers), acknowledged)
+        await submit_with_backpressure(
+            self._produce, Outbound(self._dead_letter_topic, record.key, record.value, headers), acknowledged)
 
     async def wait_until_chained(self, timeout: float, poll_interval: float = 0.5) -> ReplaySummary:
         """Waits for every replayed event to be chained; records how many were and which were not."""

@@ -271,6 +271,11 @@ class PersonRecognizer:
         self.gazetteer = gazetteer if gazetteer is not None else load_gazetteer()
         self.common = common_words if common_words is not None else common_english_words()
 
+    def warm_up(self) -> None:
+        """Runs the model once: its first call builds caches that would otherwise count against a field's budget."""
+        if self.nlp is not None:
+            self.nlp("Please ask Maria Schmidt and Budi Santoso to review the deploy.")
+
     def may_contain(self, scan: TextScan) -> bool:
         # Names are capitalised in every script the supported locales use; no capital, no name.
         return scan.lower != scan.text

@@ -69,7 +69,7 @@ class Reporter:
 async def started(database_url: str, topics: Topics | None = None, bootstrap: str | None = None,
                   **settings: Any) -> AsyncIterator[Reporter]:
     issuer = Ed25519Signer.generate()
-    kafka = {"kafka_bootstrap_servers": bootstrap, "topic_canonical": topics.canonical} if topics and bootstrap \
+    kafka: dict[str, Any] = {"kafka_bootstrap_servers": bootstrap, "topic_canonical": topics.canonical} if topics and bootstrap \
         else {}
     # As in production: the reporter's own role, which reads the record and writes only its rollups.
     reporter_dsn = dsn_for_role(database_url, ROLE_BY_COMPONENT["reporter"])

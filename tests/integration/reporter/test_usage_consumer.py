@@ -7,7 +7,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from shared.db.pool import create_pool
 from shared.kafka import make_consumer, make_producer
 from shared.pii import PiiEngine, build_engine
 from shared.usage_columns import DAILY_COLUMNS
-from tests.conftest import Infra, Topics
+from tests.conftest import DETECTION_BUDGET_FOR_TESTS_MS, Infra, Topics
 from tests.integration.reporter.conftest import Reporter
 from tests.messages_support import raw_headers, raw_keyring
 from tests.unit.reporter.metric_payloads import export
@@ -32,7 +32,7 @@ from tests.unit.reporter.metric_payloads import export
 
 @functools.cache
 def _engine() -> PiiEngine:
-    return build_engine()
+    return build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS)
 
 
 SESSION = "9c82ae41-69ad-4e74-85a8-70cc8c88f69c"
@@ -50,12 +50,12 @@ def headers(tenant: str = "tenant-a", org: str = "acme",
 
 
 async def produce(infra: Infra, topic: str,
-                  messages: list[tuple[bytes, HeaderList | Callable[[bytes], HeaderList]]]) -> None:
+                  messages: Sequence[tuple[bytes | None, HeaderList | Callable[[bytes], HeaderList]]]) -> None:
     producer = make_producer(infra.bootstrap, 1_000_000)
     await producer.start()
     try:
         for value, hdrs in messages:
-            made = hdrs(value) if callable(hdrs) else hdrs
+            made = hdrs(value or b"") if callable(hdrs) else hdrs
             await (await producer.send(topic, value, key=b"tenant-a", headers=made))
     finally:
         await producer.stop()

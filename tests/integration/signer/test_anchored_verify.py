@@ -16,7 +16,7 @@ import pytest
 
 from services.signer.appender import CheckpointPolicy, OffsetEvent, append_batch
 from services.signer.publisher import publish_pending
-from shared.chain import canonical_bytes, row_hash
+from shared.chain import row_hash, stored_canonical_bytes
 from shared.enrollment import enroll, record_signing_key
 from shared.keys import Ed25519Signer
 from shared.witness import DirectoryWitness
@@ -75,7 +75,7 @@ async def test_the_anchors_are_named_and_an_intact_stack_verifies(stack: Stack) 
     first, *reports = _lines(result)
     assert first.startswith("anchors: 12 checkpoint(s) from the witness directory ")
     assert "1 key(s) pinned in the witness directory" in first
-    assert reports == [f"OK tenant={t} rows={ROWS} head={ROWS} checkpoints=6" for t in TENANTS]
+    assert reports == [f"OK tenant={t} rows={ROWS} head={ROWS} checkpoints=6 erased=0" for t in TENANTS]
     bare = stack.verify(witness=False)
     assert bare.returncode == 0 and _lines(bare)[0].startswith("anchors: NONE - trusting the database itself")
 
@@ -115,7 +115,7 @@ async def test_a_key_enrolled_in_the_database_only_is_untrusted(stack: Stack, db
     rows = await db.fetch("SELECT * FROM audit_logs WHERE tenant_id = 't1' AND chain_seq > 7000 ORDER BY chain_seq")
     for record in rows:
         row = {**dict(record), "signing_key_id": intruder.key_id, "prev_hash": bytes(prev)}
-        digest = row_hash(bytes(prev), canonical_bytes(row))
+        digest = row_hash(bytes(prev), stored_canonical_bytes(row), row["hash_version"])
         await db.execute(
             "UPDATE audit_logs SET signing_key_id = $2, prev_hash = $3, row_hash = $4, signature = $5 WHERE id = $1",
             record["id"], intruder.key_id, bytes(prev), digest, intruder.sign(digest),

@@ -269,8 +269,9 @@ FIRST: dict[str, tuple[Callable[[], list[OffsetEvent]], Ed25519Signer | None, Ou
     ),
     "running into our offsets": (lambda: rows(0, range(10, 15)), None, Outcome(False, 1, 0, 2), {10, 11, 12, 13, 14, 5}),
     "past all our offsets": (lambda: rows(0, range(10, 16)), None, Outcome(False, 0, 0, 3), set(range(10, 16))),
-    # The very batch we prepared, from the same key: byte for byte the chain we expected, so ours still fits.
-    "our first batch, exactly": (lambda: rows(0, range(3)), None, Outcome(True, 3, 0, 0), {0, 1, 2, 3, 4, 5}),
+    # The very batch we prepared, from the same key: the same events, but each row has a fresh random content
+    # salt (hash version 2), so the head differs from the one we expected and ours is chained again.
+    "our first batch, exactly": (lambda: rows(0, range(3)), None, Outcome(False, 3, 0, 0), {0, 1, 2, 3, 4, 5}),
 }
 
 

@@ -48,8 +48,8 @@ async def test_signed_bytes_survive_the_database(
         plane="claude_code",
         event_type="api_request",
         received_at=T0,
-        **fields,
-    )  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]
+    )
     row = decode_row(event.to_json())  # as the signer reads it from the topic
     assert row.values == ChainRow.of(CanonicalEvent.from_json(event.to_json())).values
     await append_batch(db, signing_key, group="g", topic="c", partition=0, batch=[OffsetEvent(0, row)])

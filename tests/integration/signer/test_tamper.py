@@ -20,7 +20,7 @@ from services.signer.appender import (
     require_enrolled_key,
 )
 from shared import verify
-from shared.chain import canonical_bytes, row_hash
+from shared.chain import row_hash, stored_canonical_bytes
 from shared.db.pool import connect
 from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
@@ -58,7 +58,7 @@ async def _forge_insert(db: asyncpg.Connection, at: int) -> None:
     template = dict(await db.fetchrow("SELECT * FROM audit_logs WHERE chain_seq = $1", at + 1))
     prev = bytes((await db.fetchrow("SELECT row_hash FROM audit_logs WHERE chain_seq = $1", at - 1))["row_hash"])
     template.update(event_id="forged", chain_seq=at, cost=0, prev_hash=prev)
-    template["row_hash"] = row_hash(prev, canonical_bytes(template))
+    template["row_hash"] = row_hash(prev, stored_canonical_bytes(template), template["hash_version"])
     template["signature"] = Ed25519Signer.generate().sign(template["row_hash"])
     del template["id"]
     columns = list(template)
@@ -72,7 +72,7 @@ async def _resign_unknown(db: asyncpg.Connection, at: int) -> None:
     row = dict(await db.fetchrow("SELECT * FROM audit_logs WHERE chain_seq = $1", at))
     intruder = Ed25519Signer.generate()
     row.update(signing_key_id=intruder.key_id, user_email="someone@else.example")
-    digest = row_hash(bytes(row["prev_hash"]), canonical_bytes(row))
+    digest = row_hash(bytes(row["prev_hash"]), stored_canonical_bytes(row), row["hash_version"])
     await db.execute(
         "UPDATE audit_logs SET signing_key_id = $2, user_email = $3, row_hash = $4, signature = $5 WHERE chain_seq = $1",
         at,
@@ -203,7 +203,7 @@ async def test_rotation_keeps_old_rows_verifiable_and_rejects_a_key_outside_its_
     # The old key, still known, re-signs a row from after the rotation: outside its window.
     row = dict(await db.fetchrow("SELECT * FROM audit_logs WHERE chain_seq = 8"))
     row["signing_key_id"] = signing_key.key_id
-    digest = row_hash(bytes(row["prev_hash"]), canonical_bytes(row))
+    digest = row_hash(bytes(row["prev_hash"]), stored_canonical_bytes(row), row["hash_version"])
     await db.execute(
         "UPDATE audit_logs SET signing_key_id = $1, row_hash = $2, signature = $3 WHERE chain_seq = 8",
         signing_key.key_id,
@@ -259,7 +259,8 @@ async def test_an_auditors_saved_key_export_is_used_instead_of_the_database(
     await db.execute("UPDATE key_activations SET key_id = $1", intruder.key_id)
     for seq in range(1, 5):
         row = dict(await db.fetchrow("SELECT * FROM audit_logs WHERE chain_seq = $1", seq))
-        digest = row_hash(bytes(row["prev_hash"]), canonical_bytes({**row, "signing_key_id": intruder.key_id}))
+        resigned = {**row, "signing_key_id": intruder.key_id}
+        digest = row_hash(bytes(row["prev_hash"]), stored_canonical_bytes(resigned), row["hash_version"])
         await db.execute(
             "UPDATE audit_logs SET signing_key_id = $2, row_hash = $3, signature = $4 WHERE chain_seq = $1",
             seq,
@@ -329,7 +330,7 @@ async def test_verify_during_appends_sees_a_consistent_chain(database_url: str, 
         ("event_time = 'infinity'", "modified"),
         ("cost = 'NaN'", "modified"),
         ("attributes = '{\"x\": 1e400}'", "modified"),  # exact in jsonb, infinite as a double
-        ("hash_version = 2", "modified"),
+        ("hash_version = 3", "modified"),
         ("signature = ''::bytea", "bad_signature"),
     ],
 )

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from services.signer.appender import CheckpointPolicy, OffsetEvent, append_batch, checkpoint_idle_chains
 from services.signer.publisher import publish_pending
 from shared import verify
-from shared.chain import HASHED_COLUMNS, canonical_bytes, row_hash
+from shared.chain import HASHED_COLUMNS, row_hash, stored_canonical_bytes
 from shared.db.pool import connect
 from shared.enrollment import enroll, pinned_keys, record_signing_key
 from shared.keys import Ed25519Signer
@@ -162,7 +162,9 @@ def _insert(at: int) -> Tamper:
         prev = await db.fetchval("SELECT row_hash FROM audit_logs WHERE chain_seq = $1", at - 1) or bytes(32)
         intruder = Ed25519Signer.generate()
         template.update(event_id=f"forged-{at}", chain_seq=at, prev_hash=bytes(prev), signing_key_id=intruder.key_id)
-        template["row_hash"] = row_hash(template["prev_hash"], canonical_bytes(template))
+        template["row_hash"] = row_hash(
+            template["prev_hash"], stored_canonical_bytes(template), template["hash_version"]
+        )
         template["signature"] = intruder.sign(template["row_hash"])
         del template["id"]
         columns = list(template)
@@ -226,7 +228,7 @@ def _resign(at: int, *, known_to_database: bool) -> Tamper:
             )
         row = dict(await db.fetchrow("SELECT * FROM audit_logs WHERE chain_seq = $1", at))
         row.update(signing_key_id=intruder.key_id, user_email="someone@else.example")
-        digest = row_hash(bytes(row["prev_hash"]), canonical_bytes(row))
+        digest = row_hash(bytes(row["prev_hash"]), stored_canonical_bytes(row), row["hash_version"])
         await db.execute(
             "UPDATE audit_logs SET signing_key_id = $2, user_email = $3, row_hash = $4, signature = $5"
             " WHERE chain_seq = $1",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from shared.pii import PiiEngine, build_engine
+from tests.conftest import DETECTION_BUDGET_FOR_TESTS_MS
 
 
 @pytest.fixture(scope="session")
 def engine() -> PiiEngine:
-    return build_engine()
+    return build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS)
 
 
 def found(engine: PiiEngine, text: str, key: str | None = None) -> list[tuple[str, str]]:

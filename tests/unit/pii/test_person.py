@@ -8,11 +8,12 @@ import pytest
 import spacy
 
 from shared.pii import PiiEngine, build_engine
+from tests.conftest import DETECTION_BUDGET_FOR_TESTS_MS
 
 
 @pytest.fixture(scope="module")
 def engine() -> PiiEngine:
-    return build_engine()
+    return build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS)
 
 
 def test_person_is_on_by_default(engine: PiiEngine) -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+
 from shared.pii import PiiEngine
 from shared.pii.eval import quality
 from shared.pii.eval.corpus import ENTITY_TYPES, build_corpus
@@ -37,4 +42,18 @@ def test_the_harness_scores_presidio_on_the_same_texts(engine: PiiEngine) -> Non
     assert theirs.scores["SECRET_JWT"].predicted == 0  # Presidio has no secret recognizers
     table = quality.render_table(ours, theirs)
     assert "Presidio recall" in table and "SECRET_API_KEY" in table
-    assert quality.main(["--samples", "40", "--seed", "2", "--no-presidio"]) in (0, 1)
+
+
+def test_the_command_exits_non_zero_exactly_when_a_target_is_missed(
+    engine: PiiEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    samples = build_corpus(40, seed=2)
+    problems = quality.failures(quality.evaluate(samples, quality.ours(engine), "ours"), None)
+    scores = tmp_path / "scores.json"
+    code = quality.main(["--samples", "40", "--seed", "2", "--no-presidio", "--json", str(scores)])
+    printed = capsys.readouterr().out
+    assert code == (1 if problems else 0), printed
+    assert ("all targets met" in printed) == (not problems)
+    assert printed.count("TARGET MISSED") == len(problems)
+    written = json.loads(scores.read_text())
+    assert written["samples"] == 40 and written["presidio"] is None and "EMAIL" in written["ours"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -12,6 +13,7 @@ from shared import otlp
 from shared.canonicalize.transform import BatchRejected, TransformPolicy, TransformStats, transform_batch
 from shared.messages.raw_batch import RawBatch
 from shared.pii import PiiEngine, build_engine
+from tests.conftest import DETECTION_BUDGET_FOR_TESTS_MS
 
 
 def batch(payload: bytes, content_type: str = otlp.PROTOBUF) -> RawBatch:
@@ -33,7 +35,7 @@ class OneEngine:
 
 @pytest.fixture(scope="module")
 def engines() -> OneEngine:
-    return OneEngine(build_engine())
+    return OneEngine(build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS))
 
 
 def _record(request: ExportLogsServiceRequest, attributes: dict[str, AnyValue], body: str | None = None) -> None:
@@ -45,7 +47,7 @@ def _record(request: ExportLogsServiceRequest, attributes: dict[str, AnyValue], 
         record.body.string_value = body
 
 
-def _events(engines: OneEngine, request: ExportLogsServiceRequest) -> list[dict[str, object]]:
+def _events(engines: OneEngine, request: ExportLogsServiceRequest) -> list[dict[str, Any]]:
     stats = TransformStats()
     events = list(transform_batch(batch(request.SerializeToString()), engines, POLICY, stats))
     return [json.loads(e.to_json()) for e in events]

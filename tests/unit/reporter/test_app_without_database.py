@@ -21,7 +21,7 @@ async def _unreachable(settings: ReporterSettings) -> object:
 async def test_refusals_and_503_before_the_database_is_there() -> None:
     issuer = Ed25519Signer.generate()
     app = create_app(ReporterSettings(), LicenseVerifier.from_public_keys([issuer.public_key]),
-                     pool_factory=_unreachable, background_work=False)  # type: ignore[arg-type]
+                     pool_factory=_unreachable, background_work=False)
     _, token = issue_license(issuer, org_id="acme", entitlements=(OTEL_INGEST, REPORTING))  # a legacy licence
     _, ingest_only = issue_license(issuer, org_id="acme")
 

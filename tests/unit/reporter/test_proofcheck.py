@@ -12,7 +12,14 @@ import pytest
 
 from services.reporter.proofcheck import check_proof, main
 from shared.canonical import CanonicalEvent
-from shared.chain import GENESIS_HASH, HASH_VERSION, canonical_bytes, checkpoint_message, row_hash
+from shared.chain import (
+    GENESIS_HASH,
+    HASH_VERSION,
+    checkpoint_message,
+    content_digest,
+    row_hash,
+    stored_canonical_bytes,
+)
 from shared.keys import Ed25519Signer
 
 AT = datetime(2026, 11, 28, 15, 13, 7, tzinfo=UTC)
@@ -23,8 +30,8 @@ def _proof(signer: Ed25519Signer, *, checkpoint_seq: int | None = 1) -> dict[str
                            event_type="tool_decision", event_time=AT, received_at=AT, tool_name="Bash",
                            decision="reject", content={"prompt": "<EMAIL>"})
     values = {**event.__dict__, "chain_seq": 1, "signing_key_id": signer.key_id, "hash_version": HASH_VERSION}
-    canonical = canonical_bytes(values)
-    digest = row_hash(GENESIS_HASH, canonical)
+    canonical = stored_canonical_bytes({**values, "content_digest": content_digest(bytes(32), event.content)})
+    digest = row_hash(GENESIS_HASH, canonical, HASH_VERSION)
     proof: dict[str, Any] = {
         "record_id": 7, "tenant_id": "t1", "event_id": "ev-1", "chain_seq": 1,
         "canonical_bytes": base64.b64encode(canonical).decode(), "prev_hash": GENESIS_HASH.hex(),

@@ -11,7 +11,7 @@ def test_defaults_and_frozen() -> None:
     settings = ReporterSettings()
     assert settings.reporter_port == 8080
     with pytest.raises(Exception, match="frozen"):
-        settings.reporter_port = 1  # type: ignore[misc]
+        settings.reporter_port = 1
     assert UsageSettings().usage_group_id == "audit-usage"
 
 

@@ -14,6 +14,7 @@ from services.usage.worker import PermanentMessageError, decode_message
 from shared import otlp
 from shared.pii import build_engine
 from shared.pii.attributes import WITHHELD, WITHHELD_KEY
+from tests.conftest import DETECTION_BUDGET_FOR_TESTS_MS
 from tests.messages_support import raw_headers, raw_keyring
 from tests.unit.reporter.metric_payloads import export
 
@@ -43,7 +44,8 @@ def _request() -> Any:
 
 
 def test_points_are_redacted_keys_values_and_bytes() -> None:
-    [point] = decode_message(_message(_request().SerializeToString()), _stats(), raw_keyring(), build_engine()).points
+    engine = build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS)
+    [point] = decode_message(_message(_request().SerializeToString()), _stats(), raw_keyring(), engine).points
     stored = json.dumps(point.attributes)
     assert "123-45-6789" not in stored and "jane.roe@acme.example" not in stored
     assert "<US_SSN>" in stored and "<EMAIL>" in stored
@@ -69,7 +71,8 @@ def test_without_detection_every_value_and_key_is_withheld_but_identifiers_stay(
 )
 def test_a_dead_letter_reason_never_quotes_the_payload(body: bytes) -> None:
     with pytest.raises(PermanentMessageError) as caught:
-        decode_message(_message(body, otlp.JSON), _stats(), raw_keyring(), build_engine())
+        decode_message(_message(body, otlp.JSON), _stats(), raw_keyring(),
+                       build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS))
     assert "ssn" not in str(caught.value) and "123-45" not in str(caught.value)
 
 
