@@ -98,7 +98,8 @@ async def test_the_reporter_shows_the_conflict_in_the_feed_and_the_session(
     (group,) = summary["sequence_conflicts"]
     assert group["sequence"] == 2 and {e["event_id"] for e in group["events"]} == {"t1-ev-2", "t1-forged-2"}
     assert not summary["truncated"]["sequence_conflicts"]
-    rows = await db.fetch("SELECT * FROM audit_logs ORDER BY chain_seq")
+    columns = ", ".join(queries._FEED_COLUMNS)  # what the feed selects
+    rows = await db.fetch(f"SELECT {columns} FROM audit_logs ORDER BY chain_seq")
     assert {queries.feed_item(row)["event_id"] for row in rows if queries.feed_item(row)["sequence_conflict"]} == {
         "t1-ev-2", "t1-forged-2"}
 
