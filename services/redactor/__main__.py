@@ -12,6 +12,7 @@ from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.canonicalize.transform import TextRedactor, TransformPolicy
 from shared.health import HealthServer
 from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
+from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
 from shared.pii import build_engine
 from shared.runtime import stop_on_signals
@@ -62,25 +63,29 @@ async def _run(settings: RedactorSettings) -> None:
     )
     started = asyncio.Event()
     health = HealthServer(registry, ready=lambda: started.is_set() and not stop.is_set())
-    if settings.redactor_metrics_port:
-        await health.start("0.0.0.0", settings.redactor_metrics_port)  # noqa: S104 - probes come from outside
-    try:
-        started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
-    except KafkaConfigError as exc:
-        raise SystemExit(f"redactor: {exc}") from None
-    if not started_clients:
-        raise SystemExit(0)
-    started.set()
-    worker.subscribe()
-    log.info("redactor running", extra={"topic": settings.topic_raw_logs})
-    try:
-        await worker.run(stop)
-    finally:
+
+    async def stop_work() -> None:
         stop.set()
         await refresher
-        await consumer.stop()
-        await producer.stop()
-        await health.stop()
+
+    async with Lifecycle("redactor", log) as parts:
+        if settings.redactor_metrics_port:
+            # Probes come from outside the pod.
+            await parts.start("health server", lambda: health.start("0.0.0.0", settings.redactor_metrics_port),  # noqa: S104
+                              health.stop)
+        try:
+            started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
+        except KafkaConfigError as exc:
+            raise SystemExit(f"redactor: {exc}") from None
+        if not started_clients:
+            raise SystemExit(0)
+        parts.on_shutdown("producer", producer.stop)
+        parts.on_shutdown("consumer", consumer.stop)
+        parts.on_shutdown("posture refresher", stop_work)
+        started.set()
+        worker.subscribe()
+        log.info("redactor running", extra={"topic": settings.topic_raw_logs})
+        await worker.run(stop)
 
 
 def main() -> None:
