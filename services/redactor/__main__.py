@@ -41,11 +41,12 @@ async def _run(settings: RedactorSettings) -> None:
         keep_unknown_attributes=settings.unknown_attribute_policy == "keep",
     )
     consumer = make_consumer(
-        settings.kafka_connection(),
-        settings.redactor_group_id,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
+        settings.kafka_connection(), settings.redactor_group_id, **settings.kafka_consumer_options()
     )
-    producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
+    # Canonical events are about 1 KiB and come in bursts of a raw batch's records: batches of up to 256 KiB per
+    # partition (aiokafka's default is 16 KiB) send a burst in a few produce requests instead of dozens.
+    producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes,
+                             max_batch_size=min(256 * 1024, settings.kafka_max_message_bytes))
     worker = RedactorWorker(
         consumer,
         producer,
@@ -61,8 +62,8 @@ async def _run(settings: RedactorSettings) -> None:
     refresher = asyncio.create_task(
         refresh_postures(postures, settings.database_url, settings.posture_refresh_seconds, stop, asyncio.Event())
     )
-    started = asyncio.Event()
-    health = HealthServer(registry, ready=lambda: started.is_set() and not stop.is_set())
+    # Ready only once the group has assigned this member its partitions: an event sent then is processed.
+    health = HealthServer(registry, ready=lambda: worker.assigned and not stop.is_set())
 
     async def stop_work() -> None:
         stop.set()
@@ -82,7 +83,6 @@ async def _run(settings: RedactorSettings) -> None:
         parts.on_shutdown("producer", producer.stop)
         parts.on_shutdown("consumer", consumer.stop)
         parts.on_shutdown("posture refresher", stop_work)
-        started.set()
         worker.subscribe()
         log.info("redactor running", extra={"topic": settings.topic_raw_logs})
         await worker.run(stop)

@@ -70,15 +70,15 @@ async def _run(settings: SignerSettings) -> None:
 async def _serve(settings: SignerSettings, parts: Lifecycle, pool: asyncpg.Pool, signer: Ed25519Signer, *,
                  witness: Witness | None, stop: asyncio.Event, log: logging.Logger) -> None:
     registry = CollectorRegistry()
-    started = asyncio.Event()
-    health = HealthServer(registry, ready=lambda: started.is_set() and not stop.is_set())
+    worker: SignerWorker | None = None
+    # Ready only once the group has assigned this member its partitions and it has sought to the offsets
+    # stored with the rows: an event sent then is appended.
+    health = HealthServer(registry, ready=lambda: worker is not None and worker.assigned and not stop.is_set())
     if settings.signer_metrics_port:
         # Probes come from outside the pod.
         await parts.start("health server", lambda: health.start("0.0.0.0", settings.signer_metrics_port),  # noqa: S104
                           health.stop)
-    consumer = make_consumer(
-        settings.kafka_connection(), settings.signer_group_id, session_timeout_ms=settings.kafka_session_timeout_ms
-    )
+    consumer = make_consumer(settings.kafka_connection(), settings.signer_group_id, **settings.kafka_consumer_options())
     producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
     try:
         started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
@@ -129,7 +129,6 @@ async def _serve(settings: SignerSettings, parts: Lifecycle, pool: asyncpg.Pool,
             await publisher
 
     parts.on_shutdown("witness publisher", stop_work)
-    started.set()
     worker.subscribe()
     log.info(
         "signer running",
