@@ -9,7 +9,7 @@ PIP_FLAGS ?= --disable-pip-version-check -q
 
 .PHONY: help run test test-unit test-integration test-e2e lint typecheck license token verify checkpoints \
         bench bench-receiver bench-receiver-hostile bench-receiver-rotel bench-redactor bench-signer eval-redaction clean replay dlq \
-        test-deploy bench-reporter bench-merkle browser-deps tls-deps node-deps
+        test-deploy bench-reporter bench-merkle bench-pipeline bench-faults browser-deps tls-deps node-deps
 
 help:
 	@echo "make run        start PostgreSQL, the broker and the services (Ctrl-C stops all)"
@@ -150,11 +150,22 @@ eval-redaction: $(STAMP)
 	@$(PY) -m shared.pii.eval.heldout $(EVAL_ARGS)
 
 # Every benchmark, one after another (each starts its own fresh broker and database).
-bench: bench-receiver bench-redactor bench-signer bench-reporter bench-merkle
+bench: bench-receiver bench-redactor bench-signer bench-reporter bench-merkle bench-pipeline bench-faults
 
 # One signer process on a preloaded canonical topic: rows/s appended, signed and committed; then verify's rows/s.
 bench-signer: $(STAMP)
 	@$(PY) -m tests.bench.bench_signer $(BENCH_ARGS)
+
+# The whole pipeline (receiver, redactor, signer, usage as processes; fresh broker and database) under Claude
+# Code-shaped load from two tenants at several rates, from a client that retries like an OTLP exporter: rows/s,
+# accept -> signed row p50/p99, CPU per 1,000 events per service. BENCH_ARGS="--rates 3000 --duration 60".
+bench-pipeline: $(STAMP)
+	@$(PY) -m tests.bench.bench_pipeline $(BENCH_ARGS)
+
+# kill -9 of each stage at 1,500 events/s and its restart 2 s later: max wait, seconds until p99 < 1 s again,
+# lost events and duplicate rows (both must be 0). BENCH_ARGS="--stages redactor --rate 1500".
+bench-faults: $(STAMP)
+	@$(PY) -m tests.bench.bench_faults $(BENCH_ARGS)
 
 # 1,000,000 audit rows (1,000 users, 20,000 sessions) in a fresh PostgreSQL; p50/p99 of the reporting queries.
 bench-reporter: $(STAMP)

@@ -279,8 +279,20 @@ def make_producer(kafka: KafkaConnection | str, max_message_bytes: int, **overri
 
 
 def make_consumer(
-    kafka: KafkaConnection | str, group_id: str, *topics: str, session_timeout_ms: int = 10_000, **overrides: Any
+    kafka: KafkaConnection | str,
+    group_id: str,
+    *topics: str,
+    session_timeout_ms: int = 6_000,
+    rebalance_timeout_ms: int = 3_000,
+    group_instance_id: str | None = None,
+    **overrides: Any,
 ) -> AIOKafkaConsumer:
+    """A group consumer committing by hand. ``group_instance_id`` turns on static membership (KIP-345).
+
+    The rebalance timeout is kept short (aiokafka's default is the session timeout): when an instance is
+    killed and restarted, the rebalance its return starts would otherwise wait for the dead member for up
+    to that long after its session had already expired.
+    """
     options: dict[str, Any] = {
         **as_connection(kafka).options(),
         "group_id": group_id,
@@ -290,8 +302,11 @@ def make_consumer(
         "fetch_max_bytes": 16 * 1024 * 1024,
         "session_timeout_ms": session_timeout_ms,
         "heartbeat_interval_ms": max(500, session_timeout_ms // 6),
+        "rebalance_timeout_ms": rebalance_timeout_ms,
         "max_poll_interval_ms": 300_000,
     }
+    if group_instance_id is not None:
+        options["group_instance_id"] = group_instance_id
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
 

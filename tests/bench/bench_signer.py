@@ -2,7 +2,7 @@
 with its Kafka offsets; then the auditor's verify over the same rows.
 
 Usage: python -m tests.bench.bench_signer [--events 100000] [--tenants 20] [--signing-mode row|batch|both]
-[--json out.json] (``make bench-signer``; ``make bench-signer BENCH_ARGS="--tenants 1 --signing-mode both"`` for
+[--preload-rows 10000000] [--json out.json] (``make bench-signer``; ``make bench-signer BENCH_ARGS="--tenants 1 --signing-mode both"`` for
 one tenant signed per row beside the same signed per batch, SIGNING_MODE=batch)
 
 A fresh in-memory broker and a fresh embedded PostgreSQL (or DATABASE_URL) are started for each run. The
@@ -10,6 +10,9 @@ canonical topic is preloaded, then the real signer process is started and the cl
 committed row to its last. Verify then runs over the table as autovacuum would leave it (VACUUM ANALYZE), with
 the trust anchors on as `make verify` uses them: the signer's key enrolled and pinned in a witness directory,
 its checkpoints published there by the signer, and both read back (and timed) by verify.
+
+``--preload-rows N`` runs once more with N rows of another tenant already in audit_logs (seeded with
+generate_series, then VACUUM ANALYZE) and prints that rate as a ratio of the empty table's: index growth.
 The raw Ed25519 sign and verify rates of this machine are printed alongside.
 """
 
@@ -36,10 +39,14 @@ from shared.db.pool import connect
 from shared.enrollment import enroll, pinned_keys
 from shared.kafka import TopicSpec, ensure_topics, make_producer, tenant_key
 from shared.keys import Ed25519Signer, verify_signature, write_new_key
+from shared.merkle import leaf_hash, node_hash
 from shared.messages import canonical_event
 from shared.messages.auth import load_signing_key, provision_local_keys
 from shared.verify import load_key_book, verify_tenants, witnessed_checkpoints
 from shared.witness import DirectoryWitness
+from tests.bench.bench_reporter import CHUNK, DAYS, ORG, SEED_SQL, SESSION_SHAPE, SESSIONS, USERS
+
+PRELOADED_TENANT = "preloaded-tenant"
 
 PROMPT = (
     "Refactor the billing module so invoices come from the ledger; reach me at <EMAIL> or <PHONE>. "
@@ -95,7 +102,36 @@ async def _database(server_dsn: str, name: str, *, create: bool) -> str:
     return urlunsplit(urlsplit(server_dsn)._replace(path="/" + name))
 
 
-async def run(events: int, tenants: int, partitions: int, signing_mode: str = "row") -> dict[str, Any]:
+def identical_leaves_frontier(row_hash: bytes, size: int) -> bytes:
+    """The Merkle frontier of ``size`` leaves that all hash ``row_hash`` (the seeded rows): each complete
+    subtree of 2**k such leaves has the same hash, so no leaf is visited."""
+    by_level = [leaf_hash(row_hash)]
+    while len(by_level) < size.bit_length():
+        by_level.append(node_hash(by_level[-1], by_level[-1]))
+    return b"".join(by_level[k] for k in reversed(range(size.bit_length())) if size >> k & 1)
+
+
+async def preload(conn: Any, rows: int) -> float:
+    """``rows`` synthetic signed-looking rows of another tenant, as the reporting benchmark seeds them (one
+    INSERT ... SELECT generate_series per 100,000 rows), then VACUUM ANALYZE as autovacuum would leave them.
+    The table's indexes then hold ``rows`` entries when the signer starts. Returns the seconds it took."""
+    began = time.perf_counter()
+    start = datetime.now(UTC) - timedelta(days=DAYS)
+    for first in range(0, rows, CHUNK):
+        last = min(rows, first + CHUNK)
+        await conn.execute(SEED_SQL, PRELOADED_TENANT, ORG, bytes(32), bytes(64), first, last, USERS, SESSION_SHAPE,
+                           start, DAYS * 86_400.0, SESSIONS)
+        if last % 1_000_000 == 0 or last == rows:
+            print(f"  preloaded {last:,} rows", flush=True)
+    await conn.execute(
+        "INSERT INTO chain_heads (tenant_id, head_seq, head_hash, merkle_frontier) VALUES ($1, $2, $3, $4)",
+        PRELOADED_TENANT, rows, bytes(32), identical_leaves_frontier(bytes(32), rows))
+    await conn.execute("VACUUM (ANALYZE) audit_logs")
+    return time.perf_counter() - began
+
+
+async def run(events: int, tenants: int, partitions: int, signing_mode: str = "row",
+              preload_rows: int = 0) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-signer-"))
     broker = start_broker(log_file=work / "broker.log")
     postgres = None
@@ -110,6 +146,7 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
     try:
         conn = await connect(dsn)
         await apply_migrations(conn)
+        preload_seconds = await preload(conn, preload_rows) if preload_rows else 0.0
         await ensure_topics(broker.bootstrap, [TopicSpec("canonical", partitions), TopicSpec("dlq", 1)])
         payloads = make_events(events, tenants)
         producer = make_producer(broker.bootstrap, 1_000_000, linger_ms=20, max_batch_size=512 * 1024)
@@ -134,12 +171,15 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
         process = subprocess.Popen([sys.executable, "-m", "services.signer"], env=env)  # noqa: ASYNC220 - started once, not awaited
         first_at = None
         while True:
-            done = int(await conn.fetchval("SELECT coalesce(sum(head_seq), 0) FROM chain_heads"))
+            done = int(await conn.fetchval(
+                "SELECT coalesce(sum(head_seq), 0) FROM chain_heads WHERE tenant_id <> $1", PRELOADED_TENANT))
             now = time.perf_counter()
             if done and first_at is None:
                 first_at, first_rows = now, done
             if done >= events:
                 break
+            if process.poll() is not None:
+                raise RuntimeError(f"the signer exited with {process.returncode} before appending every event")
             await asyncio.sleep(0.05)
         assert first_at is not None
         append_rate = (events - first_rows) / (now - first_at)
@@ -162,7 +202,8 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
             started = time.perf_counter()
             # What `make verify` does by default: keys from the pin, checkpoints from the witness, both timed.
             book = await load_key_book(conn, await pinned_keys(witness))
-            witnessed = witnessed_checkpoints(witness.checkpoint_records())
+            witnessed = [c for c in witnessed_checkpoints(witness.checkpoint_records())
+                         if c.tenant_id != PRELOADED_TENANT]
             reports = await verify_tenants(conn, [f"tenant-{t:03d}" for t in range(tenants)], book, dsn=dsn,
                                            checkpoints=witnessed)
             assert all(report.ok for report in reports), [report.breaks for report in reports]
@@ -179,7 +220,8 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
         if server_dsn:
             await _database(server_dsn, database, create=False)
     sign_rate, raw_verify_rate = crypto_rates()
-    return {"events": events, "signing_mode": signing_mode, "append_rows_per_s": append_rate,
+    return {"events": events, "signing_mode": signing_mode, "preloaded_rows": preload_rows,
+            "preload_seconds": round(preload_seconds, 1), "append_rows_per_s": append_rate,
             "verify_rows_per_s": verify_rate,
             "pynacl_sign_per_s": sign_rate, "pynacl_verify_per_s": raw_verify_rate}
 
@@ -192,12 +234,23 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--signing-mode", choices=("row", "batch", "both"), default="row",
                         help="SIGNING_MODE of the signer; both: per row, then per batch, in this run")
+    parser.add_argument("--preload-rows", type=int, default=0,
+                        help="also run with this many rows already in audit_logs (e.g. 10000000) and print the "
+                             "rate beside the empty table's")
     args = parser.parse_args()
     modes = ("row", "batch") if args.signing_mode == "both" else (args.signing_mode,)
     results = [asyncio.run(run(args.events, args.tenants, args.partitions, mode)) for mode in modes]
     for result in results:
         print(f"signer append ({result['signing_mode']} signing): {result['append_rows_per_s']:,.0f} rows/s "
-              "(one process, committed with offsets)")
+              "(one process, committed with offsets); "
+              f"{result['append_rows_per_s'] / result['pynacl_sign_per_s']:.2f}x raw PyNaCl signing of this run")
+    loaded = None
+    if args.preload_rows:
+        loaded = asyncio.run(run(args.events, args.tenants, args.partitions, modes[0], args.preload_rows))
+        print(f"signer append ({modes[0]} signing) with {args.preload_rows:,} rows already in audit_logs: "
+              f"{loaded['append_rows_per_s']:,.0f} rows/s = "
+              f"{loaded['append_rows_per_s'] / results[0]['append_rows_per_s']:.2f}x the empty table's "
+              f"(preloaded in {loaded['preload_seconds']:.0f} s)")
     if len(results) == 2:
         ratio = results[1]["append_rows_per_s"] / results[0]["append_rows_per_s"]
         print(f"per-batch / per-row signing: {ratio:.2f}x ({args.tenants} tenant(s))")
@@ -208,7 +261,8 @@ def main() -> None:
     print(f"raw PyNaCl on this machine: sign {row_result['pynacl_sign_per_s']:,.0f}/s, "
           f"verify {row_result['pynacl_verify_per_s']:,.0f}/s per core")
     if args.json:
-        args.json.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+        everything = [*results, loaded] if loaded is not None else results
+        args.json.write_text(json.dumps(everything[0] if len(everything) == 1 else everything, indent=2))
 
 
 if __name__ == "__main__":

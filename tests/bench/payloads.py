@@ -38,6 +38,11 @@ class Batch:
     records: int
 
 
+def session_id(number: int) -> str:
+    """The session.id of the ``number``-th generated batch."""
+    return str(uuid.UUID(int=number + 1))
+
+
 def _event_name(record: LogRecord) -> str:
     for attribute in record.attributes:
         if attribute.key == "event.name":
@@ -76,9 +81,12 @@ def _set_text(record: LogRecord, key: str, length: int) -> None:
 
 
 def build_batches(
-    fixtures_dir: Path, *, count: int, records_per_batch: int = 50, record_bytes: int = 1024
+    fixtures_dir: Path, *, count: int, records_per_batch: int = 50, record_bytes: int = 1024, first_session: int = 0
 ) -> list[Batch]:
-    """``count`` distinct protobuf bodies of ``records_per_batch`` records averaging ``record_bytes``."""
+    """``count`` distinct protobuf bodies of ``records_per_batch`` records averaging ``record_bytes``.
+
+    Batch ``i`` is session ``first_session + i``: runs against one database give distinct ranges, or their
+    events would be the same events (the event id is derived from the content)."""
     template, shapes = captured_shapes(fixtures_dir)
     source_rl = template.resource_logs[0]
     source_sl = source_rl.scope_logs[0]
@@ -90,7 +98,7 @@ def build_batches(
         rl.resource.CopyFrom(source_rl.resource)
         sl = rl.scope_logs.add()
         sl.scope.CopyFrom(source_sl.scope)
-        session = str(uuid.UUID(int=index + 1))
+        session = session_id(first_session + index)
         for position in range(records_per_batch):
             record = sl.log_records.add()
             record.CopyFrom(shapes[cursor % len(shapes)])

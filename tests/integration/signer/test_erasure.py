@@ -12,10 +12,13 @@ import pytest
 from services.auditctl.erase import Selector, delete_content, select_rows
 from services.reporter import chainstatus, queries
 from services.signer.appender import OffsetEvent, append_batch
-from shared.chain import content_digest
+from services.signer.rows import JSON_COLUMNS
+from shared.canonical import EVENT_COLUMNS
+from shared.chain import GENESIS_HASH, as_stored, canonical_bytes, content_digest, row_hash
 from shared.enrollment import record_signing_key
 from shared.erasure import ErasureRequest, erasure_events
 from shared.keys import Ed25519Signer
+from shared.merkle import Frontier
 from shared.verify import TenantReport, load_key_book, unrecorded_erasure, verify_tenant
 from tests.integration.signer.test_append import event
 
@@ -160,3 +163,36 @@ async def test_the_reporters_chain_check_finds_a_forged_erasure_too(
     assert (await chainstatus.advance(db, "t1", book, 1000, now, rescan_rows=1000)).status == "broken"  # type: ignore[union-attr]
     status = await db.fetchrow("SELECT break_seq, break_kind FROM report_chain_status WHERE tenant_id = 't1'")
     assert (status["break_seq"], status["break_kind"]) == (6, "unrecorded_erasure")
+
+
+async def test_a_chain_begun_in_version_1_goes_on_in_version_2_and_verifies(
+    db: asyncpg.Connection, signing_key: Ed25519Signer
+) -> None:
+    """Rows signed before version 2 existed keep verifying, and the signer chains version 2 rows onto them."""
+    await record_signing_key(db, signing_key.public_key)
+    await db.execute("INSERT INTO key_activations (tenant_id, from_seq, key_id) VALUES ('t1', 1, $1)",
+                     signing_key.key_id)
+    prev, tree = GENESIS_HASH, Frontier()
+    for seq in (1, 2, 3):
+        values = as_stored({c: getattr(event(seq - 1), c) for c in EVENT_COLUMNS}, JSON_COLUMNS)
+        values.update(chain_seq=seq, signing_key_id=signing_key.key_id, hash_version=1)
+        digest = row_hash(prev, canonical_bytes(values))  # version 1: the content is in the hashed bytes
+        columns = [*values, "prev_hash", "row_hash", "signature"]
+        await db.execute(
+            f"INSERT INTO audit_logs ({', '.join(columns)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))})",
+            *values.values(), prev, digest, signing_key.sign(digest))
+        tree, completed = tree.append(digest)
+        await db.execute("INSERT INTO merkle_subtrees (tenant_id, leaf_index, hashes) VALUES ('t1', $1, $2)",
+                         seq - 1, completed)
+        prev = digest
+    await db.execute("INSERT INTO chain_heads (tenant_id, head_seq, head_hash, key_id, merkle_frontier)"
+                     " VALUES ('t1', 3, $1, $2, $3)", prev, signing_key.key_id, tree.to_bytes())
+    await append_batch(db, signing_key, group="g", topic="c", partition=0,
+                       batch=[OffsetEvent(i, event(i)) for i in range(3, 6)])
+    versions = [r["hash_version"] for r in await db.fetch("SELECT hash_version FROM audit_logs ORDER BY chain_seq")]
+    assert versions == [1, 1, 1, 2, 2, 2]
+    report = await _verify(db)
+    assert report.ok and report.rows == 6, report.breaks
+    # Version 1 content is inside the signed bytes: it cannot be erased, and erase says so.
+    selection = await select_rows(db, Selector(tenant="t1", session="s1"))
+    assert (selection.version_1, selection.rows) == (3, 3)

@@ -1,0 +1,72 @@
+"""Group membership settings reach the consumer, and readiness follows the partition assignment."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from deploy.local.stack import consumer_readiness_urls
+from services.redactor.settings import RedactorSettings
+from services.redactor.worker import RedactorMetrics, RedactorWorker
+from services.usage.worker import UsageMetrics, UsageWorker
+from shared.kafka import make_consumer
+from tests.messages_support import canonical_key, raw_keyring
+
+
+async def test_static_membership_and_short_rebalances_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_GROUP_INSTANCE_ID", "redactor-0")
+    monkeypatch.setenv("KAFKA_SESSION_TIMEOUT_MS", "9000")
+    settings = RedactorSettings()
+    options = settings.kafka_consumer_options()
+    assert options == {"session_timeout_ms": 9000, "rebalance_timeout_ms": 3000, "group_instance_id": "redactor-0"}
+    consumer = make_consumer("broker:9092", "group", "topic", **options)
+    assert consumer._group_instance_id == "redactor-0"
+    assert consumer._session_timeout_ms == 9000
+    assert consumer._heartbeat_interval_ms == 1500
+    assert consumer._rebalance_timeout_ms == 3000
+
+
+async def test_dynamic_membership_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KAFKA_GROUP_INSTANCE_ID", raising=False)
+    monkeypatch.delenv("KAFKA_SESSION_TIMEOUT_MS", raising=False)
+    options = RedactorSettings().kafka_consumer_options()
+    assert "group_instance_id" not in options
+    assert options["session_timeout_ms"] == 6000  # Apache Kafka's default group.min.session.timeout.ms
+    assert make_consumer("broker:9092", "group", **options)._group_instance_id is None
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.listener: Any = None
+
+    def subscribe(self, topics: list[str], listener: Any = None) -> None:
+        self.listener = listener
+
+
+def test_the_redactor_is_ready_only_once_assigned_even_an_empty_set() -> None:
+    consumer = _Consumer()
+    worker = RedactorWorker(consumer, None, None, None, raw_topic="raw", canonical_topic="c",  # type: ignore[arg-type]
+                            dead_letter_topic="d", max_pending=1, metrics=RedactorMetrics(CollectorRegistry()),
+                            raw_keyring=raw_keyring(), canonical_key=canonical_key())
+    worker.subscribe()
+    assert not worker.assigned
+    asyncio.run(consumer.listener.on_partitions_assigned(set()))
+    assert worker.assigned
+
+
+def test_the_usage_consumer_is_ready_only_once_assigned() -> None:
+    consumer = _Consumer()
+    worker = UsageWorker(consumer, None, None, topic="m", dead_letter_topic="d", max_batch=1, engine=None,  # type: ignore[arg-type]
+                         metrics=UsageMetrics(CollectorRegistry()), stop=asyncio.Event(), raw_keyring=raw_keyring())
+    worker.subscribe()
+    assert not worker.assigned
+    asyncio.run(consumer.listener.on_partitions_assigned(set()))
+    assert worker.assigned
+
+
+def test_make_run_waits_for_every_consumer_whose_health_port_is_on() -> None:
+    urls = consumer_readiness_urls({"SIGNER_METRICS_PORT": "0", "USAGE_METRICS_PORT": "19467"})
+    assert urls == ["http://127.0.0.1:9465/readyz", "http://127.0.0.1:19467/readyz"]
