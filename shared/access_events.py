@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from shared.canonical import CanonicalEvent
-from shared.kafka import Headers, tenant_key
 
 ACCESS_PLANE = "access"
 ACCESS_EVENT_TYPE = "access"
@@ -76,8 +75,3 @@ def access_event(read: AccessRead, now: datetime) -> CanonicalEvent:
         service_name=SERVICE_NAME,
         attributes=attributes,
     )
-
-
-def canonical_message(event: CanonicalEvent) -> tuple[bytes, bytes, Headers]:
-    """``(key, value, headers)`` of a canonical-topic message, as the redactor sends them."""
-    return tenant_key(event.tenant_id), event.to_json(), [("event_id", event.event_id.encode())]

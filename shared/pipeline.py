@@ -20,6 +20,8 @@ from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Histogram
 
+from shared.messages import dead_letter
+
 
 class MessageRejected(Exception):
     """The step is full; try again after the next poll. This is backpressure, not an error."""
@@ -107,18 +109,8 @@ class Backoff:
             await asyncio.wait_for(stop.wait(), delay)
 
 
-def dead_letter_headers(
-    source_topic: str, partition: int, offset: int, error: str, stage: str, original: list[tuple[str, bytes]] | None
-) -> list[tuple[str, bytes]]:
-    headers: list[tuple[str, bytes]] = [
-        ("dlq.source_topic", source_topic.encode()),
-        ("dlq.source_partition", str(partition).encode()),
-        ("dlq.source_offset", str(offset).encode()),
-        ("dlq.stage", stage.encode()),
-        ("dlq.error", error[:1000].encode()),
-        ("dlq.failed_at", str(time.time_ns()).encode()),
-    ]
-    return headers + [(k, v) for k, v in (original or []) if not k.startswith("dlq.")]
+# Defined with the message it belongs to; kept importable here for the workers.
+dead_letter_headers = dead_letter.encode_headers
 
 
 def describe(exc: BaseException) -> str:

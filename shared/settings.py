@@ -154,6 +154,15 @@ class CommonSettings(BaseSettings):
         return KafkaConnection(self.kafka_bootstrap_servers, self.kafka_security())
 
 
+def raw_auth_key_file_field() -> Any:
+    """The raw-batch key file: the receiver authenticates with its first key; redactors and usage accept all."""
+    return Field(
+        default="var/keys/raw-batch.key",
+        description="Key file (base64 keys, one a line) authenticating raw batches: the receiver signs with the"
+        " first key; redactors and the usage consumer accept every key in it. Shared by these services only.",
+    )
+
+
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 

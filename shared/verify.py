@@ -622,6 +622,20 @@ def _head_break(plan: _Plan) -> Break | None:
     return None
 
 
+# sequence_conflict is not hashed but derived (docs/auditing.md): true exactly when another row of the tenant
+# has the same non-null session_id and event_sequence. The first row where the stored flag says otherwise.
+_ALTERED_CONFLICT_FLAG = """
+SELECT a.chain_seq FROM audit_logs a
+WHERE a.tenant_id = $1 AND a.chain_seq <= $2
+  AND a.sequence_conflict IS DISTINCT FROM (
+      a.session_id IS NOT NULL AND a.event_sequence IS NOT NULL AND EXISTS (
+          SELECT 1 FROM audit_logs b
+          WHERE b.tenant_id = a.tenant_id AND b.session_id = a.session_id AND b.event_sequence = a.event_sequence
+            AND b.event_sequence IS NOT NULL AND b.id <> a.id))
+ORDER BY a.chain_seq LIMIT 1
+"""
+
+
 async def _conclude(conn: asyncpg.Connection, plan: _Plan, book: KeyBook, checkpoints: Iterable[Checkpoint]) -> None:
     report, tenant, last_seq = plan.report, plan.report.tenant_id, plan.last_seq
     erased: list[int] = []
@@ -643,6 +657,11 @@ async def _conclude(conn: asyncpg.Connection, plan: _Plan, book: KeyBook, checkp
     report.head_seq = last_seq if report.ok else report.breaks[0].chain_seq - 1
     if report.ok and (problem := _head_break(plan)) is not None:
         report.breaks.append(problem)
+    if report.ok:
+        altered = await conn.fetchval(_ALTERED_CONFLICT_FLAG, tenant, last_seq)
+        if altered is not None:
+            report.breaks.append(Break(tenant, altered, "modified",
+                                       "sequence_conflict differs from the one the hashed columns give"))
     ordered = sorted((c for c in checkpoints if c.tenant_id == tenant), key=lambda c: c.chain_seq)
     if not report.ok or not ordered:
         return

@@ -20,6 +20,7 @@ from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import TopicSpec, ensure_topics
 from shared.keys import Ed25519Signer
+from shared.messages.auth import provision_local_keys
 
 # The real Claude Code captures live beside the checkout, in ../shared (read-only, not part of this repo).
 FIXTURES = Path(
@@ -28,6 +29,12 @@ FIXTURES = Path(
         Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.332",
     )
 )
+
+
+# Message keys (raw batches, canonical events) for every service a test starts, in process or as a process.
+_MESSAGE_KEYS = tempfile.TemporaryDirectory(prefix="audit-test-message-keys-")
+for _name, _path in provision_local_keys(Path(_MESSAGE_KEYS.name)).items():
+    os.environ.setdefault(_name, _path)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -240,6 +240,14 @@ def run() -> int:
         os.environ.update(DATABASE_URL=dsn, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
         settings = CliSettings()
         asyncio.run(prepare(settings))
+        # The message keys prepare() made: the receiver and redactors share the raw-batch key, the signers'
+        # keyring accepts the redactors' and the reporter's canonical keys. Named explicitly so every service
+        # reads the same files.
+        env.update(RAW_AUTH_KEY_FILE=settings.raw_auth_key_file,
+                   CANONICAL_AUTH_KEY_FILE=settings.canonical_auth_key_file,
+                   REPORTER_ACCESS_AUTH_KEY_FILE=settings.reporter_access_auth_key_file,
+                   AUDITCTL_EVENTS_AUTH_KEY_FILE=settings.auditctl_events_auth_key_file,
+                   CANONICAL_AUTH_KEYRING_FILE=settings.canonical_auth_keyring_file)
         cache = var / "dev-license"
         issuer = load_signer(file=settings.license_issuer_key_file)
         token = asyncio.run(development_license(settings, cached_license(cache, issuer.public_key)))

@@ -25,12 +25,13 @@ import click
 
 from services.auditctl.running import run_async
 from services.auditctl.settings import CliSettings
-from shared.access_events import canonical_message
 from shared.canonical import CanonicalEvent
 from shared.chain import HASH_VERSION_ERASABLE
 from shared.db.pool import connect
 from shared.erasure import ROWS_KEY, ErasedRow, ErasureRequest, erasure_events
 from shared.kafka import make_producer
+from shared.messages import canonical_event
+from shared.messages.auth import load_signing_key
 
 _POLL_SECONDS = 0.25
 
@@ -179,11 +180,13 @@ async def erase(
 
 async def produce(settings: CliSettings, events: Sequence[CanonicalEvent]) -> None:
     """Sends the erasure events to the canonical topic and waits for the broker's acknowledgement of each."""
+    # auditctl's own key: the signers accept only events whose producer holds a key in their keyring.
+    auth = load_signing_key(settings.auditctl_events_auth_key_file, "AUDITCTL_EVENTS_AUTH_KEY_FILE")
     producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes, linger_ms=0)
     await producer.start()
     try:
         for event in events:
-            key, value, headers = canonical_message(event)
+            key, value, headers = canonical_event.encode(event, auth)
             await (await producer.send(settings.topic_canonical, value, key=key, headers=headers))
     finally:
         await producer.stop()

@@ -125,8 +125,12 @@ def replay(start: str | None, end: str | None, offsets: tuple[str, ...], tenant:
                 return 0
             from services.auditctl.ops.identify import RedactorEventIds  # noqa: PLC0415
             from shared.canonicalize.settings import MappingSettings  # noqa: PLC0415 - only a real replay needs it
+            from shared.messages.auth import KeyFileError  # noqa: PLC0415
 
-            identify = RedactorEventIds(load_settings(MappingSettings))
+            try:
+                identify = RedactorEventIds(load_settings(MappingSettings))
+            except KeyFileError as exc:
+                raise click.ClickException(f"replay needs the redactors' raw-batch keys: {exc}") from None
             pool = await create_pool(settings.database_url, min_size=1, max_size=2)
             producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
             await producer.start()

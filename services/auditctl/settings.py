@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, raw_auth_key_file_field
 
 
 class CliSettings(CommonSettings):
@@ -14,6 +14,21 @@ class CliSettings(CommonSettings):
     )
     signing_key_file: str | None = Field(
         default="var/keys/signing.key", description="Private key the signer uses for chain rows."
+    )
+    raw_auth_key_file: str = raw_auth_key_file_field()
+    canonical_auth_key_file: str = Field(
+        default="var/keys/canonical-redactor.key", description="The redactors' canonical-event key (init-keys)."
+    )
+    reporter_access_auth_key_file: str = Field(
+        default="var/keys/canonical-reporter.key", description="The reporter's access-event key (init-keys)."
+    )
+    auditctl_events_auth_key_file: str = Field(
+        default="var/keys/canonical-auditctl.key",
+        description="auditctl's own key for the events it puts on the canonical topic (content erasures); the "
+        "signers' CANONICAL_AUTH_KEYRING_FILE must hold it (init-keys adds it).",
+    )
+    canonical_auth_keyring_file: str = Field(
+        default="var/keys/canonical.keyring", description="The signers' accepted canonical-event keys (init-keys)."
     )
     topic_dead_letter_requeued: str = Field(
         default="audit.deadletter.requeued",

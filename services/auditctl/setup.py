@@ -14,6 +14,7 @@ from shared.db.pool import connect
 from shared.db.roles import COMPONENT_ROLES
 from shared.kafka import TopicSpec, ensure_topics
 from shared.keys import load_signer, write_new_key
+from shared.messages.auth import ensure_message_keys
 
 
 def ensure_key_files(settings: CliSettings) -> list[str]:
@@ -32,6 +33,13 @@ def ensure_key_files(settings: CliSettings) -> list[str]:
     if settings.signing_key_file and not Path(settings.signing_key_file).exists():
         write_new_key(Path(settings.signing_key_file))
         created.append(settings.signing_key_file)
+    created += ensure_message_keys(
+        Path(settings.raw_auth_key_file),
+        [(Path(settings.canonical_auth_key_file), "redactor"),
+         (Path(settings.reporter_access_auth_key_file), "reporter"),
+         (Path(settings.auditctl_events_auth_key_file), "auditctl")],
+        Path(settings.canonical_auth_keyring_file),
+    )
     return created
 
 
@@ -106,7 +114,9 @@ def topics_create(settings: CliSettings) -> None:
 @click.command("init-keys")
 @click.pass_obj
 def init_keys(settings: CliSettings) -> None:
-    """Create the development key files that do not exist yet (never overwrites)."""
+    """Create the key files that do not exist yet (never overwrites): licence issuer, signing key, and the
+    message keys (raw batches; the redactors' and the reporter's canonical-event keys, added to the signers'
+    keyring)."""
     for path in ensure_key_files(settings):
         click.echo(f"created {path}")
 

@@ -25,6 +25,7 @@ from shared.licence_auth import load_issuer_public_keys
 from shared.licensing import LicenseVerifier
 from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
+from shared.messages.auth import KeyFileError, load_signing_key
 from shared.runtime import run_service, stop_on_signals
 from shared.settings import load_settings
 
@@ -80,6 +81,11 @@ async def _serve(settings: ReceiverSettings) -> None:
     try:
         verifier = LicenseVerifier.from_public_keys(load_issuer_public_keys(settings.license_public_keys_file))
     except KeyMaterialError as exc:
+        raise SystemExit(f"receiver: {exc}") from None
+
+    try:  # read again by create_app; here a missing or open key file stops the service with its name
+        load_signing_key(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
+    except KeyFileError as exc:
         raise SystemExit(f"receiver: {exc}") from None
 
     try:

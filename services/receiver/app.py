@@ -42,6 +42,7 @@ from shared.clock import Clock, SystemClock
 from shared.kafka import make_producer
 from shared.licence_auth import CredentialsRefused, LicenseAuthBackend
 from shared.licensing import OTEL_INGEST, LicenseVerifier
+from shared.messages.auth import load_signing_key
 
 log = logging.getLogger("receiver")
 
@@ -172,8 +173,10 @@ def create_app(
     producer_factory: ProducerFactory | None = None,
     revocations: RevocationSource | None = None,
 ) -> Starlette:
-    """The ASGI app. ``revocations`` is None only where no revocation list exists (unit tests)."""
+    """The ASGI app. ``revocations`` is None only where no revocation list exists (unit tests). Raw batches
+    are authenticated with the first key of ``RAW_AUTH_KEY_FILE``."""
     clock = clock or SystemClock()
+    raw_key = load_signing_key(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
     registry = CollectorRegistry()
     metrics = ReceiverMetrics(registry)
     queue = RawBatchQueue(
@@ -182,6 +185,7 @@ def create_app(
         max_message_bytes=settings.kafka_max_message_bytes,
         ack_timeout=settings.enqueue_timeout_seconds,
         probe_interval=settings.broker_probe_interval_seconds,
+        key=raw_key,
     )
     budget = InFlightBudget(settings.max_in_flight_bytes)
     limiters = {

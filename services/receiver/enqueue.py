@@ -1,7 +1,8 @@
 """The receiver's side of the raw topics: a producer it owns, and sends that count only once acknowledged.
 
 The producer sends with ``acks=all`` and is not idempotent, so a retried request can land twice; every
-stage downstream dedupes. Tenancy in the headers comes from the licence alone.
+stage downstream dedupes. Tenancy in the headers comes from the licence alone, and every batch is
+authenticated (``shared.messages.raw_batch``) so that only the receiver can write a tenant's batches.
 
 Broker outages are detected by failed or timed-out sends. While the broker is known to be down, one
 request per probe interval is let through to try it and every other request is answered 503 at once,
@@ -23,6 +24,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from services.receiver.limits import Reservation
 from shared.clock import Clock
 from shared.kafka import Headers, MessageProducer, tenant_key
+from shared.messages import raw_batch
+from shared.messages.auth import MessageKey
 
 log = logging.getLogger("receiver")
 
@@ -108,8 +111,10 @@ class RawBatchQueue:
         max_message_bytes: int,
         ack_timeout: float,
         probe_interval: float,
+        key: MessageKey,
     ) -> None:
         self._factory = factory
+        self._key = key
         self._max_message_bytes = max_message_bytes
         self._ack_timeout = ack_timeout
         self.breaker = BrokerBreaker(clock, probe_interval)
@@ -166,7 +171,8 @@ class RawBatchQueue:
         return limit
 
     def _compute_payload_limit(self, origin: BatchOrigin) -> int:
-        headers = self._headers(origin, "application/x-protobuf", "9" * 20, "f" * 32, 99_999_999, 9_999, 9_999)
+        headers = self._headers(origin, "logs", b"", "application/x-protobuf", raw_batch.MAX_RECEIVED_AT_NS,
+                                "f" * 32, (raw_batch.MAX_RECORD_COUNT, 9_999, 9_999))
         framing = _BATCH_AND_RECORD_OVERHEAD + len(tenant_key(origin.tenant_id))
         framing += sum(len(key) + len(value) + _HEADER_FRAMING for key, value in headers)
         return self._max_message_bytes - framing
@@ -174,6 +180,7 @@ class RawBatchQueue:
     async def enqueue(
         self,
         topic: str,
+        kind: raw_batch.Kind,
         messages: Sequence[OutgoingMessage],
         origin: BatchOrigin,
         *,
@@ -196,8 +203,8 @@ class RawBatchQueue:
         try:
             async with asyncio.timeout_at(deadline):
                 for index, message in enumerate(messages, start=1):
-                    headers = self._headers(origin, message.content_type, str(received_at_ns), request_id,
-                                            message.record_count, index, len(messages))
+                    headers = self._headers(origin, kind, message.payload, message.content_type, received_at_ns,
+                                            request_id, (message.record_count, index, len(messages)))
                     acks.append(await producer.send(topic, message.payload, key=key, headers=headers))
             # asyncio.wait never cancels what it waits for: a late acknowledgement still releases the bytes.
             _, pending = await asyncio.wait(acks, timeout=max(0.0, deadline - loop.time()))
@@ -214,20 +221,12 @@ class RawBatchQueue:
         log.warning("enqueue failed", extra={"request_id": request_id, "error": failure})
         raise BrokerUnavailable("the queue did not acknowledge the batch")
 
-    @staticmethod
-    def _headers(origin: BatchOrigin, content_type: str, received_at: str, request_id: str, record_count: int,
-                 index: int, total: int) -> Headers:
-        # Built directly rather than through a dict: this runs for every message.
-        return [
-            ("tenant", origin.tenant_id.encode()),
-            ("org", origin.org_id.encode()),
-            ("license_id", origin.license_id.encode()),
-            ("content_type", content_type.encode()),
-            ("received_at", received_at.encode()),
-            ("request_id", request_id.encode()),
-            ("record_count", str(record_count).encode()),
-            ("chunk", f"{index}/{total}".encode()),
-        ]
+    def _headers(self, origin: BatchOrigin, kind: raw_batch.Kind, payload: bytes, content_type: str,
+                 received_at_ns: int, request_id: str, counts: tuple[int, int, int]) -> Headers:
+        record_count, index, total = counts
+        batch = raw_batch.RawBatch(origin.tenant_id, origin.org_id, origin.license_id, content_type, received_at_ns,
+                                   request_id, record_count, index, total, payload)
+        return raw_batch.encode(batch, self._key, kind)
 
 
 class CachingPartitioner:

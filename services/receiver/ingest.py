@@ -65,6 +65,7 @@ from services.receiver.settings import ReceiverSettings
 from shared import otlp
 from shared.clock import Clock
 from shared.licence_auth import LicensedOrg
+from shared.messages import raw_batch
 
 log = logging.getLogger("receiver")
 
@@ -85,6 +86,10 @@ class Signal:
     keep_first: Callable[[Any, int], Any] | None
     topic: Callable[[ReceiverSettings], str]
     levels: Levels
+
+    @property
+    def kind(self) -> raw_batch.Kind:
+        return "logs" if self.name == "logs" else "metrics"
 
 
 LOGS = Signal(
@@ -449,7 +454,7 @@ class IngestRequest:
         assert self.reservation is not None
         context = self.context
         started = time.perf_counter()
-        await context.queue.enqueue(self.signal.topic(context.settings), messages, self.origin,
+        await context.queue.enqueue(self.signal.topic(context.settings), self.signal.kind, messages, self.origin,
                                     request_id=self.request_id, received_at_ns=_nanoseconds(context.clock),
                                     reservation=self.reservation)
         context.metrics.enqueue_duration.observe(time.perf_counter() - started)

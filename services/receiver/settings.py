@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, raw_auth_key_file_field
 
 
 class ReceiverSettings(CommonSettings):
@@ -27,6 +27,7 @@ class ReceiverSettings(CommonSettings):
         default="var/keys/license-issuer.pub",
         description="File of base64 Ed25519 public keys (one a line) whose licences are accepted.",
     )
+    raw_auth_key_file: str = raw_auth_key_file_field()
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=1024,

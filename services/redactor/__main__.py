@@ -12,7 +12,9 @@ from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.canonicalize.transform import TextRedactor, TransformPolicy
 from shared.health import HealthServer
 from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
+from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
+from shared.messages.auth import KeyFileError, load_keyring, load_signing_key
 from shared.pii import build_engine
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
@@ -32,6 +34,11 @@ async def _run(settings: RedactorSettings) -> None:
         engine_for_kinds(None)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"redactor: cannot build the PII engine: {exc}") from None
+    try:
+        raw_keyring = load_keyring(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
+        canonical_key = load_signing_key(settings.canonical_auth_key_file, "CANONICAL_AUTH_KEY_FILE")
+    except KeyFileError as exc:
+        raise SystemExit(f"redactor: {exc}") from None
     registry = CollectorRegistry()
     policy = TransformPolicy(
         plane_by_service=settings.plane_by_service,
@@ -56,6 +63,8 @@ async def _run(settings: RedactorSettings) -> None:
         dead_letter_topic=settings.topic_dead_letter,
         max_pending=settings.redactor_max_pending_messages,
         metrics=RedactorMetrics(registry),
+        raw_keyring=raw_keyring,
+        canonical_key=canonical_key,
     )
     stop = stop_on_signals()
     refresher = asyncio.create_task(
@@ -63,24 +72,28 @@ async def _run(settings: RedactorSettings) -> None:
     )
     # Ready only once the group has assigned this member its partitions: an event sent then is processed.
     health = HealthServer(registry, ready=lambda: worker.assigned and not stop.is_set())
-    if settings.redactor_metrics_port:
-        await health.start("0.0.0.0", settings.redactor_metrics_port)  # noqa: S104 - probes come from outside
-    try:
-        started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
-    except KafkaConfigError as exc:
-        raise SystemExit(f"redactor: {exc}") from None
-    if not started_clients:
-        raise SystemExit(0)
-    worker.subscribe()
-    log.info("redactor running", extra={"topic": settings.topic_raw_logs})
-    try:
-        await worker.run(stop)
-    finally:
+
+    async def stop_work() -> None:
         stop.set()
         await refresher
-        await consumer.stop()
-        await producer.stop()
-        await health.stop()
+
+    async with Lifecycle("redactor", log) as parts:
+        if settings.redactor_metrics_port:
+            # Probes come from outside the pod.
+            await parts.start("health server", lambda: health.start("0.0.0.0", settings.redactor_metrics_port),  # noqa: S104
+                              health.stop)
+        try:
+            started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
+        except KafkaConfigError as exc:
+            raise SystemExit(f"redactor: {exc}") from None
+        if not started_clients:
+            raise SystemExit(0)
+        parts.on_shutdown("producer", producer.stop)
+        parts.on_shutdown("consumer", consumer.stop)
+        parts.on_shutdown("posture refresher", stop_work)
+        worker.subscribe()
+        log.info("redactor running", extra={"topic": settings.topic_raw_logs})
+        await worker.run(stop)
 
 
 def main() -> None:

@@ -15,6 +15,11 @@ class RedactorSettings(MappingSettings):
         le=65535,
         description="Port of the redactor's /metrics, /healthz and /readyz (0 turns them off).",
     )
+    canonical_auth_key_file: str = Field(
+        default="var/keys/canonical-redactor.key",
+        description="Key file whose first key authenticates the canonical events this redactor produces; the"
+        " signers' CANONICAL_AUTH_KEYRING_FILE must hold it.",
+    )
     pii_detection_enabled: bool = Field(
         default=True, description="Global switch; when off, every content field is withheld (fail closed)."
     )

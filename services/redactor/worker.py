@@ -24,8 +24,10 @@ from shared.canonicalize.transform import (
     TransformStats,
     transform_batch,
 )
-from shared.kafka import MessageProducer, decode_headers, tenant_key
-from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_headers, describe
+from shared.kafka import MessageProducer
+from shared.messages import InvalidMessage, canonical_event, raw_batch
+from shared.messages.auth import Keyring, MessageKey
+from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_headers
 
 log = logging.getLogger("redactor")
 
@@ -150,7 +152,7 @@ class ProduceStep:
 
 
 class TransformStep:
-    """Decode, map and redact one raw message; a permanent failure becomes a dead letter."""
+    """Decode, authenticate, map and redact one raw message; a permanent failure becomes a dead letter."""
 
     def __init__(
         self,
@@ -160,6 +162,9 @@ class TransformStep:
         dead_letter_topic: str,
         next_step: ProduceStep,
         metrics: RedactorMetrics,
+        *,
+        raw_keyring: Keyring,
+        canonical_key: MessageKey,
     ) -> None:
         self._engines = engines
         self._policy = policy
@@ -167,11 +172,12 @@ class TransformStep:
         self._dead_letter_topic = dead_letter_topic
         self._next = next_step
         self._metrics = metrics
+        self._raw_keyring = raw_keyring
+        self._canonical_key = canonical_key
         self.stats = TransformStats()
 
     async def submit(self, message: Any) -> None:
         tp = TopicPartition(message.topic, message.partition)
-        headers = decode_headers(message.headers)
         before = TransformStats(
             self.stats.records_in,
             self.stats.events_out,
@@ -180,45 +186,26 @@ class TransformStep:
             self.stats.withheld_fields,
             dict(self.stats.redactions),
         )
-        trace = [("request_id", headers["request_id"].encode())] if "request_id" in headers else []
+        batch: raw_batch.RawBatch | None = None
         try:
+            batch = raw_batch.decode(message.value, message.headers, self._raw_keyring, "logs")
             outputs = [
-                OutboundMessage(
-                    self._canonical_topic,
-                    tenant_key(event.tenant_id),
-                    event.to_json(),
-                    [("event_id", event.event_id.encode()), *trace],
-                )
-                for event in transform_batch(message.value, headers, self._engines, self._policy, self.stats)
+                OutboundMessage(self._canonical_topic, *canonical_event.encode(event, self._canonical_key,
+                                                                               batch.request_id))
+                for event in transform_batch(batch, self._engines, self._policy, self.stats)
             ]
-        except BatchRejected as exc:
-            self._metrics.dead_lettered.inc()
-            log.error(
-                "raw batch dead-lettered",
-                extra={"partition": message.partition, "offset": message.offset, "error": str(exc), **headers},
-            )
-            outputs = [
-                OutboundMessage(
-                    self._dead_letter_topic,
-                    message.key,
-                    message.value,
-                    dead_letter_headers(
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                        describe(exc),
-                        "redactor",
-                        list(message.headers or []),
-                    ),
-                )
-            ]
+        except (InvalidMessage, BatchRejected) as exc:
+            outputs = [self._dead_letter(message, str(exc))]
+        except Exception as exc:  # whatever the bytes, the partition must move on
+            # Not expected for any input; the type is enough to find it, and a message could quote content.
+            outputs = [self._dead_letter(message, f"unexpected {type(exc).__name__} while transforming")]
         self._metrics.record(before, self.stats)
-        if log.isEnabledFor(logging.DEBUG):
+        if log.isEnabledFor(logging.DEBUG) and batch is not None:
             log.debug(
                 "raw batch transformed",
                 extra={
-                    "request_id": headers.get("request_id"),
-                    "tenant": headers.get("tenant"),
+                    "request_id": batch.request_id,
+                    "tenant": batch.tenant,
                     "partition": message.partition,
                     "offset": message.offset,
                     "events_out": self.stats.events_out - before.events_out,
@@ -231,6 +218,20 @@ class TransformStep:
                 },
             )
         await self._next.submit((Position(tp, message.offset + 1), outputs))
+
+    def _dead_letter(self, message: Any, reason: str) -> OutboundMessage:
+        self._metrics.dead_lettered.inc()
+        # Only our own field names in ``extra``: the message's header names are the sender's to choose.
+        log.error("raw batch dead-lettered",
+                  extra={"partition": message.partition, "offset": message.offset, "error": reason})
+        original = message.headers if isinstance(message.headers, list | tuple) else []
+        return OutboundMessage(
+            self._dead_letter_topic,
+            message.key if isinstance(message.key, bytes) else None,
+            message.value if isinstance(message.value, bytes) else b"",
+            dead_letter_headers(message.topic, message.partition, message.offset, reason, "redactor",
+                                [(k, v) for k, v in original if isinstance(k, str) and isinstance(v, bytes)]),
+        )
 
     async def poll(self) -> None:
         await self._next.poll()
@@ -273,13 +274,16 @@ class RedactorWorker:
         dead_letter_topic: str,
         max_pending: int,
         metrics: RedactorMetrics,
+        raw_keyring: Keyring,
+        canonical_key: MessageKey,
     ) -> None:
         self.consumer = consumer
         self.raw_topic = raw_topic
         self.metrics = metrics
         self.commit = CommitOffsets(consumer, interval=1.0, latency=metrics.commit_latency)
         self.produce = ProduceStep(producer, self.commit, max_pending, latency=metrics.produce_latency)
-        self.transform = TransformStep(engines, policy, canonical_topic, dead_letter_topic, self.produce, metrics)
+        self.transform = TransformStep(engines, policy, canonical_topic, dead_letter_topic, self.produce, metrics,
+                                       raw_keyring=raw_keyring, canonical_key=canonical_key)
         self._paused = False
         self.assigned = False  # set once the group has given this member its partitions (readiness)
 

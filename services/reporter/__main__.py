@@ -15,6 +15,7 @@ from shared.keys import KeyMaterialError
 from shared.licence_auth import load_issuer_public_keys
 from shared.licensing import LicenseVerifier
 from shared.logs import configure_logging
+from shared.messages.auth import KeyFileError, load_signing_key
 from shared.runtime import run_service, stop_on_signals
 from shared.settings import load_settings
 
@@ -32,9 +33,10 @@ async def _serve(settings: ReporterSettings) -> None:
     log = configure_logging("reporter", settings.log_level)
     try:
         verifier = LicenseVerifier.from_public_keys(load_issuer_public_keys(settings.license_public_keys_file))
-    except KeyMaterialError as exc:
+        access_key = load_signing_key(settings.reporter_access_auth_key_file, "REPORTER_ACCESS_AUTH_KEY_FILE")
+    except (KeyMaterialError, KeyFileError) as exc:
         raise SystemExit(f"reporter: {exc}") from None
-    app = create_app(settings, verifier)
+    app = create_app(settings, verifier, access_key=access_key)
     config = hypercorn_config(settings)
     stop = stop_on_signals()
 

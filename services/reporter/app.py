@@ -46,6 +46,7 @@ from shared.db.errors import is_retryable_db_error
 from shared.enrollment import pinned_keys
 from shared.kafka import MessageProducer, make_producer, start_clients
 from shared.licensing import LicenseVerifier
+from shared.messages.auth import MessageKey, load_signing_key
 from shared.pipeline import Backoff, describe
 from shared.reporting_tokens import active_tokens
 from shared.witness import Witness, WitnessError
@@ -240,11 +241,15 @@ def create_app(
     pool_factory: PoolFactory = default_pool_factory,
     producer_factory: ProducerFactory = default_producer_factory,
     background_work: bool = True,
+    access_key: MessageKey | None = None,
 ) -> Starlette:
     """The ASGI app. ``background_work=False`` leaves folding and chain checks to the caller (tests, bench);
-    requests still fold their own tenant's pending rows first."""
+    requests still fold their own tenant's pending rows first. ``access_key`` authenticates the access
+    events; by default the first key of ``REPORTER_ACCESS_AUTH_KEY_FILE``."""
     clock = clock or SystemClock()
-    trail = AccessTrail(settings.topic_canonical, settings.reporter_access_audit_timeout_seconds, clock)
+    access_key = access_key or load_signing_key(settings.reporter_access_auth_key_file,
+                                                "REPORTER_ACCESS_AUTH_KEY_FILE")
+    trail = AccessTrail(settings.topic_canonical, settings.reporter_access_audit_timeout_seconds, clock, access_key)
     state = ReporterState(settings=settings, verifier=verifier, clock=clock, trail=trail,
                           oidc=OidcVerifier(settings, clock) if settings.oidc_enabled else None)
 

@@ -15,9 +15,11 @@ from starlette.datastructures import QueryParams
 from starlette.types import Scope
 
 from services.reporter.authz import DISCLOSURE_KEY, Principal, Refusal, Rule
-from shared.access_events import AccessRead, access_event, canonical_message
+from shared.access_events import AccessRead, access_event
 from shared.clock import Clock
 from shared.kafka import MessageProducer
+from shared.messages import canonical_event
+from shared.messages.auth import MessageKey
 from shared.pipeline import describe
 
 log = logging.getLogger("reporter.access")
@@ -25,8 +27,9 @@ _MAX_QUERY_VALUE = 512
 
 
 class AccessTrail:
-    def __init__(self, topic: str, timeout_seconds: float, clock: Clock) -> None:
+    def __init__(self, topic: str, timeout_seconds: float, clock: Clock, key: MessageKey) -> None:
         self.topic = topic
+        self.key = key  # the reporter's own canonical-event key: the signers' keyring accepts it
         self.timeout_seconds = timeout_seconds
         self.clock = clock
         self.producer: MessageProducer | None = None  # set once started
@@ -58,7 +61,7 @@ class AccessTrail:
             raise Refusal(503, "the access trail is not connected to the broker yet; the read is refused so that "
                                "nothing is disclosed unaudited. Retry shortly", "audit_unavailable",
                           headers={"Retry-After": "5"})
-        key, value, headers = canonical_message(event)
+        key, value, headers = canonical_event.encode(event, self.key)
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 await (await producer.send(self.topic, value, key=key, headers=headers))

@@ -192,6 +192,8 @@ SCHEMAS: dict[str, Any] = {
             "attributes": {"type": ["object", "null"], "description": "null for the analyst role; on the access "
                            "plane, the access.* keys say who read what."},
             "chain_seq": {"type": "integer"},
+            "sequence_conflict": {"type": "boolean", "description": "Another event of this tenant claims the same "
+                                  "session and sequence; both are kept (see the auditing guide)."},
             "proof": {"type": ["string", "null"], "format": "uri-reference",
                       "description": "Link to the proof; null for roles that may not read proofs."},
         },
@@ -245,6 +247,11 @@ SCHEMAS: dict[str, Any] = {
             "api": {"type": "object", "properties": {"calls": {"type": "integer"}, "models": {"type": "array"},
                                                      "tokens": _TOKENS, "cost": _MONEY}},
             "errors": {"type": "array", "items": {"type": "object"}},
+            "sequence_conflicts": {
+                "type": "array", "description": "Sequence numbers of this session that different events claim; "
+                "every claimant is kept and listed.",
+                "items": {"type": "object", "properties": {"sequence": {"type": "integer"},
+                                                           "events": {"type": "array", "items": {"type": "object"}}}}},
             "metrics": _METRICS,
             "completeness": {"$ref": "#/components/schemas/SessionCompleteness"},
             "truncated": {"type": "object"},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -37,6 +37,7 @@ from shared.witness import Witness
 MAX_SESSION_PROMPTS = 1_000
 MAX_SESSION_DECISIONS = 1_000
 MAX_SESSION_ERRORS = 500
+MAX_SESSION_CONFLICTS = 500
 
 # Hash version 2 keeps a row's content in audit_content (erasable); version 1 in the row itself.
 _CONTENT = (
@@ -55,7 +56,7 @@ _FEED_COLUMNS = (
     "service_name", "service_version", "model", "input_tokens", "output_tokens", "cache_read_tokens",
     "cache_creation_tokens", "tokens_used", "cost", "duration_ms", "decision", "decision_source", "tool_name",
     "success", "status_code", "attempt", f"{_CONTENT} AS content", "content_lengths", "redacted_fields",
-    "content_captured", "attributes", "chain_seq", f"{_ERASURE} AS erasure",
+    "content_captured", "attributes", "chain_seq", f"{_ERASURE} AS erasure", "sequence_conflict",
 )
 
 
@@ -171,6 +172,8 @@ def feed_item(row: Mapping[str, Any]) -> dict[str, Any]:
         "content_captured": row["content_captured"],
         "attributes": row["attributes"],
         "chain_seq": row["chain_seq"],
+        # Another event of this tenant claims the same session and sequence (docs/auditing.md): both are kept.
+        "sequence_conflict": row["sequence_conflict"],
         "proof": f"/api/v1/audit/records/{row['id']}/proof",
     }
 
@@ -347,6 +350,11 @@ async def _session_summary(conn: asyncpg.Connection, where: str, key: tuple[str,
             f" ORDER BY event_time, event_sequence NULLS LAST, id LIMIT {MAX_SESSION_ERRORS + 1}",
             *key,
         )
+        conflicts = await conn.fetch(
+            f"SELECT id, event_sequence, event_type, event_time, event_id FROM audit_logs"
+            f" WHERE {where} AND sequence_conflict ORDER BY event_sequence, id LIMIT {MAX_SESSION_CONFLICTS + 1}",
+            *key,
+        )
         metrics = await conn.fetchrow(usagesql.SESSION_FIGURES, tenant, session_id)
         sequence_report = await completeness.session(conn, tenant, session_id)
     assert identity is not None
@@ -431,14 +439,28 @@ async def _session_summary(conn: asyncpg.Connection, where: str, key: tuple[str,
             }
             for row in errors[:MAX_SESSION_ERRORS]
         ],
+        # Different events that claim the same sequence number of this session: all kept, none trusted over
+        # another; a client bug or a forged event (docs/auditing.md, sequence_conflict).
+        "sequence_conflicts": _conflict_groups(conflicts[:MAX_SESSION_CONFLICTS]),
         "metrics": usagesql.metric_figures(metrics),
         "completeness": sequence_report,
         "truncated": {
             "prompts": len(prompts) > MAX_SESSION_PROMPTS,
             "decisions": len(decisions) > MAX_SESSION_DECISIONS,
             "errors": len(errors) > MAX_SESSION_ERRORS,
+            "sequence_conflicts": len(conflicts) > MAX_SESSION_CONFLICTS,
         },
     }
+
+
+def _conflict_groups(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["event_sequence"], []).append({
+            "id": row["id"], "event_id": row["event_id"], "event_type": row["event_type"],
+            "time": iso(row["event_time"]), "proof": f"/api/v1/audit/records/{row['id']}/proof",
+        })
+    return [{"sequence": sequence, "events": events} for sequence, events in groups.items()]
 
 
 # --- usage ----------------------------------------------------------------------------------------------

@@ -31,6 +31,11 @@ class ReporterSettings(CommonSettings):
         "its access event; past it (or with the broker down) the read is refused with 503, never disclosed "
         "unaudited.",
     )
+    reporter_access_auth_key_file: str = Field(
+        default="var/keys/canonical-reporter.key",
+        description="Key file whose first key authenticates the reporter's access events on the canonical topic "
+        "(a key of its own, not the redactors'); the signers' CANONICAL_AUTH_KEYRING_FILE must hold it.",
+    )
     reporter_session_idle_minutes: int = Field(
         default=30, ge=1, description="A portal sign-in ends after this long without a request."
     )

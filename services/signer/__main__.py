@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from datetime import timedelta
 
+import asyncpg
 from prometheus_client import CollectorRegistry
 
 from services.signer.appender import CheckpointPolicy, RetiredKey, require_enrolled_key
@@ -18,12 +20,14 @@ from shared.db.pool import create_pool
 from shared.enrollment import UnenrolledKey, pinned_keys
 from shared.health import HealthServer
 from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
-from shared.keys import KeyMaterialError, load_signer
+from shared.keys import Ed25519Signer, KeyMaterialError, load_signer
+from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
+from shared.messages.auth import KeyFileError, Keyring, load_keyring
 from shared.pipeline import Backoff
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
-from shared.witness import S3Witness, WitnessError, witness_from_settings
+from shared.witness import S3Witness, Witness, WitnessError, witness_from_settings
 
 
 async def _run(settings: SignerSettings) -> None:
@@ -31,6 +35,10 @@ async def _run(settings: SignerSettings) -> None:
     try:
         signer = load_signer(file=settings.signing_key_file, env_var=settings.signing_key_env)
     except KeyMaterialError as exc:
+        raise SystemExit(f"signer: {exc}") from None
+    try:
+        keyring = load_keyring(settings.canonical_auth_keyring_file, "CANONICAL_AUTH_KEYRING_FILE")
+    except KeyFileError as exc:
         raise SystemExit(f"signer: {exc}") from None
     stop = stop_on_signals()
     witness = witness_from_settings(settings)
@@ -59,23 +67,32 @@ async def _run(settings: SignerSettings) -> None:
             log.warning("database not reachable yet, retrying", extra={"error": repr(exc)})
             await backoff.sleep(stop)
 
+    async with Lifecycle("signer", log) as parts:
+        parts.on_shutdown("database pool", pool.close)
+        await _serve(settings, parts, pool, signer, witness=witness, stop=stop, log=log, keyring=keyring)
+
+
+async def _serve(settings: SignerSettings, parts: Lifecycle, pool: asyncpg.Pool, signer: Ed25519Signer, *,
+                 witness: Witness | None, stop: asyncio.Event, log: logging.Logger, keyring: Keyring) -> None:
     registry = CollectorRegistry()
     worker: SignerWorker | None = None
     # Ready only once the group has assigned this member its partitions and it has sought to the offsets
     # stored with the rows: an event sent then is appended.
     health = HealthServer(registry, ready=lambda: worker is not None and worker.assigned and not stop.is_set())
     if settings.signer_metrics_port:
-        await health.start("0.0.0.0", settings.signer_metrics_port)  # noqa: S104 - probes come from outside
+        # Probes come from outside the pod.
+        await parts.start("health server", lambda: health.start("0.0.0.0", settings.signer_metrics_port),  # noqa: S104
+                          health.stop)
     consumer = make_consumer(settings.kafka_connection(), settings.signer_group_id, **settings.kafka_consumer_options())
     producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
     try:
         started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
     except KafkaConfigError as exc:
-        await pool.close()
         raise SystemExit(f"signer: {exc}") from None
     if not started_clients:
-        await pool.close()
         raise SystemExit(0)
+    parts.on_shutdown("producer", producer.stop)
+    parts.on_shutdown("consumer", consumer.stop)
     batch_signer: BatchSigner
     checkpoint_every_rows = settings.checkpoint_every_rows
     if settings.signing_mode == "batch":
@@ -86,6 +103,7 @@ async def _run(settings: SignerSettings) -> None:
         batch_signer = await HelperProcessSigner.start(signer)
     else:
         batch_signer = InlineSigner(signer)
+    parts.on_shutdown("batch signer", batch_signer.close)
     worker = SignerWorker(
         consumer,
         producer,
@@ -101,6 +119,7 @@ async def _run(settings: SignerSettings) -> None:
             every_rows=checkpoint_every_rows, every=timedelta(seconds=settings.checkpoint_every_seconds)
         ),
         batch_signer=batch_signer,
+        keyring=keyring,
     )
     # Each row allocates a few dozen objects, none of them in reference cycles: with the default threshold
     # the cyclic collector ran every few rows and walked every batch in flight. It still runs, rarely.
@@ -109,6 +128,13 @@ async def _run(settings: SignerSettings) -> None:
     publisher = None
     if witness is not None:
         publisher = asyncio.create_task(run_publisher(pool, witness, stop, metrics=PublisherMetrics(registry)))
+
+    async def stop_work() -> None:
+        stop.set()
+        if publisher is not None:
+            await publisher
+
+    parts.on_shutdown("witness publisher", stop_work)
     worker.subscribe()
     log.info(
         "signer running",
@@ -119,17 +145,7 @@ async def _run(settings: SignerSettings) -> None:
             "witness": witness.description if witness else "none",
         },
     )
-    try:
-        await worker.run()
-    finally:
-        stop.set()
-        if publisher is not None:
-            await publisher
-        await batch_signer.close()
-        await consumer.stop()
-        await producer.stop()
-        await pool.close()
-        await health.stop()
+    await worker.run()
 
 
 def main() -> None:

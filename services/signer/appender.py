@@ -109,6 +109,8 @@ class AppendResult:
     checkpoints: int = 0
     # False when the batch was chained under lock rather than as prepared: cached heads are then out of date.
     as_prepared: bool = False
+    # Rows newly flagged sequence_conflict by this batch: (tenant, session, sequence, event id).
+    conflicts: tuple[tuple[str, str, int, str], ...] = ()
 
 
 class OffsetGap(Exception):
@@ -339,19 +341,60 @@ async def _lock_heads(conn: asyncpg.Connection, tenants: Sequence[str], *, may_b
     return await _read_heads(conn, tenants, lock=True)
 
 
+_CONFLICT_KEY = operator.itemgetter(
+    INSERT_COLUMNS.index("tenant_id"), INSERT_COLUMNS.index("session_id"), INSERT_COLUMNS.index("event_sequence")
+)
+# Every row of a tenant's session that shares a sequence number with another, among the sessions and sequences
+# just appended: all of them are flagged, the rows chained earlier as well as the new ones.
+_FLAG_SEQUENCE_CONFLICTS = """
+WITH appended AS (
+    SELECT DISTINCT tenant_id, session_id, event_sequence
+    FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(tenant_id, session_id, event_sequence)
+), conflicted AS (
+    SELECT a.tenant_id, a.session_id, a.event_sequence
+    FROM audit_logs a JOIN appended USING (tenant_id, session_id, event_sequence)
+    GROUP BY a.tenant_id, a.session_id, a.event_sequence
+    HAVING count(*) > 1
+)
+UPDATE audit_logs a SET sequence_conflict = true
+FROM conflicted c
+WHERE a.tenant_id = c.tenant_id AND a.session_id = c.session_id AND a.event_sequence = c.event_sequence
+  AND a.event_sequence IS NOT NULL AND NOT a.sequence_conflict
+RETURNING a.tenant_id, a.session_id, a.event_sequence, a.event_id
+"""
+
+
+async def _flag_sequence_conflicts(
+    conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]
+) -> tuple[tuple[str, str, int, str], ...]:
+    """Flags the rows whose session and sequence another event of the tenant claims too; nothing is dropped."""
+    keys = {_CONFLICT_KEY(record) for record in records}
+    keys = {key for key in keys if key[1] is not None and key[2] is not None}
+    if not keys:
+        return ()
+    tenants, sessions, sequences = (list(column) for column in zip(*keys, strict=True))
+    flagged = await conn.fetch(_FLAG_SEQUENCE_CONFLICTS, tenants, sessions, sequences)
+    return tuple(
+        (row["tenant_id"], row["session_id"], row["event_sequence"], row["event_id"]) for row in flagged
+    )
+
+
 async def _write(
     conn: asyncpg.Connection,
     chained: Chained,
     heads: dict[str, Head],
     offsets: tuple[str, str, int, int],
-) -> None:
-    """Everything one batch writes, after its offsets row and heads are locked."""
+) -> tuple[tuple[str, str, int, str], ...]:
+    """Everything one batch writes, after its offsets row and heads are locked; returns the rows it flagged
+    ``sequence_conflict``."""
     if chained.activations:
         await conn.executemany(
             "INSERT INTO key_activations (tenant_id, from_seq, key_id) VALUES ($1, $2, $3)", chained.activations
         )
+    conflicts: tuple[tuple[str, str, int, str], ...] = ()
     if chained.records:
         await conn.copy_records_to_table("audit_logs", records=chained.records, columns=list(INSERT_COLUMNS))
+        conflicts = await _flag_sequence_conflicts(conn, chained.records)
     if chained.contents:
         await conn.copy_records_to_table("audit_content", records=chained.contents, columns=list(CONTENT_COLUMNS))
     if chained.subtrees:
@@ -373,6 +416,7 @@ async def _write(
         " WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
         *offsets,
     )
+    return conflicts
 
 
 async def append_batch(
@@ -404,7 +448,7 @@ async def append_batch(
             chained = await chain_rows(to_append, heads, signer, checkpoints, now or datetime.now(UTC))
             await chained.complete()
         next_offset = batch[-1].offset + 1
-        await _write(conn, chained, heads, (group, topic, partition, next_offset))
+        conflicts = await _write(conn, chained, heads, (group, topic, partition, next_offset))
     return AppendResult(
         len(to_append),
         len(fresh) - len(to_append),
@@ -412,6 +456,7 @@ async def append_batch(
         next_offset,
         {t: h.seq for t, h in heads.items()},
         len(chained.checkpoints),
+        conflicts=conflicts,
     )
 
 
@@ -489,7 +534,7 @@ async def append_prepared(
                 heads = await _lock_heads(conn, list(prepared.expected), may_be_new=new_chain)
                 if any((heads[t].seq, heads[t].hash) != prepared.expected[t] for t in prepared.expected):
                     raise _NotAsPrepared
-            await _write(conn, prepared.chained, prepared.heads, (group, topic, partition, next_offset))
+            conflicts = await _write(conn, prepared.chained, prepared.heads, (group, topic, partition, next_offset))
     except (_NotAsPrepared, asyncpg.UniqueViolationError):
         # UniqueViolation: an event id or a sequence number taken meanwhile; the locked path sorts out which.
         return await append_batch(
@@ -503,6 +548,7 @@ async def append_prepared(
         {t: h.seq for t, h in prepared.heads.items()},
         len(prepared.chained.checkpoints),
         as_prepared=True,
+        conflicts=conflicts,
     )
 
 

@@ -16,6 +16,11 @@ class SignerSettings(CommonSettings):
         default="AUDIT_SIGNING_KEY",
         description="Environment variable read for the seed when no key file is set.",
     )
+    canonical_auth_keyring_file: str = Field(
+        default="var/keys/canonical.keyring",
+        description="Keys (base64, one a line, optional label after a space) of every producer whose canonical"
+        " events the signer accepts: the redactors' key, and one per other authorised producer.",
+    )
     signer_metrics_port: int = Field(
         default=9466,
         ge=0,

@@ -39,9 +39,24 @@ from services.signer.signing import BatchSigner, SigningHelperError
 from shared.db.errors import is_retryable_db_error
 from shared.kafka import MessageProducer, send_until_acknowledged
 from shared.keys import Signer
+from shared.messages import InvalidMessage, canonical_event
+from shared.messages.auth import Keyring
 from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_headers, describe
 
 log = logging.getLogger("signer")
+
+
+def decode_authenticated_row(message: Any, keyring: Keyring) -> ChainRow:
+    """The row of one canonical message whose authentication holds and whose event id matches its header.
+
+    The tenant the row is chained to is the ``tenant_id`` of that authenticated value: only a producer
+    holding an accepted key can add to a chain.
+    """
+    envelope = canonical_event.decode(message.value, message.headers, keyring)
+    row = decode_row(envelope.value)
+    if row.event_id != envelope.event_id:
+        raise InvalidMessage("canonical event's event_id differs from its authenticated header")
+    return row
 
 
 class SignerMetrics:
@@ -57,6 +72,11 @@ class SignerMetrics:
         self.commit_latency = Histogram("signer_commit_duration_seconds", "One Kafka offset commit.", registry=registry)
         self.messages_in = Counter("signer_messages_in", "Canonical messages read.", registry=registry)
         self.checkpoints = Counter("signer_checkpoints_written", "Signed checkpoints written.", registry=registry)
+        self.sequence_conflicts = Counter(
+            "signer_sequence_conflict_rows",
+            "Rows flagged sequence_conflict: a different event claimed a session and sequence already taken.",
+            registry=registry,
+        )
         self.chain_head = Gauge(
             "signer_chain_head_sequence", "Last sequence number appended, per chain.", ["tenant"], registry=registry
         )
@@ -95,8 +115,10 @@ class SignerWorker:
         stop: asyncio.Event,
         checkpoints: CheckpointPolicy | None = None,
         batch_signer: BatchSigner | None = None,
+        keyring: Keyring,
     ) -> None:
         self.consumer = consumer
+        self.keyring = keyring
         self.batch_signer = batch_signer
         self.producer = producer
         self.pool = pool
@@ -199,8 +221,8 @@ class SignerWorker:
         items: list[OffsetEvent] = []
         for message in messages:
             try:
-                items.append(OffsetEvent(message.offset, decode_row(message.value)))
-            except (ValueError, TypeError, KeyError) as exc:
+                items.append(OffsetEvent(message.offset, decode_authenticated_row(message, self.keyring)))
+            except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
                 await self._dead_letter(message, exc)
                 items.append(OffsetEvent(message.offset, None))
         return items
@@ -287,6 +309,14 @@ class SignerWorker:
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.stale.inc(result.stale)
         self.metrics.checkpoints.inc(result.checkpoints)
+        if result.conflicts:
+            self.metrics.sequence_conflicts.inc(len(result.conflicts))
+            # Kept, flagged and reported: two different events claim one place in a session.
+            for tenant, session, sequence, event_id in result.conflicts[:50]:
+                log.warning(
+                    "sequence conflict: different events claim one session sequence; all are kept and flagged",
+                    extra={"tenant": tenant, "session_id": session, "event_sequence": sequence, "event_id": event_id},
+                )
         for tenant, head in result.heads.items():
             self.metrics.chain_head.labels(tenant=tenant).set(head)
         if log.isEnabledFor(logging.DEBUG):
@@ -306,10 +336,15 @@ class SignerWorker:
 
     async def _dead_letter(self, message: Any, exc: BaseException) -> None:
         self.metrics.dead_lettered.inc()
+        log.error("canonical message dead-lettered",
+                  extra={"partition": message.partition, "offset": message.offset, "error": type(exc).__name__})
+        original = message.headers if isinstance(message.headers, list | tuple) else []
         headers = dead_letter_headers(
-            message.topic, message.partition, message.offset, describe(exc), "signer", list(message.headers or [])
+            message.topic, message.partition, message.offset, describe(exc), "signer",
+            [(k, v) for k, v in original if isinstance(k, str) and isinstance(v, bytes)],
         )
-        await self._send_dead_letter(message.key, message.value, headers)
+        key = message.key if isinstance(message.key, bytes) else None
+        await self._send_dead_letter(key, message.value if isinstance(message.value, bytes) else b"", headers)
 
     async def _dead_letter_event(self, tp: TopicPartition, item: OffsetEvent, exc: BaseException) -> None:
         assert isinstance(item.event, ChainRow)

@@ -16,6 +16,7 @@ from shared.health import HealthServer
 from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
 from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
+from shared.messages.auth import KeyFileError, load_keyring
 from shared.pii import build_engine
 from shared.pipeline import Backoff
 from shared.runtime import stop_on_signals
@@ -36,6 +37,10 @@ async def _connect(settings: UsageSettings, stop: asyncio.Event, log: logging.Lo
 
 async def _run(settings: UsageSettings) -> None:
     log = configure_logging("usage", settings.log_level)
+    try:
+        raw_keyring = load_keyring(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
+    except KeyFileError as exc:
+        raise SystemExit(f"usage: {exc}") from None
     stop = stop_on_signals()
     try:
         # Metric attributes are redacted like log content; a PII engine that cannot be built stops the service.
@@ -64,7 +69,7 @@ async def _run(settings: UsageSettings) -> None:
         parts.on_shutdown("consumer", consumer.stop)
         worker = UsageWorker(consumer, producer, pool, topic=settings.topic_raw_metrics,
                              dead_letter_topic=settings.topic_dead_letter, max_batch=settings.usage_max_batch_messages,
-                             metrics=UsageMetrics(registry), stop=stop, engine=engine)
+                             metrics=UsageMetrics(registry), stop=stop, engine=engine, raw_keyring=raw_keyring)
         worker.subscribe()
         log.info("usage consumer started",
                  extra={"topic": settings.topic_raw_metrics, "group": settings.usage_group_id})

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, raw_auth_key_file_field
 
 
 class UsageSettings(CommonSettings):
     usage_group_id: str = Field(default="audit-usage", description="Consumer group of the metrics consumer.")
+    raw_auth_key_file: str = raw_auth_key_file_field()
     usage_max_batch_messages: int = Field(
         default=200, ge=1, le=10_000, description="Most raw metric messages read, written and committed together."
     )

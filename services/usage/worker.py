@@ -23,7 +23,9 @@ from services.usage.points import DecodeStats, decode_points, redacted_point
 from services.usage.store import TenantPoints, WriteStats, write_points
 from shared import otlp
 from shared.db.errors import is_retryable_db_error
-from shared.kafka import MessageProducer, decode_headers, send_until_acknowledged
+from shared.kafka import MessageProducer, send_until_acknowledged
+from shared.messages import InvalidMessage, raw_batch
+from shared.messages.auth import Keyring
 from shared.pii.attributes import TextRedactor
 from shared.pipeline import Backoff, dead_letter_headers, describe
 
@@ -54,21 +56,21 @@ class Decoded:
     error: str | None = None
 
 
-def decode_message(message: Any, stats: DecodeStats, engine: TextRedactor | None = None) -> TenantPoints:
-    """The message's usage points, their attributes redacted like log content (fail closed: with no engine,
-    every attribute value is withheld)."""
-    headers = decode_headers(message.headers)
-    tenant, org = headers.get("tenant"), headers.get("org")
-    if not tenant or not org:
-        raise PermanentMessageError("raw batch has no tenant/org headers; only the receiver may write this topic")
+def decode_message(message: Any, stats: DecodeStats, keyring: Keyring,
+                   engine: TextRedactor | None = None) -> TenantPoints:
+    """The points of one authenticated raw metric batch, their attributes redacted like log content (fail
+    closed: with no engine, every attribute value is withheld); ``PermanentMessageError`` for anything else."""
     try:
-        points = [
-            redacted_point(engine, point)
-            for point in decode_points(message.value or b"", headers.get("content_type", otlp.PROTOBUF), stats)
-        ]
-    except otlp.PayloadError as exc:
+        batch = raw_batch.decode(message.value, message.headers, keyring, "metrics")
+    except InvalidMessage as exc:
         raise PermanentMessageError(str(exc)) from None
-    return TenantPoints(tenant, org, points)
+    try:
+        points = [redacted_point(engine, point) for point in decode_points(batch.payload, batch.content_type, stats)]
+    except otlp.PayloadError as exc:  # its message names the kind and position of the fault, never the text
+        raise PermanentMessageError(str(exc)) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise PermanentMessageError(f"metric batch cannot be read ({type(exc).__name__})") from None
+    return TenantPoints(batch.tenant, batch.org, points)
 
 
 class _MarkAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -88,9 +90,10 @@ class _MarkAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
 class UsageWorker:
     def __init__(self, consumer: Any, producer: MessageProducer, pool: asyncpg.Pool, *, topic: str,
                  dead_letter_topic: str, max_batch: int, metrics: UsageMetrics, stop: asyncio.Event,
-                 engine: TextRedactor | None) -> None:
+                 engine: TextRedactor | None, raw_keyring: Keyring) -> None:
         self.engine = engine
         self.consumer = consumer
+        self.raw_keyring = raw_keyring
         self.producer = producer
         self.pool = pool
         self.topic = topic
@@ -119,7 +122,7 @@ class UsageWorker:
         decoded: list[Decoded] = []
         for message in messages:
             try:
-                decoded.append(Decoded(message, decode_message(message, stats, self.engine)))
+                decoded.append(Decoded(message, decode_message(message, stats, self.raw_keyring, self.engine)))
             except PermanentMessageError as exc:
                 decoded.append(Decoded(message, None, str(exc)))
         self.metrics.points.inc(stats.points)
@@ -172,9 +175,11 @@ class UsageWorker:
         self.metrics.dead_lettered.inc()
         log.error("raw metric batch dead-lettered",
                   extra={"partition": message.partition, "offset": message.offset, "error": error})
+        original = message.headers if isinstance(message.headers, list | tuple) else []
         headers = dead_letter_headers(message.topic, message.partition, message.offset, error, "usage",
-                                      list(message.headers or []))
-        await send_until_acknowledged(self.producer, self.dead_letter_topic, message.value, key=message.key,
+                                      [(k, v) for k, v in original if isinstance(k, str) and isinstance(v, bytes)])
+        value = message.value if isinstance(message.value, bytes) else b""
+        await send_until_acknowledged(self.producer, self.dead_letter_topic, value, key=message.key,
                                       headers=headers, stop=self._stop)
 
     async def _update_lag(self) -> None:

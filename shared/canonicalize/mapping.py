@@ -223,17 +223,22 @@ def stray_text_of(attrs: Mapping[str, Any], record: LogRecord, event_type: str) 
 def derive_event_id(
     tenant: str, event_type: str, attrs: Mapping[str, Any], record: LogRecord, resource: Mapping[str, Any]
 ) -> str:
-    """The same logical event gets the same id whenever it is resent or replayed."""
+    """The same event gets the same id whenever it is resent or replayed; a different event never does.
+
+    The id binds the event's content (the record's deterministic protobuf bytes and its resource), so a
+    client's retry of the same bytes deduplicates, while a different event that claims the same session and
+    sequence gets an id of its own: both are kept, and the signer flags them ``sequence_conflict``.
+    """
     session = as_str(attrs.get("session.id"))
     sequence = as_int(attrs.get("event.sequence"))
-    digest = hashlib.sha256()
+    resource_bytes = json.dumps(resource, sort_keys=True, default=str).encode()
+    record_bytes = record.SerializeToString(deterministic=True)
     if session and sequence is not None:
-        digest.update(json.dumps(["v1-seq", tenant, session, sequence, event_type]).encode())
-    else:
-        digest.update(b"v1-content\x00" + tenant.encode() + b"\x00")
-        digest.update(json.dumps(resource, sort_keys=True, default=str).encode())
-        digest.update(record.SerializeToString(deterministic=True))
-    return digest.hexdigest()
+        content = hashlib.sha256(resource_bytes + record_bytes).hexdigest()
+        key = json.dumps(["v2-seq", tenant, session, sequence, event_type, content])
+        return hashlib.sha256(key.encode()).hexdigest()
+    # Events without a session and sequence keep the ids they always had.
+    return hashlib.sha256(b"v1-content\x00" + tenant.encode() + b"\x00" + resource_bytes + record_bytes).hexdigest()
 
 
 @dataclass

@@ -7,10 +7,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, raw_auth_key_file_field
 
 
 class MappingSettings(CommonSettings):
+    # The raw batches' key: the redactor refuses a batch it cannot authenticate, and so does a replay.
+    raw_auth_key_file: str = raw_auth_key_file_field()
     plane_by_service: dict[str, str] = Field(
         default={"claude-code": "claude_code", "claude-code-desktop": "claude_code", "cowork": "cowork"},
         description="JSON map from the resource's service.name to the audit plane.",

@@ -6,12 +6,13 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from shared import otlp
 from shared.canonical import WITHHELD_MARKER, CanonicalEvent
 from shared.canonicalize.mapping import AUDITED_EVENTS, DOCUMENTED_EVENTS, MappedRecord, attributes_of, map_record
+from shared.messages.raw_batch import RawBatch
 
 log = logging.getLogger("redactor")
 
@@ -74,25 +75,11 @@ class BatchContext:
     license_id: str | None
     received_at: datetime
     batch_id: str | None
-    content_type: str
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> BatchContext:
-        tenant, org = headers.get("tenant"), headers.get("org")
-        if not tenant or not org:
-            raise BatchRejected("raw batch has no tenant/org headers; only the receiver may write this topic")
-        try:
-            received_at = datetime.fromtimestamp(int(headers.get("received_at", "")) / 1e9, UTC)
-        except ValueError:
-            raise BatchRejected("raw batch has no valid received_at header") from None
-        return cls(
-            tenant,
-            org,
-            headers.get("license_id"),
-            received_at,
-            headers.get("request_id"),
-            headers.get("content_type", otlp.PROTOBUF),
-        )
+    def of(cls, batch: RawBatch) -> BatchContext:
+        """From a decoded (authenticated, checked) raw batch: the receiver's word, from the licence."""
+        return cls(batch.tenant, batch.org, batch.license_id, batch.received_at, batch.request_id)
 
 
 @dataclass
@@ -259,22 +246,20 @@ def build_event(
 
 
 def transform_batch(
-    payload: bytes,
-    headers: Mapping[str, str],
+    batch: RawBatch,
     engines: EngineLookup,
     policy: TransformPolicy,
     stats: TransformStats,
 ) -> Iterator[CanonicalEvent]:
-    """Yields one canonical event per kept record, in the batch's order."""
-    ctx = BatchContext.from_headers(headers)
+    """Yields one canonical event per kept record, in the batch's order; ``batch`` comes from
+    ``shared.messages.raw_batch.decode``, which checked its headers and its authentication."""
+    ctx = BatchContext.of(batch)
     tenant_engine = engines.engine_for(ctx.tenant)
     engine = BatchMemo(tenant_engine) if tenant_engine is not None else None
-    encoding = otlp.media_type(ctx.content_type)
-    if encoding is None:
-        raise BatchRejected(f"raw batch has an unknown content type {ctx.content_type!r}")
+    encoding = batch.encoding
     try:
-        request = otlp.decode_request(payload, encoding, otlp.ExportLogsServiceRequest)
-    except otlp.PayloadError as exc:
+        request = otlp.decode_request(batch.payload, encoding, otlp.ExportLogsServiceRequest)
+    except otlp.PayloadError as exc:  # its message names the kind and position of the fault, never the text
         raise BatchRejected(str(exc)) from None
     for resource_logs in request.resource_logs:
         resource = attributes_of(resource_logs.resource.attributes)

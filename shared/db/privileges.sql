@@ -5,7 +5,8 @@
 --
 -- The table of roles and what they may do is in docs/operations/database-roles.md; keep both in step.
 -- audit_logs and chain_checkpoints are append-only for every role: nobody is granted UPDATE, DELETE or
--- TRUNCATE on them, and a trigger (0620_roles.sql) refuses those statements whatever was granted.
+-- TRUNCATE on them, and a trigger (0620_roles.sql) refuses those statements whatever was granted. The one
+-- exception: the signer may set audit_logs.sequence_conflict to true (0760_sequence_conflicts.sql).
 -- audit_content may be erased (DELETE, audit_admin only), never changed (a trigger, 0950_content_erasure.sql).
 
 SELECT audit_ensure_roles(ARRAY[
@@ -118,5 +119,12 @@ BEGIN
         EXECUTE format('GRANT %s ON TABLE public.%I TO %I',
                        grant_entry.privileges, grant_entry.table_name, grant_entry.role_name);
     END LOOP;
+    -- The one change to a signed row: the signer flags rows whose session sequence another event claims
+    -- (0760_sequence_conflicts.sql; a trigger allows false -> true of that column only).
+    REVOKE UPDATE ON audit_logs FROM audit_signer;
+    IF EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'public.audit_logs'::regclass
+                                          AND attname = 'sequence_conflict' AND NOT attisdropped) THEN
+        GRANT UPDATE (sequence_conflict) ON audit_logs TO audit_signer;
+    END IF;
 END
 $$;

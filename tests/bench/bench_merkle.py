@@ -46,6 +46,7 @@ from shared.kafka import TopicSpec, ensure_topics
 from shared.keys import Ed25519Signer
 from shared.licensing import LicenseVerifier
 from shared.merkle import Frontier, leaf_hash, verify_consistency, verify_inclusion
+from shared.messages.auth import MessageKey
 from shared.reporting_tokens import AUDITOR, issue_token
 from shared.treehead import tree_head_message
 from tests.bench.bench_reporter import CHUNK, DAYS, ORG, SEED_SQL, SESSION_SHAPE, SESSIONS, USERS
@@ -152,7 +153,7 @@ async def run(leaves: int, samples: int, tree_only: bool) -> dict[str, Any]:
         await ensure_topics(bootstrap, [TopicSpec(access_topic, 1)])
         settings = ReporterSettings(database_url=dsn, kafka_bootstrap_servers=bootstrap, topic_canonical=access_topic)
         app = create_app(settings, LicenseVerifier.from_public_keys([Ed25519Signer.generate().public_key]),
-                         background_work=False)
+                         background_work=False, access_key=MessageKey.of(os.urandom(32), "reporter"))
         consistency_ms, consistency_longest, record_ms = [], 0, []
         ids = [] if tree_only else [r["id"] for r in await conn.fetch(
             "SELECT id FROM audit_logs TABLESAMPLE SYSTEM (1) LIMIT $1", samples)]

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -60,6 +61,7 @@ async def offer_load(stack: Stack, config: LoadConfig) -> dict[str, Any]:
     if process.returncode != 0:
         raise RuntimeError(f"the load client failed with {process.returncode}")
     result: dict[str, Any] = json.loads((folder / "result.json").read_text())
+    shutil.rmtree(folder, ignore_errors=True)
     return result
 
 

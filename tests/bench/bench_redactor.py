@@ -51,7 +51,10 @@ from shared.canonicalize.mapping import attributes_of, map_record
 from shared.canonicalize.transform import JSON_CONTENT_FIELDS, TransformPolicy, TransformStats, transform_batch
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
-from shared.kafka import TopicSpec, encode_headers, ensure_topics, make_producer, tenant_key
+from shared.kafka import TopicSpec, ensure_topics, make_producer, tenant_key
+from shared.messages import raw_batch
+from shared.messages.auth import MessageKey, load_signing_key, provision_local_keys
+from shared.messages.raw_batch import RawBatch
 from shared.pii import build_engine
 from shared.pii.eval.workload import ATTRIBUTE_OF_EVENT, Workload
 from shared.pii.recognizers.person import DEFAULT_NER_MODEL
@@ -213,21 +216,25 @@ class _OneEngine:
 def transform_only(bodies: list[bytes]) -> dict[str, Any]:
     """Decode, map, redact and encode in this process: the stage without the broker."""
     lookup = _OneEngine()
-    headers = {"tenant": TENANT, "org": "bench", "received_at": str(time.time_ns()), "content_type": otlp.PROTOBUF}
+
+    def batch(body: bytes) -> RawBatch:
+        return RawBatch(TENANT, "bench", "lic-bench", otlp.PROTOBUF, time.time_ns(), "req", RECORDS_PER_BATCH, 1, 1,
+                        body)
+
     for body in bodies[:5]:
-        for event in transform_batch(body, headers, lookup, POLICY, TransformStats()):
+        for event in transform_batch(batch(body), lookup, POLICY, TransformStats()):
             event.to_json()
     events = 0
     started = time.perf_counter()
     for body in bodies:
-        for event in transform_batch(body, headers, lookup, POLICY, TransformStats()):
+        for event in transform_batch(batch(body), lookup, POLICY, TransformStats()):
             event.to_json()
             events += 1
     elapsed = time.perf_counter() - started
     return {"events": events, "seconds": round(elapsed, 3), "events_per_second": round(events / elapsed)}
 
 
-async def _prepare(bootstrap: str, dsn: str, topics: dict[str, str], bodies: list[bytes]) -> None:
+async def _prepare(bootstrap: str, dsn: str, topics: dict[str, str], bodies: list[bytes], key: MessageKey) -> None:
     conn = await connect(dsn)
     try:
         await apply_migrations(conn)
@@ -246,17 +253,8 @@ async def _prepare(bootstrap: str, dsn: str, topics: dict[str, str], bodies: lis
     try:
         for index, body in enumerate(bodies):
             # The headers the receiver writes (see services/receiver and tests/e2e/test_redactor_fault.py).
-            headers = encode_headers(
-                {
-                    "tenant": TENANT,
-                    "org": "bench",
-                    "license_id": "lic-bench",
-                    "content_type": otlp.PROTOBUF,
-                    "received_at": time.time_ns(),
-                    "request_id": f"req-{index}",
-                    "record_count": RECORDS_PER_BATCH,
-                }
-            )
+            headers = raw_batch.encode(RawBatch(TENANT, "bench", "lic-bench", otlp.PROTOBUF, time.time_ns(),
+                                                f"req-{index}", RECORDS_PER_BATCH, 1, 1, body), key, "logs")
             await producer.send(topics["TOPIC_RAW_LOGS"], body, key=tenant_key(TENANT), headers=headers)
         await producer.flush()
     finally:
@@ -307,10 +305,13 @@ def full_stage(bodies: list[bytes], work: Path, timeout: float) -> dict[str, Any
     }
     expected = len(bodies) * RECORDS_PER_BATCH
     try:
-        asyncio.run(_prepare(broker.bootstrap, postgres.dsn, topics, bodies))
+        keys = provision_local_keys(work / "keys")
+        raw_key = load_signing_key(keys["RAW_AUTH_KEY_FILE"], "RAW_AUTH_KEY_FILE")
+        asyncio.run(_prepare(broker.bootstrap, postgres.dsn, topics, bodies, raw_key))
         env = {
             **os.environ,
             **topics,
+            **keys,
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
             "DATABASE_URL": postgres.dsn,
             "REDACTOR_METRICS_PORT": "0",

@@ -40,6 +40,8 @@ from shared.enrollment import enroll, pinned_keys
 from shared.kafka import TopicSpec, ensure_topics, make_producer, tenant_key
 from shared.keys import Ed25519Signer, verify_signature, write_new_key
 from shared.merkle import leaf_hash, node_hash
+from shared.messages import canonical_event
+from shared.messages.auth import load_signing_key, provision_local_keys
 from shared.verify import load_key_book, verify_tenants, witnessed_checkpoints
 from shared.witness import DirectoryWitness
 from tests.bench.bench_reporter import CHUNK, DAYS, ORG, SEED_SQL, SESSION_SHAPE, SESSIONS, USERS
@@ -149,15 +151,19 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
         payloads = make_events(events, tenants)
         producer = make_producer(broker.bootstrap, 1_000_000, linger_ms=20, max_batch_size=512 * 1024)
         await producer.start()
+        keys = provision_local_keys(work / "keys")
+        canonical_key = load_signing_key(keys["CANONICAL_AUTH_KEY_FILE"], "CANONICAL_AUTH_KEY_FILE")
         for index, payload in enumerate(payloads):
-            await producer.send("canonical", payload, key=tenant_key(f"tenant-{index % tenants:03d}"))
+            await producer.send("canonical", payload, key=tenant_key(f"tenant-{index % tenants:03d}"),
+                                headers=canonical_event.encode_value(json.loads(payload)["event_id"], payload,
+                                                                     canonical_key))
         await producer.flush()
         await producer.stop()
         key = write_new_key(work / "signing.key")
         # The trust anchors on, as in production: the key enrolled and pinned, checkpoints published to a witness.
         witness = DirectoryWitness(work / "witness")
         await enroll(conn, witness, key.public_key, "bench")
-        env = {**os.environ, "DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        env = {**os.environ, **keys, "DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                "TOPIC_CANONICAL": "canonical", "TOPIC_DEAD_LETTER": "dlq", "SIGNING_KEY_FILE": str(work / "signing.key"),
                "SIGNER_METRICS_PORT": "0", "KAFKA_SESSION_TIMEOUT_MS": "4000", "LOG_LEVEL": "WARNING",
                "CHECKPOINT_WITNESS_DIR": str(witness.root), "CHECKPOINT_WITNESS_S3_BUCKET": "",

@@ -67,6 +67,21 @@ def test_services_replicas_topics_and_secrets() -> None:
         assert services[name]["read_only"] is True and services[name]["cap_drop"] == ["ALL"]
 
 
+def test_message_keys_go_only_to_the_two_ends_of_each_topic() -> None:
+    compose = _compose()
+    services = compose["services"]
+    holders = {name: set(service.get("secrets", [])) for name, service in services.items()}
+    assert {n for n, s in holders.items() if "raw-batch-key" in s} == {"receiver", "redactor", "usage"}
+    assert {n for n, s in holders.items() if "canonical-redactor-key" in s} == {"redactor"}
+    assert {n for n, s in holders.items() if "canonical-reporter-key" in s} == {"reporter"}
+    assert {n for n, s in holders.items() if "canonical-keyring" in s} == {"signer"}
+    assert services["redactor"]["environment"]["RAW_AUTH_KEY_FILE"] == "/run/secrets/raw-batch-key"
+    assert services["redactor"]["environment"]["CANONICAL_AUTH_KEY_FILE"] == "/run/secrets/canonical-redactor-key"
+    assert services["signer"]["environment"]["CANONICAL_AUTH_KEYRING_FILE"] == "/run/secrets/canonical-keyring"
+    for name in ("raw-batch-key", "canonical-redactor-key", "canonical-reporter-key", "canonical-keyring"):
+        assert compose["secrets"][name]["file"].startswith("./secrets/")
+
+
 def test_each_service_builds_the_target_that_runs_it() -> None:
     services = _compose()["services"]
     for name in ("receiver", "redactor", "signer", "usage", "reporter"):

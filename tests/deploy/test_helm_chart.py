@@ -164,6 +164,30 @@ def test_signing_and_licence_keys_are_secrets_mounted_as_files() -> None:
     assert "AUDIT_SIGNING_KEY" not in str(docs)  # never an environment variable
 
 
+def test_message_keys_come_from_existing_secrets_mounted_only_where_a_topic_end_needs_them() -> None:
+    docs = render({"messageKeys": {"rawBatchKeySecret": "raw-keys"}})
+    deployments = by_kind(docs, "Deployment")
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    for names, volume, setting, secret_name in (
+        (["receiver", "redactor", "usage"], "raw-batch-key", "RAW_AUTH_KEY_FILE", "raw-keys"),
+        (["redactor"], "canonical-producer-key", "CANONICAL_AUTH_KEY_FILE", "audit-claude-audit-ingest-canonical-redactor-key"),
+        (["reporter"], "canonical-producer-key", "REPORTER_ACCESS_AUTH_KEY_FILE",
+         "audit-claude-audit-ingest-canonical-reporter-key"),
+        (["signer"], "canonical-keyring", "CANONICAL_AUTH_KEYRING_FILE", "audit-claude-audit-ingest-canonical-keyring"),
+    ):
+        for name in names:
+            pod = deployments[name]["spec"]["template"]["spec"]
+            mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume)
+            secret = next(v for v in pod["volumes"] if v["name"] == volume)["secret"]
+            assert mount["readOnly"] and config[setting].startswith(mount["mountPath"] + "/")
+            assert secret["secretName"] == secret_name and secret["defaultMode"] == 0o400
+        others = [d for n, d in deployments.items() if n not in names]  # nobody else gets that key
+        assert not any(secret_name in str(d["spec"]["template"]["spec"].get("volumes")) for d in others)
+    # Never generated into a chart Secret: a key in values or in a rendered Secret is in the release history.
+    assert not any("raw-batch" in s["metadata"]["name"] or "canonical" in s["metadata"]["name"]
+                   for s in docs if s["kind"] == "Secret")
+
+
 def test_each_component_connects_with_its_own_role_and_only_the_setup_job_as_owner() -> None:
     docs = render({"database": {**DATABASE, "rolePasswordsSecret": "db-role-passwords"}})
     deployments = by_kind(docs, "Deployment")

@@ -21,6 +21,7 @@ from services.auditctl.licenses import store_license
 from shared.db.pool import connect
 from shared.keys import Ed25519Signer, load_signer, write_new_key
 from shared.licensing import issue_license
+from shared.messages.auth import provision_local_keys
 from shared.reporting_tokens import issue_token
 from tests.conftest import Topics
 
@@ -63,8 +64,18 @@ class Pipeline:
             "REVOCATION_REFRESH_SECONDS": "0.5",
             # Short sessions: a group forms in a few seconds instead of fifteen.
             "KAFKA_SESSION_TIMEOUT_MS": "4000",
+            **self.message_keys(),
             **self.extra_env,
         }
+
+    def message_keys(self) -> dict[str, str]:
+        """The run's message key files (tests/conftest.py names them), so that messages the test writes to a
+        topic itself are accepted; a harness used on its own makes its own beside the other keys."""
+        names = ("RAW_AUTH_KEY_FILE", "CANONICAL_AUTH_KEY_FILE", "REPORTER_ACCESS_AUTH_KEY_FILE",
+                 "AUDITCTL_EVENTS_AUTH_KEY_FILE", "CANONICAL_AUTH_KEYRING_FILE")
+        if all(name in os.environ for name in names):
+            return {name: os.environ[name] for name in names}
+        return provision_local_keys(self.work_dir / "keys")
 
     def prepare_keys(self) -> None:
         keys = self.work_dir / "keys"

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +17,7 @@ from services.redactor.settings import RedactorSettings
 from shared.db.pool import connect
 from shared.verify import published_keys, tenants, verify_tenant
 from tests.e2e.harness import Pipeline
+from tests.messages_support import raw_headers
 
 CAPTURES = [
     ("logs-tool-session.pb", "application/x-protobuf", None),
@@ -37,8 +37,7 @@ def event_ids(fixtures_dir: Path, captures: Sequence[tuple[str, str, str | None]
         body = (fixtures_dir / name).read_bytes()
         if encoding == "gzip":
             body = gzip.decompress(body)
-        headers = {"tenant": tenant, "org": org, "received_at": str(time.time_ns()), "content_type": content_type}
-        ids.update(identify(body, headers))
+        ids.update(identify(body, raw_headers(body, tenant=tenant, org=org, content_type=content_type)))
     return ids
 
 

@@ -169,8 +169,11 @@ async def test_after_a_restore_beyond_canonical_retention_a_replay_from_raw_reco
                           "--wait", "60", "--json")
         assert result.returncode == 0, result.stdout + result.stderr + pipe.log_of("signer")[-2000:]
         summary = json_lines(result.stdout)["summary"]
-        assert summary["replayed_events"] == len(ids_after)
-        assert summary["skipped_duplicate_events"] == len(ids_before)
+        # A redactor stopped before it committed its last raw offsets emits those batches again when it starts
+        # (at least once), so the signer may chain some of B's events before the replay reads the window; the
+        # replay then skips them as duplicates. Either way every acknowledged event ends up chained exactly once.
+        assert summary["replayed_events"] + summary["skipped_duplicate_events"] == len(ids_before | ids_after)
+        assert summary["skipped_duplicate_events"] >= len(ids_before)
         rows = await chained_ids(database_url)
         assert set(rows) == ids_before | ids_after and len(rows) == len(ids_before | ids_after)
         assert await all_chains_verify(database_url)

@@ -12,10 +12,11 @@ from aiokafka import AIOKafkaConsumer
 
 from shared import otlp
 from shared.canonicalize.mapping import attributes_of, map_record
-from shared.kafka import encode_headers, make_producer, tenant_key
+from shared.kafka import make_producer, tenant_key
 from tests.bench.payloads import build_batches
 from tests.conftest import Infra, Topics
 from tests.e2e.harness import Pipeline
+from tests.messages_support import raw_headers
 
 BATCHES = 80
 RECORDS_PER_BATCH = 50
@@ -55,17 +56,8 @@ async def test_redactor_killed_mid_load_loses_nothing(
     await producer.start()
     try:
         for index, body in enumerate(bodies):
-            headers = encode_headers(
-                {
-                    "tenant": "t-load",
-                    "org": "load",
-                    "license_id": "lic",
-                    "content_type": otlp.PROTOBUF,
-                    "received_at": time.time_ns(),
-                    "request_id": f"req-{index}",
-                    "record_count": RECORDS_PER_BATCH,
-                }
-            )
+            headers = raw_headers(body, tenant="t-load", org="load", license_id="lic", request_id=f"req-{index}",
+                                  record_count=RECORDS_PER_BATCH)
             await producer.send(topics.raw_logs, body, key=tenant_key("t-load"), headers=headers)
         await producer.flush()
     finally:

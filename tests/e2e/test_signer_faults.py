@@ -12,10 +12,11 @@ import asyncpg
 
 from shared.canonical import CanonicalEvent
 from shared.db.pool import connect
-from shared.kafka import TopicSpec, ensure_topics, make_producer, tenant_key
+from shared.kafka import TopicSpec, ensure_topics, make_producer
 from shared.verify import load_key_book, verify_tenant
 from tests.conftest import Infra, Topics
 from tests.e2e.harness import Pipeline
+from tests.messages_support import canonical_message
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -45,7 +46,8 @@ async def _produce(bootstrap: str, topic: str, events: list[CanonicalEvent]) -> 
     await producer.start()
     try:
         for event in events:
-            await producer.send(topic, event.to_json(), key=tenant_key(event.tenant_id))
+            key, value, headers = canonical_message(event)
+            await producer.send(topic, value, key=key, headers=headers)
         await producer.flush()
     finally:
         await producer.stop()

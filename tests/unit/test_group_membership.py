@@ -13,6 +13,7 @@ from services.redactor.settings import RedactorSettings
 from services.redactor.worker import RedactorMetrics, RedactorWorker
 from services.usage.worker import UsageMetrics, UsageWorker
 from shared.kafka import make_consumer
+from tests.messages_support import canonical_key, raw_keyring
 
 
 async def test_static_membership_and_short_rebalances_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,7 +49,8 @@ class _Consumer:
 def test_the_redactor_is_ready_only_once_assigned_even_an_empty_set() -> None:
     consumer = _Consumer()
     worker = RedactorWorker(consumer, None, None, None, raw_topic="raw", canonical_topic="c",  # type: ignore[arg-type]
-                            dead_letter_topic="d", max_pending=1, metrics=RedactorMetrics(CollectorRegistry()))
+                            dead_letter_topic="d", max_pending=1, metrics=RedactorMetrics(CollectorRegistry()),
+                            raw_keyring=raw_keyring(), canonical_key=canonical_key())
     worker.subscribe()
     assert not worker.assigned
     asyncio.run(consumer.listener.on_partitions_assigned(set()))
@@ -58,7 +60,7 @@ def test_the_redactor_is_ready_only_once_assigned_even_an_empty_set() -> None:
 def test_the_usage_consumer_is_ready_only_once_assigned() -> None:
     consumer = _Consumer()
     worker = UsageWorker(consumer, None, None, topic="m", dead_letter_topic="d", max_batch=1, engine=None,  # type: ignore[arg-type]
-                         metrics=UsageMetrics(CollectorRegistry()), stop=asyncio.Event())
+                         metrics=UsageMetrics(CollectorRegistry()), stop=asyncio.Event(), raw_keyring=raw_keyring())
     worker.subscribe()
     assert not worker.assigned
     asyncio.run(consumer.listener.on_partitions_assigned(set()))

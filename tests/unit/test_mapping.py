@@ -151,3 +151,35 @@ def test_cost_prefers_exact_micros() -> None:
 )
 def test_cost_the_column_cannot_hold_is_unreadable(micros: object, usd: object, expected: Decimal | None) -> None:
     assert as_cost(micros, usd) == expected
+
+
+def _claim(record: LogRecord, **changes: str) -> LogRecord:
+    """A copy of ``record`` with string attributes changed: the same session, sequence and event name."""
+    copy = LogRecord()
+    copy.CopyFrom(record)
+    for attribute in copy.attributes:
+        if attribute.key in changes:
+            attribute.value.string_value = changes[attribute.key]
+    return copy
+
+
+def test_event_ids_bind_content_so_a_second_claim_on_a_sequence_gets_its_own_id(fixtures_dir: Path) -> None:
+    record, resource = next((r, res) for r, res in _records(fixtures_dir, "logs-tool-session.pb")
+                            if _map(r, res).event_type == "tool_decision")
+    real = _map(record, resource)
+    assert real.columns["session_id"] and real.columns["event_sequence"] is not None
+    # A colleague who knows the session id sends a different decision under the same session and sequence:
+    # it used to get the real event's id, and the real one was then skipped as a duplicate.
+    fake = _map(_claim(record, decision="accept" if real.columns["decision"] != "accept" else "reject"), resource)
+    assert (fake.columns["session_id"], fake.columns["event_sequence"]) == (
+        real.columns["session_id"], real.columns["event_sequence"])
+    assert fake.event_id != real.event_id
+    # A client's retry of the same bytes, in either encoding, still gets the same id.
+    again = LogRecord.FromString(record.SerializeToString())
+    assert _map(again, resource).event_id == real.event_id
+    from google.protobuf import json_format  # noqa: PLC0415
+
+    as_json = json_format.Parse(json_format.MessageToJson(record), LogRecord())
+    assert _map(as_json, resource).event_id == real.event_id
+    # The id also binds the resource (who sent it): the same record from another resource is another event.
+    assert _map(record, {**resource, "user.email": "someone.else@example.com"}).event_id != real.event_id

@@ -33,7 +33,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 from services.auditctl.ops.produce import Outbound, ProduceStep, annotate
 from services.auditctl.ops.reader import Record, TopicSource
 from shared import otlp
-from shared.kafka import KafkaConnection, decode_headers, make_admin
+from shared.kafka import KafkaConnection, make_admin
+from shared.messages import InvalidMessage
+from shared.messages import dead_letter as dead_letter_message
 
 REQUEUE_ID = "requeue.id"
 REQUEUE_SOURCE = "requeue.source"
@@ -96,20 +98,25 @@ class DeadLetter:
 
     @classmethod
     def from_record(cls, record: Record) -> DeadLetter:
-        decoded = decode_headers(record.headers)
+        """Whatever its headers: one whose context cannot be read is listed as unreadable, never requeued."""
+        try:
+            context = dead_letter_message.decode(record.headers)
+        except InvalidMessage as exc:
+            return cls(DeadLetterRef(record.partition, record.offset), record.timestamp_ms, record.key,
+                       record.value, record.headers, None, None, None, "unreadable", str(exc), None, {})
         return cls(
             DeadLetterRef(record.partition, record.offset),
             record.timestamp_ms,
             record.key,
             record.value,
             record.headers,
-            decoded.get("dlq.source_topic"),
-            _int_or_none(decoded.get("dlq.source_partition")),
-            _int_or_none(decoded.get("dlq.source_offset")),
-            decoded.get("dlq.stage", "unknown"),
-            decoded.get("dlq.error", ""),
-            _nanos_to_datetime(decoded.get("dlq.failed_at")),
-            {k: v for k, v in decoded.items() if not k.startswith("dlq.")},
+            context.source_topic,
+            context.source_partition,
+            context.source_offset,
+            context.stage,
+            context.error,
+            context.failed_at,
+            {k: v.decode("utf-8", "replace") for k, v in context.original_headers},
         )
 
     @property
@@ -142,11 +149,6 @@ def _int_or_none(value: str | None) -> int | None:
         return None if value is None else int(value)
     except ValueError:
         return None
-
-
-def _nanos_to_datetime(value: str | None) -> datetime | None:
-    nanos = _int_or_none(value)
-    return None if nanos is None else datetime.fromtimestamp(nanos / 1e9, UTC)
 
 
 async def read_all(reader: TopicSource, topic: str) -> list[Record]:
@@ -263,7 +265,7 @@ def _otlp_shape(dead_letter: DeadLetter, *, logs: bool) -> dict[str, Any]:
 def _canonical_shape(value: bytes) -> dict[str, Any]:
     try:
         event = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return {"decodable": f"no: {type(exc).__name__}"}
     if not isinstance(event, dict):
         return {"decodable": "no: not a JSON object"}

@@ -8,7 +8,7 @@ Run the replay with the redactor's environment (the Helm chart and compose file 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 from services.auditctl.ops.replay import Unprocessable
 from shared.canonicalize.settings import MappingSettings
@@ -19,6 +19,8 @@ from shared.canonicalize.transform import (
     TransformStats,
     transform_batch,
 )
+from shared.messages import InvalidMessage, raw_batch
+from shared.messages.auth import Keyring, load_keyring
 
 
 class _NoDetection:
@@ -29,7 +31,9 @@ class _NoDetection:
 
 
 class RedactorEventIds:
-    def __init__(self, settings: MappingSettings) -> None:
+    def __init__(self, settings: MappingSettings, raw_keyring: Keyring | None = None) -> None:
+        # The redactor's own key file: a batch it would refuse as unauthenticated is unprocessable here too.
+        self._keyring = raw_keyring or load_keyring(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
         self._policy = TransformPolicy(
             plane_by_service=settings.plane_by_service,
             default_plane=settings.default_plane,
@@ -37,9 +41,10 @@ class RedactorEventIds:
             keep_unknown_attributes=settings.unknown_attribute_policy == "keep",
         )
 
-    def __call__(self, value: bytes, headers: Mapping[str, str]) -> list[str]:
+    def __call__(self, value: bytes, headers: Sequence[tuple[str, bytes]]) -> list[str]:
         try:
-            return [event.event_id for event in transform_batch(value, headers, _NoDetection(), self._policy,
+            batch = raw_batch.decode(value, headers, self._keyring, "logs")
+            return [event.event_id for event in transform_batch(batch, _NoDetection(), self._policy,
                                                                   TransformStats())]
-        except BatchRejected as exc:
+        except (InvalidMessage, BatchRejected) as exc:
             raise Unprocessable(str(exc)) from None

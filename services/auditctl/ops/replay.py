@@ -23,14 +23,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from services.auditctl.ops.produce import Outbound, ProduceStep, annotate, submit_with_backpressure
 from services.auditctl.ops.reader import Record, TopicSource
 from services.auditctl.ops.window import ResolvedWindow
-from shared.kafka import decode_headers
 from shared.pipeline import dead_letter_headers
 
 REPLAY_ID = "replay.id"
@@ -45,7 +44,7 @@ class Unprocessable(Exception):
 class EventIdentifier(Protocol):
     """The event ids the redactor will produce from one raw message, in order, without redacting."""
 
-    def __call__(self, value: bytes, headers: Mapping[str, str]) -> list[str]: ...
+    def __call__(self, value: bytes, headers: Sequence[tuple[str, bytes]]) -> list[str]: ...
 
 
 class ChainedIds(Protocol):
@@ -192,7 +191,7 @@ class Replayer:
         identified: list[tuple[Record, list[str]]] = []
         for record in batch:
             try:
-                identified.append((record, self._identify(record.value, decode_headers(record.headers))))
+                identified.append((record, self._identify(record.value, record.headers)))
             except Unprocessable as exc:
                 await self._dead_letter(record, exc)
         chained = await self._chained.existing({i for _, ids in identified for i in ids} - self._seen_ids)

@@ -18,7 +18,9 @@ from opentelemetry.sdk.resources import Resource
 
 from shared import otlp
 from shared.kafka import decode_headers
+from shared.messages import raw_batch
 from tests.integration.receiver.conftest import LiveReceiver, basic, read_topic
+from tests.messages_support import raw_keyring
 from tests.unit.receiver.payloads import log_body, records_in
 
 CAPTURES = [
@@ -141,6 +143,10 @@ async def test_message_headers_describe_the_batch(receiver: LiveReceiver) -> Non
         "tenant": "tenant-acme", "org": "acme", "license_id": lic.license_id,
         "content_type": "application/x-protobuf", "received_at": headers["received_at"],
         "request_id": response.headers["x-request-id"], "record_count": "7", "chunk": "1/1",
+        "auth.key_id": headers["auth.key_id"], "auth.mac": headers["auth.mac"],
     }
+    # Authenticated over all of them and the payload, with the key only the redactors share.
+    batch = raw_batch.decode(message.value, message.headers, raw_keyring(), "logs")
+    assert (batch.tenant, batch.record_count, batch.request_id) == ("tenant-acme", 7, headers["request_id"])
     assert int(headers["received_at"]) > 1_700_000_000 * 10**9
     assert json.loads((await receiver.client.get("/readyz")).content)["broker"] is True

@@ -7,7 +7,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from shared.pii import PiiEngine, build_engine
 from shared.usage_columns import DAILY_COLUMNS
 from tests.conftest import DETECTION_BUDGET_FOR_TESTS_MS, Infra, Topics
 from tests.integration.reporter.conftest import Reporter
+from tests.messages_support import raw_headers, raw_keyring
 from tests.unit.reporter.metric_payloads import export
 
 
@@ -38,17 +39,24 @@ SESSION = "9c82ae41-69ad-4e74-85a8-70cc8c88f69c"
 USER = "549194b3250c8d36100b151a3a002230bbebfe2166dd98d789007d94f7b8653f"
 
 
-def headers(tenant: str = "tenant-a", org: str = "acme", content_type: str = otlp.PROTOBUF) -> list[tuple[str, bytes]]:
-    return [("tenant", tenant.encode()), ("org", org.encode()), ("content_type", content_type.encode()),
-            ("license_id", b"lic"), ("received_at", str(time.time_ns()).encode())]
+HeaderList = list[tuple[str, bytes]]
 
 
-async def produce(infra: Infra, topic: str, messages: list[tuple[bytes, list[tuple[str, bytes]]]]) -> None:
+def headers(tenant: str = "tenant-a", org: str = "acme",
+            content_type: str = otlp.PROTOBUF) -> Callable[[bytes], HeaderList]:
+    """The receiver's headers for a payload, authenticated as the receiver does."""
+    return lambda value: raw_headers(value, tenant=tenant, org=org, kind="metrics", content_type=content_type,
+                                     license_id="lic")
+
+
+async def produce(infra: Infra, topic: str,
+                  messages: Sequence[tuple[bytes | None, HeaderList | Callable[[bytes], HeaderList]]]) -> None:
     producer = make_producer(infra.bootstrap, 1_000_000)
     await producer.start()
     try:
         for value, hdrs in messages:
-            await (await producer.send(topic, value, key=b"tenant-a", headers=hdrs))
+            made = hdrs(value or b"") if callable(hdrs) else hdrs
+            await (await producer.send(topic, value, key=b"tenant-a", headers=made))
     finally:
         await producer.stop()
 
@@ -68,7 +76,8 @@ class RunningWorker:
         await self.producer.start()
         self.worker = UsageWorker(self.consumer, self.producer, self.pool, topic=self.topics.raw_metrics,
                                   dead_letter_topic=self.topics.dead_letter, max_batch=50,
-                                  metrics=UsageMetrics(CollectorRegistry()), stop=self.stop, engine=_engine())
+                                  metrics=UsageMetrics(CollectorRegistry()), stop=self.stop, engine=_engine(),
+                                  raw_keyring=raw_keyring())
         self.worker.subscribe()
         self.task = asyncio.create_task(self.worker.run())
         return self.worker

@@ -33,6 +33,7 @@ from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
 from shared.verify import load_key_book, verify_tenant
 from tests.integration.signer.test_append import event
+from tests.messages_support import canonical_headers, canonical_keyring
 from tests.unit.ops.fakes import FakeProducer
 
 
@@ -431,6 +432,16 @@ class Message:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
+def _event_id_of(value: bytes) -> str:
+    """The event id a poison message claims, or a stand-in where it has none that can be read."""
+    try:
+        data = json.loads(value)
+    except (ValueError, RecursionError):
+        return "unreadable"
+    event_id = data.get("event_id") if isinstance(data, dict) else None
+    return event_id if isinstance(event_id, str) and event_id else "unreadable"
+
+
 class Consumer:
     async def commit(self, offsets: object) -> None:
         return None
@@ -482,11 +493,17 @@ async def test_the_worker_dead_letters_a_message_that_cannot_be_chained(
             max_batch=100,
             metrics=SignerMetrics(CollectorRegistry()),
             stop=asyncio.Event(),
+            keyring=canonical_keyring(),
         )
         tp = TopicPartition("c", 0)
         good = [event(n).to_json() for n in range(6)]
-        await worker._submit(tp, [Message(i, v) for i, v in enumerate([*good[:2], poison, good[2]])])
-        await worker._submit(tp, [Message(4 + i, v) for i, v in enumerate(good[3:])])
+
+        def message(offset: int, value: bytes) -> Message:
+            # Authenticated like the redactor's, so what is refused is the content, not the envelope.
+            return Message(offset, value, headers=canonical_headers(_event_id_of(value), value))
+
+        await worker._submit(tp, [message(i, v) for i, v in enumerate([*good[:2], poison, good[2]])])
+        await worker._submit(tp, [message(4 + i, v) for i, v in enumerate(good[3:])])
         await worker.join_append()
         assert [(topic, value) for topic, _, value, _ in producer.sent] == [("dlq", poison)]
         async with pool.acquire() as conn:

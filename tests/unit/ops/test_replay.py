@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from services.auditctl.ops.produce import ProduceStep, annotate, message_size
@@ -14,9 +14,9 @@ from tests.unit.ops.fakes import FakeBroker, FakeChainedIds, FakeProducer
 T0 = 1_800_000_000_000
 
 
-def identify(value: bytes, headers: Mapping[str, str]) -> list[str]:
+def identify(value: bytes, headers: Sequence[tuple[str, bytes]]) -> list[str]:
     """Test stand-in for the redactor's ids: the payload is the JSON list of its event ids."""
-    if "tenant" not in headers:
+    if "tenant" not in dict(headers):
         raise Unprocessable("raw batch has no tenant/org headers")
     ids: list[str] = json.loads(value)
     return ids

@@ -11,13 +11,15 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from shared import otlp
 from shared.canonicalize.transform import BatchRejected, TransformPolicy, TransformStats, transform_batch
+from shared.messages.raw_batch import RawBatch
 from shared.pii import PiiEngine, build_engine
 from tests.conftest import DETECTION_BUDGET_FOR_TESTS_MS
 
-HEADERS = {
-    "tenant": "t1", "org": "acme", "license_id": "lic-1", "received_at": "1795878790000000000",
-    "request_id": "req-1", "content_type": "application/x-protobuf",
-}
+
+def batch(payload: bytes, content_type: str = otlp.PROTOBUF) -> RawBatch:
+    """A raw batch as the decoder hands it over (headers and authentication: tests/unit/test_messages.py)."""
+    return RawBatch("t1", "acme", "lic-1", content_type, 1795878790000000000, "req-1", 1, 1, 1, payload)
+
 POLICY = TransformPolicy(plane_by_service={}, default_plane="claude_code", keep_other_events=True,
                          keep_unknown_attributes=True)
 SECRET_TEXT = "my ssn is 123-45-6789, mail jane.roe@acme.example"
@@ -47,7 +49,7 @@ def _record(request: ExportLogsServiceRequest, attributes: dict[str, AnyValue], 
 
 def _events(engines: OneEngine, request: ExportLogsServiceRequest) -> list[dict[str, Any]]:
     stats = TransformStats()
-    events = list(transform_batch(request.SerializeToString(), HEADERS, engines, POLICY, stats))
+    events = list(transform_batch(batch(request.SerializeToString()), engines, POLICY, stats))
     return [json.loads(e.to_json()) for e in events]
 
 
@@ -118,9 +120,9 @@ def test_a_json_parse_error_never_quotes_the_payload(engines: OneEngine) -> None
     body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
         {"timeUnixNano": SECRET_TEXT, "body": {"stringValue": "x"}}]}]}]}).encode()
     with pytest.raises(BatchRejected) as caught:
-        list(transform_batch(body, {**HEADERS, "content_type": otlp.JSON}, engines, POLICY, TransformStats()))
+        list(transform_batch(batch(body, otlp.JSON), engines, POLICY, TransformStats()))
     assert "ssn" not in str(caught.value) and "jane" not in str(caught.value)
     with pytest.raises(BatchRejected) as caught:
-        list(transform_batch(b'{"resourceLogs": "' + SECRET_TEXT.encode(), {**HEADERS, "content_type": otlp.JSON},
-                             engines, POLICY, TransformStats()))
+        list(transform_batch(batch(b'{"resourceLogs": "' + SECRET_TEXT.encode(), otlp.JSON), engines, POLICY,
+                             TransformStats()))
     assert "ssn" not in str(caught.value) and "line 1" in str(caught.value)

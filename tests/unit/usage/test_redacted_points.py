@@ -15,6 +15,7 @@ from shared import otlp
 from shared.pii import build_engine
 from shared.pii.attributes import WITHHELD, WITHHELD_KEY
 from tests.conftest import DETECTION_BUDGET_FOR_TESTS_MS
+from tests.messages_support import raw_headers, raw_keyring
 from tests.unit.reporter.metric_payloads import export
 
 SECRET_TEXT = "my ssn is 123-45-6789"
@@ -29,8 +30,9 @@ class Message:
     offset: int = 0
 
 
-def _headers(content_type: str = otlp.PROTOBUF) -> list[tuple[str, bytes]]:
-    return [("tenant", b"t1"), ("org", b"acme"), ("content_type", content_type.encode())]
+def _message(body: bytes, content_type: str = otlp.PROTOBUF) -> Message:
+    """A raw metric batch with the receiver's (authenticated) headers."""
+    return Message(body, raw_headers(body, tenant="t1", org="acme", kind="metrics", content_type=content_type))
 
 
 def _request() -> Any:
@@ -42,7 +44,8 @@ def _request() -> Any:
 
 
 def test_points_are_redacted_keys_values_and_bytes() -> None:
-    [point] = decode_message(Message(_request().SerializeToString(), _headers()), _stats(), build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS)).points
+    engine = build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS)
+    [point] = decode_message(_message(_request().SerializeToString()), _stats(), raw_keyring(), engine).points
     stored = json.dumps(point.attributes)
     assert "123-45-6789" not in stored and "jane.roe@acme.example" not in stored
     assert "<US_SSN>" in stored and "<EMAIL>" in stored
@@ -68,7 +71,8 @@ def test_without_detection_every_value_and_key_is_withheld_but_identifiers_stay(
 )
 def test_a_dead_letter_reason_never_quotes_the_payload(body: bytes) -> None:
     with pytest.raises(PermanentMessageError) as caught:
-        decode_message(Message(body, _headers(otlp.JSON)), _stats(), build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS))
+        decode_message(_message(body, otlp.JSON), _stats(), raw_keyring(),
+                       build_engine(field_time_budget_ms=DETECTION_BUDGET_FOR_TESTS_MS))
     assert "ssn" not in str(caught.value) and "123-45" not in str(caught.value)
 
 

@@ -42,6 +42,22 @@ app.kubernetes.io/component: {{ .component }}
 {{- required "secrets.existingSigningKeySecret: the Secret holding signing.key (keys never come from values)" .Values.secrets.existingSigningKeySecret -}}
 {{- end -}}
 
+{{- define "audit.rawBatchKeySecret" -}}
+{{- default (printf "%s-raw-batch-key" (include "audit.fullname" .)) .Values.messageKeys.rawBatchKeySecret -}}
+{{- end -}}
+
+{{- define "audit.canonicalRedactorKeySecret" -}}
+{{- default (printf "%s-canonical-redactor-key" (include "audit.fullname" .)) .Values.messageKeys.canonicalRedactorKeySecret -}}
+{{- end -}}
+
+{{- define "audit.canonicalReporterKeySecret" -}}
+{{- default (printf "%s-canonical-reporter-key" (include "audit.fullname" .)) .Values.messageKeys.canonicalReporterKeySecret -}}
+{{- end -}}
+
+{{- define "audit.canonicalKeyringSecret" -}}
+{{- default (printf "%s-canonical-keyring" (include "audit.fullname" .)) .Values.messageKeys.canonicalKeyringSecret -}}
+{{- end -}}
+
 {{- define "audit.licenseKeysSecret" -}}
 {{- required "secrets.existingLicenseKeysSecret: the Secret holding license-issuer.pub" .Values.secrets.existingLicenseKeysSecret -}}
 {{- end -}}

@@ -1,0 +1,101 @@
+"""The canonical event message: one redacted event, to be chained by the signer.
+
+Topic ``TOPIC_CANONICAL``; key = tenant (the chain); value = ``CanonicalEvent.to_json()``; headers
+``event_id`` (the event's id, repeated so it can be read without parsing), optionally ``request_id`` (the
+receiver's request, for tracing), and ``auth.key_id``/``auth.mac``: an HMAC (domain ``canonical-event/v1``)
+over the event id, the request id and the value. The tenant the signer chains the event to is the
+``tenant_id`` inside that authenticated value, so only a holder of an accepted key can add to a chain.
+
+Each authorised producer holds its own key (the redactors share one; another producer, such as the
+reporter's access events, gets a second); the signers accept every key in ``CANONICAL_AUTH_KEYRING_FILE``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from shared.canonical import CanonicalEvent
+from shared.messages.auth import KEY_ID_HEADER, MAC_HEADER, AuthenticationFailed, Keyring, MessageKey
+from shared.messages.errors import InvalidMessage, quoted
+from shared.messages.raw_batch import MAX_HEADER_BYTES, PROVENANCE_PREFIXES, header_map
+
+Headers = list[tuple[str, bytes]]
+
+EVENT_ID = "event_id"
+REQUEST_ID = "request_id"
+DOMAIN = b"canonical-event/v1"
+_ALLOWED = frozenset({EVENT_ID, REQUEST_ID, KEY_ID_HEADER, MAC_HEADER})
+_EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclass(frozen=True)
+class CanonicalMessage:
+    """An authenticated canonical message; ``value`` is still to be decoded into a row or an event."""
+
+    event_id: str
+    request_id: str | None
+    value: bytes
+    key_id: str
+    producer: str
+
+
+def encode(event: CanonicalEvent, key: MessageKey, request_id: str | None = None) -> tuple[bytes, bytes, Headers]:
+    """Key, value and headers of the message carrying ``event``."""
+    value = event.to_json()
+    return event.tenant_id.encode(), value, encode_value(event.event_id, value, key, request_id)
+
+
+def encode_value(event_id: str, value: bytes, key: MessageKey, request_id: str | None = None) -> Headers:
+    headers: Headers = [(EVENT_ID, event_id.encode())]
+    if request_id is not None:
+        headers.append((REQUEST_ID, request_id.encode()))
+    return headers + key.headers(DOMAIN, [event_id.encode(), (request_id or "").encode(), value])
+
+
+def _optional(named: dict[str, bytes], name: str, pattern: re.Pattern[str]) -> str | None:
+    raw = named.get(name)
+    if raw is None:
+        return None
+    text = raw.decode("ascii", "replace") if len(raw) <= MAX_HEADER_BYTES else ""
+    if pattern.fullmatch(text) is None:
+        raise InvalidMessage(f"canonical event header {name} is malformed")
+    return text
+
+
+def decode(value: object, headers: object, keyring: Keyring) -> CanonicalMessage:
+    """The message once its headers are well formed and its MAC holds; ``InvalidMessage`` otherwise."""
+    named = header_map(headers)
+    for name in named:
+        if name not in _ALLOWED and not name.startswith(PROVENANCE_PREFIXES):
+            raise InvalidMessage(f"canonical event has an unexpected header {quoted(name)}")
+    if not isinstance(value, bytes) or not value:
+        raise InvalidMessage("canonical event has no value")
+    event_id = _optional(named, EVENT_ID, _EVENT_ID)
+    if event_id is None:
+        raise InvalidMessage("canonical event has no event_id header")
+    request_id = _optional(named, REQUEST_ID, _REQUEST_ID)
+    key_id, mac = named.get(KEY_ID_HEADER), named.get(MAC_HEADER)
+    try:
+        key = keyring.verify(
+            None if key_id is None else key_id.decode("ascii", "replace"),
+            None if mac is None else mac.decode("ascii", "replace"),
+            DOMAIN,
+            [event_id.encode(), (request_id or "").encode(), value],
+        )
+    except AuthenticationFailed as exc:
+        raise InvalidMessage(f"canonical event: {exc}") from None
+    return CanonicalMessage(event_id, request_id, value, key.key_id, key.label)
+
+
+def decode_event(value: object, headers: object, keyring: Keyring) -> CanonicalEvent:
+    """The event itself, for consumers other than the signer (which decodes rows on its own fast path)."""
+    message = decode(value, headers, keyring)
+    try:
+        event = CanonicalEvent.from_json(message.value)
+    except (ValueError, TypeError, KeyError, RecursionError, OverflowError) as exc:
+        raise InvalidMessage(f"canonical event is malformed ({type(exc).__name__})") from None
+    if event.event_id != message.event_id:
+        raise InvalidMessage("canonical event's event_id differs from its header")
+    return event
