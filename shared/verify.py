@@ -495,6 +495,15 @@ class _Plan:
     head_row_hash: bytes | None = None
     # The highest chain_seq stored, which may lie past the head (rewound) or far off (a row renumbered).
     stored_last: int = 0
+    # The first row of 1..last_seq whose sequence_conflict flag is altered, once looked up.
+    altered_conflict: int | None = None
+    conflicts_checked: bool = False
+
+
+async def _check_conflict_flags(conn: asyncpg.Connection, plans: Iterable[_Plan]) -> None:
+    for plan in plans:
+        plan.altered_conflict = await conn.fetchval(_ALTERED_CONFLICT_FLAG, plan.report.tenant_id, plan.last_seq)
+        plan.conflicts_checked = True
 
 
 async def verify_tenant(
@@ -543,16 +552,22 @@ async def verify_tenants(
     if dsn is not None and len(jobs) > 1:
         loop = asyncio.get_running_loop()
         processes = min(workers or os.cpu_count() or 1, len(jobs))
-        with ProcessPoolExecutor(max_workers=processes, initializer=_start_worker, initargs=(dsn,)) as pool:
+        # This connection is idle while the processes check ranges: the conflict flags are checked on it
+        # meanwhile, rather than one chain after another once every range is done.
+        flags = asyncio.ensure_future(_check_conflict_flags(conn, plans))
+        try:
+            with ProcessPoolExecutor(max_workers=processes, initializer=_start_worker, initargs=(dsn,)) as pool:
 
-            async def check(plan: _Plan, first: int, last: int) -> tuple[_Plan, RangeResult]:
-                tenant = plan.report.tenant_id
-                return plan, await loop.run_in_executor(pool, _verify_range_in_worker, tenant, first, last, book)
+                async def check(plan: _Plan, first: int, last: int) -> tuple[_Plan, RangeResult]:
+                    tenant = plan.report.tenant_id
+                    return plan, await loop.run_in_executor(pool, _verify_range_in_worker, tenant, first, last, book)
 
-            for job in asyncio.as_completed([check(*job) for job in jobs]):
-                plan, result = await job
-                plan.results.append(result)
-                report_progress(plan)
+                for job in asyncio.as_completed([check(*job) for job in jobs]):
+                    plan, result = await job
+                    plan.results.append(result)
+                    report_progress(plan)
+        finally:
+            await flags
     else:
         for plan in plans:
             for a, b in plan.ranges:
@@ -658,7 +673,8 @@ async def _conclude(conn: asyncpg.Connection, plan: _Plan, book: KeyBook, checkp
     if report.ok and (problem := _head_break(plan)) is not None:
         report.breaks.append(problem)
     if report.ok:
-        altered = await conn.fetchval(_ALTERED_CONFLICT_FLAG, tenant, last_seq)
+        altered = (plan.altered_conflict if plan.conflicts_checked
+                   else await conn.fetchval(_ALTERED_CONFLICT_FLAG, tenant, last_seq))
         if altered is not None:
             report.breaks.append(Break(tenant, altered, "modified",
                                        "sequence_conflict differs from the one the hashed columns give"))

@@ -10,11 +10,12 @@ import pytest
 
 from services.signer.appender import Head, OffsetEvent, append_batch, append_prepared, prepare
 from services.signer.rows import ChainRow
+from shared import verify
 from shared.canonical import CanonicalEvent
 from shared.db.roles import COMPONENT_ROLES, dsn_for_role
 from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
-from shared.verify import published_keys, verify_tenant
+from shared.verify import load_key_book, published_keys, verify_tenant
 from tests.integration.signer.test_append import event
 
 
@@ -121,6 +122,21 @@ async def test_verify_reports_a_conflict_flag_altered_either_way(
     await db.execute("UPDATE audit_logs SET sequence_conflict = true WHERE event_id = 't1-ev-3'")  # a false alarm
     report = await verify_tenant(db, "t1", await published_keys(db))
     assert [(b.chain_seq, b.kind) for b in report.breaks] == [(3, "modified")]
+
+
+async def test_verify_in_worker_processes_reports_an_altered_conflict_flag(
+    db: asyncpg.Connection, database_url: str, signing_key: Ed25519Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ranges checked by worker processes, the flags are checked on the caller's connection meanwhile."""
+    monkeypatch.setattr(verify, "RANGE_ROWS", 2)
+    await record_signing_key(db, signing_key.public_key)
+    await _append(db, signing_key, [OffsetEvent(i - 1, event(i)) for i in range(1, 6)])
+    (report,) = await verify.verify_tenants(db, ["t1"], await load_key_book(db), dsn=database_url, workers=2)
+    assert report.ok and report.rows == 5, report.breaks
+    await db.execute("SET session_replication_role = replica")
+    await db.execute("UPDATE audit_logs SET sequence_conflict = true WHERE chain_seq = 4")
+    (report,) = await verify.verify_tenants(db, ["t1"], await load_key_book(db), dsn=database_url, workers=2)
+    assert [(b.chain_seq, b.kind) for b in report.breaks] == [(4, "modified")]
 
 
 async def test_only_the_flag_may_change_and_only_to_true_whoever_asks(
