@@ -23,7 +23,7 @@ from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_c
 from shared.keys import Ed25519Signer, KeyMaterialError, load_signer
 from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
-from shared.messages.auth import KeyFileError, Keyring, load_keyring
+from shared.messages.auth import KeyFileError, Keyring, load_scoped_keyring
 from shared.pipeline import Backoff
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
@@ -37,7 +37,7 @@ async def _run(settings: SignerSettings) -> None:
     except KeyMaterialError as exc:
         raise SystemExit(f"signer: {exc}") from None
     try:
-        keyring = load_keyring(settings.canonical_auth_keyring_file, "CANONICAL_AUTH_KEYRING_FILE")
+        keyring = load_scoped_keyring(settings.canonical_auth_keyring_file, "CANONICAL_AUTH_KEYRING_FILE")
     except KeyFileError as exc:
         raise SystemExit(f"signer: {exc}") from None
     stop = stop_on_signals()
