@@ -13,13 +13,17 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from deploy.local.infra import free_port
+from deploy.local.stack import wait_ready
 from shared.db.pool import connect
 from shared.kafka import (
     KafkaConfigError,
@@ -102,8 +106,12 @@ async def test_the_pipeline_runs_over_sasl(
     topics = Topics(f"raw-logs-{suffix}", f"raw-metrics-{suffix}", f"canonical-{suffix}", f"dlq-{suffix}")
     await ensure_topics(connection, [TopicSpec(topics.raw_logs, 2), TopicSpec(topics.raw_metrics, 2),
                                      TopicSpec(topics.canonical, 2), TopicSpec(topics.dead_letter, 1)])
-    pipe = Pipeline(database_url, broker.bootstrap, topics, tmp_path, extra_env=broker.env("pipeline"))
+    reporter_port = free_port()
+    pipe = Pipeline(database_url, broker.bootstrap, topics, tmp_path, extra_env={
+        **broker.env("pipeline"), "REPORTER_PORT": str(reporter_port), "REPORTER_HOST": "127.0.0.1"})
     pipe.start()
+    assert pipe.group is not None
+    pipe.group.start("reporter")  # its access events reach the canonical topic over SASL too
     try:
         token = await pipe.licence("acme", tenant="tenant-sasl")
         response = await pipe.post("/v1/logs", (fixtures_dir / "logs-tool-session.json.gz").read_bytes(),
@@ -112,6 +120,17 @@ async def test_the_pipeline_runs_over_sasl(
         assert response.status_code == 200, response.content
         rows = await pipe.wait_for_rows(1)
         assert rows, pipe.log_of("redactor") + pipe.log_of("signer")
+        wait_ready(f"http://127.0.0.1:{reporter_port}/readyz", 60)
+        auditor = await pipe.token("acme", "auditor", tenant="tenant-sasl")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{reporter_port}", timeout=30,
+                                     headers={"Authorization": f"Bearer {auditor}"}) as client:
+            feed = (await client.get("/api/v1/audit/events", params={"limit": "1"})).json()
+            proof = await client.get(feed["items"][0]["proof"])  # a proof read: an access event
+            assert proof.status_code == 200, proof.text
+        deadline = time.monotonic() + 60
+        while not await _access_rows(database_url) and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+        assert await _access_rows(database_url), pipe.log_of("reporter")[-3000:]
         await asyncio.sleep(1)
         conn = await connect(database_url)
         try:
@@ -121,6 +140,14 @@ async def test_the_pipeline_runs_over_sasl(
         assert reports and all(r.ok for r in reports)
     finally:
         pipe.stop()
+
+
+async def _access_rows(database_url: str) -> int:
+    conn = await connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM audit_logs WHERE plane = 'access'"))
+    finally:
+        await conn.close()
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
