@@ -7,14 +7,23 @@ shutdown fails is logged and never keeps the others (the database pool, the prod
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import Protocol, TypeVar
+
+from shared.kafka import KafkaConfigError, KafkaConnection, start_clients
 
 T = TypeVar("T")
 
 Stop = Callable[[], Awaitable[object]]
+
+
+class KafkaClient(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Lifecycle:
@@ -33,6 +42,20 @@ class Lifecycle:
     def on_shutdown(self, part: str, stop: Stop) -> None:
         """A part that is already running (built before the lifecycle, or started by one call for several)."""
         self._running.append((part, stop))
+
+    async def start_kafka_clients(self, producer: KafkaClient, consumer: KafkaClient, *, stop: asyncio.Event,
+                                  kafka: KafkaConnection) -> None:
+        """Starts the producer, then the consumer, waiting out a broker that is not up yet, and stops both at
+        shutdown. Kafka settings that cannot work (an untrusted broker certificate, refused credentials) end the
+        service with the reason under its name; a stop asked for before the broker answered ends it quietly."""
+        try:
+            started = await start_clients(producer, consumer, stop=stop, kafka=kafka)
+        except KafkaConfigError as exc:
+            raise SystemExit(f"{self._service}: {exc}") from None
+        if not started:
+            raise SystemExit(0)
+        self.on_shutdown("producer", producer.stop)
+        self.on_shutdown("consumer", consumer.stop)
 
     async def shutdown(self) -> None:
         while self._running:

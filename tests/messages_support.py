@@ -12,7 +12,7 @@ import time
 from shared import otlp
 from shared.canonical import CanonicalEvent
 from shared.messages import canonical_event, raw_batch
-from shared.messages.auth import Keyring, MessageKey, load_keyring, load_signing_key
+from shared.messages.auth import Keyring, MessageKey, load_keyring, load_scoped_keyring, load_signing_key
 
 
 def raw_key() -> MessageKey:
@@ -28,7 +28,7 @@ def canonical_key() -> MessageKey:
 
 
 def canonical_keyring() -> Keyring:
-    return load_keyring(os.environ["CANONICAL_AUTH_KEYRING_FILE"], "CANONICAL_AUTH_KEYRING_FILE")
+    return load_scoped_keyring(os.environ["CANONICAL_AUTH_KEYRING_FILE"], "CANONICAL_AUTH_KEYRING_FILE")
 
 
 def raw_headers(payload: bytes, *, tenant: str, org: str | None = None, kind: raw_batch.Kind = "logs",

@@ -4,9 +4,13 @@
 #   redactor  reads raw logs (its group), writes canonical and dead letters
 #   usage     reads raw metrics (its group), writes dead letters            - the metrics pipeline's consumer
 #   signer    reads canonical (its group), writes dead letters
-#   ops       auditctl (topics create, replay, dlq) and the dead-letter exporter: reads every topic, creates
-#             them, and writes where replay and requeue re-enter the pipeline (raw, canonical) and the
-#             requeue markers; the only principal besides the receiver that can write a raw topic
+#   reporter  writes canonical (its access events)                           - and nothing else
+#   ops       auditctl (topics create, replay, dlq, erase) and the dead-letter exporter: reads every topic,
+#             creates them, and writes where replay and requeue re-enter the pipeline (raw, canonical), the
+#             requeue markers and erase's erasure events (canonical); the only principal besides the
+#             receiver that can write a raw topic
+# What the reporter and ops may put on canonical is narrowed further by the signers' keyring (each producer
+# key signs only its own planes: docs/operations/deployment.md#message-keys).
 # Nothing else is allowed (allow.everyone.if.no.acl.found=false). Runs as kafka-admin (mutual TLS).
 set -eu
 BIN=/opt/kafka/bin
@@ -17,7 +21,7 @@ CANONICAL=${TOPIC_CANONICAL:-audit.events.canonical}
 DEAD_LETTER=${TOPIC_DEAD_LETTER:-audit.deadletter}
 REQUEUED=${TOPIC_DEAD_LETTER_REQUEUED:-audit.deadletter.requeued}
 
-for name in receiver redactor signer usage ops; do
+for name in receiver redactor signer usage reporter ops; do
   password=$(cat "/run/secrets/kafka-$name-password")
   # shellcheck disable=SC2086
   $BIN/kafka-configs.sh $ADMIN --alter --entity-type users --entity-name "$name" \
@@ -38,6 +42,7 @@ acl --allow-principal User:usage --operation Write --operation Describe --topic 
 acl --allow-principal User:signer --operation Read --operation Describe --topic "$CANONICAL"
 acl --allow-principal User:signer --operation Read --group "${SIGNER_GROUP_ID:-audit-signer}"
 acl --allow-principal User:signer --operation Write --operation Describe --topic "$DEAD_LETTER"
+acl --allow-principal User:reporter --operation Write --operation Describe --topic "$CANONICAL"
 acl --allow-principal User:ops --operation Describe --operation Create --cluster
 acl --allow-principal User:ops --operation Read --operation Describe --operation DescribeConfigs \
     --topic "$RAW_LOGS" --topic "$RAW_METRICS" --topic "$CANONICAL" --topic "$DEAD_LETTER" --topic "$REQUEUED"

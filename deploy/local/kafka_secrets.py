@@ -24,7 +24,7 @@ from pathlib import Path
 
 from deploy.local.tls import Authority
 
-PRINCIPALS = ("receiver", "redactor", "signer", "usage", "ops")
+PRINCIPALS = ("receiver", "redactor", "signer", "usage", "reporter", "ops")
 BROKERS = ("kafka-1", "kafka-2", "kafka-3")
 
 

@@ -241,8 +241,8 @@ def run() -> int:
         settings = CliSettings()
         asyncio.run(prepare(settings))
         # The message keys prepare() made: the receiver and redactors share the raw-batch key, the signers'
-        # keyring accepts the redactors' and the reporter's canonical keys. Named explicitly so every service
-        # reads the same files.
+        # keyring accepts the redactors', the reporter's and auditctl's canonical keys, each for its own planes
+        # only (a keyring from before scopes gets them). Named explicitly so every service reads the same files.
         env.update(RAW_AUTH_KEY_FILE=settings.raw_auth_key_file,
                    CANONICAL_AUTH_KEY_FILE=settings.canonical_auth_key_file,
                    REPORTER_ACCESS_AUTH_KEY_FILE=settings.reporter_access_auth_key_file,

@@ -14,7 +14,7 @@ from shared.db.pool import connect
 from shared.db.roles import COMPONENT_ROLES
 from shared.kafka import TopicSpec, ensure_topics
 from shared.keys import load_signer, write_new_key
-from shared.messages.auth import ensure_message_keys
+from shared.messages.auth import AUDITCTL_SCOPE, REDACTOR_SCOPE, REPORTER_SCOPE, ensure_message_keys
 
 
 def ensure_key_files(settings: CliSettings) -> list[str]:
@@ -35,9 +35,9 @@ def ensure_key_files(settings: CliSettings) -> list[str]:
         created.append(settings.signing_key_file)
     created += ensure_message_keys(
         Path(settings.raw_auth_key_file),
-        [(Path(settings.canonical_auth_key_file), "redactor"),
-         (Path(settings.reporter_access_auth_key_file), "reporter"),
-         (Path(settings.auditctl_events_auth_key_file), "auditctl")],
+        [(Path(settings.canonical_auth_key_file), "redactor", REDACTOR_SCOPE),
+         (Path(settings.reporter_access_auth_key_file), "reporter", REPORTER_SCOPE),
+         (Path(settings.auditctl_events_auth_key_file), "auditctl", AUDITCTL_SCOPE)],
         Path(settings.canonical_auth_keyring_file),
     )
     return created

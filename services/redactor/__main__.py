@@ -11,7 +11,7 @@ from services.redactor.settings import RedactorSettings
 from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.canonicalize.transform import TextRedactor, TransformPolicy
 from shared.health import HealthServer
-from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
+from shared.kafka import make_consumer, make_producer
 from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_keyring, load_signing_key
@@ -82,14 +82,7 @@ async def _run(settings: RedactorSettings) -> None:
             # Probes come from outside the pod.
             await parts.start("health server", lambda: health.start("0.0.0.0", settings.redactor_metrics_port),  # noqa: S104
                               health.stop)
-        try:
-            started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
-        except KafkaConfigError as exc:
-            raise SystemExit(f"redactor: {exc}") from None
-        if not started_clients:
-            raise SystemExit(0)
-        parts.on_shutdown("producer", producer.stop)
-        parts.on_shutdown("consumer", consumer.stop)
+        await parts.start_kafka_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
         parts.on_shutdown("posture refresher", stop_work)
         worker.subscribe()
         log.info("redactor running", extra={"topic": settings.topic_raw_logs})

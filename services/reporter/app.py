@@ -222,7 +222,9 @@ def verify_pass(settings: ReporterSettings, clock: Clock,
 
 
 def default_producer_factory(settings: ReporterSettings) -> Any:
-    return make_producer(settings.kafka_bootstrap_servers, settings.kafka_max_message_bytes, linger_ms=0)
+    # The whole connection (TLS, SASL), not only the bootstrap servers: the reporter writes the canonical
+    # topic as a principal of its own (deploy/kafka/principals.sh).
+    return make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes, linger_ms=0)
 
 
 async def _start_trail(state: ReporterState, producer: Any, stop: asyncio.Event) -> None:

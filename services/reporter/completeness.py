@@ -10,14 +10,17 @@ rows (docs/auditing.md, "Completeness", is the definition this module implements
 - expected: sequence numbers 0 to the highest one received (what came after it cannot be known);
 - received: the distinct sequence numbers among the numbered rows;
 - missing: expected minus received, as inclusive ranges;
-- duplicates: sequence numbers claimed by more than one signed row (a client retry of the same event is
-  deduplicated before signing, so two rows with one number are two different events claiming it);
+- sequence conflicts: sequence numbers whose rows carry ``sequence_conflict`` (the signer sets it on every
+  row of a session and sequence that a second, different event claims; migration 0760);
+- duplicates: sequence numbers held by more than one row none of which is flagged (the signer flags every
+  such group, so one is a missing flag, which verification reports); a client retry of the same event is
+  deduplicated before signing and never shows;
 - completeness: received / expected, summed over sessions for a tenant or a user.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +29,7 @@ import asyncpg
 # Longest lists in one answer; beyond them the answer says it was truncated (counts stay exact).
 MAX_MISSING_RANGES = 1_000
 MAX_DUPLICATES = 1_000
+MAX_SEQUENCE_CONFLICTS = 1_000
 
 # The session's user, for per-user figures: the user key (e-mail, else user.id) of its numbered row signed
 # first (lowest chain_seq) among those that carry one.
@@ -51,12 +55,23 @@ def ratio(received: int, expected: int) -> float | None:
     return None if expected == 0 else received / expected
 
 
-def _summary(expected: int, received: int, numbered_rows: int) -> dict[str, Any]:
+# Per group of numbered rows: plain duplicate rows (unflagged rows beyond one per sequence number among the
+# unflagged rows), the sequence numbers with a flagged row, and the flagged rows.
+_CLAIMS = (
+    "count(*) FILTER (WHERE NOT {a}sequence_conflict)"
+    " - count(DISTINCT {a}event_sequence) FILTER (WHERE NOT {a}sequence_conflict) AS duplicate_rows,"
+    " count(DISTINCT {a}event_sequence) FILTER (WHERE {a}sequence_conflict) AS sequence_conflicts,"
+    " count(*) FILTER (WHERE {a}sequence_conflict) AS sequence_conflict_rows"
+)
+_CLAIM_FIGURES = ("duplicate_rows", "sequence_conflicts", "sequence_conflict_rows")
+
+
+def _summary(expected: int, received: int, claims: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "expected": expected,
         "received": received,
         "missing": expected - received,
-        "duplicate_rows": numbered_rows - received,
+        **{name: claims[name] for name in _CLAIM_FIGURES},
         "completeness": ratio(received, expected),
     }
 
@@ -64,7 +79,8 @@ def _summary(expected: int, received: int, numbered_rows: int) -> dict[str, Any]
 async def session(conn: asyncpg.Connection, tenant: str, session_id: str) -> dict[str, Any]:
     """The full completeness report of one session."""
     rows = await conn.fetch(
-        "SELECT event_sequence AS sequence, count(*) AS rows FROM audit_logs"
+        "SELECT event_sequence AS sequence, count(*) AS rows,"
+        " count(*) FILTER (WHERE NOT sequence_conflict) AS plain_rows FROM audit_logs"
         " WHERE tenant_id = $1 AND session_id = $2 AND event_sequence >= 0 GROUP BY 1 ORDER BY 1",
         tenant, session_id,
     )
@@ -76,23 +92,28 @@ async def session(conn: asyncpg.Connection, tenant: str, session_id: str) -> dic
     )
     sequences = [row["sequence"] for row in rows]
     gaps = missing_ranges(sequences)
-    duplicates = [{"sequence": row["sequence"], "rows": row["rows"]} for row in rows if row["rows"] > 1]
+    duplicates = [{"sequence": row["sequence"], "rows": row["plain_rows"]} for row in rows if row["plain_rows"] > 1]
+    conflicts = [row["sequence"] for row in rows if row["plain_rows"] < row["rows"]]
     expected = sequences[-1] + 1 if sequences else 0
-    numbered_rows = sum(row["rows"] for row in rows)
+    claims = {
+        "duplicate_rows": sum(row["plain_rows"] - 1 for row in rows if row["plain_rows"]),
+        "sequence_conflicts": len(conflicts),
+        "sequence_conflict_rows": sum(row["rows"] - row["plain_rows"] for row in rows),
+    }
     return {
         "numbered": bool(sequences),
         "expected_range": [0, sequences[-1]] if sequences else None,
-        **_summary(expected, len(sequences), numbered_rows),
+        **_summary(expected, len(sequences), claims),
         "missing_ranges": [[first, last] for first, last in gaps[:MAX_MISSING_RANGES]],
         "duplicates": duplicates[:MAX_DUPLICATES],
-        # Duplicates are conflicting claims on a sequence number (see the module's docstring). Hook: once rows
-        # carry their own sequence_conflict flag (event ids binding content), count the flagged rows here and
-        # list their ids beside ``duplicates``; the figures above need no change, as they count claims.
-        "sequence_conflicts": len(duplicates),
+        # Here the numbers themselves (the figures elsewhere count them); the session summary lists each one's
+        # rows with their proofs.
+        "sequence_conflicts": conflicts[:MAX_SEQUENCE_CONFLICTS],
         "unnumbered_rows": others["unnumbered"] if others else 0,
         "out_of_range_rows": others["out_of_range"] if others else 0,
         "truncated": {"missing_ranges": len(gaps) > MAX_MISSING_RANGES,
-                      "duplicates": len(duplicates) > MAX_DUPLICATES},
+                      "duplicates": len(duplicates) > MAX_DUPLICATES,
+                      "sequence_conflicts": len(conflicts) > MAX_SEQUENCE_CONFLICTS},
     }
 
 
@@ -101,12 +122,12 @@ async def sessions(conn: asyncpg.Connection, tenant: str, session_ids: Sequence[
     if not session_ids:
         return {}
     rows = await conn.fetch(
-        "SELECT session_id, max(event_sequence) + 1 AS expected, count(DISTINCT event_sequence) AS received,"
-        " count(*) AS numbered_rows FROM audit_logs"
+        "SELECT session_id, max(event_sequence) + 1 AS expected, count(DISTINCT event_sequence) AS received, "
+        + _CLAIMS.format(a="") + " FROM audit_logs"
         " WHERE tenant_id = $1 AND session_id = ANY($2::text[]) AND event_sequence >= 0 GROUP BY session_id",
         tenant, list(dict.fromkeys(session_ids)),
     )
-    return {row["session_id"]: _summary(row["expected"], row["received"], row["numbered_rows"]) for row in rows}
+    return {row["session_id"]: _summary(row["expected"], row["received"], dict(row)) for row in rows}
 
 
 _WINDOW = f"""
@@ -117,14 +138,15 @@ WITH touched AS (
 ), per_session AS (
     SELECT a.session_id, coalesce({_SESSION_USER}, '') AS user_key,
            max(a.event_sequence) + 1 AS expected, count(DISTINCT a.event_sequence) AS received,
-           count(*) AS numbered_rows
+           {_CLAIMS.format(a="a.")}
     FROM audit_logs a JOIN touched t ON t.session_id = a.session_id
     WHERE a.tenant_id = $1 AND a.event_sequence >= 0
     GROUP BY a.session_id
 )
 SELECT user_key, count(*) AS sessions, count(*) FILTER (WHERE received < expected) AS sessions_with_gaps,
        sum(expected)::bigint AS expected, sum(received)::bigint AS received,
-       sum(numbered_rows)::bigint AS numbered_rows
+       sum(duplicate_rows)::bigint AS duplicate_rows, sum(sequence_conflicts)::bigint AS sequence_conflicts,
+       sum(sequence_conflict_rows)::bigint AS sequence_conflict_rows
 FROM per_session GROUP BY user_key
 """
 
@@ -133,7 +155,7 @@ def _figures(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "sessions": row["sessions"],
         "sessions_with_gaps": row["sessions_with_gaps"],
-        **_summary(row["expected"], row["received"], row["numbered_rows"]),
+        **_summary(row["expected"], row["received"], row),
     }
 
 
@@ -145,7 +167,7 @@ async def window(conn: asyncpg.Connection, tenant: str, since: datetime, until: 
     """
     rows = [dict(row) for row in await conn.fetch(_WINDOW, tenant, since, until)]
     totals = {key: sum(row[key] for row in rows)
-              for key in ("sessions", "sessions_with_gaps", "expected", "received", "numbered_rows")}
+              for key in ("sessions", "sessions_with_gaps", "expected", "received", *_CLAIM_FIGURES)}
     rows.sort(key=lambda row: (-(row["expected"] - row["received"]), row["user_key"]))
     page = rows[offset:offset + limit]
     following = offset + limit if offset + limit < len(rows) else None

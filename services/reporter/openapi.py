@@ -80,7 +80,12 @@ _COMPLETENESS_FIGURES = {
     "received": {"type": "integer", "description": "Distinct sequence numbers among the signed rows."},
     "missing": {"type": "integer", "description": "expected - received: events sent but never signed."},
     "duplicate_rows": {"type": "integer",
-                       "description": "Numbered rows beyond one per sequence number: conflicting claims."},
+                       "description": "Plain duplicates: unflagged numbered rows beyond one per sequence number "
+                       "(the signer flags every such group: one is a missing flag, which verification reports)."},
+    "sequence_conflicts": {"type": "integer",
+                           "description": "Sequence numbers whose rows are flagged sequence_conflict: different "
+                           "events claiming one session and sequence."},
+    "sequence_conflict_rows": {"type": "integer", "description": "Numbered rows flagged sequence_conflict."},
     "completeness": {"type": ["number", "null"], "description": "received / expected; null when nothing is expected."},
 }
 _COMPLETENESS_GROUP = {
@@ -100,7 +105,8 @@ SCHEMAS: dict[str, Any] = {
     "SessionCompleteness": {
         "type": "object",
         "description": "What the client numbered (event.sequence) against what was signed, from the signed rows.",
-        "required": ["numbered", "expected", "received", "missing", "missing_ranges", "duplicates"],
+        "required": ["numbered", "expected", "received", "missing", "missing_ranges", "duplicates",
+                     "sequence_conflicts"],
         "properties": {
             "numbered": {"type": "boolean", "description": "Whether any of the session's rows carries a sequence."},
             "expected_range": {"type": ["array", "null"], "items": {"type": "integer"}, "minItems": 2,
@@ -109,11 +115,13 @@ SCHEMAS: dict[str, Any] = {
             "missing_ranges": {"type": "array", "description": "Missing sequence numbers as inclusive [first, last].",
                                "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2,
                                          "maxItems": 2}},
-            "duplicates": {"type": "array", "description": "Sequence numbers claimed by more than one signed row.",
+            "duplicates": {"type": "array", "description": "Plain duplicates: sequence numbers held by more than "
+                           "one unflagged row, with that number of rows.",
                            "items": {"type": "object", "properties": {"sequence": {"type": "integer"},
                                                                       "rows": {"type": "integer"}}}},
-            "sequence_conflicts": {"type": "integer",
-                                   "description": "Sequence numbers claimed by different events."},
+            "sequence_conflicts": {"type": "array", "items": {"type": "integer"},
+                                   "description": "The sequence numbers whose rows are flagged sequence_conflict "
+                                   "(here the numbers; the figures elsewhere count them)."},
             "unnumbered_rows": {"type": "integer"},
             "out_of_range_rows": {"type": "integer", "description": "Rows with a negative sequence (ignored)."},
             "truncated": {"type": "object"},

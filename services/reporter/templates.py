@@ -144,6 +144,7 @@ SESSIONS = """{% extends "base.html" %}
   <td class="num completeness">{% if s.completeness %}{{ s.completeness.received }} / {{ s.completeness.expected }}
     {% if s.completeness.missing %}<span class="badge gaps">{{ s.completeness.missing }} missing</span>{% endif %}
     {% if s.completeness.duplicate_rows %}<span class="badge reject">{{ s.completeness.duplicate_rows }} duplicate</span>{% endif %}
+    {% if s.completeness.sequence_conflicts %}<span class="badge reject">{{ s.completeness.sequence_conflicts }} conflict{% if s.completeness.sequence_conflicts != 1 %}s{% endif %}</span>{% endif %}
     {% else %}<span class="muted">not numbered</span>{% endif %}</td>
 </tr>
 {% else %}
@@ -180,7 +181,9 @@ SESSION = """{% extends "base.html" %}
   <div class="card"><div class="label">Received</div><div class="value" id="completeness-received">{{ c.received }} / {{ c.expected }}</div></div>
   <div class="card"><div class="label">Missing</div><div class="value" id="completeness-missing">{{ c.missing }}</div>
     <div class="muted">{% for r in c.missing_ranges %}{{ r[0] }}{% if r[1] != r[0] %}–{{ r[1] }}{% endif %}{% if not loop.last %}, {% endif %}{% endfor %}{% if c.truncated.missing_ranges %} …{% endif %}</div></div>
-  <div class="card"><div class="label">Claimed by more than one event</div><div class="value" id="completeness-duplicates">{{ c.duplicates | length }}</div>
+  <div class="card"><div class="label">Sequence conflicts (different events)</div><div class="value" id="completeness-conflicts">{{ c.sequence_conflicts | length }}</div>
+    <div class="muted">{% for n in c.sequence_conflicts %}#{{ n }}{% if not loop.last %}, {% endif %}{% endfor %}{% if c.truncated.sequence_conflicts %} …{% endif %}</div></div>
+  <div class="card"><div class="label">Duplicate rows (unflagged)</div><div class="value" id="completeness-duplicates">{{ c.duplicates | length }}</div>
     <div class="muted">{% for d in c.duplicates %}#{{ d.sequence }} × {{ d.rows }}{% if not loop.last %}, {% endif %}{% endfor %}</div></div>
 </div>
 <p class="muted">Claude Code numbers a session's events from 0; a missing number is an event it sent that never
@@ -317,20 +320,23 @@ COMPLETENESS = """{% extends "base.html" %}
   <div class="card"><div class="label">Received / expected events</div><div class="value">{{ r.tenant.received }} / {{ r.tenant.expected }}</div></div>
   <div class="card"><div class="label">Missing</div><div class="value" id="tenant-missing">{{ r.tenant.missing }}</div></div>
   <div class="card"><div class="label">Sessions with gaps</div><div class="value">{{ r.tenant.sessions_with_gaps }} / {{ r.tenant.sessions }}</div></div>
-  <div class="card"><div class="label">Duplicate claims</div><div class="value">{{ r.tenant.duplicate_rows }}</div></div>
+  <div class="card"><div class="label">Sequence conflicts</div><div class="value" id="tenant-conflicts">{{ r.tenant.sequence_conflicts }}</div>
+    <div class="muted">{{ r.tenant.sequence_conflict_rows }} flagged rows</div></div>
+  <div class="card"><div class="label">Duplicate rows</div><div class="value" id="tenant-duplicates">{{ r.tenant.duplicate_rows }}</div></div>
 </div>
 <h2>Per user</h2>
 <p class="muted">{{ r.users | length }} of {{ r.total_users }} users, most missing events first; all of them through
 <code>/api/v1/completeness</code>.</p>
 <table id="completeness-users"><thead><tr><th>User</th><th class="num">Sessions</th><th class="num">With gaps</th>
-<th class="num">Expected</th><th class="num">Received</th><th class="num">Missing</th><th class="num">Duplicates</th>
+<th class="num">Expected</th><th class="num">Received</th><th class="num">Missing</th><th class="num">Conflicts</th>
+<th class="num">Duplicates</th>
 <th class="num">Completeness</th></tr></thead><tbody>
 {% for u in r.users %}
 <tr><td>{{ u.user or "unknown" }}</td><td class="num">{{ u.sessions }}</td><td class="num">{{ u.sessions_with_gaps }}</td>
 <td class="num">{{ u.expected }}</td><td class="num">{{ u.received }}</td><td class="num">{{ u.missing }}</td>
-<td class="num">{{ u.duplicate_rows }}</td>
+<td class="num">{{ u.sequence_conflicts }}</td><td class="num">{{ u.duplicate_rows }}</td>
 <td class="num">{% if u.completeness is not none %}{{ (u.completeness * 100) | round(2) }}%{% else %}–{% endif %}</td></tr>
-{% else %}<tr><td colspan="8" class="muted">No numbered events in this window.</td></tr>{% endfor %}
+{% else %}<tr><td colspan="9" class="muted">No numbered events in this window.</td></tr>{% endfor %}
 </tbody></table>
 <p class="muted">Definition: docs/auditing.md, "Completeness". Sessions whose events carry no sequence numbers are not counted.</p>
 {% endblock %}

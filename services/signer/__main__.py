@@ -19,11 +19,11 @@ from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
 from shared.enrollment import UnenrolledKey, pinned_keys
 from shared.health import HealthServer
-from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
+from shared.kafka import make_consumer, make_producer
 from shared.keys import Ed25519Signer, KeyMaterialError, load_signer
 from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
-from shared.messages.auth import KeyFileError, Keyring, load_keyring
+from shared.messages.auth import KeyFileError, Keyring, load_scoped_keyring
 from shared.pipeline import Backoff
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
@@ -37,7 +37,7 @@ async def _run(settings: SignerSettings) -> None:
     except KeyMaterialError as exc:
         raise SystemExit(f"signer: {exc}") from None
     try:
-        keyring = load_keyring(settings.canonical_auth_keyring_file, "CANONICAL_AUTH_KEYRING_FILE")
+        keyring = load_scoped_keyring(settings.canonical_auth_keyring_file, "CANONICAL_AUTH_KEYRING_FILE")
     except KeyFileError as exc:
         raise SystemExit(f"signer: {exc}") from None
     stop = stop_on_signals()
@@ -85,14 +85,7 @@ async def _serve(settings: SignerSettings, parts: Lifecycle, pool: asyncpg.Pool,
                           health.stop)
     consumer = make_consumer(settings.kafka_connection(), settings.signer_group_id, **settings.kafka_consumer_options())
     producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
-    try:
-        started_clients = await start_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
-    except KafkaConfigError as exc:
-        raise SystemExit(f"signer: {exc}") from None
-    if not started_clients:
-        raise SystemExit(0)
-    parts.on_shutdown("producer", producer.stop)
-    parts.on_shutdown("consumer", consumer.stop)
+    await parts.start_kafka_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
     batch_signer: BatchSigner
     checkpoint_every_rows = settings.checkpoint_every_rows
     if settings.signing_mode == "batch":

@@ -18,8 +18,9 @@ class SignerSettings(CommonSettings):
     )
     canonical_auth_keyring_file: str = Field(
         default="var/keys/canonical.keyring",
-        description="Keys (base64, one a line, optional label after a space) of every producer whose canonical"
-        " events the signer accepts: the redactors' key, and one per other authorised producer.",
+        description="Keys of every producer whose canonical events the signer accepts, one a line: base64, a"
+        " label, and what the key may sign (planes=... event_types=..., a list or ! and the names excluded);"
+        " an event outside its key's scope is dead-lettered. auditctl init-keys writes it.",
     )
     signer_metrics_port: int = Field(
         default=9466,

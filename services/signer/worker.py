@@ -50,12 +50,13 @@ def decode_authenticated_row(message: Any, keyring: Keyring) -> ChainRow:
     """The row of one canonical message whose authentication holds and whose event id matches its header.
 
     The tenant the row is chained to is the ``tenant_id`` of that authenticated value: only a producer
-    holding an accepted key can add to a chain.
+    holding an accepted key can add to a chain, and only events of the planes and types its key may sign.
     """
     envelope = canonical_event.decode(message.value, message.headers, keyring)
     row = decode_row(envelope.value)
     if row.event_id != envelope.event_id:
         raise InvalidMessage("canonical event's event_id differs from its authenticated header")
+    envelope.check_scope(row.values.get("plane"), row.values.get("event_type"))
     return row
 
 

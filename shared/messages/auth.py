@@ -8,10 +8,16 @@ acts on authenticates it, and the consumer refuses (dead-letters) what it cannot
   authenticates; the signers verify against a keyring of every producer key they accept.
 
 A key file holds one key a line: the base64 of at least 32 random bytes, optionally followed by a label
-(``redactor``, ``reporter``) that only shows in logs. A producer signs with the first key of its file; a
-consumer accepts every key of its file, so keys rotate by adding the new key to the consumers' files first,
+(``redactor``, ``reporter``) that only shows in logs and dead letters. A producer signs with the first key of
+its file; a consumer accepts every key of its file, so keys rotate by adding the new key to the consumers' files first,
 then putting it first in the producer's, then removing the old one. A key's id is a fingerprint of it, sent
 in the ``auth.key_id`` header next to the MAC in ``auth.mac``; it names the key without revealing it.
+
+The signers' canonical keyring also says what each key may sign (``KeyScope``): every line there carries
+``planes=`` and ``event_types=``, each a comma-separated list of names the key may sign (``planes=access``) or
+``!`` and the names it may not (``planes=!access,erasure``: any plane but those). So the reporter's key signs
+only access events, auditctl's only erasures, and the redactors' anything but those; a key's reach is
+configuration, checked when the keyring is loaded, and an event outside it is dead-lettered.
 
 The MAC covers a domain label (so a raw batch can never pass as a canonical event, nor a logs batch as a
 metrics batch) and a list of fields, each prefixed by its length, so no two field lists share bytes.
@@ -24,10 +30,13 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.access_events import ACCESS_EVENT_TYPE, ACCESS_PLANE
+from shared.erasure import ERASURE_EVENT_TYPE, ERASURE_PLANE
 from shared.keys import KeyMaterialError, read_private_file
 
 KEY_ID_HEADER = "auth.key_id"
@@ -39,8 +48,65 @@ _MAC_HEX_LENGTH = 64
 _KEY_ID_LENGTH = 16
 
 
+_SCOPE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_SCOPE_FIELDS = ("planes", "event_types")
+
+
 class KeyFileError(Exception):
     """A key file is missing or unusable; the service stops at start-up with this message."""
+
+
+@dataclass(frozen=True)
+class NameSet:
+    """Names a key may sign: exactly ``names``, or (``excluding``) every name but ``names``."""
+
+    names: frozenset[str]
+    excluding: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> NameSet:
+        excluding = text.startswith("!")
+        names = text[1:] if excluding else text
+        parts = names.split(",")
+        if not names or any(_SCOPE_NAME.fullmatch(part) is None for part in parts):
+            raise ValueError(f"{text!r} is not a comma-separated list of names (lower case), optionally after '!'")
+        return cls(frozenset(parts), excluding)
+
+    def admits(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self.names) != self.excluding
+
+    def __str__(self) -> str:
+        return ("!" if self.excluding else "") + ",".join(sorted(self.names))
+
+
+@dataclass(frozen=True)
+class KeyScope:
+    """The canonical events a key may sign: its plane and its event type must both be admitted."""
+
+    planes: NameSet
+    event_types: NameSet
+
+    @classmethod
+    def parse(cls, options: dict[str, str]) -> KeyScope:
+        missing = [name for name in _SCOPE_FIELDS if name not in options]
+        if missing:
+            raise ValueError(f"has no {' and no '.join(name + '=' for name in missing)} (what the key may sign)")
+        return cls(NameSet.parse(options["planes"]), NameSet.parse(options["event_types"]))
+
+    def permits(self, plane: object, event_type: object) -> bool:
+        return self.planes.admits(plane) and self.event_types.admits(event_type)
+
+    def __str__(self) -> str:
+        return f"planes={self.planes} event_types={self.event_types}"
+
+
+# What each canonical producer may emit: the reporter only its access records, auditctl only erasures, and the
+# redactors everything else, so no producer can forge another's records (the reporter is internet-facing).
+_RESERVED_PLANES = frozenset({ACCESS_PLANE, ERASURE_PLANE})
+_RESERVED_EVENT_TYPES = frozenset({ACCESS_EVENT_TYPE, ERASURE_EVENT_TYPE})
+REDACTOR_SCOPE = KeyScope(NameSet(_RESERVED_PLANES, excluding=True), NameSet(_RESERVED_EVENT_TYPES, excluding=True))
+REPORTER_SCOPE = KeyScope(NameSet(frozenset({ACCESS_PLANE})), NameSet(frozenset({ACCESS_EVENT_TYPE})))
+AUDITCTL_SCOPE = KeyScope(NameSet(frozenset({ERASURE_PLANE})), NameSet(frozenset({ERASURE_EVENT_TYPE})))
 
 
 @dataclass(frozen=True)
@@ -48,15 +114,19 @@ class MessageKey:
     key_id: str
     secret: bytes
     label: str = ""
+    scope: KeyScope | None = None  # canonical keyring entries only: what events the key may sign
 
     @classmethod
-    def of(cls, secret: bytes, label: str = "") -> MessageKey:
+    def of(cls, secret: bytes, label: str = "", scope: KeyScope | None = None) -> MessageKey:
         if not MIN_KEY_BYTES <= len(secret) <= MAX_KEY_BYTES:
             raise ValueError(f"a message key has {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes")
-        return cls(hashlib.sha256(_KEY_ID_CONTEXT + secret).hexdigest()[:_KEY_ID_LENGTH], secret, label)
+        return cls(hashlib.sha256(_KEY_ID_CONTEXT + secret).hexdigest()[:_KEY_ID_LENGTH], secret, label, scope)
 
     def __repr__(self) -> str:  # never the secret, in logs or tracebacks
-        return f"MessageKey(key_id={self.key_id!r}, label={self.label!r})"
+        return f"MessageKey(key_id={self.key_id!r}, label={self.label!r}, scope={str(self.scope)!r})"
+
+    def describe(self) -> str:
+        return f"{self.label or 'unlabelled'} ({self.key_id})"
 
     def mac(self, domain: bytes, fields: Sequence[bytes]) -> str:
         mac = hmac.new(self.secret, domain, hashlib.sha256)
@@ -100,23 +170,50 @@ class AuthenticationFailed(Exception):
     pass
 
 
-def parse_key_file(text: str, source: str) -> list[MessageKey]:
+def _parse_line(line: str, scoped: bool) -> MessageKey:
+    """``<base64> [label] [planes=… event_types=…]``; the scope is required (and only allowed) when ``scoped``."""
+    encoded, *words = line.split()
+    options: dict[str, str] = {}
+    labels: list[str] = []
+    for word in words:
+        name, equals, value = word.partition("=")
+        if not equals:
+            labels.append(word)
+        elif name not in _SCOPE_FIELDS or name in options:
+            raise ValueError(f"{name}= is unknown or repeated (a keyring line may have planes= and event_types=)")
+        else:
+            options[name] = value
+    if len(labels) > 1:
+        raise ValueError("has more than one label")
+    if options and not scoped:
+        raise ValueError("has planes=/event_types=, which only the signers' canonical keyring takes")
+    try:
+        secret = base64.b64decode(encoded, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"is not a base64 message key ({exc})") from None
+    return MessageKey.of(secret, labels[0] if labels else "", KeyScope.parse(options) if scoped else None)
+
+
+def parse_key_file(text: str, source: str, scoped: bool = False) -> list[MessageKey]:
+    """The keys of a key file; ``scoped``: a canonical keyring, whose every line says what its key may sign."""
     keys: list[MessageKey] = []
     for number, raw_line in enumerate(text.splitlines(), start=1):
         line = raw_line.strip()
         if not line or line.startswith("#"):
             continue
-        encoded, _, label = line.partition(" ")
         try:
-            keys.append(MessageKey.of(base64.b64decode(encoded, validate=True), label.strip()))
-        except (binascii.Error, ValueError) as exc:
-            raise KeyFileError(f"{source}: line {number} is not a base64 message key ({exc})") from None
+            key = _parse_line(line, scoped)
+        except ValueError as exc:
+            raise KeyFileError(f"{source}: line {number} {exc}") from None
+        if any(key.key_id == known.key_id for known in keys):
+            raise KeyFileError(f"{source}: line {number} repeats the key of an earlier line")
+        keys.append(key)
     if not keys:
         raise KeyFileError(f"{source}: holds no message key")
     return keys
 
 
-def load_keys(path: str | None, setting: str) -> list[MessageKey]:
+def load_keys(path: str | None, setting: str, scoped: bool = False) -> list[MessageKey]:
     """Every key of a key file; ``setting`` names the variable in the error, so the fix is obvious."""
     if not path:
         raise KeyFileError(f"{setting} is not set; it names the message key file this service needs")
@@ -125,7 +222,7 @@ def load_keys(path: str | None, setting: str) -> list[MessageKey]:
         text = read_private_file(Path(path), f"{setting}: message key file")
     except KeyMaterialError as exc:
         raise KeyFileError(str(exc)) from None
-    return parse_key_file(text, f"{setting}={path}")
+    return parse_key_file(text, f"{setting}={path}", scoped)
 
 
 def load_signing_key(path: str | None, setting: str) -> MessageKey:
@@ -134,6 +231,11 @@ def load_signing_key(path: str | None, setting: str) -> MessageKey:
 
 def load_keyring(path: str | None, setting: str) -> Keyring:
     return Keyring(load_keys(path, setting))
+
+
+def load_scoped_keyring(path: str | None, setting: str) -> Keyring:
+    """The signers' canonical keyring: each key with the planes and event types it may sign."""
+    return Keyring(load_keys(path, setting, scoped=True))
 
 
 def new_key_line(label: str = "") -> str:
@@ -152,24 +254,44 @@ def write_key_file(path: Path, label: str = "") -> bool:
     return True
 
 
-def ensure_message_keys(raw: Path, canonical_producers: Iterable[tuple[Path, str]],
+def _key_part(line: str) -> str:
+    return line.split(maxsplit=1)[0] if line.strip() else ""
+
+
+def ensure_message_keys(raw: Path, canonical_producers: Iterable[tuple[Path, str, KeyScope]],
                         canonical_keyring: Path) -> list[str]:
     """Create the message key files that do not exist yet (never overwrites) and make the signers' keyring
-    accept each canonical producer's key (``(key file, label)``: the redactors', the reporter's); returns
-    the files created or changed. A further producer's key is added to the keyring by appending its line."""
+    accept each canonical producer's key (``(key file, label, scope)``: the redactors', the reporter's,
+    auditctl's) for what that producer may sign; returns the files created or changed. A keyring line of a
+    producer's key that names no scope yet (a keyring from before scopes) gets the producer's scope; a line
+    that names one is the operator's and stays as it is."""
     changed = [str(raw)] if write_key_file(raw, "receiver") else []
-    accepted = canonical_keyring.read_text(encoding="ascii").splitlines() if canonical_keyring.exists() else []
-    missing: list[str] = []
-    for path, label in canonical_producers:
+    lines = canonical_keyring.read_text(encoding="ascii").splitlines() if canonical_keyring.exists() else []
+    edited = False
+    for path, label, scope in canonical_producers:
         if write_key_file(path, label):
             changed.append(str(path))
-        lines = [line.strip() for line in path.read_text(encoding="ascii").splitlines()]
-        missing += [line for line in lines if line and not line.startswith("#") and line not in accepted]
-    if missing:
+        for key_line in path.read_text(encoding="ascii").splitlines():
+            key = _key_part(key_line)
+            if not key or key.startswith("#"):
+                continue
+            wanted = f"{key} {label} {scope}".strip()
+            found = [index for index, line in enumerate(lines) if _key_part(line) == key]
+            if not found:
+                lines.append(wanted)
+                edited = True
+            for index in found:
+                if "planes=" not in lines[index] and "event_types=" not in lines[index]:
+                    lines[index] = wanted
+                    edited = True
+    if edited:
         canonical_keyring.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(canonical_keyring, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a", encoding="ascii") as handle:
-            handle.writelines(line + "\n" for line in missing)
+        staged = canonical_keyring.with_name(canonical_keyring.name + ".new")
+        staged.unlink(missing_ok=True)
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.writelines(line + "\n" for line in lines)
+        os.replace(staged, canonical_keyring)
         changed.append(str(canonical_keyring))
     return changed
 
@@ -186,8 +308,9 @@ def provision_local_keys(directory: Path) -> dict[str, str]:
     }
     ensure_message_keys(
         paths["RAW_AUTH_KEY_FILE"],
-        [(paths["CANONICAL_AUTH_KEY_FILE"], "redactor"), (paths["REPORTER_ACCESS_AUTH_KEY_FILE"], "reporter"),
-         (paths["AUDITCTL_EVENTS_AUTH_KEY_FILE"], "auditctl")],
+        [(paths["CANONICAL_AUTH_KEY_FILE"], "redactor", REDACTOR_SCOPE),
+         (paths["REPORTER_ACCESS_AUTH_KEY_FILE"], "reporter", REPORTER_SCOPE),
+         (paths["AUDITCTL_EVENTS_AUTH_KEY_FILE"], "auditctl", AUDITCTL_SCOPE)],
         paths["CANONICAL_AUTH_KEYRING_FILE"],
     )
     return {name: str(path) for name, path in paths.items()}

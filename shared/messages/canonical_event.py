@@ -7,7 +7,8 @@ over the event id, the request id and the value. The tenant the signer chains th
 ``tenant_id`` inside that authenticated value, so only a holder of an accepted key can add to a chain.
 
 Each authorised producer holds its own key (the redactors share one; another producer, such as the
-reporter's access events, gets a second); the signers accept every key in ``CANONICAL_AUTH_KEYRING_FILE``.
+reporter's access events, gets a second); the signers accept every key in ``CANONICAL_AUTH_KEYRING_FILE``,
+each only for the planes and event types its keyring line names (``check_scope``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from shared.canonical import CanonicalEvent
-from shared.messages.auth import KEY_ID_HEADER, MAC_HEADER, AuthenticationFailed, Keyring, MessageKey
+from shared.messages.auth import KEY_ID_HEADER, MAC_HEADER, AuthenticationFailed, Keyring, KeyScope, MessageKey
 from shared.messages.errors import InvalidMessage, quoted
 from shared.messages.raw_batch import MAX_HEADER_BYTES, PROVENANCE_PREFIXES, header_map
 
@@ -39,6 +40,17 @@ class CanonicalMessage:
     value: bytes
     key_id: str
     producer: str
+    scope: KeyScope | None = None
+
+    def check_scope(self, plane: object, event_type: object) -> None:
+        """Refuse an event its key may not sign: the reporter's key a redacted event, say. The reason names
+        the key and its scope (configuration), never the event's values (payload)."""
+        if self.scope is None:
+            raise InvalidMessage(f"canonical event: key {self.producer or 'unlabelled'} ({self.key_id}) has no "
+                                 "scope in the keyring, so it may sign nothing")
+        if not self.scope.permits(plane, event_type):
+            raise InvalidMessage(f"canonical event: key {self.producer or 'unlabelled'} ({self.key_id}) may not "
+                                 f"sign this plane or event type (its scope: {self.scope})")
 
 
 def encode(event: CanonicalEvent, key: MessageKey, request_id: str | None = None) -> tuple[bytes, bytes, Headers]:
@@ -86,7 +98,7 @@ def decode(value: object, headers: object, keyring: Keyring) -> CanonicalMessage
         )
     except AuthenticationFailed as exc:
         raise InvalidMessage(f"canonical event: {exc}") from None
-    return CanonicalMessage(event_id, request_id, value, key.key_id, key.label)
+    return CanonicalMessage(event_id, request_id, value, key.key_id, key.label, key.scope)
 
 
 def decode_event(value: object, headers: object, keyring: Keyring) -> CanonicalEvent:

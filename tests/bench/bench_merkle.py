@@ -32,7 +32,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -51,6 +50,7 @@ from shared.reporting_tokens import AUDITOR, issue_token
 from shared.treehead import tree_head_message
 from tests.bench.bench_reporter import CHUNK, DAYS, ORG, SEED_SQL, SESSION_SHAPE, SESSIONS, USERS
 from tests.bench.bench_reporter import TENANT as REPORTER_TENANT
+from tests.bench.databases import create_or_drop_database
 from tests.bench.report import publish
 
 TENANT = REPORTER_TENANT
@@ -60,15 +60,6 @@ _COPY_CHUNK = 100_000
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
-async def _database(server_dsn: str, name: str, *, create: bool) -> str:
-    conn = await connect(server_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"' if create else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-    return urlunsplit(urlsplit(server_dsn)._replace(path="/" + name))
 
 
 async def _seed_rows(conn: Any, rows: int) -> None:
@@ -107,7 +98,7 @@ async def run(leaves: int, samples: int, tree_only: bool) -> dict[str, Any]:
     broker = None if bootstrap else start_broker(log_file=work / "broker.log")
     bootstrap = bootstrap or (broker.bootstrap if broker else "")
     if server_dsn:
-        dsn = await _database(server_dsn, database, create=True)
+        dsn = await create_or_drop_database(server_dsn, database, create=True)
     else:
         postgres = start_postgres(work / "pgdata", ephemeral=True)
         dsn = postgres.dsn
@@ -193,7 +184,7 @@ async def run(leaves: int, samples: int, tree_only: bool) -> dict[str, Any]:
         if postgres is not None:
             postgres.stop()
         if server_dsn:
-            await _database(server_dsn, database, create=False)
+            await create_or_drop_database(server_dsn, database, create=False)
     return {
         "leaves": leaves,
         "build_seconds": build_seconds,

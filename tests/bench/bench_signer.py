@@ -30,7 +30,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from deploy.local.infra import start_broker, start_postgres
 from shared.canonical import CanonicalEvent
@@ -45,6 +44,7 @@ from shared.messages.auth import load_signing_key, provision_local_keys
 from shared.verify import load_key_book, verify_tenants, witnessed_checkpoints
 from shared.witness import DirectoryWitness
 from tests.bench.bench_reporter import CHUNK, DAYS, ORG, SEED_SQL, SESSION_SHAPE, SESSIONS, USERS
+from tests.bench.databases import create_or_drop_database
 
 PRELOADED_TENANT = "preloaded-tenant"
 
@@ -91,17 +91,6 @@ def crypto_rates(seconds: float = 2.0) -> tuple[float, float]:
     return sign_rate, count / (time.perf_counter() - started)
 
 
-async def _database(server_dsn: str, name: str, *, create: bool) -> str:
-    """Create (or drop) a database of its own on the server of DATABASE_URL, so that runs side by side never
-    share rows."""
-    conn = await connect(server_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"' if create else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-    return urlunsplit(urlsplit(server_dsn)._replace(path="/" + name))
-
-
 def identical_leaves_frontier(row_hash: bytes, size: int) -> bytes:
     """The Merkle frontier of ``size`` leaves that all hash ``row_hash`` (the seeded rows): each complete
     subtree of 2**k such leaves has the same hash, so no leaf is visited."""
@@ -138,7 +127,7 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
     server_dsn = os.environ.get("DATABASE_URL")
     database = f"bench_signer_{uuid.uuid4().hex[:12]}"
     if server_dsn:
-        dsn = await _database(server_dsn, database, create=True)
+        dsn = await create_or_drop_database(server_dsn, database, create=True)
     else:
         postgres = start_postgres(work / "pgdata", ephemeral=True)
         dsn = postgres.dsn
@@ -219,7 +208,7 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
         if postgres is not None:
             postgres.stop()
         if server_dsn:
-            await _database(server_dsn, database, create=False)
+            await create_or_drop_database(server_dsn, database, create=False)
     sign_rate, raw_verify_rate = crypto_rates()
     return {"events": events, "signing_mode": signing_mode, "preloaded_rows": preload_rows,
             "preload_seconds": round(preload_seconds, 1), "append_rows_per_s": append_rate,

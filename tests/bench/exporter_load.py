@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.bench.http_load import _exchange
+from tests.bench.http_load import _exchange, run_load_client
 from tests.bench.payloads import build_batches, session_id
 
 RETRYABLE = {429, 502, 503, 504}
@@ -160,14 +158,7 @@ async def run(config: LoadConfig) -> dict[str, Any]:
 
 
 def main() -> None:
-    config = LoadConfig(**json.loads(Path(sys.argv[1]).read_text()))
-    try:
-        import uvloop  # noqa: PLC0415
-
-        result = uvloop.run(run(config))
-    except ImportError:
-        result = asyncio.run(run(config))
-    Path(sys.argv[2]).write_text(json.dumps(result))
+    run_load_client(LoadConfig, run)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -31,6 +30,7 @@ from services.auditctl.settings import CliSettings
 from shared.db.pool import connect
 from shared.keys import load_signer
 from shared.licensing import issue_license
+from tests.bench.databases import create_or_drop_database
 
 PIPELINE_SERVICES = ("receiver", "redactor", "signer", "usage")
 
@@ -56,15 +56,6 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-async def _database(server_dsn: str, name: str, *, create: bool) -> str:
-    conn = await connect(server_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"' if create else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-    return urlunsplit(urlsplit(server_dsn)._replace(path="/" + name))
-
-
 @asynccontextmanager
 async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = None) -> Any:
     """Starts everything, waits until every service is ready, yields the Stack; stops everything after
@@ -75,7 +66,7 @@ async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = No
     server_dsn = os.environ.get("DATABASE_URL")
     database = f"bench_pipeline_{uuid.uuid4().hex[:12]}"
     if server_dsn:
-        dsn = await _database(server_dsn, database, create=True)
+        dsn = await create_or_drop_database(server_dsn, database, create=True)
     else:
         postgres = start_postgres(work / "pgdata", ephemeral=True)
         dsn = postgres.dsn
@@ -127,7 +118,7 @@ async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = No
         if postgres is not None:
             postgres.stop()
         if server_dsn:
-            await _database(server_dsn, database, create=False)
+            await create_or_drop_database(server_dsn, database, create=False)
         if not os.environ.get("BENCH_KEEP_LOGS"):
             shutil.rmtree(work, ignore_errors=True)
 

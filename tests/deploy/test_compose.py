@@ -101,7 +101,7 @@ def test_mounted_configuration_files_exist() -> None:
 
 
 SERVICE_PRINCIPALS = {"receiver": "receiver", "redactor": "redactor", "signer": "signer", "usage": "usage",
-                      "topics": "ops", "dlq-exporter": "ops"}
+                      "reporter": "reporter", "topics": "ops", "dlq-exporter": "ops"}
 
 
 def test_kafka_is_sasl_ssl_with_mutual_tls_inside_and_no_acl_no_access() -> None:
@@ -130,7 +130,9 @@ def test_each_kafka_client_uses_its_own_principal_and_only_its_own_secrets() -> 
         assert env["KAFKA_SASL_PASSWORD_FILE"] == f"/run/secrets/kafka-{principal}-password", name
         kafka_secrets = {s for s in granted if s.startswith("kafka-")}
         assert kafka_secrets == {"kafka-ca", f"kafka-{principal}-username", f"kafka-{principal}-password"}, name
-    assert not any(k.startswith("KAFKA_S") for k in services["reporter"]["environment"])  # no Kafka at all
+    principals = (COMPOSE.parent / "kafka" / "principals.sh").read_text()
+    assert "for name in receiver redactor signer usage reporter ops; do" in principals  # each one created
+    assert "kafka-reporter-password" in services["principals"]["secrets"]
 
 
 def _acls() -> list[tuple[str, set[str], set[str], str]]:
@@ -165,7 +167,12 @@ def test_acls_give_each_principal_only_its_stage() -> None:
     assert writers[raw_logs] == {"receiver", "ops"} and writers[raw_metrics] == {"receiver", "ops"}
     # Only redactors read raw logs and write canonical (usage is the raw metrics' consumer).
     assert readers[raw_logs] == {"redactor", "ops"} and readers[raw_metrics] == {"usage", "ops"}
-    assert writers[canonical] == {"redactor", "ops"}
+    # The reporter (its access events) and ops (replay, auditctl erase) write canonical too; the signers'
+    # keyring narrows what each may put there.
+    assert writers[canonical] == {"redactor", "reporter", "ops"}
+    reporter_grants = [(operations, named, kind) for principal, operations, named, kind in _acls()
+                       if principal == "reporter"]
+    assert reporter_grants == [({"Write", "Describe"}, {canonical}, "topic")]  # write-only, nothing else
     # Only signers read canonical.
     assert readers[canonical] == {"signer", "ops"}
     groups = {principal: named for principal, _, named, kind in _acls() if kind == "group"}

@@ -269,7 +269,7 @@ def test_keys_come_from_existing_secrets_only_never_from_values() -> None:
 
 
 KAFKA_CLIENTS = {"receiver": "audit-receiver", "redactor": "audit-redactor", "signer": "audit-signer",
-                 "usage": "audit-usage", "dlq-exporter": "audit-ops"}
+                 "usage": "audit-usage", "reporter": "audit-reporter", "dlq-exporter": "audit-ops"}
 
 
 def test_each_kafka_client_connects_sasl_ssl_as_its_own_principal() -> None:
@@ -284,8 +284,6 @@ def test_each_kafka_client_connects_sasl_ssl_as_its_own_principal() -> None:
         user = next(v for v in pod["volumes"] if v["name"] == "kafka-user")["secret"]
         assert user["secretName"] == principal and user["defaultMode"] == 0o400
         assert env["KAFKA_SASL_PASSWORD_FILE"] == "/var/run/secrets/kafka/user/password"
-    reporter = deployments["reporter"]["spec"]["template"]["spec"]
-    assert not any(e["name"].startswith("KAFKA_S") for e in reporter["containers"][0]["env"])
     (job,) = by_kind(docs, "Job").values()
     topics = job["spec"]["template"]["spec"]["containers"][0]
     assert {e["name"]: e.get("value") for e in topics["env"]}["KAFKA_SASL_USERNAME"] == "audit-ops"
@@ -302,7 +300,8 @@ def _grants(docs: list[dict[str, Any]]) -> dict[str, set[tuple[str, str, str]]]:
 
 def test_strimzi_users_get_acls_for_their_own_stage_only() -> None:
     grants = _grants(render())
-    assert set(grants) == {"audit-receiver", "audit-redactor", "audit-signer", "audit-usage", "audit-ops"}
+    assert set(grants) == {"audit-receiver", "audit-redactor", "audit-signer", "audit-usage", "audit-reporter",
+                           "audit-ops"}
 
     def who(operation: str, topic: str) -> set[str]:
         return {user for user, granted in grants.items() if ("topic", topic, operation) in granted}
@@ -310,7 +309,8 @@ def test_strimzi_users_get_acls_for_their_own_stage_only() -> None:
     assert who("Write", "otel.logs.raw") == who("Write", "otel.metrics.raw") == {"audit-receiver", "audit-ops"}
     assert who("Read", "otel.logs.raw") == {"audit-redactor", "audit-ops"}
     assert who("Read", "otel.metrics.raw") == {"audit-usage", "audit-ops"}
-    assert who("Write", "audit.events.canonical") == {"audit-redactor", "audit-ops"}
+    assert who("Write", "audit.events.canonical") == {"audit-redactor", "audit-reporter", "audit-ops"}
+    assert grants["audit-reporter"] == {("topic", "audit.events.canonical", o) for o in ("Write", "Describe")}
     assert who("Read", "audit.events.canonical") == {"audit-signer", "audit-ops"}
     assert grants["audit-receiver"] == {("topic", t, o) for t in ("otel.logs.raw", "otel.metrics.raw")
                                         for o in ("Write", "Describe")}

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,3 +170,32 @@ class Pipeline:
                 await asyncio.sleep(0.2)
         finally:
             await conn.close()
+
+
+@contextmanager
+def running_with_reporter(pipe: Pipeline, *also: str) -> Iterator[Pipeline]:
+    """The pipeline's core services, then ``also`` and the reporter (on ``REPORTER_PORT`` of its extra_env);
+    yields once the reporter is ready and stops them all after."""
+    pipe.start()
+    assert pipe.group is not None
+    for name in (*also, "reporter"):
+        pipe.group.start(name)
+    try:
+        wait_ready(f"http://127.0.0.1:{pipe.extra_env['REPORTER_PORT']}/readyz", 60)
+        yield pipe
+    finally:
+        pipe.stop()
+
+
+async def get_json_until(client: httpx.AsyncClient, path: str, ready: Callable[[Any], bool],
+                         timeout: float = 60) -> Any:
+    """The JSON body of GET ``path`` once it answers 200 with a body ``ready`` accepts (the reporter shows
+    what the pipeline has chained so far, so a test asks again until it is all there)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(path)
+        body = response.json() if response.status_code == 200 else None
+        if body is not None and ready(body):
+            return body
+        assert time.monotonic() < deadline, f"{path}: {response.status_code} {response.text[:500]}"
+        await asyncio.sleep(0.3)

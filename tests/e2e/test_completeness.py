@@ -4,21 +4,17 @@ lost records arrive late and the gaps close."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from deploy.local.infra import free_port
-from deploy.local.stack import wait_ready
 from tests.conftest import Infra, Topics
-from tests.e2e.harness import Pipeline
+from tests.e2e.harness import Pipeline, get_json_until, running_with_reporter
 
 TOOL_SESSION = "9c82ae41-69ad-4e74-85a8-70cc8c88f69c"  # its records are numbered 0..9
 LOST = {3, 6, 7}
@@ -30,14 +26,8 @@ async def pipeline(infra: Infra, database_url: str, topics: Topics, tmp_path: Pa
     pipe = Pipeline(database_url, infra.bootstrap, topics, tmp_path, extra_env={
         "REPORTER_PORT": str(reporter_port), "REPORTER_HOST": "127.0.0.1",
     })
-    pipe.start()
-    assert pipe.group is not None
-    pipe.group.start("reporter")
-    try:
-        wait_ready(f"http://127.0.0.1:{reporter_port}/readyz", 60)
+    with running_with_reporter(pipe):
         yield pipe
-    finally:
-        pipe.stop()
 
 
 def _without(body: bytes, lost: set[int]) -> bytes:
@@ -52,17 +42,6 @@ def _without(body: bytes, lost: set[int]) -> bytes:
     return request.SerializeToString()
 
 
-async def _eventually(client: httpx.AsyncClient, path: str, ready: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        response = await client.get(path)
-        body = response.json() if response.status_code == 200 else None
-        if body is not None and ready(body):
-            return body
-        assert time.monotonic() < deadline, f"{path}: {response.status_code} {response.text[:500]}"
-        await asyncio.sleep(0.3)
-
-
 async def test_gaps_are_reported_and_late_arrivals_close_them(pipeline: Pipeline, fixtures_dir: Path) -> None:
     token = await pipeline.licence("acme", tenant="tenant-acme")
     capture = (fixtures_dir / "logs-tool-session.pb").read_bytes()
@@ -73,7 +52,7 @@ async def test_gaps_are_reported_and_late_arrivals_close_them(pipeline: Pipeline
     reporter = f"http://127.0.0.1:{pipeline.extra_env['REPORTER_PORT']}"
     auth = "Bearer " + await pipeline.token("acme", "auditor", tenant="tenant-acme")
     async with httpx.AsyncClient(base_url=reporter, headers={"Authorization": auth}, timeout=30) as client:
-        summary = await _eventually(client, f"/api/v1/sessions/{TOOL_SESSION}", lambda s: s["events"] == 7)
+        summary = await get_json_until(client, f"/api/v1/sessions/{TOOL_SESSION}", lambda s: s["events"] == 7)
         report = summary["completeness"]
         assert report["expected_range"] == [0, 9]
         assert (report["expected"], report["received"], report["missing"]) == (10, 7, 3)
@@ -88,7 +67,7 @@ async def test_gaps_are_reported_and_late_arrivals_close_them(pipeline: Pipeline
         response = await pipeline.post("/v1/logs", capture, org="acme", token=token,
                                        content_type="application/x-protobuf")
         assert response.status_code == 200, response.text
-        summary = await _eventually(client, f"/api/v1/sessions/{TOOL_SESSION}", lambda s: s["events"] == 10)
+        summary = await get_json_until(client, f"/api/v1/sessions/{TOOL_SESSION}", lambda s: s["events"] == 10)
         assert summary["completeness"]["missing_ranges"] == []
         assert summary["completeness"]["completeness"] == 1.0
         window = (await client.get("/api/v1/completeness", params=days)).json()

@@ -15,10 +15,9 @@ import httpx
 import pytest
 
 from deploy.local.infra import free_port
-from deploy.local.stack import wait_ready
 from shared.db.pool import connect
 from tests.conftest import Infra, Topics
-from tests.e2e.harness import Pipeline
+from tests.e2e.harness import Pipeline, running_with_reporter
 
 TOOL_SESSION = "9c82ae41-69ad-4e74-85a8-70cc8c88f69c"
 TENANT = "tenant-acme"
@@ -30,14 +29,8 @@ async def pipeline(infra: Infra, database_url: str, topics: Topics, tmp_path: Pa
     pipe = Pipeline(database_url, infra.bootstrap, topics, tmp_path, extra_env={
         "REPORTER_PORT": str(reporter_port), "REPORTER_HOST": "127.0.0.1",
     })
-    pipe.start()
-    assert pipe.group is not None
-    pipe.group.start("reporter")
-    try:
-        wait_ready(f"http://127.0.0.1:{reporter_port}/readyz", 60)
+    with running_with_reporter(pipe):
         yield pipe
-    finally:
-        pipe.stop()
 
 
 def _auditctl(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,6 +6,7 @@ event claiming a session and sequence is kept and flagged, never dropped."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from shared.canonical import CanonicalEvent
 from shared.db.pool import connect
 from shared.kafka import make_producer
 from shared.messages import dead_letter
+from shared.messages.auth import load_signing_key
 from tests.conftest import Infra, Topics
 from tests.e2e.harness import Pipeline
 from tests.e2e.ops_support import all_chains_verify, auditctl
@@ -254,3 +256,77 @@ async def test_requeueing_hostile_dead_letters_between_good_ones_lands_the_good_
         assert await all_chains_verify(database_url)
     finally:
         pipe.stop()
+
+
+async def test_a_producer_key_signs_only_its_own_planes_the_rest_is_dead_lettered_with_a_reason(
+    infra: Infra, database_url: str, topics: Topics, tmp_path: Path
+) -> None:
+    """The reporter (internet-facing) holds a key for access events only, auditctl one for erasures only, and
+    the redactors' key signs anything but those: a key used outside its keyring scope chains nothing."""
+    pipe = Pipeline(database_url, infra.bootstrap, topics, tmp_path)
+    pipe.start("signer")
+    keys = pipe.message_keys()
+    reporter = load_signing_key(keys["REPORTER_ACCESS_AUTH_KEY_FILE"], "REPORTER_ACCESS_AUTH_KEY_FILE")
+    auditctl_key = load_signing_key(keys["AUDITCTL_EVENTS_AUTH_KEY_FILE"], "AUDITCTL_EVENTS_AUTH_KEY_FILE")
+    redactor = load_signing_key(keys["CANONICAL_AUTH_KEY_FILE"], "CANONICAL_AUTH_KEY_FILE")
+    secret = "scope-secret-prompt-text"
+
+    def access(event_id: str) -> CanonicalEvent:
+        return dataclasses.replace(_event(0), event_id=event_id, plane="access", event_type="access",
+                                   session_id=None, event_sequence=None, input_tokens=None)
+
+    good = [(access("scope-access-by-reporter"), reporter), (_event(1), redactor)]
+    outside = [
+        (dataclasses.replace(_event(2), event_id="scope-prompt-by-reporter", tenant_id="globex",
+                             content={"prompt": secret}),
+         reporter),  # the internet-facing reporter forging a redacted event for another tenant
+        (access("scope-access-by-redactor"), redactor),  # the redactors forging an access record
+        (dataclasses.replace(_event(3), event_id="scope-access-type-by-redactor", event_type="access"), redactor),
+        (access("scope-access-by-auditctl"), auditctl_key),
+    ]
+    producer = make_producer(infra.bootstrap, 16 * 1024 * 1024)
+    await producer.start()
+    try:
+        for event, key in [*outside, *good]:
+            message_key, value, headers = canonical_message(event, key)
+            await producer.send(topics.canonical, value, key=message_key, headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    try:
+        rows = await _wait_rows(database_url, len(good))
+        letters = await _scope_dead_letters(infra.bootstrap, topics.dead_letter, len(outside))
+        await asyncio.sleep(1)
+        rows = await _rows(database_url)
+        assert sorted(row["event_id"] for row in rows) == sorted(event.event_id for event, _ in good)
+        assert sorted(letters) == sorted(event.event_id for event, _ in outside), letters
+        for event, key in outside:
+            error = letters[event.event_id]
+            assert f"key {key.label} ({key.key_id}) may not sign" in error, error
+            assert secret not in error and "globex" not in error
+        _alive(pipe, "signer")
+        assert await all_chains_verify(database_url)
+    finally:
+        pipe.stop()
+
+
+async def _scope_dead_letters(bootstrap: str, topic: str, count: int, timeout: float = 60) -> dict[str, str]:
+    """The signer's dead letters by the event id of the failed message, with their reasons."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    letters: dict[str, str] = {}
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout
+        while len(letters) < count and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                for message in messages:
+                    letter = DeadLetter.from_record(Record.from_consumer(message))
+                    event_id = letter.original_headers.get("event_id", "")
+                    if letter.stage == "signer":
+                        letters[event_id] = letter.error
+    finally:
+        await consumer.stop()
+    return letters

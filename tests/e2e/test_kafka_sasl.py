@@ -10,16 +10,17 @@ aiokafka and that its handshake completes; ACLs are not enforced by the proxy (t
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from deploy.local.infra import free_port
+from deploy.local.stack import wait_ready
 from shared.db.pool import connect
 from shared.kafka import (
     KafkaConfigError,
@@ -32,9 +33,13 @@ from shared.kafka import (
     refuse_misconfigured_client,
 )
 from shared.settings import CommonSettings
-from shared.verify import published_keys, tenants, verify_tenant
-from tests.conftest import Infra, Topics
+from tests.conftest import Infra
 from tests.e2e.harness import Pipeline
+from tests.e2e.secured_kafka import (
+    assert_capture_is_chained_and_verifies,
+    fresh_topics,
+    run_with_only_these_kafka_settings,
+)
 from tests.kafka_security.tls_broker import SaslBroker, sasl_broker
 
 USERS = {"pipeline": "correct horse battery staple", "ops": "another-secret", "oauth": "bearer-token-1"}
@@ -88,7 +93,7 @@ async def test_wrong_credentials_are_refused_with_a_clear_error(broker: SaslBrok
     await refuse_misconfigured_client(_connection(broker, "pipeline", "SCRAM-SHA-512"))
     env = {**broker.env("intruder"), "REDACTOR_METRICS_PORT": "0",
            "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
-    finished = await asyncio.to_thread(_run, ["-m", "services.redactor"], env)
+    finished = await asyncio.to_thread(run_with_only_these_kafka_settings, ["-m", "services.redactor"], env, 90)
     assert finished.returncode != 0
     assert "redactor: the Kafka broker at 127.0.0.1" in finished.stderr, finished.stderr[-2000:]
     assert "Traceback" not in finished.stderr
@@ -98,35 +103,36 @@ async def test_the_pipeline_runs_over_sasl(
     broker: SaslBroker, infra: Infra, database_url: str, tmp_path: Path, fixtures_dir: Path
 ) -> None:
     connection = _connection(broker, "pipeline", "SCRAM-SHA-512")
-    suffix = uuid.uuid4().hex[:8]
-    topics = Topics(f"raw-logs-{suffix}", f"raw-metrics-{suffix}", f"canonical-{suffix}", f"dlq-{suffix}")
-    await ensure_topics(connection, [TopicSpec(topics.raw_logs, 2), TopicSpec(topics.raw_metrics, 2),
-                                     TopicSpec(topics.canonical, 2), TopicSpec(topics.dead_letter, 1)])
-    pipe = Pipeline(database_url, broker.bootstrap, topics, tmp_path, extra_env=broker.env("pipeline"))
+    topics = await fresh_topics(connection)
+    reporter_port = free_port()
+    pipe = Pipeline(database_url, broker.bootstrap, topics, tmp_path, extra_env={
+        **broker.env("pipeline"), "REPORTER_PORT": str(reporter_port), "REPORTER_HOST": "127.0.0.1"})
     pipe.start()
+    assert pipe.group is not None
+    pipe.group.start("reporter")  # its access events reach the canonical topic over SASL too
     try:
-        token = await pipe.licence("acme", tenant="tenant-sasl")
-        response = await pipe.post("/v1/logs", (fixtures_dir / "logs-tool-session.json.gz").read_bytes(),
-                                   org="acme", token=token, content_type="application/json",
-                                   content_encoding="gzip")
-        assert response.status_code == 200, response.content
-        rows = await pipe.wait_for_rows(1)
-        assert rows, pipe.log_of("redactor") + pipe.log_of("signer")
-        await asyncio.sleep(1)
-        conn = await connect(database_url)
-        try:
-            reports = [await verify_tenant(conn, t, await published_keys(conn)) for t in await tenants(conn)]
-        finally:
-            await conn.close()
-        assert reports and all(r.ok for r in reports)
+        await assert_capture_is_chained_and_verifies(pipe, fixtures_dir, tenant="tenant-sasl")
+        wait_ready(f"http://127.0.0.1:{reporter_port}/readyz", 60)
+        auditor = await pipe.token("acme", "auditor", tenant="tenant-sasl")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{reporter_port}", timeout=30,
+                                     headers={"Authorization": f"Bearer {auditor}"}) as client:
+            feed = (await client.get("/api/v1/audit/events", params={"limit": "1"})).json()
+            proof = await client.get(feed["items"][0]["proof"])  # a proof read: an access event
+            assert proof.status_code == 200, proof.text
+        deadline = time.monotonic() + 60
+        while not await _access_rows(database_url) and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+        assert await _access_rows(database_url), pipe.log_of("reporter")[-3000:]
     finally:
         pipe.stop()
 
 
-def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
-    return subprocess.run([sys.executable, *args], env={**base, **env}, capture_output=True, text=True,
-                          timeout=90, check=False)
+async def _access_rows(database_url: str) -> int:
+    conn = await connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM audit_logs WHERE plane = 'access'"))
+    finally:
+        await conn.close()
 
 
 _ = KafkaSecurity  # the settings build it: CommonSettings.kafka_connection()

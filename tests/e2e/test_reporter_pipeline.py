@@ -7,21 +7,18 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from deploy.local.infra import free_port
-from deploy.local.stack import wait_ready
 from services.reporter.proofcheck import check_proof
 from shared.db.pool import connect
 from shared.keys import load_signer
 from tests.conftest import Infra, Topics
-from tests.e2e.harness import Pipeline
+from tests.e2e.harness import Pipeline, get_json_until, running_with_reporter
 
 TOOL_SESSION = "9c82ae41-69ad-4e74-85a8-70cc8c88f69c"
 ERROR_SESSION = "8da825b9-eacd-4c59-9b4b-2141b56eb381"
@@ -39,26 +36,8 @@ async def pipeline(infra: Infra, database_url: str, topics: Topics, tmp_path: Pa
         "USAGE_GROUP_ID": f"usage-{topics.raw_metrics}",
         "USAGE_METRICS_PORT": "0",
     })
-    pipe.start()
-    assert pipe.group is not None
-    pipe.group.start("usage")
-    pipe.group.start("reporter")
-    try:
-        wait_ready(f"http://127.0.0.1:{reporter_port}/readyz", 60)
+    with running_with_reporter(pipe, "usage"):
         yield pipe
-    finally:
-        pipe.stop()
-
-
-async def _eventually(client: httpx.AsyncClient, path: str, ready: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        response = await client.get(path)
-        body = response.json() if response.status_code == 200 else None
-        if body is not None and ready(body):
-            return body
-        assert time.monotonic() < deadline, f"{path}: {response.status_code} {response.text[:500]}"
-        await asyncio.sleep(0.3)
 
 
 async def test_captures_become_reports_with_proofs(pipeline: Pipeline, fixtures_dir: Path) -> None:
@@ -78,7 +57,7 @@ async def test_captures_become_reports_with_proofs(pipeline: Pipeline, fixtures_
     auth = f"Bearer {auditor}"
     async with httpx.AsyncClient(base_url=reporter, headers={"Authorization": auth}, timeout=30) as client:
         # The session summary, once both the log rows and the metric points are in.
-        summary = await _eventually(client, f"/api/v1/sessions/{TOOL_SESSION}",
+        summary = await get_json_until(client, f"/api/v1/sessions/{TOOL_SESSION}",
                                     lambda s: s["api"]["calls"] == 2 and s["metrics"] is not None)
         assert summary["user"]["key"] == USER and summary["plane"] == "claude_code"
         assert len(summary["prompts"]) == 1 and summary["prompts"][0]["text"]
@@ -91,11 +70,11 @@ async def test_captures_become_reports_with_proofs(pipeline: Pipeline, fixtures_
         assert summary["metrics"]["cost"] == "0.013700"
 
         # The api_error batch is a separate message and may land after the tool session: wait for it too.
-        failed = await _eventually(client, f"/api/v1/sessions/{ERROR_SESSION}", lambda s: bool(s.get("errors")))
+        failed = await get_json_until(client, f"/api/v1/sessions/{ERROR_SESSION}", lambda s: bool(s.get("errors")))
         assert [(e["event_type"], e["status_code"]) for e in failed["errors"]] == [("api_error", 400)]
 
         # Usage per user joins the audit rows and the metrics.
-        usage = await _eventually(client, "/api/v1/usage?group_by=user",
+        usage = await get_json_until(client, "/api/v1/usage?group_by=user",
                                   lambda u: u["groups"] and u["groups"][0]["api_calls"] == 2)
         [mine] = usage["groups"]
         assert (mine["key"], mine["sessions"], mine["prompts"], mine["errors"]) == (USER, 2, 2, 1)
@@ -112,7 +91,7 @@ async def test_captures_become_reports_with_proofs(pipeline: Pipeline, fixtures_
         assert all(c.ok for c in checks), checks
 
         # The reporter's own chain check reaches the head.
-        status = await _eventually(client, "/api/v1/audit/verify", lambda v: v["tenants"][0]["status"] == "ok")
+        status = await get_json_until(client, "/api/v1/audit/verify", lambda v: v["tenants"][0]["status"] == "ok")
         assert status["tenants"][0]["head_seq"] == status["tenants"][0]["last_verified_seq"] > 0
 
         everything = (await client.get("/api/v1/audit/events", params={"limit": "500"})).text
@@ -125,7 +104,7 @@ async def test_captures_become_reports_with_proofs(pipeline: Pipeline, fixtures_
         # Each of those content and proof reads is itself a signed row on the tenant's chain (plane access),
         # which the feed filters and auditors see.
         # The portal page was the last read: once its row is in, all the earlier ones are too.
-        trail = await _eventually(client, "/api/v1/audit/events?plane=access&limit=500", lambda f: any(
+        trail = await get_json_until(client, "/api/v1/audit/events?plane=access&limit=500", lambda f: any(
             i["attributes"]["access.route"] == "/portal/sessions/{session_id:path}" for i in f["items"]))
         reads = {(i["attributes"]["access.route"], i["attributes"]["access.disclosed"]) for i in trail["items"]}
         assert ("/api/v1/audit/records/{record_id:int}/proof", "proof") in reads

@@ -15,11 +15,17 @@ import pytest
 from shared.canonical import CanonicalEvent
 from shared.messages import InvalidMessage, canonical_event, dead_letter, raw_batch
 from shared.messages.auth import (
+    AUDITCTL_SCOPE,
+    REDACTOR_SCOPE,
+    REPORTER_SCOPE,
     KeyFileError,
     Keyring,
+    KeyScope,
     MessageKey,
+    NameSet,
     ensure_message_keys,
     load_keyring,
+    load_scoped_keyring,
     load_signing_key,
     parse_key_file,
 )
@@ -207,13 +213,82 @@ def test_key_files_fail_fast_and_keys_never_show_in_repr(tmp_path: Path) -> None
     assert keys == [REDACTOR]
 
 
-def test_init_keys_puts_the_producer_key_in_the_signers_keyring_once(tmp_path: Path) -> None:
+def test_init_keys_puts_the_producer_key_in_the_signers_keyring_once_with_its_scope(tmp_path: Path) -> None:
     raw, producer, keyring = tmp_path / "raw.key", tmp_path / "producer.key", tmp_path / "k" / "keyring"
-    assert ensure_message_keys(raw, [(producer, "redactor")], keyring) == [str(raw), str(producer), str(keyring)]
-    assert ensure_message_keys(raw, [(producer, "redactor")], keyring) == []  # never overwrites or duplicates
-    assert oct(raw.stat().st_mode & 0o777) == "0o600"
+    producers = [(producer, "redactor", REDACTOR_SCOPE)]
+    assert ensure_message_keys(raw, producers, keyring) == [str(raw), str(producer), str(keyring)]
+    assert ensure_message_keys(raw, producers, keyring) == []  # never overwrites or duplicates
+    assert oct(raw.stat().st_mode & 0o777) == "0o600" and oct(keyring.stat().st_mode & 0o777) == "0o600"
     with keyring.open("a") as handle:  # a second authorised producer's key, added by the operator
-        handle.write(base64.b64encode(b"p" * 32).decode() + " reporter\n")
-    accepted = load_keyring(str(keyring), "CANONICAL_AUTH_KEYRING_FILE")
+        handle.write(base64.b64encode(b"p" * 32).decode() + " reporter planes=access event_types=access\n")
+    accepted = load_scoped_keyring(str(keyring), "CANONICAL_AUTH_KEYRING_FILE")
     assert accepted.key_ids == {load_signing_key(str(producer), "X").key_id, REPORTER.key_id}
     assert json.dumps(sorted(accepted.key_ids))  # key ids are plain text, fit for logs
+    assert "planes=!access,erasure event_types=!access,erasure" in keyring.read_text()
+
+
+def test_init_keys_gives_a_keyring_line_from_before_scopes_its_producers_scope(tmp_path: Path) -> None:
+    raw, producer, keyring = tmp_path / "raw.key", tmp_path / "reporter.key", tmp_path / "keyring"
+    ensure_message_keys(raw, [(producer, "reporter", REPORTER_SCOPE)], keyring)
+    line = producer.read_text().strip()
+    keyring.write_text(f"{line}\n")  # as init-keys wrote it before keys had scopes
+    keyring.chmod(0o600)
+    with pytest.raises(KeyFileError, match="line 1 has no planes= and no event_types="):
+        load_scoped_keyring(str(keyring), "CANONICAL_AUTH_KEYRING_FILE")
+    assert ensure_message_keys(raw, [(producer, "reporter", REPORTER_SCOPE)], keyring) == [str(keyring)]
+    (key,) = load_scoped_keyring(str(keyring), "CANONICAL_AUTH_KEYRING_FILE")._keys.values()
+    assert key.scope == REPORTER_SCOPE
+    keyring.write_text(f"{line} planes=access,erasure event_types=access,erasure\n")  # the operator's choice
+    assert ensure_message_keys(raw, [(producer, "reporter", REPORTER_SCOPE)], keyring) == []
+    assert "planes=access,erasure" in keyring.read_text()
+
+
+def test_keyring_scopes_are_parsed_and_checked_at_load() -> None:
+    encoded = base64.b64encode(b"p" * 32).decode()
+    (key,) = parse_key_file(f"{encoded} reporter planes=access event_types=access\n", "t", scoped=True)
+    assert key.scope == REPORTER_SCOPE and key.label == "reporter"
+    (key,) = parse_key_file(f"{encoded} planes=!access,erasure event_types=!access,erasure", "t", scoped=True)
+    assert key.scope == REDACTOR_SCOPE and key.label == ""
+    for line, problem in (
+        (f"{encoded} reporter", "has no planes= and no event_types="),
+        (f"{encoded} reporter planes=access", "has no event_types="),
+        (f"{encoded} planes= event_types=access", "not a comma-separated list"),
+        (f"{encoded} planes=! event_types=access", "not a comma-separated list"),
+        (f"{encoded} planes=Access event_types=access", "not a comma-separated list"),
+        (f"{encoded} planes=a,,b event_types=access", "not a comma-separated list"),
+        (f"{encoded} planes=a planes=b event_types=access", "unknown or repeated"),
+        (f"{encoded} plane=a event_types=access", "unknown or repeated"),
+        (f"{encoded} one two planes=a event_types=a", "more than one label"),
+        (f"{encoded} planes=a event_types=a\n{encoded} planes=b event_types=b", "line 2 repeats the key"),
+    ):
+        with pytest.raises(KeyFileError, match=problem):
+            parse_key_file(line, "CANONICAL_AUTH_KEYRING_FILE", scoped=True)
+    with pytest.raises(KeyFileError, match="only the signers' canonical keyring takes"):
+        parse_key_file(f"{encoded} planes=access event_types=access", "RAW_AUTH_KEY_FILE")
+
+
+def test_each_producers_scope_admits_its_own_events_only() -> None:
+    assert REPORTER_SCOPE.permits("access", "access")
+    assert not REPORTER_SCOPE.permits("claude_code", "user_prompt")
+    assert not REPORTER_SCOPE.permits("access", "user_prompt") and not REPORTER_SCOPE.permits("erasure", "access")
+    assert AUDITCTL_SCOPE.permits("erasure", "erasure") and not AUDITCTL_SCOPE.permits("access", "access")
+    assert not AUDITCTL_SCOPE.permits("claude_code", "erasure")
+    assert REDACTOR_SCOPE.permits("claude_code", "user_prompt") and REDACTOR_SCOPE.permits("cowork", "api_request")
+    for plane, event_type in (("access", "access"), ("erasure", "erasure"), ("claude_code", "access"),
+                              ("access", "user_prompt"), ("claude_code", "erasure")):
+        assert not REDACTOR_SCOPE.permits(plane, event_type)
+    assert not KeyScope(NameSet(frozenset({"a"}), True), NameSet(frozenset({"b"}), True)).permits(None, 3)
+    assert str(REPORTER_SCOPE) == "planes=access event_types=access"
+
+
+def test_a_canonical_message_outside_its_keys_scope_is_refused_without_payload_text() -> None:
+    reporter = MessageKey.of(b"p" * 32, "reporter", REPORTER_SCOPE)
+    _, value, headers = canonical_event.encode(_event(), reporter)
+    message = canonical_event.decode(value, headers, Keyring([reporter]))
+    with pytest.raises(InvalidMessage, match=r"key reporter .* may not sign") as refused:
+        message.check_scope("claude_code", "user_prompt")
+    assert "claude_code" not in str(refused.value) and "user_prompt" not in str(refused.value)
+    message.check_scope("access", "access")
+    unscoped = canonical_event.decode(value, headers, Keyring([MessageKey.of(b"p" * 32, "reporter")]))
+    with pytest.raises(InvalidMessage, match="has no scope"):
+        unscoped.check_scope("access", "access")

@@ -64,7 +64,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Which Kafka principal a component (values key) connects as; empty: it uses no Kafka. */}}
 {{- define "audit.kafkaPrincipal" -}}
-{{- $map := dict "receiver" "receiver" "redactor" "redactor" "signer" "signer" "usage" "usage" "dlqExporter" "ops" "setup" "ops" -}}
+{{- $map := dict "receiver" "receiver" "redactor" "redactor" "signer" "signer" "usage" "usage" "reporter" "reporter" "dlqExporter" "ops" "setup" "ops" -}}
 {{- get $map . -}}
 {{- end -}}
 
