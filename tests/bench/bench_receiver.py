@@ -71,6 +71,7 @@ from shared.db.pool import connect
 from shared.kafka import TopicSpec, ensure_topics
 from shared.keys import Ed25519Signer
 from shared.licensing import issue_license
+from shared.messages.auth import provision_local_keys
 from tests.bench.http_load import Config
 from tests.bench.payloads import build_batches
 from tests.bench.report import publish
@@ -182,6 +183,8 @@ def _start_receiver(env: Environment, extra: dict[str, str],
         "RECEIVER_METRICS_PORT": "0",  # the phases read their figures from the load generator and the sampler
         "LICENSE_PUBLIC_KEYS_FILE": str(env.public_keys),
         "LOG_LEVEL": "WARNING",
+        # The receiver authenticates every raw batch it enqueues: it needs the raw topic's message key.
+        "RAW_AUTH_KEY_FILE": provision_local_keys(env.work / "keys")["RAW_AUTH_KEY_FILE"],
         **extra,
     }
     log = (env.work / f"receiver-{port}.log").open("ab")
