@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import time
 from collections import Counter
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,17 +53,18 @@ async def _wait_rows(dsn: str, count: int, timeout: float = 120) -> list[asyncpg
         await asyncio.sleep(0.3)
 
 
-async def _dead_letters(bootstrap: str, topic: str, count: int, timeout: float = 60) -> Counter[str]:
-    """Messages dead-lettered, by stage, once there are ``count``; the reasons show when a count is wrong.
+async def _read_dead_letters(bootstrap: str, topic: str, count: int,
+                             key_of: Callable[[DeadLetter], Hashable | None], timeout: float = 60,
+                             ) -> dict[Hashable, DeadLetter]:
+    """Dead letters keyed by ``key_of`` (None: not wanted), read from the start of ``topic`` until ``count`` keys.
 
-    A message is counted once: dead letters are at least once (a stage that re-reads a partition after a
-    rebalance sends its dead letters again), so they are told apart by where the failed message was. Read
-    with a plain consumer, not up to the end offsets: the local broker undercounts those for partitions
-    written in batches of several messages.
+    Dead letters are at least once (a stage that re-reads a partition after a rebalance sends its dead letters
+    again), so a key names the failed message, not the letter. Read with a plain consumer, not up to the end
+    offsets: the local broker undercounts those for partitions written in batches of several messages.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
-    letters: dict[tuple[str, str], DeadLetter] = {}
+    letters: dict[Hashable, DeadLetter] = {}
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
         consumer.assign(partitions)
@@ -72,13 +74,25 @@ async def _dead_letters(bootstrap: str, topic: str, count: int, timeout: float =
             for messages in (await consumer.getmany(timeout_ms=500)).values():
                 for message in messages:
                     letter = DeadLetter.from_record(Record.from_consumer(message))
-                    where = letter.source if letter.source_topic else f"dead letter {letter.ref}"
-                    letters[(letter.stage, where)] = letter
+                    key = key_of(letter)
+                    if key is not None:
+                        letters[key] = letter
     finally:
         await consumer.stop()
+    return letters
+
+
+async def _dead_letters(bootstrap: str, topic: str, count: int, timeout: float = 60) -> Counter[str]:
+    """Messages dead-lettered, by stage, once there are ``count``; the reasons show when a count is wrong.
+    A message is counted once: told apart by its stage and where the failed message was."""
+
+    def where(letter: DeadLetter) -> tuple[str, str]:
+        return letter.stage, letter.source if letter.source_topic else f"dead letter {letter.ref}"
+
+    letters = await _read_dead_letters(bootstrap, topic, count, where, timeout)
     reasons = Counter(f"{letter.stage}: {letter.error[:100]}" for letter in letters.values())
     print("dead letters:", *reasons.most_common(), sep="\n  ")
-    return Counter(stage for stage, _ in letters)
+    return Counter(letter.stage for letter in letters.values())
 
 
 def _alive(pipe: Pipeline, *names: str) -> None:
@@ -312,21 +326,9 @@ async def test_a_producer_key_signs_only_its_own_planes_the_rest_is_dead_lettere
 
 async def _scope_dead_letters(bootstrap: str, topic: str, count: int, timeout: float = 60) -> dict[str, str]:
     """The signer's dead letters by the event id of the failed message, with their reasons."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    letters: dict[str, str] = {}
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        deadline = time.monotonic() + timeout
-        while len(letters) < count and time.monotonic() < deadline:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                for message in messages:
-                    letter = DeadLetter.from_record(Record.from_consumer(message))
-                    event_id = letter.original_headers.get("event_id", "")
-                    if letter.stage == "signer":
-                        letters[event_id] = letter.error
-    finally:
-        await consumer.stop()
-    return letters
+
+    def event_id(letter: DeadLetter) -> str | None:
+        return letter.original_headers.get("event_id", "") if letter.stage == "signer" else None
+
+    letters = await _read_dead_letters(bootstrap, topic, count, event_id, timeout)
+    return {str(key): letter.error for key, letter in letters.items()}
