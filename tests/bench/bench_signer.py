@@ -108,8 +108,16 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
 
 
 def spent_per_row(before: dict[int, float], after: dict[int, float], rows: int) -> float:
-    """Microseconds of CPU per row over the processes seen at both ends."""
-    return sum(after[pid] - before[pid] for pid in before if pid in after) / rows * 1e6
+    """Microseconds of CPU per row over the processes seen at the end; one that started after ``before`` was
+    taken (a pool's connection opened late) counts from zero."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items()) / rows * 1e6
+
+
+async def client_backends(conn: Any) -> list[int]:
+    """The server processes of every other connection to this database."""
+    rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+    return [row["pid"] for row in rows]
 
 
 def identical_leaves_frontier(row_hash: bytes, size: int) -> bytes:
@@ -181,7 +189,6 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
         process = subprocess.Popen([sys.executable, "-m", "services.signer"], env=env)  # noqa: ASYNC220 - started once, not awaited
         first_at = None
         signer_pids: list[int] = []
-        backend_pids: list[int] = []
         while True:
             done = int(await conn.fetchval(
                 "SELECT coalesce(sum(head_seq), 0) FROM chain_heads WHERE tenant_id <> $1", PRELOADED_TENANT))
@@ -190,10 +197,7 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
                 first_at, first_rows = now, done
                 # CPU per row beside the rate: it depends much less than the rate on what else runs on the machine.
                 signer_pids = [process.pid, *(child.pid for child in psutil.Process(process.pid).children())]
-                backend_pids = [row["pid"] for row in await conn.fetch(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    " AND backend_type = 'client backend'")]
-                signer_cpu, backend_cpu = cpu_seconds(signer_pids), cpu_seconds(backend_pids)
+                signer_cpu, backend_cpu = cpu_seconds(signer_pids), cpu_seconds(await client_backends(conn))
             if done >= events:
                 break
             if process.poll() is not None:
@@ -203,7 +207,7 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
         append_rate = (events - first_rows) / (now - first_at)
         signer_us_per_row = spent_per_row(signer_cpu, cpu_seconds(signer_pids), events - first_rows)
         # The database's own CPU, where its backends run on this machine (an embedded server, or a local one).
-        backend_us_per_row = spent_per_row(backend_cpu, cpu_seconds(backend_pids), events - first_rows)
+        backend_us_per_row = spent_per_row(backend_cpu, cpu_seconds(await client_backends(conn)), events - first_rows)
         for _ in range(200):  # the publisher beside the signer catches up with the last checkpoints
             behind = await conn.fetchval(
                 "SELECT count(*) FROM chain_checkpoints c LEFT JOIN checkpoint_witness_cursor w USING (tenant_id)"
