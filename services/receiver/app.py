@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.receiver import protocol
+from services.receiver import produce_encoding, protocol
 from services.receiver.edge import EdgeMiddleware
 from services.receiver.enqueue import CachingPartitioner, ProducerFactory, RawBatchQueue
 from services.receiver.ingest import (
@@ -164,6 +164,7 @@ class ReceiverApp(Starlette):
 
 def default_producer_factory(settings: ReceiverSettings) -> ProducerFactory:
     def factory() -> Any:
+        produce_encoding.install()  # the record batches copied once instead of eight times
         return make_producer(
             settings.kafka_connection(),
             settings.kafka_max_message_bytes,
