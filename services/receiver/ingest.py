@@ -180,8 +180,9 @@ class ExportAuthenticator:
     """HTTP Basic ``org:licence-key`` checked on every export, as shared.licence_auth's backend does it.
 
     Exporters send the same Authorization header on every request, so its parse (base64, UTF-8, the colon)
-    is remembered by the header's bytes; the licence itself (signature, org, revocation, expiry,
-    entitlement) is checked by the verifier on every request, with the current time and revocation list.
+    is remembered by the header's bytes, once the licence it names has verified (so refused credentials
+    never fill the memory); the licence itself (org, revocation, expiry, entitlement; the signature, which
+    the verifier remembers) is checked by the verifier on every request, with the current time and list.
     """
 
     _MAX_REMEMBERED = 10_000
@@ -195,20 +196,22 @@ class ExportAuthenticator:
         """The request's licence, or protocol.Refusal (401 or 403)."""
         try:
             credentials = self._credentials.get(authorization) if authorization is not None else None
+            remember = credentials is None and authorization is not None
             if credentials is None:
                 credentials = parse_basic(None if authorization is None else authorization.decode("latin-1"))
-                if authorization is not None:
-                    if len(self._credentials) >= self._MAX_REMEMBERED:
-                        self._credentials.clear()
-                    self._credentials[authorization] = credentials
             org, token = credentials
             try:
-                return self._verifier.verify(org, token, now=self._clock.now(), entitlement=OTEL_INGEST)
+                lic = self._verifier.verify(org, token, now=self._clock.now(), entitlement=OTEL_INGEST)
             except LicenseRefused as refused:
                 raise CredentialsRefused(str(refused), forbidden=not refused.problem.is_authentication_failure,
                                          reason=refused.problem.value) from None
         except CredentialsRefused as exc:
             raise authentication_refusal(exc) from None
+        if remember and authorization is not None:
+            if len(self._credentials) >= self._MAX_REMEMBERED:
+                self._credentials.clear()
+            self._credentials[authorization] = credentials
+        return lic
 
 
 class RequestBody:
