@@ -28,12 +28,32 @@ async def _run(settings: RedactorSettings) -> None:
         return build_engine(chosen, settings.pii_ner_model or None, settings.pii_field_time_budget_ms)
 
     postures = PostureBook(engine_for_kinds, globally_enabled=settings.pii_detection_enabled)
-    try:
-        # Build the default engine now, so a bad PII setting stops the service at start-up.
+
+    def build_default_engine() -> None:
         postures.engine_for("")
-        engine_for_kinds(None)
-    except (ValueError, OSError) as exc:
-        raise SystemExit(f"redactor: cannot build the PII engine: {exc}") from None
+        engine_for_kinds(None)  # engine_for logs a bad setting and withholds; this raises it
+
+    stop = stop_on_signals()
+    # The default engine is built now, so a bad PII setting stops the service at start-up. It takes seconds (the
+    # NER model, the name gazetteer): a thread builds it while the Kafka clients start and the consumer joins
+    # its group, so a restarted redactor waits for the longer of the two, not for both.
+    engine_build = asyncio.ensure_future(asyncio.to_thread(build_default_engine))
+
+    def stop_if_the_build_failed(build: asyncio.Future[None]) -> None:
+        if not build.cancelled() and build.exception() is not None:
+            stop.set()  # ends a start still waiting for the broker; the error is raised below
+
+    engine_build.add_done_callback(stop_if_the_build_failed)
+
+    def engine_ready() -> bool:
+        return engine_build.done() and not engine_build.cancelled() and engine_build.exception() is None
+
+    async def engine_built() -> None:
+        try:
+            await engine_build
+        except (ValueError, OSError) as exc:
+            raise SystemExit(f"redactor: cannot build the PII engine: {exc}") from None
+
     try:
         raw_keyring = load_keyring(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
         canonical_key = load_signing_key(settings.canonical_auth_key_file, "CANONICAL_AUTH_KEY_FILE")
@@ -66,25 +86,33 @@ async def _run(settings: RedactorSettings) -> None:
         raw_keyring=raw_keyring,
         canonical_key=canonical_key,
     )
-    stop = stop_on_signals()
-    refresher = asyncio.create_task(
-        refresh_postures(postures, settings.database_url, settings.posture_refresh_seconds, stop, asyncio.Event())
-    )
-    # Ready only once the group has assigned this member its partitions: an event sent then is processed.
-    health = HealthServer(registry, ready=lambda: worker.assigned and not stop.is_set())
+    refresher: asyncio.Task[None] | None = None
+    # Ready only once the PII engine is built and the group has assigned this member its partitions: an event
+    # sent then is processed.
+    health = HealthServer(registry, ready=lambda: engine_ready() and worker.assigned and not stop.is_set())
 
     async def stop_work() -> None:
         stop.set()
-        await refresher
+        if refresher is not None:
+            await refresher
 
     async with Lifecycle("redactor", log) as parts:
         if settings.redactor_metrics_port:
             # Probes come from outside the pod.
             await parts.start("health server", lambda: health.start("0.0.0.0", settings.redactor_metrics_port),  # noqa: S104
                               health.stop)
-        await parts.start_kafka_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
+        try:
+            await parts.start_kafka_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
+        except SystemExit:
+            if engine_build.done():
+                await engine_built()  # a bad PII setting stopped the start: say so rather than stop quietly
+            raise
         parts.on_shutdown("posture refresher", stop_work)
         worker.subscribe()
+        await engine_built()
+        refresher = asyncio.create_task(
+            refresh_postures(postures, settings.database_url, settings.posture_refresh_seconds, stop, asyncio.Event())
+        )
         log.info("redactor running", extra={"topic": settings.topic_raw_logs})
         await worker.run(stop)
 

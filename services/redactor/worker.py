@@ -11,7 +11,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -32,8 +32,9 @@ from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_header
 log = logging.getLogger("redactor")
 
 
-@dataclass(frozen=True)
-class OutboundMessage:
+class OutboundMessage(NamedTuple):
+    """One message to produce; a tuple, as one is made per canonical event."""
+
     topic: str
     key: bytes | None
     value: bytes

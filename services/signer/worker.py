@@ -44,6 +44,8 @@ from shared.messages.auth import Keyring
 from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_headers, describe
 
 log = logging.getLogger("signer")
+# Messages decoded between two turns of the event loop (about as long as the appender's hashing chunks).
+_DECODE_CHUNK = 16
 
 
 def decode_authenticated_row(message: Any, keyring: Keyring) -> ChainRow:
@@ -220,12 +222,15 @@ class SignerWorker:
 
     async def _decode(self, messages: Sequence[Any]) -> list[OffsetEvent]:
         items: list[OffsetEvent] = []
-        for message in messages:
+        for index, message in enumerate(messages, start=1):
             try:
                 items.append(OffsetEvent(message.offset, decode_authenticated_row(message, self.keyring)))
             except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
                 await self._dead_letter(message, exc)
                 items.append(OffsetEvent(message.offset, None))
+            if index % _DECODE_CHUNK == 0:
+                # The append in flight moves only when the loop turns: its statements and COPY go out meanwhile.
+                await asyncio.sleep(0)
         return items
 
     async def _prepare(self, items: list[OffsetEvent]) -> PreparedBatch | None:

@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -66,6 +66,8 @@ _LENGTH_ATTRIBUTES = {"prompt": "prompt_length", "response": "response_length", 
 
 def any_value(value: AnyValue) -> Any:
     kind = value.WhichOneof("value")
+    if kind == "string_value":  # most attributes: looked at first
+        return value.string_value
     if kind is None:
         return None
     if kind == "array_value":
@@ -88,12 +90,31 @@ def bytes_value(raw: bytes) -> str:
         return f"[{len(raw)} bytes withheld: not UTF-8 text]"
 
 
-def attributes_of(pairs: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for kv in pairs:
-        assert isinstance(kv, KeyValue)
-        out[kv.key] = any_value(kv.value)
-    return out
+def attributes_of(pairs: Iterable[KeyValue]) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in pairs}
+
+
+# Resource attributes that become columns; the others are kept as ``resource.<key>`` attributes.
+_RESOURCE_COLUMNS = frozenset({"service.name", "service.version"})
+
+
+@dataclass(frozen=True)
+class ResourceView:
+    """A resource's attributes and what every record of it derives from them, computed once per resource
+    rather than once per record: its canonical bytes (bound into each event id) and its ``resource.*``
+    attributes."""
+
+    attributes: Mapping[str, Any]
+    canonical_bytes: bytes
+    other_attributes: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, attributes: Mapping[str, Any]) -> ResourceView:
+        return cls(
+            attributes,
+            json.dumps(attributes, sort_keys=True, default=str).encode(),
+            {f"resource.{key}": value for key, value in attributes.items() if key not in _RESOURCE_COLUMNS},
+        )
 
 
 def as_str(value: Any) -> str | None:
@@ -221,7 +242,11 @@ def stray_text_of(attrs: Mapping[str, Any], record: LogRecord, event_type: str) 
 
 
 def derive_event_id(
-    tenant: str, event_type: str, attrs: Mapping[str, Any], record: LogRecord, resource: Mapping[str, Any]
+    tenant: str,
+    event_type: str,
+    attrs: Mapping[str, Any],
+    record: LogRecord,
+    resource: Mapping[str, Any] | ResourceView,
 ) -> str:
     """The same event gets the same id whenever it is resent or replayed; a different event never does.
 
@@ -231,7 +256,10 @@ def derive_event_id(
     """
     session = as_str(attrs.get("session.id"))
     sequence = as_int(attrs.get("event.sequence"))
-    resource_bytes = json.dumps(resource, sort_keys=True, default=str).encode()
+    if isinstance(resource, ResourceView):
+        resource_bytes = resource.canonical_bytes
+    else:
+        resource_bytes = json.dumps(resource, sort_keys=True, default=str).encode()
     record_bytes = record.SerializeToString(deterministic=True)
     if session and sequence is not None:
         content = hashlib.sha256(resource_bytes + record_bytes).hexdigest()
@@ -250,7 +278,28 @@ class MappedRecord:
     columns: dict[str, Any]
     raw_content: dict[str, str]
     content_lengths: dict[str, int]
+    # The record's own attributes that are no column; then its resource's (``resource.<key>``), shared by
+    # every record of that resource and not to be modified. Both are empty under the "drop" attribute policy.
     other_attributes: dict[str, Any] = field(default_factory=dict)
+    resource_attributes: Mapping[str, Any] = field(default_factory=dict)
+
+    def all_other_attributes(self) -> dict[str, Any]:
+        """Every attribute that is no column, as stored: a resource attribute wins over a record attribute
+        that happens to have its ``resource.<key>`` name."""
+        return {**self.other_attributes, **self.resource_attributes}
+
+
+@dataclass(frozen=True)
+class RecordContext:
+    """What the mapping of a record takes from its batch (the licence's tenant and org, the receipt time)
+    and from the configuration: the same for every record of a batch."""
+
+    tenant: str
+    org: str
+    plane_by_service: Mapping[str, str]
+    default_plane: str
+    keep_unknown_attributes: bool
+    received_at: datetime
 
 
 def map_record(
@@ -264,7 +313,19 @@ def map_record(
     keep_unknown_attributes: bool,
     received_at: datetime,
 ) -> MappedRecord:
-    attrs = attributes_of(record.attributes)
+    context = RecordContext(tenant, org, plane_by_service, default_plane, keep_unknown_attributes, received_at)
+    return map_attributes(record, attributes_of(record.attributes), ResourceView.of(resource), context)
+
+
+def map_attributes(
+    record: LogRecord, attrs: Mapping[str, Any], view: ResourceView, context: RecordContext
+) -> MappedRecord:
+    """``map_record`` for a record whose attributes are already read (``attributes_of``), with its resource's
+    view made once for all its records."""
+    resource = view.attributes
+    tenant, org, received_at = context.tenant, context.org, context.received_at
+    plane_by_service, default_plane = context.plane_by_service, context.default_plane
+    keep_unknown_attributes = context.keep_unknown_attributes
     event_type = event_type_of(attrs, record)
     service_name = as_str(resource.get("service.name"))
     claimed_org = as_str(attrs.get("organization.id") or resource.get("organization.id"))
@@ -317,19 +378,19 @@ def map_record(
         elif text is not None and text != NOT_CAPTURED:
             lengths[name] = len(text)
     other: dict[str, Any] = {}
+    resource_other: Mapping[str, Any] = {}
     if keep_unknown_attributes:
         other = {k: v for k, v in attrs.items() if k not in _MAPPED_ATTRIBUTES}
         prompt_text = attrs.get("prompt_text")
         if prompt_text is not None and prompt_text != attrs.get("prompt"):
             other["prompt_text"] = prompt_text
-        for key, value in resource.items():
-            if key not in {"service.name", "service.version"}:
-                other[f"resource.{key}"] = value
+        resource_other = view.other_attributes
     return MappedRecord(
         event_type=event_type,
-        event_id=derive_event_id(tenant, event_type, attrs, record, resource),
+        event_id=derive_event_id(tenant, event_type, attrs, record, view),
         columns=columns,
         raw_content=raw_content,
         content_lengths=lengths,
         other_attributes=other,
+        resource_attributes=resource_other,
     )

@@ -11,7 +11,16 @@ from typing import Any, Protocol
 
 from shared import otlp
 from shared.canonical import WITHHELD_MARKER, CanonicalEvent
-from shared.canonicalize.mapping import AUDITED_EVENTS, DOCUMENTED_EVENTS, MappedRecord, attributes_of, map_record
+from shared.canonicalize.mapping import (
+    AUDITED_EVENTS,
+    DOCUMENTED_EVENTS,
+    MappedRecord,
+    RecordContext,
+    ResourceView,
+    attributes_of,
+    event_type_of,
+    map_attributes,
+)
 from shared.messages.raw_batch import RawBatch
 
 log = logging.getLogger("redactor")
@@ -41,12 +50,31 @@ class BatchMemo:
         self._engine = engine
         self._text: dict[str, Any] = {}
         self._json: dict[str, Any] = {}
+        self._fields: dict[tuple[str, bool], tuple[str, dict[str, int]]] = {}
+        # Short texts scanned as plain text (not JSON) in which the engine found nothing: attribute keys and
+        # values, identifiers. The transform stores these as they are without asking again.
+        self.clean: set[str] = set()
 
     def redact_text(self, text: str) -> Any:
         return self._remembered(self._text, self._engine.redact_text, text)
 
     def redact_json_text(self, text: str) -> Any:
         return self._remembered(self._json, self._engine.redact_json_text, text)
+
+    def redact_field(self, text: str, as_json: bool) -> tuple[str, dict[str, int]]:
+        """The masked text and what was masked in it (kinds found at least once); raises as the engine does.
+        The counts are shared by every caller that asked for the same text: copy them to keep them."""
+        key = (text, as_json)
+        found = self._fields.get(key)
+        if found is not None:
+            return found
+        result = self._engine.redact_json_text(text) if as_json else self._engine.redact_text(text)
+        answer = (str(result.text), {kind: int(n) for kind, n in result.counts.items() if n})
+        if len(text) <= self.MAX_TEXT and len(self._fields) < self.MAX_ENTRIES:
+            self._fields[key] = answer
+            if not as_json and not answer[1] and answer[0] == text:
+                self.clean.add(text)
+        return answer
 
     def _remembered(self, memo: dict[str, Any], scan: Any, text: str) -> Any:
         found = memo.get(text)
@@ -104,29 +132,31 @@ JSON_CONTENT_FIELDS = frozenset({"tool_parameters", "tool_input"})
 
 
 def _redact_field(
-    engine: TextRedactor | None, name: str, text: str, stats: TransformStats
+    engine: BatchMemo | None, name: str, text: str, stats: TransformStats
 ) -> tuple[str, dict[str, int] | None]:
-    """Fail closed: if detection is off, raises, or runs over budget, the content is withheld."""
+    """Fail closed: if detection is off, raises, or runs over budget, the content is withheld.
+
+    The counts returned are shared with the batch's memory: a caller that keeps them keeps a copy."""
     if engine is None:
         stats.withheld_fields += 1
         return WITHHELD_MARKER, None
     try:
-        result = engine.redact_json_text(text) if name in JSON_CONTENT_FIELDS else engine.redact_text(text)
+        masked, counts = engine.redact_field(text, name in JSON_CONTENT_FIELDS)
     except Exception as exc:
         stats.withheld_fields += 1
         log.warning("detection unavailable, content withheld", extra={"field": name, "error": type(exc).__name__})
         return WITHHELD_MARKER, None
-    counts = {kind: int(n) for kind, n in result.counts.items() if n}
-    for kind, n in counts.items():
-        stats.redactions[kind] = stats.redactions.get(kind, 0) + n
-    return str(result.text), counts
+    if counts:
+        redactions = stats.redactions
+        for kind, n in counts.items():
+            redactions[kind] = redactions.get(kind, 0) + n
+    return masked, counts
 
 
 def _redact_value(
-    engine: TextRedactor | None,
+    engine: BatchMemo | None,
     path: str,
     value: Any,
-    policy: TransformPolicy,
     stats: TransformStats,
     redacted: dict[str, dict[str, int]],
 ) -> Any:
@@ -135,21 +165,47 @@ def _redact_value(
         if counts is None:
             redacted[path] = {"WITHHELD": 1}
         elif counts:
-            redacted[path] = counts
+            redacted[path] = dict(counts)
         return text
     if isinstance(value, list):
-        return [_redact_value(engine, f"{path}[{i}]", v, policy, stats, redacted) for i, v in enumerate(value)]
+        return [_redact_value(engine, f"{path}[{i}]", v, stats, redacted) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            safe_key = _redact_key(engine, path, key, out, stats, redacted)
-            out[safe_key] = _redact_value(engine, f"{path}.{safe_key}", item, policy, stats, redacted)
-        return out
+        return _redact_items(engine, path, value, {}, stats, redacted)
     return value
 
 
+_NOTHING_CLEAN: frozenset[str] = frozenset()
+
+
+def _redact_items(
+    engine: BatchMemo | None,
+    path: str,
+    items: Mapping[str, Any],
+    out: dict[str, Any],
+    stats: TransformStats,
+    redacted: dict[str, dict[str, int]],
+) -> dict[str, Any]:
+    """Adds ``items`` to ``out`` with their keys and values redacted; a masked key that another key of
+    ``out`` already has gets a number."""
+    clean = engine.clean if engine is not None else _NOTHING_CLEAN
+    for key, item in items.items():
+        if key in clean:
+            # The key was scanned in this batch and nothing found, so it stays as it is (and is not numbered);
+            # so does a value that is no text, or a text scanned clean too.
+            if isinstance(item, str):
+                if item in clean:
+                    out[key] = item
+                    continue
+            elif not isinstance(item, list | dict):
+                out[key] = item
+                continue
+        safe_key = _redact_key(engine, path, key, out, stats, redacted)
+        out[safe_key] = _redact_value(engine, f"{path}.{safe_key}", item, stats, redacted)
+    return out
+
+
 def _redact_key(
-    engine: TextRedactor | None, path: str, key: str, taken: dict[str, Any], stats: TransformStats,
+    engine: BatchMemo | None, path: str, key: str, taken: dict[str, Any], stats: TransformStats,
     redacted: dict[str, dict[str, int]],
 ) -> str:
     """An attribute key is text the client chose: scanned like a value (``{"jane@acme.com": 1}``). A masked
@@ -167,6 +223,54 @@ def _redact_key(
         while masked in taken:
             masked, number = f"{base}#{number}", number + 1
     return masked
+
+
+@dataclass(frozen=True)
+class ResourceAttributes:
+    """A resource's ``resource.*`` attributes, redacted once for every record of the batch that carries them.
+
+    An attribute whose key and value the engine scanned and found nothing in is ``clean``: every record
+    stores it as it is. Any other (something masked, detection unavailable) is redacted record by record as
+    before, so each event's ``redacted_fields`` and the counts stay what they were.
+    """
+
+    entries: tuple[tuple[str, Any, bool], ...]  # (key, value, clean), in the resource's order
+    keys: frozenset[str]
+
+    @classmethod
+    def scan(
+        cls, engine: BatchMemo | None, attributes: Mapping[str, Any]
+    ) -> ResourceAttributes:
+        entries = []
+        for key, value in attributes.items():
+            trial_stats = TransformStats()
+            trial_redacted: dict[str, dict[str, int]] = {}
+            safe_key = _redact_key(engine, "attributes", key, {}, trial_stats, trial_redacted)
+            safe_value = _redact_value(engine, f"attributes.{safe_key}", value, trial_stats, trial_redacted)
+            clean = safe_key == key and not trial_redacted and not trial_stats.withheld_fields \
+                and not trial_stats.redactions
+            entries.append((key, safe_value if clean else value, clean))
+        return cls(tuple(entries), frozenset(attributes))
+
+
+def _redact_attributes(
+    engine: BatchMemo | None, mapped: MappedRecord, resource: ResourceAttributes | None, stats: TransformStats,
+    redacted: dict[str, dict[str, int]],
+) -> dict[str, Any]:
+    own = mapped.other_attributes
+    if resource is None or not resource.keys.isdisjoint(own):
+        # A record attribute with the name of a resource one: the merged map, as stored, redacted as a whole.
+        return _redact_items(engine, "attributes", mapped.all_other_attributes(), {}, stats, redacted)
+    out = _redact_items(engine, "attributes", own, {}, stats, redacted) if own else {}
+    for key, value, clean in resource.entries:
+        if clean:
+            # Scanned for this batch and nothing found. Stored as the record-by-record walk would: a key the
+            # engine leaves as it is replaces whatever ``out`` holds under that text, without a number.
+            out[key] = value
+        else:
+            safe_key = _redact_key(engine, "attributes", key, out, stats, redacted)
+            out[safe_key] = _redact_value(engine, f"attributes.{safe_key}", value, stats, redacted)
+    return out
 
 
 _UUID_OR_ID = re.compile(
@@ -193,13 +297,14 @@ IDENTIFIER_COLUMNS: Mapping[str, re.Pattern[str]] = {
 
 
 def _checked_columns(
-    engine: TextRedactor | None, columns: Mapping[str, Any], stats: TransformStats,
+    engine: BatchMemo | None, columns: Mapping[str, Any], stats: TransformStats,
     redacted: dict[str, dict[str, int]],
 ) -> dict[str, Any]:
     checked = dict(columns)
+    clean = engine.clean if engine is not None else _NOTHING_CLEAN
     for name, shape in IDENTIFIER_COLUMNS.items():
         value = checked.get(name)
-        if not isinstance(value, str):
+        if not isinstance(value, str) or value in clean:
             continue
         masked, counts = _redact_field(engine, f"columns.{name}", value, stats)
         if counts is None:
@@ -210,14 +315,16 @@ def _checked_columns(
             else:
                 stats.withheld_fields -= 1  # kept, not withheld
         elif counts:
-            redacted[f"columns.{name}"] = counts
+            redacted[f"columns.{name}"] = dict(counts)
             checked[name] = masked
     return checked
 
 
 def build_event(
-    mapped: MappedRecord, ctx: BatchContext, engine: TextRedactor | None, policy: TransformPolicy, stats: TransformStats
+    mapped: MappedRecord, ctx: BatchContext, engine: BatchMemo | None, stats: TransformStats,
+    resource: ResourceAttributes | None = None,
 ) -> CanonicalEvent:
+    """``resource``: the record's ``resource.*`` attributes as scanned for its batch (None: scanned here)."""
     content: dict[str, str] = {}
     redacted: dict[str, dict[str, int]] = {}
     for name, text in mapped.raw_content.items():
@@ -226,8 +333,8 @@ def build_event(
         if counts is None:
             redacted[name] = {"WITHHELD": 1}
         elif counts:
-            redacted[name] = counts
-    attributes = _redact_value(engine, "attributes", mapped.other_attributes, policy, stats, redacted)
+            redacted[name] = dict(counts)
+    attributes = _redact_attributes(engine, mapped, resource, stats, redacted)
     columns = _checked_columns(engine, mapped.columns, stats, redacted)
     return CanonicalEvent(
         event_id=mapped.event_id,
@@ -245,6 +352,17 @@ def build_event(
     )
 
 
+def _kept(event_type: str, policy: TransformPolicy, stats: TransformStats) -> bool:
+    """Whether the other-event policy keeps an event of this type (counted either way)."""
+    if event_type not in AUDITED_EVENTS:
+        if not policy.keep_other_events and event_type != "assistant_response":
+            stats.dropped_other += 1
+            return False
+        if event_type not in DOCUMENTED_EVENTS:
+            stats.other_kept += 1
+    return True
+
+
 def transform_batch(
     batch: RawBatch,
     engines: EngineLookup,
@@ -252,7 +370,10 @@ def transform_batch(
     stats: TransformStats,
 ) -> Iterator[CanonicalEvent]:
     """Yields one canonical event per kept record, in the batch's order; ``batch`` comes from
-    ``shared.messages.raw_batch.decode``, which checked its headers and its authentication."""
+    ``shared.messages.raw_batch.decode``, which checked its headers and its authentication.
+
+    Work is done once where it can be: a resource's attributes are read, serialised for the event ids and
+    scanned once for all its records; a record the policy drops is not mapped beyond its event type."""
     ctx = BatchContext.of(batch)
     tenant_engine = engines.engine_for(ctx.tenant)
     engine = BatchMemo(tenant_engine) if tenant_engine is not None else None
@@ -261,26 +382,19 @@ def transform_batch(
         request = otlp.decode_request(batch.payload, encoding, otlp.ExportLogsServiceRequest)
     except otlp.PayloadError as exc:  # its message names the kind and position of the fault, never the text
         raise BatchRejected(str(exc)) from None
+    record_context = RecordContext(ctx.tenant, ctx.org, policy.plane_by_service, policy.default_plane,
+                                   policy.keep_unknown_attributes, ctx.received_at)
     for resource_logs in request.resource_logs:
-        resource = attributes_of(resource_logs.resource.attributes)
+        resource = ResourceView.of(attributes_of(resource_logs.resource.attributes))
+        scanned_resource: ResourceAttributes | None = None
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
                 stats.records_in += 1
-                mapped = map_record(
-                    record,
-                    resource,
-                    tenant=ctx.tenant,
-                    org=ctx.org,
-                    plane_by_service=policy.plane_by_service,
-                    default_plane=policy.default_plane,
-                    keep_unknown_attributes=policy.keep_unknown_attributes,
-                    received_at=ctx.received_at,
-                )
-                if mapped.event_type not in AUDITED_EVENTS:
-                    if not policy.keep_other_events and mapped.event_type != "assistant_response":
-                        stats.dropped_other += 1
-                        continue
-                    if mapped.event_type not in DOCUMENTED_EVENTS:
-                        stats.other_kept += 1
+                attributes = attributes_of(record.attributes)
+                if not _kept(event_type_of(attributes, record), policy, stats):
+                    continue
+                mapped = map_attributes(record, attributes, resource, record_context)
+                if scanned_resource is None and mapped.resource_attributes:
+                    scanned_resource = ResourceAttributes.scan(engine, mapped.resource_attributes)
                 stats.events_out += 1
-                yield build_event(mapped, ctx, engine, policy, stats)
+                yield build_event(mapped, ctx, engine, stats, scanned_resource)

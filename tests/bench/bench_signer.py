@@ -13,7 +13,9 @@ its checkpoints published there by the signer, and both read back (and timed) by
 
 ``--preload-rows N`` runs once more with N rows of another tenant already in audit_logs (seeded with
 generate_series, then VACUUM ANALYZE) and prints that rate as a ratio of the empty table's: index growth.
-The raw Ed25519 sign and verify rates of this machine are printed alongside.
+The raw Ed25519 sign and verify rates of this machine are printed alongside, and the CPU each appended row
+cost the signer (with its signing helper) and the database backends it wrote through: a figure that hardly
+moves much less than the rate with other load on the machine.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from deploy.local.infra import start_broker, start_postgres
 from shared.canonical import CanonicalEvent
@@ -89,6 +93,23 @@ def crypto_rates(seconds: float = 2.0) -> tuple[float, float]:
             verify_signature(key.public_key, message, signature)
         count += 500
     return sign_rate, count / (time.perf_counter() - started)
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User and system CPU seconds of each process still running (a process that ended is left out)."""
+    seconds = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        seconds[pid] = times.user + times.system
+    return seconds
+
+
+def spent_per_row(before: dict[int, float], after: dict[int, float], rows: int) -> float:
+    """Microseconds of CPU per row over the processes seen at both ends."""
+    return sum(after[pid] - before[pid] for pid in before if pid in after) / rows * 1e6
 
 
 def identical_leaves_frontier(row_hash: bytes, size: int) -> bytes:
@@ -159,12 +180,20 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
                "SIGNING_MODE": signing_mode}
         process = subprocess.Popen([sys.executable, "-m", "services.signer"], env=env)  # noqa: ASYNC220 - started once, not awaited
         first_at = None
+        signer_pids: list[int] = []
+        backend_pids: list[int] = []
         while True:
             done = int(await conn.fetchval(
                 "SELECT coalesce(sum(head_seq), 0) FROM chain_heads WHERE tenant_id <> $1", PRELOADED_TENANT))
             now = time.perf_counter()
             if done and first_at is None:
                 first_at, first_rows = now, done
+                # CPU per row beside the rate: it depends much less than the rate on what else runs on the machine.
+                signer_pids = [process.pid, *(child.pid for child in psutil.Process(process.pid).children())]
+                backend_pids = [row["pid"] for row in await conn.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND backend_type = 'client backend'")]
+                signer_cpu, backend_cpu = cpu_seconds(signer_pids), cpu_seconds(backend_pids)
             if done >= events:
                 break
             if process.poll() is not None:
@@ -172,6 +201,9 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
             await asyncio.sleep(0.05)
         assert first_at is not None
         append_rate = (events - first_rows) / (now - first_at)
+        signer_us_per_row = spent_per_row(signer_cpu, cpu_seconds(signer_pids), events - first_rows)
+        # The database's own CPU, where its backends run on this machine (an embedded server, or a local one).
+        backend_us_per_row = spent_per_row(backend_cpu, cpu_seconds(backend_pids), events - first_rows)
         for _ in range(200):  # the publisher beside the signer catches up with the last checkpoints
             behind = await conn.fetchval(
                 "SELECT count(*) FROM chain_checkpoints c LEFT JOIN checkpoint_witness_cursor w USING (tenant_id)"
@@ -212,6 +244,7 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
     sign_rate, raw_verify_rate = crypto_rates()
     return {"events": events, "signing_mode": signing_mode, "preloaded_rows": preload_rows,
             "preload_seconds": round(preload_seconds, 1), "append_rows_per_s": append_rate,
+            "signer_cpu_us_per_row": signer_us_per_row, "database_cpu_us_per_row": backend_us_per_row,
             "verify_rows_per_s": verify_rate,
             "pynacl_sign_per_s": sign_rate, "pynacl_verify_per_s": raw_verify_rate}
 
@@ -234,20 +267,26 @@ def main() -> None:
         print(f"signer append ({result['signing_mode']} signing): {result['append_rows_per_s']:,.0f} rows/s "
               "(one process, committed with offsets); "
               f"{result['append_rows_per_s'] / result['pynacl_sign_per_s']:.2f}x raw PyNaCl signing of this run")
+        print(f"  CPU per row: signer and its helper {result['signer_cpu_us_per_row']:.1f} us, "
+              f"database backends {result['database_cpu_us_per_row']:.1f} us "
+              f"(raw PyNaCl signing: {1e6 / result['pynacl_sign_per_s']:.1f} us)")
     loaded = None
     if args.preload_rows:
         loaded = asyncio.run(run(args.events, args.tenants, args.partitions, modes[0], args.preload_rows))
         print(f"signer append ({modes[0]} signing) with {args.preload_rows:,} rows already in audit_logs: "
               f"{loaded['append_rows_per_s']:,.0f} rows/s = "
               f"{loaded['append_rows_per_s'] / results[0]['append_rows_per_s']:.2f}x the empty table's "
-              f"(preloaded in {loaded['preload_seconds']:.0f} s)")
+              f"(preloaded in {loaded['preload_seconds']:.0f} s); CPU per row: signer and its helper "
+              f"{loaded['signer_cpu_us_per_row']:.1f} us, database backends {loaded['database_cpu_us_per_row']:.1f} us")
     if len(results) == 2:
         ratio = results[1]["append_rows_per_s"] / results[0]["append_rows_per_s"]
         print(f"per-batch / per-row signing: {ratio:.2f}x ({args.tenants} tenant(s))")
     row_result = results[0]
     if row_result["signing_mode"] == "row":
         print(f"verify:        {row_result['verify_rows_per_s']:,.0f} rows/s "
-              "(all cores; checkpoints from the witness, keys from the pin, as make verify)")
+              "(all cores; checkpoints from the witness, keys from the pin, as make verify); "
+              f"{row_result['verify_rows_per_s'] / row_result['pynacl_verify_per_s']:.2f}x raw PyNaCl verify "
+              "on one core of this run")
     print(f"raw PyNaCl on this machine: sign {row_result['pynacl_sign_per_s']:,.0f}/s, "
           f"verify {row_result['pynacl_verify_per_s']:,.0f}/s per core")
     if args.json:

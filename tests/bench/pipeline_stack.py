@@ -88,7 +88,9 @@ async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = No
         "REDACTOR_METRICS_PORT": str(free_port()),
         "SIGNER_METRICS_PORT": str(free_port()),
         "USAGE_METRICS_PORT": str(free_port()),
-        "LOG_LEVEL": "WARNING",
+        # INFO: a few lines per start and rebalance, which the fault benchmark reads for where a restart's time
+        # goes; nothing per event or batch.
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
         **(extra_env or {}),
     }
     group = ServiceGroup(env, work / "log")

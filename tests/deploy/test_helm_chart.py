@@ -291,6 +291,21 @@ def test_each_kafka_client_connects_sasl_ssl_as_its_own_principal() -> None:
     assert not any(key.startswith("KAFKA_S") for key in config)  # per principal, never shared
 
 
+def test_each_consumer_is_a_static_group_member_named_after_its_pod_unless_turned_off() -> None:
+    def instance_ids(docs: list[dict[str, Any]]) -> dict[str, Any]:
+        found = {}
+        for name, deployment in by_kind(docs, "Deployment").items():
+            env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+            if "KAFKA_GROUP_INSTANCE_ID" in env:
+                found[name] = env["KAFKA_GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+        return found
+
+    ids = instance_ids(render())
+    assert sorted(name.rsplit("-", 1)[-1] for name in ids) == ["redactor", "signer", "usage"]
+    assert set(ids.values()) == {"metadata.name"}
+    assert instance_ids(render({"kafka": {"staticMembership": False}})) == {}
+
+
 def _grants(docs: list[dict[str, Any]]) -> dict[str, set[tuple[str, str, str]]]:
     return {user["metadata"]["name"]: {(acl["resource"]["type"], acl["resource"].get("name", ""), operation)
                                        for acl in user["spec"]["authorization"]["acls"]

@@ -149,7 +149,15 @@ def _valid_north_american(digits: str) -> bool:
 
 
 def _phone_word_right_before(scan: TextScan, start: int) -> bool:
-    return _PHONE_WORD_RIGHT_BEFORE.search(scan.lower, max(0, start - 40), start) is not None
+    window = max(0, start - 40)
+    # The phrase ends in a letter, then at most a ":" or "." between spaces; a number after anything else
+    # ('"tel": "', "=", a digit) has no phone word right before it, and the search is not run.
+    tail = scan.lower[window:start].rstrip()
+    if tail.endswith((":", ".")):
+        tail = tail[:-1].rstrip()
+    if not tail or not tail[-1].isalnum():
+        return False
+    return _PHONE_WORD_RIGHT_BEFORE.search(scan.lower, window, start) is not None
 
 
 def _not_a_phone_shape(raw: str, digits: str) -> bool:
