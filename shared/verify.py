@@ -28,50 +28,63 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import gc
+import hashlib
 import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 
+from shared import exactjson
 from shared.chain import (
+    DOMAIN_TAGS,
     GENESIS_HASH,
     HASH_VERSION_ERASABLE,
     HASH_VERSION_PLAIN,
-    HASHED_COLUMNS,
+    HASHED_COLUMNS_V2,
     canonical_bytes,
-    canonical_bytes_in_column_order,
     canonical_bytes_v2,
-    canonical_bytes_v2_in_column_order,
     checkpoint_message,
     content_digest,
+    format_cost,
     format_timestamp,
+    json_is_plain,
     row_hash,
 )
-from shared.db.pool import connect
 from shared.erasure import ERASURE_EVENT_TYPE, ERASURE_PLANE, erased_sequences
 from shared.keys import key_id_for, verify_signature
 from shared.witness import checkpoint_record
 
-# The hashed columns first, in order: canonical_bytes_in_column_order reads them by position.
-ROW_COLUMNS = (*HASHED_COLUMNS, *(c for c in ("prev_hash", "row_hash", "signature") if c not in HASHED_COLUMNS))
-# After them, what hash version 2 adds: the digest in the row, and the content and salt kept apart (NULL
-# once erased).
+# JSONB columns are read as their text: decoding each value through the connection's Python codec costs more
+# than all the rest of a row. The fast path turns each text into canonical bytes itself (the metadata columns
+# repeat from row to row, so mostly by a lookup); any other use decodes them exactly as the codec does.
+_JSON_COLUMNS = ("content", "content_lengths", "redacted_fields", "attributes")
+# The members of a version 2 row's hashed object first, in canonical (sorted) order: the fast path reads them
+# by position into a dict that orjson then writes in that order, without sorting each row's keys. Then what
+# the checks add: the links, the signature, and the content (in the row for version 1; kept apart for version
+# 2, with its salt, both NULL once erased).
+_CANONICAL_ORDER_V2 = tuple(sorted(HASHED_COLUMNS_V2))
+ROW_COLUMNS = (*_CANONICAL_ORDER_V2, "prev_hash", "row_hash", "signature", "content")
 _SELECT_RANGE = (
-    f"SELECT {', '.join('a.' + c for c in ROW_COLUMNS)},"  # noqa: S608 - fixed column names
-    " a.content_digest, c.salt AS content_salt, c.content AS erasable_content"
+    "SELECT "  # noqa: S608 - fixed column names
+    + ", ".join(f"a.{c}::text AS {c}" if c in _JSON_COLUMNS else f"a.{c}" for c in ROW_COLUMNS)
+    + ", c.salt AS content_salt, c.content::text AS erasable_content"
     " FROM audit_logs a LEFT JOIN audit_content c ON c.tenant_id = a.tenant_id AND c.chain_seq = a.chain_seq"
     # The range again on audit_content: the planner carries the tenant over to it but not the bounds, and
     # would otherwise read every content row of the tenant for each range.
     " AND c.chain_seq >= $2 AND c.chain_seq <= $3"
     " WHERE a.tenant_id = $1 AND a.chain_seq >= $2 AND a.chain_seq <= $3 ORDER BY a.chain_seq"
 )
+_DECODED_COLUMNS = frozenset((*_JSON_COLUMNS, "erasable_content"))
 _KNOWN_VERSIONS = (HASH_VERSION_PLAIN, HASH_VERSION_ERASABLE)
 RANGE_ROWS = 5_000
 # A range and the row on each side of it in one query.
@@ -188,18 +201,23 @@ class _ContentMismatch(ValueError):
     """A version 2 row's stored content does not give its content_digest."""
 
 
-def _row_digest(row: Mapping[str, Any], stored_prev: bytes, *, in_column_order: bool = False) -> bytes:
+def _row_digest(row: Mapping[str, Any], stored_prev: bytes) -> bytes:
     """The row hash recomputed from the row's own columns (for version 2, from its stored content_digest)."""
     version = row["hash_version"]
     if version == HASH_VERSION_PLAIN:
-        canonical = canonical_bytes_in_column_order(row) if in_column_order else canonical_bytes(row)
-        return row_hash(stored_prev, canonical)
+        return row_hash(stored_prev, canonical_bytes(row))
     committed = row["content_digest"]
     if committed is None:
         raise _ContentMismatch("a version 2 row without content_digest")
-    canonical = canonical_bytes_v2_in_column_order(row, committed) if in_column_order else canonical_bytes_v2(
-        row, bytes(committed))
-    return row_hash(stored_prev, canonical, HASH_VERSION_ERASABLE)
+    return row_hash(stored_prev, canonical_bytes_v2(row, bytes(committed)), HASH_VERSION_ERASABLE)
+
+
+def _decoded(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A fetched row with its JSON columns decoded exactly (as the connection's JSONB codec would)."""
+    return {
+        column: exactjson.loads(value.encode()) if column in _DECODED_COLUMNS and value is not None else value
+        for column, value in row.items()
+    }
 
 
 def _content_problem(row: Mapping[str, Any]) -> str | None:
@@ -280,24 +298,134 @@ def _classify(
     return None
 
 
+# Canonical bytes of the JSON texts seen lately, as orjson fragments; None for a text the exact path decides.
+_json_fragments: dict[str, orjson.Fragment | None] = {}
+_JSON_FRAGMENTS_KEPT = 4096
+_SORTED_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER | orjson.OPT_UTC_Z
+_IN_ORDER_OPTIONS = orjson.OPT_STRICT_INTEGER | orjson.OPT_UTC_Z
+_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+_HASHED_JSON_V2 = tuple(c for c in _CANONICAL_ORDER_V2 if c in _JSON_COLUMNS)
+# Every member present, in canonical order: a copy filled from a row keeps that order.
+_DOCUMENT_V2 = dict.fromkeys(_CANONICAL_ORDER_V2)
+_INDEX = {column: index for index, column in enumerate((*ROW_COLUMNS, "content_salt", "erasable_content"))}
+_SEQ, _VERSION, _PREV, _HASH, _SIGNATURE, _KEY_ID = (
+    _INDEX[c] for c in ("chain_seq", "hash_version", "prev_hash", "row_hash", "signature", "signing_key_id"))
+_CONTENT, _DIGEST, _SALT, _ERASABLE = (_INDEX[c] for c in ("content", "content_digest", "content_salt",
+                                                           "erasable_content"))
+_PLANE, _EVENT_TYPE = _INDEX["plane"], _INDEX["event_type"]
+_utc_text = functools.lru_cache(maxsize=256)(format_timestamp)
+
+
+def _json_fragment(text: str) -> orjson.Fragment | None:
+    """The canonical bytes of a JSON text, when compact key-sorted orjson output is them (``json_is_plain``)."""
+    try:
+        return _json_fragments[text]
+    except KeyError:
+        pass
+    try:
+        value = orjson.loads(text)
+        fragment = orjson.Fragment(orjson.dumps(value, option=_JSON_OPTIONS)) if json_is_plain(value) else None
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
+        fragment = None
+    if len(_json_fragments) >= _JSON_FRAGMENTS_KEPT:
+        _json_fragments.clear()
+    _json_fragments[text] = fragment
+    return fragment
+
+
+def _fast_canonical(row: asyncpg.Record, version: int) -> bytes | None:
+    """The canonical bytes of a fetched row in one orjson call: the same bytes as ``canonical_bytes`` (version
+    1) or ``canonical_bytes_v2`` (version 2) of the decoded row, or None where the general path must decide."""
+    document = _DOCUMENT_V2.copy()
+    document.update(zip(_CANONICAL_ORDER_V2, row, strict=False))
+    for column in _HASHED_JSON_V2:
+        text = document[column]
+        if text is not None:
+            fragment = _json_fragment(text)
+            if fragment is None:
+                return None
+            document[column] = fragment
+    event_time, received_at = document["event_time"], document["received_at"]
+    if type(event_time) is not datetime or type(received_at) is not datetime:
+        return None
+    # orjson writes a UTC instant as the canonical text itself, but leaves out ".000000".
+    if event_time.tzinfo is not UTC or event_time.microsecond == 0:
+        if event_time.tzinfo is None:
+            return None
+        document["event_time"] = format_timestamp(event_time)
+    if received_at.tzinfo is not UTC or received_at.microsecond == 0:
+        if received_at.tzinfo is None:
+            return None
+        # The events of one request share their received_at: its last few texts are worth keeping.
+        document["received_at"] = _utc_text(received_at)
+    cost = document["cost"]
+    if cost is not None:
+        if type(cost) is not Decimal:
+            return None
+        document["cost"] = format_cost(cost)
+    if version == HASH_VERSION_ERASABLE:
+        document["content_digest"] = row[_DIGEST].hex()
+        options = _IN_ORDER_OPTIONS  # the members are in canonical order already
+    else:
+        del document["content_digest"]
+        text = row[_CONTENT]
+        if text is not None:
+            if (fragment := _json_fragment(text)) is None:
+                return None
+            document["content"] = fragment
+        else:
+            document["content"] = None
+        options = _SORTED_OPTIONS
+    try:
+        return orjson.dumps(document, option=options)
+    except orjson.JSONEncodeError:  # an integer beyond 2^53, which the general path writes as a string
+        return None
+
+
+def _content_holds(row: asyncpg.Record) -> bool:
+    """A version 2 row's content is as its content_digest says (or erased): the common case of
+    ``_content_problem`` is None, checked on the JSON text."""
+    if row[_CONTENT] != "{}":
+        return False  # content in the row itself (or an unusual empty value): _content_problem decides
+    salt, text = row[_SALT], row[_ERASABLE]
+    if salt is None:
+        return True
+    if text is None:
+        return False
+    try:
+        value = orjson.loads(text)
+        if not json_is_plain(value):
+            return False
+        canonical = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)  # as canonical_content writes plain JSON
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
+        return False
+    return bool(hashlib.sha256(salt + canonical).digest() == row[_DIGEST])
+
+
 def _holds(row: asyncpg.Record, expected_prev: bytes | None, expected_seq: int, tenant: str, book: KeyBook) -> bool:
     """The common case, checked with as little work as possible: the row links, hashes and verifies. When it
     does not, ``_classify`` works out what kind of break it is."""
-    seq, stored_prev = row["chain_seq"], row["prev_hash"]
-    if seq != expected_seq or row["hash_version"] not in _KNOWN_VERSIONS:
+    stored_prev, version = row[_PREV], row[_VERSION]
+    if row[_SEQ] != expected_seq or (expected_prev is not None and stored_prev != expected_prev):
         return False
-    if expected_prev is not None and stored_prev != expected_prev:
+    if version == HASH_VERSION_ERASABLE:
+        if row[_DIGEST] is None:
+            return False
+    elif version != HASH_VERSION_PLAIN:
         return False
-    digest = _row_digest(row, stored_prev, in_column_order=True)
-    if digest != row["row_hash"]:
+    canonical = _fast_canonical(row, version)
+    if canonical is None:
         return False
-    key_id = row["signing_key_id"]
+    digest = hashlib.sha256(DOMAIN_TAGS[version] + stored_prev + canonical).digest()
+    if digest != row[_HASH]:
+        return False
+    key_id = row[_KEY_ID]
     public_key = book.keys.get(key_id)
     return (
         public_key is not None
-        and book.active_key(tenant, seq) == key_id
-        and verify_signature(public_key, digest, row["signature"])
-        and _content_problem(row) is None
+        and book.active_key(tenant, expected_seq) == key_id
+        and verify_signature(public_key, digest, row[_SIGNATURE])
+        and (version == HASH_VERSION_PLAIN or _content_holds(row))
     )
 
 
@@ -377,16 +505,22 @@ async def verify_range(
                 )
                 if linked is not None:
                     index_of_hashes[stored_prev] = linked
+            # Of the row after it, only its sequence number and hashes are looked at.
             nxt = body[index + 1] if index + 1 < len(body) else peek
-            problem = _classify(row, nxt, expected_prev, expected_seq, tenant, book, seq_of_hash)
+            try:
+                decoded = _decoded(row)
+            except ValueError as exc:  # JSON nested deeper than any decoder follows: nothing the signer writes
+                return result(index, Break(tenant, row[_SEQ], "modified",
+                                           f"row contents have no canonical form ({type(exc).__name__})"))
+            problem = _classify(decoded, nxt, expected_prev, expected_seq, tenant, book, seq_of_hash)
             if problem is not None:
                 return result(index, problem)
-        if row["hash_version"] == HASH_VERSION_ERASABLE:
-            if row["content_salt"] is None:
-                erased.append(row["chain_seq"])
-            if row["plane"] == ERASURE_PLANE and row["event_type"] == ERASURE_EVENT_TYPE:
-                erasures.append((row["chain_seq"], tuple(erased_sequences(row["attributes"]))))
-        expected_prev, expected_seq = bytes(row["row_hash"]), row["chain_seq"] + 1
+        if row[_VERSION] == HASH_VERSION_ERASABLE:
+            if row[_SALT] is None:
+                erased.append(row[_SEQ])
+            if row[_PLANE] == ERASURE_PLANE and row[_EVENT_TYPE] == ERASURE_EVENT_TYPE:
+                erasures.append((row[_SEQ], tuple(erased_sequences(_decoded(row)["attributes"]))))
+        expected_prev, expected_seq = row[_HASH], row[_SEQ] + 1
     if body and body[-1]["chain_seq"] < last:
         missing = body[-1]["chain_seq"] + 1
         return result(len(body), Break(tenant, missing, "deleted", f"sequence {missing} is missing"))
@@ -404,7 +538,8 @@ def _start_worker(dsn: str) -> None:
     # its default threshold, would walk them every few hundred allocations.
     gc.set_threshold(100_000, 50, 100)
     _worker_loop = asyncio.new_event_loop()
-    _worker_conn = _worker_loop.run_until_complete(connect(dsn))
+    # No JSON codecs: verify_range reads JSON columns as text.
+    _worker_conn = _worker_loop.run_until_complete(asyncpg.connect(dsn))
 
 
 def _verify_range_in_worker(tenant: str, first: int, last: int, book: KeyBook) -> RangeResult:
@@ -552,6 +687,7 @@ async def verify_tenants(
     if dsn is not None and len(jobs) > 1:
         loop = asyncio.get_running_loop()
         processes = min(workers or os.cpu_count() or 1, len(jobs))
+        jobs = _finer_at_the_end(jobs, processes)
         # This connection is idle while the processes check ranges: the conflict flags are checked on it
         # meanwhile, rather than one chain after another once every range is done.
         flags = asyncio.ensure_future(_check_conflict_flags(conn, plans))
@@ -562,7 +698,8 @@ async def verify_tenants(
                     tenant = plan.report.tenant_id
                     return plan, await loop.run_in_executor(pool, _verify_range_in_worker, tenant, first, last, book)
 
-                for job in asyncio.as_completed([check(*job) for job in jobs]):
+                # Tasks made in order hand the ranges to the pool in order, the finer ones last.
+                for job in asyncio.as_completed([asyncio.ensure_future(check(*job)) for job in jobs]):
                     plan, result = await job
                     plan.results.append(result)
                     report_progress(plan)
@@ -578,6 +715,17 @@ async def verify_tenants(
     for plan in plans:
         await _conclude(conn, plan, book, checkpoints)
     return [plan.report for plan in plans]
+
+
+def _finer_at_the_end(jobs: list[tuple[_Plan, int, int]], processes: int) -> list[tuple[_Plan, int, int]]:
+    """The same rows, with the last few ranges cut in quarters: the processes then finish close together,
+    rather than all but one waiting while it checks a whole range."""
+    cut = max(0, len(jobs) - 2 * processes)
+    finer: list[tuple[_Plan, int, int]] = []
+    for plan, first, last in jobs[cut:]:
+        step = -(-(last - first + 1) // 4)
+        finer.extend((plan, start, min(last, start + step - 1)) for start in range(first, last + 1, step))
+    return jobs[:cut] + finer
 
 
 @contextlib.asynccontextmanager
@@ -639,14 +787,16 @@ def _head_break(plan: _Plan) -> Break | None:
 
 # sequence_conflict is not hashed but derived (docs/auditing.md): true exactly when another row of the tenant
 # has the same non-null session_id and event_sequence. The first row where the stored flag says otherwise.
+# The pairs held by more than one row are found in one pass over the tenant's rows (a hash aggregate), rather
+# than by one index probe per row: this runs beside the range checks, on the same cores.
 _ALTERED_CONFLICT_FLAG = """
+WITH shared_pairs AS (
+    SELECT session_id, event_sequence FROM audit_logs
+    WHERE tenant_id = $1 AND session_id IS NOT NULL AND event_sequence IS NOT NULL
+    GROUP BY session_id, event_sequence HAVING count(*) > 1)
 SELECT a.chain_seq FROM audit_logs a
-WHERE a.tenant_id = $1 AND a.chain_seq <= $2
-  AND a.sequence_conflict IS DISTINCT FROM (
-      a.session_id IS NOT NULL AND a.event_sequence IS NOT NULL AND EXISTS (
-          SELECT 1 FROM audit_logs b
-          WHERE b.tenant_id = a.tenant_id AND b.session_id = a.session_id AND b.event_sequence = a.event_sequence
-            AND b.event_sequence IS NOT NULL AND b.id <> a.id))
+LEFT JOIN shared_pairs p ON p.session_id = a.session_id AND p.event_sequence = a.event_sequence
+WHERE a.tenant_id = $1 AND a.chain_seq <= $2 AND a.sequence_conflict IS DISTINCT FROM (p.session_id IS NOT NULL)
 ORDER BY a.chain_seq LIMIT 1
 """
 

@@ -41,10 +41,11 @@ class Levels:
     scopes: str
     items: str
     truncate: bool  # items may be cut to the per-request cap (log records; not metrics)
+    items_are_records: bool  # what the record limits count (log records; metrics hold data points instead)
 
 
-LOG_LEVELS = Levels("resourceLogs", "scopeLogs", "logRecords", truncate=True)
-METRIC_LEVELS = Levels("resourceMetrics", "scopeMetrics", "metrics", truncate=False)
+LOG_LEVELS = Levels("resourceLogs", "scopeLogs", "logRecords", truncate=True, items_are_records=True)
+METRIC_LEVELS = Levels("resourceMetrics", "scopeMetrics", "metrics", truncate=False, items_are_records=False)
 _PROTO_NAMES = {
     "resourceLogs": "resource_logs", "scopeLogs": "scope_logs", "logRecords": "log_records",
     "resourceMetrics": "resource_metrics", "scopeMetrics": "scope_metrics", "metrics": "metrics",
@@ -135,6 +136,7 @@ class Decoded:
     request: Any
     empty_entries: int  # resource entries without scopes + scope entries without items
     items_before_cut: int  # items the body held (JSON logs are cut to the cap before conversion)
+    records: int = -1  # records in ``request`` when the decoding counted them on its way (else -1)
 
 
 def _entries(node: dict[str, Any], name: str) -> list[Any]:
@@ -196,19 +198,22 @@ def _cut_json(document: dict[str, Any], levels: Levels, keep: int) -> None:
             document[key] = kept_groups
 
 
-def _protobuf_empty_entries(request: Any, levels: Levels, cap: int) -> int:
-    empty = 0
+def _protobuf_entries(request: Any, levels: Levels, cap: int) -> tuple[int, int]:
+    """(empty entries, items) of a parsed message; one walk over its resource and scope levels."""
+    empty = items = 0
     scopes_field, items_field = _PROTO_NAMES[levels.scopes], _PROTO_NAMES[levels.items]
     for group in getattr(request, _PROTO_NAMES[levels.groups]):
         scopes = getattr(group, scopes_field)
         if not scopes:
             empty += 1
         for scope in scopes:
-            if not getattr(scope, items_field):
+            count = len(getattr(scope, items_field))
+            if not count:
                 empty += 1
+            items += count
         if empty > cap:
             break
-    return empty
+    return empty, items
 
 
 def decode_within_budget(
@@ -219,10 +224,10 @@ def decode_within_budget(
         if len(body) > PROTOBUF_SCAN_BYTES:
             protobuf_shape(body, cap)  # cheap, and refuses what upb would turn into millions of messages
         request = otlp.decode_request(body, encoding, message_type)
-        empty = _protobuf_empty_entries(request, levels, cap)
+        empty, items = _protobuf_entries(request, levels, cap)
         if empty > cap:
             raise TooManyEmptyEntries(_too_many(empty, cap))
-        return Decoded(request, empty, -1)
+        return Decoded(request, empty, -1, items if levels.items_are_records else -1)
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

@@ -6,7 +6,8 @@ the client often sees "connection reset" instead of the status code. Reading wha
 lets the answer arrive and the connection be reused. A body declared larger than the cap is not read:
 that client gets the answer and a closed connection.
 
-One class for both jobs, because it wraps every request and each ASGI layer costs a little.
+One class for both jobs, because each ASGI layer costs a little. The export routes do not pass through
+it: their endpoint (services/receiver/ingest.py, IngestEndpoint) times and drains its requests itself.
 """
 
 from __future__ import annotations

@@ -201,15 +201,17 @@ class RawBatchQueue:
         key = tenant_key(origin.tenant_id)
         acks: list[asyncio.Future[Any]] = []
         try:
+            # One deadline for sending and acknowledgement alike.
             async with asyncio.timeout_at(deadline):
                 for index, message in enumerate(messages, start=1):
                     headers = self._headers(origin, kind, message.payload, message.content_type, received_at_ns,
                                             request_id, (message.record_count, index, len(messages)))
                     acks.append(await producer.send(topic, message.payload, key=key, headers=headers))
-            # asyncio.wait never cancels what it waits for: a late acknowledgement still releases the bytes.
-            _, pending = await asyncio.wait(acks, timeout=max(0.0, deadline - loop.time()))
-            failure = "timeout" if pending else _first_failure(acks)
-        except (KafkaError, OSError, TimeoutError) as exc:
+                await _all_done(acks)
+            failure = _first_failure(acks)
+        except TimeoutError:
+            failure = "timeout"
+        except (KafkaError, OSError) as exc:
             failure = repr(exc)
         if failure is None:
             self.breaker.succeeded()
@@ -251,6 +253,26 @@ class CachingPartitioner:
                 self._answers.clear()
             answer = self._answers[cache_key] = int(self._default(key, all_partitions, available))
         return answer
+
+
+async def _all_done(futures: Sequence[asyncio.Future[Any]]) -> None:
+    """Wait until every future is done. Unlike gather, a timeout or cancellation here leaves them running:
+    a late acknowledgement must still release the request's bytes (Reservation.release_when_done)."""
+    pending = [future for future in futures if not future.done()]
+    if not pending:
+        return
+    waiter = asyncio.get_running_loop().create_future()
+    remaining = len(pending)
+
+    def one_done(_: asyncio.Future[Any]) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0 and not waiter.done():
+            waiter.set_result(None)
+
+    for future in pending:
+        future.add_done_callback(one_done)
+    await waiter
 
 
 def _first_failure(acks: Sequence[asyncio.Future[Any]]) -> str | None:

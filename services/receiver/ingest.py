@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.responses import Response
+from google.rpc import code_pb2
 from starlette.types import Receive, Scope, Send
 
 from services.receiver import protocol
@@ -64,7 +64,8 @@ from services.receiver.metrics import ReceiverMetrics
 from services.receiver.settings import ReceiverSettings
 from shared import otlp
 from shared.clock import Clock
-from shared.licence_auth import LicensedOrg
+from shared.licence_auth import CredentialsRefused, parse_basic
+from shared.licensing import OTEL_INGEST, License, LicenseRefused, LicenseVerifier
 from shared.messages import raw_batch
 
 log = logging.getLogger("receiver")
@@ -141,18 +142,20 @@ class ClientDisconnected(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RequestHeaders:
     """The few request headers ingest looks at, read in one pass over the ASGI header list."""
 
     content_type: str | None
     content_encoding: str
     content_length: str
+    authorization: bytes | None
 
     @classmethod
     def of(cls, scope: Scope) -> RequestHeaders:
         content_type: str | None = None
         content_encoding = content_length = ""
+        authorization: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
@@ -160,51 +163,135 @@ class RequestHeaders:
                 content_encoding = value.decode("latin-1").strip().lower()
             elif name == b"content-length":
                 content_length = value.decode("latin-1")
-        return cls(content_type, content_encoding, content_length)
+            elif name == b"authorization" and authorization is None:
+                authorization = value
+        return cls(content_type, content_encoding, content_length, authorization)
 
 
-async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
+def authentication_refusal(exc: CredentialsRefused) -> protocol.Refusal:
+    """401 (with WWW-Authenticate) for credentials we cannot trust; 403 for a licence that does not allow this."""
+    if exc.forbidden:
+        return protocol.Refusal(403, code_pb2.PERMISSION_DENIED, str(exc), exc.reason)
+    return protocol.Refusal(401, code_pb2.UNAUTHENTICATED, str(exc), exc.reason,
+                            headers={"WWW-Authenticate": 'Basic realm="otlp", charset="UTF-8"'})
+
+
+class ExportAuthenticator:
+    """HTTP Basic ``org:licence-key`` checked on every export, as shared.licence_auth's backend does it.
+
+    Exporters send the same Authorization header on every request, so its parse (base64, UTF-8, the colon)
+    is remembered by the header's bytes, once the licence it names has verified (so refused credentials
+    never fill the memory); the licence itself (org, revocation, expiry, entitlement; the signature, which
+    the verifier remembers) is checked by the verifier on every request, with the current time and list.
+    """
+
+    _MAX_REMEMBERED = 10_000
+
+    def __init__(self, verifier: LicenseVerifier, clock: Clock) -> None:
+        self._verifier = verifier
+        self._clock = clock
+        self._credentials: dict[bytes, tuple[str, str]] = {}
+
+    def licence(self, authorization: bytes | None) -> License:
+        """The request's licence, or protocol.Refusal (401 or 403)."""
+        try:
+            credentials = self._credentials.get(authorization) if authorization is not None else None
+            remember = credentials is None and authorization is not None
+            if credentials is None:
+                credentials = parse_basic(None if authorization is None else authorization.decode("latin-1"))
+            org, token = credentials
+            try:
+                lic = self._verifier.verify(org, token, now=self._clock.now(), entitlement=OTEL_INGEST)
+            except LicenseRefused as refused:
+                raise CredentialsRefused(str(refused), forbidden=not refused.problem.is_authentication_failure,
+                                         reason=refused.problem.value) from None
+        except CredentialsRefused as exc:
+            raise authentication_refusal(exc) from None
+        if remember and authorization is not None:
+            if len(self._credentials) >= self._MAX_REMEMBERED:
+                self._credentials.clear()
+            self._credentials[authorization] = credentials
+        return lic
+
+
+class RequestBody:
+    """The request's body messages as an async iterator, remembering whether the body was read to its end."""
+
+    __slots__ = ("_receive", "complete")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.complete = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while not self.complete:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.complete = True
+                raise ClientDisconnected
+            self.complete = not message.get("more_body", False)
+            yield message.get("body", b"")
+
+    async def drain(self, limit: int) -> None:
+        """Read (and drop) what is left of the body, up to ``limit`` bytes: see services/receiver/edge.py."""
+        drained = 0
+        while not self.complete and drained <= limit:
+            message = await self._receive()
+            self.complete = message["type"] == "http.disconnect" or not message.get("more_body", False)
+            drained += len(message.get("body", b""))
 
 
 class IngestEndpoint:
-    """The ASGI app behind one signal's POST route.
+    """The ASGI app behind one signal's POST route: authentication, ingest, the answer and its timing.
 
-    A plain ASGI class rather than a Starlette request handler: it runs for every export, and the
-    Request wrapper costs more than the few headers it needs.
+    A plain ASGI class, and the only layer an export goes through (services/receiver/app.py dispatches to
+    it ahead of Starlette's middleware): it runs for every export, and each wrapper around it (a Request,
+    the authentication middleware, middleware wrapping ``receive`` and ``send``) cost more than what it
+    does here in a few lines. It does what the edge middleware does for the other routes: the request's
+    duration in the metrics, and the unread rest of a refused body drained before the answer.
     """
 
-    def __init__(self, signal: Signal) -> None:
+    def __init__(self, signal: Signal, context: IngestContext, authenticator: ExportAuthenticator) -> None:
         self.signal = signal
+        self.context = context
+        self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        context: IngestContext = scope["app"].state.ingest
-        user = scope["user"]
-        assert isinstance(user, LicensedOrg)  # the authentication middleware guarantees it
-        lic = user.license
-        request = IngestRequest(
-            context=context,
-            signal=self.signal,
-            origin=BatchOrigin(lic.tenant_id, lic.org_id, lic.license_id),
-            request_id=os.urandom(16).hex(),  # as unique as a uuid4, without building a UUID object
-            headers=RequestHeaders.of(scope),
-        )
+        started = time.perf_counter()
+        context, signal = self.context, self.signal
+        headers = RequestHeaders.of(scope)
+        body = RequestBody(receive)
+        request_id = os.urandom(16).hex()  # as unique as a uuid4, without building a UUID object
+        tenant = ""
         try:
-            response = await request.answer(_body_chunks(receive))
-        except protocol.Refusal as refusal:
-            context.metrics.refused_requests.labels(self.signal.route, refusal.reason).inc()
-            context.metrics.refused(self.signal.name, lic.tenant_id, refusal.reason, refusal.records)
-            response = protocol.error_response(refusal, protocol.encoding_of(request.headers.content_type))
+            try:
+                lic = self.authenticator.licence(headers.authorization)
+                tenant = lic.tenant_id
+                request = IngestRequest(context=context, signal=signal,
+                                        origin=BatchOrigin(lic.tenant_id, lic.org_id, lic.license_id),
+                                        request_id=request_id, headers=headers)
+                answer = await request.answer(body.chunks())
+            except protocol.Refusal as refusal:
+                context.metrics.refused_requests.labels(signal.route, refusal.reason).inc()
+                context.metrics.refused(signal.name, tenant, refusal.reason, refusal.records)
+                answer = protocol.error_answer(refusal, protocol.encoding_of(headers.content_type))
         except ClientDisconnected:
             return  # nobody to answer; nothing was enqueued
-        response.headers["x-request-id"] = request.request_id
-        await response(scope, receive, send)
+        except Exception as exc:  # a bug is still answered as a Status, not a dropped connection
+            log.exception("unhandled error", exc_info=exc)
+            answer = protocol.error_answer(
+                protocol.Refusal(500, code_pb2.INTERNAL, "internal error", "internal_error"),
+                protocol.encoding_of(headers.content_type))
+        if not body.complete and _worth_draining(headers.content_length, context.settings.max_body_bytes):
+            await body.drain(context.settings.max_body_bytes)
+        context.metrics.request_done(signal.route, answer.status, time.perf_counter() - started)
+        await answer.send(send, request_id)
+
+
+def _worth_draining(content_length: str, limit: int) -> bool:
+    """A body declared larger than the drain limit is not read: that client gets its answer and a closed
+    connection. Chunked bodies (no Content-Length) are read up to the limit."""
+    return not content_length or (content_length.isdigit() and int(content_length) <= limit)
 
 
 @dataclass
@@ -252,7 +339,7 @@ class IngestRequest:
     def tenant(self) -> str:
         return self.origin.tenant_id
 
-    async def answer(self, body_chunks: AsyncIterator[bytes]) -> Response:
+    async def answer(self, body_chunks: AsyncIterator[bytes]) -> protocol.Answer:
         """Every check in the module docstring's order; a refusal is raised as protocol.Refusal."""
         self._check_headers()
         self._admit()
@@ -260,7 +347,7 @@ class IngestRequest:
         try:
             await self._read(body_chunks)
             if not self.body:
-                return protocol.success_response(self.signal.name, self.encoding)  # an empty request is a success
+                return protocol.success_answer(self.signal.name, self.encoding)  # an empty request is a success
             return await self._process()
         finally:
             # After a failed enqueue the producer's futures release it, once the producer is done with the bytes.
@@ -315,7 +402,7 @@ class IngestRequest:
             raise protocol.unavailable("the receiver is at its in-flight limit", "in_flight_limit",
                                        settings.overload_retry_after_seconds) from None
 
-    async def _process(self) -> Response:
+    async def _process(self) -> protocol.Answer:
         context, settings = self.context, self.settings
         if context.batches_in_progress >= settings.max_concurrent_batches:
             # More work queued than the process gets through in a few tens of milliseconds: waiting longer
@@ -331,7 +418,7 @@ class IngestRequest:
         finally:
             context.batches_in_progress -= 1
 
-    async def _decode_and_send_large(self, payload_limit: int) -> Response:
+    async def _decode_and_send_large(self, payload_limit: int) -> protocol.Answer:
         # A body over one Kafka message is decoded and split into new payloads (which the producer copies
         # again): one such request at a time, its copies counted, or a few of them would multiply the memory.
         settings, large_requests = self.settings, self.context.large_requests
@@ -347,13 +434,13 @@ class IngestRequest:
             large_requests.release()
             release_free_memory()
 
-    async def _decode_and_send(self, payload_limit: int) -> Response:
+    async def _decode_and_send(self, payload_limit: int) -> protocol.Answer:
         self._charge_and_reserve()
         decoded = await self._decode()
         counted = self._count(decoded)
         if counted.total == 0:
             self.limiter.settle(self.tenant, self.charged, decoded.empty_entries)
-            return protocol.success_response(self.signal.name, self.encoding)
+            return protocol.success_answer(self.signal.name, self.encoding)
         wait = self.limiter.settle(self.tenant, self.charged, counted.admitted + decoded.empty_entries)
         if wait > 0:
             raise protocol.rate_limited(max(1, math.ceil(wait)), records=counted.total)
@@ -372,7 +459,7 @@ class IngestRequest:
         metrics.accepted(self.signal.name, self.tenant, sum(message.record_count for message in messages))
         if counted.rejected:
             metrics.refused(self.signal.name, self.tenant, "partial", counted.rejected)
-        return protocol.success_response(self.signal.name, self.encoding, counted.rejected, "; ".join(counted.notes))
+        return protocol.success_answer(self.signal.name, self.encoding, counted.rejected, "; ".join(counted.notes))
 
     def _charge_and_reserve(self) -> None:
         """The tenant pays before anything is decoded, by the decompressed size (as an honest body of that
@@ -411,7 +498,7 @@ class IngestRequest:
         """Records counted, and cut to the per-request cap (empty entries count against it)."""
         signal, cap, empty = self.signal, self.settings.max_records_per_request, decoded.empty_entries
         batch = decoded.request
-        kept = signal.count(batch)
+        kept = decoded.records if decoded.records >= 0 else signal.count(batch)  # counted while decoding
         total = max(kept, decoded.items_before_cut)  # JSON log records past the cap were cut before conversion
         counted = Counted(batch, total, 0, [])
         if signal.keep_first is None or total == 0:

@@ -13,6 +13,7 @@ from functools import cache
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2
 from starlette.responses import Response
+from starlette.types import Send
 
 from shared import otlp
 
@@ -70,30 +71,57 @@ def encoding_of(content_type: str | None) -> otlp.Encoding:
     return otlp.media_type(content_type) or otlp.Encoding.PROTOBUF
 
 
-def message_response(
+class Answer:
+    """An answer as the two ASGI messages that carry it, its header list built here once.
+
+    The export routes send it themselves: a Starlette Response would rebuild and re-validate its headers
+    and wrap ``send`` for every export, and most exports get the very same success answer.
+    """
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, media_type: str, headers: Mapping[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = [(b"content-length", str(len(body)).encode()), (b"content-type", media_type.encode()),
+                        *((name.lower().encode("latin-1"), value.encode("latin-1"))
+                          for name, value in (headers or {}).items())]
+
+    async def send(self, send: Send, request_id: str) -> None:
+        await send({"type": "http.response.start", "status": self.status,
+                    "headers": [*self.headers, (b"x-request-id", request_id.encode())]})
+        await send({"type": "http.response.body", "body": self.body})
+
+    def response(self) -> Response:
+        """The same answer for Starlette's handlers (404, 405, 500 outside the export routes)."""
+        response = Response(self.body, status_code=self.status)
+        response.raw_headers = list(self.headers)
+        return response
+
+
+def message_answer(
     message: Message, encoding: otlp.Encoding, status: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
-    return Response(otlp.encode_message(message, encoding), status_code=status, media_type=encoding.value,
-                    headers=dict(headers) if headers else None)
+) -> Answer:
+    return Answer(status, otlp.encode_message(message, encoding), encoding.value, headers)
 
 
 @cache
-def _full_success_body(signal: str, encoding: otlp.Encoding) -> bytes:
+def _full_success(signal: str, encoding: otlp.Encoding) -> Answer:
     response = otlp.logs_response() if signal == "logs" else otlp.metrics_response()
-    return otlp.encode_message(response, encoding)
+    return message_answer(response, encoding)
 
 
-def success_response(signal: str, encoding: otlp.Encoding, rejected: int = 0, note: str = "") -> Response:
+def success_answer(signal: str, encoding: otlp.Encoding, rejected: int = 0, note: str = "") -> Answer:
     """200 with an Export*ServiceResponse; ``partial_success`` only when something was rejected."""
     if not rejected and not note:
         # The common answer is the same few bytes every time (empty protobuf, ``{}`` in JSON).
-        return Response(_full_success_body(signal, encoding), media_type=encoding.value)
+        return _full_success(signal, encoding)
     note = note[:_MAX_MESSAGE_CHARS]
     response = otlp.logs_response(rejected, note) if signal == "logs" else otlp.metrics_response(rejected, note)
-    return message_response(response, encoding)
+    return message_answer(response, encoding)
 
 
-def error_response(refusal: Refusal, encoding: otlp.Encoding) -> Response:
+def error_answer(refusal: Refusal, encoding: otlp.Encoding) -> Answer:
     details: list[Message] = []
     headers = dict(refusal.headers)
     if refusal.retry_after is not None:
@@ -103,4 +131,8 @@ def error_response(refusal: Refusal, encoding: otlp.Encoding) -> Response:
         details.append(error_details_pb2.BadRequest(
             field_violations=[{"field": "body", "description": refusal.message[:_MAX_MESSAGE_CHARS]}]))
     body = otlp.status_body(refusal.rpc_code, refusal.message[:_MAX_MESSAGE_CHARS], details)
-    return message_response(body, encoding, refusal.status, headers)
+    return message_answer(body, encoding, refusal.status, headers)
+
+
+def error_response(refusal: Refusal, encoding: otlp.Encoding) -> Response:
+    return error_answer(refusal, encoding).response()

@@ -10,7 +10,9 @@ import pytest
 
 from services.signer.appender import OffsetEvent, append_batch
 from services.signer.rows import ChainRow, decode_row
+from shared import verify
 from shared.canonical import CanonicalEvent
+from shared.chain import HASH_VERSION_ERASABLE, HASH_VERSION_PLAIN, canonical_bytes, canonical_bytes_v2
 from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
 from shared.verify import load_key_book, verify_tenant
@@ -31,13 +33,14 @@ CASES = {
     "negative cost half": {"cost": Decimal("-0.0000025")},
     "year 999": {"event_time": datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)},
     "nested lists": {"attributes": {"x": [1, [2.5, "a", None, True], {"b": 1e20}]}},
+    "nested plain JSON": {"attributes": {"b": {"z": 1, "a": [1, "x", None]}, "a": "é\n\"q\u2028"}},
+    "microseconds and a cost": {"event_time": datetime(2026, 11, 28, 15, 0, 0, 123456, tzinfo=UTC),
+                                "cost": Decimal("0.006850"), "input_tokens": 2**53 - 1},
+    "int beyond 2^53 in a column": {"input_tokens": 2**53 + 1},
 }
 
 
-@pytest.mark.parametrize("extra", list(CASES.values()), ids=list(CASES))
-async def test_signed_bytes_survive_the_database(
-    db: asyncpg.Connection, signing_key: Ed25519Signer, extra: dict[str, object]
-) -> None:
+async def _append_one(db: asyncpg.Connection, signing_key: Ed25519Signer, extra: dict[str, object]) -> None:
     await record_signing_key(db, signing_key.public_key)
     fields: dict[str, object] = {"event_time": T0, **extra}
     event = CanonicalEvent(
@@ -53,5 +56,29 @@ async def test_signed_bytes_survive_the_database(
     row = decode_row(event.to_json())  # as the signer reads it from the topic
     assert row.values == ChainRow.of(CanonicalEvent.from_json(event.to_json())).values
     await append_batch(db, signing_key, group="g", topic="c", partition=0, batch=[OffsetEvent(0, row)])
+
+
+@pytest.mark.parametrize("extra", list(CASES.values()), ids=list(CASES))
+async def test_signed_bytes_survive_the_database(
+    db: asyncpg.Connection, signing_key: Ed25519Signer, extra: dict[str, object]
+) -> None:
+    await _append_one(db, signing_key, extra)
     report = await verify_tenant(db, "t", await load_key_book(db))
     assert report.ok, report.breaks
+
+
+@pytest.mark.parametrize("extra", list(CASES.values()), ids=list(CASES))
+async def test_the_verifiers_fast_path_writes_the_canonical_bytes_or_leaves_the_row_to_the_general_path(
+    db: asyncpg.Connection, signing_key: Ed25519Signer, extra: dict[str, object]
+) -> None:
+    await _append_one(db, signing_key, extra)
+    (record,) = await db.fetch(verify._SELECT_RANGE, "t", 1, 1)
+    decoded = verify._decoded(record)
+    as_version_2 = verify._fast_canonical(record, HASH_VERSION_ERASABLE)
+    as_version_1 = verify._fast_canonical(record, HASH_VERSION_PLAIN)  # the same row, its content hashed in
+    if not extra or "cost" in extra:  # what most rows hold: never left to the slow path
+        assert as_version_2 is not None and as_version_1 is not None
+    if as_version_2 is not None:
+        assert as_version_2 == canonical_bytes_v2(decoded, bytes(decoded["content_digest"]))
+    if as_version_1 is not None:
+        assert as_version_1 == canonical_bytes(decoded)

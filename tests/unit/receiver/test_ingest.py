@@ -304,6 +304,23 @@ async def test_expired_revoked_and_unentitled_licences_are_403(receiver: Harness
     assert receiver.producer.sent == []
 
 
+async def test_a_header_accepted_before_is_checked_again_on_every_request(receiver: Harness) -> None:
+    """The endpoint remembers a Basic header's parse, never the verdict: revocation and expiry still apply."""
+    lic, token = receiver.licence(valid_for=timedelta(days=1, hours=2))  # issued a day before the clock
+    header = {"Authorization": basic("acme", token)}
+    assert (await receiver.post(log_body(1), auth=header)).status_code == 200
+    receiver.clock.advance(3 * 3600)
+    expired = await receiver.post(log_body(1), auth=header)
+    assert expired.status_code == 403 and "expired" in status_of(expired).message
+    lic, token = receiver.licence()
+    header = {"Authorization": basic("acme", token)}
+    assert (await receiver.post(log_body(1), auth=header)).status_code == 200
+    receiver.verifier.replace_revocations([lic.license_id])
+    revoked = await receiver.post(log_body(1), auth=header)
+    assert revoked.status_code == 403 and "revoked" in status_of(revoked).message
+    assert len(receiver.producer.sent) == 2
+
+
 async def test_errors_answer_in_json_for_json_requests(receiver: Harness) -> None:
     response = await receiver.post(b"{oops", content_type="application/json")
     assert response.status_code == 400

@@ -56,3 +56,17 @@ def test_long_texts_and_failed_scans_are_not_remembered() -> None:
         memo.redact_text("user.name")
     assert memo.redact_text("user.name").text == "user.name"
     assert engine.scans.count("user.name") == 2
+
+
+def test_a_field_scanned_clean_is_remembered_as_clean_and_others_are_not() -> None:
+    engine = _CountingEngine()
+    memo = BatchMemo(engine)
+    assert memo.redact_field("xterm", as_json=False) == ("xterm", {})
+    assert memo.redact_field("host of jane@example.com", as_json=False) == ("host of <EMAIL>", {"EMAIL": 1})
+    memo.redact_field("xterm", as_json=False)
+    assert engine.scans.count("xterm") == 1
+    assert "xterm" in memo.clean and "host of jane@example.com" not in memo.clean
+    engine.fail_next = True
+    with pytest.raises(TimeoutError):
+        memo.redact_field("user.name", as_json=False)
+    assert "user.name" not in memo.clean  # a scan that raised is neither remembered nor clean

@@ -119,3 +119,57 @@ def test_other_events_can_be_dropped_by_policy_and_are_counted(fixtures_dir: Pat
 def test_undecodable_payload_is_rejected() -> None:
     with pytest.raises(BatchRejected):
         list(transform_batch(batch(b"\x0a\xff\xff"), Fixed(EmailOnly()), POLICY, TransformStats()))  # type: ignore[arg-type]
+
+
+def _request_with_resource(resource: dict[str, str], records: list[dict[str, str]]) -> bytes:
+    from shared import otlp  # noqa: PLC0415
+
+    request = otlp.ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    for key, value in resource.items():
+        attribute = resource_logs.resource.attributes.add()
+        attribute.key, attribute.value.string_value = key, value
+    scope_logs = resource_logs.scope_logs.add()
+    for attributes in records:
+        record = scope_logs.log_records.add()
+        for key, value in attributes.items():
+            attribute = record.attributes.add()
+            attribute.key, attribute.value.string_value = key, value
+    return request.SerializeToString()
+
+
+def test_resource_attributes_scanned_once_per_batch_are_redacted_in_every_record() -> None:
+    """The resource is scanned once for the batch; what is masked in it is masked, recorded and counted for
+    each record as before, and a record attribute with a resource attribute's name still yields to it."""
+    body = _request_with_resource(
+        {"service.name": "claude-code", "host.name": "laptop of jane@acme.com", "os.type": "linux"},
+        [
+            {"event.name": "claude_code.user_prompt", "terminal.type": "xterm"},
+            {"event.name": "claude_code.user_prompt", "resource.os.type": "mine", "bob@acme.com": "x"},
+        ],
+    )
+    stats = TransformStats()
+    events = list(transform_batch(batch(body), Fixed(EmailOnly()), POLICY, stats))  # type: ignore[arg-type]
+    assert len(events) == 2
+    for event in events:
+        assert event.attributes["resource.host.name"] == "laptop of <EMAIL>"
+        assert event.redacted_fields["attributes.resource.host.name"] == {"EMAIL": 1}
+        assert event.attributes["resource.os.type"] == "linux"
+    assert events[0].attributes == {"terminal.type": "xterm", "resource.host.name": "laptop of <EMAIL>",
+                                    "resource.os.type": "linux"}
+    assert events[1].attributes["<EMAIL>"] == "x"
+    assert events[1].redacted_fields["attributes.<key>"] == {"EMAIL": 1}
+    assert stats.redactions == {"EMAIL": 3}
+
+
+def test_resource_attributes_are_withheld_in_every_record_when_detection_fails() -> None:
+    body = _request_with_resource(
+        {"host.name": "laptop"}, [{"event.name": "claude_code.user_prompt"}, {"event.name": "claude_code.api_request"}]
+    )
+    stats = TransformStats()
+    events = list(transform_batch(batch(body), Fixed(Broken()), POLICY, stats))  # type: ignore[arg-type]
+    for event in events:
+        assert "resource.host.name" not in event.attributes
+        assert event.attributes["[key withheld: detection unavailable]"] == WITHHELD_MARKER
+        assert event.redacted_fields["attributes.<key>"] == {"WITHHELD": 1}
+        assert event.redacted_fields["attributes.[key withheld: detection unavailable]"] == {"WITHHELD": 1}
