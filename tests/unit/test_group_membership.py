@@ -21,12 +21,15 @@ async def test_static_membership_and_short_rebalances_are_settings(monkeypatch: 
     monkeypatch.setenv("KAFKA_SESSION_TIMEOUT_MS", "9000")
     settings = RedactorSettings()
     options = settings.kafka_consumer_options()
-    assert options == {"session_timeout_ms": 9000, "rebalance_timeout_ms": 3000, "group_instance_id": "redactor-0"}
+    assert options == {"session_timeout_ms": 9000, "rebalance_timeout_ms": 3000, "fetch_max_wait_ms": 20,
+                       "group_instance_id": "redactor-0"}
     consumer = make_consumer("broker:9092", "group", "topic", **options)
     assert consumer._group_instance_id == "redactor-0"
     assert consumer._session_timeout_ms == 9000
     assert consumer._heartbeat_interval_ms == 1500
     assert consumer._rebalance_timeout_ms == 3000
+    # aiokafka's own 500 ms is added at each consumer stage when the broker holds waiting fetches to the end.
+    assert consumer._fetch_max_wait_ms == 20
 
 
 async def test_dynamic_membership_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
