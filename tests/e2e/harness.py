@@ -174,8 +174,10 @@ class Pipeline:
 
 @contextmanager
 def running_with_reporter(pipe: Pipeline, *also: str) -> Iterator[Pipeline]:
-    """The pipeline's core services, then ``also`` and the reporter (on ``REPORTER_PORT`` of its extra_env);
-    yields once the reporter is ready and stops them all after."""
+    """The pipeline's core services, then ``also`` and the reporter (on ``REPORTER_PORT`` of its extra_env, a
+    free local port unless the test chose one); yields once the reporter is ready and stops them all after."""
+    pipe.extra_env.setdefault("REPORTER_PORT", str(free_port()))
+    pipe.extra_env.setdefault("REPORTER_HOST", "127.0.0.1")
     pipe.start()
     assert pipe.group is not None
     for name in (*also, "reporter"):

@@ -12,7 +12,6 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from deploy.local.infra import free_port
 from tests.conftest import Infra, Topics
 from tests.e2e.harness import Pipeline, get_json_until, running_with_reporter
 
@@ -22,11 +21,7 @@ LOST = {3, 6, 7}
 
 @pytest.fixture
 async def pipeline(infra: Infra, database_url: str, topics: Topics, tmp_path: Path) -> AsyncIterator[Pipeline]:
-    reporter_port = free_port()
-    pipe = Pipeline(database_url, infra.bootstrap, topics, tmp_path, extra_env={
-        "REPORTER_PORT": str(reporter_port), "REPORTER_HOST": "127.0.0.1",
-    })
-    with running_with_reporter(pipe):
+    with running_with_reporter(Pipeline(database_url, infra.bootstrap, topics, tmp_path)) as pipe:
         yield pipe
 
 

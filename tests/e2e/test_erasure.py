@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.local.infra import free_port
 from shared.db.pool import connect
 from tests.conftest import Infra, Topics
 from tests.e2e.harness import Pipeline, running_with_reporter
@@ -25,11 +24,7 @@ TENANT = "tenant-acme"
 
 @pytest.fixture
 async def pipeline(infra: Infra, database_url: str, topics: Topics, tmp_path: Path) -> AsyncIterator[Pipeline]:
-    reporter_port = free_port()
-    pipe = Pipeline(database_url, infra.bootstrap, topics, tmp_path, extra_env={
-        "REPORTER_PORT": str(reporter_port), "REPORTER_HOST": "127.0.0.1",
-    })
-    with running_with_reporter(pipe):
+    with running_with_reporter(Pipeline(database_url, infra.bootstrap, topics, tmp_path)) as pipe:
         yield pipe
 
 

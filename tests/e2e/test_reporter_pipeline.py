@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.local.infra import free_port
 from services.reporter.proofcheck import check_proof
 from shared.db.pool import connect
 from shared.keys import load_signer
@@ -28,10 +27,7 @@ RAW_PII = ("jane.roe@example.com", "john.smith@example.org", "alice@corp.example
 
 @pytest.fixture
 async def pipeline(infra: Infra, database_url: str, topics: Topics, tmp_path: Path) -> AsyncIterator[Pipeline]:
-    reporter_port = free_port()
     pipe = Pipeline(database_url, infra.bootstrap, topics, tmp_path, extra_env={
-        "REPORTER_PORT": str(reporter_port),
-        "REPORTER_HOST": "127.0.0.1",
         "REPORTER_VERIFY_INTERVAL_SECONDS": "0.5",
         "USAGE_GROUP_ID": f"usage-{topics.raw_metrics}",
         "USAGE_METRICS_PORT": "0",
@@ -130,7 +126,9 @@ async def test_captures_become_reports_with_proofs(pipeline: Pipeline, fixtures_
         await conn.close()
     verify = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "services.auditctl", "verify", "--tenant", "tenant-acme"],
-        env={**os.environ, "DATABASE_URL": pipeline.database_url}, capture_output=True, text=True, timeout=120,
+        # The anchors this pipeline's signer published, not whatever a local `make run` left under var/.
+        env={**os.environ, "DATABASE_URL": pipeline.database_url,
+             "CHECKPOINT_WITNESS_DIR": str(pipeline.witness_dir)}, capture_output=True, text=True, timeout=120,
         check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "OK tenant=tenant-acme" in verify.stdout
