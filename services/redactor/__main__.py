@@ -11,7 +11,7 @@ from services.redactor.settings import RedactorSettings
 from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.canonicalize.transform import TextRedactor, TransformPolicy
 from shared.health import HealthServer
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import BatchingProducer, make_consumer, make_producer
 from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_keyring, load_signing_key
@@ -69,10 +69,12 @@ async def _run(settings: RedactorSettings) -> None:
     consumer = make_consumer(
         settings.kafka_connection(), settings.redactor_group_id, **settings.kafka_consumer_options()
     )
-    # Canonical events are about 1 KiB and come in bursts of a raw batch's records: batches of up to 256 KiB per
-    # partition (aiokafka's default is 16 KiB) send a burst in a few produce requests instead of dozens.
-    producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes,
-                             max_batch_size=min(256 * 1024, settings.kafka_max_message_bytes))
+    # Canonical events are about 1 KiB and come in bursts of a raw batch's records, which the worker hands over
+    # together (BatchingProducer): record batches of up to 256 KiB per partition (aiokafka's default is 16 KiB)
+    # carry a burst in one produce request. Those batches are complete when handed over, so they do not linger.
+    producer = BatchingProducer(make_producer(
+        settings.kafka_connection(), settings.kafka_max_message_bytes,
+        max_batch_size=min(256 * 1024, settings.kafka_max_message_bytes), linger_ms=0))
     worker = RedactorWorker(
         consumer,
         producer,

@@ -11,7 +11,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -24,7 +24,7 @@ from shared.canonicalize.transform import (
     TransformStats,
     transform_batch,
 )
-from shared.kafka import MessageProducer
+from shared.kafka import BatchSender, OutboundRecord
 from shared.messages import InvalidMessage, canonical_event, raw_batch
 from shared.messages.auth import Keyring, MessageKey
 from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_headers
@@ -32,20 +32,15 @@ from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_header
 log = logging.getLogger("redactor")
 
 
-class OutboundMessage(NamedTuple):
-    """One message to produce; a tuple, as one is made per canonical event."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
+# One message to produce; a tuple, as one is made per canonical event.
+OutboundMessage = OutboundRecord
 
 
 @dataclass
 class _InFlight:
     position: Position
     messages: list[OutboundMessage]
-    futures: list[asyncio.Future[Any]]
+    acknowledged: asyncio.Future[None]
     sent_at: float = 0.0
 
 
@@ -89,10 +84,10 @@ class RedactorMetrics:
 
 
 class ProduceStep:
-    """Sends a raw message's outputs and forwards its position once all of them are acknowledged."""
+    """Sends a raw message's outputs together and forwards its position once all of them are acknowledged."""
 
     def __init__(
-        self, producer: MessageProducer, next_step: CommitOffsets, max_pending: int, latency: Histogram | None = None
+        self, producer: BatchSender, next_step: CommitOffsets, max_pending: int, latency: Histogram | None = None
     ) -> None:
         self._latency = latency
         self._producer = producer
@@ -108,31 +103,21 @@ class ProduceStep:
     async def submit(self, item: tuple[Position, list[OutboundMessage]]) -> None:
         while self.full:
             # The consumer is paused by now; wait for the oldest send rather than grow the queue.
-            await asyncio.wait(self._pending[0].futures)
+            await asyncio.wait([self._pending[0].acknowledged])
             await self.poll()
         position, messages = item
-        entry = _InFlight(position, messages, [], time.perf_counter())
-        entry.futures = [await self._send(m) for m in messages]
-        self._pending.append(entry)
-
-    async def _send(self, message: OutboundMessage) -> asyncio.Future[Any]:
-        return await self._producer.send(message.topic, message.value, key=message.key, headers=message.headers)
+        sent_at = time.perf_counter()
+        self._pending.append(_InFlight(position, messages, await self._producer.send_many(messages), sent_at))
 
     async def poll(self) -> None:
-        while self._pending and all(f.done() for f in self._pending[0].futures):
+        while self._pending and self._pending[0].acknowledged.done():
             head = self._pending[0]
-            failed = [
-                m
-                for m, f in zip(head.messages, head.futures, strict=True)
-                if f.cancelled() or f.exception() is not None
-            ]
-            if failed:
+            if head.acknowledged.cancelled() or head.acknowledged.exception() is not None:
                 # Retryable by nature (the broker is away or slow): resend, never skip. Anything the broker
                 # did take is deduplicated downstream by event id.
-                log.warning("produce failed, resending", extra={"count": len(failed)})
+                log.warning("produce failed, resending", extra={"count": len(head.messages)})
                 await asyncio.sleep(self._backoff.next_delay())
-                head.messages = failed
-                head.futures = [await self._send(m) for m in failed]
+                head.acknowledged = await self._producer.send_many(head.messages)
                 return
             self._backoff.reset()
             self._pending.popleft()
@@ -143,7 +128,7 @@ class ProduceStep:
     async def join(self, timeout: float | None = None) -> None:
         async def drain() -> None:
             while self._pending:
-                await asyncio.wait(self._pending[0].futures)
+                await asyncio.wait([self._pending[0].acknowledged])
                 await self.poll()
 
         await asyncio.wait_for(drain(), timeout)
@@ -266,7 +251,7 @@ class RedactorWorker:
     def __init__(
         self,
         consumer: Any,
-        producer: MessageProducer,
+        producer: BatchSender,
         engines: EngineLookup,
         policy: TransformPolicy,
         *,

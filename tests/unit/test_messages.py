@@ -4,15 +4,18 @@ whatever (header names, values, sizes) raising anything but ``InvalidMessage``."
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import random
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from shared.canonical import CanonicalEvent
+from shared.canonical import EVENT_COLUMNS, CanonicalEvent
 from shared.messages import InvalidMessage, canonical_event, dead_letter, raw_batch
 from shared.messages.auth import (
     AUDITCTL_SCOPE,
@@ -177,6 +180,34 @@ def test_a_canonical_event_for_another_tenant_cannot_be_made_without_a_key() -> 
         canonical_event.decode(value, replaced(headers, "event_id", b"f" * 64), keyring)
     with pytest.raises(InvalidMessage, match="differs from its header"):  # authenticated, but inconsistent
         canonical_event.decode_event(value, canonical_event.encode_value("f" * 64, value, REDACTOR), keyring)
+
+
+def test_the_mac_is_hmac_sha256_over_the_domain_and_length_prefixed_fields_whatever_came_before() -> None:
+    """The keyed state is made once per domain and copied: every MAC must still be the plain HMAC of its own
+    domain and fields, however the calls interleave."""
+    secret = b"k" * 32
+    key = MessageKey.of(secret)
+
+    def plain(domain: bytes, fields: list[bytes]) -> str:
+        return hmac.new(secret, domain + b"".join(len(f).to_bytes(8, "big") + f for f in fields),
+                        hashlib.sha256).hexdigest()
+
+    calls = [(b"canonical-event/v1", [b"e1", b"", b"{}"]), (b"raw-batch/v1/logs", [b"acme", b"x" * 5000]),
+             (b"canonical-event/v1", [b"e2", b"r", b'{"a":1}']), (b"canonical-event/v1", [])]
+    for domain, fields in calls * 2:
+        assert key.mac(domain, fields) == plain(domain, fields)
+    assert key == MessageKey.of(secret) and hash(key) == hash(MessageKey.of(secret))
+
+
+def test_a_canonical_events_json_holds_every_field_in_order() -> None:
+    event = _event(cost=Decimal("0.006850"), attributes={"big": 2**70, "n": [1, "x"]}, content={"prompt": "é"})
+    data = json.loads(event.to_json())
+    assert list(data) == list(EVENT_COLUMNS)
+    expected = {name: getattr(event, name) for name in EVENT_COLUMNS}
+    expected.update(event_time=event.event_time.isoformat(), received_at=event.received_at.isoformat(),
+                    cost="0.006850")
+    assert data == expected
+    assert CanonicalEvent.from_json(event.to_json()) == event
 
 
 def test_dead_letter_context_is_checked_and_never_overflows() -> None:
