@@ -70,7 +70,7 @@ async def settle() -> None:
 
 async def test_a_group_is_done_once_every_batch_with_its_records_is_acknowledged() -> None:
     fake = FakeProducer()
-    producer = BatchingProducer(fake)  # type: ignore[arg-type]
+    producer = BatchingProducer(fake)
     first = await producer.send_many(records(b"acme", b"a1", b"a2"))
     second = await producer.send_many(records(b"acme", b"a3", b"a4", b"a5"))
     await settle()
@@ -87,7 +87,7 @@ async def test_a_group_is_done_once_every_batch_with_its_records_is_acknowledged
 
 async def test_records_of_several_tenants_go_to_their_partitions() -> None:
     fake = FakeProducer(capacity=100)
-    producer = BatchingProducer(fake)  # type: ignore[arg-type]
+    producer = BatchingProducer(fake)
     keys = [b"acme", b"globex", b"initech", b"umbrella", b"hooli"]
     group = await producer.send_many([r for key in keys for r in records(key, key[:2] + b"1", key[:2] + b"2")])
     await settle()
@@ -103,7 +103,7 @@ async def test_records_of_several_tenants_go_to_their_partitions() -> None:
 
 async def test_a_failed_batch_fails_the_groups_in_it_and_no_other() -> None:
     fake = FakeProducer()
-    producer = BatchingProducer(fake)  # type: ignore[arg-type]
+    producer = BatchingProducer(fake)
     first = await producer.send_many(records(b"acme", b"a1", b"a2"))
     second = await producer.send_many(records(b"acme", b"a3", b"a4"))
     await settle()
@@ -121,7 +121,7 @@ async def test_a_failed_batch_fails_the_groups_in_it_and_no_other() -> None:
 
 async def test_unkeyed_and_oversized_records_go_through_send_in_their_turn() -> None:
     fake = FakeProducer()
-    producer = BatchingProducer(fake)  # type: ignore[arg-type]
+    producer = BatchingProducer(fake)
     group = await producer.send_many([*records(b"acme", b"a1", b"x" * 50, b"a2"), *records(None, b"dl", topic="d")])
     await settle()
     p = partition_of(b"acme")
@@ -145,7 +145,7 @@ async def test_an_error_from_send_fails_the_group() -> None:
         raise ValueError("too large")
 
     fake.send = refuse  # type: ignore[method-assign]
-    producer = BatchingProducer(fake)  # type: ignore[arg-type]
+    producer = BatchingProducer(fake)
     group = await producer.send_many(records(b"acme", b"x" * 50))
     await settle()
     with pytest.raises(ValueError, match="too large"):
@@ -162,7 +162,7 @@ async def test_closing_fails_what_is_still_queued() -> None:
         return await original(batch, topic, partition=partition)
 
     fake.send_batch = slow  # type: ignore[method-assign]
-    producer = BatchingProducer(fake)  # type: ignore[arg-type]
+    producer = BatchingProducer(fake)
     fake.capacity = 1
     in_batch = await producer.send_many(records(b"acme", b"a1"))
     queued = await producer.send_many(records(b"acme", b"a2"))
