@@ -339,11 +339,15 @@ class BatchingProducer:
         or failed with the first error; a failure says nothing of which records the broker did take."""
         chunks: dict[tuple[str, int], list[OutboundRecord]] = {}
         partitions: dict[str, list[int]] = {}
+        placed: dict[tuple[str, bytes], int] = {}  # the records of one call mostly share their key
         for record in records:
-            known = partitions.get(record.topic)
-            if known is None:
-                known = partitions[record.topic] = sorted(await self._producer.partitions_for(record.topic))
-            partition = -1 if record.key is None else self._partitioner(record.key, known, known)
+            if record.key is None:
+                partition = -1
+            elif (partition := placed.get((record.topic, record.key), -1)) < 0:
+                known = partitions.get(record.topic)
+                if known is None:
+                    known = partitions[record.topic] = sorted(await self._producer.partitions_for(record.topic))
+                partition = placed[(record.topic, record.key)] = self._partitioner(record.key, known, known)
             chunks.setdefault((record.topic, partition), []).append(record)
         group = _Group(asyncio.get_running_loop().create_future(), len(chunks))
         if not chunks:

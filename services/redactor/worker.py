@@ -108,6 +108,9 @@ class ProduceStep:
         position, messages = item
         sent_at = time.perf_counter()
         self._pending.append(_InFlight(position, messages, await self._producer.send_many(messages), sent_at))
+        # Handing records over never blocks: yield once, so the producer sends them while the next raw
+        # message of a large fetch is transformed rather than after the whole fetch.
+        await asyncio.sleep(0)
 
     async def poll(self) -> None:
         while self._pending and self._pending[0].acknowledged.done():
