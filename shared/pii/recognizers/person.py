@@ -58,8 +58,11 @@ _WINDOW = 160
 # A capitalised word, not preceded by a letter: Latin capitals (A-Z, À-Þ, Latin Extended-A) start it. The
 # capital comes first and the look-behind (the capital and the character before it) second: a pattern that
 # starts with a character set lets the regex engine skip to the next capital on its own, three times faster
-# over prose than a look-behind tried at every position.
-_CAPITALISED = re.compile(r"[A-ZÀ-ÖØ-Þ\u0100-\u017f](?<![^\W\d_].)[^\W\d_]*(?:['\u2019\-][^\W\d_]+)*")
+# over prose than a look-behind tried at every position. A lone capital followed by ". " is taken with its dot:
+# an initial ("R. Endah", "Hans D. Martin").
+_CAPITALISED_OR_INITIAL = re.compile(
+    r"[A-ZÀ-ÖØ-Þ\u0100-\u017f](?<![^\W\d_].)(?:\.(?= )|[^\W\d_]*(?:['\u2019\-][^\W\d_]+)*)"
+)
 _WORD = re.compile(r"[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*")
 _PARTICLES = frozenset(
     {"van", "von", "der", "den", "de", "del", "della", "da", "dos", "das", "du", "le", "la", "bin", "binti", "ten",
@@ -277,16 +280,15 @@ def _with_titles(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+def _may_join(gap: str) -> bool:
+    """Whether two capitalised words this far apart can be one name: a space between them, or particles only
+    ("Jan van den Berg", "María de la Cruz", "Ahmad bin Abdullah")."""
+    return gap == " " or _PARTICLE_GAP.fullmatch(gap) is not None
+
+
 def _capitalised_words(text: str) -> list[_Word]:
     """Only capitalised words are looked at (one regex pass); particles between them are read from the gap."""
-    words = []
-    for m in _CAPITALISED.finditer(text):
-        found, (start, end) = m.group(), m.span()
-        if len(found) == 1 and text[end:end + 2] == ". ":
-            words.append(_Word(start, end + 1, found + "."))  # an initial: "R. Endah", "Hans D. Martin"
-        else:
-            words.append(_Word(start, end, found))
-    return words
+    return [_Word(m.start(), m.end(), m.group()) for m in _CAPITALISED_OR_INITIAL.finditer(text)]
 
 
 class _WordInfo:
@@ -404,28 +406,21 @@ class PersonRecognizer:
         index = 0
         while index < len(words):
             word = words[index]
-            if not info(word.text).shaped or _in_code_token(text, word.start, word.end):
+            facts = info(word.text)
+            if not facts.shaped:
                 index += 1
                 continue
-            run = [word]
-            names_in_run = int(word.text not in _PARTICLES)
-            cursor = index + 1
-            while cursor < len(words) and names_in_run < _MAX_WORDS:
-                nxt = words[cursor]
-                gap = text[run[-1].end:nxt.start]
-                # "Jan van den Berg", "María de la Cruz", "Ahmad bin Abdullah": particles only between names.
-                if gap != " " and _PARTICLE_GAP.fullmatch(gap) is None:
-                    break
-                if not info(nxt.text).shaped or _in_code_token(text, nxt.start, nxt.end):
-                    break
-                if gap != " ":
-                    start = run[-1].end + 1
-                    for particle in _WORD.finditer(text, start, nxt.start):
-                        run.append(_Word(particle.start(), particle.end(), particle.group()))
-                        names_in_run += particle.group() not in _PARTICLES
-                run.append(nxt)
-                names_in_run += nxt.text not in _PARTICLES
-                cursor += 1
+            if (facts.context_word or facts.weak_common) and (
+                index + 1 == len(words) or not _may_join(text[word.end:words[index + 1].start])
+            ):
+                # A word alone (no capitalised word can follow it into a run) that is a context word or a
+                # common word is no name, whether or not it is code: the token around it need not be read.
+                index += 1
+                continue
+            if _in_code_token(text, word.start, word.end):
+                index += 1
+                continue
+            run, cursor = self._run_from(text, words, index)
             index = cursor
             context: str | None = None
             # Leading context words and honorifics inside the run: "Hi Hans", "Dear Dr Müller", "Pak Budi".
@@ -452,6 +447,29 @@ class PersonRecognizer:
             if context != "strong" and self._verb_after(text, run[-1].end):
                 context = "strong"
             yield run, context
+
+    def _run_from(self, text: str, words: list[_Word], index: int) -> tuple[list[_Word], int]:
+        """The run that starts at ``words[index]`` (with the particles between its words), and the index of the
+        first word after it."""
+        run = [words[index]]
+        names_in_run = int(words[index].text not in _PARTICLES)
+        cursor = index + 1
+        while cursor < len(words) and names_in_run < _MAX_WORDS:
+            nxt = words[cursor]
+            gap = text[run[-1].end:nxt.start]
+            if not _may_join(gap):
+                break
+            if not self._info(nxt.text).shaped or _in_code_token(text, nxt.start, nxt.end):
+                break
+            if gap != " ":
+                start = run[-1].end + 1
+                for particle in _WORD.finditer(text, start, nxt.start):
+                    run.append(_Word(particle.start(), particle.end(), particle.group()))
+                    names_in_run += particle.group() not in _PARTICLES
+            run.append(nxt)
+            names_in_run += nxt.text not in _PARTICLES
+            cursor += 1
+        return run, cursor
 
     @staticmethod
     def _context_before(text: str, start: int) -> str | None:
