@@ -109,6 +109,7 @@ async def _run(settings: RedactorSettings) -> None:
             raise
         parts.on_shutdown("posture refresher", stop_work)
         worker.subscribe()
+        log.info("joining consumer group", extra={"group": settings.redactor_group_id})
         await engine_built()
         refresher = asyncio.create_task(
             refresh_postures(postures, settings.database_url, settings.posture_refresh_seconds, stop, asyncio.Event())

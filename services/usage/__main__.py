@@ -71,6 +71,7 @@ async def _run(settings: UsageSettings) -> None:
                              dead_letter_topic=settings.topic_dead_letter, max_batch=settings.usage_max_batch_messages,
                              metrics=UsageMetrics(registry), stop=stop, engine=engine, raw_keyring=raw_keyring)
         worker.subscribe()
+        log.info("joining consumer group", extra={"group": settings.usage_group_id})
         log.info("usage consumer started",
                  extra={"topic": settings.topic_raw_metrics, "group": settings.usage_group_id})
         await worker.run()
