@@ -30,7 +30,7 @@ _MEMO_ENTRIES = 4096
 # up to this many characters in all: API errors, commands and tool input recur across batches and sessions,
 # while unique prose only passes through. A text with findings is scanned again each time (a masked copy is
 # not kept), and so is one longer than _CLEAN_MAX_TEXT (it would push out many shorter ones).
-_CLEAN_MEMO_CHARS = 4 * 1024 * 1024
+_CLEAN_MEMO_CHARS = 2 * 1024 * 1024
 _CLEAN_MAX_TEXT = 16 * 1024
 
 
