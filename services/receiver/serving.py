@@ -6,9 +6,10 @@ here; parsing and framing (h11), the ASGI messages and every protocol check stay
 
 - The keep-alive idle timeout. Hypercorn runs it as a task per idle period: each request cancels it (and
   waits for the cancellation) and each response starts a new one, which itself starts a second task
-  inside ``asyncio.wait_for``. Here it is one timer handle, cancelled and re-armed, with the same
-  behaviour: an idle connection is closed after ``keep_alive_timeout``, and at once when the server is
-  shutting down (``context.terminated``), whether it was idle already or becomes idle later.
+  inside ``asyncio.wait_for``. Here a request and a response only note the time; one timer per
+  connection, re-armed when it fires, checks whether the connection has been idle long enough. The
+  behaviour is the same: an idle connection is closed after ``keep_alive_timeout``, and at once when the
+  server is shutting down (``context.terminated``), whether it was idle already or becomes idle later.
 - The Date header, formatted anew for every response (``wsgiref``'s ``format_date_time``); here once per
   second, which is its resolution.
 
@@ -50,35 +51,50 @@ class ReceiverConfig(Config):
 class _IdleTimer:
     """Stands in for Hypercorn's ``AsyncioSingleTask`` as the connection's idle task: same calls."""
 
-    __slots__ = ("_handle", "_idle", "_server")
+    __slots__ = ("_handle", "_idle_since", "_server")
 
     def __init__(self, server: LeanTCPServer) -> None:
         self._server = server
         self._handle: asyncio.TimerHandle | None = None
-        self._idle = _idle_timers(server.context)
+        self._idle_since: float | None = None  # None while a request is in progress
 
     async def restart(self, task_group: TaskGroup, action: Any) -> None:
-        self._cancel()
         server = self._server
         if server.context.terminated.is_set():
             self.expire()
             return
-        self._handle = server.loop.call_later(server.config.keep_alive_timeout, self.expire)
-        self._idle.add(self)
+        self._idle_since = server.loop.time()
+        if self._handle is None:
+            self._handle = server.loop.call_later(server.config.keep_alive_timeout, self._check)
 
     async def stop(self) -> None:
-        self._cancel()
+        self._idle_since = None
 
-    def _cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-            self._idle.discard(self)
+    @property
+    def idle(self) -> bool:
+        return self._idle_since is not None
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._idle_since is None:
+            return  # busy: the response re-arms the timer
+        server = self._server
+        remaining = self._idle_since + server.config.keep_alive_timeout - server.loop.time()
+        if remaining > 0:
+            self._handle = server.loop.call_later(remaining, self._check)
+        else:
+            self.expire()
 
     def expire(self) -> None:
         """Close the idle connection, as Hypercorn's idle task does when its wait ends."""
-        self._cancel()
+        self.cancel()
         _spawn(self._server.loop, self._server.close_idle())
+
+    def cancel(self) -> None:
+        self._idle_since = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class LeanTCPServer(TCPServer):
@@ -86,26 +102,34 @@ class LeanTCPServer(TCPServer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.idle_task = _IdleTimer(self)  # type: ignore[assignment]
+        self.idle_timer = _IdleTimer(self)
+        self.idle_task = self.idle_timer  # type: ignore[assignment]
+        _connections(self.context).add(self)
         _watch_termination(self.context)
 
     async def close_idle(self) -> None:
         await asyncio.shield(self._initiate_server_close())
 
+    async def _close(self) -> None:
+        try:
+            await super()._close()
+        finally:
+            self.idle_timer.cancel()
+            _connections(self.context).discard(self)
 
-# Per server (one worker context each): the timers of its idle connections, and the task that closes them
-# when the server shuts down. A timer is in the set only while armed; stopping it (a request arrives, the
-# connection closes) takes it out, so the set holds no closed connection.
-_timers: weakref.WeakKeyDictionary[WorkerContext, set[_IdleTimer]] = weakref.WeakKeyDictionary()
+
+# Per server (one worker context each): its open connections, and the task that closes the idle ones when
+# it shuts down. A connection leaves the set when it closes.
+_open: weakref.WeakKeyDictionary[WorkerContext, set[LeanTCPServer]] = weakref.WeakKeyDictionary()
 _watchers: weakref.WeakKeyDictionary[WorkerContext, asyncio.Task[None]] = weakref.WeakKeyDictionary()
 _background: set[asyncio.Task[None]] = set()
 
 
-def _idle_timers(context: WorkerContext) -> set[_IdleTimer]:
-    timers = _timers.get(context)
-    if timers is None:
-        timers = _timers[context] = set()
-    return timers
+def _connections(context: WorkerContext) -> set[LeanTCPServer]:
+    connections = _open.get(context)
+    if connections is None:
+        connections = _open[context] = set()
+    return connections
 
 
 def _spawn(loop: asyncio.AbstractEventLoop, coroutine: Any) -> None:
@@ -122,9 +146,9 @@ def _watch_termination(context: WorkerContext) -> None:
 
     async def close_idle_connections() -> None:
         await context.terminated.wait()
-        for timer in list(_idle_timers(context)):
-            timer.expire()
-        _timers.pop(context, None)
+        for connection in list(_connections(context)):
+            if connection.idle_timer.idle:
+                connection.idle_timer.expire()
         _watchers.pop(context, None)
 
     _watchers[context] = asyncio.get_running_loop().create_task(close_idle_connections())
