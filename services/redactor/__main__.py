@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
@@ -18,6 +19,8 @@ from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_keyring, load_signing_key
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
+
+_FIRST_POSTURES_WAIT_S = 10.0
 
 
 def _engine_factory(settings: RedactorSettings) -> Callable[[frozenset[str] | None], TextRedactor]:
@@ -77,9 +80,10 @@ async def _run(settings: RedactorSettings) -> None:
         canonical_key=canonical_key,
     )
     refresher: asyncio.Task[None] | None = None
-    # Ready only once the PII engine is built and the group has assigned this member its partitions: an event
-    # sent then is processed.
-    health = HealthServer(registry, ready=lambda: engine.ready() and worker.assigned and not stop.is_set())
+    postures_loaded, processing = asyncio.Event(), asyncio.Event()
+    # Ready only once the PII engine is built, the postures are loaded (or waited for long enough) and the group has
+    # assigned this member its partitions: an event sent then is processed, under its tenant's posture.
+    health = HealthServer(registry, ready=lambda: processing.is_set() and worker.assigned and not stop.is_set())
 
     async def stop_work() -> None:
         stop.set()
@@ -101,11 +105,17 @@ async def _run(settings: RedactorSettings) -> None:
         worker.subscribe()
         engine.joining.set()
         log.info("joining consumer group", extra={"group": settings.redactor_group_id})
+        # The tenants' detection postures load while the consumer joins and the engine builds. Events wait for the
+        # first load (until then the default posture applies: a tenant that turned detection off would have its
+        # content masked instead of withheld), but not for a database that is away: after _FIRST_POSTURES_WAIT_S
+        # every kind is masked until it answers.
+        refresher = asyncio.create_task(refresh_postures(
+            postures, settings.database_url, settings.posture_refresh_seconds, stop, postures_loaded))
         await engine.result()
-        refresher = asyncio.create_task(
-            refresh_postures(postures, settings.database_url, settings.posture_refresh_seconds, stop, asyncio.Event())
-        )
-        log.info("redactor running", extra={"topic": settings.topic_raw_logs})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(postures_loaded.wait(), _FIRST_POSTURES_WAIT_S)
+        processing.set()
+        log.info("redactor running", extra={"topic": settings.topic_raw_logs, "postures": postures_loaded.is_set()})
         await worker.run(stop)
 
 
