@@ -66,7 +66,8 @@ async def _run(settings: UsageSettings) -> None:
             await health.start("0.0.0.0", settings.usage_metrics_port)  # noqa: S104 - probes come from outside
             parts.on_shutdown("health server", health.stop)
         consumer = make_consumer(settings.kafka_connection(), settings.usage_group_id,
-                                 **settings.kafka_consumer_options())
+                                 **{**settings.kafka_consumer_options(),
+                                    "fetch_max_wait_ms": settings.usage_fetch_max_wait_ms})
         producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
         try:
             await parts.start_kafka_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
