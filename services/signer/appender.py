@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import os
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -384,15 +385,9 @@ async def _contested_sequences(
 ) -> set[tuple[str, str, int]]:
     """The (tenant, session, sequence) places that more than one row will claim once ``records`` are written:
     those claimed twice within ``records``, and those a stored row already holds. Asked before the write."""
-    keys: set[tuple[str, str, int]] = set()
-    contested: set[tuple[str, str, int]] = set()
-    for record in records:
-        key = _CONFLICT_KEY(record)
-        if key[1] is None or key[2] is None:
-            continue
-        if key in keys:
-            contested.add(key)
-        keys.add(key)
+    claimed = [key for key in map(_CONFLICT_KEY, records) if key[1] is not None and key[2] is not None]
+    keys = set(claimed)
+    contested = set() if len(keys) == len(claimed) else {k for k, n in Counter(claimed).items() if n > 1}
     if keys:
         tenants, sessions, sequences = (list(column) for column in zip(*keys, strict=True))
         taken = await conn.fetch(_TAKEN_SEQUENCES, tenants, sessions, sequences)

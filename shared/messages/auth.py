@@ -174,7 +174,11 @@ class Keyring:
         if state is None:
             state = self._states[key.key_id, domain] = hmac.new(key.secret, domain, hashlib.sha256)
         mac = state.copy()
-        mac.update(b"".join([part for field in fields for part in (len(field).to_bytes(8, "big"), field)]))
+        parts = []
+        for field in fields:
+            parts.append(len(field).to_bytes(8, "big"))
+            parts.append(field)
+        mac.update(b"".join(parts))
         return mac.hexdigest()
 
 
