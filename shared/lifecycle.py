@@ -8,10 +8,11 @@ shutdown fails is logged and never keeps the others (the database pool, the prod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from shared.kafka import KafkaConfigError, KafkaConnection, start_clients
 
@@ -72,3 +73,47 @@ class Lifecycle:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         traceback: TracebackType | None) -> None:
         await self.shutdown()
+
+
+class BuildWhileJoining(Generic[T]):
+    """A part that takes seconds of CPU to build (the PII engine: spaCy's imports, the NER model, the name gazetteer),
+    built on a thread while the consumer joins its group, so that a restart waits for the longer of the two, not for
+    both. It is built at start-up, so that a bad setting stops the service there.
+
+    The build starts once the consumer's join request is out (``joining`` set), so that it does not slow the Kafka
+    clients' start, or ``at_the_latest`` seconds after it was created if the broker has not answered by then: a bad
+    setting still stops the service while the broker is away (``stop`` is set when the build fails, ending a start
+    that waits for the broker; ``result`` then names the error).
+    """
+
+    def __init__(self, service: str, what: str, build: Callable[[], T], stop: asyncio.Event, *,
+                 at_the_latest: float = 1.0) -> None:
+        self._service = service
+        self._what = what
+        self.joining = asyncio.Event()
+        self._task = asyncio.ensure_future(self._build(build, at_the_latest))
+
+        def stop_if_the_build_failed(task: asyncio.Future[T]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                stop.set()
+
+        self._task.add_done_callback(stop_if_the_build_failed)
+
+    async def _build(self, build: Callable[[], T], at_the_latest: float) -> T:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.joining.wait(), at_the_latest)
+        return await asyncio.to_thread(build)
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def ready(self) -> bool:
+        """Built, without error (readiness)."""
+        return self._task.done() and not self._task.cancelled() and self._task.exception() is None
+
+    async def result(self) -> T:
+        """The part, once built; a setting that cannot work (ValueError, OSError) ends the service, named."""
+        try:
+            return await self._task
+        except (ValueError, OSError) as exc:
+            raise SystemExit(f"{self._service}: cannot build {self._what}: {exc}") from None

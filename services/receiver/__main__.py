@@ -15,6 +15,7 @@ import asyncpg
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from services.receiver import serving
 from services.receiver.app import ReceiverState, create_app, readiness
 from services.receiver.memory import keep_freed_memory_for_reuse
 from services.receiver.settings import ReceiverSettings
@@ -52,7 +53,9 @@ class RevocationList:
 
 
 def hypercorn_config(settings: ReceiverSettings) -> Config:
-    config = Config()
+    # Whoever serves the receiver with this configuration gets its lighter keep-alive bookkeeping too.
+    serving.install()
+    config = serving.ReceiverConfig()
     config.bind = [f"{settings.receiver_host}:{settings.receiver_port}"]
     config.accesslog = None
     # Through the JSON log handler like everything else, not Hypercorn's own stderr writer as well.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
@@ -12,21 +14,30 @@ from services.redactor.worker import RedactorMetrics, RedactorWorker
 from shared.canonicalize.transform import TextRedactor, TransformPolicy
 from shared.health import HealthServer
 from shared.kafka import make_consumer, make_producer
-from shared.lifecycle import Lifecycle
+from shared.lifecycle import BuildWhileJoining, Lifecycle
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_keyring, load_signing_key
-from shared.pii import build_engine
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
+
+_FIRST_POSTURES_WAIT_S = 10.0
+
+
+def _engine_factory(settings: RedactorSettings) -> Callable[[frozenset[str] | None], TextRedactor]:
+    def engine_for_kinds(kinds: frozenset[str] | None) -> TextRedactor:
+        # shared.pii brings spaCy, more than a second of imports: it is imported on the thread that builds the
+        # engine while the consumer joins its group, not before the join starts.
+        from shared.pii import build_engine  # noqa: PLC0415
+
+        chosen = settings.pii_kinds if kinds is None else sorted(kinds)
+        return build_engine(chosen, settings.pii_ner_model or None, settings.pii_field_time_budget_ms)
+
+    return engine_for_kinds
 
 
 async def _run(settings: RedactorSettings) -> None:
     log = configure_logging("redactor", settings.log_level)
-
-    def engine_for_kinds(kinds: frozenset[str] | None) -> TextRedactor:
-        chosen = settings.pii_kinds if kinds is None else sorted(kinds)
-        return build_engine(chosen, settings.pii_ner_model or None, settings.pii_field_time_budget_ms)
-
+    engine_for_kinds = _engine_factory(settings)
     postures = PostureBook(engine_for_kinds, globally_enabled=settings.pii_detection_enabled)
 
     def build_default_engine() -> None:
@@ -34,25 +45,7 @@ async def _run(settings: RedactorSettings) -> None:
         engine_for_kinds(None)  # engine_for logs a bad setting and withholds; this raises it
 
     stop = stop_on_signals()
-    # The default engine is built now, so a bad PII setting stops the service at start-up. It takes seconds (the
-    # NER model, the name gazetteer): a thread builds it while the Kafka clients start and the consumer joins
-    # its group, so a restarted redactor waits for the longer of the two, not for both.
-    engine_build = asyncio.ensure_future(asyncio.to_thread(build_default_engine))
-
-    def stop_if_the_build_failed(build: asyncio.Future[None]) -> None:
-        if not build.cancelled() and build.exception() is not None:
-            stop.set()  # ends a start still waiting for the broker; the error is raised below
-
-    engine_build.add_done_callback(stop_if_the_build_failed)
-
-    def engine_ready() -> bool:
-        return engine_build.done() and not engine_build.cancelled() and engine_build.exception() is None
-
-    async def engine_built() -> None:
-        try:
-            await engine_build
-        except (ValueError, OSError) as exc:
-            raise SystemExit(f"redactor: cannot build the PII engine: {exc}") from None
+    engine = BuildWhileJoining("redactor", "the PII engine", build_default_engine, stop)
 
     try:
         raw_keyring = load_keyring(settings.raw_auth_key_file, "RAW_AUTH_KEY_FILE")
@@ -87,9 +80,10 @@ async def _run(settings: RedactorSettings) -> None:
         canonical_key=canonical_key,
     )
     refresher: asyncio.Task[None] | None = None
-    # Ready only once the PII engine is built and the group has assigned this member its partitions: an event
-    # sent then is processed.
-    health = HealthServer(registry, ready=lambda: engine_ready() and worker.assigned and not stop.is_set())
+    postures_loaded, processing = asyncio.Event(), asyncio.Event()
+    # Ready only once the PII engine is built, the postures are loaded (or waited for long enough) and the group has
+    # assigned this member its partitions: an event sent then is processed, under its tenant's posture.
+    health = HealthServer(registry, ready=lambda: processing.is_set() and worker.assigned and not stop.is_set())
 
     async def stop_work() -> None:
         stop.set()
@@ -104,16 +98,24 @@ async def _run(settings: RedactorSettings) -> None:
         try:
             await parts.start_kafka_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
         except SystemExit:
-            if engine_build.done():
-                await engine_built()  # a bad PII setting stopped the start: say so rather than stop quietly
+            if engine.done():
+                await engine.result()  # a bad PII setting stopped the start: say so rather than stop quietly
             raise
         parts.on_shutdown("posture refresher", stop_work)
         worker.subscribe()
-        await engine_built()
-        refresher = asyncio.create_task(
-            refresh_postures(postures, settings.database_url, settings.posture_refresh_seconds, stop, asyncio.Event())
-        )
-        log.info("redactor running", extra={"topic": settings.topic_raw_logs})
+        engine.joining.set()
+        log.info("joining consumer group", extra={"group": settings.redactor_group_id})
+        # The tenants' detection postures load while the consumer joins and the engine builds. Events wait for the
+        # first load (until then the default posture applies: a tenant that turned detection off would have its
+        # content masked instead of withheld), but not for a database that is away: after _FIRST_POSTURES_WAIT_S
+        # every kind is masked until it answers.
+        refresher = asyncio.create_task(refresh_postures(
+            postures, settings.database_url, settings.posture_refresh_seconds, stop, postures_loaded))
+        await engine.result()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(postures_loaded.wait(), _FIRST_POSTURES_WAIT_S)
+        processing.set()
+        log.info("redactor running", extra={"topic": settings.topic_raw_logs, "postures": postures_loaded.is_set()})
         await worker.run(stop)
 
 

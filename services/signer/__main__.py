@@ -129,6 +129,7 @@ async def _serve(settings: SignerSettings, parts: Lifecycle, pool: asyncpg.Pool,
 
     parts.on_shutdown("witness publisher", stop_work)
     worker.subscribe()
+    log.info("joining consumer group", extra={"group": settings.signer_group_id})
     log.info(
         "signer running",
         extra={

@@ -10,14 +10,14 @@ from prometheus_client import CollectorRegistry
 
 from services.usage.settings import UsageSettings
 from services.usage.worker import UsageMetrics, UsageWorker
+from shared.canonicalize.transform import TextRedactor
 from shared.db.errors import is_retryable_db_error
 from shared.db.pool import create_pool
 from shared.health import HealthServer
-from shared.kafka import KafkaConfigError, make_consumer, make_producer, start_clients
-from shared.lifecycle import Lifecycle
+from shared.kafka import make_consumer, make_producer
+from shared.lifecycle import BuildWhileJoining, Lifecycle
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, load_keyring
-from shared.pii import build_engine
 from shared.pipeline import Backoff
 from shared.runtime import stop_on_signals
 from shared.settings import load_settings
@@ -42,19 +42,26 @@ async def _run(settings: UsageSettings) -> None:
     except KeyFileError as exc:
         raise SystemExit(f"usage: {exc}") from None
     stop = stop_on_signals()
-    try:
-        # Metric attributes are redacted like log content; a PII engine that cannot be built stops the service.
-        engine = build_engine(None, settings.pii_ner_model or None, settings.pii_field_time_budget_ms)
-    except (ValueError, OSError) as exc:
-        raise SystemExit(f"usage: cannot build the PII engine: {exc}") from None
+
+    def build_default_engine() -> TextRedactor:
+        # shared.pii brings spaCy, more than a second of imports: imported on the thread that builds the engine.
+        from shared.pii import build_engine  # noqa: PLC0415
+
+        return build_engine(None, settings.pii_ner_model or None, settings.pii_field_time_budget_ms)
+
+    # Metric attributes are redacted like log content; a PII engine that cannot be built stops the service. It is
+    # built while the consumer joins its group.
+    engine = BuildWhileJoining("usage", "the PII engine", build_default_engine, stop)
 
     async with Lifecycle("usage", log) as parts:
         pool = await _connect(settings, stop, log)
         parts.on_shutdown("database pool", pool.close)
         registry = CollectorRegistry()
         worker: UsageWorker | None = None
-        # Ready only once the group has assigned this member its partitions: a metric sent then is stored.
-        health = HealthServer(registry, ready=lambda: worker is not None and worker.assigned and not stop.is_set())
+        # Ready only once the PII engine is built and the group has assigned this member its partitions: a metric sent
+        # then is stored.
+        health = HealthServer(registry, ready=lambda: engine.ready() and worker is not None and worker.assigned
+                              and not stop.is_set())
         if settings.usage_metrics_port:
             await health.start("0.0.0.0", settings.usage_metrics_port)  # noqa: S104 - probes come from outside
             parts.on_shutdown("health server", health.stop)
@@ -62,15 +69,19 @@ async def _run(settings: UsageSettings) -> None:
                                  **settings.kafka_consumer_options())
         producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
         try:
-            await start_clients(consumer, producer, stop=stop, kafka=settings.kafka_connection())
-        except KafkaConfigError as exc:
-            raise SystemExit(f"usage: {exc}") from None
-        parts.on_shutdown("producer", producer.stop)
-        parts.on_shutdown("consumer", consumer.stop)
+            await parts.start_kafka_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
+        except SystemExit:
+            if engine.done():
+                await engine.result()  # a bad PII setting stopped the start: say so rather than stop quietly
+            raise
+        # The worker is given its engine before it processes anything (below); until then it is not ready.
         worker = UsageWorker(consumer, producer, pool, topic=settings.topic_raw_metrics,
                              dead_letter_topic=settings.topic_dead_letter, max_batch=settings.usage_max_batch_messages,
-                             metrics=UsageMetrics(registry), stop=stop, engine=engine, raw_keyring=raw_keyring)
+                             metrics=UsageMetrics(registry), stop=stop, engine=None, raw_keyring=raw_keyring)
         worker.subscribe()
+        engine.joining.set()
+        log.info("joining consumer group", extra={"group": settings.usage_group_id})
+        worker.engine = await engine.result()
         log.info("usage consumer started",
                  extra={"topic": settings.topic_raw_metrics, "group": settings.usage_group_id})
         await worker.run()

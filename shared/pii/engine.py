@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import json
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +26,12 @@ _SMALLEST_NUMERIC_ENTITY = 1_000_000
 # are remembered, up to this many distinct texts per engine, then forgotten all at once.
 _MEMO_MAX_CHARS = 64
 _MEMO_ENTRIES = 4096
+# Longer texts found clean are remembered too (by text and JSON key), the least recently used forgotten first,
+# up to this many characters in all: API errors, commands and tool input recur across batches and sessions,
+# while unique prose only passes through. A text with findings is scanned again each time (a masked copy is
+# not kept), and so is one longer than _CLEAN_MAX_TEXT (it would push out many shorter ones).
+_CLEAN_MEMO_CHARS = 2 * 1024 * 1024
+_CLEAN_MAX_TEXT = 16 * 1024
 
 
 class DetectionUnavailable(Exception):
@@ -67,6 +73,8 @@ class PiiEngine:
         # Without a secret recognizer a short JSON value under a "password" key is nothing to us.
         self._key_context_matters = "SECRET" in self.kinds
         self._memo: dict[tuple[str | None, str], list[Finding]] = {}
+        self._clean: OrderedDict[tuple[str | None, str], None] = OrderedDict()
+        self._clean_chars = 0
 
     def find(self, text: str, field_name: str | None = None) -> list[Finding]:
         """The entities in ``text``, overlaps resolved, in text order (for reports and the quality harness)."""
@@ -94,15 +102,30 @@ class PiiEngine:
         return Redaction(json.dumps(masked, ensure_ascii=False, separators=(",", ":")), dict(counts))
 
     def _find_remembered(self, text: str, field_name: str | None, deadline: float) -> list[Finding]:
-        """``_find``, remembered for short texts (with the JSON key they came under, which can change them)."""
+        """``_find``, remembered for short texts and for longer ones found clean (with the JSON key they came
+        under, which can change them)."""
         if len(text) > _MEMO_MAX_CHARS:
-            return self._find(text, field_name, deadline)
+            return self._find_unless_clean(text, field_name, deadline)
         findings = self._memo.get((field_name, text))
         if findings is None:
             findings = self._find(text, field_name, deadline)
             if len(self._memo) >= _MEMO_ENTRIES:
                 self._memo.clear()
             self._memo[(field_name, text)] = findings
+        return findings
+
+    def _find_unless_clean(self, text: str, field_name: str | None, deadline: float) -> list[Finding]:
+        key = (field_name, text)
+        if key in self._clean:
+            self._clean.move_to_end(key)
+            return []
+        findings = self._find(text, field_name, deadline)
+        if not findings and len(text) <= _CLEAN_MAX_TEXT:
+            self._clean[key] = None
+            self._clean_chars += len(text)
+            while self._clean_chars > _CLEAN_MEMO_CHARS:
+                (_, forgotten), _ = self._clean.popitem(last=False)
+                self._clean_chars -= len(forgotten)
         return findings
 
     def _find(self, text: str, field_name: str | None, deadline: float) -> list[Finding]:

@@ -13,7 +13,8 @@ Measurements:
 1. engine only: every string the transform hands the engine for those events (content fields, JSON ones
    through the JSON path, and the other string attributes), our engine (person names on: gazetteer and
    en_core_web_sm) and Presidio's analyzer with the same trained spaCy pipeline on the same strings ->
-   events/s and the ratio;
+   events/s and the ratio, over one pass after a warm-up on the first 50 events (the engine remembers
+   texts it found clean, so a second pass would time that memory);
 2. transform only, in this process: decode, map, redact, encode (no broker) -> events/s, to show what the
    engine costs inside the stage;
 3. the full stage: a fresh in-memory broker and a fresh embedded PostgreSQL (for postures), raw batches
@@ -163,25 +164,26 @@ def events_of(bodies: list[bytes]) -> list[EventTexts]:
 # Measurements -----------------------------------------------------------------------------------------------
 
 
-def engine_only(events: list[EventTexts], repeats: int = 3) -> dict[str, Any]:
+def engine_only(events: list[EventTexts]) -> dict[str, Any]:
+    """One timed pass over the events after the first 50, which warm the engine up: it remembers texts it
+    found clean, so a pass over texts it has seen (a repeat, or the warm-up's) would time its memory."""
     engine = build_engine()
-    for event in events[:50]:
+    warm_up, timed = events[:50], events[50:] or events
+    for event in warm_up:
         for text, is_json in event.texts:
             engine.redact_json_text(text) if is_json else engine.redact_text(text)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for event in events:
-            for text, is_json in event.texts:
-                engine.redact_json_text(text) if is_json else engine.redact_text(text)
-        best = min(best, time.perf_counter() - started)
-    characters = sum(len(text) for event in events for text, _ in event.texts)
+    started = time.perf_counter()
+    for event in timed:
+        for text, is_json in event.texts:
+            engine.redact_json_text(text) if is_json else engine.redact_text(text)
+    elapsed = time.perf_counter() - started
+    characters = sum(len(text) for event in timed for text, _ in event.texts)
     return {
-        "events": len(events),
-        "chars_scanned_per_event": round(characters / len(events)),
-        "seconds": round(best, 3),
-        "events_per_second": round(len(events) / best),
-        "microseconds_per_event": round(best / len(events) * 1e6, 1),
+        "events": len(timed),
+        "chars_scanned_per_event": round(characters / len(timed)),
+        "seconds": round(elapsed, 3),
+        "events_per_second": round(len(timed) / elapsed),
+        "microseconds_per_event": round(elapsed / len(timed) * 1e6, 1),
     }
 
 
@@ -192,16 +194,17 @@ def presidio_only(events: list[EventTexts]) -> dict[str, Any]:
     for event in events[:5]:
         for text, _ in event.texts:
             baseline.analyze(text)
+    timed = events[50:] or events  # the events engine_only times
     started = time.perf_counter()
-    for event in events:
+    for event in timed:
         for text, _ in event.texts:
             baseline.analyze(text)
     elapsed = time.perf_counter() - started
     return {
-        "events": len(events),
+        "events": len(timed),
         "seconds": round(elapsed, 3),
-        "events_per_second": round(len(events) / elapsed, 1),
-        "microseconds_per_event": round(elapsed / len(events) * 1e6, 1),
+        "events_per_second": round(len(timed) / elapsed, 1),
+        "microseconds_per_event": round(elapsed / len(timed) * 1e6, 1),
     }
 
 
@@ -465,7 +468,7 @@ def summary(report: dict[str, Any]) -> str:
         ratio = report["engine_vs_presidio"]
         lines.append(
             f"engine only, Presidio (en_core_web_sm): {report['presidio_only']['events_per_second']:,} events/s "
-            f"on the first {report['presidio_only']['events']} events, ours "
+            f"on {report['presidio_only']['events']} events, ours "
             f"{report['engine_only_same_events']['events_per_second']:,} events/s on the same -> ours is {ratio}x "
             f"(target >= {TARGET_RATIO_TO_PRESIDIO}x) {'PASS' if ratio >= TARGET_RATIO_TO_PRESIDIO else 'MISS'}"
         )

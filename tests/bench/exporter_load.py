@@ -42,6 +42,9 @@ class LoadConfig:
     drain_timeout: float = 90.0
     initial_backoff: float = 1.0
     max_backoff: float = 5.0
+    # When set, the client writes the wall-clock time its first request falls due to this file: building the
+    # batches takes seconds on a loaded machine, and a caller timing faults against the load needs the real start.
+    started_file: str = ""
 
 
 @dataclass
@@ -128,6 +131,8 @@ async def run(config: LoadConfig) -> dict[str, Any]:
     interval = config.records_per_request / config.events_per_second
     sent_list: list[Sent] = []
     start = time.time()
+    if config.started_file:
+        Path(config.started_file).write_text(repr(start))  # noqa: ASYNC240 - a few bytes, before the first request
     for index, request in enumerate(requests):
         due = start + index * interval
         delay = due - time.time()

@@ -1,13 +1,15 @@
 """Parts start in order and stop in reverse; a failed start stops what had started; a failed stop is logged
-and the other parts still stop."""
+and the other parts still stop. A part built on a thread while the consumer joins starts once the join is out."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 
 import pytest
 
-from shared.lifecycle import Lifecycle
+from shared.lifecycle import BuildWhileJoining, Lifecycle
 
 LOG = logging.getLogger("test-lifecycle")
 
@@ -68,3 +70,35 @@ async def test_an_error_in_the_work_still_stops_every_part() -> None:
             await life.start("pool", pool.start, pool.stop)
             raise ValueError("work failed")
     assert events == ["start pool", "stop pool"]
+
+
+async def test_a_part_built_while_joining_starts_once_the_join_is_out() -> None:
+    started = threading.Event()
+
+    def engine() -> str:
+        started.set()
+        return "engine"
+
+    build = BuildWhileJoining("svc", "the engine", engine, asyncio.Event(), at_the_latest=30)
+    await asyncio.sleep(0.05)
+    assert not started.is_set() and not build.ready()
+    build.joining.set()
+    assert await build.result() == "engine"
+    assert started.is_set() and build.ready()
+
+
+async def test_a_part_built_while_joining_does_not_wait_for_a_broker_that_does_not_answer() -> None:
+    build = BuildWhileJoining("svc", "the engine", lambda: "engine", asyncio.Event(), at_the_latest=0.01)
+    assert await build.result() == "engine"  # joining never set
+
+
+async def test_a_part_that_cannot_be_built_stops_the_service_and_is_named() -> None:
+    def fail() -> str:
+        raise ValueError("no such model")
+
+    stop = asyncio.Event()
+    build = BuildWhileJoining("svc", "the engine", fail, stop, at_the_latest=0)
+    with pytest.raises(SystemExit, match="svc: cannot build the engine: no such model"):
+        await build.result()
+    assert stop.is_set()  # a start still waiting for the broker ends
+    assert build.done() and not build.ready()

@@ -58,8 +58,11 @@ _WINDOW = 160
 # A capitalised word, not preceded by a letter: Latin capitals (A-Z, À-Þ, Latin Extended-A) start it. The
 # capital comes first and the look-behind (the capital and the character before it) second: a pattern that
 # starts with a character set lets the regex engine skip to the next capital on its own, three times faster
-# over prose than a look-behind tried at every position.
-_CAPITALISED = re.compile(r"[A-ZÀ-ÖØ-Þ\u0100-\u017f](?<![^\W\d_].)[^\W\d_]*(?:['\u2019\-][^\W\d_]+)*")
+# over prose than a look-behind tried at every position. A lone capital followed by ". " is taken with its dot:
+# an initial ("R. Endah", "Hans D. Martin").
+_CAPITALISED_OR_INITIAL = re.compile(
+    r"[A-ZÀ-ÖØ-Þ\u0100-\u017f](?<![^\W\d_].)(?:\.(?= )|[^\W\d_]*(?:['\u2019\-][^\W\d_]+)*)"
+)
 _WORD = re.compile(r"[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*")
 _PARTICLES = frozenset(
     {"van", "von", "der", "den", "de", "del", "della", "da", "dos", "das", "du", "le", "la", "bin", "binti", "ten",
@@ -277,6 +280,50 @@ def _with_titles(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+def _may_join(gap: str) -> bool:
+    """Whether two capitalised words this far apart can be one name: a space between them, or particles only
+    ("Jan van den Berg", "María de la Cruz", "Ahmad bin Abdullah")."""
+    return gap == " " or _PARTICLE_GAP.fullmatch(gap) is not None
+
+
+def _capitalised_words(text: str) -> list[_Word]:
+    """Only capitalised words are looked at (one regex pass); particles between them are read from the gap."""
+    return [_Word(m.start(), m.end(), m.group()) for m in _CAPITALISED_OR_INITIAL.finditer(text)]
+
+
+class _WordInfo:
+    """What the gazetteer and the lexicon say about one word, and the judgements the rules build from that."""
+
+    __slots__ = ("common", "context_word", "first_rank", "known", "listed_first", "listed_last", "popular_first",
+                 "shaped", "strong_last", "surname_like", "weak_as_first", "weak_as_last", "weak_common",
+                 "weak_context_word")
+
+    def __init__(self, word: str, first: int | None, last: int | None, common: bool) -> None:
+        self.shaped = _is_name_shaped(word)
+        lower = word.lower()
+        # A context word or an honorific that leads a run ("Hi Hans", "Dear Dr Müller", "Pak Budi").
+        self.context_word = lower in CONTEXT_WORDS or lower.rstrip(".") in HONORIFICS
+        self.weak_context_word = lower in WEAK_CONTEXT_WORDS
+        # The gazetteer's ranks, as far down as a rank counts as a first name or a surname.
+        self.first_rank = first if first is not None and first <= _FIRST_NAME_RANK else None
+        last_rank = last if last is not None and last <= _LAST_NAME_RANK else None
+        self.common = common
+        strong_first = self.first_rank is not None and (not common or self.first_rank <= _POPULAR_RANK)
+        self.strong_last = last_rank is not None and (not common or last_rank <= _POPULAR_RANK)
+        self.known = self.first_rank is not None or last_rank is not None
+        self.weak_as_first = common and not strong_first
+        self.weak_as_last = common and not self.strong_last
+        # A common English word that is not also a popular name: ``Docker``, ``Router``, ``Request``.
+        self.weak_common = common and not (strong_first or self.strong_last)
+        # No common English word, or a common surname too ("Glass", "Steele", "Owens", "Real"); not "Metrics",
+        # "Silicon", "Code".
+        self.surname_like = not self.weak_as_last or (last is not None and last <= _SURNAME_RANK)
+        # "Dan", "Will": a context word that is first of all a popular first name.
+        self.popular_first = first is not None and first <= _POPULAR_RANK
+        self.listed_first = first is not None and first <= _LISTED_RANK
+        self.listed_last = last is not None and last <= _LISTED_RANK
+
+
 class PersonRecognizer:
     kind = "PERSON"
     placeholder = "<PERSON>"
@@ -289,7 +336,7 @@ class PersonRecognizer:
         self.common = common_words if common_words is not None else common_english_words()
         # Per word: its first-name rank, last-name rank (as the gazetteer gives them) and whether it is a
         # common English word. Words recur across texts (sentence starts, products, names); looked up once.
-        self._facts: dict[str, tuple[int | None, int | None, bool]] = {}
+        self._facts: dict[str, _WordInfo] = {}
 
     def warm_up(self) -> None:
         """Runs the model once: its first call builds caches that would otherwise count against a field's budget."""
@@ -302,130 +349,127 @@ class PersonRecognizer:
 
     # -- word-level evidence -------------------------------------------------------------------------------
 
-    def _word_facts(self, word: str) -> tuple[int | None, int | None, bool]:
-        facts = self._facts.get(word)
-        if facts is None:
+    def _info(self, word: str) -> _WordInfo:
+        """Everything the rules ask about one word, worked out the first time the word is seen: capitalised
+        words recur across texts (sentence starts, products, names), and one lookup is cheaper than the
+        half-dozen rank and lexicon checks a rule combines."""
+        info = self._facts.get(word)
+        if info is None:
             lower = word.lower()
             # The lemma tables hold singulars: "Logs", "Metrics", "Wheels" are common through "log", "metric".
             common = lower in self.common or (lower.endswith("s") and lower[:-1] in self.common)
-            facts = (self.gazetteer.first_rank(word), self.gazetteer.last_rank(word), common)
+            info = _WordInfo(word, self.gazetteer.first_rank(word), self.gazetteer.last_rank(word), common)
             if len(self._facts) >= _FACTS_REMEMBERED:
                 self._facts.clear()
-            self._facts[word] = facts
-        return facts
+            self._facts[word] = info
+        return info
 
     def _first_rank(self, word: str) -> int | None:
-        rank = self._word_facts(word)[0]
-        return rank if rank is not None and rank <= _FIRST_NAME_RANK else None
-
-    def _last_rank(self, word: str) -> int | None:
-        rank = self._word_facts(word)[1]
-        return rank if rank is not None and rank <= _LAST_NAME_RANK else None
+        return self._info(word).first_rank
 
     def _common(self, word: str) -> bool:
-        return self._word_facts(word)[2]
-
-    def _strong_first(self, word: str) -> bool:
-        rank = self._first_rank(word)
-        return rank is not None and (not self._common(word) or rank <= _POPULAR_RANK)
+        return self._info(word).common
 
     def _strong_last(self, word: str) -> bool:
-        rank = self._last_rank(word)
-        return rank is not None and (not self._common(word) or rank <= _POPULAR_RANK)
+        return self._info(word).strong_last
 
     def _surname_like(self, word: str) -> bool:
-        """No common English word, or a common surname too ("Glass", "Steele", "Owens", "Real"); not "Metrics",
-        "Silicon", "Code"."""
-        rank = self._word_facts(word)[1]
-        return not self._weak_as_last(word) or (rank is not None and rank <= _SURNAME_RANK)
+        return self._info(word).surname_like
 
     def _popular_first(self, word: str) -> bool:
-        """"Dan", "Will": a context word that is first of all a popular first name."""
-        rank = self._word_facts(word)[0]
-        return rank is not None and rank <= _POPULAR_RANK
+        return self._info(word).popular_first
 
     def _listed_first(self, word: str) -> bool:
-        rank = self._word_facts(word)[0]
-        return rank is not None and rank <= _LISTED_RANK
+        return self._info(word).listed_first
 
     def _listed_last(self, word: str) -> bool:
-        rank = self._word_facts(word)[1]
-        return rank is not None and rank <= _LISTED_RANK
+        return self._info(word).listed_last
 
     def _known(self, word: str) -> bool:
-        return self._first_rank(word) is not None or self._last_rank(word) is not None
+        return self._info(word).known
 
     def _weak_as_first(self, word: str) -> bool:
-        return self._common(word) and not self._strong_first(word)
+        return self._info(word).weak_as_first
 
     def _weak_as_last(self, word: str) -> bool:
-        return self._common(word) and not self._strong_last(word)
+        return self._info(word).weak_as_last
 
     def _weak_common(self, word: str) -> bool:
-        """A common English word that is not also a popular name: ``Docker``, ``Router``, ``Request``."""
-        return self._common(word) and not (self._strong_first(word) or self._strong_last(word))
+        return self._info(word).weak_common
 
     # -- candidates ----------------------------------------------------------------------------------------
 
     def _runs(self, text: str) -> Iterator[tuple[list[_Word], str | None]]:
         """Runs of capitalised words, each with whether context (a context word or honorific) precedes it."""
-        # Only capitalised words are looked at (one regex pass); particles between them are read from the gap.
-        words = []
-        for m in _CAPITALISED.finditer(text):
-            found, (start, end) = m.group(), m.span()
-            if len(found) == 1 and text[end:end + 2] == ". ":
-                words.append(_Word(start, end + 1, found + "."))  # an initial: "R. Endah", "Hans D. Martin"
-            else:
-                words.append(_Word(start, end, found))
+        words = _capitalised_words(text)
+        info = self._info
         index = 0
         while index < len(words):
             word = words[index]
-            if not _is_name_shaped(word.text) or _in_code_token(text, word.start, word.end):
+            facts = info(word.text)
+            if not facts.shaped:
                 index += 1
                 continue
-            run = [word]
-            names_in_run = int(word.text not in _PARTICLES)
-            cursor = index + 1
-            while cursor < len(words) and names_in_run < _MAX_WORDS:
-                nxt = words[cursor]
-                gap = text[run[-1].end:nxt.start]
-                # "Jan van den Berg", "María de la Cruz", "Ahmad bin Abdullah": particles only between names.
-                if gap != " " and _PARTICLE_GAP.fullmatch(gap) is None:
-                    break
-                if not _is_name_shaped(nxt.text) or _in_code_token(text, nxt.start, nxt.end):
-                    break
-                if gap != " ":
-                    start = run[-1].end + 1
-                    for particle in _WORD.finditer(text, start, nxt.start):
-                        run.append(_Word(particle.start(), particle.end(), particle.group()))
-                        names_in_run += particle.group() not in _PARTICLES
-                run.append(nxt)
-                names_in_run += nxt.text not in _PARTICLES
-                cursor += 1
+            if (facts.context_word or facts.weak_common) and (
+                index + 1 == len(words) or not _may_join(text[word.end:words[index + 1].start])
+            ):
+                # A word alone (no capitalised word can follow it into a run) that is a context word or a
+                # common word is no name, whether or not it is code: the token around it need not be read.
+                index += 1
+                continue
+            if _in_code_token(text, word.start, word.end):
+                index += 1
+                continue
+            run, cursor = self._run_from(text, words, index)
             index = cursor
             context: str | None = None
             # Leading context words and honorifics inside the run: "Hi Hans", "Dear Dr Müller", "Pak Budi".
-            while run and (run[0].text.lower() in CONTEXT_WORDS or run[0].text.lower().rstrip(".") in HONORIFICS) \
-                    and not (len(run) > 1 and self._popular_first(run[0].text)):
-                context = "weak" if run[0].text.lower() in WEAK_CONTEXT_WORDS else "strong"
+            while run:
+                lead = info(run[0].text)
+                if not lead.context_word or (len(run) > 1 and lead.popular_first):
+                    break
+                context = "weak" if lead.weak_context_word else "strong"
                 run = run[1:]
             if not run:
                 continue
-            if len(run) == 1 and self._weak_common(run[0].text):
+            if len(run) == 1 and info(run[0].text).weak_common:
                 continue  # "Fix", "Update", "See": a lone common word is no name, whatever precedes it
             if context is None:
                 context = self._context_before(text, run[0].start)
             # "See Django", "Allan Watson See Pull": common words at either end are not part of a name, unless
             # context says a name starts here ("cc Mohammed Moore", "Halo Makuta Natsir").
             if context is None:
-                while len(run) > 1 and self._weak_as_first(run[0].text) and not self._listed_first(run[0].text):
+                while len(run) > 1 and info(run[0].text).weak_as_first and not info(run[0].text).listed_first:
                     run = run[1:]
-            while context != "strong" and len(run) > 2 and self._weak_as_last(run[-1].text) \
-                    and not self._listed_last(run[-1].text):
+            while context != "strong" and len(run) > 2 and info(run[-1].text).weak_as_last \
+                    and not info(run[-1].text).listed_last:
                 run = run[:-1]
             if context != "strong" and self._verb_after(text, run[-1].end):
                 context = "strong"
             yield run, context
+
+    def _run_from(self, text: str, words: list[_Word], index: int) -> tuple[list[_Word], int]:
+        """The run that starts at ``words[index]`` (with the particles between its words), and the index of the
+        first word after it."""
+        run = [words[index]]
+        names_in_run = int(words[index].text not in _PARTICLES)
+        cursor = index + 1
+        while cursor < len(words) and names_in_run < _MAX_WORDS:
+            nxt = words[cursor]
+            gap = text[run[-1].end:nxt.start]
+            if not _may_join(gap):
+                break
+            if not self._info(nxt.text).shaped or _in_code_token(text, nxt.start, nxt.end):
+                break
+            if gap != " ":
+                start = run[-1].end + 1
+                for particle in _WORD.finditer(text, start, nxt.start):
+                    run.append(_Word(particle.start(), particle.end(), particle.group()))
+                    names_in_run += particle.group() not in _PARTICLES
+            run.append(nxt)
+            names_in_run += nxt.text not in _PARTICLES
+            cursor += 1
+        return run, cursor
 
     @staticmethod
     def _context_before(text: str, start: int) -> str | None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from shared.pii import ALL_KINDS, ALWAYS_ON, DetectionUnavailable, PiiEngine, Redaction, build_engine
+from shared.pii import engine as engine_module
 from shared.pii.engine import MAX_FIELD_CHARS
 from shared.pii.recognizers import REGISTRY, Finding, TextScan
 
@@ -140,3 +141,64 @@ def test_overlaps_keep_the_stronger_finding(engine: PiiEngine) -> None:
 def test_short_values_are_remembered_not_rescanned(engine: PiiEngine) -> None:
     first = engine.redact_text("a@example.com")
     assert engine.redact_text("a@example.com") == first == Redaction("<EMAIL>", {"EMAIL": 1})
+
+
+class _Counting:
+    """Finds "SECRET-WORD" and counts the texts it was asked to scan."""
+
+    kind = "WORD"
+    placeholder = "<WORD>"
+
+    def __init__(self) -> None:
+        self.scanned: list[str] = []
+
+    def may_contain(self, scan: TextScan) -> bool:
+        return True
+
+    def find(self, scan: TextScan) -> Iterator[Finding]:
+        self.scanned.append(scan.text)
+        at = scan.text.find("SECRET-WORD")
+        if at >= 0:
+            yield Finding(at, at + len("SECRET-WORD"), self.kind)
+
+    def mask(self, value: str) -> str:
+        return self.placeholder
+
+
+def test_long_texts_found_clean_are_remembered_and_texts_with_findings_are_not() -> None:
+    counting = _Counting()
+    engine = PiiEngine([counting], field_time_budget_ms=250)
+    clean = "Refactor the billing module so invoices come from the ledger, keep the API stable. " * 3
+    dirty = clean + "SECRET-WORD"
+    for _ in range(3):
+        assert engine.redact_text(clean) == Redaction(clean, {})
+        assert engine.redact_text(dirty) == Redaction(clean + "<WORD>", {"WORD": 1})
+    assert counting.scanned.count(clean) == 1
+    assert counting.scanned.count(dirty) == 3
+    # The JSON key a value came under is part of what was found clean: under another key it is scanned again.
+    engine.redact_json_text(json.dumps({"note": clean}))
+    engine.redact_json_text(json.dumps({"note": clean}))
+    assert counting.scanned.count(clean) == 2
+
+
+def test_the_memory_of_clean_texts_is_bounded_in_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "_CLEAN_MEMO_CHARS", 1000)
+    counting = _Counting()
+    engine = PiiEngine([counting], field_time_budget_ms=250)
+    texts = [f"text number {n} " + "x" * 100 for n in range(30)]
+    for text in texts:
+        engine.redact_text(text)
+    assert counting.scanned == texts
+    # The most recent ones are answered from memory, the oldest were forgotten: at most 1000 characters kept.
+    counting.scanned.clear()
+    for text in reversed(texts):
+        engine.redact_text(text)
+    remembered = [text for text in reversed(texts) if text not in counting.scanned]
+    assert 0 < sum(map(len, remembered)) <= 1000
+    assert remembered == list(reversed(texts))[: len(remembered)]
+    # A text longer than the longest remembered is scanned every time.
+    monkeypatch.setattr(engine_module, "_CLEAN_MAX_TEXT", 100)
+    counting.scanned.clear()
+    engine.redact_text("y" * 120)
+    engine.redact_text("y" * 120)
+    assert counting.scanned == ["y" * 120, "y" * 120]
