@@ -1,7 +1,7 @@
 """Hypercorn, with less bookkeeping per request on HTTP/1.1 keep-alive connections.
 
 Exporters keep one connection open and send request after request on it, so what Hypercorn does around
-each request is paid once per export. Two of those costs are bookkeeping rather than HTTP, and are cut
+each request is paid once per export. Three of those costs are bookkeeping rather than HTTP, and are cut
 here; parsing and framing (h11), the ASGI messages and every protocol check stay Hypercorn's own.
 
 - The keep-alive idle timeout. Hypercorn runs it as a task per idle period: each request cancels it (and
@@ -12,6 +12,10 @@ here; parsing and framing (h11), the ASGI messages and every protocol check stay
   server is shutting down (``context.terminated``), whether it was idle already or becomes idle later.
 - The Date header, formatted anew for every response (``wsgiref``'s ``format_date_time``); here once per
   second, which is its resolution.
+- Writes. Hypercorn writes a response's head and its body separately, and uvloop sends each write at
+  once: two system calls and two wake-ups of the client per response. Here the small writes made in one
+  loop iteration go out as one, at its end (or before anything else is sent or the connection closes);
+  large writes, and a client that does not read its answers, get Hypercorn's back-pressure as before.
 
 ``install`` puts the connection class in place of Hypercorn's in this process (its asyncio worker looks
 ``TCPServer`` up when a connection arrives); tests/unit/receiver/test_serving.py holds both to the
@@ -30,7 +34,14 @@ import hypercorn.asyncio.run
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.typing import TaskGroup
+
+# Writes smaller than this are joined with the others of the same loop iteration (uvloop sends each write
+# at once, a system call and a wake-up of the client each); larger ones, and more than this pending in
+# all, are written at once and waited for as Hypercorn does.
+_JOIN_BELOW = 64 * 1024
+_NOTHING = RawData(data=b"")  # Hypercorn's write-and-drain, with nothing more to write
 
 
 class ReceiverConfig(Config):
@@ -98,20 +109,49 @@ class _IdleTimer:
 
 
 class LeanTCPServer(TCPServer):
-    """Hypercorn's connection, its idle timeout a timer handle (see the module docstring)."""
+    """Hypercorn's connection: its idle timeout a timer, its small writes joined (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.idle_timer = _IdleTimer(self)
         self.idle_task = self.idle_timer  # type: ignore[assignment]
+        self._pending: list[bytes] = []
         _connections(self.context).add(self)
         _watch_termination(self.context)
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, RawData) and len(event.data) < _JOIN_BELOW:
+            pending = self._pending
+            pending.append(event.data)
+            if len(pending) == 1:
+                self.loop.call_soon(self.flush)
+            if self.writer.transport.get_write_buffer_size() + sum(map(len, pending)) <= _JOIN_BELOW:
+                return
+            # A client that does not read its answers: written now, and waited for as Hypercorn does.
+            self.flush()
+            await super().protocol_send(_NOTHING)
+            return
+        self.flush()
+        await super().protocol_send(event)
+
+    def flush(self) -> None:
+        """Write what was sent so far in one call: before anything else is sent, closed, or at the end of
+        the loop iteration it was sent in."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        try:
+            self.writer.write(data)
+        except (ConnectionError, RuntimeError):
+            _spawn(self.loop, self.protocol.handle(Closed()))
 
     async def close_idle(self) -> None:
         await asyncio.shield(self._initiate_server_close())
 
     async def _close(self) -> None:
         try:
+            self.flush()
             await super()._close()
         finally:
             self.idle_timer.cancel()

@@ -179,3 +179,68 @@ async def test_shutdown_closes_idle_connections_at_once_and_busy_ones_after_thei
         await asyncio.wait_for(server.task, 5)
         for writer in (idle_writer, never_used_writer, busy_writer):
             writer.close()
+
+
+async def test_many_pipelined_requests_and_large_bodies_arrive_whole_and_in_order() -> None:
+    async with running() as server:
+        reader, writer = await server.connect()
+        writer.write(b"".join(post(b"y" * (index % 7)) for index in range(2_000)) + post(b"z" * 300_000))
+        for index in range(2_000):
+            assert (await read_response(reader))[2] == str(index % 7).encode()
+        assert (await read_response(reader))[2] == b"300000"
+        writer.close()
+
+
+class _Transport:
+    def __init__(self, buffered: int) -> None:
+        self.buffered = buffered
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+class _Writer:
+    def __init__(self, buffered: int) -> None:
+        self.transport = _Transport(buffered)
+        self.writes: list[bytes] = []
+        self.drains = 0
+
+    def write(self, data: bytes) -> None:
+        if data:  # as transports do: an empty write is nothing
+            self.writes.append(bytes(data))
+
+    async def drain(self) -> None:
+        self.drains += 1
+
+
+def lean_connection(writer: _Writer) -> serving.LeanTCPServer:
+    connection = serving.LeanTCPServer.__new__(serving.LeanTCPServer)
+    connection.writer = writer  # type: ignore[assignment]
+    connection.loop = asyncio.get_running_loop()
+    connection.send_lock = asyncio.Lock()
+    connection._pending = []
+    return connection
+
+
+async def test_small_writes_of_one_iteration_go_out_as_one() -> None:
+    from hypercorn.events import RawData  # noqa: PLC0415
+
+    writer = _Writer(buffered=0)
+    connection = lean_connection(writer)
+    await connection.protocol_send(RawData(b"HTTP/1.1 200 OK\r\n\r\n"))
+    await connection.protocol_send(RawData(b"body"))
+    assert writer.writes == []
+    await asyncio.sleep(0)
+    assert writer.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+
+
+async def test_a_client_that_does_not_read_gets_back_pressure_and_nothing_twice() -> None:
+    from hypercorn.events import RawData  # noqa: PLC0415
+
+    writer = _Writer(buffered=64 * 1024)
+    connection = lean_connection(writer)
+    await connection.protocol_send(RawData(b"answer"))
+    assert (writer.writes, writer.drains) == ([b"answer"], 1)
+    await connection.protocol_send(RawData(b"x" * 70_000))  # large: written and drained at once
+    await asyncio.sleep(0)
+    assert (writer.writes, writer.drains) == ([b"answer", b"x" * 70_000], 2)
