@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 import asyncpg
@@ -72,20 +74,50 @@ async def _run(settings: SignerSettings) -> None:
         await _serve(settings, parts, pool, signer, witness=witness, stop=stop, log=log, keyring=keyring)
 
 
+class _StartingHelper:
+    """The signing helper process (half a second to start: Python, PyNaCl, a probe signature), started while the
+    Kafka clients start and the consumer joins its group, not before. Nothing is signed before the group assigns
+    partitions and ``wait_started`` has returned; a helper that fails to start ends the service there."""
+
+    def __init__(self, signer: Ed25519Signer) -> None:
+        self._starting = asyncio.ensure_future(HelperProcessSigner.start(signer))
+
+    def started(self) -> bool:
+        return self._starting.done() and not self._starting.cancelled() and self._starting.exception() is None
+
+    async def wait_started(self) -> None:
+        await self._starting
+
+    async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]:
+        return await (await self._starting).sign_many(digests)
+
+    async def close(self) -> None:
+        if not self._starting.done():
+            self._starting.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            helper = await self._starting
+            await helper.close()
+
+
 async def _serve(settings: SignerSettings, parts: Lifecycle, pool: asyncpg.Pool, signer: Ed25519Signer, *,
                  witness: Witness | None, stop: asyncio.Event, log: logging.Logger, keyring: Keyring) -> None:
     registry = CollectorRegistry()
     worker: SignerWorker | None = None
+    helper: _StartingHelper | None = None
+
+    def signing_ready() -> bool:
+        return helper is None or helper.started()
+
     # Ready only once the group has assigned this member its partitions and it has sought to the offsets
     # stored with the rows: an event sent then is appended.
-    health = HealthServer(registry, ready=lambda: worker is not None and worker.assigned and not stop.is_set())
+    health = HealthServer(registry, ready=lambda: worker is not None and worker.assigned and signing_ready()
+                          and not stop.is_set())
     if settings.signer_metrics_port:
         # Probes come from outside the pod.
         await parts.start("health server", lambda: health.start("0.0.0.0", settings.signer_metrics_port),  # noqa: S104
                           health.stop)
     consumer = make_consumer(settings.kafka_connection(), settings.signer_group_id, **settings.kafka_consumer_options())
     producer = make_producer(settings.kafka_connection(), settings.kafka_max_message_bytes)
-    await parts.start_kafka_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
     batch_signer: BatchSigner
     checkpoint_every_rows = settings.checkpoint_every_rows
     if settings.signing_mode == "batch":
@@ -93,10 +125,11 @@ async def _serve(settings: SignerSettings, parts: Lifecycle, pool: asyncpg.Pool,
         # chain per batch (every_rows=1), and no row signatures.
         batch_signer, checkpoint_every_rows = TreeHeadsOnly(), 1
     elif settings.signer_signing_helper:
-        batch_signer = await HelperProcessSigner.start(signer)
+        batch_signer = helper = _StartingHelper(signer)
     else:
         batch_signer = InlineSigner(signer)
     parts.on_shutdown("batch signer", batch_signer.close)
+    await parts.start_kafka_clients(producer, consumer, stop=stop, kafka=settings.kafka_connection())
     worker = SignerWorker(
         consumer,
         producer,
@@ -130,6 +163,8 @@ async def _serve(settings: SignerSettings, parts: Lifecycle, pool: asyncpg.Pool,
     parts.on_shutdown("witness publisher", stop_work)
     worker.subscribe()
     log.info("joining consumer group", extra={"group": settings.signer_group_id})
+    if helper is not None:
+        await helper.wait_started()  # a helper that cannot sign, or signs with another key, stops the service here
     log.info(
         "signer running",
         extra={

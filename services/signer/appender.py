@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import os
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -364,12 +365,40 @@ RETURNING a.tenant_id, a.session_id, a.event_sequence, a.event_id
 """
 
 
-async def _flag_sequence_conflicts(
+# The sessions and sequences of a batch already taken by a stored row. Asked before the batch is written, so
+# that an index probe for a place nobody holds yet (nearly all of them) ends in the index; asked after, each
+# probe would find the new row and read it from the table.
+# Shaped as the flagging query below, for the same plan: an index probe per place.
+_TAKEN_SEQUENCES = """
+WITH appended AS (
+    SELECT DISTINCT tenant_id, session_id, event_sequence
+    FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(tenant_id, session_id, event_sequence)
+)
+SELECT a.tenant_id, a.session_id, a.event_sequence
+FROM audit_logs a JOIN appended USING (tenant_id, session_id, event_sequence)
+WHERE a.event_sequence IS NOT NULL
+"""
+
+
+async def _contested_sequences(
     conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]
+) -> set[tuple[str, str, int]]:
+    """The (tenant, session, sequence) places that more than one row will claim once ``records`` are written:
+    those claimed twice within ``records``, and those a stored row already holds. Asked before the write."""
+    claimed = [key for key in map(_CONFLICT_KEY, records) if key[1] is not None and key[2] is not None]
+    keys = set(claimed)
+    contested = set() if len(keys) == len(claimed) else {k for k, n in Counter(claimed).items() if n > 1}
+    if keys:
+        tenants, sessions, sequences = (list(column) for column in zip(*keys, strict=True))
+        taken = await conn.fetch(_TAKEN_SEQUENCES, tenants, sessions, sequences)
+        contested.update((row["tenant_id"], row["session_id"], row["event_sequence"]) for row in taken)
+    return contested
+
+
+async def _flag_sequence_conflicts(
+    conn: asyncpg.Connection, keys: Collection[tuple[str, str, int]]
 ) -> tuple[tuple[str, str, int, str], ...]:
     """Flags the rows whose session and sequence another event of the tenant claims too; nothing is dropped."""
-    keys = {_CONFLICT_KEY(record) for record in records}
-    keys = {key for key in keys if key[1] is not None and key[2] is not None}
     if not keys:
         return ()
     tenants, sessions, sequences = (list(column) for column in zip(*keys, strict=True))
@@ -393,8 +422,9 @@ async def _write(
         )
     conflicts: tuple[tuple[str, str, int, str], ...] = ()
     if chained.records:
+        contested = await _contested_sequences(conn, chained.records)
         await conn.copy_records_to_table("audit_logs", records=chained.records, columns=list(INSERT_COLUMNS))
-        conflicts = await _flag_sequence_conflicts(conn, chained.records)
+        conflicts = await _flag_sequence_conflicts(conn, contested)
     if chained.contents:
         await conn.copy_records_to_table("audit_content", records=chained.contents, columns=list(CONTENT_COLUMNS))
     if chained.subtrees:

@@ -102,7 +102,6 @@ for _field in fields(CanonicalEvent):
     else:
         _REQUIRED.add(_field.name)
 _REQUIRED_FIELDS = frozenset(_REQUIRED)
-_MUTABLE_DEFAULTS = tuple(name for name, value in _DEFAULTS.items() if isinstance(value, dict))
 
 
 def _timestamp(name: str, text: str) -> datetime:
@@ -145,25 +144,50 @@ def decode_row(raw: bytes) -> ChainRow:
         raise ValueError("canonical event is nested too deeply") from exc
 
 
-def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
-    if type(data) is not dict:
-        raise ValueError("canonical event is not a JSON object")
+# Shapes (field names in order, then the type of each value) of objects whose fields and types were found
+# valid: whether an object is valid in these respects depends on its shape alone, and a producer sends a few
+# shapes over and over. Each maps to the fields the object left out, which take their defaults.
+_VALID_SHAPES: dict[tuple[Any, ...], tuple[str, ...]] = {}
+_MAX_SHAPES = 1_024
+
+
+def _check_shape(data: dict[str, Any], *, exact: bool) -> tuple[str, ...]:
+    """The fields ``data`` leaves out, once its fields and their types are found valid."""
     keys = data.keys()
     if not keys <= _FIELD_NAMES:
         raise ValueError(f"canonical event has unknown fields: {sorted(keys - _FIELD_NAMES)}")
     if not keys >= _REQUIRED_FIELDS:
         raise ValueError(f"canonical event lacks fields: {sorted(_REQUIRED_FIELDS - keys)}")
     values = {**_DEFAULTS, **data}
-    for name in _MUTABLE_DEFAULTS:
-        if name not in data:
-            values[name] = {}
     for getter, allowed, names in _TYPE_GROUPS:
         if not allowed.issuperset(map(type, getter(values))):
             if not exact:
                 raise _DecodedInexactly
             wrong = [n for n in names if type(values[n]) not in allowed]
             raise ValueError(f"canonical event field {wrong[0]} has type {type(values[wrong[0]]).__name__}")
-    plain = all(json_is_plain(values[name]) for name in JSON_COLUMNS)
+    return tuple(name for name in _DEFAULTS if name not in keys)
+
+
+def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
+    if type(data) is not dict:
+        raise ValueError("canonical event is not a JSON object")
+    shape = (*data, *map(type, data.values()))
+    missing = _VALID_SHAPES.get(shape)
+    if missing is None:
+        missing = _check_shape(data, exact=exact)
+        if len(_VALID_SHAPES) >= _MAX_SHAPES:
+            _VALID_SHAPES.clear()
+        _VALID_SHAPES[shape] = missing
+    values = data  # a fresh object from the decoder: the row's values from here on
+    for name in missing:
+        default = _DEFAULTS[name]
+        values[name] = {} if type(default) is dict else default
+    plain = (
+        json_is_plain(values["content"])
+        and json_is_plain(values["content_lengths"])
+        and json_is_plain(values["redacted_fields"])
+        and json_is_plain(values["attributes"])
+    )
     if not plain and not exact and any(exactjson.contains_float(values[name]) for name in JSON_COLUMNS):
         raise _DecodedInexactly
     # UTF-16 or UTF-32 (a NUL byte among the first four, as json.loads detects them): only the standard

@@ -94,7 +94,10 @@ def header_map(headers: object) -> dict[str, bytes]:
     """Headers as a dict; refuses what is not a short list of (name, bytes) pairs or names a header twice."""
     if headers is None:
         return {}
-    if not isinstance(headers, Sequence) or isinstance(headers, str | bytes):
+    # The list or tuple a Kafka client hands over needs no abstract-class check, the slow part of this.
+    if not isinstance(headers, (list, tuple)) and (
+        not isinstance(headers, Sequence) or isinstance(headers, str | bytes)
+    ):
         raise InvalidMessage("headers are not a list of pairs")
     if len(headers) > MAX_HEADERS:
         raise InvalidMessage(f"message has {len(headers)} headers (at most {MAX_HEADERS})")

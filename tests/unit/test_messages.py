@@ -21,6 +21,7 @@ from shared.messages.auth import (
     AUDITCTL_SCOPE,
     REDACTOR_SCOPE,
     REPORTER_SCOPE,
+    AuthenticationFailed,
     KeyFileError,
     Keyring,
     KeyScope,
@@ -164,6 +165,21 @@ def test_canonical_events_are_accepted_from_every_key_in_the_keyring_and_name_th
         message = canonical_event.decode(value, headers, keyring)
         assert (message.event_id, message.request_id, message.producer) == ("e" * 64, "req-1", key.label)
         assert canonical_event.decode_event(value, headers, keyring) == _event()
+
+
+def test_a_keyring_verifies_each_message_alone_whatever_it_verified_before() -> None:
+    # The keyring keeps an HMAC state per key and domain: no message may leave anything in it for the next.
+    keyring = Keyring([REDACTOR, RECEIVER])
+    event_ids = [f"e{i}".encode() for i in range(3)]
+    for domain in (canonical_event.DOMAIN, b"raw-batch/v1/logs", canonical_event.DOMAIN):
+        for key in (REDACTOR, RECEIVER):
+            for event_id in event_ids:
+                fields = [event_id, b"", b"value " + event_id]
+                assert keyring.verify(key.key_id, key.mac(domain, fields), domain, fields) is key
+                with pytest.raises(AuthenticationFailed):
+                    keyring.verify(key.key_id, key.mac(domain, fields), domain, [event_id, b"", b"other"])
+                with pytest.raises(AuthenticationFailed):  # the field boundaries are covered too
+                    keyring.verify(key.key_id, key.mac(domain, fields), domain, [event_id + b"v", b"", fields[2][1:]])
 
 
 def test_a_canonical_event_for_another_tenant_cannot_be_made_without_a_key() -> None:

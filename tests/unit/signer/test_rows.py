@@ -410,3 +410,16 @@ def strictly_equal(a: Any, b: Any) -> bool:
     if isinstance(a, float) and math.isnan(a):
         return math.isnan(b)
     return bool(a == b)
+
+
+def test_a_shape_found_valid_lets_no_other_shape_through() -> None:
+    # Fields and types are checked once per shape (names in order, type of each value): a message with the
+    # same names in the same order but one value of another type is a shape of its own, and refused.
+    valid = message()
+    decode_row(json.dumps(valid).encode())
+    for field, value in (("input_tokens", "1200"), ("content_captured", 1), ("attributes", []), ("event_id", None)):
+        with pytest.raises(ValueError, match=field):
+            decode_row(json.dumps({**valid, field: value}).encode())
+    with pytest.raises(ValueError, match="unknown fields"):
+        decode_row(json.dumps({**valid, "extra": 1}).encode())
+    assert decode_row(json.dumps(valid).encode()).values == reference(json.dumps(valid).encode()).values
