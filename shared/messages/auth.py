@@ -32,7 +32,8 @@ import hmac
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 from shared.access_events import ACCESS_EVENT_TYPE, ACCESS_PLANE
@@ -115,7 +116,7 @@ class MessageKey:
     secret: bytes
     label: str = ""
     scope: KeyScope | None = None  # canonical keyring entries only: what events the key may sign
-    _primed: dict[bytes, hmac.HMAC] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _primed: dict[bytes, hmac.HMAC] = dataclass_field(default_factory=dict, init=False, compare=False, repr=False)
 
     @classmethod
     def of(cls, secret: bytes, label: str = "", scope: KeyScope | None = None) -> MessageKey:
@@ -136,9 +137,11 @@ class MessageKey:
         if primed is None:
             primed = self._primed[domain] = hmac.new(self.secret, domain, hashlib.sha256)
         mac = primed.copy()
+        parts = []
         for part in fields:
-            mac.update(len(part).to_bytes(8, "big"))
-            mac.update(part)
+            parts.append(len(part).to_bytes(8, "big"))
+            parts.append(part)
+        mac.update(b"".join(parts))
         return mac.hexdigest()
 
     def headers(self, domain: bytes, fields: Sequence[bytes]) -> list[tuple[str, bytes]]:
