@@ -328,11 +328,18 @@ class BatchingProducer:
     unkeyed record, or one too large for a batch of its own, goes through ``send`` in its turn.
     """
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, max_queued: int = 2_000) -> None:
         self._producer = producer
         self._partitioner = DefaultPartitioner()
         self._queues: dict[tuple[str, int], deque[tuple[list[OutboundRecord], _Group]]] = {}
         self._pumps: dict[tuple[str, int], asyncio.Task[None]] = {}
+        # Backpressure, as aiokafka's own send() has when its batch is full: a caller waits while more than
+        # ``max_queued`` records are handed over but not yet in a batch, so a slow broker slows the stage
+        # instead of letting records pile up here until their batches expire.
+        self._max_queued = max_queued
+        self._queued = 0
+        self._room = asyncio.Event()
+        self._room.set()
 
     async def send_many(self, records: Sequence[OutboundRecord]) -> asyncio.Future[None]:
         """Queues ``records`` and returns a future done when the broker has acknowledged every one of them,
@@ -356,6 +363,10 @@ class BatchingProducer:
             self._queues.setdefault(where, deque()).append((chunk, group))
             if where not in self._pumps:
                 self._pumps[where] = asyncio.create_task(self._pump(where))
+        self._queued += len(records)
+        while self._queued > self._max_queued:
+            self._room.clear()
+            await self._room.wait()
         return group.done
 
     async def _pump(self, where: tuple[str, int]) -> None:
@@ -383,6 +394,7 @@ class BatchingProducer:
                                     headers=record.headers) is None:
                         break
                     taken += 1
+                self._taken(taken)
             if taken == len(chunk):
                 queue.popleft()
                 members.append(group)
@@ -414,6 +426,7 @@ class BatchingProducer:
         """The head record is unkeyed or too large for a batch of its own: ``send`` takes it (or says why not)."""
         chunk, group = queue[0]
         record = chunk[0]
+        self._taken(1)
         if len(chunk) > 1:
             queue[0] = (chunk[1:], group)
         else:
@@ -428,6 +441,11 @@ class BatchingProducer:
             raise
         if len(chunk) == 1:
             group.placed()
+
+    def _taken(self, count: int) -> None:
+        self._queued -= count
+        if self._queued <= self._max_queued:
+            self._room.set()
 
     async def start(self) -> None:
         await self._producer.start()
@@ -448,6 +466,8 @@ class BatchingProducer:
             for _, group in queue:
                 group.fail(KafkaError("the producer was closed"))
         self._queues.clear()
+        self._queued = 0
+        self._room.set()
 
 
 def make_producer(kafka: KafkaConnection | str, max_message_bytes: int, **overrides: Any) -> AIOKafkaProducer:

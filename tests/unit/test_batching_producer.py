@@ -170,3 +170,25 @@ async def test_closing_fails_what_is_still_queued() -> None:
     await producer.close()
     assert isinstance(in_batch.exception(), KafkaError)
     assert isinstance(queued.exception(), KafkaError)
+
+
+async def test_a_caller_waits_while_too_many_records_are_queued() -> None:
+    fake = FakeProducer(capacity=2)
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    original = fake.send_batch
+
+    async def slow(batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        await gate
+        return await original(batch, topic, partition=partition)
+
+    fake.send_batch = slow  # type: ignore[method-assign]
+    producer = BatchingProducer(fake, max_queued=3)
+    await producer.send_many(records(b"acme", b"a1", b"a2"))  # in a batch waiting at the gate
+    await producer.send_many(records(b"acme", b"a3", b"a4", b"a5"))  # queued: 3, at the limit
+    blocked = asyncio.ensure_future(producer.send_many(records(b"acme", b"a6")))
+    await settle()
+    assert not blocked.done()
+    gate.set_result(None)
+    await settle()
+    assert blocked.done()
+    await producer.close()
