@@ -80,6 +80,7 @@ async def _run(settings: RedactorSettings) -> None:
         metrics=RedactorMetrics(registry),
         raw_keyring=raw_keyring,
         canonical_key=canonical_key,
+        max_message_bytes=settings.kafka_max_message_bytes,
     )
     refresher: asyncio.Task[None] | None = None
     postures_loaded, processing = asyncio.Event(), asyncio.Event()

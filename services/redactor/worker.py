@@ -140,6 +140,16 @@ class ProduceStep:
         self._pending = deque(e for e in self._pending if e.position.partition not in partitions)
 
 
+# A Kafka record batch's header (61 bytes) and one record's varint framing, rounded up.
+_RECORD_OVERHEAD_BYTES = 128
+
+
+def _record_bytes(record: OutboundMessage) -> int:
+    """About what the broker counts against its message limit for this record alone in a batch."""
+    headers = sum(len(name.encode()) + len(value) for name, value in record.headers)
+    return _RECORD_OVERHEAD_BYTES + len(record.key or b"") + len(record.value) + headers
+
+
 class TransformStep:
     """Decode, authenticate, map and redact one raw message; a permanent failure becomes a dead letter."""
 
@@ -154,8 +164,10 @@ class TransformStep:
         *,
         raw_keyring: Keyring,
         canonical_key: MessageKey,
+        max_message_bytes: int,
     ) -> None:
         self._engines = engines
+        self._max_message_bytes = max_message_bytes
         self._policy = policy
         self._canonical_topic = canonical_topic
         self._dead_letter_topic = dead_letter_topic
@@ -183,6 +195,11 @@ class TransformStep:
                                                                                batch.request_id))
                 for event in transform_batch(batch, self._engines, self._policy, self.stats)
             ]
+            largest = max(map(_record_bytes, outputs), default=0)
+            if largest > self._max_message_bytes:
+                # Permanent: the broker would refuse this event on every retry and hold the partition up behind it.
+                raise BatchRejected(f"a canonical event of about {largest} bytes exceeds the {self._max_message_bytes}"
+                                    "-byte message limit")
         except (InvalidMessage, BatchRejected) as exc:
             outputs = [self._dead_letter(message, str(exc))]
         except Exception as exc:  # whatever the bytes, the partition must move on
@@ -265,6 +282,7 @@ class RedactorWorker:
         metrics: RedactorMetrics,
         raw_keyring: Keyring,
         canonical_key: MessageKey,
+        max_message_bytes: int,
     ) -> None:
         self.consumer = consumer
         self.raw_topic = raw_topic
@@ -272,7 +290,8 @@ class RedactorWorker:
         self.commit = CommitOffsets(consumer, interval=1.0, latency=metrics.commit_latency)
         self.produce = ProduceStep(producer, self.commit, max_pending, latency=metrics.produce_latency)
         self.transform = TransformStep(engines, policy, canonical_topic, dead_letter_topic, self.produce, metrics,
-                                       raw_keyring=raw_keyring, canonical_key=canonical_key)
+                                       raw_keyring=raw_keyring, canonical_key=canonical_key,
+                                       max_message_bytes=max_message_bytes)
         self._paused = False
         self.assigned = False  # set once the group has given this member its partitions (readiness)
 

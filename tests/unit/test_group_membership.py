@@ -53,7 +53,7 @@ def test_the_redactor_is_ready_only_once_assigned_even_an_empty_set() -> None:
     consumer = _Consumer()
     worker = RedactorWorker(consumer, None, None, None, raw_topic="raw", canonical_topic="c",  # type: ignore[arg-type]
                             dead_letter_topic="d", max_pending=1, metrics=RedactorMetrics(CollectorRegistry()),
-                            raw_keyring=raw_keyring(), canonical_key=canonical_key())
+                            raw_keyring=raw_keyring(), canonical_key=canonical_key(), max_message_bytes=1 << 20)
     worker.subscribe()
     assert not worker.assigned
     asyncio.run(consumer.listener.on_partitions_assigned(set()))

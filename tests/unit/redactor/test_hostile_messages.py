@@ -45,10 +45,11 @@ class NoPii:
         return None  # withheld: what matters here is the envelope
 
 
-def step() -> tuple[TransformStep, Collect]:
+def step(max_message_bytes: int = 1 << 20) -> tuple[TransformStep, Collect]:
     collect = Collect()
     transform = TransformStep(NoPii(), POLICY, "canonical", "dlq", collect, RedactorMetrics(CollectorRegistry()),  # type: ignore[arg-type]
-                              raw_keyring=raw_keyring(), canonical_key=canonical_key())
+                              raw_keyring=raw_keyring(), canonical_key=canonical_key(),
+                              max_message_bytes=max_message_bytes)
     return transform, collect
 
 
@@ -101,3 +102,15 @@ async def test_a_signed_batch_that_is_not_otlp_is_dead_lettered_without_quoting_
     (_, (dead,)), = collect.items
     reason = dead_letter.decode(dead.headers).error
     assert "JSON body" in reason and SECRET not in reason
+
+
+async def test_a_batch_whose_event_would_exceed_the_message_limit_is_dead_lettered_not_resent(
+    fixtures_dir: Path,
+) -> None:
+    # The broker refuses such a record on every attempt: resending would hold the partition up for good.
+    payload = body(fixtures_dir)
+    transform, small = step(max_message_bytes=600)
+    await transform.submit(Message(payload, raw_headers(payload, tenant="acme"), offset=3))
+    (position, (dead,)), = small.items
+    assert position.next_offset == 4 and dead.topic == "dlq" and dead.value == payload
+    assert "message limit" in dead_letter.decode(dead.headers).error
