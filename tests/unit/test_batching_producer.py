@@ -152,8 +152,8 @@ async def test_an_error_from_send_fails_the_group() -> None:
         group.result()
 
 
-async def test_closing_fails_what_is_still_queued() -> None:
-    fake = FakeProducer()
+def hold_batches(fake: FakeProducer) -> asyncio.Future[None]:
+    """Batches reach the broker only once the returned future is set."""
     gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     original = fake.send_batch
 
@@ -162,6 +162,12 @@ async def test_closing_fails_what_is_still_queued() -> None:
         return await original(batch, topic, partition=partition)
 
     fake.send_batch = slow  # type: ignore[method-assign]
+    return gate
+
+
+async def test_closing_fails_what_is_still_queued() -> None:
+    fake = FakeProducer()
+    hold_batches(fake)  # never released: close() finds the batches still in flight
     producer = BatchingProducer(fake)
     fake.capacity = 1
     in_batch = await producer.send_many(records(b"acme", b"a1"))
@@ -174,14 +180,7 @@ async def test_closing_fails_what_is_still_queued() -> None:
 
 async def test_a_caller_waits_while_too_many_records_are_queued() -> None:
     fake = FakeProducer(capacity=2)
-    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    original = fake.send_batch
-
-    async def slow(batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
-        await gate
-        return await original(batch, topic, partition=partition)
-
-    fake.send_batch = slow  # type: ignore[method-assign]
+    gate = hold_batches(fake)
     producer = BatchingProducer(fake, max_queued=3)
     await producer.send_many(records(b"acme", b"a1", b"a2"))  # in a batch waiting at the gate
     await producer.send_many(records(b"acme", b"a3", b"a4", b"a5"))  # queued: 3, at the limit
