@@ -24,18 +24,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
 
 from shared import otlp
+from shared.canonical import EVENT_COLUMNS, CanonicalEvent
 from shared.canonicalize.mapping import attributes_of, map_record
 from shared.canonicalize.transform import BatchRejected, TransformPolicy, TransformStats, transform_batch
 from shared.messages import canonical_event
 from shared.messages.auth import MessageKey
 from shared.messages.raw_batch import RawBatch
 
-EXPECTED_TRANSFORM = "32f513aa408e940497e4245553ac907340546b54ee5fccd974a480cb1ed2301f"
-EXPECTED_MAPPING = "d6f04ee7c8dc6b5205ab436ee8e939dea7e6596e5ce8c4c6488a438331e1ac80"
+EXPECTED_TRANSFORM = "333c0d3bcfc8cd8dabab75513d242bbbfaa5938e3567192ace1a5a52fe22f9b9"
+EXPECTED_MAPPING = "d81cf43cfe332d66c59d487b0ec1fa8ad0ef2f54e64726fa577b18d700e45591"
 
 CAPTURES = ("logs-tool-session.pb", "logs-api-error.pb", "logs-tool-session-nocontent.pb.gz",
             "logs-tool-session.json.gz")
@@ -100,7 +102,8 @@ _EVENT_NAMES = (
 )
 _TIMESTAMPS = (
     "2026-11-28T15:14:00.123Z", "2026-11-28T15:14:00", "2026-11-28T15:14:00+05:30", "2026-11-28 15:14:00.5-08:00",
-    "not a time", "2026-13-40T00:00:00Z", "", "2026-11-28T15:14:00.123456789Z",
+    "not a time", "2026-13-40T00:00:00Z", "", "2026-11-28T15:14:00.123456789Z", "2026-11-28T15:14:00+05:30:15",
+    "2026-11-28T15:14:00.25-00:00:30.5", "2026-11-28T15:14:00-00:00", "0999-01-01T00:00:00Z",
 )
 _MAPPED_KEYS = (
     "event.sequence", "session.id", "prompt.id", "user.email", "user.id", "user.account_uuid", "organization.id",
@@ -306,6 +309,33 @@ def test_the_transform_output_is_pinned(fixtures_dir: Path) -> None:
 
 def test_the_mapping_output_is_pinned(fixtures_dir: Path) -> None:
     assert mapping_digest(fixtures_dir) == EXPECTED_MAPPING
+
+
+def test_the_transform_makes_events_as_their_constructor_would(fixtures_dir: Path) -> None:
+    """The transform builds each event from its fields' values (``CanonicalEvent.from_fields``): the same event,
+    fields in the same order, as ``CanonicalEvent(**fields)``, and the same JSON as the field-by-field encoding."""
+    logging.getLogger("redactor").setLevel(logging.ERROR)
+    for batch in raw_batches(fixtures_dir):
+        try:
+            events = list(transform_batch(batch, Lookup(StandIn()), POLICIES[0], TransformStats()))
+        except BatchRejected:
+            continue
+        for event in events:
+            assert tuple(vars(event)) == EVENT_COLUMNS
+            constructed = CanonicalEvent(**vars(event))
+            assert constructed == event and tuple(vars(constructed)) == EVENT_COLUMNS
+            assert event.to_json() == _field_by_field_json(event)
+
+
+def _field_by_field_json(event: CanonicalEvent) -> bytes:
+    data = dict(vars(event))
+    data["event_time"] = event.event_time.isoformat()
+    data["received_at"] = event.received_at.isoformat()
+    data["cost"] = None if event.cost is None else str(event.cost)
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def test_the_synthetic_batches_reach_the_branches_they_are_for(fixtures_dir: Path) -> None:
