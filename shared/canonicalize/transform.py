@@ -236,6 +236,8 @@ class ResourceAttributes:
 
     entries: tuple[tuple[str, Any, bool], ...]  # (key, value, clean), in the resource's order
     keys: frozenset[str]
+    # When every entry is clean: the entries as a dict, which a record's attributes are updated with at once.
+    all_clean: Mapping[str, Any] | None = None
 
     @classmethod
     def scan(
@@ -250,7 +252,8 @@ class ResourceAttributes:
             clean = safe_key == key and not trial_redacted and not trial_stats.withheld_fields \
                 and not trial_stats.redactions
             entries.append((key, safe_value if clean else value, clean))
-        return cls(tuple(entries), frozenset(attributes))
+        all_clean = {key: value for key, value, _ in entries} if all(clean for _, _, clean in entries) else None
+        return cls(tuple(entries), frozenset(attributes), all_clean)
 
 
 def _redact_attributes(
@@ -262,6 +265,9 @@ def _redact_attributes(
         # A record attribute with the name of a resource one: the merged map, as stored, redacted as a whole.
         return _redact_items(engine, "attributes", mapped.all_other_attributes(), {}, stats, redacted)
     out = _redact_items(engine, "attributes", own, {}, stats, redacted) if own else {}
+    if resource.all_clean is not None:
+        out.update(resource.all_clean)  # what the loop below does when every entry is clean
+        return out
     for key, value, clean in resource.entries:
         if clean:
             # Scanned for this batch and nothing found. Stored as the record-by-record walk would: a key the
