@@ -237,6 +237,17 @@ def _unprefixed(name: str) -> str:
     return name
 
 
+# Texts that named an event, and that name (``_unprefixed(text.strip())``): a deployment sends a handful. Only
+# name-shaped results are kept, so no content (a body such as "my ssn is ...") stays in memory here.
+_NAMES: dict[str, str] = {}
+_MAX_NAMES = 1024
+
+
+def _bare(text: str) -> str:
+    bare = _NAMES.get(text)
+    return _unprefixed(text.strip()) if bare is None else bare
+
+
 def event_type_of(attrs: Mapping[str, Any], record: LogRecord) -> str:
     """The event's name, only ever a known name or one shaped like a name (``[a-z_.]{1,64}``).
 
@@ -246,8 +257,16 @@ def event_type_of(attrs: Mapping[str, Any], record: LogRecord) -> str:
     name = attrs.get("event.name") or record.event_name
     if not name and record.body.WhichOneof("value") == "string_value":
         name = record.body.string_value
-    name = _unprefixed(str(name or "").strip())
-    return name if EVENT_NAME.fullmatch(name) else "unknown"
+    text = name if type(name) is str else str(name or "")
+    known = _NAMES.get(text)
+    if known is not None:
+        return known
+    bare = _unprefixed(text.strip())
+    if not EVENT_NAME.fullmatch(bare):
+        return "unknown"
+    if len(_NAMES) < _MAX_NAMES:
+        _NAMES[text] = bare
+    return bare
 
 
 def stray_text_of(attrs: Mapping[str, Any], record: LogRecord, event_type: str) -> dict[str, str]:
@@ -255,11 +274,11 @@ def stray_text_of(attrs: Mapping[str, Any], record: LogRecord, event_type: str) 
     shaped like one. It is content (redacted like a prompt), never a column."""
     stray: dict[str, str] = {}
     named = attrs.get("event.name") or record.event_name
-    if named and _unprefixed(str(named).strip()) != event_type:
+    if named and _bare(named if type(named) is str else str(named)) != event_type:
         stray["event_name"] = as_str(named) or ""
     if record.body.WhichOneof("value") == "string_value":
         body = record.body.string_value
-        if body and _unprefixed(body.strip()) != event_type:
+        if body and _bare(body) != event_type:
             stray["body"] = body
     return stray
 
