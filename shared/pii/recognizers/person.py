@@ -60,9 +60,10 @@ _WINDOW = 160
 # capital comes first and the look-behind (the capital and the character before it) second: a pattern that
 # starts with a character set lets the regex engine skip to the next capital on its own, three times faster
 # over prose than a look-behind tried at every position. A lone capital followed by ". " is taken with its dot:
-# an initial ("R. Endah", "Hans D. Martin").
+# an initial ("R. Endah", "Hans D. Martin"). The word's letters are taken possessively (``*+``): nothing after
+# them can make the engine give any back, and not recording where it could saves ~10% of the pass.
 _CAPITALISED_OR_INITIAL = re.compile(
-    r"[A-ZÀ-ÖØ-Þ\u0100-\u017f](?<![^\W\d_].)(?:\.(?= )|[^\W\d_]*(?:['\u2019\-][^\W\d_]+)*)"
+    r"[A-ZÀ-ÖØ-Þ\u0100-\u017f](?<![^\W\d_].)(?:\.(?= )|[^\W\d_]*+(?:['\u2019\-][^\W\d_]+)*+)"
 )
 _WORD = re.compile(r"[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*")
 _PARTICLES = frozenset(
