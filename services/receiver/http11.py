@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Awaitable, Callable
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import httptools
 from hypercorn.config import Config
@@ -41,8 +41,6 @@ from hypercorn.protocol.events import (
     Body,
     Data,
     EndBody,
-    EndData,
-    InformationalResponse,
     Request,
     Response,
     StreamClosed,
@@ -61,36 +59,32 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _HANDED_OVER_METHODS = frozenset({b"CONNECT", b"PRI"})
 
 
-class HandOverToH11(Exception):  # noqa: N818 - a signal, not an error
+class HandOverToH11(Exception):
     """A request this protocol does not serve itself: the rest of the connection goes to ``H11Protocol``."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
 
 
-class _Refused(Exception):  # noqa: N818
+class _Refused(Exception):
     """Raised inside a parser callback to stop parsing: the request is refused with ``status``."""
 
     def __init__(self, status: int) -> None:
         self.status = status
 
 
-class _RequestHead:
-    __slots__ = ("expect_continue", "headers", "keep_alive", "method", "target", "version")
-
-    def __init__(self, method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]],
-                 keep_alive: bool, expect_continue: bool) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.keep_alive = keep_alive
-        self.expect_continue = expect_continue
+class _RequestHead(NamedTuple):
+    method: bytes
+    target: bytes
+    version: str
+    headers: list[tuple[bytes, bytes]]  # names lower-cased, as h11 gives them
+    keep_alive: bool
+    expect_continue: bool
 
 
 def _comma_values(headers: list[tuple[bytes, bytes]], lowered_names: list[bytes], name: bytes) -> list[bytes]:
     """h11's ``get_comma_header``: every value of ``name``, lower-cased, split at commas."""
-    values = []
+    values: list[bytes] = []
     for (_, value), found in zip(headers, lowered_names, strict=True):
         if found == name:
             values.extend(part.strip() for part in value.lower().split(b","))
@@ -194,14 +188,12 @@ class LlhttpProtocol:
             self._feed(data)
             await self._handle_events()
         elif isinstance(event, Closed):
-            if self.stream is not None:
-                await self._close_stream()
+            await self._close_stream()
 
     # Parsing: everything in the bytes received is parsed at once, into events served in order.
 
     def _feed(self, data: bytes) -> None:
-        if self._raw_hand_over:
-            assert self._hand_over is not None
+        if self._raw_hand_over and self._hand_over is not None:
             self._hand_over += data
             return
         if self._stopped:
@@ -356,32 +348,31 @@ class LlhttpProtocol:
     # Responses.
 
     async def stream_send(self, event: StreamEvent) -> None:
-        if isinstance(event, Response):
-            if event.status_code >= 200:
-                headers = list(chain(event.headers, self.config.response_headers("h11")))
-                if self.keep_alive_requests >= self.config.keep_alive_max_requests:
-                    headers.append((b"connection", b"close"))
-                await self._send_response(event.status_code, headers)
-            elif not self._response_started:
-                headers = list(chain(event.headers, self.config.response_headers("h11")))
-                await self._send_raw(_head_bytes(event.status_code, *self._header_lists(headers)))
-        elif isinstance(event, InformationalResponse):
-            pass  # Ignore for HTTP/1
-        elif isinstance(event, Body):
+        if isinstance(event, Body):
             if self._body_allowed and event.data:
                 data = event.data
                 await self._send_raw(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+        elif isinstance(event, Response):
+            await self._send_head(event)
         elif isinstance(event, EndBody):
             if self._response_started and not self._response_done:
                 if self._chunked:
                     await self._send_raw(b"0\r\n\r\n")
                 self._response_done = True
-        elif isinstance(event, Data):
-            await self.send(RawData(data=event.data))
-        elif isinstance(event, EndData):
-            pass
         elif isinstance(event, StreamClosed):
             await self._maybe_recycle()
+        elif isinstance(event, Data):
+            await self.send(RawData(data=event.data))
+        # InformationalResponse (HTTP/2 only) and EndData: nothing to send, as in H11Protocol
+
+    async def _send_head(self, event: Response) -> None:
+        headers = list(chain(event.headers, self.config.response_headers("h11")))
+        if event.status_code >= 200:
+            if self.keep_alive_requests >= self.config.keep_alive_max_requests:
+                headers.append((b"connection", b"close"))
+            await self._send_response(event.status_code, headers)
+        elif not self._response_started:
+            await self._send_raw(_head_bytes(event.status_code, *self._header_lists(headers)))
 
     @staticmethod
     def _header_lists(headers: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
@@ -395,15 +386,15 @@ class LlhttpProtocol:
         method = self._method
         no_body = status in _NO_BODY_STATUSES or (method == b"CONNECT" and 200 <= status < 300)
         need_close = False
-        if not no_body and not (b"content-length" in names and b"transfer-encoding" not in names):
-            if (b"transfer-encoding" in names and _comma_values(headers, names, b"transfer-encoding")) \
-                    or not _comma_values(headers, names, b"content-length"):  # chunked, or HTTP/1.0 framing
-                _set_header(headers, names, b"content-length", [])
-                if self._client_version != "1.1":
-                    _set_header(headers, names, b"transfer-encoding", [])
-                    need_close = method != b"HEAD"
-                else:
-                    _set_header(headers, names, b"transfer-encoding", [b"chunked"])
+        if not no_body and not (b"content-length" in names and b"transfer-encoding" not in names) and (
+                (b"transfer-encoding" in names and _comma_values(headers, names, b"transfer-encoding"))
+                or not _comma_values(headers, names, b"content-length")):  # chunked, or HTTP/1.0 framing
+            _set_header(headers, names, b"content-length", [])
+            if self._client_version != "1.1":
+                _set_header(headers, names, b"transfer-encoding", [])
+                need_close = method != b"HEAD"
+            else:
+                _set_header(headers, names, b"transfer-encoding", [b"chunked"])
         if not self._keep_alive or need_close:
             tokens = set(_comma_values(headers, names, b"connection"))
             tokens.discard(b"keep-alive")

@@ -201,4 +201,4 @@ def install() -> None:
     """Serve every connection of this process's Hypercorn asyncio worker with ``LeanTCPServer``, and its
     HTTP/1.1 with ``LlhttpProtocol`` (services/receiver/http11.py)."""
     hypercorn.asyncio.run.TCPServer = LeanTCPServer  # type: ignore[attr-defined]
-    hypercorn.asyncio.tcp_server.ProtocolWrapper = ReceiverProtocolWrapper  # type: ignore[misc]
+    hypercorn.asyncio.tcp_server.ProtocolWrapper = ReceiverProtocolWrapper  # type: ignore[attr-defined]

@@ -66,8 +66,8 @@ async def running(wrapper: type[ProtocolWrapper]) -> AsyncIterator[int]:
     config.graceful_timeout = 2
     # One Date for every answer, so answers compare whole (HTTP/2 ones carry it compressed).
     setattr(config, "response_headers", lambda protocol: [(b"date", b"Sat, 05 Dec 2026 07:00:00 GMT")])  # noqa: B010
-    chosen = hypercorn.asyncio.tcp_server.ProtocolWrapper
-    hypercorn.asyncio.tcp_server.ProtocolWrapper = wrapper  # type: ignore[misc]
+    chosen = getattr(hypercorn.asyncio.tcp_server, "ProtocolWrapper")  # noqa: B009 - not exported
+    setattr(hypercorn.asyncio.tcp_server, "ProtocolWrapper", wrapper)  # noqa: B010
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     try:
@@ -83,7 +83,7 @@ async def running(wrapper: type[ProtocolWrapper]) -> AsyncIterator[int]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-        hypercorn.asyncio.tcp_server.ProtocolWrapper = chosen  # type: ignore[misc]
+        setattr(hypercorn.asyncio.tcp_server, "ProtocolWrapper", chosen)  # noqa: B010
 
 
 async def exchange(port: int, parts: list[bytes]) -> bytes:
@@ -157,4 +157,4 @@ async def test_the_same_bytes_as_h11(name: str) -> None:
 
 async def test_the_receiver_serves_http11_with_llhttp() -> None:
     hypercorn_config(ReceiverSettings())
-    assert hypercorn.asyncio.tcp_server.ProtocolWrapper is http11.ReceiverProtocolWrapper  # type: ignore[comparison-overlap]
+    assert getattr(hypercorn.asyncio.tcp_server, "ProtocolWrapper") is http11.ReceiverProtocolWrapper  # noqa: B009
