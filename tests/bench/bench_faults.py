@@ -48,7 +48,7 @@ from typing import Any
 
 from tests.bench.bench_pipeline import load_config, offer_load
 from tests.bench.exporter_load import LoadConfig
-from tests.bench.pipeline_stack import RowWatcher, Stack, percentile, pipeline_stack
+from tests.bench.pipeline_stack import LagSampler, RowWatcher, Stack, percentile, pipeline_stack
 from tests.bench.report import publish
 
 # The line each service logs once it is running (its Kafka clients started), and the consumers' assignment line.
@@ -114,7 +114,7 @@ async def start_load(stack: Stack, config: LoadConfig) -> tuple[asyncio.Task[dic
         shutil.rmtree(folder, ignore_errors=True)
 
 
-async def one_stage(stack: Stack, watcher: RowWatcher, stage: str, *, rate: float, duration: float, kill_at: float,
+async def one_stage(stack: Stack, watcher: RowWatcher, lags: LagSampler, stage: str, *, rate: float, duration: float, kill_at: float,
                     restart_after: float, records: int, first_session: int) -> dict[str, Any]:
     rows_before = len(watcher.rows)
     load_before = os.getloadavg()[0]
@@ -147,6 +147,11 @@ async def one_stage(stack: Stack, watcher: RowWatcher, stage: str, *, rate: floa
         else:
             recovered_after = None
     first_row_after_restart = min((row.seen_at for row in rows if row.seen_at >= restarted_at), default=None)
+    # Rows landed in each second after the restart: how fast the backlog is worked off.
+    landed: dict[int, int] = {}
+    for row in rows:
+        if row.seen_at >= restarted_at:
+            landed[math.floor(row.seen_at - restarted_at)] = landed.get(math.floor(row.seen_at - restarted_at), 0) + 1
     return {
         "stage": stage,
         "offered_events_per_s": rate,
@@ -166,6 +171,9 @@ async def one_stage(stack: Stack, watcher: RowWatcher, stage: str, *, rate: floa
         "p99_by_second_after_restart_s": {
             str(s): round(percentile(v, 0.99) or 0.0, 2) for s, v in sorted(by_second.items()) if -3 <= s <= 20
         },
+        "rows_by_second_after_restart": [landed.get(s, 0) for s in range(25)],
+        # Raw messages (one per request) behind the redactor, canonical events behind the signer.
+        "lag_by_second_after_restart": lags.by_second(restarted_at, restarted_at + 25),
         "http_statuses": result["statuses"],
         "connection_errors": result["connection_errors"],
         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -184,16 +192,19 @@ async def run(stages: list[str], rate: float, duration: float, kill_at: float, r
     async with pipeline_stack(extra_env=membership_env(membership)) as stack:
         watcher = RowWatcher(stack.dsn)
         await watcher.start()
+        lags = LagSampler(stack.env)
+        await lags.start()
         try:
             first_session = 0
             for stage in stages:
-                results.append(await one_stage(stack, watcher, stage, rate=rate, duration=duration, kill_at=kill_at,
+                results.append(await one_stage(stack, watcher, lags, stage, rate=rate, duration=duration, kill_at=kill_at,
                                                restart_after=restart_after, records=records,
                                                first_session=first_session))
                 first_session += int(rate * duration / records) + 1
                 await asyncio.sleep(settle)
             duplicates = await watcher.duplicates()
         finally:
+            await lags.stop()
             await watcher.stop()
     return {"rate": rate, "membership": membership, "duration_s": duration, "kill_at_s": kill_at, "restart_after_s": restart_after,
             "duplicate_rows": duplicates, "stages": results}
