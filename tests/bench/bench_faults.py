@@ -48,13 +48,44 @@ from typing import Any
 
 from tests.bench.bench_pipeline import load_config, offer_load
 from tests.bench.exporter_load import LoadConfig
-from tests.bench.pipeline_stack import LagSampler, RowWatcher, Stack, percentile, pipeline_stack
+from tests.bench.pipeline_stack import LagSampler, RowWatcher, Stack, metric_total, percentile, pipeline_stack
 from tests.bench.report import publish
 
 # The line each service logs once it is running (its Kafka clients started), and the consumers' assignment line.
 RUNNING_MESSAGES = ("receiver listening", "redactor running", "signer running", "usage consumer started")
 ASSIGNED_MESSAGE = "partitions assigned"
 JOINING_MESSAGE = "joining consumer group"
+
+
+def schedstat(pid: int) -> tuple[float, float]:
+    """Seconds the process's main thread has run on a CPU and waited for one (runnable, but the CPUs were busy)."""
+    try:
+        ran, waited, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
+async def sample_schedule(stack: Stack, stage: str, seconds: int) -> list[tuple[float, float]]:
+    """For each second after the restart: the share of it the restarted stage ran, and the share it was runnable
+    but waited for a CPU (the rest it was idle: waiting for the broker, the database, or work). A stage working off
+    its backlog at full speed has the two adding up to 1; one that waits for a CPU is starved by its neighbours."""
+    found: list[tuple[float, float]] = []
+    pid = stack.group.processes[stage].pid
+    previous = schedstat(pid)
+    for _ in range(seconds):
+        await asyncio.sleep(1.0)
+        now = schedstat(pid)
+        found.append((round(now[0] - previous[0], 2), round(now[1] - previous[1], 2)))
+        previous = now
+    return found
+
+
+async def signer_repeats(stack: Stack) -> float | None:
+    """Canonical events the signer skipped as already chained (or already applied), so far."""
+    found = [await metric_total(stack.env, "SIGNER_METRICS_PORT", name)
+             for name in ("signer_duplicates_skipped_total", "signer_stale_messages_total")]
+    return None if None in found else sum(value or 0.0 for value in found)
 
 
 def restart_milestones(stack: Stack, stage: str, restarted_at: float) -> dict[str, float | None]:
@@ -120,16 +151,19 @@ async def one_stage(stack: Stack, watcher: RowWatcher, lags: LagSampler, stage: 
     load_before = os.getloadavg()[0]
     load, started = await start_load(stack, load_config(stack, rate, duration, records, first_session))
     await asyncio.sleep(max(0.0, started + kill_at - time.time()))
+    repeats_before = await signer_repeats(stack)
     killed_at = time.time()
     stack.kill(stage)
     await asyncio.sleep(restart_after)
     restarted_at = time.time()
     stack.restart(stage)
+    schedule = asyncio.create_task(sample_schedule(stack, stage, 25))
     result = await load
     accepted = [r for r in result["requests"] if r["accepted"] is not None]
     expected = sum(r["records"] for r in accepted)
     await wait_for_rows(watcher, rows_before + expected)
     await watcher.poll_once()
+    repeats_after = await signer_repeats(stack)
     rows = watcher.rows[rows_before:]
     due = {r["session_id"]: r["due"] for r in result["requests"]}
     waits = [(due[row.session_id], row.seen_at - due[row.session_id]) for row in rows if row.session_id in due]
@@ -165,6 +199,10 @@ async def one_stage(stack: Stack, watcher: RowWatcher, lags: LagSampler, stage: 
         "rows": len(rows),
         "lost_events": expected - len(rows),
         "requests_given_up": result["given_up"],
+        # Events the pipeline handled twice because the killed stage had not committed them: the signer drops the
+        # repeats (by event id, or by its stored offsets); they are work done again ahead of the backlog.
+        "events_redone": None if stage == "signer" or repeats_before is None or repeats_after is None
+        else round(repeats_after - repeats_before),
         "max_wait_s": round(max((w for _, w in waits), default=0.0), 2),
         "max_accept_to_row_s": round(max((row.latency for row in rows), default=0.0), 2),
         "p99_under_1s_after_restart_s": recovered_after,
@@ -172,6 +210,8 @@ async def one_stage(stack: Stack, watcher: RowWatcher, lags: LagSampler, stage: 
             str(s): round(percentile(v, 0.99) or 0.0, 2) for s, v in sorted(by_second.items()) if -3 <= s <= 20
         },
         "rows_by_second_after_restart": [landed.get(s, 0) for s in range(25)],
+        # Per second after the restart: the restarted stage's time running, and runnable but waiting for a CPU.
+        "ran_and_waited_for_cpu_by_second_after_restart": await schedule,
         # Raw messages (one per request) behind the redactor, canonical events behind the signer.
         "lag_by_second_after_restart": lags.by_second(restarted_at, restarted_at + 25),
         "http_statuses": result["statuses"],
@@ -219,14 +259,14 @@ def summary(report: dict[str, Any]) -> str:
     lines = [f"kill -9 at {report['kill_at_s']} s, restart {report['restart_after_s']} s later, "
              f"{report['rate']:,.0f} events/s offered, {report['membership']} group membership",
              "stage    | max wait s | max accept->row s | p99<1s after restart (s) | lost | load avg | "
-             "restart -> joining / running / assigned / first row (s)"]
+             "restart -> joining / running / assigned / first row (s) | events redone"]
     for stage in report["stages"]:
         milestones = stage["restart_to"]
         lines.append(f"{stage['stage']:<8} | {stage['max_wait_s']:>10} | {stage['max_accept_to_row_s']:>17} | "
                      f"{recovered(stage):>24} | {stage['lost_events']:>4} | "
                      f"{stage['load_average_1m'][0]}->{stage['load_average_1m'][1]} | "
                      f"{milestones['joining_s']} / {milestones['running_s']} / {milestones['assigned_s']} / "
-                     f"{milestones['first_row_s']}")
+                     f"{milestones['first_row_s']} | {stage['events_redone']}")
     lines.append(f"duplicate rows: {report['duplicate_rows']}")
     return "\n".join(lines)
 

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tests.bench.exporter_load import LoadConfig
 from tests.bench.pipeline_stack import LagSampler, RowWatcher, Stack, percentile, pipeline_stack
 from tests.bench.report import publish
@@ -49,7 +51,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def service_cpu(stack: Stack) -> dict[str, float]:
-    return {name: cpu_seconds(process.pid) for name, process in stack.group.processes.items()}
+    """Each service's CPU seconds, its helper processes' included (the signer's signing helper)."""
+    spent_by: dict[str, float] = {}
+    for name, process in stack.group.processes.items():
+        try:
+            helpers = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+        except psutil.Error:
+            helpers = []
+        spent_by[name] = cpu_seconds(process.pid) + sum(map(cpu_seconds, helpers))
+    return spent_by
 
 
 async def infrastructure_cpu(stack: Stack, watcher: RowWatcher) -> dict[str, dict[int, float]]:

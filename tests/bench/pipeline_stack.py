@@ -278,3 +278,14 @@ class LagSampler:
                 for stage, lag in lags.items():
                     found[stage][second] = max(found[stage][second], lag)
         return found
+
+
+async def metric_total(env: dict[str, str], port_variable: str, name: str) -> float | None:
+    """The sum of a metric's samples on a service's /metrics (None when it does not answer)."""
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            answer = await client.get(f"http://127.0.0.1:{env[port_variable]}/metrics")
+    except httpx.HTTPError:
+        return None
+    return sum(float(line.rsplit(" ", 1)[1]) for line in answer.text.splitlines()
+               if line.startswith((name + " ", name + "{")))
