@@ -46,7 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench.bench_pipeline import load_config, offer_load
+from tests.bench.bench_pipeline import load_config, offer_load, schedstat
 from tests.bench.exporter_load import LoadConfig
 from tests.bench.pipeline_stack import LagSampler, RowWatcher, Stack, metric_total, percentile, pipeline_stack
 from tests.bench.report import publish
@@ -55,15 +55,6 @@ from tests.bench.report import publish
 RUNNING_MESSAGES = ("receiver listening", "redactor running", "signer running", "usage consumer started")
 ASSIGNED_MESSAGE = "partitions assigned"
 JOINING_MESSAGE = "joining consumer group"
-
-
-def schedstat(pid: int) -> tuple[float, float]:
-    """Seconds the process's main thread has run on a CPU and waited for one (runnable, but the CPUs were busy)."""
-    try:
-        ran, waited, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
-    except (OSError, ValueError):
-        return 0.0, 0.0
-    return int(ran) / 1e9, int(waited) / 1e9
 
 
 async def sample_schedule(stack: Stack, stage: str, seconds: int) -> list[tuple[float, float]]:

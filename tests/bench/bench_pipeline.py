@@ -62,6 +62,19 @@ def service_cpu(stack: Stack) -> dict[str, float]:
     return spent_by
 
 
+def schedstat(pid: int) -> tuple[float, float]:
+    """Seconds the process's main thread has run on a CPU and waited for one (runnable, but the CPUs were busy)."""
+    try:
+        ran, waited, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
+def service_schedule(stack: Stack) -> dict[str, tuple[float, float]]:
+    return {name: schedstat(process.pid) for name, process in stack.group.processes.items()}
+
+
 async def infrastructure_cpu(stack: Stack, watcher: RowWatcher) -> dict[str, dict[int, float]]:
     """CPU seconds of the broker process and of each PostgreSQL backend serving the services, by pid."""
     return {"broker": {stack.broker_pid: cpu_seconds(stack.broker_pid)},
@@ -103,6 +116,7 @@ async def one_rate(stack: Stack, watcher: RowWatcher, lags: LagSampler, rate: fl
                    first_session: int) -> dict[str, Any]:
     rows_before = len(watcher.rows)
     cpu_before = service_cpu(stack)
+    schedule_before, schedule_from = service_schedule(stack), time.time()
     infrastructure_before = await infrastructure_cpu(stack, watcher)
     load_before = os.getloadavg()[0]
     result = await offer_load(stack, load_config(stack, rate, duration, records, first_session))
@@ -110,6 +124,7 @@ async def one_rate(stack: Stack, watcher: RowWatcher, lags: LagSampler, rate: fl
     expected = sum(r["records"] for r in accepted)
     await watcher.wait_for(rows_before + expected, timeout=120)
     cpu_after = service_cpu(stack)
+    schedule_after, schedule_wall = service_schedule(stack), time.time() - schedule_from
     infrastructure_after = await infrastructure_cpu(stack, watcher)
     for name, after in infrastructure_after.items():
         cpu_after[name] = spent(infrastructure_before[name], after)
@@ -134,6 +149,12 @@ async def one_rate(stack: Stack, watcher: RowWatcher, lags: LagSampler, rate: fl
         "connection_errors": result["connection_errors"],
         # Raw messages (one per request) behind the redactor, canonical events behind the signer.
         "max_consumer_lag_messages": lags.max_lag(result["started"], time.time()),
+        # Of the run's wall time, the share each service's main thread ran and the share it was runnable but
+        # waited for a CPU: a stage that falls behind while its two shares add up to well under 1 is held up by
+        # something else than CPU (its backpressure, the broker, the database).
+        "ran_and_waited_for_cpu_share": {
+            name: [round((schedule_after[name][i] - schedule_before[name][i]) / schedule_wall, 2) for i in (0, 1)]
+            for name in schedule_after},
         "cpu_s_per_1000_events": {name: round((cpu_after[name] - cpu_before.get(name, 0)) * 1000 / events, 3)
                                   for name in cpu_after},
         "cpu_s_per_1000_events_total": round(sum(cpu_after[name] - cpu_before.get(name, 0)
