@@ -233,7 +233,7 @@ class LagSampler:
     stages, and how fast a restarted stage works it off."""
 
     env: dict[str, str]
-    interval: float = 0.25
+    interval: float = 0.5  # each read renders a service's metrics: a few milliseconds of its CPU
     samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
