@@ -25,6 +25,8 @@ WINDOW_BEFORE = 64
 WINDOW_AFTER = 24
 AFTER_PENALTY = 8
 _WORDS = re.compile(r"[^\W_]+")
+# JSON keys whose labels are remembered, then forgotten all at once.
+_PHRASES_REMEMBERED = 4096
 
 
 def context_tokenizer() -> Language:
@@ -57,10 +59,12 @@ class ContextWords:
         self._labels_by_id: dict[int, str] = {}
         # Per label, the longest word of each of its phrases: a phrase cannot match where that word is not.
         self._anchors: dict[str, frozenset[str]] = {}
+        self._labels_in: dict[str, frozenset[str]] = {}
 
     def define(self, label: str, terms: Iterable[str]) -> str:
         self._terms.setdefault(label, set()).update(term.lower() for term in terms)
         self._matcher = None
+        self._labels_in.clear()
         return label
 
     def warm_up(self) -> None:
@@ -83,8 +87,15 @@ class ContextWords:
         return self._nlp, self._matcher
 
     def labels_in(self, phrase: str) -> frozenset[str]:
-        nlp, matcher = self._compiled()
-        return frozenset(self._labels_by_id[match_id] for match_id, _, _ in matcher(nlp.make_doc(phrase)))
+        """The labels whose phrases are in ``phrase`` (a JSON key): keys recur, each is tokenised once."""
+        labels = self._labels_in.get(phrase)
+        if labels is None:
+            nlp, matcher = self._compiled()
+            labels = frozenset(self._labels_by_id[match_id] for match_id, _, _ in matcher(nlp.make_doc(phrase)))
+            if len(self._labels_in) >= _PHRASES_REMEMBERED:
+                self._labels_in.clear()
+            self._labels_in[phrase] = labels
+        return labels
 
     def labels_near(self, text: str, start: int, end: int, wanted: Iterable[str]) -> dict[str, int] | None:
         """Context labels just before ``start`` or just after ``end``, each with its distance in characters.
