@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import spacy
 
-from shared.pii.context import CONTEXT_WORDS, context_tokenizer
+from shared.pii.context import CONTEXT_WORDS, ContextWords, context_tokenizer
 
 WINDOWS = [
     'customer_ssn=078-05-1120 and --phone 4155550134',
@@ -48,3 +48,12 @@ def test_context_words_are_found_next_to_a_candidate(text: str, label: str) -> N
     start = next(index for index, ch in enumerate(text) if ch.isdigit())
     distances = CONTEXT_WORDS.labels_near(text, start, len(text), (label,))
     assert distances is not None and label in distances
+
+
+def test_a_key_s_labels_are_remembered_until_a_label_is_defined() -> None:
+    words = ContextWords()
+    words.define("FIRST", ["order"])
+    assert words.labels_in("customer_order_id") == {"FIRST"}
+    assert words.labels_in("customer_order_id") == {"FIRST"}
+    words.define("SECOND", ["customer"])
+    assert words.labels_in("customer_order_id") == {"FIRST", "SECOND"}
