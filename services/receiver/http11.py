@@ -78,6 +78,7 @@ class _RequestHead(NamedTuple):
     target: bytes
     version: str
     headers: list[tuple[bytes, bytes]]  # names lower-cased, as h11 gives them
+    raw_headers: list[tuple[bytes, bytes]]  # as sent (for Hypercorn's h11_pass_raw_headers)
     keep_alive: bool
     expect_continue: bool
 
@@ -269,7 +270,8 @@ class LlhttpProtocol:
                            and b"100-continue" in _comma_values(headers, names, b"expect"))
         self._in_body = True
         self._closing = not keep_alive
-        self._events.append((_HEAD, _RequestHead(method, self._url, version, headers, keep_alive, expect_continue)))
+        self._events.append((_HEAD, _RequestHead(method, self._url, version, headers, self._raw_headers, keep_alive,
+                                                 expect_continue)))
 
     def on_body(self, body: bytes) -> None:
         if self._hand_over is not None:
@@ -333,7 +335,8 @@ class LlhttpProtocol:
         await self.stream.handle(
             Request(
                 stream_id=STREAM_ID,
-                headers=head.headers,
+                headers=([(name, value.rstrip(b" \t")) for name, value in head.raw_headers]
+                         if self.config.h11_pass_raw_headers else head.headers),
                 http_version=head.version,
                 method=head.method.decode("ascii").upper(),
                 raw_path=head.target,

@@ -60,10 +60,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(wrapper: type[ProtocolWrapper]) -> AsyncIterator[int]:
+async def running(wrapper: type[ProtocolWrapper], *, pass_raw_headers: bool = False) -> AsyncIterator[int]:
     port = free_port()
     config = hypercorn_config(ReceiverSettings(receiver_host="127.0.0.1", receiver_port=port))
     config.graceful_timeout = 2
+    config.h11_pass_raw_headers = pass_raw_headers
     # One Date for every answer, so answers compare whole (HTTP/2 ones carry it compressed).
     setattr(config, "response_headers", lambda protocol: [(b"date", b"Sat, 05 Dec 2026 07:00:00 GMT")])  # noqa: B010
     chosen = getattr(hypercorn.asyncio.tcp_server, "ProtocolWrapper")  # noqa: B009 - not exported
@@ -152,6 +153,16 @@ async def test_the_same_bytes_as_h11(name: str) -> None:
     async with running(http11.ReceiverProtocolWrapper) as port:
         actual = await exchange(port, CASES[name])
     assert expected  # every case gets an answer
+    assert actual == expected
+
+
+async def test_raw_header_names_when_hypercorn_is_configured_to_pass_them() -> None:
+    request = [b"GET /x HTTP/1.1\r\nHost: h\r\nX-Mixed-Case:  v \r\n\r\n"]
+    async with running(ProtocolWrapper, pass_raw_headers=True) as port:
+        expected = await exchange(port, request)
+    async with running(http11.ReceiverProtocolWrapper, pass_raw_headers=True) as port:
+        actual = await exchange(port, request)
+    assert b"X-Mixed-Case" in expected
     assert actual == expected
 
 
