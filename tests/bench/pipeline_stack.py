@@ -96,7 +96,7 @@ async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = No
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
         **(extra_env or {}),
     }
-    group = ServiceGroup(env, work / "log")
+    group = ServiceGroup(env, work / "log", own_sessions=True)
     saved = dict(os.environ)
     try:
         os.environ.update(env)
