@@ -249,6 +249,8 @@ class LlhttpProtocol:
         self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a chunked body's trailer: H11Protocol passes none on either
         self._raw_headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
 

@@ -114,6 +114,8 @@ CASES: dict[str, list[bytes]] = {
     "pipelined": [post("/v1/logs", b"a") + post("/stream", b"bb") + post("/empty", b"") + post("/v1/logs", b"c")],
     "pipelined, then close": [post("/v1/logs", b"a", "Connection: close\r\n") + post("/v1/logs", b"b")],
     "chunked": [CHUNKED + CHUNKED],
+    "chunked with a trailer": [b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n" + post("/v1/logs", b"d")],
     "chunked in pieces": [CHUNKED[:50], CHUNKED[50:70], CHUNKED[70:]],
     "expect 100-continue": [post("/v1/logs", b"", "Expect: 100-continue\r\n")[:-0 or None].replace(
         b"Content-Length: 0", b"Content-Length: 4"), b"body"],
