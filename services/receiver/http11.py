@@ -78,6 +78,7 @@ class _RequestHead(NamedTuple):
     target: bytes
     version: str
     headers: list[tuple[bytes, bytes]]  # names lower-cased, as h11 gives them
+    raw_headers: list[tuple[bytes, bytes]]  # as sent (for Hypercorn's h11_pass_raw_headers)
     keep_alive: bool
     expect_continue: bool
 
@@ -153,7 +154,8 @@ class LlhttpProtocol:
         # The request being parsed.
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
+        self._head_size = 0  # its head's url and complete header fields, in bytes
+        self._head_received = 0  # bytes received after the read in which its head began, while incomplete
         self._in_head = False  # its head begun, not yet complete
         self._in_body = False  # its head taken, its body not yet complete
         self._closing = False  # a request after which the connection closes has been parsed
@@ -201,6 +203,10 @@ class LlhttpProtocol:
         if self._closing:
             self._refuse(400, at_once=True)  # h11: data after a request that closes the connection
             return
+        if self._in_head:
+            # A head still incomplete: these bytes belong to it. httptools holds a header's partial name and
+            # value until the header ends (unbounded), so they are counted here as they arrive.
+            self._head_received += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:  # llhttp stops at the end of an upgrade request
@@ -219,7 +225,8 @@ class LlhttpProtocol:
             else:
                 self._refuse(status, at_once=self._in_body or self._closing)
         else:
-            if self._in_head and self._head_size > self.config.h11_max_incomplete_size:
+            head_size = max(self._head_size, self._head_received)  # each at most the head's true size
+            if self._in_head and head_size > self.config.h11_max_incomplete_size and self._hand_over is None:
                 self._refuse(431, at_once=False)  # h11: a head still incomplete past its buffer limit
 
     def _refuse(self, status: int, *, at_once: bool) -> None:
@@ -235,12 +242,15 @@ class LlhttpProtocol:
         self._url = b""
         self._raw_headers = []
         self._head_size = 0
+        self._head_received = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a chunked body's trailer: H11Protocol passes none on either
         self._raw_headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
 
@@ -269,7 +279,8 @@ class LlhttpProtocol:
                            and b"100-continue" in _comma_values(headers, names, b"expect"))
         self._in_body = True
         self._closing = not keep_alive
-        self._events.append((_HEAD, _RequestHead(method, self._url, version, headers, keep_alive, expect_continue)))
+        self._events.append((_HEAD, _RequestHead(method, self._url, version, headers, self._raw_headers, keep_alive,
+                                                 expect_continue)))
 
     def on_body(self, body: bytes) -> None:
         if self._hand_over is not None:
@@ -333,7 +344,8 @@ class LlhttpProtocol:
         await self.stream.handle(
             Request(
                 stream_id=STREAM_ID,
-                headers=head.headers,
+                headers=([(name, value.rstrip(b" \t")) for name, value in head.raw_headers]
+                         if self.config.h11_pass_raw_headers else head.headers),
                 http_version=head.version,
                 method=head.method.decode("ascii").upper(),
                 raw_path=head.target,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,14 @@ def test_capitalised_words_are_read_with_their_spans(text: str, expected: list[t
     words, starts, ends = _capitalised_words(text)
     assert list(zip(words, starts, ends, strict=True)) == expected
     assert all(text[start:end] == word for word, start, end in expected)
+
+
+def test_a_json_key_that_names_a_person_is_context_each_time_it_is_seen(engine: PiiEngine) -> None:
+    """Keys are read once and remembered: a later document with the same keys is answered by the same rule."""
+    for first, second in (("Budi", "Santoso"), ("Siti", "Rahayu")):
+        text = json.dumps({"author": f"{first} {second}", "description": first, "reviewerName": second,
+                           "assignee": [first], "title": second})
+        assert json.loads(engine.redact_json_text(text).text) == {
+            "author": "<PERSON>", "description": first, "reviewerName": "<PERSON>", "assignee": ["<PERSON>"],
+            "title": second,
+        }

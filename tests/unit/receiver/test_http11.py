@@ -60,10 +60,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(wrapper: type[ProtocolWrapper]) -> AsyncIterator[int]:
+async def running(wrapper: type[ProtocolWrapper], *, pass_raw_headers: bool = False) -> AsyncIterator[int]:
     port = free_port()
     config = hypercorn_config(ReceiverSettings(receiver_host="127.0.0.1", receiver_port=port))
     config.graceful_timeout = 2
+    config.h11_pass_raw_headers = pass_raw_headers
     # One Date for every answer, so answers compare whole (HTTP/2 ones carry it compressed).
     setattr(config, "response_headers", lambda protocol: [(b"date", b"Sat, 05 Dec 2026 07:00:00 GMT")])  # noqa: B010
     chosen = getattr(hypercorn.asyncio.tcp_server, "ProtocolWrapper")  # noqa: B009 - not exported
@@ -91,8 +92,11 @@ async def exchange(port: int, parts: list[bytes]) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     received = bytearray()
     for part in parts:
-        writer.write(part)
-        await writer.drain()
+        try:
+            writer.write(part)
+            await writer.drain()
+        except ConnectionError:
+            break  # the server answered and closed before this part
         with contextlib.suppress(TimeoutError):
             while chunk := await asyncio.wait_for(reader.read(65536), 0.3):
                 received += chunk
@@ -110,6 +114,8 @@ CASES: dict[str, list[bytes]] = {
     "pipelined": [post("/v1/logs", b"a") + post("/stream", b"bb") + post("/empty", b"") + post("/v1/logs", b"c")],
     "pipelined, then close": [post("/v1/logs", b"a", "Connection: close\r\n") + post("/v1/logs", b"b")],
     "chunked": [CHUNKED + CHUNKED],
+    "chunked with a trailer": [b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n" + post("/v1/logs", b"d")],
     "chunked in pieces": [CHUNKED[:50], CHUNKED[50:70], CHUNKED[70:]],
     "expect 100-continue": [post("/v1/logs", b"", "Expect: 100-continue\r\n")[:-0 or None].replace(
         b"Content-Length: 0", b"Content-Length: 4"), b"body"],
@@ -132,6 +138,9 @@ CASES: dict[str, list[bytes]] = {
     "bad chunk": [b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
     "gzip transfer coding": [b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"],
     "head too large": [b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20_000 + b"\r\n\r\n"],
+    "a header that never ends": [b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: ", *[b"e" * 10_000] * 3],
+    "a head in many small pieces": [b"GET / HTTP/1.1\r\nHost: x\r\n", *[b"X-A: " + b"a" * 3_000 + b"\r\n"] * 3,
+                                    b"\r\n"],
     "good, then garbage": [post("/v1/logs", b"a") + b"GARBAGE\r\n\r\n"],
     "websocket": [b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"],
@@ -152,6 +161,16 @@ async def test_the_same_bytes_as_h11(name: str) -> None:
     async with running(http11.ReceiverProtocolWrapper) as port:
         actual = await exchange(port, CASES[name])
     assert expected  # every case gets an answer
+    assert actual == expected
+
+
+async def test_raw_header_names_when_hypercorn_is_configured_to_pass_them() -> None:
+    request = [b"GET /x HTTP/1.1\r\nHost: h\r\nX-Mixed-Case:  v \r\n\r\n"]
+    async with running(ProtocolWrapper, pass_raw_headers=True) as port:
+        expected = await exchange(port, request)
+    async with running(http11.ReceiverProtocolWrapper, pass_raw_headers=True) as port:
+        actual = await exchange(port, request)
+    assert b"X-Mixed-Case" in expected
     assert actual == expected
 
 
