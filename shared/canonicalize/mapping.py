@@ -254,9 +254,9 @@ def event_type_of(attrs: Mapping[str, Any], record: LogRecord) -> str:
     Anything else (a body such as "my ssn is ...", a mangled ``event.name``) is not a name but content:
     the event is "unknown" and ``stray_text_of`` hands that text to redaction.
     """
-    name = attrs.get("event.name") or record.event_name
-    if not name and record.body.WhichOneof("value") == "string_value":
-        name = record.body.string_value
+    name = attrs.get("event.name") or record.event_name  # a str: record.event_name is one
+    if not name:
+        name = record.body.string_value  # "" unless the body is a string
     text = name if type(name) is str else str(name or "")
     known = _NAMES.get(text)
     if known is not None:
@@ -276,10 +276,9 @@ def stray_text_of(attrs: Mapping[str, Any], record: LogRecord, event_type: str) 
     named = attrs.get("event.name") or record.event_name
     if named and _bare(named if type(named) is str else str(named)) != event_type:
         stray["event_name"] = as_str(named) or ""
-    if record.body.WhichOneof("value") == "string_value":
-        body = record.body.string_value
-        if body and _bare(body) != event_type:
-            stray["body"] = body
+    body = record.body.string_value  # "" unless the body is a string
+    if body and _bare(body) != event_type:
+        stray["body"] = body
     return stray
 
 

@@ -199,7 +199,11 @@ def _redact_items(
             elif not isinstance(item, list | dict):
                 out[key] = item
                 continue
-        safe_key = _redact_key(engine, path, key, out, stats, redacted)
+            # Only the value is to be scanned: asking again for the key would get the remembered answer, the
+            # key as it is with nothing found (what is clean is remembered), which changes nothing.
+            safe_key = key
+        else:
+            safe_key = _redact_key(engine, path, key, out, stats, redacted)
         out[safe_key] = _redact_value(engine, f"{path}.{safe_key}", item, stats, redacted)
     return out
 
