@@ -154,7 +154,8 @@ class LlhttpProtocol:
         # The request being parsed.
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
+        self._head_size = 0  # its head's url and complete header fields, in bytes
+        self._head_received = 0  # bytes received after the read in which its head began, while incomplete
         self._in_head = False  # its head begun, not yet complete
         self._in_body = False  # its head taken, its body not yet complete
         self._closing = False  # a request after which the connection closes has been parsed
@@ -202,6 +203,10 @@ class LlhttpProtocol:
         if self._closing:
             self._refuse(400, at_once=True)  # h11: data after a request that closes the connection
             return
+        if self._in_head:
+            # A head still incomplete: these bytes belong to it. httptools holds a header's partial name and
+            # value until the header ends (unbounded), so they are counted here as they arrive.
+            self._head_received += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:  # llhttp stops at the end of an upgrade request
@@ -220,7 +225,8 @@ class LlhttpProtocol:
             else:
                 self._refuse(status, at_once=self._in_body or self._closing)
         else:
-            if self._in_head and self._head_size > self.config.h11_max_incomplete_size:
+            head_size = max(self._head_size, self._head_received)  # each at most the head's true size
+            if self._in_head and head_size > self.config.h11_max_incomplete_size and self._hand_over is None:
                 self._refuse(431, at_once=False)  # h11: a head still incomplete past its buffer limit
 
     def _refuse(self, status: int, *, at_once: bool) -> None:
@@ -236,12 +242,15 @@ class LlhttpProtocol:
         self._url = b""
         self._raw_headers = []
         self._head_size = 0
+        self._head_received = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a chunked body's trailer: H11Protocol passes none on either
         self._raw_headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
 

@@ -19,7 +19,13 @@ stage:
 - where the restart's time went, from the restarted stage's own log (the services log at INFO here): seconds
   from the restart to its consumer starting to join its group (imports, keys, database, Kafka clients started),
   to the process running (the redactor: its PII engine built too), to its consumer group assigning it partitions
-  (the join and rebalance), and to the first row signed after the restart.
+  (the join and rebalance), and to the first row signed after the restart;
+- events redone: what the killed redactor had produced but not committed, done again after the restart ahead of
+  the backlog (the signer drops the repeats; its duplicate and stale counters, read from its /metrics).
+
+The JSON adds, per second after the restart: the rows landed (how fast the backlog is worked off), each consumer's
+lag, and the share of the second the restarted stage's main thread ran and was runnable but waited for a CPU (a
+stage working off a backlog that waits for a CPU much of the time is starved by its neighbours, not slow).
 
 The usage stage writes usage rows, not audit rows: killing it shows only that the audit path is unaffected.
 

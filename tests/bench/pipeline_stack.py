@@ -1,5 +1,7 @@
 """The whole pipeline for the pipeline and fault benchmarks: `make run`'s services as processes, on a fresh
-in-memory broker and a fresh database (of its own on DATABASE_URL's server, or an embedded PostgreSQL).
+in-memory broker and a fresh database (of its own on DATABASE_URL's server, or an embedded PostgreSQL). Each
+service runs in a session of its own, as the broker and the database do (``ServiceGroup.own_sessions``: where
+the kernel shares the CPUs between sessions first, each service gets a share, as its container would).
 
 Also the row watcher: it reads the rows the signer commits as they appear, so each row's delay from the
 receiver's accept (``received_at``) to the signed row being visible is known to within one poll.
@@ -96,7 +98,7 @@ async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = No
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
         **(extra_env or {}),
     }
-    group = ServiceGroup(env, work / "log")
+    group = ServiceGroup(env, work / "log", own_sessions=True)
     saved = dict(os.environ)
     try:
         os.environ.update(env)
