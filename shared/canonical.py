@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -68,16 +68,34 @@ class CanonicalEvent:
     attributes: dict[str, JsonValue] = field(default_factory=dict)
     batch_id: str | None = None
 
+    @classmethod
+    def from_fields(cls, values: dict[str, Any]) -> CanonicalEvent:
+        """The event whose fields have these values: ``values`` has every field, in the fields' order (the
+        instance ``__init__`` would make, without its 38 frozen-attribute writes; the redactor makes one per
+        event)."""
+        event = object.__new__(cls)
+        event.__dict__.update(values)
+        return event
+
     def to_json(self) -> bytes:
-        # The instance's own attributes are exactly its fields, set in their order by __init__: one dict copy
-        # instead of a getattr per column (this runs once per event).
-        data = dict(self.__dict__)
-        data["event_time"] = self.event_time.isoformat()
-        data["received_at"] = self.received_at.isoformat()
-        data["cost"] = None if self.cost is None else str(self.cost)
+        # The instance's own attributes are exactly its fields, set in their order: orjson writes them as they
+        # are when it writes each as this method always has. A UTC datetime (``datetime.UTC``) it writes as
+        # ``isoformat()`` does; any other offset (one in seconds, say) and the cost are written here, on a copy.
+        data = self.__dict__
+        event_time, received_at, cost = self.event_time, self.received_at, self.cost
+        if (cost is not None or event_time.tzinfo is not UTC or received_at.tzinfo is not UTC
+                or type(event_time) is not datetime or type(received_at) is not datetime):
+            data = dict(data)
+            data["event_time"] = event_time.isoformat()
+            data["received_at"] = received_at.isoformat()
+            data["cost"] = None if cost is None else str(cost)
         try:
             return orjson.dumps(data)
         except TypeError:  # integers beyond 64 bits in attributes
+            data = dict(data)
+            data["event_time"] = event_time.isoformat()
+            data["received_at"] = received_at.isoformat()
+            data["cost"] = None if cost is None else str(cost)
             return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod

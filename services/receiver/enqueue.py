@@ -12,6 +12,7 @@ so an outage costs neither memory (no sends pile up in the producer) nor client 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
@@ -100,6 +101,95 @@ class BrokerBreaker:
             self._next_probe_at = self._clock.monotonic() + self._probe_interval
 
 
+class AckDeadlines:
+    """``asyncio.timeout_at`` for the enqueues, every one of which has the same timeout, on one shared timer.
+
+    ``asyncio.timeout_at`` arms and cancels an event-loop timer per request (a few percent of the
+    receiver's CPU). Here each enqueue's deadline joins a queue: deadlines come in the order they were set,
+    so the earliest pending one is always at its head and one timer, armed for it, is enough. When it fires,
+    every enqueue past its deadline is cancelled and, on leaving the block, gets TimeoutError, as with
+    ``asyncio.timeout_at`` (a cancellation from elsewhere stays a cancellation).
+    """
+
+    def __init__(self) -> None:
+        self._pending: collections.deque[_Deadline] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, when: float) -> _Deadline:
+        return _Deadline(self, when)
+
+    def _enter(self, deadline: _Deadline) -> None:
+        pending = self._pending
+        if not pending or pending[-1].when <= deadline.when:
+            pending.append(deadline)
+        else:  # not for the enqueues (one timeout, a monotonic clock), but kept in order all the same
+            index = len(pending)
+            while index and pending[index - 1].when > deadline.when:
+                index -= 1
+            pending.insert(index, deadline)
+        if self._timer is None or pending[0] is deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = deadline.loop.call_at(pending[0].when, self._expire)
+
+    def _leave(self) -> None:
+        pending = self._pending
+        while pending and pending[0].done:
+            pending.popleft()
+        if not pending and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        pending = self._pending
+        while pending and (pending[0].done or pending[0].when <= pending[0].loop.time()):
+            deadline = pending.popleft()
+            if not deadline.done:
+                deadline.expire()
+        if pending:
+            self._timer = pending[0].loop.call_at(pending[0].when, self._expire)
+
+
+class _Deadline:
+    """One enqueue's block under an AckDeadlines deadline."""
+
+    __slots__ = ("_cancelling", "_deadlines", "_expired", "_task", "done", "loop", "when")
+
+    def __init__(self, deadlines: AckDeadlines, when: float) -> None:
+        self._deadlines = deadlines
+        self.when = when
+        self.loop = asyncio.get_running_loop()
+        self.done = False
+        self._expired = False
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+
+    def expire(self) -> None:
+        self.done = self._expired = True
+        assert self._task is not None
+        self._task.cancel()
+
+    async def __aenter__(self) -> _Deadline:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a deadline must be used inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._deadlines._enter(self)
+        if self.when <= self.loop.time():
+            self._deadlines._expire()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        traceback: object) -> None:
+        self.done = True
+        self._deadlines._leave()
+        if self._expired and self._task is not None and self._task.uncancel() <= self._cancelling \
+                and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
+
+
 class RawBatchQueue:
     """Owns the producer (started by the lifespan, retried until the broker answers) and the breaker."""
 
@@ -120,6 +210,7 @@ class RawBatchQueue:
         self.breaker = BrokerBreaker(clock, probe_interval)
         self.producer: ManagedProducer | None = None
         self._payload_limits: dict[BatchOrigin, int] = {}
+        self._deadlines = AckDeadlines()
 
     @property
     def ready(self) -> bool:
@@ -202,7 +293,7 @@ class RawBatchQueue:
         acks: list[asyncio.Future[Any]] = []
         try:
             # One deadline for sending and acknowledgement alike.
-            async with asyncio.timeout_at(deadline):
+            async with self._deadlines(deadline):
                 for index, message in enumerate(messages, start=1):
                     headers = self._headers(origin, kind, message.payload, message.content_type, received_at_ns,
                                             request_id, (message.record_count, index, len(messages)))

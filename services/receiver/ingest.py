@@ -356,7 +356,7 @@ class IngestRequest:
 
     def _check_headers(self) -> None:
         headers = self.headers
-        encoding = otlp.media_type(headers.content_type)
+        encoding = protocol.media_type(headers.content_type)
         if encoding is None:
             raise protocol.unsupported_media_type(
                 f"Content-Type {headers.content_type or '(none)'} is not supported: send application/x-protobuf or "

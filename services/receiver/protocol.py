@@ -66,9 +66,27 @@ def unavailable(message: str, reason: str, retry_after: int, records: int = 0) -
     return Refusal(503, code_pb2.UNAVAILABLE, message, reason, retry_after=retry_after, records=records)
 
 
+# Exporters send the same Content-Type on every request: otlp.media_type's answer for each one seen (a bounded
+# number of them), as iterating the Encoding enum for every request was a visible share of the CPU.
+_MEDIA_TYPES: dict[str | None, otlp.Encoding | None] = {}
+_MAX_MEDIA_TYPES = 256
+
+
+def media_type(content_type: str | None) -> otlp.Encoding | None:
+    """``otlp.media_type``, remembered per Content-Type value."""
+    try:
+        return _MEDIA_TYPES[content_type]
+    except KeyError:
+        encoding = otlp.media_type(content_type)
+        if len(_MEDIA_TYPES) >= _MAX_MEDIA_TYPES:
+            _MEDIA_TYPES.clear()
+        _MEDIA_TYPES[content_type] = encoding
+        return encoding
+
+
 def encoding_of(content_type: str | None) -> otlp.Encoding:
     """The encoding of the answer: the request's, or protobuf when the request's is not one we know."""
-    return otlp.media_type(content_type) or otlp.Encoding.PROTOBUF
+    return media_type(content_type) or otlp.Encoding.PROTOBUF
 
 
 class Answer:

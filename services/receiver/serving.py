@@ -31,11 +31,14 @@ from typing import Any
 from wsgiref.handlers import format_date_time
 
 import hypercorn.asyncio.run
+import hypercorn.asyncio.tcp_server
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.typing import TaskGroup
+
+from services.receiver.http11 import ReceiverProtocolWrapper
 
 # Writes smaller than this are joined with the others of the same loop iteration (uvloop sends each write
 # at once, a system call and a wake-up of the client each); larger ones, and more than this pending in
@@ -195,5 +198,7 @@ def _watch_termination(context: WorkerContext) -> None:
 
 
 def install() -> None:
-    """Serve every connection of this process's Hypercorn asyncio worker with ``LeanTCPServer``."""
+    """Serve every connection of this process's Hypercorn asyncio worker with ``LeanTCPServer``, and its
+    HTTP/1.1 with ``LlhttpProtocol`` (services/receiver/http11.py)."""
     hypercorn.asyncio.run.TCPServer = LeanTCPServer  # type: ignore[attr-defined]
+    hypercorn.asyncio.tcp_server.ProtocolWrapper = ReceiverProtocolWrapper  # type: ignore[attr-defined]

@@ -9,10 +9,11 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps writes for a str
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -91,7 +92,13 @@ def bytes_value(raw: bytes) -> str:
 
 
 def attributes_of(pairs: Iterable[KeyValue]) -> dict[str, Any]:
-    return {kv.key: any_value(kv.value) for kv in pairs}
+    attributes: dict[str, Any] = {}
+    for pair in pairs:
+        value = pair.value
+        # Most values are non-empty strings, and a non-empty string_value is the one member of the oneof set:
+        # read it first, without asking which member is set.
+        attributes[pair.key] = value.string_value or any_value(value)
+    return attributes
 
 
 # Resource attributes that become columns; the others are kept as ``resource.<key>`` attributes.
@@ -101,19 +108,35 @@ _RESOURCE_COLUMNS = frozenset({"service.name", "service.version"})
 @dataclass(frozen=True)
 class ResourceView:
     """A resource's attributes and what every record of it derives from them, computed once per resource
-    rather than once per record: its canonical bytes (bound into each event id) and its ``resource.*``
-    attributes."""
+    rather than once per record: its canonical bytes (bound into each event id, and a hash already fed them),
+    its ``resource.*`` attributes and the columns read from it (service; user and org for a record that has
+    none of its own)."""
 
     attributes: Mapping[str, Any]
     canonical_bytes: bytes
     other_attributes: Mapping[str, Any]
+    content_hash: Any  # hashlib's sha256, fed ``canonical_bytes``: copied for each record's content hash
+    service_name: str | None
+    service_version: str | None
+    user_email: str | None
+    user_id: str | None
+    user_account_uuid: str | None
+    organization_id: str | None
 
     @classmethod
     def of(cls, attributes: Mapping[str, Any]) -> ResourceView:
+        canonical_bytes = json.dumps(attributes, sort_keys=True, default=str).encode()
         return cls(
             attributes,
-            json.dumps(attributes, sort_keys=True, default=str).encode(),
+            canonical_bytes,
             {f"resource.{key}": value for key, value in attributes.items() if key not in _RESOURCE_COLUMNS},
+            hashlib.sha256(canonical_bytes),
+            as_str(attributes.get("service.name")),
+            as_str(attributes.get("service.version")),
+            as_str(attributes.get("user.email")),
+            as_str(attributes.get("user.id")),
+            as_str(attributes.get("user.account_uuid")),
+            as_str(attributes.get("organization.id")),
         )
 
 
@@ -214,17 +237,36 @@ def _unprefixed(name: str) -> str:
     return name
 
 
+# Texts that named an event, and that name (``_unprefixed(text.strip())``): a deployment sends a handful. Only
+# name-shaped results are kept, so no content (a body such as "my ssn is ...") stays in memory here.
+_NAMES: dict[str, str] = {}
+_MAX_NAMES = 1024
+
+
+def _bare(text: str) -> str:
+    bare = _NAMES.get(text)
+    return _unprefixed(text.strip()) if bare is None else bare
+
+
 def event_type_of(attrs: Mapping[str, Any], record: LogRecord) -> str:
     """The event's name, only ever a known name or one shaped like a name (``[a-z_.]{1,64}``).
 
     Anything else (a body such as "my ssn is ...", a mangled ``event.name``) is not a name but content:
     the event is "unknown" and ``stray_text_of`` hands that text to redaction.
     """
-    name = attrs.get("event.name") or record.event_name
-    if not name and record.body.WhichOneof("value") == "string_value":
-        name = record.body.string_value
-    name = _unprefixed(str(name or "").strip())
-    return name if EVENT_NAME.fullmatch(name) else "unknown"
+    name = attrs.get("event.name") or record.event_name  # a str: record.event_name is one
+    if not name:
+        name = record.body.string_value  # "" unless the body is a string
+    text = name if type(name) is str else str(name or "")
+    known = _NAMES.get(text)
+    if known is not None:
+        return known
+    bare = _unprefixed(text.strip())
+    if not EVENT_NAME.fullmatch(bare):
+        return "unknown"
+    if len(_NAMES) < _MAX_NAMES:
+        _NAMES[text] = bare
+    return bare
 
 
 def stray_text_of(attrs: Mapping[str, Any], record: LogRecord, event_type: str) -> dict[str, str]:
@@ -232,12 +274,11 @@ def stray_text_of(attrs: Mapping[str, Any], record: LogRecord, event_type: str) 
     shaped like one. It is content (redacted like a prompt), never a column."""
     stray: dict[str, str] = {}
     named = attrs.get("event.name") or record.event_name
-    if named and _unprefixed(str(named).strip()) != event_type:
+    if named and _bare(named if type(named) is str else str(named)) != event_type:
         stray["event_name"] = as_str(named) or ""
-    if record.body.WhichOneof("value") == "string_value":
-        body = record.body.string_value
-        if body and _unprefixed(body.strip()) != event_type:
-            stray["body"] = body
+    body = record.body.string_value  # "" unless the body is a string
+    if body and _bare(body) != event_type:
+        stray["body"] = body
     return stray
 
 
@@ -254,19 +295,27 @@ def derive_event_id(
     client's retry of the same bytes deduplicates, while a different event that claims the same session and
     sequence gets an id of its own: both are kept, and the signer flags them ``sequence_conflict``.
     """
-    session = as_str(attrs.get("session.id"))
-    sequence = as_int(attrs.get("event.sequence"))
-    if isinstance(resource, ResourceView):
-        resource_bytes = resource.canonical_bytes
-    else:
-        resource_bytes = json.dumps(resource, sort_keys=True, default=str).encode()
+    view = resource if isinstance(resource, ResourceView) else ResourceView.of(resource)
+    return _event_id(tenant, event_type, as_str(attrs.get("session.id")), as_int(attrs.get("event.sequence")),
+                     record, view)
+
+
+def _event_id(
+    tenant: str, event_type: str, session: str | None, sequence: int | None, record: LogRecord, view: ResourceView
+) -> str:
     record_bytes = record.SerializeToString(deterministic=True)
     if session and sequence is not None:
-        content = hashlib.sha256(resource_bytes + record_bytes).hexdigest()
-        key = json.dumps(["v2-seq", tenant, session, sequence, event_type, content])
+        content_hash = view.content_hash.copy()
+        content_hash.update(record_bytes)
+        # json.dumps(["v2-seq", tenant, session, sequence, event_type, content]), written out: its separators
+        # and its ASCII escaping of the strings, the sequence an int (``as_int`` never returns a bool).
+        key = (f'["v2-seq", {_json_string(tenant)}, {_json_string(session)}, {int.__repr__(sequence)}, '
+               f'{_json_string(event_type)}, "{content_hash.hexdigest()}"]')
         return hashlib.sha256(key.encode()).hexdigest()
     # Events without a session and sequence keep the ids they always had.
-    return hashlib.sha256(b"v1-content\x00" + tenant.encode() + b"\x00" + resource_bytes + record_bytes).hexdigest()
+    return hashlib.sha256(
+        b"v1-content\x00" + tenant.encode() + b"\x00" + view.canonical_bytes + record_bytes
+    ).hexdigest()
 
 
 @dataclass
@@ -317,77 +366,127 @@ def map_record(
     return map_attributes(record, attributes_of(record.attributes), ResourceView.of(resource), context)
 
 
-def map_attributes(
-    record: LogRecord, attrs: Mapping[str, Any], view: ResourceView, context: RecordContext
-) -> MappedRecord:
-    """``map_record`` for a record whose attributes are already read (``attributes_of``), with its resource's
-    view made once for all its records."""
-    resource = view.attributes
-    tenant, org, received_at = context.tenant, context.org, context.received_at
-    plane_by_service, default_plane = context.plane_by_service, context.default_plane
-    keep_unknown_attributes = context.keep_unknown_attributes
-    event_type = event_type_of(attrs, record)
-    service_name = as_str(resource.get("service.name"))
-    claimed_org = as_str(attrs.get("organization.id") or resource.get("organization.id"))
-    input_tokens = as_int(attrs.get("input_tokens"))
-    output_tokens = as_int(attrs.get("output_tokens"))
-    cache_read = as_int(attrs.get("cache_read_tokens"))
-    cache_creation = as_int(attrs.get("cache_creation_tokens"))
-    token_parts = [t for t in (input_tokens, output_tokens, cache_read, cache_creation) if t is not None]
-    columns: dict[str, Any] = {
-        "plane": plane_by_service.get(service_name or "", default_plane),
-        "event_type": event_type,
-        "event_time": event_time_of(attrs, record, received_at),
-        "session_id": as_str(attrs.get("session.id")),
-        "correlation_id": as_str(attrs.get("prompt.id")),
-        "event_sequence": as_int(attrs.get("event.sequence")),
-        "user_email": as_str(attrs.get("user.email") or resource.get("user.email")),
-        "user_id": as_str(attrs.get("user.id") or resource.get("user.id")),
-        "user_account_uuid": as_str(attrs.get("user.account_uuid") or resource.get("user.account_uuid")),
-        "claimed_org_id": claimed_org,
-        "claimed_org_mismatch": claimed_org is not None and claimed_org != org,
-        "service_name": service_name,
-        "service_version": as_str(resource.get("service.version")),
-        "model": as_str(attrs.get("model")),
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "cache_read_tokens": cache_read,
-        "cache_creation_tokens": cache_creation,
-        "tokens_used": as_int(sum(token_parts)) if token_parts else None,
-        "cost": as_cost(attrs.get("cost_usd_micros"), attrs.get("cost_usd")),
-        "duration_ms": as_int(attrs.get("duration_ms")),
-        "decision": as_str(attrs.get("decision")),
-        "decision_source": as_str(attrs.get("source")),
-        "tool_name": as_str(attrs.get("tool_name")),
-        "success": as_bool(attrs.get("success")),
-        "status_code": as_int(attrs.get("status_code"), INTEGER_RANGE),
-        "attempt": as_int(attrs.get("attempt"), INTEGER_RANGE),
-    }
+def _as_integer_column(value: Any) -> int | None:
+    return as_int(value, INTEGER_RANGE)
+
+
+# Attributes that each become one column through one conversion, and that column; the conversions take None
+# to None, so a column whose attribute is absent is None without being converted.
+_COLUMN_OF_ATTRIBUTE: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
+    "session.id": ("session_id", as_str),
+    "prompt.id": ("correlation_id", as_str),
+    "event.sequence": ("event_sequence", as_int),
+    "model": ("model", as_str),
+    "input_tokens": ("input_tokens", as_int),
+    "output_tokens": ("output_tokens", as_int),
+    "cache_read_tokens": ("cache_read_tokens", as_int),
+    "cache_creation_tokens": ("cache_creation_tokens", as_int),
+    "duration_ms": ("duration_ms", as_int),
+    "decision": ("decision", as_str),
+    "source": ("decision_source", as_str),
+    "tool_name": ("tool_name", as_str),
+    "success": ("success", as_bool),
+    "status_code": ("status_code", _as_integer_column),
+    "attempt": ("attempt", _as_integer_column),
+}
+# Each content field and the attribute declaring its length ("" for none: a record's attribute with an empty
+# key then declares it, as it always has).
+_CONTENT_AND_LENGTH = tuple((name, _LENGTH_ATTRIBUTES.get(name, "")) for name in CONTENT_FIELDS)
+
+
+def _content_of(attrs: Mapping[str, Any], record: LogRecord, event_type: str) -> tuple[dict[str, str], dict[str, int]]:
+    """The record's content (still in clear) and the lengths of its content fields."""
+    get = attrs.get
     raw_content: dict[str, str] = stray_text_of(attrs, record, event_type)
     lengths: dict[str, int] = {name: len(text) for name, text in raw_content.items()}
-    for name in CONTENT_FIELDS:
-        value = attrs.get(name)
-        if name == "prompt" and value is None:
-            value = attrs.get("prompt_text")
-        text = as_str(value)
+    for name, length_attribute in _CONTENT_AND_LENGTH:
+        value = get(name)
+        if value is None and name == "prompt":
+            value = get("prompt_text")
+        text = None if value is None else as_str(value)
+        captured_length = None
         if text is not None and text != NOT_CAPTURED:
             raw_content[name] = text
-        declared = as_int(attrs.get(_LENGTH_ATTRIBUTES.get(name, "")))
-        if declared is not None:
-            lengths[name] = declared
-        elif text is not None and text != NOT_CAPTURED:
-            lengths[name] = len(text)
+            captured_length = len(text)
+        declared = get(length_attribute)
+        declared_length = None if declared is None else as_int(declared)
+        if declared_length is not None:
+            lengths[name] = declared_length
+        elif captured_length is not None:
+            lengths[name] = captured_length
+    return raw_content, lengths
+
+
+def map_attributes(
+    record: LogRecord, attrs: Mapping[str, Any], view: ResourceView, context: RecordContext,
+    event_type: str | None = None,
+) -> MappedRecord:
+    """``map_record`` for a record whose attributes are already read (``attributes_of``), with its resource's
+    view made once for all its records; ``event_type``: ``event_type_of`` the record, if already known.
+
+    One pass over the record's attributes converts those that are a column each and collects the others."""
+    get = attrs.get
+    if event_type is None:
+        event_type = event_type_of(attrs, record)
+    claimed = get("organization.id")
+    claimed_org = as_str(claimed) if claimed else view.organization_id
+    email, user_id, account = get("user.email"), get("user.id"), get("user.account_uuid")
+    service_name = view.service_name
+    columns: dict[str, Any] = {
+        "plane": context.plane_by_service.get(service_name or "", context.default_plane),
+        "event_type": event_type,
+        "event_time": event_time_of(attrs, record, context.received_at),
+        "session_id": None,
+        "correlation_id": None,
+        "event_sequence": None,
+        "user_email": as_str(email) if email else view.user_email,
+        "user_id": as_str(user_id) if user_id else view.user_id,
+        "user_account_uuid": as_str(account) if account else view.user_account_uuid,
+        "claimed_org_id": claimed_org,
+        "claimed_org_mismatch": claimed_org is not None and claimed_org != context.org,
+        "service_name": service_name,
+        "service_version": view.service_version,
+        "model": None,
+        "input_tokens": None,
+        "output_tokens": None,
+        "cache_read_tokens": None,
+        "cache_creation_tokens": None,
+        "tokens_used": None,
+        "cost": None,
+        "duration_ms": None,
+        "decision": None,
+        "decision_source": None,
+        "tool_name": None,
+        "success": None,
+        "status_code": None,
+        "attempt": None,
+    }
+    keep_unknown_attributes = context.keep_unknown_attributes
     other: dict[str, Any] = {}
+    for key, value in attrs.items():
+        column = _COLUMN_OF_ATTRIBUTE.get(key)
+        if column is not None:
+            columns[column[0]] = column[1](value)
+        elif keep_unknown_attributes and key not in _MAPPED_ATTRIBUTES:
+            other[key] = value
+    token_parts = [t for t in (columns["input_tokens"], columns["output_tokens"], columns["cache_read_tokens"],
+                               columns["cache_creation_tokens"]) if t is not None]
+    if token_parts:
+        columns["tokens_used"] = as_int(sum(token_parts))
+    micros, usd = get("cost_usd_micros"), get("cost_usd")
+    if micros is not None or usd is not None:
+        columns["cost"] = as_cost(micros, usd)
+    raw_content, lengths = _content_of(attrs, record, event_type)
     resource_other: Mapping[str, Any] = {}
     if keep_unknown_attributes:
-        other = {k: v for k, v in attrs.items() if k not in _MAPPED_ATTRIBUTES}
-        prompt_text = attrs.get("prompt_text")
-        if prompt_text is not None and prompt_text != attrs.get("prompt"):
+        prompt_text = get("prompt_text")
+        if prompt_text is not None and prompt_text != get("prompt"):
             other["prompt_text"] = prompt_text
         resource_other = view.other_attributes
     return MappedRecord(
         event_type=event_type,
-        event_id=derive_event_id(tenant, event_type, attrs, record, view),
+        event_id=_event_id(context.tenant, event_type, columns["session_id"], columns["event_sequence"], record,
+                           view),
         columns=columns,
         raw_content=raw_content,
         content_lengths=lengths,

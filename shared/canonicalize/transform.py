@@ -199,7 +199,11 @@ def _redact_items(
             elif not isinstance(item, list | dict):
                 out[key] = item
                 continue
-        safe_key = _redact_key(engine, path, key, out, stats, redacted)
+            # Only the value is to be scanned: asking again for the key would get the remembered answer, the
+            # key as it is with nothing found (what is clean is remembered), which changes nothing.
+            safe_key = key
+        else:
+            safe_key = _redact_key(engine, path, key, out, stats, redacted)
         out[safe_key] = _redact_value(engine, f"{path}.{safe_key}", item, stats, redacted)
     return out
 
@@ -236,6 +240,8 @@ class ResourceAttributes:
 
     entries: tuple[tuple[str, Any, bool], ...]  # (key, value, clean), in the resource's order
     keys: frozenset[str]
+    # When every entry is clean: the entries as a dict, which a record's attributes are updated with at once.
+    all_clean: Mapping[str, Any] | None = None
 
     @classmethod
     def scan(
@@ -250,7 +256,8 @@ class ResourceAttributes:
             clean = safe_key == key and not trial_redacted and not trial_stats.withheld_fields \
                 and not trial_stats.redactions
             entries.append((key, safe_value if clean else value, clean))
-        return cls(tuple(entries), frozenset(attributes))
+        all_clean = {key: value for key, value, _ in entries} if all(clean for _, _, clean in entries) else None
+        return cls(tuple(entries), frozenset(attributes), all_clean)
 
 
 def _redact_attributes(
@@ -262,6 +269,9 @@ def _redact_attributes(
         # A record attribute with the name of a resource one: the merged map, as stored, redacted as a whole.
         return _redact_items(engine, "attributes", mapped.all_other_attributes(), {}, stats, redacted)
     out = _redact_items(engine, "attributes", own, {}, stats, redacted) if own else {}
+    if resource.all_clean is not None:
+        out.update(resource.all_clean)  # what the loop below does when every entry is clean
+        return out
     for key, value, clean in resource.entries:
         if clean:
             # Scanned for this batch and nothing found. Stored as the record-by-record walk would: a key the
@@ -296,14 +306,13 @@ IDENTIFIER_COLUMNS: Mapping[str, re.Pattern[str]] = {
 }
 
 
-def _checked_columns(
-    engine: BatchMemo | None, columns: Mapping[str, Any], stats: TransformStats,
-    redacted: dict[str, dict[str, int]],
-) -> dict[str, Any]:
-    checked = dict(columns)
+def _check_identifier_columns(
+    engine: BatchMemo | None, values: dict[str, Any], stats: TransformStats, redacted: dict[str, dict[str, int]]
+) -> None:
+    """Scans the promoted string columns of ``values`` (an event's fields) and masks or withholds them there."""
     clean = engine.clean if engine is not None else _NOTHING_CLEAN
     for name, shape in IDENTIFIER_COLUMNS.items():
-        value = checked.get(name)
+        value = values[name]
         if not isinstance(value, str) or value in clean:
             continue
         masked, counts = _redact_field(engine, f"columns.{name}", value, stats)
@@ -311,13 +320,12 @@ def _checked_columns(
             # Detection unavailable: only a value whose shape proves it an identifier is kept.
             if not shape.fullmatch(value):
                 redacted[f"columns.{name}"] = {"WITHHELD": 1}
-                checked[name] = None
+                values[name] = None
             else:
                 stats.withheld_fields -= 1  # kept, not withheld
         elif counts:
             redacted[f"columns.{name}"] = dict(counts)
-            checked[name] = masked
-    return checked
+            values[name] = masked
 
 
 def build_event(
@@ -335,21 +343,50 @@ def build_event(
         elif counts:
             redacted[name] = dict(counts)
     attributes = _redact_attributes(engine, mapped, resource, stats, redacted)
-    columns = _checked_columns(engine, mapped.columns, stats, redacted)
-    return CanonicalEvent(
-        event_id=mapped.event_id,
-        tenant_id=ctx.tenant,
-        org_id=ctx.org,
-        license_id=ctx.license_id,
-        received_at=ctx.received_at,
-        content=content,
-        content_lengths=mapped.content_lengths,
-        redacted_fields=redacted,
-        content_captured=bool(mapped.raw_content),
-        attributes=attributes,
-        batch_id=ctx.batch_id,
-        **columns,
-    )
+    columns = mapped.columns
+    # Every field of the event, in the order of its fields (``CanonicalEvent.from_fields``).
+    values: dict[str, Any] = {
+        "event_id": mapped.event_id,
+        "tenant_id": ctx.tenant,
+        "org_id": ctx.org,
+        "license_id": ctx.license_id,
+        "plane": columns["plane"],
+        "event_type": columns["event_type"],
+        "event_time": columns["event_time"],
+        "received_at": ctx.received_at,
+        "session_id": columns["session_id"],
+        "correlation_id": columns["correlation_id"],
+        "event_sequence": columns["event_sequence"],
+        "user_email": columns["user_email"],
+        "user_id": columns["user_id"],
+        "user_account_uuid": columns["user_account_uuid"],
+        "claimed_org_id": columns["claimed_org_id"],
+        "claimed_org_mismatch": columns["claimed_org_mismatch"],
+        "service_name": columns["service_name"],
+        "service_version": columns["service_version"],
+        "model": columns["model"],
+        "input_tokens": columns["input_tokens"],
+        "output_tokens": columns["output_tokens"],
+        "cache_read_tokens": columns["cache_read_tokens"],
+        "cache_creation_tokens": columns["cache_creation_tokens"],
+        "tokens_used": columns["tokens_used"],
+        "cost": columns["cost"],
+        "duration_ms": columns["duration_ms"],
+        "decision": columns["decision"],
+        "decision_source": columns["decision_source"],
+        "tool_name": columns["tool_name"],
+        "success": columns["success"],
+        "status_code": columns["status_code"],
+        "attempt": columns["attempt"],
+        "content": content,
+        "content_lengths": mapped.content_lengths,
+        "redacted_fields": redacted,
+        "content_captured": bool(mapped.raw_content),
+        "attributes": attributes,
+        "batch_id": ctx.batch_id,
+    }
+    _check_identifier_columns(engine, values, stats, redacted)
+    return CanonicalEvent.from_fields(values)
 
 
 def _kept(event_type: str, policy: TransformPolicy, stats: TransformStats) -> bool:
@@ -391,9 +428,10 @@ def transform_batch(
             for record in scope_logs.log_records:
                 stats.records_in += 1
                 attributes = attributes_of(record.attributes)
-                if not _kept(event_type_of(attributes, record), policy, stats):
+                event_type = event_type_of(attributes, record)
+                if not _kept(event_type, policy, stats):
                     continue
-                mapped = map_attributes(record, attributes, resource, record_context)
+                mapped = map_attributes(record, attributes, resource, record_context, event_type)
                 if scanned_resource is None and mapped.resource_attributes:
                     scanned_resource = ResourceAttributes.scan(engine, mapped.resource_attributes)
                 stats.events_out += 1

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable
 
 import spacy
+from spacy.attrs import LOWER
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokenizer import Tokenizer
@@ -25,6 +26,8 @@ WINDOW_BEFORE = 64
 WINDOW_AFTER = 24
 AFTER_PENALTY = 8
 _WORDS = re.compile(r"[^\W_]+")
+# JSON keys whose labels are remembered, then forgotten all at once.
+_PHRASES_REMEMBERED = 4096
 
 
 def context_tokenizer() -> Language:
@@ -44,6 +47,11 @@ def context_tokenizer() -> Language:
     tokenizer.infix_finditer = compile_infix_regex(infixes).finditer
     tokenizer.suffix_search = compile_suffix_regex(suffixes).search
     tokenizer.url_match = None
+    # The phrase matcher reads one lexical attribute of a token, its lower-case form; tokenising reads none.
+    # A word the vocabulary has not seen had all of English's (stop word, number-, URL- and e-mail-likeness,
+    # shape, prefix, suffix, norm, ...) worked out and stored: for the unique words of unique text, half the
+    # cost of tokenising a window, and most of what the vocabulary's strings grew by.
+    nlp.vocab.lex_attr_getters = {LOWER: nlp.vocab.lex_attr_getters[LOWER]}  # type: ignore[attr-defined]  # not in the stub
     return nlp
 
 
@@ -57,10 +65,12 @@ class ContextWords:
         self._labels_by_id: dict[int, str] = {}
         # Per label, the longest word of each of its phrases: a phrase cannot match where that word is not.
         self._anchors: dict[str, frozenset[str]] = {}
+        self._labels_in: dict[str, frozenset[str]] = {}
 
     def define(self, label: str, terms: Iterable[str]) -> str:
         self._terms.setdefault(label, set()).update(term.lower() for term in terms)
         self._matcher = None
+        self._labels_in.clear()
         return label
 
     def warm_up(self) -> None:
@@ -83,8 +93,15 @@ class ContextWords:
         return self._nlp, self._matcher
 
     def labels_in(self, phrase: str) -> frozenset[str]:
-        nlp, matcher = self._compiled()
-        return frozenset(self._labels_by_id[match_id] for match_id, _, _ in matcher(nlp.make_doc(phrase)))
+        """The labels whose phrases are in ``phrase`` (a JSON key): keys recur, each is tokenised once."""
+        labels = self._labels_in.get(phrase)
+        if labels is None:
+            nlp, matcher = self._compiled()
+            labels = frozenset(self._labels_by_id[match_id] for match_id, _, _ in matcher(nlp.make_doc(phrase)))
+            if len(self._labels_in) >= _PHRASES_REMEMBERED:
+                self._labels_in.clear()
+            self._labels_in[phrase] = labels
+        return labels
 
     def labels_near(self, text: str, start: int, end: int, wanted: Iterable[str]) -> dict[str, int] | None:
         """Context labels just before ``start`` or just after ``end``, each with its distance in characters.

@@ -19,7 +19,13 @@ stage:
 - where the restart's time went, from the restarted stage's own log (the services log at INFO here): seconds
   from the restart to its consumer starting to join its group (imports, keys, database, Kafka clients started),
   to the process running (the redactor: its PII engine built too), to its consumer group assigning it partitions
-  (the join and rebalance), and to the first row signed after the restart.
+  (the join and rebalance), and to the first row signed after the restart;
+- events redone: what the killed redactor had produced but not committed, done again after the restart ahead of
+  the backlog (the signer drops the repeats; its duplicate and stale counters, read from its /metrics).
+
+The JSON adds, per second after the restart: the rows landed (how fast the backlog is worked off), each consumer's
+lag, and the share of the second the restarted stage's main thread ran and was runnable but waited for a CPU (a
+stage working off a backlog that waits for a CPU much of the time is starved by its neighbours, not slow).
 
 The usage stage writes usage rows, not audit rows: killing it shows only that the audit path is unaffected.
 
@@ -46,15 +52,37 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench.bench_pipeline import load_config, offer_load
+from tests.bench.bench_pipeline import load_config, offer_load, schedstat
 from tests.bench.exporter_load import LoadConfig
-from tests.bench.pipeline_stack import RowWatcher, Stack, percentile, pipeline_stack
+from tests.bench.pipeline_stack import LagSampler, RowWatcher, Stack, metric_total, percentile, pipeline_stack
 from tests.bench.report import publish
 
 # The line each service logs once it is running (its Kafka clients started), and the consumers' assignment line.
 RUNNING_MESSAGES = ("receiver listening", "redactor running", "signer running", "usage consumer started")
 ASSIGNED_MESSAGE = "partitions assigned"
 JOINING_MESSAGE = "joining consumer group"
+
+
+async def sample_schedule(stack: Stack, stage: str, seconds: int) -> list[tuple[float, float]]:
+    """For each second after the restart: the share of it the restarted stage ran, and the share it was runnable
+    but waited for a CPU (the rest it was idle: waiting for the broker, the database, or work). A stage working off
+    its backlog at full speed has the two adding up to 1; one that waits for a CPU is starved by its neighbours."""
+    found: list[tuple[float, float]] = []
+    pid = stack.group.processes[stage].pid
+    previous = schedstat(pid)
+    for _ in range(seconds):
+        await asyncio.sleep(1.0)
+        now = schedstat(pid)
+        found.append((round(now[0] - previous[0], 2), round(now[1] - previous[1], 2)))
+        previous = now
+    return found
+
+
+async def signer_repeats(stack: Stack) -> float | None:
+    """Canonical events the signer skipped as already chained (or already applied), so far."""
+    found = [await metric_total(stack.env, "SIGNER_METRICS_PORT", name)
+             for name in ("signer_duplicates_skipped_total", "signer_stale_messages_total")]
+    return None if None in found else sum(value or 0.0 for value in found)
 
 
 def restart_milestones(stack: Stack, stage: str, restarted_at: float) -> dict[str, float | None]:
@@ -114,22 +142,25 @@ async def start_load(stack: Stack, config: LoadConfig) -> tuple[asyncio.Task[dic
         shutil.rmtree(folder, ignore_errors=True)
 
 
-async def one_stage(stack: Stack, watcher: RowWatcher, stage: str, *, rate: float, duration: float, kill_at: float,
+async def one_stage(stack: Stack, watcher: RowWatcher, lags: LagSampler, stage: str, *, rate: float, duration: float, kill_at: float,
                     restart_after: float, records: int, first_session: int) -> dict[str, Any]:
     rows_before = len(watcher.rows)
     load_before = os.getloadavg()[0]
     load, started = await start_load(stack, load_config(stack, rate, duration, records, first_session))
     await asyncio.sleep(max(0.0, started + kill_at - time.time()))
+    repeats_before = await signer_repeats(stack)
     killed_at = time.time()
     stack.kill(stage)
     await asyncio.sleep(restart_after)
     restarted_at = time.time()
     stack.restart(stage)
+    schedule = asyncio.create_task(sample_schedule(stack, stage, 25))
     result = await load
     accepted = [r for r in result["requests"] if r["accepted"] is not None]
     expected = sum(r["records"] for r in accepted)
     await wait_for_rows(watcher, rows_before + expected)
     await watcher.poll_once()
+    repeats_after = await signer_repeats(stack)
     rows = watcher.rows[rows_before:]
     due = {r["session_id"]: r["due"] for r in result["requests"]}
     waits = [(due[row.session_id], row.seen_at - due[row.session_id]) for row in rows if row.session_id in due]
@@ -147,6 +178,11 @@ async def one_stage(stack: Stack, watcher: RowWatcher, stage: str, *, rate: floa
         else:
             recovered_after = None
     first_row_after_restart = min((row.seen_at for row in rows if row.seen_at >= restarted_at), default=None)
+    # Rows landed in each second after the restart: how fast the backlog is worked off.
+    landed: dict[int, int] = {}
+    for row in rows:
+        if row.seen_at >= restarted_at:
+            landed[math.floor(row.seen_at - restarted_at)] = landed.get(math.floor(row.seen_at - restarted_at), 0) + 1
     return {
         "stage": stage,
         "offered_events_per_s": rate,
@@ -160,12 +196,21 @@ async def one_stage(stack: Stack, watcher: RowWatcher, stage: str, *, rate: floa
         "rows": len(rows),
         "lost_events": expected - len(rows),
         "requests_given_up": result["given_up"],
+        # Events the pipeline handled twice because the killed stage had not committed them: the signer drops the
+        # repeats (by event id, or by its stored offsets); they are work done again ahead of the backlog.
+        "events_redone": None if stage == "signer" or repeats_before is None or repeats_after is None
+        else round(repeats_after - repeats_before),
         "max_wait_s": round(max((w for _, w in waits), default=0.0), 2),
         "max_accept_to_row_s": round(max((row.latency for row in rows), default=0.0), 2),
         "p99_under_1s_after_restart_s": recovered_after,
         "p99_by_second_after_restart_s": {
             str(s): round(percentile(v, 0.99) or 0.0, 2) for s, v in sorted(by_second.items()) if -3 <= s <= 20
         },
+        "rows_by_second_after_restart": [landed.get(s, 0) for s in range(25)],
+        # Per second after the restart: the restarted stage's time running, and runnable but waiting for a CPU.
+        "ran_and_waited_for_cpu_by_second_after_restart": await schedule,
+        # Raw messages (one per request) behind the redactor, canonical events behind the signer.
+        "lag_by_second_after_restart": lags.by_second(restarted_at, restarted_at + 25),
         "http_statuses": result["statuses"],
         "connection_errors": result["connection_errors"],
         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -184,16 +229,19 @@ async def run(stages: list[str], rate: float, duration: float, kill_at: float, r
     async with pipeline_stack(extra_env=membership_env(membership)) as stack:
         watcher = RowWatcher(stack.dsn)
         await watcher.start()
+        lags = LagSampler(stack.env)
+        await lags.start()
         try:
             first_session = 0
             for stage in stages:
-                results.append(await one_stage(stack, watcher, stage, rate=rate, duration=duration, kill_at=kill_at,
+                results.append(await one_stage(stack, watcher, lags, stage, rate=rate, duration=duration, kill_at=kill_at,
                                                restart_after=restart_after, records=records,
                                                first_session=first_session))
                 first_session += int(rate * duration / records) + 1
                 await asyncio.sleep(settle)
             duplicates = await watcher.duplicates()
         finally:
+            await lags.stop()
             await watcher.stop()
     return {"rate": rate, "membership": membership, "duration_s": duration, "kill_at_s": kill_at, "restart_after_s": restart_after,
             "duplicate_rows": duplicates, "stages": results}
@@ -208,14 +256,14 @@ def summary(report: dict[str, Any]) -> str:
     lines = [f"kill -9 at {report['kill_at_s']} s, restart {report['restart_after_s']} s later, "
              f"{report['rate']:,.0f} events/s offered, {report['membership']} group membership",
              "stage    | max wait s | max accept->row s | p99<1s after restart (s) | lost | load avg | "
-             "restart -> joining / running / assigned / first row (s)"]
+             "restart -> joining / running / assigned / first row (s) | events redone"]
     for stage in report["stages"]:
         milestones = stage["restart_to"]
         lines.append(f"{stage['stage']:<8} | {stage['max_wait_s']:>10} | {stage['max_accept_to_row_s']:>17} | "
                      f"{recovered(stage):>24} | {stage['lost_events']:>4} | "
                      f"{stage['load_average_1m'][0]}->{stage['load_average_1m'][1]} | "
                      f"{milestones['joining_s']} / {milestones['running_s']} / {milestones['assigned_s']} / "
-                     f"{milestones['first_row_s']}")
+                     f"{milestones['first_row_s']} | {stage['events_redone']}")
     lines.append(f"duplicate rows: {report['duplicate_rows']}")
     return "\n".join(lines)
 

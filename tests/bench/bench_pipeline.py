@@ -8,7 +8,8 @@ For each offered rate the client (its own process, retrying like an OTLP exporte
 seconds; the watcher reads the committed rows as they appear. Printed per rate: rows/s landed while the load
 ran (after the first fifth, the warm-up), accept -> signed row latency percentiles (the receiver's
 ``received_at`` to the row being visible, to within the 0.1 s poll), due -> row percentiles (from when the
-client first tried, retries included), the CPU seconds each service spent per 1,000 events, and the load
+client first tried, retries included), the CPU seconds each service spent per 1,000 events (and the broker, and the PostgreSQL backends serving the
+services' connections: the watcher's own and the server's background processes are left out), and the load
 average, which says how far the machine was from quiet.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import sys
@@ -25,8 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tests.bench.exporter_load import LoadConfig
-from tests.bench.pipeline_stack import RowWatcher, Stack, percentile, pipeline_stack
+from tests.bench.pipeline_stack import LagSampler, RowWatcher, Stack, percentile, pipeline_stack
 from tests.bench.report import publish
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "claude-code-2.1.332"
@@ -47,7 +51,40 @@ def cpu_seconds(pid: int) -> float:
 
 
 def service_cpu(stack: Stack) -> dict[str, float]:
-    return {name: cpu_seconds(process.pid) for name, process in stack.group.processes.items()}
+    """Each service's CPU seconds, its helper processes' included (the signer's signing helper)."""
+    spent_by: dict[str, float] = {}
+    for name, process in stack.group.processes.items():
+        try:
+            helpers = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+        except psutil.Error:
+            helpers = []
+        spent_by[name] = cpu_seconds(process.pid) + sum(map(cpu_seconds, helpers))
+    return spent_by
+
+
+def schedstat(pid: int) -> tuple[float, float]:
+    """Seconds the process's main thread has run on a CPU and waited for one (runnable, but the CPUs were busy)."""
+    try:
+        ran, waited, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
+def service_schedule(stack: Stack) -> dict[str, tuple[float, float]]:
+    return {name: schedstat(process.pid) for name, process in stack.group.processes.items()}
+
+
+async def infrastructure_cpu(stack: Stack, watcher: RowWatcher) -> dict[str, dict[int, float]]:
+    """CPU seconds of the broker process and of each PostgreSQL backend serving the services, by pid."""
+    return {"broker": {stack.broker_pid: cpu_seconds(stack.broker_pid)},
+            "postgres": {pid: cpu_seconds(pid) for pid in await watcher.service_backends()}}
+
+
+def spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between the two readings by the processes seen in the second one; a backend that
+    started after the first (a pool's connection opened late) counts from zero."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 async def offer_load(stack: Stack, config: LoadConfig) -> dict[str, Any]:
@@ -75,16 +112,22 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-async def one_rate(stack: Stack, watcher: RowWatcher, rate: float, duration: float, records: int,
+async def one_rate(stack: Stack, watcher: RowWatcher, lags: LagSampler, rate: float, duration: float, records: int,
                    first_session: int) -> dict[str, Any]:
     rows_before = len(watcher.rows)
     cpu_before = service_cpu(stack)
+    schedule_before, schedule_from = service_schedule(stack), time.time()
+    infrastructure_before = await infrastructure_cpu(stack, watcher)
     load_before = os.getloadavg()[0]
     result = await offer_load(stack, load_config(stack, rate, duration, records, first_session))
     accepted = [r for r in result["requests"] if r["accepted"] is not None]
     expected = sum(r["records"] for r in accepted)
     await watcher.wait_for(rows_before + expected, timeout=120)
     cpu_after = service_cpu(stack)
+    schedule_after, schedule_wall = service_schedule(stack), time.time() - schedule_from
+    infrastructure_after = await infrastructure_cpu(stack, watcher)
+    for name, after in infrastructure_after.items():
+        cpu_after[name] = spent(infrastructure_before[name], after)
     rows = watcher.rows[rows_before:]
     due = {r["session_id"]: r["due"] for r in result["requests"]}
     window_from = result["started"] + duration / 5
@@ -104,8 +147,18 @@ async def one_rate(stack: Stack, watcher: RowWatcher, rate: float, duration: flo
         "due_to_row_ms": {name: _ms(percentile(waits, q)) for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
         "http_statuses": result["statuses"],
         "connection_errors": result["connection_errors"],
+        # Raw messages (one per request) behind the redactor, canonical events behind the signer.
+        "max_consumer_lag_messages": lags.max_lag(result["started"], time.time()),
+        # Of the run's wall time, the share each service's main thread ran and the share it was runnable but
+        # waited for a CPU: a stage that falls behind while its two shares add up to well under 1 is held up by
+        # something else than CPU (its backpressure, the broker, the database).
+        "ran_and_waited_for_cpu_share": {
+            name: [round((schedule_after[name][i] - schedule_before[name][i]) / schedule_wall, 2) for i in (0, 1)]
+            for name in schedule_after},
         "cpu_s_per_1000_events": {name: round((cpu_after[name] - cpu_before.get(name, 0)) * 1000 / events, 3)
                                   for name in cpu_after},
+        "cpu_s_per_1000_events_total": round(sum(cpu_after[name] - cpu_before.get(name, 0)
+                                                 for name in cpu_after) * 1000 / events, 3),
         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
@@ -115,27 +168,34 @@ async def run(rates: list[float], duration: float, records: int) -> dict[str, An
     async with pipeline_stack() as stack:
         watcher = RowWatcher(stack.dsn)
         await watcher.start()
+        lags = LagSampler(stack.env)
+        await lags.start()
         try:
             first_session = 0
             for rate in rates:
-                results.append(await one_rate(stack, watcher, rate, duration, records, first_session))
+                results.append(await one_rate(stack, watcher, lags, rate, duration, records, first_session))
                 first_session += int(rate * duration / records) + 1
             duplicates = await watcher.duplicates()
         finally:
+            await lags.stop()
             await watcher.stop()
     return {"cpu_count": os.cpu_count(), "records_per_request": records, "duration_s": duration,
             "duplicate_rows": duplicates, "runs": results}
 
 
 def summary(report: dict[str, Any]) -> str:
-    lines = ["offered ev/s | rows/s | accept->row p50 / p99 / max (ms) | missing | load avg | CPU s/1k events"]
+    lines = ["offered ev/s | rows/s | accept->row p50 / p99 / max (ms) | missing | load avg | max lag redactor "
+             "(requests) / signer (events) | CPU s/1k events"]
     for run_ in report["runs"]:
         latency = run_["accept_to_row_ms"]
+        lag = run_["max_consumer_lag_messages"]
         cpu = ", ".join(f"{name} {value}" for name, value in run_["cpu_s_per_1000_events"].items())
+        cpu += f"; total {run_['cpu_s_per_1000_events_total']}"
         lines.append(
             f"{run_['offered_events_per_s']:>12,.0f} | {run_['rows_per_s']:>6,.0f} | "
             f"{latency['p50']} / {latency['p99']} / {latency['max']} | {run_['missing_rows']} | "
-            f"{run_['load_average_1m'][0]}->{run_['load_average_1m'][1]} | {cpu}"
+            f"{run_['load_average_1m'][0]}->{run_['load_average_1m'][1]} | "
+            f"{lag.get('redactor', math.nan):.0f} / {lag.get('signer', math.nan):.0f} | {cpu}"
         )
     lines.append(f"duplicate rows: {report['duplicate_rows']}")
     return "\n".join(lines)

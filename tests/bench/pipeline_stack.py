@@ -1,5 +1,7 @@
 """The whole pipeline for the pipeline and fault benchmarks: `make run`'s services as processes, on a fresh
-in-memory broker and a fresh database (of its own on DATABASE_URL's server, or an embedded PostgreSQL).
+in-memory broker and a fresh database (of its own on DATABASE_URL's server, or an embedded PostgreSQL). Each
+service runs in a session of its own, as the broker and the database do (``ServiceGroup.own_sessions``: where
+the kernel shares the CPUs between sessions first, each service gets a share, as its container would).
 
 Also the row watcher: it reads the rows the signer commits as they appear, so each row's delay from the
 receiver's accept (``received_at``) to the signed row being visible is known to within one poll.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import os
 import shutil
 import signal
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 
 from deploy.local.infra import Broker, Postgres, free_port, start_broker, start_postgres
 from deploy.local.stack import ServiceGroup, prepare, wait_pipeline_ready
@@ -43,6 +47,7 @@ class Stack:
     group: ServiceGroup
     authorizations: list[str]  # one HTTP Basic header value per tenant
     receiver_port: int
+    broker_pid: int
 
     def kill(self, name: str) -> None:
         """kill -9: the process gets no chance to commit, flush or leave its group."""
@@ -93,7 +98,7 @@ async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = No
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
         **(extra_env or {}),
     }
-    group = ServiceGroup(env, work / "log")
+    group = ServiceGroup(env, work / "log", own_sessions=True)
     saved = dict(os.environ)
     try:
         os.environ.update(env)
@@ -111,7 +116,7 @@ async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = No
         for name in PIPELINE_SERVICES:
             group.start(name)
         await asyncio.to_thread(wait_pipeline_ready, env, 120, PIPELINE_SERVICES)
-        yield Stack(work, env, dsn, group, authorizations, receiver_port)
+        yield Stack(work, env, dsn, group, authorizations, receiver_port, broker.process.pid)
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -152,6 +157,14 @@ class RowWatcher:
     async def start(self) -> None:
         self._conn: asyncpg.Connection = await connect(self.dsn)
         self._task = asyncio.create_task(self._run())
+
+    async def service_backends(self) -> list[int]:
+        """The PostgreSQL server processes of the services' connections (every one to this database but the
+        watcher's own)."""
+        async with self._lock:
+            rows = await self._conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                                          " AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+        return [row["pid"] for row in rows]
 
     async def _run(self) -> None:
         while not self._stop.is_set():
@@ -208,3 +221,73 @@ def seconds_buckets(rows: list[SeenRow], since: float) -> Iterator[tuple[int, li
     for row in rows:
         buckets.setdefault(int(row.received_at - since), []).append(row.latency)
     yield from sorted(buckets.items())
+
+
+# The consumers' lag gauges (messages behind the partition end), by the env var naming their metrics port. A raw
+# message is one OTLP request (``records_per_request`` events); a canonical message is one event.
+LAG_GAUGES = {"redactor": ("REDACTOR_METRICS_PORT", "redactor_consumer_lag"),
+              "signer": ("SIGNER_METRICS_PORT", "signer_consumer_lag")}
+
+
+@dataclass
+class LagSampler:
+    """Reads each consumer's lag from its /metrics every ``interval`` seconds: where a backlog builds up between
+    stages, and how fast a restarted stage works it off."""
+
+    env: dict[str, str]
+    interval: float = 0.5  # each read renders a service's metrics: a few milliseconds of its CPU
+    samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while not self._stop.is_set():
+                lags: dict[str, float] = {}
+                for stage, (port_variable, gauge) in LAG_GAUGES.items():
+                    with suppress(httpx.HTTPError):
+                        answer = await client.get(f"http://127.0.0.1:{self.env[port_variable]}/metrics")
+                        lags[stage] = sum(float(line.rsplit(" ", 1)[1]) for line in answer.text.splitlines()
+                                          if line.startswith(gauge + "{"))
+                self.samples.append((time.time(), lags))
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.interval)
+
+    def max_lag(self, since: float, until: float) -> dict[str, float]:
+        """The largest lag each consumer had between the two times (epoch seconds)."""
+        found: dict[str, float] = {}
+        for at, lags in self.samples:
+            if since <= at <= until:
+                for stage, lag in lags.items():
+                    found[stage] = max(found.get(stage, 0.0), lag)
+        return found
+
+    def by_second(self, since: float, until: float) -> dict[str, list[float]]:
+        """Each consumer's largest lag in each whole second from ``since`` to ``until``."""
+        seconds = max(0, math.ceil(until - since))
+        found: dict[str, list[float]] = {stage: [0.0] * seconds for stage in LAG_GAUGES}
+        for at, lags in self.samples:
+            second = math.floor(at - since)
+            if 0 <= second < seconds:
+                for stage, lag in lags.items():
+                    found[stage][second] = max(found[stage][second], lag)
+        return found
+
+
+async def metric_total(env: dict[str, str], port_variable: str, name: str) -> float | None:
+    """The sum of a metric's samples on a service's /metrics (None when it does not answer)."""
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            answer = await client.get(f"http://127.0.0.1:{env[port_variable]}/metrics")
+    except httpx.HTTPError:
+        return None
+    return sum(float(line.rsplit(" ", 1)[1]) for line in answer.text.splitlines()
+               if line.startswith((name + " ", name + "{")))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from deploy.local.stack import consumer_readiness_urls
@@ -73,3 +75,49 @@ def test_the_usage_consumer_is_ready_only_once_assigned() -> None:
 def test_make_run_waits_for_every_consumer_whose_health_port_is_on() -> None:
     urls = consumer_readiness_urls({"SIGNER_METRICS_PORT": "0", "USAGE_METRICS_PORT": "19467"})
     assert urls == ["http://127.0.0.1:9465/readyz", "http://127.0.0.1:19467/readyz"]
+
+
+class _FetchOnce(_Consumer):
+    """One fetch of ``count`` raw messages (not decodable: each becomes a dead letter, which is produced and
+    committed like any output), then a stop."""
+
+    def __init__(self, count: int, stop: asyncio.Event) -> None:
+        super().__init__()
+        self._messages = [SimpleNamespace(topic="raw", partition=0, offset=offset, key=b"k", value=b"?", headers=[])
+                          for offset in range(count)]
+        self._stop = stop
+        self.commits: list[int] = []
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        self._stop.set()
+        messages, self._messages = self._messages, []
+        return {TopicPartition("raw", 0): messages} if messages else {}
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.commits.append(offsets[TopicPartition("raw", 0)].offset)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set()
+
+
+class _Acknowledging:
+    async def send_many(self, records: Any) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def test_the_redactor_commits_what_is_acknowledged_while_it_works_through_a_large_fetch() -> None:
+    async def scenario() -> list[int]:
+        stop = asyncio.Event()
+        consumer = _FetchOnce(5, stop)
+        worker = RedactorWorker(consumer, _Acknowledging(), None, None, raw_topic="raw",  # type: ignore[arg-type]
+                                canonical_topic="c", dead_letter_topic="d", max_pending=10,
+                                metrics=RedactorMetrics(CollectorRegistry()), raw_keyring=raw_keyring(),
+                                canonical_key=canonical_key(), max_message_bytes=1 << 20)
+        worker.commit._interval = 0.0  # every chance to commit is taken
+        await worker.run(stop)
+        return consumer.commits
+
+    # A crash in the middle of the fetch redoes only what came after the last commit, not the whole fetch.
+    assert asyncio.run(scenario()) == [1, 2, 3, 4, 5]

@@ -19,6 +19,8 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 _HEX_OR_COLON = _HEX | {":"}
 _IPV6_BODY = re.compile(r"[0-9A-Fa-f:.]*")
 _DIGITS = frozenset("0123456789")
+# Six colons with only hex digits and dots between them: an uncompressed candidate below has at least that.
+_SIX_COLON_RUN = re.compile(r":(?:[0-9A-Fa-f.]*:){5}")
 
 
 def is_ipv4(candidate: str) -> bool:
@@ -82,8 +84,10 @@ class IpAddressRecognizer:
 
     def _ipv6(self, scan: TextScan) -> Iterator[Finding]:
         text = scan.text
-        # An IPv6 address is compressed ("::") or has all eight groups (seven colons).
-        if "::" not in text and text.count(":") < 7:
+        # An IPv6 address is compressed ("::") or has all eight groups (seven colons). Without "::", a candidate
+        # is a run of hex digits, dots and six colons or more: JSON and log lines have colons enough, seldom
+        # such a run, and the walk from colon to colon below is then skipped.
+        if "::" not in text and (text.count(":") < 7 or _SIX_COLON_RUN.search(text) is None):
             return
         length = len(text)
         colon = text.find(":")

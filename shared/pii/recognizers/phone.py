@@ -199,7 +199,6 @@ class PhoneRecognizer:
         text = scan.text
         for run in scan.runs_with_digits(_MIN_DIGITS):
             digits = run.digit_string
-            groups = run.groups(text)
             start = run.start
             if start > 0 and text[start - 1] == "(":
                 start -= 1
@@ -210,7 +209,7 @@ class PhoneRecognizer:
                 continue  # part of an id, a path, a version or a ticket number
             if before == ":" and start > 1 and text[start - 2].isdigit():
                 continue  # the seconds of a clock time ("09:16:02.936792"), a port
-            for end, number in self._candidate_ends(text, groups, digits):
+            for end, number in self._candidate_ends(text, run.groups(text), digits):
                 found = self._check(scan, start, end, number)
                 if found is not None:
                     yield found

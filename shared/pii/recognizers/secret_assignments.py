@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 from shared.pii.recognizers.base import Finding, TextScan
 from shared.pii.recognizers.secret_values import is_placeholder, looks_like_code, looks_like_credential
@@ -77,13 +78,17 @@ _SSHPASS = re.compile(r"""sshpass[ \t]+-p[ \t]*(?:(?P<quote>["'])(?P<quoted>[^\n
 _CURL_USER = re.compile(r"""(?:^|[ \t])(?:-u|--user)[ \t=]+["']?[^\s:"']+:(?P<bare>[^\s"']+)""")
 
 
+@lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
+    """Whether a key names a secret ("password", "api_key", "clientSecret"); JSON keys recur, each is read once."""
     normalised = key.lower().translate(_NORMALISE_KEY)
     return normalised.endswith(SECRET_KEY_ENDINGS) or normalised in _WHOLE_SECRET_KEYS
 
 
 # Any of these in the lower-cased text, or a secret-named JSON key, and there may be a named secret.
-_ANY_TRIGGER = (*_KEY_TRIGGERS, "bearer", "authorization", "mysql", "mariadb", "sshpass", "curl")
+_TRIGGERS = (*_KEY_TRIGGERS, "bearer", "authorization", "mysql", "mariadb", "sshpass", "curl")
+# The same test with the triggers another one contains left out ("pwd" holds "pw", "sshpass" holds "pass").
+_ANY_TRIGGER = tuple(t for t in _TRIGGERS if not any(o != t and o in t for o in _TRIGGERS))
 
 
 class AssignmentDetector:

@@ -15,6 +15,9 @@ POSITIVES = [
     ("mapped ::ffff:192.0.2.128", "::ffff:192.0.2.128"),
     ("https://[2001:db8::1]:443/", "2001:db8::1"),
     ("27fc:a832:436c:6d2a:9c47:92db:4aa7:1c38", "27fc:a832:436c:6d2a:9c47:92db:4aa7:1c38"),
+    # Uncompressed, among the colons of JSON and clock times: found by its run of six colons or more.
+    ('{"at": "16:11:51", "host": "27fc:a832:436c:6d2a:9c47:92db:4aa7:1c38"}', "27fc:a832:436c:6d2a:9c47:92db:4aa7:1c38"),
+    ("peer=0:0:0:0:0:ffff:192.0.2.128 at 16:11:51", "0:0:0:0:0:ffff:192.0.2.128"),
 ]
 NEGATIVES = [
     "claude-code 2.1.332",
@@ -29,6 +32,10 @@ NEGATIVES = [
     "oid 1.3.6.1.4.1.311",
     "version v10.0.0.1",
     "a::b is a Rust path",
+    # Colons enough for eight groups, never six in one run of hex digits: JSON keys, clock times, ports.
+    '{"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8}',
+    "at 16:11:51, 17:22:33, 18:00:01 and localhost:8080",
+    "dead:beef:cafe:f00d:1234:abcd (five colons in a run) at 16:11:51 on 10:00",
     # Four-part versions, in prose and in requirements.txt / package.json shapes.
     "upgrade to v10.2.0.1 now",
     "version 4.3.2.1",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import spacy
 
 from shared.pii import PiiEngine, build_engine
+from shared.pii.recognizers.person import _capitalised_words
 from tests.conftest import DETECTION_BUDGET_FOR_TESTS_MS
 
 
@@ -90,3 +92,34 @@ def test_a_model_without_an_entity_recognizer_is_refused(tmp_path: Path) -> None
     spacy.blank("en").to_disk(tmp_path / "blank")
     with pytest.raises(ValueError, match="no entity recognizer"):
         build_engine(None, str(tmp_path / "blank"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # (word, start, end) of each capitalised word or initial, as the run builder reads them.
+        ("ask Hans Müller", [("Hans", 4, 8), ("Müller", 9, 15)]),
+        ("Jean-Pierre O'Brien", [("Jean-Pierre", 0, 11), ("O'Brien", 12, 19)]),
+        ("Jean- Pierre", [("Jean", 0, 4), ("Pierre", 6, 12)]),  # a hyphen with no letter after it ends the word
+        ("D'", [("D", 0, 1)]),
+        ("ini dari R. Endah", [("R.", 9, 11), ("Endah", 12, 17)]),
+        ("R.E.M. and JavaScript", [("R", 0, 1), ("E", 2, 3), ("M.", 4, 6), ("JavaScript", 11, 21)]),
+        ("os.Path and abcDef and Ádám", [("Path", 3, 7), ("Ádám", 23, 27)]),
+        ("no capitals here", []),
+    ],
+)
+def test_capitalised_words_are_read_with_their_spans(text: str, expected: list[tuple[str, int, int]]) -> None:
+    words, starts, ends = _capitalised_words(text)
+    assert list(zip(words, starts, ends, strict=True)) == expected
+    assert all(text[start:end] == word for word, start, end in expected)
+
+
+def test_a_json_key_that_names_a_person_is_context_each_time_it_is_seen(engine: PiiEngine) -> None:
+    """Keys are read once and remembered: a later document with the same keys is answered by the same rule."""
+    for first, second in (("Budi", "Santoso"), ("Siti", "Rahayu")):
+        text = json.dumps({"author": f"{first} {second}", "description": first, "reviewerName": second,
+                           "assignee": [first], "title": second})
+        assert json.loads(engine.redact_json_text(text).text) == {
+            "author": "<PERSON>", "description": first, "reviewerName": "<PERSON>", "assignee": ["<PERSON>"],
+            "title": second,
+        }

@@ -1,4 +1,5 @@
-"""Produce requests encoded into one buffer must be aiokafka's own bytes, for every version it may send."""
+"""Produce requests encoded into one buffer, and record batches built with a hardware CRC, must be aiokafka's own
+bytes (every request version it may send; records of every shape)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ import os
 from typing import Any
 
 import pytest
+from aiokafka.producer import message_accumulator
 from aiokafka.protocol.struct import Struct
+from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from services.receiver.produce_encoding import PRODUCE_REQUEST_STRUCTS, encode_into_one_buffer
+from services.receiver.produce_encoding import (
+    PRODUCE_REQUEST_STRUCTS,
+    RecordBatchBuilder,
+    encode_into_one_buffer,
+    install,
+)
 
 
 def _topics() -> list[tuple[str, list[tuple[int, bytes | None]]]]:
@@ -44,3 +52,66 @@ def test_a_request_with_the_wrong_number_of_fields_is_refused_as_aiokafka_refuse
         Struct.encode(request)
     with pytest.raises(ValueError, match="field count"):
         encode_into_one_buffer(request)
+
+
+# Record batches: RecordBatchBuilder against aiokafka's own (compiled) builder, byte for byte.
+
+Record = tuple[int, bytes | None, Any, list[tuple[str, bytes | None]]]
+
+
+def _builders(batch_size: int = 1_000_000) -> tuple[Any, Any]:
+    options: dict[str, Any] = {"magic": 2, "compression_type": 0, "is_transactional": 0, "producer_id": -1,
+                               "producer_epoch": -1, "base_sequence": 0, "batch_size": batch_size}
+    return DefaultRecordBatchBuilder(**options), RecordBatchBuilder(**options)
+
+
+RECORDS: dict[str, list[Record]] = {
+    "one raw batch": [(1_700_000_000_000, b"tenant-a", os.urandom(50_000),
+                       [("auth.key_id", b"k" * 16), ("auth.mac", b"m" * 64), ("raw.tenant", b"tenant-a")])],
+    "several, timestamps going back": [
+        (1_000, b"k", b"v", []),
+        (990, None, b"w" * 70, [("h", None)]),
+        (5_000_000, b"", None, [("\u00e9", b"")]),
+        (1_000, b"k" * 64, bytearray(b"x" * 4_096), [("n" * 63, b"y" * 64)] * 3),
+        (1_001, b"k", memoryview(b"z" * 8_191), [("a", b"b" * 4_095), ("c", b"d" * 4_096)]),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(RECORDS))
+def test_record_batches_are_aiokafkas_bytes(name: str) -> None:
+    theirs, ours = _builders()
+    for offset, (timestamp, key, value, headers) in enumerate(RECORDS[name]):
+        their_metadata = theirs.append(offset, timestamp=timestamp, key=key, value=value, headers=headers)
+        our_metadata = ours.append(offset, timestamp=timestamp, key=key, value=value, headers=headers)
+        assert (our_metadata.offset, our_metadata.size, our_metadata.timestamp) == (
+            their_metadata.offset, their_metadata.size, their_metadata.timestamp)
+        assert ours.size() == theirs.size()
+    assert bytes(ours.build()) == bytes(theirs.build())
+
+
+def test_a_full_batch_refuses_the_next_record_as_aiokafkas_does() -> None:
+    theirs, ours = _builders(batch_size=2_000)
+    outcomes = []
+    for offset, size in enumerate([1_500, 400, 10, 3_000]):
+        headers = [("h", b"v")]
+        their_metadata = theirs.append(offset, timestamp=7, key=None, value=b"x" * size, headers=headers)
+        our_metadata = ours.append(offset, timestamp=7, key=None, value=b"x" * size, headers=headers)
+        outcomes.append((their_metadata is None, our_metadata is None))
+        assert ours.size() == theirs.size()
+    assert [ours_full for _, ours_full in outcomes] == [theirs_full for theirs_full, _ in outcomes]
+    assert any(full for full, _ in outcomes)
+    assert bytes(ours.build()) == bytes(theirs.build())
+
+
+def test_a_built_batch_reads_back_with_a_valid_crc() -> None:
+    _, ours = _builders()
+    ours.append(0, timestamp=5, key=b"k", value=b"value", headers=[("h", b"1")])
+    batch = DefaultRecordBatch(bytes(ours.build()))
+    assert batch.validate_crc()
+    assert [(record.key, record.value, record.headers) for record in batch] == [(b"k", b"value", [("h", b"1")])]
+
+
+def test_install_gives_the_producer_this_builder() -> None:
+    install()
+    assert getattr(message_accumulator, "DefaultRecordBatchBuilder") is RecordBatchBuilder  # noqa: B009
