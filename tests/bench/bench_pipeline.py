@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 
 from tests.bench.exporter_load import LoadConfig
-from tests.bench.pipeline_stack import LagSampler, RowWatcher, Stack, percentile, pipeline_stack
+from tests.bench.pipeline_stack import LagSampler, RowWatcher, Stack, metric_total, percentile, pipeline_stack
 from tests.bench.report import publish
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "claude-code-2.1.332"
@@ -118,6 +118,7 @@ async def one_rate(stack: Stack, watcher: RowWatcher, lags: LagSampler, rate: fl
     cpu_before = service_cpu(stack)
     schedule_before, schedule_from = service_schedule(stack), time.time()
     infrastructure_before = await infrastructure_cpu(stack, watcher)
+    transactions_before = await metric_total(stack.env, "SIGNER_METRICS_PORT", "signer_append_duration_seconds_count")
     load_before = os.getloadavg()[0]
     result = await offer_load(stack, load_config(stack, rate, duration, records, first_session))
     accepted = [r for r in result["requests"] if r["accepted"] is not None]
@@ -126,6 +127,7 @@ async def one_rate(stack: Stack, watcher: RowWatcher, lags: LagSampler, rate: fl
     cpu_after = service_cpu(stack)
     schedule_after, schedule_wall = service_schedule(stack), time.time() - schedule_from
     infrastructure_after = await infrastructure_cpu(stack, watcher)
+    transactions_after = await metric_total(stack.env, "SIGNER_METRICS_PORT", "signer_append_duration_seconds_count")
     for name, after in infrastructure_after.items():
         cpu_after[name] = spent(infrastructure_before[name], after)
     rows = watcher.rows[rows_before:]
@@ -147,6 +149,9 @@ async def one_rate(stack: Stack, watcher: RowWatcher, lags: LagSampler, rate: fl
         "due_to_row_ms": {name: _ms(percentile(waits, q)) for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
         "http_statuses": result["statuses"],
         "connection_errors": result["connection_errors"],
+        # How many events the signer appended per transaction, on average.
+        "signer_rows_per_transaction": None if transactions_before is None or transactions_after is None
+        else round(len(rows) / max(1.0, transactions_after - transactions_before), 1),
         # Raw messages (one per request) behind the redactor, canonical events behind the signer.
         "max_consumer_lag_messages": lags.max_lag(result["started"], time.time()),
         # Of the run's wall time, the share each service's main thread ran and the share it was runnable but
