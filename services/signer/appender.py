@@ -53,6 +53,9 @@ CONTENT_COLUMNS = ("tenant_id", "chain_seq", "salt", "content")
 _STORED_COLUMNS = tuple(column for column in EVENT_COLUMNS if column != "content")
 _CONTENT_AT = EVENT_COLUMNS.index("content")
 _event_values = operator.itemgetter(*_STORED_COLUMNS)
+_SEQUENCE_CLAIM = ("tenant_id", "session_id", "event_sequence")
+_CONFLICT_KEY = operator.itemgetter(*(INSERT_COLUMNS.index(column) for column in _SEQUENCE_CLAIM))
+_UNSIGNED_CONFLICT_KEY = operator.itemgetter(*(_STORED_COLUMNS.index(column) for column in _SEQUENCE_CLAIM))
 _EMPTY_CONTENT: dict[str, str] = {}
 # Rows hashed between two turns of the event loop (about half a millisecond), each turn also handing their
 # hashes to the signing helper: the COPY of the batch before is in flight meanwhile, and its socket and
@@ -143,6 +146,12 @@ class Chained:
     contents: list[tuple[str, int, bytes, Any]] = field(default_factory=list)
     signing: list[asyncio.Future[list[bytes]]] = field(default_factory=list)
     key_id: str = ""
+
+    def sequence_claims(self) -> list[tuple[str, str, int]]:
+        """The (tenant, session, sequence) place each row with a session and a sequence claims, signed or not."""
+        claims = map(_CONFLICT_KEY, self.records)
+        unsigned = (_UNSIGNED_CONFLICT_KEY(event) for event, *_ in self.unsigned)
+        return [key for key in (*claims, *unsigned) if key[1] is not None and key[2] is not None]
 
     async def complete(self) -> Chained:
         if self.unsigned:
@@ -342,9 +351,6 @@ async def _lock_heads(conn: asyncpg.Connection, tenants: Sequence[str], *, may_b
     return await _read_heads(conn, tenants, lock=True)
 
 
-_CONFLICT_KEY = operator.itemgetter(
-    INSERT_COLUMNS.index("tenant_id"), INSERT_COLUMNS.index("session_id"), INSERT_COLUMNS.index("event_sequence")
-)
 # Every row of a tenant's session that shares a sequence number with another, among the sessions and sequences
 # just appended: all of them are flagged, the rows chained earlier as well as the new ones.
 _FLAG_SEQUENCE_CONFLICTS = """
@@ -380,12 +386,10 @@ WHERE a.event_sequence IS NOT NULL
 """
 
 
-async def _contested_sequences(
-    conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]
-) -> set[tuple[str, str, int]]:
-    """The (tenant, session, sequence) places that more than one row will claim once ``records`` are written:
-    those claimed twice within ``records``, and those a stored row already holds. Asked before the write."""
-    claimed = [key for key in map(_CONFLICT_KEY, records) if key[1] is not None and key[2] is not None]
+async def _contested_sequences(conn: asyncpg.Connection, chained: Chained) -> set[tuple[str, str, int]]:
+    """The (tenant, session, sequence) places that more than one row will claim once ``chained`` is written:
+    those claimed twice within it, and those a stored row already holds. Asked before the write."""
+    claimed = chained.sequence_claims()
     keys = set(claimed)
     contested = set() if len(keys) == len(claimed) else {k for k, n in Counter(claimed).items() if n > 1}
     if keys:
@@ -421,15 +425,17 @@ async def _write(
             "INSERT INTO key_activations (tenant_id, from_seq, key_id) VALUES ($1, $2, $3)", chained.activations
         )
     conflicts: tuple[tuple[str, str, int, str], ...] = ()
-    if chained.records:
-        contested = await _contested_sequences(conn, chained.records)
-        await conn.copy_records_to_table("audit_logs", records=chained.records, columns=list(INSERT_COLUMNS))
-        conflicts = await _flag_sequence_conflicts(conn, contested)
+    # What needs no signature goes first, while the signing helper may still be signing the batch's last rows.
+    contested = await _contested_sequences(conn, chained) if chained.records or chained.unsigned else set()
     if chained.contents:
         await conn.copy_records_to_table("audit_content", records=chained.contents, columns=list(CONTENT_COLUMNS))
     if chained.subtrees:
         await conn.copy_records_to_table("merkle_subtrees", records=chained.subtrees,
                                          columns=["tenant_id", "leaf_index", "hashes"])
+    await chained.complete()
+    if chained.records:
+        await conn.copy_records_to_table("audit_logs", records=chained.records, columns=list(INSERT_COLUMNS))
+        conflicts = await _flag_sequence_conflicts(conn, contested)
     if chained.checkpoints:
         await conn.executemany(_INSERT_CHECKPOINT, chained.checkpoints)
     if heads:
@@ -552,7 +558,9 @@ async def append_prepared(
     """Write a prepared batch if nothing moved since it was prepared, else chain it under lock."""
     batch = prepared.batch
     next_offset = batch[-1].offset + 1
-    await prepared.chained.complete()  # before the transaction: no locks held while signatures come in
+    # The signatures are collected inside the transaction, once the rows that need none are written
+    # (_write): the locks it then holds are this signer's own chain heads and offsets, which only a zombie
+    # signer or the quiet-chain checkpointer (which skips locked heads) would ask for.
     try:
         async with conn.transaction():
             stored = await _lock_offset(conn, group, topic, partition, batch[0].offset)

@@ -16,6 +16,7 @@ response = count 64-byte signatures.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import struct
@@ -23,6 +24,10 @@ import sys
 from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
+
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _sodium
+from nacl.bindings import crypto_sign_seed_keypair
 
 from shared.keys import SIGNATURE_BYTES, Ed25519Signer, Signer
 
@@ -167,14 +172,32 @@ class HelperProcessSigner:
         self._fail_waiting(SigningHelperError("the signing helper was closed"))
 
 
+def sign_digests(secret_key: bytes, data: bytes) -> bytes:
+    """The Ed25519 signatures of the 32-byte digests in ``data``, concatenated in order: what ``Signer.sign``
+    gives for each, from libsodium's ``crypto_sign`` (the call PyNaCl's own wraps) into one buffer.
+
+    ``crypto_sign`` writes the signature then a copy of the message; signature i goes at offset 64 * i, so the
+    copy of its message lands where signature i + 1 is written next. Per signature, that leaves out the buffer,
+    the length pointer and the copy PyNaCl's wrapper makes, about a tenth of the time of a signature."""
+    count = len(data) // _DIGEST_BYTES
+    signed = _ffi.new("unsigned char[]", count * SIGNATURE_BYTES + _DIGEST_BYTES)
+    sign = _sodium.crypto_sign
+    for index in range(count):
+        if sign(signed + index * SIGNATURE_BYTES, _ffi.NULL, data[index * _DIGEST_BYTES : (index + 1) * _DIGEST_BYTES],
+                _DIGEST_BYTES, secret_key) != 0:
+            raise RuntimeError("libsodium could not sign")
+    signatures: bytes = _ffi.buffer(signed, count * SIGNATURE_BYTES)[:]
+    return signatures
+
+
 def _serve() -> None:
     """The helper's side: reads the seed, then answers requests until its stdin closes."""
     os.nice(int(sys.argv[1]) if len(sys.argv) > 1 else 0)  # lower priority only: never needs privileges
     # Its life is the signer's: it ends when its stdin closes, not on the Ctrl-C meant for the signer.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    signer = Ed25519Signer.from_seed_b64(stdin.readline().decode())
-    sign = signer.sign
+    seed = Ed25519Signer.from_seed_b64(stdin.readline().decode()).seed_b64()  # checked as the signer checks it
+    _, secret_key = crypto_sign_seed_keypair(base64.b64decode(seed))
     while True:
         header = stdin.read(_COUNT.size)
         if len(header) < _COUNT.size:
@@ -183,7 +206,7 @@ def _serve() -> None:
         data = stdin.read(count * _DIGEST_BYTES)
         if len(data) < count * _DIGEST_BYTES:
             return
-        stdout.write(b"".join(sign(data[i : i + _DIGEST_BYTES]) for i in range(0, len(data), _DIGEST_BYTES)))
+        stdout.write(sign_digests(secret_key, data))
         stdout.flush()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -26,9 +26,9 @@ from services.signer.appender import (
     prepare,
 )
 from services.signer.rows import ChainRow, decode_row
-from services.signer.signing import HelperProcessSigner
+from services.signer.signing import HelperProcessSigner, SigningHelperError
 from services.signer.worker import SignerMetrics, SignerWorker
-from shared.db.pool import create_pool
+from shared.db.pool import connect, create_pool
 from shared.enrollment import record_signing_key
 from shared.keys import Ed25519Signer
 from shared.verify import load_key_book, verify_tenant
@@ -512,3 +512,70 @@ async def test_the_worker_dead_letters_a_message_that_cannot_be_chained(
             assert await _verified(conn)
     finally:
         await pool.close()
+
+
+class _HeldSigner:
+    """Signs with ``key`` once ``release`` is set, or fails then if ``fail``: signatures that come late."""
+
+    def __init__(self, key: Ed25519Signer, *, fail: bool = False) -> None:
+        self.key, self.fail = key, fail
+        self.release = asyncio.Event()
+
+    async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]:
+        await self.release.wait()
+        if self.fail:
+            raise SigningHelperError("the signing helper exited")
+        return [self.key.sign(digest) for digest in digests]
+
+    async def close(self) -> None:
+        return None
+
+
+async def _transaction_waits_for_signatures(db: asyncpg.Connection) -> None:
+    """Until the append's transaction is open and waiting (for the signatures), on another connection."""
+    for _ in range(500):
+        waiting = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND state = 'idle in transaction'")
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the append never opened its transaction")
+
+
+async def test_rows_are_written_with_signatures_that_come_while_the_transaction_is_open(
+    db: asyncpg.Connection, signing_key: Ed25519Signer, database_url: str
+) -> None:
+    await record_signing_key(db, signing_key.public_key)
+    held = _HeldSigner(signing_key)
+    prepared = await _prepare(db, signing_key, rows(0, range(40)), {}, batch_signer=held)
+    writer = await connect(database_url)
+    try:
+        append = asyncio.ensure_future(_write(writer, signing_key, prepared))
+        await _transaction_waits_for_signatures(db)
+        assert await _chain(db) == []  # nothing is visible before the signatures and the commit
+        held.release.set()
+        result = await append
+    finally:
+        await writer.close()
+    assert result.as_prepared and result.appended == 40
+    assert await _verified(db)
+
+
+async def test_signatures_that_fail_inside_the_transaction_write_nothing(
+    db: asyncpg.Connection, signing_key: Ed25519Signer, database_url: str
+) -> None:
+    await record_signing_key(db, signing_key.public_key)
+    held = _HeldSigner(signing_key, fail=True)
+    prepared = await _prepare(db, signing_key, rows(0, range(40)), {}, batch_signer=held)
+    writer = await connect(database_url)
+    try:
+        append = asyncio.ensure_future(_write(writer, signing_key, prepared))
+        await _transaction_waits_for_signatures(db)
+        held.release.set()
+        with pytest.raises(SigningHelperError):
+            await append
+    finally:
+        await writer.close()
+    for table in ("audit_logs", "audit_content", "merkle_subtrees", "signer_offsets"):
+        assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0, table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import random
@@ -11,8 +12,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from nacl.bindings import crypto_sign_seed_keypair
 
-from services.signer.signing import HELPER_NICENESS, HelperProcessSigner, InlineSigner, SigningHelperError
+from services.signer.signing import (
+    HELPER_NICENESS,
+    HelperProcessSigner,
+    InlineSigner,
+    SigningHelperError,
+    sign_digests,
+)
 from shared.keys import Ed25519Signer, verify_signature
 
 
@@ -24,6 +32,14 @@ async def test_inline_signatures_are_the_keys() -> None:
     key = Ed25519Signer.generate()
     messages = digests(5)
     assert await InlineSigner(key).sign_many(messages) == [key.sign(m) for m in messages]
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 17, 700])
+def test_the_helpers_batch_signing_gives_the_keys_signatures(count: int) -> None:
+    key = Ed25519Signer.generate()
+    messages = digests(count, salt="batch")
+    _, secret_key = crypto_sign_seed_keypair(base64.b64decode(key.seed_b64()))
+    assert sign_digests(secret_key, b"".join(messages)) == b"".join(key.sign(m) for m in messages)
 
 
 async def test_the_helper_signs_with_the_same_key_in_order() -> None:
