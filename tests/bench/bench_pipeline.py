@@ -8,9 +8,13 @@ For each offered rate the client (its own process, retrying like an OTLP exporte
 seconds; the watcher reads the committed rows as they appear. Printed per rate: rows/s landed while the load
 ran (after the first fifth, the warm-up), accept -> signed row latency percentiles (the receiver's
 ``received_at`` to the row being visible, to within the 0.1 s poll), due -> row percentiles (from when the
-client first tried, retries included), the CPU seconds each service spent per 1,000 events (and the broker, and the PostgreSQL backends serving the
-services' connections: the watcher's own and the server's background processes are left out), and the load
-average, which says how far the machine was from quiet.
+client first tried, retries included), the largest consumer lag of the redactor (raw messages, one per request)
+and of the signer (events), which says where a backlog built up, the CPU seconds each service spent per 1,000
+events (a service's helper processes included; also the broker, and the PostgreSQL backends serving the services'
+connections: the watcher's own and the server's background processes are left out), and the load average, which
+says how far the machine was from quiet. The JSON adds the signer's events per append transaction (the database's
+CPU per event falls as they grow: at 3,000 events/s, 0.134 CPU-s per 1,000 events at 80 a transaction, 0.075 at
+229) and each service's share of the run on a CPU and waiting for one.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 import psutil
 
 from tests.bench.exporter_load import LoadConfig
-from tests.bench.pipeline_stack import LagSampler, RowWatcher, Stack, percentile, pipeline_stack
+from tests.bench.pipeline_stack import LagSampler, RowWatcher, Stack, metric_total, percentile, pipeline_stack
 from tests.bench.report import publish
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "claude-code-2.1.332"
@@ -118,6 +122,7 @@ async def one_rate(stack: Stack, watcher: RowWatcher, lags: LagSampler, rate: fl
     cpu_before = service_cpu(stack)
     schedule_before, schedule_from = service_schedule(stack), time.time()
     infrastructure_before = await infrastructure_cpu(stack, watcher)
+    transactions_before = await metric_total(stack.env, "SIGNER_METRICS_PORT", "signer_append_duration_seconds_count")
     load_before = os.getloadavg()[0]
     result = await offer_load(stack, load_config(stack, rate, duration, records, first_session))
     accepted = [r for r in result["requests"] if r["accepted"] is not None]
@@ -126,6 +131,7 @@ async def one_rate(stack: Stack, watcher: RowWatcher, lags: LagSampler, rate: fl
     cpu_after = service_cpu(stack)
     schedule_after, schedule_wall = service_schedule(stack), time.time() - schedule_from
     infrastructure_after = await infrastructure_cpu(stack, watcher)
+    transactions_after = await metric_total(stack.env, "SIGNER_METRICS_PORT", "signer_append_duration_seconds_count")
     for name, after in infrastructure_after.items():
         cpu_after[name] = spent(infrastructure_before[name], after)
     rows = watcher.rows[rows_before:]
@@ -147,6 +153,9 @@ async def one_rate(stack: Stack, watcher: RowWatcher, lags: LagSampler, rate: fl
         "due_to_row_ms": {name: _ms(percentile(waits, q)) for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
         "http_statuses": result["statuses"],
         "connection_errors": result["connection_errors"],
+        # How many events the signer appended per transaction, on average.
+        "signer_rows_per_transaction": None if transactions_before is None or transactions_after is None
+        else round(len(rows) / max(1.0, transactions_after - transactions_before), 1),
         # Raw messages (one per request) behind the redactor, canonical events behind the signer.
         "max_consumer_lag_messages": lags.max_lag(result["started"], time.time()),
         # Of the run's wall time, the share each service's main thread ran and the share it was runnable but
