@@ -56,6 +56,7 @@ from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
 from shared.kafka import TopicSpec, ensure_topics
 from shared.keys import Ed25519Signer
+from shared.messages.auth import provision_local_keys
 from shared.reporting_tokens import AUDITOR, issue_token
 from shared.usage_columns import DAILY_COLUMNS
 
@@ -315,7 +316,9 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
                    "LICENSE_PUBLIC_KEYS_FILE": str(work / "issuer.pub"),
                    "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TOPIC_CANONICAL": access_topic,
                    # The bench rows are not chain-valid; keep the chain check out of the measurements.
-                   "REPORTER_VERIFY_INTERVAL_SECONDS": "86400"}
+                   "REPORTER_VERIFY_INTERVAL_SECONDS": "86400",
+                   # The reporter signs its access events with its own message key; it will not start without one.
+                   **provision_local_keys(work / "keys")}
             group = ServiceGroup(env, work / "log")
             group.start("reporter")
             wait_ready(f"http://127.0.0.1:{port}/readyz", 60)
