@@ -28,6 +28,7 @@ tests/unit/receiver/test_serving.py holds both protocols to the same bytes on th
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from itertools import chain
@@ -56,6 +57,9 @@ STREAM_ID = 1
 _HEAD, _BODY, _END, _REFUSE, _HAND_OVER = range(5)
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+# What h11's field-value rule (``[^\x00\s]`` and inner SP/HTAB) refuses; other control characters (ESC,
+# DEL, ...) reach the app, which answers them as it answers any bad value (401 for a bad Authorization).
+_H11_REFUSED_IN_VALUE = re.compile(rb"[\x00\n\v\f\r]")
 _HANDED_OVER_METHODS = frozenset({b"CONNECT", b"PRI"})
 
 
@@ -147,6 +151,11 @@ class LlhttpProtocol:
         self.connection_state = connection_state
 
         self._parser = httptools.HttpRequestParser(self)
+        # llhttp refuses every control character in a header value; h11 refuses only NUL and whitespace
+        # other than SP and HTAB (``_H11_REFUSED_IN_VALUE``, checked in ``on_header``). Lenient values
+        # relax that one check: names, framing (Content-Length, Transfer-Encoding) and line endings stay
+        # strict, so a request is framed exactly as before and a value still cannot hide a line break.
+        self._parser.set_dangerous_leniencies(lenient_headers=True)
         self._events: deque[tuple[Any, ...]] = deque()
         self._fresh = True  # nothing received yet
         self._closed = False  # Closed sent: nothing more is read or written
@@ -251,6 +260,8 @@ class LlhttpProtocol:
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a chunked body's trailer: H11Protocol passes none on either
+        if _H11_REFUSED_IN_VALUE.search(value) is not None:
+            raise _Refused(400)
         self._raw_headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
 

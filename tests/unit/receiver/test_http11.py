@@ -134,6 +134,13 @@ CASES: dict[str, list[bytes]] = {
     "no host": [b"GET / HTTP/1.1\r\n\r\n"],
     "two hosts": [b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"],
     "garbage": [b"NOT HTTP AT ALL\r\n\r\n"],
+    "control characters h11 lets through": [b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \x1b\r\n"
+                                            b"X-A: a\x01\x7fb\r\n\r\n"],
+    "NUL in a header value": [b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n"],
+    "vertical tab in a header value": [b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x0bb\r\n\r\n"],
+    "form feed in a header value": [b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x0cb\r\n\r\n"],
+    "bare CR in a header value": [b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n"],
+    "folded header value": [b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n"],
     "bad content-length": [b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n"],
     "bad chunk": [b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
     "gzip transfer coding": [b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"],
