@@ -21,6 +21,7 @@ from deploy.local.infra import free_port
 from services.receiver import http11
 from services.receiver.__main__ import hypercorn_config
 from services.receiver.settings import ReceiverSettings
+from tests.unit.receiver.servers import read_body_size, wait_until_listening
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -34,12 +35,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"6")]})
         await send({"type": "http.response.body", "body": b"denied"})
         return
-    size = 0
-    while True:
-        message = await receive()
-        size += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
+    size = await read_body_size(receive)
     body = f"{scope['method']} {scope['path']} {size} {scope['http_version']}".encode()
     if path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"x-kind", b"stream")]})
@@ -72,14 +68,7 @@ async def running(wrapper: type[ProtocolWrapper], *, pass_raw_headers: bool = Fa
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     try:
-        for _ in range(200):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.01)
-                continue
-            writer.close()
-            break
+        await wait_until_listening(port)
         yield port
     finally:
         stop.set()

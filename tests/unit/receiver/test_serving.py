@@ -21,17 +21,13 @@ from deploy.local.infra import free_port
 from services.receiver import serving
 from services.receiver.__main__ import hypercorn_config
 from services.receiver.settings import ReceiverSettings
+from tests.unit.receiver.servers import read_body_size, wait_until_listening
 
 
 async def echo_length(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    size = 0
-    while True:
-        message = await receive()
-        size += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
+    size = await read_body_size(receive)
     body = str(size).encode()
     await send(
         {"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]}
@@ -55,14 +51,7 @@ async def running(keep_alive_timeout: float = 75) -> AsyncIterator[Server]:
     config.graceful_timeout = 5
     stop = asyncio.Event()
     task = asyncio.create_task(serve(echo_length, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.01)
-            continue
-        writer.close()
-        break
+    await wait_until_listening(port)
     server = Server(port, stop, task)
     try:
         yield server
