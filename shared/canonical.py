@@ -81,22 +81,22 @@ class CanonicalEvent:
         # The instance's own attributes are exactly its fields, set in their order: orjson writes them as they
         # are when it writes each as this method always has. A UTC datetime (``datetime.UTC``) it writes as
         # ``isoformat()`` does; any other offset (one in seconds, say) and the cost are written here, on a copy.
-        data = self.__dict__
         event_time, received_at, cost = self.event_time, self.received_at, self.cost
-        if (cost is not None or event_time.tzinfo is not UTC or received_at.tzinfo is not UTC
-                or type(event_time) is not datetime or type(received_at) is not datetime):
-            data = dict(data)
-            data["event_time"] = event_time.isoformat()
-            data["received_at"] = received_at.isoformat()
-            data["cost"] = None if cost is None else str(cost)
+        orjson_writes_as_is = (cost is None and event_time.tzinfo is UTC and received_at.tzinfo is UTC
+                               and type(event_time) is datetime and type(received_at) is datetime)
+        data = self.__dict__ if orjson_writes_as_is else self._with_text_times_and_cost()
         try:
             return orjson.dumps(data)
         except TypeError:  # integers beyond 64 bits in attributes
-            data = dict(data)
-            data["event_time"] = event_time.isoformat()
-            data["received_at"] = received_at.isoformat()
-            data["cost"] = None if cost is None else str(cost)
-            return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+            return json.dumps(self._with_text_times_and_cost(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _with_text_times_and_cost(self) -> dict[str, Any]:
+        """A copy of the fields with both times as ``isoformat()`` text and the cost as a decimal string."""
+        data = dict(self.__dict__)
+        data["event_time"] = self.event_time.isoformat()
+        data["received_at"] = self.received_at.isoformat()
+        data["cost"] = None if self.cost is None else str(self.cost)
+        return data
 
     @classmethod
     def from_json(cls, raw: bytes) -> CanonicalEvent:
