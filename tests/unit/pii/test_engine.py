@@ -165,7 +165,7 @@ class _Counting:
         return self.placeholder
 
 
-def test_long_texts_found_clean_are_remembered_and_texts_with_findings_are_not() -> None:
+def test_long_texts_are_remembered_and_texts_with_findings_only_by_a_keyed_digest() -> None:
     counting = _Counting()
     engine = PiiEngine([counting], field_time_budget_ms=250)
     clean = "Refactor the billing module so invoices come from the ledger, keep the API stable. " * 3
@@ -174,7 +174,16 @@ def test_long_texts_found_clean_are_remembered_and_texts_with_findings_are_not()
         assert engine.redact_text(clean) == Redaction(clean, {})
         assert engine.redact_text(dirty) == Redaction(clean + "<WORD>", {"WORD": 1})
     assert counting.scanned.count(clean) == 1
-    assert counting.scanned.count(dirty) == 3
+    assert counting.scanned.count(dirty) == 1
+    # No copy of a text with findings is kept: only a digest keyed with a secret of this process.
+    remembered = [text for _, text in engine._clean] + [text for _, text in engine._memo]
+    assert dirty not in remembered
+    assert all(isinstance(digest, bytes) and len(digest) == 32 for digest in engine._found)
+    assert PiiEngine([counting], field_time_budget_ms=250)._digest(dirty, None) not in engine._found
+    # Under a JSON key it is another text: scanned again, and remembered apart.
+    engine.redact_json_text(json.dumps({"note": dirty}))
+    assert counting.scanned.count(dirty) == 2
+    assert len(engine._found) == 2
     # The JSON key a value came under is part of what was found clean: under another key it is scanned again.
     engine.redact_json_text(json.dumps({"note": clean}))
     engine.redact_json_text(json.dumps({"note": clean}))
