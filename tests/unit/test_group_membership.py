@@ -34,6 +34,13 @@ async def test_static_membership_and_short_rebalances_are_settings(monkeypatch: 
     assert consumer._fetch_max_wait_ms == 20
 
 
+def test_the_instance_name_can_be_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Compose's replicas share one environment; each container's host name (kept across its restarts) differs.
+    monkeypatch.setenv("KAFKA_GROUP_INSTANCE_ID", "redactor-{hostname}")
+    monkeypatch.setattr("socket.gethostname", lambda: "3f2a9c1d04be")
+    assert RedactorSettings().kafka_consumer_options()["group_instance_id"] == "redactor-3f2a9c1d04be"
+
+
 async def test_dynamic_membership_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KAFKA_GROUP_INSTANCE_ID", raising=False)
     monkeypatch.delenv("KAFKA_SESSION_TIMEOUT_MS", raising=False)
