@@ -19,6 +19,8 @@ What it keeps of h11's behaviour, rule by rule:
 - Malformed input (llhttp's checks; a missing or repeated Host in HTTP/1.1; a head over
   ``h11_max_incomplete_size``): while no response has started, an empty 400 (431 for a head too large,
   501 for a transfer coding other than chunked) with ``Connection: close``; then the connection closes.
+- One deliberate difference: a request with both ``Transfer-Encoding`` and ``Content-Length`` is refused
+  with that 400 (h11 accepted it, framed by the transfer coding); see ``_refusal_status``.
 - A request that asks to change protocol (an ``Upgrade`` header, CONNECT, the HTTP/2 preface) is handed,
   with everything after it, to Hypercorn's own ``H11Protocol``, which serves the rest of the connection
   (WebSocket, h2c and HTTP/2 as before).
@@ -61,6 +63,19 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 # DEL, ...) reach the app, which answers them as it answers any bad value (401 for a bad Authorization).
 _H11_REFUSED_IN_VALUE = re.compile(rb"[\x00\n\v\f\r]")
 _HANDED_OVER_METHODS = frozenset({b"CONNECT", b"PRI"})
+
+
+def _refusal_status(parser_error: str) -> int:
+    """The status of a request llhttp refused: 501 for a transfer coding it does not serve (as h11), else 400.
+
+    A request with both ``Transfer-Encoding`` and ``Content-Length`` is refused with 400 (h11 framed it by the
+    transfer coding and ignored the length). RFC 9112 §6.1 lets a server reject such a request, and §6.3 says
+    it ought to be handled as an error: two framings of one body are how requests are smuggled past a proxy
+    that reads the other one. Refusing it costs an honest client nothing; none sends both."""
+    message = parser_error.lower()
+    if "content-length" in message:
+        return 400  # "Content-Length can't be present with Transfer-Encoding", and the other way round
+    return 501 if "transfer-encoding" in message else 400
 
 
 class HandOverToH11(Exception):
@@ -227,7 +242,7 @@ class LlhttpProtocol:
             if isinstance(error, httptools.HttpParserCallbackError) and isinstance(cause, _Refused):
                 status = cause.status
             else:
-                status = 501 if "transfer-encoding" in str(error).lower() else 400
+                status = _refusal_status(str(error))
             if self._hand_over is not None:
                 self._stopped = True
                 self._hand_over += b"MALFORMED\r\n\r\n"  # H11Protocol finds it malformed too, and says so
@@ -284,6 +299,8 @@ class LlhttpProtocol:
             return
         if version == "1.1" and names.count(b"host") != 1:
             raise _Refused(400)  # h11: a missing or repeated Host header
+        if b"transfer-encoding" in names and _comma_values(headers, names, b"transfer-encoding") != [b"chunked"]:
+            raise _Refused(501)  # h11: any transfer coding but chunked alone (llhttp serves "gzip, chunked")
         connection = _comma_values(headers, names, b"connection") if b"connection" in names else []
         keep_alive = version == "1.1" and b"close" not in connection
         expect_continue = (version == "1.1" and b"expect" in names

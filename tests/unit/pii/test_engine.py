@@ -178,8 +178,10 @@ def test_long_texts_are_remembered_and_texts_with_findings_only_by_a_keyed_diges
     # No copy of a text with findings is kept: only a digest keyed with a secret of this process.
     remembered = [text for _, text in engine._clean] + [text for _, text in engine._memo]
     assert dirty not in remembered
-    assert all(isinstance(digest, bytes) and len(digest) == 32 for digest in engine._found)
-    assert PiiEngine([counting], field_time_budget_ms=250)._digest(dirty, None) not in engine._found
+    assert all(isinstance(digest, bytes) and len(digest) == 32 for digest, _ in engine._found.values())
+    assert engine._digest(dirty, None) in [digest for digest, _ in engine._found.values()]
+    other = PiiEngine([counting], field_time_budget_ms=250)
+    assert other._digest(dirty, None) != engine._digest(dirty, None)  # keyed per engine
     # Under a JSON key it is another text: scanned again, and remembered apart.
     engine.redact_json_text(json.dumps({"note": dirty}))
     assert counting.scanned.count(dirty) == 2
@@ -211,3 +213,18 @@ def test_the_memory_of_clean_texts_is_bounded_in_characters(monkeypatch: pytest.
     engine.redact_text("y" * 120)
     engine.redact_text("y" * 120)
     assert counting.scanned == ["y" * 120, "y" * 120]
+
+
+def test_the_memory_of_texts_with_findings_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "_FOUND_ENTRIES", 5)
+    counting = _Counting()
+    engine = PiiEngine([counting], field_time_budget_ms=250)
+    texts = [f"text number {n} with a SECRET-WORD in it, long enough to be past the short-text memory" for n in range(12)]
+    for text in texts:
+        assert engine.redact_text(text).counts == {"WORD": 1}
+    assert 0 < len(engine._found) <= 5
+    counting.scanned.clear()
+    engine.redact_text(texts[-1])
+    assert counting.scanned == []  # the latest is remembered
+    engine.redact_text(texts[0])
+    assert counting.scanned == [texts[0]]  # the earliest was forgotten
