@@ -56,6 +56,9 @@ from hypercorn.typing import AppWrapper, ASGISendEvent, ConnectionState, TaskGro
 from hypercorn.utils import build_and_validate_headers, suppress_body
 
 STREAM_ID = 1
+# The events that never differ, made once (they are frozen).
+_BUSY, _IDLE = Updated(idle=False), Updated(idle=True)
+_STREAM_CLOSED = StreamClosed(stream_id=STREAM_ID)
 
 # Parsed events waiting their turn; each a tuple whose first item is one of these.
 _HEAD, _BODY, _END, _REFUSE, _HAND_OVER = range(5)
@@ -368,9 +371,9 @@ class LlhttpProtocol:
         self._request_done = False
         self._response_started = False
         self._response_done = False
-        await self.send(Updated(idle=False))
+        await self.send(_BUSY)
         self.stream = _Stream(self, self.app, self.config, self.context, self.task_group, self.ssl, self.client,
-                                 self.server, self.stream_send, STREAM_ID)
+                              self.server, self.stream_send, STREAM_ID)
         await self.stream.handle(
             Request(
                 stream_id=STREAM_ID,
@@ -490,7 +493,7 @@ class LlhttpProtocol:
             self._response_started = False
             self._response_done = False
             await self.can_read.set()
-            await self.send(Updated(idle=True))
+            await self.send(_IDLE)
         else:
             await self.can_read.set()
             if not self._closed:
@@ -498,7 +501,7 @@ class LlhttpProtocol:
 
     async def _close_stream(self) -> None:
         if self.stream is not None:
-            await self.stream.handle(StreamClosed(stream_id=STREAM_ID))
+            await self.stream.handle(_STREAM_CLOSED)
             self.stream = None
 
 
@@ -547,7 +550,7 @@ class _Stream(HTTPStream):
         await self.protocol.end_body()
         self.state = ASGIHTTPState.CLOSED
         await self.config.log.access(self.scope, self.response, time.time() - self.start_time)
-        await self.protocol.stream_send(StreamClosed(stream_id=self.stream_id))
+        await self.protocol.stream_send(_STREAM_CLOSED)
 
 
 class ReceiverProtocolWrapper(ProtocolWrapper):
