@@ -5,9 +5,11 @@ Apache Kafka a returning static member gets its own back at once, a dynamic one 
 return starts (up to ``KAFKA_REBALANCE_TIMEOUT_MS`` for the dead member), and some brokers hold every join for
 seconds. All that while its partitions' backlog grows, and once assigned it has to transform that backlog before
 any event queued behind it gets through. The head start does the transforming during the wait, so that the wait is
-not spent idle: a second consumer, in no group (it never joins, commits or takes a partition from anyone), reads
-every partition of the raw topic from the group's committed offset and transforms what it finds under the same
-engines, postures and keys, holding the outputs (at most ``max_bytes`` of canonical events).
+not spent idle: a second consumer, which names the group only to read its committed offsets (it is assigned by
+hand, and never joins, commits or takes a partition from anyone), reads every partition of the raw topic from the
+group's committed offset and transforms what it finds under the same engines, postures and keys, holding the
+outputs (at most ``max_bytes`` of canonical events transformed). A partition the group never committed on is left
+alone, and so is one whose committed offset moves meanwhile (another instance works on it).
 
 Nothing is produced and nothing is committed before the group has assigned a partition. Then, for each assigned
 partition whose committed offset is still where the head start began reading it, the outputs are handed to the

@@ -36,6 +36,7 @@ from services.signer.appender import (
     GENESIS,
     INSERT_COLUMNS,
     Chained,
+    _contested_sequences,
     chain_rows,
 )
 from services.signer.rows import ChainRow
@@ -163,7 +164,46 @@ async def index_costs(conn: Any, chained: list[Chained], events: int, rounds: in
     await conn.execute("DROP TABLE replay_indexed")
 
 
-async def run(events: int, tenants: int, rounds: int, profile: str | None, indexes: bool = False) -> None:
+def _oncpu_seconds(pid: int) -> float:
+    """Time the process has run on a CPU, in nanosecond resolution (Linux's schedstat; the tick-based
+    ``cpu_times`` is too coarse for one statement)."""
+    with open(f"/proc/{pid}/schedstat") as stat:
+        return int(stat.read().split()[0]) / 1e9
+
+
+async def statement_costs(conn: Any, chained: list[Chained], events: int) -> None:
+    """The database's CPU per row for each statement of the signer's transaction, batch by batch, as
+    ``prepare`` and ``_write`` issue them, into the real (empty) tables."""
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
+    spent: dict[str, float] = {}
+
+    async def timed(name: str, statement: Awaitable[Any]) -> Any:
+        before = _oncpu_seconds(backend)
+        result = await statement
+        spent[name] = spent.get(name, 0.0) + _oncpu_seconds(backend) - before
+        return result
+
+    for batch in chained:
+        rows = batch.records
+        async with conn.transaction():
+            await timed("existing event ids", conn.fetch(
+                "SELECT event_id FROM audit_logs WHERE event_id = ANY($1::text[])",
+                [row[INSERT_COLUMNS.index("event_id")] for row in rows]))
+            await timed("taken sequences", _contested_sequences(conn, batch))
+            await timed("COPY audit_content", conn.copy_records_to_table(
+                "audit_content", records=batch.contents, columns=list(CONTENT_COLUMNS)))
+            await timed("COPY merkle_subtrees", conn.copy_records_to_table(
+                "merkle_subtrees", records=batch.subtrees, columns=["tenant_id", "leaf_index", "hashes"]))
+            await timed("COPY audit_logs", conn.copy_records_to_table(
+                "audit_logs", records=rows, columns=list(INSERT_COLUMNS)))
+            await timed("commit", conn.execute("SELECT 1"))
+    for name, seconds in spent.items():
+        print(f"  {name:22s} {seconds / events * 1e6:5.1f} us/row")
+    print(f"  {'together':22s} {sum(spent.values()) / events * 1e6:5.1f} us/row")
+
+
+async def run(events: int, tenants: int, rounds: int, profile: str | None, indexes: bool = False,
+              statements: bool = False) -> None:
     batch, keyring = messages(events, tenants)
     # As the signer runs (services/signer/__main__.py): what exists at start-up is out of the collector's way.
     gc.freeze()
@@ -203,6 +243,9 @@ async def run(events: int, tenants: int, rounds: int, profile: str | None, index
         if indexes:
             await index_costs(conn, chained, events, rounds)
             return
+        if statements:
+            await statement_costs(conn, chained, events)
+            return
         if profile:
             profiler = cProfile.Profile()
             profiler.enable()
@@ -233,8 +276,10 @@ def main() -> None:
     parser.add_argument("--profile", choices=("decode", "chain", "copy"), default=None)
     parser.add_argument("--indexes", action="store_true",
                         help="the database's CPU per row for each index of audit_logs instead")
+    parser.add_argument("--statements", action="store_true",
+                        help="the database's CPU per row for each statement of the signer's transaction instead")
     args = parser.parse_args()
-    asyncio.run(run(args.events, args.tenants, args.rounds, args.profile, args.indexes))
+    asyncio.run(run(args.events, args.tenants, args.rounds, args.profile, args.indexes, args.statements))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,23 @@ def test_the_redactor_is_ready_only_once_assigned_even_an_empty_set() -> None:
     assert worker.assigned
 
 
+def test_a_pending_head_start_holds_the_assigned_partitions_until_it_is_taken_over() -> None:
+    consumer = _Consumer()
+    paused: list[TopicPartition] = []
+    consumer.pause = lambda *tps: paused.extend(tps)  # type: ignore[attr-defined]
+    worker = RedactorWorker(consumer, None, None, None, raw_topic="raw", canonical_topic="c",  # type: ignore[arg-type]
+                            dead_letter_topic="d", max_pending=1, metrics=RedactorMetrics(CollectorRegistry()),
+                            raw_keyring=raw_keyring(), canonical_key=canonical_key(), max_message_bytes=1 << 20)
+    worker.head_start = object()  # type: ignore[assignment]
+    worker.subscribe()
+    assigned = {TopicPartition("raw", 0), TopicPartition("raw", 1)}
+    asyncio.run(consumer.listener.on_partitions_assigned(assigned))
+    # Ready (an event sent now is processed now), but nothing is fetched before the run loop takes the head start over.
+    assert worker.assigned
+    assert set(paused) == assigned
+    assert worker.head_start_for == assigned
+
+
 def test_the_usage_consumer_is_ready_only_once_assigned() -> None:
     consumer = _Consumer()
     worker = UsageWorker(consumer, None, None, topic="m", dead_letter_topic="d", max_batch=1, engine=None,  # type: ignore[arg-type]
