@@ -8,7 +8,7 @@ ORG    ?= dev
 PIP_FLAGS ?= --disable-pip-version-check -q
 
 .PHONY: help run test test-unit test-integration test-e2e lint typecheck license token verify checkpoints \
-        bench bench-receiver bench-receiver-hostile bench-receiver-rotel bench-redactor bench-signer eval-redaction clean replay dlq \
+        bench bench-receiver bench-receiver-hostile bench-receiver-rotel bench-redactor bench-signer bench-signer-replay eval-redaction clean replay dlq \
         test-deploy bench-reporter bench-merkle bench-pipeline bench-faults browser-deps tls-deps node-deps
 
 help:
@@ -155,6 +155,12 @@ bench: bench-receiver bench-redactor bench-signer bench-reporter bench-merkle be
 # One signer process on a preloaded canonical topic: rows/s appended, signed and committed; then verify's rows/s.
 bench-signer: $(STAMP)
 	@$(PY) -m tests.bench.bench_signer $(BENCH_ARGS)
+
+# The signer's CPU per row, offline and stage by stage (decode and authenticate, hash, COPY encoding), without a
+# broker or a timed rate; BENCH_ARGS="--statements": the database's CPU per statement of a batch's transaction,
+# "--indexes": per index of audit_logs.
+bench-signer-replay: $(STAMP)
+	@$(PY) -m tests.bench.bench_signer_replay $(BENCH_ARGS)
 
 # The whole pipeline (receiver, redactor, signer, usage as processes; fresh broker and database) under Claude
 # Code-shaped load from two tenants at several rates, from a client that retries like an OTLP exporter: rows/s,

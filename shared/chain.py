@@ -127,9 +127,17 @@ def as_stored(values: dict[str, Any], json_columns: frozenset[str]) -> dict[str,
         elif type(value) is str and "\x00" in value:
             values[column] = value.replace("\x00", "\ufffd")
         elif isinstance(value, Decimal):
-            stored = value.quantize(COST_SCALE, rounding=ROUND_HALF_UP)  # numeric rounds half away from zero
-            values[column] = stored if stored != 0 else Decimal("0.000000")
+            values[column] = stored_cost(value)
     return values
+
+
+_ZERO_COST = Decimal("0.000000")
+
+
+def stored_cost(value: Decimal) -> Decimal:
+    """The cost as numeric(20, 6) stores it: rounded half away from zero to six places, zero unsigned."""
+    stored = value.quantize(COST_SCALE, rounding=ROUND_HALF_UP)
+    return stored if stored != 0 else _ZERO_COST
 
 
 def canonical_bytes(row: Mapping[str, Any]) -> bytes:
@@ -256,7 +264,7 @@ _scalar_values = operator.itemgetter(*_SCALAR_COLUMNS)
 
 
 def row_hash(prev_hash: bytes, canonical: bytes, version: int = HASH_VERSION_PLAIN) -> bytes:
-    return hashlib.sha256(DOMAIN_TAGS[version] + prev_hash + canonical).digest()
+    return hashlib.sha256(b"".join((DOMAIN_TAGS[version], prev_hash, canonical))).digest()
 
 
 def canonical_content(content: Mapping[str, Any]) -> bytes:

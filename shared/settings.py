@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -64,7 +65,8 @@ class CommonSettings(BaseSettings):
         default=None,
         min_length=1,
         description="Static group membership (KIP-345, Kafka 2.3+): a stable name unique to this instance, "
-        "such as the pod name. A restarted instance takes its partitions back without waiting for its old "
+        "such as the pod name; {hostname} in it is replaced by the host's name (a container's, which its "
+        "restarts keep). A restarted instance takes its partitions back without waiting for its old "
         "session to expire; a stopped one keeps them until the session timeout. Unset: dynamic membership.",
     )
     kafka_security_protocol: SecurityProtocol = Field(
@@ -156,7 +158,9 @@ class CommonSettings(BaseSettings):
             "fetch_max_wait_ms": self.kafka_fetch_max_wait_ms,
         }
         if self.kafka_group_instance_id:
-            options["group_instance_id"] = self.kafka_group_instance_id
+            # Compose gives each replica of a service the same environment: the container's host name (its id,
+            # kept across its restarts) tells them apart, as the pod name does under Kubernetes.
+            options["group_instance_id"] = self.kafka_group_instance_id.replace("{hostname}", socket.gethostname())
         return options
 
     def kafka_connection(self) -> KafkaConnection:

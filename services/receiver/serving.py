@@ -16,6 +16,10 @@ here; parsing and framing (h11), the ASGI messages and every protocol check stay
   once: two system calls and two wake-ups of the client per response. Here the small writes made in one
   loop iteration go out as one, at its end (or before anything else is sent or the connection closes);
   large writes, and a client that does not read its answers, get Hypercorn's back-pressure as before.
+- Reads. The connection's ``StreamReader`` copies every byte received into its buffer, and again out of
+  it, 64 KiB at a time: twice per request body. ``ChunkReader`` keeps what the transport hands over as it
+  is and gives it on whole, with the same flow control (reading paused past twice the limit, resumed at
+  the limit); the parser gets the same bytes, in at most as many pieces.
 
 ``install`` puts the connection class in place of Hypercorn's in this process (its asyncio worker looks
 ``TCPServer`` up when a connection arrives); tests/unit/receiver/test_serving.py holds both to the
@@ -25,9 +29,11 @@ behaviour above through a real server.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import weakref
-from typing import Any
+from ssl import SSLError
+from typing import TYPE_CHECKING, Any
 from wsgiref.handlers import format_date_time
 
 import hypercorn.asyncio.run
@@ -45,21 +51,106 @@ from services.receiver.http11 import ReceiverProtocolWrapper
 # all, are written at once and waited for as Hypercorn does.
 _JOIN_BELOW = 64 * 1024
 _NOTHING = RawData(data=b"")  # Hypercorn's write-and-drain, with nothing more to write
+_READ_AT_MOST = 2**16  # Hypercorn's read size, for a reader that is not a ChunkReader
 
 
 class ReceiverConfig(Config):
-    """Hypercorn's configuration; the Date header formatted here, once per second."""
+    """Hypercorn's configuration; the Date header formatted here, and the response headers made, once per second."""
 
     include_date_header = False  # Hypercorn's own, formatted for every response, is replaced by the one below
     _date_second = -1
-    _date_value = b""
+    _headers: dict[str, list[tuple[bytes, bytes]]] | None = None  # by protocol, for ``_date_second``
 
     def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
         second = int(time.time())
-        if second != self._date_second:
-            self._date_value = format_date_time(second).encode("ascii")
+        if second != self._date_second or self._headers is None:
+            self._headers = {}
             self._date_second = second
-        return [(b"date", self._date_value), *super().response_headers(protocol)]
+        headers = self._headers.get(protocol)
+        if headers is None:
+            date = format_date_time(second).encode("ascii")
+            headers = self._headers[protocol] = [(b"date", date), *super().response_headers(protocol)]
+        return list(headers)  # a copy: callers may add to it
+
+
+class ChunkReader(asyncio.StreamReader):
+    """A ``StreamReader`` that keeps the chunks the transport hands over as they are (see the module docstring).
+
+    A connection's reader becomes one (``adopt``) before anything reads from it; only ``read`` and
+    ``read_chunk`` read from it then (Hypercorn uses nothing else), and ``read`` keeps its contract (at most
+    ``n`` bytes, ``b""`` at the end)."""
+
+    _chunks: collections.deque[bytes]
+    _chunk_bytes: int
+    # StreamReader's own state, which typeshed does not declare.
+    _buffer: bytearray
+    _eof: bool
+    _exception: BaseException | None
+    _limit: int
+    _paused: bool
+    _transport: asyncio.Transport | None
+
+    if TYPE_CHECKING:
+        def _wakeup_waiter(self) -> None: ...
+
+        async def _wait_for_data(self, func_name: str) -> None: ...
+
+    @classmethod
+    def adopt(cls, reader: asyncio.StreamReader) -> None:
+        buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
+        held = bytes(buffer)  # what arrived before the connection was served
+        buffer.clear()
+        reader.__class__ = cls
+        assert isinstance(reader, ChunkReader)
+        reader._chunks = collections.deque()
+        reader._chunk_bytes = 0
+        if held:
+            reader._chunks.append(held)
+            reader._chunk_bytes = len(held)
+
+    def feed_data(self, data: bytes) -> None:  # type: ignore[override]  # typeshed: any iterable of ints
+        assert not self._eof, "feed_data after feed_eof"
+        if not data:
+            return
+        self._chunks.append(data if type(data) is bytes else bytes(data))  # uvloop hands over new bytes each time
+        self._chunk_bytes += len(data)
+        self._wakeup_waiter()
+        if self._transport is not None and not self._paused and self._chunk_bytes > 2 * self._limit:
+            try:
+                self._transport.pause_reading()
+            except NotImplementedError:
+                self._transport = None
+            else:
+                self._paused = True
+
+    def at_eof(self) -> bool:
+        return self._eof and not self._chunks
+
+    async def read_chunk(self) -> bytes:
+        """The oldest chunk not read yet, whole; ``b""`` at the end."""
+        if self._exception is not None:
+            raise self._exception
+        if not self._chunks and not self._eof:
+            await self._wait_for_data("read")
+        if not self._chunks:
+            return b""
+        data = self._chunks.popleft()
+        self._chunk_bytes -= len(data)
+        if self._paused and self._chunk_bytes <= self._limit:
+            self._paused = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        if n == 0:
+            return b""
+        data = await self.read_chunk()
+        if 0 < n < len(data):
+            self._chunks.appendleft(data[n:])
+            self._chunk_bytes += len(data) - n
+            data = data[:n]
+        return data
 
 
 class _IdleTimer:
@@ -119,8 +210,24 @@ class LeanTCPServer(TCPServer):
         self.idle_timer = _IdleTimer(self)
         self.idle_task = self.idle_timer  # type: ignore[assignment]
         self._pending: list[bytes] = []
+        if type(self.reader) is asyncio.StreamReader:
+            ChunkReader.adopt(self.reader)
         _connections(self.context).add(self)
         _watch_termination(self.context)
+
+    async def _read_data(self) -> None:
+        """Hypercorn's, reading whole chunks (``ChunkReader``) instead of copies of at most 64 KiB."""
+        reader = self.reader
+        while not reader.at_eof():
+            try:
+                read = reader.read_chunk() if isinstance(reader, ChunkReader) else reader.read(_READ_AT_MOST)
+                timeout = self.config.read_timeout
+                data = await (read if timeout is None else asyncio.wait_for(read, timeout))
+            except (ConnectionError, OSError, TimeoutError, SSLError):
+                break
+            else:
+                await self.protocol.handle(RawData(data))
+        await self.protocol.handle(Closed())
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, RawData) and len(event.data) < _JOIN_BELOW:

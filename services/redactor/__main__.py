@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from services.redactor.head_start import HeadStart, Keep
 from services.redactor.posture import PostureBook, refresh_postures
 from services.redactor.settings import RedactorSettings
-from services.redactor.worker import RedactorMetrics, RedactorWorker
+from services.redactor.worker import RedactorMetrics, RedactorWorker, TransformStep
 from shared.canonicalize.transform import TextRedactor, TransformPolicy
 from shared.health import HealthServer
 from shared.kafka import BatchingProducer, make_consumer, make_producer
@@ -82,6 +83,13 @@ async def _run(settings: RedactorSettings) -> None:
         canonical_key=canonical_key,
         max_message_bytes=settings.kafka_max_message_bytes,
     )
+
+    def transform_ahead(keep: Keep) -> TransformStep:
+        # The worker's transform with its own metrics: what is transformed ahead is counted once handed over.
+        return TransformStep(postures, policy, settings.topic_canonical, settings.topic_dead_letter, keep,
+                             RedactorMetrics(CollectorRegistry()), raw_keyring=raw_keyring,
+                             canonical_key=canonical_key, max_message_bytes=settings.kafka_max_message_bytes)
+
     refresher: asyncio.Task[None] | None = None
     postures_loaded, processing = asyncio.Event(), asyncio.Event()
     # Ready only once the PII engine is built, the postures are loaded (or waited for long enough) and the group has
@@ -117,6 +125,14 @@ async def _run(settings: RedactorSettings) -> None:
         await engine.result()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(postures_loaded.wait(), _FIRST_POSTURES_WAIT_S)
+        if settings.redactor_head_start_max_bytes and not worker.assigned:
+            # Still waiting for the group: transform the backlog meanwhile. A consumer in the same group only for
+            # its committed offsets, assigned by hand: it never joins, commits or takes a partition from anyone.
+            worker.head_start = HeadStart(
+                make_consumer(settings.kafka_connection(), settings.redactor_group_id,
+                              fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms),
+                transform_ahead, settings.topic_raw_logs, settings.redactor_head_start_max_bytes)
+            worker.head_start.start()
         processing.set()
         log.info("redactor running", extra={"topic": settings.topic_raw_logs, "postures": postures_loaded.is_set()})
         await worker.run(stop)

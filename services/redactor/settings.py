@@ -36,6 +36,12 @@ class RedactorSettings(MappingSettings):
     posture_refresh_seconds: float = Field(
         default=30.0, gt=0, description="How often tenants' detection postures are re-read from PostgreSQL."
     )
+    redactor_head_start_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Canonical-event bytes a starting redactor may transform ahead of its group's assignment, from"
+        " the committed offsets, and hand over once assigned (0 turns the head start off).",
+    )
     redactor_max_pending_messages: int = Field(
         default=2_000, ge=1, description="Raw messages produced but not yet acknowledged before pausing."
     )

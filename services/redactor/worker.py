@@ -11,7 +11,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -28,6 +28,9 @@ from shared.kafka import BatchSender, OutboundRecord
 from shared.messages import InvalidMessage, canonical_event, raw_batch
 from shared.messages.auth import Keyring, MessageKey
 from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_headers
+
+if TYPE_CHECKING:
+    from services.redactor.head_start import HeadStart
 
 log = logging.getLogger("redactor")
 # How often acknowledged raw offsets are committed. After a crash everything since the last commit is transformed
@@ -144,8 +147,21 @@ class ProduceStep:
         self._pending = deque(e for e in self._pending if e.position.partition not in partitions)
 
 
+class OutputStep(Protocol):
+    """Where the transform step hands each raw message's outputs: the produce step (or the head start's keeper)."""
+
+    async def submit(self, item: tuple[Position, list[OutboundMessage]]) -> None: ...
+
+    async def poll(self) -> None: ...
+
+    async def join(self, timeout: float | None = None) -> None: ...
+
+
 # A Kafka record batch's header (61 bytes) and one record's varint framing, rounded up.
 _RECORD_OVERHEAD_BYTES = 128
+# A canonical message's key (the tenant) and headers (event id, request id, key id, MAC) are short and checked
+# (under 1 KiB together): an event whose value is this far under the limit is under it, without adding them up.
+_KEY_AND_HEADERS_HEADROOM = 4096
 
 
 def _record_bytes(record: OutboundMessage) -> int:
@@ -163,7 +179,7 @@ class TransformStep:
         policy: TransformPolicy,
         canonical_topic: str,
         dead_letter_topic: str,
-        next_step: ProduceStep,
+        next_step: OutputStep,
         metrics: RedactorMetrics,
         *,
         raw_keyring: Keyring,
@@ -199,7 +215,9 @@ class TransformStep:
                                                                                batch.request_id))
                 for event in transform_batch(batch, self._engines, self._policy, self.stats)
             ]
-            largest = max(map(_record_bytes, outputs), default=0)
+            largest = max([len(output.value) for output in outputs], default=0)
+            if largest + _KEY_AND_HEADERS_HEADROOM > self._max_message_bytes:
+                largest = max(map(_record_bytes, outputs))
             if largest > self._max_message_bytes:
                 # Permanent: the broker would refuse this event on every retry and hold the partition up behind it.
                 raise BatchRejected(f"a canonical event of about {largest} bytes exceeds the {self._max_message_bytes}"
@@ -267,6 +285,11 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Any) -> None:
         # Called after every join, with an empty set too when the group has more members than partitions:
         # from here on the worker is a member of a stable group and its loop can process (readiness).
+        if self._worker.head_start is not None:
+            # Nothing is fetched from these partitions before the run loop has handed over what the head start
+            # transformed ahead for them and moved past it.
+            self._worker.consumer.pause(*assigned)
+            self._worker.head_start_for = set(assigned)
         self._worker.assigned = True
         log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})
 
@@ -298,14 +321,23 @@ class RedactorWorker:
                                        max_message_bytes=max_message_bytes)
         self._paused = False
         self.assigned = False  # set once the group has given this member its partitions (readiness)
+        self.dead_letter_topic = dead_letter_topic
+        # Set before the first assignment, for a restart (services/redactor/head_start.py); its outputs for the
+        # partitions the group assigns (head_start_for) are handed over by the run loop, then it is dropped.
+        self.head_start: HeadStart | None = None
+        self.head_start_for: set[TopicPartition] | None = None
 
     def subscribe(self) -> None:
         self.consumer.subscribe([self.raw_topic], listener=_FlushOnRevoke(self))
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            if self.head_start_for is not None:
+                await self._take_over_head_start()
             await self._apply_backpressure()
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=200)
+            # Until the head start is handed over, the assignment is looked for often: it is the moment a backlog
+            # transformed ahead goes out.
+            batches = await self.consumer.getmany(timeout_ms=200 if self.head_start is None else 20, max_records=200)
             for messages in batches.values():
                 for message in messages:
                     await self.transform.submit(message)
@@ -316,8 +348,42 @@ class RedactorWorker:
             await self.transform.poll()
             await self.commit.poll()
             await self._update_lag()
+        if self.head_start is not None:
+            await self.head_start.finish()
         await self.transform.join(60)
         await self.commit.join(10)
+
+    async def _take_over_head_start(self) -> None:
+        """Hands the producer what the head start transformed for the assigned partitions, as if just transformed,
+        and moves the consumer past it; then resumes the partitions (paused since the assignment)."""
+        assert self.head_start is not None and self.head_start_for is not None
+        head_start, assigned = self.head_start, self.head_start_for
+        self.head_start = self.head_start_for = None
+        await head_start.finish()
+        taken = 0
+        try:
+            partitions = sorted(assigned)
+            offsets = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions), return_exceptions=True)
+            for tp, committed in zip(partitions, offsets, strict=True):
+                if isinstance(committed, BaseException):
+                    log.warning("head start dropped for a partition", extra={"partition": str(tp),
+                                                                              "error": repr(committed)})
+                    continue
+                prepared = head_start.take(tp, committed)
+                if not prepared or tp not in self.consumer.assignment():
+                    continue
+                self.consumer.seek(tp, prepared[-1].position.next_offset)
+                for item in prepared:
+                    self.metrics.record(item.before, item.after)
+                    dead_letters = sum(1 for record in item.outputs if record.topic == self.dead_letter_topic)
+                    if dead_letters:
+                        self.metrics.dead_lettered.inc(dead_letters)
+                    await self.produce.submit((item.position, item.outputs))
+                    taken += 1
+        finally:
+            head_start.drop()
+            self.consumer.resume(*(assigned & self.consumer.assignment()))
+        log.info("head start taken over", extra={"raw_messages": taken, "transformed_ahead": head_start.messages})
 
     async def _apply_backpressure(self) -> None:
         if self.produce.full and not self._paused:

@@ -15,6 +15,7 @@ Rows are chained in one of two ways, with the same result:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import operator
 import os
 from collections import Counter
@@ -44,19 +45,18 @@ from shared.keys import Signer
 from shared.merkle import Frontier, append_leaf
 from shared.treehead import tree_head_message
 
+# The signature last: a row's record is built when it is hashed, and its signature set when it comes back.
 CHAIN_COLUMNS = (
-    "chain_seq", "prev_hash", "row_hash", "signature", "signing_key_id", "hash_version", "content_digest"
+    "chain_seq", "prev_hash", "row_hash", "signing_key_id", "hash_version", "content_digest", "signature"
 )
-INSERT_COLUMNS = (*EVENT_COLUMNS, *CHAIN_COLUMNS)
-CONTENT_COLUMNS = ("tenant_id", "chain_seq", "salt", "content")
 # Rows are written as hash version 2: the row keeps the digest of its content, audit_content the content.
+# The row's own content column is left to its default, the empty object.
 _STORED_COLUMNS = tuple(column for column in EVENT_COLUMNS if column != "content")
-_CONTENT_AT = EVENT_COLUMNS.index("content")
+INSERT_COLUMNS = (*_STORED_COLUMNS, *CHAIN_COLUMNS)
+CONTENT_COLUMNS = ("tenant_id", "chain_seq", "salt", "content")
 _event_values = operator.itemgetter(*_STORED_COLUMNS)
 _SEQUENCE_CLAIM = ("tenant_id", "session_id", "event_sequence")
 _CONFLICT_KEY = operator.itemgetter(*(INSERT_COLUMNS.index(column) for column in _SEQUENCE_CLAIM))
-_UNSIGNED_CONFLICT_KEY = operator.itemgetter(*(_STORED_COLUMNS.index(column) for column in _SEQUENCE_CLAIM))
-_EMPTY_CONTENT: dict[str, str] = {}
 # Rows hashed between two turns of the event loop (about half a millisecond), each turn also handing their
 # hashes to the signing helper: the COPY of the batch before is in flight meanwhile, and its socket and
 # round trips only move when the loop turns. 16 measured best (8 to 64 tried with make bench-signer).
@@ -136,14 +136,13 @@ class Chained:
     """Rows ready for COPY once ``complete`` has collected their signatures, and what else the same
     transaction writes."""
 
-    records: list[tuple[Any, ...]] = field(default_factory=list)
+    records: list[list[Any]] = field(default_factory=list)
     activations: list[tuple[str, int, str]] = field(default_factory=list)
     checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
     # (tenant, leaf index, hashes of the subtrees completed by that leaf): merkle_subtrees rows.
     subtrees: list[tuple[str, int, bytes]] = field(default_factory=list)
-    # Per row: its event columns, chain_seq, prev_hash, row_hash, content digest; the signature and key come
-    # in complete().
-    unsigned: list[tuple[tuple[Any, ...], int, bytes, bytes, bytes]] = field(default_factory=list)
+    # Per row: its record (``INSERT_COLUMNS``), whose signature (the last value) is set in complete().
+    unsigned: list[list[Any]] = field(default_factory=list)
     # audit_content rows (tenant, chain_seq, salt, content), written in the same transaction as the rows.
     contents: list[tuple[str, int, bytes, Any]] = field(default_factory=list)
     signing: list[asyncio.Future[list[bytes]]] = field(default_factory=list)
@@ -151,9 +150,8 @@ class Chained:
 
     def sequence_claims(self) -> list[tuple[str, str, int]]:
         """The (tenant, session, sequence) place each row with a session and a sequence claims, signed or not."""
-        claims = map(_CONFLICT_KEY, self.records)
-        unsigned = (_UNSIGNED_CONFLICT_KEY(event) for event, *_ in self.unsigned)
-        return [key for key in (*claims, *unsigned) if key[1] is not None and key[2] is not None]
+        claims = map(_CONFLICT_KEY, itertools.chain(self.records, self.unsigned))
+        return [key for key in claims if key[1] is not None and key[2] is not None]
 
     @classmethod
     def merged(cls, parts: Sequence[Chained]) -> Chained:
@@ -175,12 +173,9 @@ class Chained:
     async def complete(self) -> Chained:
         if self.unsigned:
             signatures = [signature for chunk in await asyncio.gather(*self.signing) for signature in chunk]
-            key_id = self.key_id
-            self.records.extend(
-                (*event[:_CONTENT_AT], _EMPTY_CONTENT, *event[_CONTENT_AT:], seq, prev, digest, signature, key_id,
-                 HASH_VERSION, content)
-                for (event, seq, prev, digest, content), signature in zip(self.unsigned, signatures, strict=True)
-            )
+            for record, signature in zip(self.unsigned, signatures, strict=True):
+                record[-1] = signature
+            self.records.extend(self.unsigned)
             self.unsigned, self.signing = [], []
         return self
 
@@ -221,7 +216,9 @@ async def chain_rows(
             activated.add(tenant)
         values = row.values  # the hashed chain columns are set anew each time the row is chained
         seq = head.seq + 1
-        values.update(chain_seq=seq, signing_key_id=key_id, hash_version=HASH_VERSION)
+        values["chain_seq"] = seq
+        values["signing_key_id"] = key_id
+        values["hash_version"] = HASH_VERSION
         salt = salts[index * SALT_BYTES:(index + 1) * SALT_BYTES]
         content = values["content"]
         if row.plain:
@@ -231,7 +228,7 @@ async def chain_rows(
             committed = content_digest(salt, content)
             canonical = canonical_bytes_v2(values, committed)
         digest = row_hash(head.hash, canonical, HASH_VERSION)
-        pending.append((_event_values(values), seq, head.hash, digest, committed))
+        pending.append([*_event_values(values), seq, head.hash, digest, key_id, HASH_VERSION, committed, None])
         contents.append((tenant, seq, salt, content))
         digests.append(digest)
         head.seq, head.hash = seq, digest

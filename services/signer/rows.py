@@ -8,6 +8,7 @@ a ``ValueError``, which the worker treats as permanent and dead-letters.
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import types
@@ -29,7 +30,7 @@ from shared.canonical import (
     INTEGER_RANGE,
     CanonicalEvent,
 )
-from shared.chain import as_stored, json_is_plain
+from shared.chain import as_stored, json_is_plain, stored_cost
 
 JSON_COLUMNS = frozenset({"content", "content_lengths", "redacted_fields", "attributes"})
 _FIELD_NAMES = frozenset(EVENT_COLUMNS)
@@ -92,6 +93,9 @@ _INTEGER_BOUNDS = tuple(
     for name, annotation in typing.get_type_hints(CanonicalEvent).items()
     if int in _allowed_types(annotation)
 )
+_integer_values = operator.itemgetter(*(name for name, _ in _INTEGER_BOUNDS))
+_json_values = operator.itemgetter("content", "content_lengths", "redacted_fields", "attributes")
+_new_row = tuple.__new__  # a ChainRow from its five values, without the generated __new__'s keyword handling
 _DEFAULTS: dict[str, Any] = {}
 _REQUIRED: set[str] = set()
 for _field in fields(CanonicalEvent):
@@ -117,6 +121,12 @@ def _timestamp(name: str, text: str) -> datetime:
         return value.astimezone(UTC)
     except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00, which is in year 0 in UTC
         raise ValueError(f"{name} is out of range in UTC: {text[:40]!r}") from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _received_at(text: str) -> datetime:
+    """``received_at``, which the events of one request share: most rows find it parsed already."""
+    return _timestamp("received_at", text)
 
 
 def _refuse_lone_surrogates(data: dict[str, Any]) -> None:
@@ -182,11 +192,13 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
     for name in missing:
         default = _DEFAULTS[name]
         values[name] = {} if type(default) is dict else default
+    # An empty object (most of them) is plain without a call.
+    content, lengths, redacted, attributes = _json_values(values)
     plain = (
-        json_is_plain(values["content"])
-        and json_is_plain(values["content_lengths"])
-        and json_is_plain(values["redacted_fields"])
-        and json_is_plain(values["attributes"])
+        (not content or json_is_plain(content))
+        and (not lengths or json_is_plain(lengths))
+        and (not redacted or json_is_plain(redacted))
+        and (not attributes or json_is_plain(attributes))
     )
     if not plain and not exact and any(exactjson.contains_float(values[name]) for name in JSON_COLUMNS):
         raise _DecodedInexactly
@@ -195,12 +207,11 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
     other_encoding = exact and b"\x00" in raw[:4]
     if exact and (other_encoding or _SURROGATE_ESCAPE in raw or _SURROGATE_ESCAPE_UPPER in raw):
         _refuse_lone_surrogates(data)
-    for name, bounds in _INTEGER_BOUNDS:
-        number = values[name]
+    for number, (name, bounds) in zip(_integer_values(values), _INTEGER_BOUNDS, strict=True):
         if number is not None and number not in bounds:
             raise ValueError(f"{name} is out of range for its column: {str(number)[:40]}")
     values["event_time"] = _timestamp("event_time", values["event_time"])
-    values["received_at"] = _timestamp("received_at", values["received_at"])
+    values["received_at"] = _received_at(values["received_at"])
     cost = values["cost"]
     if cost is not None:
         try:
@@ -213,9 +224,9 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
         if other_encoding or not plain or _NUL_ESCAPE in raw:
             as_stored(values, JSON_COLUMNS)
         elif cost is not None:
-            as_stored(values, frozenset())  # rounds the cost as numeric(20, 6) will
+            values["cost"] = stored_cost(values["cost"])  # rounded as numeric(20, 6) will
     except InvalidOperation as exc:  # rounding the cost to six places needs more digits than a Decimal holds
         raise ValueError(f"cost is out of range: {cost[:40]!r}") from exc
     if cost is not None and abs(values["cost"]) >= COST_LIMIT:
         raise ValueError(f"cost is out of range for numeric(20, 6): {cost[:40]!r}")
-    return ChainRow(values["event_id"], values["tenant_id"], values, raw, plain)
+    return _new_row(ChainRow, (values["event_id"], values["tenant_id"], values, raw, plain))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,13 +35,46 @@ class TextRedactor(Protocol):
     def redact_json_text(self, text: str) -> Any: ...
 
 
+class _CleanTexts:
+    """Per engine, the short texts it found nothing in (scanned as plain text), kept across batches."""
+
+    # Bounded in characters, then forgotten all at once (a text of up to BatchMemo.MAX_TEXT each).
+    MAX_CHARS = 1024 * 1024
+
+    def __init__(self) -> None:
+        self.texts: set[str] = set()
+        self.chars = 0
+
+    def add(self, text: str) -> None:
+        if self.chars + len(text) > self.MAX_CHARS:
+            self.texts.clear()
+            self.chars = 0
+        self.texts.add(text)
+        self.chars += len(text)
+
+
+_CLEAN_BY_ENGINE: weakref.WeakKeyDictionary[Any, _CleanTexts] = weakref.WeakKeyDictionary()
+
+
+def _clean_texts_of(engine: TextRedactor) -> _CleanTexts:
+    try:
+        found = _CLEAN_BY_ENGINE.get(engine)
+        if found is None:
+            found = _CLEAN_BY_ENGINE[engine] = _CleanTexts()
+        return found
+    except TypeError:  # an engine that cannot be referred to weakly: remembered for this batch only
+        return _CleanTexts()
+
+
 class BatchMemo:
     """The engine for one raw batch, answering a short text it has already scanned in this batch from memory.
 
     Every record of a batch repeats its resource's attributes (``resource.*``: host, user, OS) and many of
     its own (session, terminal, version): these are scanned once per batch instead of once per record. The
     answer for a text is the engine's answer for it, so nothing changes but the work; a scan that raised is
-    not remembered. Long texts (prompts, tool input) are rarely repeated and are not kept.
+    not remembered. Long texts (prompts, tool input) are rarely repeated and are not kept. Short texts the
+    engine found nothing in (attribute keys, "xterm", a model name) are remembered across batches, per
+    engine: nothing of a text with findings is kept beyond its batch.
     """
 
     MAX_TEXT = 512
@@ -51,9 +85,10 @@ class BatchMemo:
         self._text: dict[str, Any] = {}
         self._json: dict[str, Any] = {}
         self._fields: dict[tuple[str, bool], tuple[str, dict[str, int]]] = {}
+        self._clean = _clean_texts_of(engine)
         # Short texts scanned as plain text (not JSON) in which the engine found nothing: attribute keys and
         # values, identifiers. The transform stores these as they are without asking again.
-        self.clean: set[str] = set()
+        self.clean: set[str] = self._clean.texts
 
     def redact_text(self, text: str) -> Any:
         return self._remembered(self._text, self._engine.redact_text, text)
@@ -64,16 +99,19 @@ class BatchMemo:
     def redact_field(self, text: str, as_json: bool) -> tuple[str, dict[str, int]]:
         """The masked text and what was masked in it (kinds found at least once); raises as the engine does.
         The counts are shared by every caller that asked for the same text: copy them to keep them."""
+        if not as_json and text in self.clean:
+            return text, {}
         key = (text, as_json)
         found = self._fields.get(key)
         if found is not None:
             return found
         result = self._engine.redact_json_text(text) if as_json else self._engine.redact_text(text)
         answer = (str(result.text), {kind: int(n) for kind, n in result.counts.items() if n})
-        if len(text) <= self.MAX_TEXT and len(self._fields) < self.MAX_ENTRIES:
-            self._fields[key] = answer
+        if len(text) <= self.MAX_TEXT:
             if not as_json and not answer[1] and answer[0] == text:
-                self.clean.add(text)
+                self._clean.add(text)
+            elif len(self._fields) < self.MAX_ENTRIES:
+                self._fields[key] = answer
         return answer
 
     def _remembered(self, memo: dict[str, Any], scan: Any, text: str) -> Any:

@@ -47,6 +47,7 @@ MAX_KEY_BYTES = 1024
 _KEY_ID_CONTEXT = b"audit-message-key\x00"
 _MAC_HEX_LENGTH = 64
 _KEY_ID_LENGTH = 16
+_JOIN_BELOW = 4096  # fields up to this size are joined and fed to the MAC at once, larger ones fed alone
 
 
 _SCOPE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -140,7 +141,12 @@ class MessageKey:
         parts = []
         for part in fields:
             parts.append(len(part).to_bytes(8, "big"))
-            parts.append(part)
+            if len(part) < _JOIN_BELOW:
+                parts.append(part)
+            else:  # a payload: fed as it is (the same bytes in the same order), joining would copy it
+                mac.update(b"".join(parts))
+                mac.update(part)
+                parts.clear()
         mac.update(b"".join(parts))
         return mac.hexdigest()
 

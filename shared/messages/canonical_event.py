@@ -66,14 +66,14 @@ def encode_value(event_id: str, value: bytes, key: MessageKey, request_id: str |
     return headers + key.headers(DOMAIN, [event_id.encode(), (request_id or "").encode(), value])
 
 
-def _optional(named: dict[str, bytes], name: str, pattern: re.Pattern[str]) -> str | None:
-    raw = named.get(name)
-    if raw is None:
-        return None
+def _text(raw: bytes, name: str, pattern: re.Pattern[str]) -> str:
     text = raw.decode("ascii", "replace") if len(raw) <= MAX_HEADER_BYTES else ""
     if pattern.fullmatch(text) is None:
         raise InvalidMessage(f"canonical event header {name} is malformed")
     return text
+
+
+_new_message = tuple.__new__  # a CanonicalMessage from all its values, without the generated __new__'s keywords
 
 
 def decode(value: object, headers: object, keyring: Keyring) -> CanonicalMessage:
@@ -85,21 +85,24 @@ def decode(value: object, headers: object, keyring: Keyring) -> CanonicalMessage
                 raise InvalidMessage(f"canonical event has an unexpected header {quoted(name)}")
     if not isinstance(value, bytes) or not value:
         raise InvalidMessage("canonical event has no value")
-    event_id = _optional(named, EVENT_ID, _EVENT_ID)
-    if event_id is None:
+    raw_event_id = named.get(EVENT_ID)
+    if raw_event_id is None:
         raise InvalidMessage("canonical event has no event_id header")
-    request_id = _optional(named, REQUEST_ID, _REQUEST_ID)
+    event_id = _text(raw_event_id, EVENT_ID, _EVENT_ID)
+    raw_request_id = named.get(REQUEST_ID)
+    request_id = None if raw_request_id is None else _text(raw_request_id, REQUEST_ID, _REQUEST_ID)
     key_id, mac = named.get(KEY_ID_HEADER), named.get(MAC_HEADER)
     try:
         key = keyring.verify(
             None if key_id is None else key_id.decode("ascii", "replace"),
             None if mac is None else mac.decode("ascii", "replace"),
             DOMAIN,
-            [event_id.encode(), (request_id or "").encode(), value],
+            # The header's own bytes: the text was checked to be ASCII, so it encodes to them.
+            (raw_event_id, raw_request_id or b"", value),
         )
     except AuthenticationFailed as exc:
         raise InvalidMessage(f"canonical event: {exc}") from None
-    return CanonicalMessage(event_id, request_id, value, key.key_id, key.label, key.scope)
+    return _new_message(CanonicalMessage, (event_id, request_id, value, key.key_id, key.label, key.scope))
 
 
 def decode_event(value: object, headers: object, keyring: Keyring) -> CanonicalEvent:

@@ -21,6 +21,8 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokenizer import Tokenizer
 from spacy.util import compile_infix_regex, compile_prefix_regex, compile_suffix_regex
 
+from shared.pii.spacy_components import only_spacy_components
+
 # How far around a candidate context words count: about ten tokens before and four after.
 WINDOW_BEFORE = 64
 WINDOW_AFTER = 24
@@ -36,6 +38,7 @@ def context_tokenizer() -> Language:
     ``customer_ssn=``, ``--phone``, ``no.ktp`` and ``HP/WA:`` become ``customer _ ssn =``, ``-- phone``,
     ``no . ktp`` and ``HP / WA :``; dotted words are not kept whole as if they were web addresses.
     """
+    only_spacy_components()
     nlp = spacy.blank("en")
     tokenizer = nlp.tokenizer
     assert isinstance(tokenizer, Tokenizer)
@@ -43,10 +46,15 @@ def context_tokenizer() -> Language:
     # Quotes inside a token too: '"message":"reach me at' (a JSON string inside an error message).
     infixes = [*(nlp.Defaults.infixes or ()), r"[_:=#/\"`]", r"(?<=[A-Za-z])\.(?=[A-Za-z])"]
     suffixes = [*(nlp.Defaults.suffixes or ()), r"[:=#]"]
+    # Each of these settings makes spaCy add its ~1,900 special cases (I'd, e.g., ...) again, a tenth of a second
+    # each: they are set with no special cases, which are added back once at the end (as spaCy's from_bytes does).
+    rules = tokenizer.rules
+    tokenizer.rules = {}
     tokenizer.prefix_search = compile_prefix_regex(prefixes).search
     tokenizer.infix_finditer = compile_infix_regex(infixes).finditer
     tokenizer.suffix_search = compile_suffix_regex(suffixes).search
     tokenizer.url_match = None
+    tokenizer.rules = rules
     # The phrase matcher reads one lexical attribute of a token, its lower-case form; tokenising reads none.
     # A word the vocabulary has not seen had all of English's (stop word, number-, URL- and e-mail-likeness,
     # shape, prefix, suffix, norm, ...) worked out and stored: for the unique words of unique text, half the

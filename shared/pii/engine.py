@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
+import os
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,10 +30,17 @@ _MEMO_MAX_CHARS = 64
 _MEMO_ENTRIES = 4096
 # Longer texts found clean are remembered too (by text and JSON key), the least recently used forgotten first,
 # up to this many characters in all: API errors, commands and tool input recur across batches and sessions,
-# while unique prose only passes through. A text with findings is scanned again each time (a masked copy is
-# not kept), and so is one longer than _CLEAN_MAX_TEXT (it would push out many shorter ones).
+# while unique prose only passes through. A text longer than _CLEAN_MAX_TEXT is scanned each time (it would
+# push out many shorter ones).
 _CLEAN_MEMO_CHARS = 2 * 1024 * 1024
 _CLEAN_MAX_TEXT = 16 * 1024
+# A longer text with findings recurs too (an API error quoting the user's e-mail, a command with a phone
+# number): from its second sighting on, its findings (spans and kinds, never the text) are kept under a digest
+# of the text and its JSON key, keyed with a random secret of the engine, so it keeps no copy of such a text
+# and its memory cannot confirm a guess at one. Up to this many texts, then forgotten all at once.
+_FOUND_ENTRIES = 4096
+# What ``_found`` answers for a hash it has never seen (compared by identity).
+_NOT_SEEN: tuple[bytes, list[Finding]] = (b"", [])
 
 
 class DetectionUnavailable(Exception):
@@ -75,6 +84,8 @@ class PiiEngine:
         self._memo: dict[tuple[str | None, str], list[Finding]] = {}
         self._clean: OrderedDict[tuple[str | None, str], None] = OrderedDict()
         self._clean_chars = 0
+        self._found: dict[int, tuple[bytes, list[Finding]] | None] = {}
+        self._digest_key = os.urandom(32)
 
     def find(self, text: str, field_name: str | None = None) -> list[Finding]:
         """The entities in ``text``, overlaps resolved, in text order (for reports and the quality harness)."""
@@ -119,14 +130,44 @@ class PiiEngine:
         if key in self._clean:
             self._clean.move_to_end(key)
             return []
+        if len(text) > _CLEAN_MAX_TEXT:
+            return self._find(text, field_name, deadline)
+        # Looked up by the key's hash (Python's, keyed per process and already worked out for ``_clean``),
+        # then confirmed by the digest. A text with findings seen for the first time leaves its hash only; the
+        # digest is worked out when a text with that hash comes again: unique texts pay no digest at all.
+        slot = hash(key)
+        remembered = self._found.get(slot, _NOT_SEEN)
+        digest = None
+        if remembered is not None and remembered is not _NOT_SEEN:
+            digest = self._digest(text, field_name)
+            if remembered[0] == digest:
+                return remembered[1]
         findings = self._find(text, field_name, deadline)
-        if not findings and len(text) <= _CLEAN_MAX_TEXT:
+        if findings:
+            if len(self._found) >= _FOUND_ENTRIES:
+                self._found.clear()
+            if remembered is _NOT_SEEN:
+                self._found[slot] = None
+            else:
+                self._found[slot] = (digest or self._digest(text, field_name), findings)
+        else:
             self._clean[key] = None
             self._clean_chars += len(text)
             while self._clean_chars > _CLEAN_MEMO_CHARS:
                 (_, forgotten), _ = self._clean.popitem(last=False)
                 self._clean_chars -= len(forgotten)
         return findings
+
+    def _digest(self, text: str, field_name: str | None) -> bytes:
+        """A keyed digest of the text and its JSON key (None apart from any key), for ``_found``."""
+        digest = hashlib.blake2b(key=self._digest_key, digest_size=32)
+        if field_name is not None:
+            name = field_name.encode("utf-8", "surrogatepass")
+            digest.update(len(name).to_bytes(8, "big"))
+            digest.update(name)
+        digest.update(b"\xff" if field_name is None else b"\x00")
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        return digest.digest()
 
     def _find(self, text: str, field_name: str | None, deadline: float) -> list[Finding]:
         if len(text) > MAX_FIELD_CHARS:

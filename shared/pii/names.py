@@ -24,6 +24,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+import orjson
+
 PACKAGE = "names-dataset"
 # The countries whose people and colleagues write to Claude Code in the locales we support (English in the
 # US, UK, India, Australia, Singapore; German, French, Spanish, Dutch, Indonesian, Portuguese in Brazil) and
@@ -102,9 +104,10 @@ def _read_cache(path: Path) -> Gazetteer | None:
         # Only a file this user wrote and nobody else can change is trusted.
         if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
+        # orjson: the file is ~6 MB, read at every start; the json module takes two to three times as long.
+        data = orjson.loads(path.read_bytes())
         return Gazetteer(dict(data["first"]), dict(data["last"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # orjson.JSONDecodeError is a ValueError
         return None
 
 
@@ -119,7 +122,7 @@ def load_gazetteer() -> Gazetteer:
     _data_file("first")  # fails fast, with a clear message, when the package is missing
     installed = installed_file()
     if installed.is_file():
-        data = json.loads(installed.read_text(encoding="utf-8"))
+        data = orjson.loads(installed.read_bytes())
         return Gazetteer(dict(data["first"]), dict(data["last"]))
     cache = _cache_file()
     cached = _read_cache(cache)

@@ -19,7 +19,8 @@ Usage: python -m tests.bench.bench_reporter [--rows 1000000] [--requests 200] [-
    feed first page; feed at a deep cursor (a random position 100,000-900,000 rows down); a session
    summary (a random session); usage by user over 30 days (the default page: the top 100 users by cost,
    every one of the 1,000 aggregated). Also, for reference: all 1,000 users in one response, usage by day
-   and by model, the feed filtered by user and by decision, the session list.
+   and by model, the feed filtered by user, by decision, by event type (a common and a rare one) and by
+   tool (first page and deep cursor), the session list.
 5. The plan of each query (which index or rollup it reads), from EXPLAIN.
 
 Target: p99 < 100 ms for each of the four main scenarios; exit status 1 if one misses it.
@@ -245,6 +246,10 @@ async def plans(dsn: str, deep: Cursor, session: str, since: datetime) -> dict[s
                 TENANT, queries.FeedFilters(user="user-7@bench.example"), None, 50))),
             "feed by decision": await nodes(*_flat(queries.feed_query(
                 TENANT, queries.FeedFilters(decision="reject"), None, 50))),
+            "feed by type": await nodes(*_flat(queries.feed_query(
+                TENANT, queries.FeedFilters(event_type="api_error"), None, 50))),
+            "feed by tool": await nodes(*_flat(queries.feed_query(
+                TENANT, queries.FeedFilters(tool="Bash"), None, 50))),
             "session summary (by type)": await nodes(
                 "SELECT event_type, count(*) FROM audit_logs WHERE tenant_id = $1 AND session_id = $2"
                 " GROUP BY event_type", TENANT, session),
@@ -362,6 +367,25 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
                 results.append(await measure(
                     client, "feed filtered by decision=reject (reference)",
                     lambda i: "/api/v1/audit/events?limit=50&decision=reject", n, None))
+                # The event-type and tool filters, each served by an index of its own (0400_reporting.sql)
+                # that the signer pays for on every append: a common type, a rare one, a tool.
+                results.append(await measure(
+                    client, "feed filtered by type=api_request (reference)",
+                    lambda i: "/api/v1/audit/events?limit=50&event_type=api_request", n, None))
+                results.append(await measure(
+                    client, "feed filtered by type=api_error (reference)",
+                    lambda i: "/api/v1/audit/events?limit=50&event_type=api_error", n, None))
+                results.append(await measure(
+                    client, "feed by type=api_error, deep cursor (reference)",
+                    lambda i: "/api/v1/audit/events?limit=50&event_type=api_error"
+                              f"&cursor={cursors[i % len(cursors)].encode()}", n, None))
+                results.append(await measure(
+                    client, "feed filtered by tool=Bash (reference)",
+                    lambda i: "/api/v1/audit/events?limit=50&tool=Bash", n, None))
+                results.append(await measure(
+                    client, "feed by tool=Bash, deep cursor (reference)",
+                    lambda i: f"/api/v1/audit/events?limit=50&tool=Bash&cursor={cursors[i % len(cursors)].encode()}",
+                    n, None))
                 results.append(await measure(client, "sessions list (reference)",
                                              lambda i: "/api/v1/sessions?limit=50", n, None))
             access = await plans(dsn, cursors[0], "session-01234", start)

@@ -34,6 +34,13 @@ async def test_static_membership_and_short_rebalances_are_settings(monkeypatch: 
     assert consumer._fetch_max_wait_ms == 20
 
 
+def test_the_instance_name_can_be_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Compose's replicas share one environment; each container's host name (kept across its restarts) differs.
+    monkeypatch.setenv("KAFKA_GROUP_INSTANCE_ID", "redactor-{hostname}")
+    monkeypatch.setattr("socket.gethostname", lambda: "3f2a9c1d04be")
+    assert RedactorSettings().kafka_consumer_options()["group_instance_id"] == "redactor-3f2a9c1d04be"
+
+
 async def test_dynamic_membership_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KAFKA_GROUP_INSTANCE_ID", raising=False)
     monkeypatch.delenv("KAFKA_SESSION_TIMEOUT_MS", raising=False)
@@ -60,6 +67,23 @@ def test_the_redactor_is_ready_only_once_assigned_even_an_empty_set() -> None:
     assert not worker.assigned
     asyncio.run(consumer.listener.on_partitions_assigned(set()))
     assert worker.assigned
+
+
+def test_a_pending_head_start_holds_the_assigned_partitions_until_it_is_taken_over() -> None:
+    consumer = _Consumer()
+    paused: list[TopicPartition] = []
+    consumer.pause = lambda *tps: paused.extend(tps)  # type: ignore[attr-defined]
+    worker = RedactorWorker(consumer, None, None, None, raw_topic="raw", canonical_topic="c",  # type: ignore[arg-type]
+                            dead_letter_topic="d", max_pending=1, metrics=RedactorMetrics(CollectorRegistry()),
+                            raw_keyring=raw_keyring(), canonical_key=canonical_key(), max_message_bytes=1 << 20)
+    worker.head_start = object()  # type: ignore[assignment]
+    worker.subscribe()
+    assigned = {TopicPartition("raw", 0), TopicPartition("raw", 1)}
+    asyncio.run(consumer.listener.on_partitions_assigned(assigned))
+    # Ready (an event sent now is processed now), but nothing is fetched before the run loop takes the head start over.
+    assert worker.assigned
+    assert set(paused) == assigned
+    assert worker.head_start_for == assigned
 
 
 def test_the_usage_consumer_is_ready_only_once_assigned() -> None:

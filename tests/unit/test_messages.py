@@ -209,7 +209,8 @@ def test_the_mac_is_hmac_sha256_over_the_domain_and_length_prefixed_fields_whate
                         hashlib.sha256).hexdigest()
 
     calls = [(b"canonical-event/v1", [b"e1", b"", b"{}"]), (b"raw-batch/v1/logs", [b"acme", b"x" * 5000]),
-             (b"canonical-event/v1", [b"e2", b"r", b'{"a":1}']), (b"canonical-event/v1", [])]
+             (b"canonical-event/v1", [b"e2", b"r", b'{"a":1}']), (b"canonical-event/v1", []),
+             (b"raw-batch/v1/logs", [b"y" * 4096, b"a", b"z" * 10_000, b"", b"w" * 4095])]  # large fields fed alone
     for domain, fields in calls * 2:
         assert key.mac(domain, fields) == plain(domain, fields)
     assert key == MessageKey.of(secret) and hash(key) == hash(MessageKey.of(secret))

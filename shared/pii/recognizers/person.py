@@ -35,6 +35,7 @@ from spacy.lookups import Lookups
 
 from shared.pii.names import Gazetteer, load_gazetteer
 from shared.pii.recognizers.base import Finding, TextScan
+from shared.pii.spacy_components import only_spacy_components
 
 PERSON_LABELS = frozenset({"PERSON", "PER"})
 # The pipeline installed by default (spaCy's en_core_web_sm 3.8.0, as republished on the package index).
@@ -145,6 +146,7 @@ class NerModelUnavailable(ValueError):
 
 @lru_cache(maxsize=4)
 def load_ner_model(name_or_path: str) -> Language:
+    only_spacy_components()
     try:
         nlp = spacy.load(name_or_path, exclude=list(_NOT_NEEDED_FOR_ENTITIES))
     except (OSError, ImportError, ValueError) as exc:

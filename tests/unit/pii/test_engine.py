@@ -165,7 +165,7 @@ class _Counting:
         return self.placeholder
 
 
-def test_long_texts_found_clean_are_remembered_and_texts_with_findings_are_not() -> None:
+def test_long_texts_are_remembered_and_texts_with_findings_only_by_a_keyed_digest() -> None:
     counting = _Counting()
     engine = PiiEngine([counting], field_time_budget_ms=250)
     clean = "Refactor the billing module so invoices come from the ledger, keep the API stable. " * 3
@@ -174,7 +174,20 @@ def test_long_texts_found_clean_are_remembered_and_texts_with_findings_are_not()
         assert engine.redact_text(clean) == Redaction(clean, {})
         assert engine.redact_text(dirty) == Redaction(clean + "<WORD>", {"WORD": 1})
     assert counting.scanned.count(clean) == 1
-    assert counting.scanned.count(dirty) == 3
+    assert counting.scanned.count(dirty) == 2  # the first sighting leaves only a hash: unique texts pay no digest
+    # No copy of a text with findings is kept: only a digest keyed with a secret of this process.
+    remembered = [text for _, text in engine._clean] + [text for _, text in engine._memo]
+    assert dirty not in remembered
+    kept = [entry for entry in engine._found.values() if entry is not None]
+    assert all(isinstance(digest, bytes) and len(digest) == 32 for digest, _ in kept)
+    assert engine._digest(dirty, None) in [digest for digest, _ in kept]
+    other = PiiEngine([counting], field_time_budget_ms=250)
+    assert other._digest(dirty, None) != engine._digest(dirty, None)  # keyed per engine
+    # Under a JSON key it is another text: scanned again, and remembered apart.
+    for _ in range(3):
+        engine.redact_json_text(json.dumps({"note": dirty}))
+    assert counting.scanned.count(dirty) == 4
+    assert len(engine._found) == 2
     # The JSON key a value came under is part of what was found clean: under another key it is scanned again.
     engine.redact_json_text(json.dumps({"note": clean}))
     engine.redact_json_text(json.dumps({"note": clean}))
@@ -202,3 +215,19 @@ def test_the_memory_of_clean_texts_is_bounded_in_characters(monkeypatch: pytest.
     engine.redact_text("y" * 120)
     engine.redact_text("y" * 120)
     assert counting.scanned == ["y" * 120, "y" * 120]
+
+
+def test_the_memory_of_texts_with_findings_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "_FOUND_ENTRIES", 5)
+    counting = _Counting()
+    engine = PiiEngine([counting], field_time_budget_ms=250)
+    texts = [f"text number {n} with a SECRET-WORD in it, long enough to be past the short-text memory" for n in range(12)]
+    for text in texts:
+        for _ in range(2):  # a text's findings are kept from its second sighting on
+            assert engine.redact_text(text).counts == {"WORD": 1}
+    assert 0 < len(engine._found) <= 5
+    counting.scanned.clear()
+    engine.redact_text(texts[-1])
+    assert counting.scanned == []  # the latest is remembered
+    engine.redact_text(texts[0])
+    assert counting.scanned == [texts[0]]  # the earliest was forgotten

@@ -133,6 +133,10 @@ CASES: dict[str, list[bytes]] = {
     "bad content-length": [b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n"],
     "bad chunk": [b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
     "gzip transfer coding": [b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"],
+    "gzip, then chunked transfer coding": [b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                                           b"0\r\n\r\n"],
+    "chunked twice": [b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"0\r\n\r\n"],
     "head too large": [b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20_000 + b"\r\n\r\n"],
     "a header that never ends": [b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: ", *[b"e" * 10_000] * 3],
     "a head in many small pieces": [b"GET / HTTP/1.1\r\nHost: x\r\n", *[b"X-A: " + b"a" * 3_000 + b"\r\n"] * 3,
@@ -173,3 +177,22 @@ async def test_raw_header_names_when_hypercorn_is_configured_to_pass_them() -> N
 async def test_the_receiver_serves_http11_with_llhttp() -> None:
     hypercorn_config(ReceiverSettings())
     assert getattr(hypercorn.asyncio.tcp_server, "ProtocolWrapper") is http11.ReceiverProtocolWrapper  # noqa: B009
+
+
+SMUGGLING = {
+    "length first": b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "coding first": b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", list(SMUGGLING))
+async def test_a_request_with_both_a_length_and_a_transfer_coding_is_refused_and_the_connection_closed(
+        name: str) -> None:
+    """h11 framed such a request by its transfer coding and ignored the length; the receiver refuses it with 400
+    (RFC 9112 6.1 allows it; 6.3: two framings of one body are how requests are smuggled). Nothing is served,
+    not even a good request pipelined after it."""
+    request = SMUGGLING[name] + b"0\r\n\r\n" + post("/v1/logs", b"next")
+    async with running(http11.ReceiverProtocolWrapper) as port:
+        answer = await exchange(port, [request])
+    assert answer == (b"HTTP/1.1 400 \r\ncontent-length: 0\r\nconnection: close\r\n"
+                      b"date: Sat, 05 Dec 2026 07:00:00 GMT\r\n\r\n")

@@ -3,19 +3,26 @@ bytes (every request version it may send; records of every shape)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import struct
 from typing import Any
 
 import pytest
+from aiokafka.conn import AIOKafkaConnection
 from aiokafka.producer import message_accumulator
+from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.protocol.struct import Struct
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from services.receiver.produce_encoding import (
     PRODUCE_REQUEST_STRUCTS,
+    SEPARATE_FROM,
     RecordBatchBuilder,
+    Segments,
     encode_into_one_buffer,
     install,
+    send,
 )
 
 
@@ -59,8 +66,8 @@ def test_a_request_with_the_wrong_number_of_fields_is_refused_as_aiokafka_refuse
 Record = tuple[int, bytes | None, Any, list[tuple[str, bytes | None]]]
 
 
-def _builders(batch_size: int = 1_000_000) -> tuple[Any, Any]:
-    options: dict[str, Any] = {"magic": 2, "compression_type": 0, "is_transactional": 0, "producer_id": -1,
+def _builders(batch_size: int = 1_000_000, compression_type: int = 0) -> tuple[Any, Any]:
+    options: dict[str, Any] = {"magic": 2, "compression_type": compression_type, "is_transactional": 0, "producer_id": -1,
                                "producer_epoch": -1, "base_sequence": 0, "batch_size": batch_size}
     return DefaultRecordBatchBuilder(**options), RecordBatchBuilder(**options)
 
@@ -115,3 +122,91 @@ def test_a_built_batch_reads_back_with_a_valid_crc() -> None:
 def test_install_gives_the_producer_this_builder() -> None:
     install()
     assert getattr(message_accumulator, "DefaultRecordBatchBuilder") is RecordBatchBuilder  # noqa: B009
+
+
+def _built(records: list[Record]) -> Segments:
+    _, ours = _builders()
+    for offset, (timestamp, key, value, headers) in enumerate(records):
+        ours.append(offset, timestamp=timestamp, key=key, value=value, headers=headers)
+    built = ours.build()
+    assert isinstance(built, Segments)
+    return built
+
+
+def test_large_values_are_held_not_copied_and_small_ones_share_a_buffer() -> None:
+    large, small = os.urandom(SEPARATE_FROM), os.urandom(SEPARATE_FROM - 1)
+    built = _built([(1, b"k", small, []), (2, b"k", large, [("h", b"v")]), (3, None, small, []), (4, None, small, [])])
+    assert len(built.buffers) == 3  # header and the first record; the large value; the records after it
+    assert built.buffers[1] is large
+    assert len(built) == sum(map(len, built.buffers))
+
+
+def test_a_compressed_batch_is_built_whole_and_reads_back() -> None:
+    theirs, ours = _builders(compression_type=RecordBatchBuilder.CODEC_GZIP)
+    records = RECORDS["several, timestamps going back"] + RECORDS["one raw batch"]
+    for offset, (timestamp, key, value, headers) in enumerate(records):
+        ours.append(offset, timestamp=timestamp, key=key, value=value, headers=headers)
+        theirs.append(offset, timestamp=timestamp, key=key, value=value, headers=headers)
+        assert ours.size() == theirs.size()
+    built = ours.build()
+    assert isinstance(built, bytearray)
+    batch = DefaultRecordBatch(bytes(built))
+    assert batch.validate_crc() and batch.compression_type == RecordBatchBuilder.CODEC_GZIP
+    assert [record.value for record in batch] == [None if value is None else bytes(value) for _, _, value, _ in records]
+
+
+@pytest.mark.parametrize("struct_class", PRODUCE_REQUEST_STRUCTS, ids=lambda cls: cls.__name__)
+def test_a_request_holding_built_batches_encodes_as_aiokafka_does(struct_class: type[Any]) -> None:
+    first, second = _built(RECORDS["one raw batch"]), _built(RECORDS["several, timestamps going back"])
+
+    def request(batches: list[Any]) -> Any:
+        fields: list[Any] = [-1, 15_000, [("otel.logs.raw", [(0, batches[0]), (3, b"")]),
+                                          ("otel.metrics.raw", [(1, batches[1])])]]
+        return struct_class(*(["a-transaction", *fields] if struct_class.API_VERSION >= 3 else fields))
+
+    encoded = encode_into_one_buffer(request([first, second]))
+    assert isinstance(encoded, Segments)
+    assert bytes(encoded) == Struct.encode(request([bytes(first), bytes(second)]))
+    assert b"header" + encoded is not encoded and bytes(b"header" + encoded) == b"header" + bytes(encoded)
+
+
+class _RecordingWriter:
+    def __init__(self) -> None:
+        self.writes: list[list[Any]] = []
+
+    def write(self, data: Any) -> None:
+        self.writes.append([data])
+
+    def writelines(self, data: list[Any]) -> None:
+        self.writes.append(list(data))
+
+    async def drain(self) -> None:
+        return None
+
+
+def test_the_connection_writes_a_produce_request_as_aiokafka_would_in_one_vectored_write() -> None:
+    install()
+    batch = _built(RECORDS["one raw batch"])
+    large_value = RECORDS["one raw batch"][0][2]
+    writer = _RecordingWriter()
+
+    async def send_one() -> None:
+        connection = AIOKafkaConnection("broker", 9092, client_id="receiver")
+        connection._writer = writer
+        connection._versions = {ProduceRequest.API_KEY: (0, 7)}
+        await send(connection, ProduceRequest(None, -1, 15_000, [("otel.logs.raw", [(2, batch)])]),
+                   expect_response=False)
+
+    asyncio.run(send_one())
+    (written,) = writer.writes
+    assert any(buffer is large_value for buffer in written)  # handed to the transport, not copied
+    request_struct = ProduceRequest(None, -1, 15_000, [("otel.logs.raw", [(2, bytes(batch))])]).prepare(
+        {ProduceRequest.API_KEY: (0, 7)})
+    message = request_struct.build_request_header(correlation_id=1, client_id="receiver").encode() + Struct.encode(
+        request_struct)
+    assert b"".join(written) == struct.pack(">i", len(message)) + message
+
+
+def test_install_gives_the_connection_this_send() -> None:
+    install()
+    assert AIOKafkaConnection.send is send

@@ -233,3 +233,53 @@ async def test_a_client_that_does_not_read_gets_back_pressure_and_nothing_twice(
     await connection.protocol_send(RawData(b"x" * 70_000))  # large: written and drained at once
     await asyncio.sleep(0)
     assert (writer.writes, writer.drains) == ([b"answer", b"x" * 70_000], 2)
+
+
+class _ReadingTransport:
+    """Records what the reader asks of the transport: pause and resume of reading."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+async def test_the_chunk_reader_hands_over_what_arrived_uncopied_with_the_stream_readers_flow_control() -> None:
+    reader = asyncio.StreamReader(limit=10)
+    transport = _ReadingTransport()
+    reader.set_transport(transport)  # type: ignore[arg-type]
+    reader.feed_data(b"before")  # arrived before the connection was served: kept, first
+    serving.ChunkReader.adopt(reader)
+    assert isinstance(reader, serving.ChunkReader)
+    first, second = b"a" * 8, b"b" * 8
+    reader.feed_data(first)
+    assert transport.calls == []
+    reader.feed_data(second)  # 22 bytes held, over twice the limit
+    assert transport.calls == ["pause"]
+    assert await reader.read_chunk() == b"before"
+    assert await reader.read_chunk() is first  # handed over as it arrived
+    assert transport.calls == ["pause", "resume"]  # back down to the limit
+    assert await reader.read(3) == b"bbb" and await reader.read(0) == b""  # read(n): at most n bytes
+    assert await reader.read(100) == b"b" * 5
+    pending = asyncio.ensure_future(reader.read_chunk())
+    await asyncio.sleep(0)
+    assert not pending.done()
+    reader.feed_data(b"late")
+    assert await pending == b"late"
+    reader.feed_eof()
+    assert reader.at_eof() and await reader.read_chunk() == b""
+
+
+async def test_the_chunk_reader_raises_what_the_connection_failed_with() -> None:
+    reader = asyncio.StreamReader()
+    serving.ChunkReader.adopt(reader)
+    assert isinstance(reader, serving.ChunkReader)
+    waiting = asyncio.ensure_future(reader.read_chunk())
+    await asyncio.sleep(0)
+    reader.set_exception(ConnectionResetError())
+    with pytest.raises(ConnectionResetError):
+        await waiting

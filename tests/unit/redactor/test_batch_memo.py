@@ -70,3 +70,17 @@ def test_a_field_scanned_clean_is_remembered_as_clean_and_others_are_not() -> No
     with pytest.raises(TimeoutError):
         memo.redact_field("user.name", as_json=False)
     assert "user.name" not in memo.clean  # a scan that raised is neither remembered nor clean
+
+
+def test_short_texts_found_clean_are_remembered_across_batches_for_their_engine_only() -> None:
+    engine, other = _CountingEngine(), _CountingEngine()
+    for _ in range(3):
+        memo = BatchMemo(engine)
+        assert memo.redact_field("xterm", as_json=False) == ("xterm", {})
+        assert memo.redact_field("host of jane@example.com", as_json=False) == ("host of <EMAIL>", {"EMAIL": 1})
+        assert "xterm" in memo.clean
+    assert engine.scans.count("xterm") == 1
+    assert engine.scans.count("host of jane@example.com") == 3  # nothing of a text with findings is kept
+    assert "xterm" not in BatchMemo(other).clean  # another posture's engine answers for itself
+    BatchMemo(other).redact_field("xterm", as_json=False)
+    assert other.scans == ["xterm"]
