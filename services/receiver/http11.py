@@ -31,6 +31,7 @@ tests/unit/receiver/test_serving.py holds both protocols to the same bytes on th
 from __future__ import annotations
 
 import re
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from itertools import chain
@@ -50,10 +51,14 @@ from hypercorn.protocol.events import (
 )
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h11 import H11Protocol
-from hypercorn.protocol.http_stream import HTTPStream
-from hypercorn.typing import AppWrapper, ConnectionState, TaskGroup, WorkerContext
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+from hypercorn.typing import AppWrapper, ASGISendEvent, ConnectionState, TaskGroup, WorkerContext
+from hypercorn.utils import build_and_validate_headers, suppress_body
 
 STREAM_ID = 1
+# The events that never differ, made once (they are frozen).
+_BUSY, _IDLE = Updated(idle=False), Updated(idle=True)
+_STREAM_CLOSED = StreamClosed(stream_id=STREAM_ID)
 
 # Parsed events waiting their turn; each a tuple whose first item is one of these.
 _HEAD, _BODY, _END, _REFUSE, _HAND_OVER = range(5)
@@ -161,7 +166,7 @@ class LlhttpProtocol:
         self.send = send
         self.server = server
         self.ssl = ssl
-        self.stream: HTTPStream | None = None
+        self.stream: _Stream | None = None
         self.task_group = task_group
         self.connection_state = connection_state
 
@@ -334,13 +339,13 @@ class LlhttpProtocol:
             if kind == _BODY:
                 events.popleft()
                 if self.stream is not None:
-                    await self.stream.handle(Body(stream_id=STREAM_ID, data=event[1]))
+                    await self.stream.receive_body(event[1])
                 continue
             if kind == _END:
                 events.popleft()
                 self._request_done = True
                 if self.stream is not None:
-                    await self.stream.handle(EndBody(stream_id=STREAM_ID))
+                    await self.stream.receive_end()
                 continue
             if self._busy and (kind != _REFUSE or event[2]):
                 # The next request (or its refusal) waits until this response has ended.
@@ -366,9 +371,9 @@ class LlhttpProtocol:
         self._request_done = False
         self._response_started = False
         self._response_done = False
-        await self.send(Updated(idle=False))
-        self.stream = HTTPStream(self.app, self.config, self.context, self.task_group, self.ssl, self.client,
-                                 self.server, self.stream_send, STREAM_ID)
+        await self.send(_BUSY)
+        self.stream = _Stream(self, self.app, self.config, self.context, self.task_group, self.ssl, self.client,
+                              self.server, self.stream_send, STREAM_ID)
         await self.stream.handle(
             Request(
                 stream_id=STREAM_ID,
@@ -389,16 +394,11 @@ class LlhttpProtocol:
 
     async def stream_send(self, event: StreamEvent) -> None:
         if isinstance(event, Body):
-            if self._body_allowed and event.data:
-                data = event.data
-                await self._send_raw(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+            await self.send_body(event.data)
         elif isinstance(event, Response):
             await self._send_head(event)
         elif isinstance(event, EndBody):
-            if self._response_started and not self._response_done:
-                if self._chunked:
-                    await self._send_raw(b"0\r\n\r\n")
-                self._response_done = True
+            await self.end_body()
         elif isinstance(event, StreamClosed):
             await self._maybe_recycle()
         elif isinstance(event, Data):
@@ -406,13 +406,29 @@ class LlhttpProtocol:
         # InformationalResponse (HTTP/2 only) and EndData: nothing to send, as in H11Protocol
 
     async def _send_head(self, event: Response) -> None:
-        headers = list(chain(event.headers, self.config.response_headers("h11")))
-        if event.status_code >= 200:
+        await self.send_head(event.status_code, event.headers)
+
+    async def send_head(self, status: int, response_headers: list[tuple[bytes, bytes]]) -> None:
+        """A ``Response`` event's work: the head (or an informational one) as h11 writes it."""
+        headers = list(chain(response_headers, self.config.response_headers("h11")))
+        if status >= 200:
             if self.keep_alive_requests >= self.config.keep_alive_max_requests:
                 headers.append((b"connection", b"close"))
-            await self._send_response(event.status_code, headers)
+            await self._send_response(status, headers)
         elif not self._response_started:
-            await self._send_raw(_head_bytes(event.status_code, *self._header_lists(headers)))
+            await self._send_raw(_head_bytes(status, *self._header_lists(headers)))
+
+    async def send_body(self, data: bytes) -> None:
+        """A ``Body`` event's work."""
+        if self._body_allowed and data:
+            await self._send_raw(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+
+    async def end_body(self) -> None:
+        """An ``EndBody`` event's work."""
+        if self._response_started and not self._response_done:
+            if self._chunked:
+                await self._send_raw(b"0\r\n\r\n")
+            self._response_done = True
 
     @staticmethod
     def _header_lists(headers: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
@@ -477,7 +493,7 @@ class LlhttpProtocol:
             self._response_started = False
             self._response_done = False
             await self.can_read.set()
-            await self.send(Updated(idle=True))
+            await self.send(_IDLE)
         else:
             await self.can_read.set()
             if not self._closed:
@@ -485,8 +501,56 @@ class LlhttpProtocol:
 
     async def _close_stream(self) -> None:
         if self.stream is not None:
-            await self.stream.handle(StreamClosed(stream_id=STREAM_ID))
+            await self.stream.handle(_STREAM_CLOSED)
             self.stream = None
+
+
+class _Stream(HTTPStream):
+    """Hypercorn's ``HTTPStream``, its common messages passed to and from ``LlhttpProtocol`` by direct calls.
+
+    A request's body and end, an answer's start, its body and its end: each was an event object and a
+    type dispatch on the way (four to seven per request). What is done with them is ``HTTPStream``'s own,
+    line for line; every other message (trailers, push, early hints, a message out of order) goes through
+    ``HTTPStream`` as before.
+    """
+
+    def __init__(self, protocol: LlhttpProtocol, *args: Any) -> None:
+        super().__init__(*args)
+        self.protocol = protocol
+
+    async def receive_body(self, data: bytes) -> None:
+        if not self.closed:
+            await self.app_put({"type": "http.request", "body": bytes(data), "more_body": True})
+
+    async def receive_end(self) -> None:
+        if not self.closed:
+            await self.app_put({"type": "http.request", "body": b"", "more_body": False})
+
+    async def app_send(self, message: ASGISendEvent | None) -> None:
+        if message is not None:
+            if message["type"] == "http.response.start" and self.state == ASGIHTTPState.REQUEST:
+                self.response = message
+                headers = build_and_validate_headers(message.get("headers", []))
+                await self.protocol.send_head(int(message["status"]), headers)
+                self.state = ASGIHTTPState.RESPONSE
+                return
+            if message["type"] == "http.response.body" and self.state == ASGIHTTPState.RESPONSE:
+                body = message.get("body", b"")
+                if not suppress_body(self.scope["method"], int(self.response["status"])) and body != b"":
+                    await self.protocol.send_body(bytes(body))
+                if not message.get("more_body", False):
+                    if self.response.get("trailers", False):
+                        self.state = ASGIHTTPState.TRAILERS
+                    else:
+                        await self._send_closed()
+                return
+        await super().app_send(message)
+
+    async def _send_closed(self) -> None:
+        await self.protocol.end_body()
+        self.state = ASGIHTTPState.CLOSED
+        await self.config.log.access(self.scope, self.response, time.time() - self.start_time)
+        await self.protocol.stream_send(_STREAM_CLOSED)
 
 
 class ReceiverProtocolWrapper(ProtocolWrapper):

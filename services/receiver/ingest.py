@@ -142,7 +142,7 @@ class ClientDisconnected(Exception):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass sets each field through object.__setattr__
 class RequestHeaders:
     """The few request headers ingest looks at, read in one pass over the ASGI header list."""
 

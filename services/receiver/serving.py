@@ -55,18 +55,22 @@ _READ_AT_MOST = 2**16  # Hypercorn's read size, for a reader that is not a Chunk
 
 
 class ReceiverConfig(Config):
-    """Hypercorn's configuration; the Date header formatted here, once per second."""
+    """Hypercorn's configuration; the Date header formatted here, and the response headers made, once per second."""
 
     include_date_header = False  # Hypercorn's own, formatted for every response, is replaced by the one below
     _date_second = -1
-    _date_value = b""
+    _headers: dict[str, list[tuple[bytes, bytes]]] | None = None  # by protocol, for ``_date_second``
 
     def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
         second = int(time.time())
-        if second != self._date_second:
-            self._date_value = format_date_time(second).encode("ascii")
+        if second != self._date_second or self._headers is None:
+            self._headers = {}
             self._date_second = second
-        return [(b"date", self._date_value), *super().response_headers(protocol)]
+        headers = self._headers.get(protocol)
+        if headers is None:
+            date = format_date_time(second).encode("ascii")
+            headers = self._headers[protocol] = [(b"date", date), *super().response_headers(protocol)]
+        return list(headers)  # a copy: callers may add to it
 
 
 class ChunkReader(asyncio.StreamReader):

@@ -35,10 +35,12 @@ _MEMO_ENTRIES = 4096
 _CLEAN_MEMO_CHARS = 2 * 1024 * 1024
 _CLEAN_MAX_TEXT = 16 * 1024
 # A longer text with findings recurs too (an API error quoting the user's e-mail, a command with a phone
-# number): its findings (spans and kinds, never the text) are remembered under a digest of the text and its
-# JSON key, keyed with a random secret of the engine, so it keeps no copy of such a text and its memory
-# cannot confirm a guess at one. Up to this many texts, then forgotten all at once.
+# number): from its second sighting on, its findings (spans and kinds, never the text) are kept under a digest
+# of the text and its JSON key, keyed with a random secret of the engine, so it keeps no copy of such a text
+# and its memory cannot confirm a guess at one. Up to this many texts, then forgotten all at once.
 _FOUND_ENTRIES = 4096
+# What ``_found`` answers for a hash it has never seen (compared by identity).
+_NOT_SEEN: tuple[bytes, list[Finding]] = (b"", [])
 
 
 class DetectionUnavailable(Exception):
@@ -82,7 +84,7 @@ class PiiEngine:
         self._memo: dict[tuple[str | None, str], list[Finding]] = {}
         self._clean: OrderedDict[tuple[str | None, str], None] = OrderedDict()
         self._clean_chars = 0
-        self._found: dict[int, tuple[bytes, list[Finding]]] = {}
+        self._found: dict[int, tuple[bytes, list[Finding]] | None] = {}
         self._digest_key = os.urandom(32)
 
     def find(self, text: str, field_name: str | None = None) -> list[Finding]:
@@ -131,16 +133,23 @@ class PiiEngine:
         if len(text) > _CLEAN_MAX_TEXT:
             return self._find(text, field_name, deadline)
         # Looked up by the key's hash (Python's, keyed per process and already worked out for ``_clean``),
-        # then confirmed by the digest: most texts are not there, and those pay no digest.
+        # then confirmed by the digest. A text with findings seen for the first time leaves its hash only; the
+        # digest is worked out when a text with that hash comes again: unique texts pay no digest at all.
         slot = hash(key)
-        found = self._found.get(slot)
-        if found is not None and found[0] == self._digest(text, field_name):
-            return found[1]
+        remembered = self._found.get(slot, _NOT_SEEN)
+        digest = None
+        if remembered is not None and remembered is not _NOT_SEEN:
+            digest = self._digest(text, field_name)
+            if remembered[0] == digest:
+                return remembered[1]
         findings = self._find(text, field_name, deadline)
         if findings:
             if len(self._found) >= _FOUND_ENTRIES:
                 self._found.clear()
-            self._found[slot] = (self._digest(text, field_name), findings)
+            if remembered is _NOT_SEEN:
+                self._found[slot] = None
+            else:
+                self._found[slot] = (digest or self._digest(text, field_name), findings)
         else:
             self._clean[key] = None
             self._clean_chars += len(text)

@@ -174,17 +174,19 @@ def test_long_texts_are_remembered_and_texts_with_findings_only_by_a_keyed_diges
         assert engine.redact_text(clean) == Redaction(clean, {})
         assert engine.redact_text(dirty) == Redaction(clean + "<WORD>", {"WORD": 1})
     assert counting.scanned.count(clean) == 1
-    assert counting.scanned.count(dirty) == 1
+    assert counting.scanned.count(dirty) == 2  # the first sighting leaves only a hash: unique texts pay no digest
     # No copy of a text with findings is kept: only a digest keyed with a secret of this process.
     remembered = [text for _, text in engine._clean] + [text for _, text in engine._memo]
     assert dirty not in remembered
-    assert all(isinstance(digest, bytes) and len(digest) == 32 for digest, _ in engine._found.values())
-    assert engine._digest(dirty, None) in [digest for digest, _ in engine._found.values()]
+    kept = [entry for entry in engine._found.values() if entry is not None]
+    assert all(isinstance(digest, bytes) and len(digest) == 32 for digest, _ in kept)
+    assert engine._digest(dirty, None) in [digest for digest, _ in kept]
     other = PiiEngine([counting], field_time_budget_ms=250)
     assert other._digest(dirty, None) != engine._digest(dirty, None)  # keyed per engine
     # Under a JSON key it is another text: scanned again, and remembered apart.
-    engine.redact_json_text(json.dumps({"note": dirty}))
-    assert counting.scanned.count(dirty) == 2
+    for _ in range(3):
+        engine.redact_json_text(json.dumps({"note": dirty}))
+    assert counting.scanned.count(dirty) == 4
     assert len(engine._found) == 2
     # The JSON key a value came under is part of what was found clean: under another key it is scanned again.
     engine.redact_json_text(json.dumps({"note": clean}))
@@ -221,7 +223,8 @@ def test_the_memory_of_texts_with_findings_is_bounded(monkeypatch: pytest.Monkey
     engine = PiiEngine([counting], field_time_budget_ms=250)
     texts = [f"text number {n} with a SECRET-WORD in it, long enough to be past the short-text memory" for n in range(12)]
     for text in texts:
-        assert engine.redact_text(text).counts == {"WORD": 1}
+        for _ in range(2):  # a text's findings are kept from its second sighting on
+            assert engine.redact_text(text).counts == {"WORD": 1}
     assert 0 < len(engine._found) <= 5
     counting.scanned.clear()
     engine.redact_text(texts[-1])
