@@ -115,6 +115,8 @@ class AppendResult:
     as_prepared: bool = False
     # Rows newly flagged sequence_conflict by this batch: (tenant, session, sequence, event id).
     conflicts: tuple[tuple[str, str, int, str], ...] = ()
+    # Per partition, the offset after its last message, when the batch spans partitions (else empty).
+    next_offsets: dict[int, int] = field(default_factory=dict)
 
 
 class OffsetGap(Exception):
@@ -150,6 +152,23 @@ class Chained:
         """The (tenant, session, sequence) place each row with a session and a sequence claims, signed or not."""
         claims = map(_CONFLICT_KEY, itertools.chain(self.records, self.unsigned))
         return [key for key in claims if key[1] is not None and key[2] is not None]
+
+    @classmethod
+    def merged(cls, parts: Sequence[Chained]) -> Chained:
+        """One ``Chained`` writing ``parts`` in order, each chained on the heads the one before it left."""
+        if len(parts) == 1:
+            return parts[0]
+        out = cls(key_id=parts[0].key_id)
+        for part in parts:
+            out.records += part.records
+            out.activations += part.activations
+            out.checkpoints += part.checkpoints
+            out.subtrees += part.subtrees
+            out.unsigned += part.unsigned
+            out.contents += part.contents
+            # complete() pairs the signatures with the unsigned rows in order: the parts' futures in part order.
+            out.signing += part.signing
+        return out
 
     async def complete(self) -> Chained:
         if self.unsigned:
@@ -302,6 +321,29 @@ async def _lock_offset(conn: asyncpg.Connection, group: str, topic: str, partiti
     return result
 
 
+_LOCK_OFFSETS = (
+    "SELECT partition, next_offset FROM signer_offsets WHERE consumer_group = $1 AND topic = $2"
+    " AND partition = ANY($3::integer[]) ORDER BY partition FOR UPDATE"
+)
+
+
+async def _lock_offsets(conn: asyncpg.Connection, group: str, topic: str, firsts: Mapping[int, int]) -> dict[int, int]:
+    """Lock the offsets rows of the partitions in ``firsts`` (by partition, so two signers cannot deadlock),
+    creating those missing at their first offset; returns each partition's stored next offset."""
+    partitions = sorted(firsts)
+    stored = {row["partition"]: row["next_offset"] for row in await conn.fetch(_LOCK_OFFSETS, group, topic, partitions)}
+    missing = [partition for partition in partitions if partition not in stored]
+    if missing:
+        await conn.execute(
+            "INSERT INTO signer_offsets (consumer_group, topic, partition, next_offset)"
+            " SELECT $1, $2, p, o FROM unnest($3::integer[], $4::bigint[]) AS v(p, o) ON CONFLICT DO NOTHING",
+            group, topic, missing, [firsts[partition] for partition in missing],
+        )
+        rows = await conn.fetch(_LOCK_OFFSETS, group, topic, partitions)
+        stored = {row["partition"]: row["next_offset"] for row in rows}
+    return stored
+
+
 def _new_rows(rows: Sequence[ChainRow], existing: Collection[str]) -> list[ChainRow]:
     """``rows`` without events already chained, and without repeats within the batch."""
     seen = set(existing)
@@ -313,10 +355,19 @@ def _new_rows(rows: Sequence[ChainRow], existing: Collection[str]) -> list[Chain
     return fresh
 
 
+# One index probe per event id, whatever the batch size. Asked as ``event_id = ANY($1)``, a batch of a thousand
+# ids or more was answered by reading all of audit_logs while the table was young (a few hundred thousand
+# rows): the planner, counting a probe per id against one pass over the table, chose the pass. A LIMIT inside
+# LATERAL keeps the probes: that subquery cannot be turned into a join.
+_EXISTING_EVENT_IDS = """
+SELECT k.event_id
+FROM unnest($1::text[]) AS k(event_id)
+CROSS JOIN LATERAL (SELECT 1 FROM audit_logs a WHERE a.event_id = k.event_id LIMIT 1) AS stored
+"""
+
+
 async def _existing_event_ids(conn: asyncpg.Connection, rows: Sequence[ChainRow]) -> set[str]:
-    found = await conn.fetch(
-        "SELECT event_id FROM audit_logs WHERE event_id = ANY($1::text[])", [row.event_id for row in rows]
-    )
+    found = await conn.fetch(_EXISTING_EVENT_IDS, [row.event_id for row in rows])
     return {record["event_id"] for record in found}
 
 
@@ -371,15 +422,19 @@ RETURNING a.tenant_id, a.session_id, a.event_sequence, a.event_id
 # The sessions and sequences of a batch already taken by a stored row. Asked before the batch is written, so
 # that an index probe for a place nobody holds yet (nearly all of them) ends in the index; asked after, each
 # probe would find the new row and read it from the table.
-# Shaped as the flagging query below, for the same plan: an index probe per place.
+# An index probe per place, kept by a LIMIT inside LATERAL as in _EXISTING_EVENT_IDS (as a join, a large batch
+# on a young table was answered by reading all of audit_logs).
 _TAKEN_SEQUENCES = """
-WITH appended AS (
+SELECT k.tenant_id, k.session_id, k.event_sequence
+FROM (
     SELECT DISTINCT tenant_id, session_id, event_sequence
     FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(tenant_id, session_id, event_sequence)
-)
-SELECT a.tenant_id, a.session_id, a.event_sequence
-FROM audit_logs a JOIN appended USING (tenant_id, session_id, event_sequence)
-WHERE a.event_sequence IS NOT NULL
+) AS k
+CROSS JOIN LATERAL (
+    SELECT 1 FROM audit_logs a
+    WHERE a.tenant_id = k.tenant_id AND a.session_id = k.session_id AND a.event_sequence = k.event_sequence
+    LIMIT 1
+) AS taken
 """
 
 
@@ -409,11 +464,29 @@ async def _flag_sequence_conflicts(
     )
 
 
+# Every chain head a batch grew, in one statement.
+_UPDATE_HEADS = """
+UPDATE chain_heads h SET head_seq = v.head_seq, head_hash = v.head_hash, key_id = v.key_id,
+    checkpoint_seq = GREATEST(h.checkpoint_seq, v.checkpoint_seq),
+    checkpoint_at = GREATEST(h.checkpoint_at, v.checkpoint_at),
+    merkle_frontier = v.merkle_frontier, updated_at = now()
+FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::text[], $5::bigint[], $6::timestamptz[], $7::bytea[])
+    AS v(tenant_id, head_seq, head_hash, key_id, checkpoint_seq, checkpoint_at, merkle_frontier)
+WHERE h.tenant_id = v.tenant_id
+"""
+# The next offset of every partition a batch read, in one statement.
+_UPDATE_OFFSETS = """
+UPDATE signer_offsets o SET next_offset = v.next_offset, updated_at = now()
+FROM unnest($3::integer[], $4::bigint[]) AS v(partition, next_offset)
+WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = v.partition
+"""
+
+
 async def _write(
     conn: asyncpg.Connection,
     chained: Chained,
     heads: dict[str, Head],
-    offsets: tuple[str, str, int, int],
+    offsets: tuple[str, str, Mapping[int, int]],
 ) -> tuple[tuple[str, str, int, str], ...]:
     """Everything one batch writes, after its offsets row and heads are locked; returns the rows it flagged
     ``sequence_conflict``."""
@@ -437,18 +510,20 @@ async def _write(
         await conn.executemany(_INSERT_CHECKPOINT, chained.checkpoints)
     if heads:
         # GREATEST: the quiet-chain checkpointer may have checkpointed this head since it was read.
-        await conn.executemany(
-            "UPDATE chain_heads SET head_seq = $2, head_hash = $3, key_id = $4,"
-            " checkpoint_seq = GREATEST(checkpoint_seq, $5), checkpoint_at = GREATEST(checkpoint_at, $6),"
-            " merkle_frontier = $7, updated_at = now() WHERE tenant_id = $1",
-            [(t, h.seq, h.hash, h.key_id, h.checkpoint_seq, h.checkpoint_at, h.tree.to_bytes())
-             for t, h in heads.items()],
+        tenants = list(heads)
+        await conn.execute(
+            _UPDATE_HEADS,
+            tenants,
+            [heads[t].seq for t in tenants],
+            [heads[t].hash for t in tenants],
+            [heads[t].key_id for t in tenants],
+            [heads[t].checkpoint_seq for t in tenants],
+            [heads[t].checkpoint_at for t in tenants],
+            [heads[t].tree.to_bytes() for t in tenants],
         )
-    await conn.execute(
-        "UPDATE signer_offsets SET next_offset = $4, updated_at = now()"
-        " WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
-        *offsets,
-    )
+    group, topic, next_offsets = offsets
+    partitions = sorted(next_offsets)
+    await conn.execute(_UPDATE_OFFSETS, group, topic, partitions, [next_offsets[p] for p in partitions])
     return conflicts
 
 
@@ -481,7 +556,7 @@ async def append_batch(
             chained = await chain_rows(to_append, heads, signer, checkpoints, now or datetime.now(UTC))
             await chained.complete()
         next_offset = batch[-1].offset + 1
-        conflicts = await _write(conn, chained, heads, (group, topic, partition, next_offset))
+        conflicts = await _write(conn, chained, heads, (group, topic, {partition: next_offset}))
     return AppendResult(
         len(to_append),
         len(fresh) - len(to_append),
@@ -553,37 +628,69 @@ async def append_prepared(
     checkpoints: CheckpointPolicy | None = None,
 ) -> AppendResult:
     """Write a prepared batch if nothing moved since it was prepared, else chain it under lock."""
-    batch = prepared.batch
-    next_offset = batch[-1].offset + 1
+    result = await append_prepared_together(conn, [(partition, prepared)], group=group, topic=topic)
+    if result is not None:
+        return result
+    return await append_batch(
+        conn, signer, group=group, topic=topic, partition=partition, batch=prepared.batch, checkpoints=checkpoints
+    )
+
+
+async def append_prepared_together(
+    conn: asyncpg.Connection,
+    parts: Sequence[tuple[int, PreparedBatch]],
+    *,
+    group: str,
+    topic: str,
+) -> AppendResult | None:
+    """Write prepared batches, of one partition or several, in one transaction, if nothing moved since they
+    were prepared; None (nothing written) when something did: each partition's batches must then be chained
+    under lock (``append_batch``).
+
+    ``parts`` are (partition, batch) in the order they were prepared, each batch chained on the heads the one
+    before it left; the batches of one partition follow each other in offset order.
+    """
+    firsts: dict[int, int] = {}
+    next_offsets: dict[int, int] = {}
+    expected: dict[str, tuple[int, bytes]] = {}
+    heads: dict[str, Head] = {}
+    for partition, prepared in parts:
+        if partition in next_offsets and next_offsets[partition] != prepared.batch[0].offset:
+            return None  # not consecutive: only the locked path may decide what the gap means
+        firsts.setdefault(partition, prepared.batch[0].offset)
+        next_offsets[partition] = prepared.batch[-1].offset + 1
+        for tenant, position in prepared.expected.items():
+            expected.setdefault(tenant, position)
+        heads.update(prepared.heads)
+    chained = Chained.merged([prepared.chained for _, prepared in parts])
     # The signatures are collected inside the transaction, once the rows that need none are written
     # (_write): the locks it then holds are this signer's own chain heads and offsets, which only a zombie
     # signer or the quiet-chain checkpointer (which skips locked heads) would ask for.
     try:
         async with conn.transaction():
-            stored = await _lock_offset(conn, group, topic, partition, batch[0].offset)
-            if stored != batch[0].offset:
+            stored = await _lock_offsets(conn, group, topic, firsts)
+            if stored != firsts:
                 raise _NotAsPrepared
-            if prepared.expected:
+            if expected:
                 # A head expected past 0 was read from its row, which is never deleted: no insert needed.
-                new_chain = any(seq == 0 for seq, _ in prepared.expected.values())
-                heads = await _lock_heads(conn, list(prepared.expected), may_be_new=new_chain)
-                if any((heads[t].seq, heads[t].hash) != prepared.expected[t] for t in prepared.expected):
+                new_chain = any(seq == 0 for seq, _ in expected.values())
+                locked = await _lock_heads(conn, sorted(expected), may_be_new=new_chain)
+                if any((locked[t].seq, locked[t].hash) != expected[t] for t in expected):
                     raise _NotAsPrepared
-            conflicts = await _write(conn, prepared.chained, prepared.heads, (group, topic, partition, next_offset))
+            conflicts = await _write(conn, chained, heads, (group, topic, next_offsets))
     except (_NotAsPrepared, asyncpg.UniqueViolationError):
         # UniqueViolation: an event id or a sequence number taken meanwhile; the locked path sorts out which.
-        return await append_batch(
-            conn, signer, group=group, topic=topic, partition=partition, batch=batch, checkpoints=checkpoints
-        )
+        return None
     return AppendResult(
-        len(prepared.chained.records),
-        prepared.duplicates,
+        len(chained.records),
+        sum(prepared.duplicates for _, prepared in parts),
         0,
-        next_offset,
-        {t: h.seq for t, h in prepared.heads.items()},
-        len(prepared.chained.checkpoints),
+        max(next_offsets.values()),
+        {t: h.seq for t, h in heads.items()},
+        len(chained.checkpoints),
         as_prepared=True,
         conflicts=conflicts,
+        next_offsets=next_offsets,
     )
 
 

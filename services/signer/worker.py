@@ -4,9 +4,13 @@ PostgreSQL holds the authoritative offsets; on assignment the consumer seeks to 
 topic or a restart changes nothing. The Kafka commit afterwards only serves lag monitoring.
 
 The append of one batch and the preparation of the next overlap: the next batch is hashed and signed from
-the heads the previous one leaves, while PostgreSQL writes it. At most one append is in flight. When an
-append finds the chain elsewhere than expected, it chains under lock instead and the prepared state is
-dropped; the batch prepared meanwhile is prepared again.
+the heads the previous one leaves, while PostgreSQL writes it. At most one append is in flight. While it is,
+the worker keeps reading, decoding and preparing what arrives, of every partition, and the next append writes
+all of it in one transaction (a group commit, up to ``max_batch`` events): a transaction's fixed cost (its
+locks, head and offset updates, commit and WAL flush) is then shared by everything that arrived meanwhile,
+and a batch waits no longer than the append before it. When an append finds the chain elsewhere than
+expected, each of its partitions is chained under lock instead and the prepared state is dropped; the
+batches prepared meanwhile are prepared again.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -29,7 +34,7 @@ from services.signer.appender import (
     OffsetGap,
     PreparedBatch,
     append_batch,
-    append_prepared,
+    append_prepared_together,
     checkpoint_idle_chains,
     prepare,
     stored_offsets,
@@ -46,6 +51,9 @@ from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_header
 log = logging.getLogger("signer")
 # Messages decoded between two turns of the event loop (about as long as the appender's hashing chunks).
 _DECODE_CHUNK = 16
+# While an append is in flight and batches wait for the next, how long between two looks at the consumer for
+# more (the end of the append is seen at once).
+_GATHER_WAIT_S = 0.005
 
 
 def decode_authenticated_row(message: Any, keyring: Keyring) -> ChainRow:
@@ -86,6 +94,17 @@ class SignerMetrics:
         self.lag = Gauge(
             "signer_consumer_lag", "Messages behind the partition end.", ["topic", "partition"], registry=registry
         )
+
+
+@dataclass
+class _Pending:
+    """Messages of one partition read, decoded and prepared, waiting for the next append."""
+
+    tp: TopicPartition
+    messages: Sequence[Any]
+    items: list[OffsetEvent]
+    prepared: PreparedBatch | None
+    epoch: int  # of the head state it was prepared from
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -135,13 +154,19 @@ class SignerWorker:
         self.checkpoints = checkpoints
         self.assigned = False
         self._next_idle_checkpoint = 0.0
-        self._messages: Sequence[Any] = ()  # of the batch being appended: their headers go with dead letters
+        self._messages: Sequence[Any] = ()  # of the append in flight: their headers go with dead letters
         self._stop = stop
         # Heads as the batches prepared so far leave them; dropped (and the epoch bumped) when that is not so.
         self._heads: dict[str, Head] = {}
         self._epoch = 0
         self._in_flight: asyncio.Task[None] | None = None
         self._in_flight_ids: frozenset[str] = frozenset()
+        # Read and prepared while an append is in flight; the next append writes them together.
+        self._pending: list[_Pending] = []
+        self._pending_events = 0
+        self._pending_ids: set[str] = set()
+        # The run loop and the rebalance listener both start appends: one at a time.
+        self._starting = asyncio.Lock()
 
     def subscribe(self) -> None:
         self.consumer.subscribe([self.topic], listener=_SeekToStoredOffsets(self))
@@ -169,11 +194,11 @@ class SignerWorker:
     async def run(self) -> None:
         try:
             while not self._stop.is_set():
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+                batches = await self._fetch()
                 for tp, messages in batches.items():
                     if messages:
                         await self._submit(tp, messages)
-                if not batches:
+                if not batches and not self._pending:
                     await self.join_append()
                 await self.commit.poll()
                 await self._update_lag()
@@ -184,15 +209,40 @@ class SignerWorker:
                 self._in_flight.cancel()
         await self.commit.join(10)
 
+    async def _fetch(self) -> dict[TopicPartition, list[Any]]:
+        """Messages read; with batches waiting for the append in flight, what the consumer holds already, else
+        nothing once that append ends (which then starts the next with them) or after a short wait."""
+        room = max(1, self.max_batch - self._pending_events)
+        batches: dict[TopicPartition, list[Any]]
+        if not self._pending:
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=room)
+            return batches
+        in_flight = self._in_flight
+        if in_flight is not None and not in_flight.done():
+            # A getmany that waits is not cancelled when the append ends: the consumer would count it as a
+            # fetch in progress for ever, and never leave the group when this worker stops reading.
+            batches = await self.consumer.getmany(timeout_ms=0, max_records=room)
+            if batches:
+                return batches
+            done, _ = await asyncio.wait((in_flight,), timeout=_GATHER_WAIT_S)
+            if not done:
+                return {}
+        await self._start_pending()
+        return {}
+
     def forget_prepared_state(self) -> None:
         self._heads.clear()
         self._epoch += 1
 
     async def join_append(self) -> None:
-        """Wait for the append in flight, if any; its errors surface here."""
-        task, self._in_flight = self._in_flight, None
-        if task is not None:
-            await task
+        """Wait for the append in flight, and for the append of what is waiting, if any; errors surface here."""
+        while True:
+            task, self._in_flight = self._in_flight, None
+            if task is not None:
+                await task
+            if not self._pending:
+                return
+            await self._start_pending()
 
     async def _checkpoint_quiet_chains(self) -> None:
         if self.checkpoints is None or time.monotonic() < self._next_idle_checkpoint:
@@ -208,17 +258,49 @@ class SignerWorker:
             log.warning("could not checkpoint quiet chains, will retry", extra={"error": describe(exc)})
 
     async def _submit(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
+        """Decode and prepare ``messages``; they are appended with the append after the one in flight, or
+        now if none is."""
         self.metrics.messages_in.inc(len(messages))
         items = await self._decode(messages)
         epoch = self._epoch
         prepared = await self._prepare(items)
-        await self.join_append()
-        if epoch != self._epoch:
+        self._pending.append(_Pending(tp, messages, items, prepared, epoch))
+        self._pending_events += len(items)
+        if prepared is not None:
+            self._pending_ids.update(prepared.event_ids)
+        in_flight = self._in_flight
+        if in_flight is None or in_flight.done() or self._pending_events >= self.max_batch:
+            await self._start_pending()
+
+    async def _start_pending(self) -> None:
+        """Wait for the append in flight, then start the append of everything waiting, in one transaction."""
+        async with self._starting:
+            await self._start_pending_unlocked()
+
+    async def _start_pending_unlocked(self) -> None:
+        await self._join_in_flight()
+        pending, self._pending, self._pending_events = self._pending, [], 0
+        if any(part.epoch != self._epoch for part in pending):
+            # Prepared from heads that turned out wrong: prepared again, in order, from the stored heads.
             self._heads.clear()
-            prepared = await self._prepare(items)
-        self._messages = messages
-        self._in_flight_ids = prepared.event_ids if prepared is not None else frozenset()
-        self._in_flight = asyncio.create_task(self._append(tp, items, prepared))
+            self._pending_ids.clear()
+            for part in pending:
+                part.prepared = await self._prepare(part.items)
+                if part.prepared is not None:
+                    self._pending_ids.update(part.prepared.event_ids)
+        self._pending_ids = set()
+        if not pending:
+            return
+        self._messages = [message for part in pending for message in part.messages]
+        self._in_flight_ids = frozenset(
+            event_id for part in pending if part.prepared is not None for event_id in part.prepared.event_ids
+        )
+        self._in_flight = asyncio.create_task(self._append_together(pending))
+
+    async def _join_in_flight(self) -> None:
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task
 
     async def _decode(self, messages: Sequence[Any]) -> list[OffsetEvent]:
         items: list[OffsetEvent] = []
@@ -245,7 +327,7 @@ class SignerWorker:
                         self.signer,
                         items,
                         self._heads,
-                        in_flight=self._in_flight_ids,
+                        in_flight=self._in_flight_ids.union(self._pending_ids),
                         checkpoints=self.checkpoints,
                         batch_signer=self.batch_signer,
                     )
@@ -262,13 +344,56 @@ class SignerWorker:
                 log.warning("database unavailable, retrying", extra={"error": describe(exc)})
                 await backoff.sleep(self._stop)
 
-    async def _append(self, tp: TopicPartition, items: list[OffsetEvent], prepared: PreparedBatch | None) -> None:
+    async def _append_together(self, pending: list[_Pending]) -> None:
+        """One transaction for every prepared batch waiting; if one could not be prepared, or the chain or
+        offsets moved, each partition's batches go through ``_append`` (chained under lock) instead."""
+        parts = [(part.tp.partition, part.prepared) for part in pending if part.prepared is not None]
+        if len(parts) == len(pending):
+            backoff = Backoff()
+            while True:
+                try:
+                    with self.metrics.append_latency.time():
+                        async with self.pool.acquire() as conn:
+                            result = await append_prepared_together(conn, parts, group=self.group, topic=self.topic)
+                except SigningHelperError:
+                    raise  # not the batch's fault: stop, and let the restart pick up from the stored offsets
+                except Exception as exc:
+                    if not is_retryable_db_error(exc):
+                        log.warning("prepared batches cannot be appended together, chaining each under lock",
+                                    extra={"error": describe(exc)})
+                        break
+                    await self.pool.expire_connections()
+                    if self._stop.is_set():
+                        raise
+                    self.metrics.db_retries.inc()
+                    log.warning("database unavailable, retrying", extra={"error": describe(exc)})
+                    await backoff.sleep(self._stop)
+                    continue
+                if result is None:
+                    log.info("chain or offsets moved since the batches were prepared, chaining them under lock",
+                             extra={"partitions": sorted({part.tp.partition for part in pending}),
+                                    "events": sum(len(part.items) for part in pending)})
+                    break
+                self._record_together(pending, result)
+                for tp in {part.tp for part in pending}:
+                    await self.commit.submit(Position(tp, result.next_offsets[tp.partition]))
+                return
+        self.forget_prepared_state()
+        by_partition: dict[TopicPartition, list[OffsetEvent]] = {}
+        for part in pending:
+            by_partition.setdefault(part.tp, []).extend(part.items)
+        for tp, items in by_partition.items():
+            await self._append(tp, items)
+
+    async def _append(self, tp: TopicPartition, items: list[OffsetEvent]) -> None:
+        """Chain ``items`` of one partition under lock, event by event if one of them cannot be appended."""
         backoff = Backoff()
         while True:
             try:
                 with self.metrics.append_latency.time():
                     async with self.pool.acquire() as conn:
-                        result = await self._append_once(conn, tp, items, prepared)
+                        result = await append_batch(conn, self.signer, group=self.group, topic=tp.topic,
+                                                    partition=tp.partition, batch=items, checkpoints=self.checkpoints)
             except OffsetGap as gap:
                 log.warning("offset gap, seeking back", extra={"partition": tp.partition, "stored": gap.stored})
                 self.forget_prepared_state()
@@ -290,27 +415,30 @@ class SignerWorker:
                 if len(items) > 1:
                     # Permanent error: find the one event responsible by appending one at a time.
                     for item in items:
-                        await self._append(tp, [item], None)
+                        await self._append(tp, [item])
                     return
                 log.error("event cannot be appended, dead-lettering", extra={"error": describe(exc)})
                 await self._dead_letter_event(tp, items[0], exc)
                 items = [OffsetEvent(items[0].offset, None)]
                 continue
             break
-        if not result.as_prepared:
-            self.forget_prepared_state()
+        self.forget_prepared_state()  # the chain moved under lock: heads prepared ahead are out of date
         self._record(tp, items, result)
         await self.commit.submit(Position(tp, result.next_offset))
 
-    async def _append_once(
-        self, conn: asyncpg.Connection, tp: TopicPartition, items: list[OffsetEvent], prepared: PreparedBatch | None
-    ) -> AppendResult:
-        where = {"group": self.group, "topic": tp.topic, "partition": tp.partition, "checkpoints": self.checkpoints}
-        if prepared is not None:
-            return await append_prepared(conn, self.signer, prepared, **where)
-        return await append_batch(conn, self.signer, batch=items, **where)
+    def _record_together(self, pending: list[_Pending], result: AppendResult) -> None:
+        self._record_counts(result)
+        if log.isEnabledFor(logging.DEBUG):
+            for tp in {part.tp for part in pending}:
+                items = [item for part in pending if part.tp == tp for item in part.items]
+                self._log_appended(tp, items, result)
 
     def _record(self, tp: TopicPartition, items: list[OffsetEvent], result: AppendResult) -> None:
+        self._record_counts(result)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_appended(tp, items, result)
+
+    def _record_counts(self, result: AppendResult) -> None:
         self.metrics.appended.inc(result.appended)
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.stale.inc(result.stale)
@@ -325,20 +453,22 @@ class SignerWorker:
                 )
         for tenant, head in result.heads.items():
             self.metrics.chain_head.labels(tenant=tenant).set(head)
-        if log.isEnabledFor(logging.DEBUG):
-            request_ids = sorted({v.decode() for m in self._messages for k, v in m.headers or () if k == "request_id"})
-            log.debug(
-                "appended",
-                extra={
-                    "partition": tp.partition,
-                    "first_offset": items[0].offset,
-                    "last_offset": items[-1].offset,
-                    "appended": result.appended,
-                    "duplicates": result.duplicates,
-                    "stale": result.stale,
-                    "request_ids": request_ids[:50],
-                },
-            )
+
+    def _log_appended(self, tp: TopicPartition, items: list[OffsetEvent], result: AppendResult) -> None:
+        request_ids = sorted({v.decode() for m in self._messages if m.partition == tp.partition
+                              for k, v in m.headers or () if k == "request_id"})
+        log.debug(
+            "appended",
+            extra={
+                "partition": tp.partition,
+                "first_offset": items[0].offset,
+                "last_offset": items[-1].offset,
+                "appended": result.appended,
+                "duplicates": result.duplicates,
+                "stale": result.stale,
+                "request_ids": request_ids[:50],
+            },
+        )
 
     async def _dead_letter(self, message: Any, exc: BaseException) -> None:
         self.metrics.dead_lettered.inc()
@@ -356,12 +486,13 @@ class SignerWorker:
         assert isinstance(item.event, ChainRow)
         self.metrics.dead_lettered.inc()
         headers = dead_letter_headers(
-            tp.topic, tp.partition, item.offset, describe(exc), "signer", self._headers_of(item.offset)
+            tp.topic, tp.partition, item.offset, describe(exc), "signer", self._headers_of(tp, item.offset)
         )
         await self._send_dead_letter(item.event.tenant_id.encode(), item.event.raw, headers)
 
-    def _headers_of(self, offset: int) -> list[tuple[str, bytes]]:
-        return next((list(m.headers or ()) for m in self._messages if m.offset == offset), [])
+    def _headers_of(self, tp: TopicPartition, offset: int) -> list[tuple[str, bytes]]:
+        messages = self._messages
+        return next((list(m.headers or ()) for m in messages if m.offset == offset and m.partition == tp.partition), [])
 
     async def _send_dead_letter(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         await send_until_acknowledged(
