@@ -115,8 +115,8 @@ class AckDeadlines:
         self._pending: collections.deque[_Deadline] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
 
-    def __call__(self, when: float) -> _Deadline:
-        return _Deadline(self, when)
+    def __call__(self, when: float, loop: asyncio.AbstractEventLoop | None = None) -> _Deadline:
+        return _Deadline(self, when, loop)
 
     def _enter(self, deadline: _Deadline) -> None:
         pending = self._pending
@@ -156,10 +156,10 @@ class _Deadline:
 
     __slots__ = ("_cancelling", "_deadlines", "_expired", "_task", "done", "loop", "when")
 
-    def __init__(self, deadlines: AckDeadlines, when: float) -> None:
+    def __init__(self, deadlines: AckDeadlines, when: float, loop: asyncio.AbstractEventLoop | None) -> None:
         self._deadlines = deadlines
         self.when = when
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop or asyncio.get_running_loop()
         self.done = False
         self._expired = False
         self._task: asyncio.Task[Any] | None = None
@@ -171,7 +171,7 @@ class _Deadline:
         self._task.cancel()
 
     async def __aenter__(self) -> _Deadline:
-        task = asyncio.current_task()
+        task = asyncio.current_task(self.loop)  # given the loop: no second look-up (a getpid() call each)
         if task is None:
             raise RuntimeError("a deadline must be used inside a task")
         self._task = task
@@ -293,12 +293,12 @@ class RawBatchQueue:
         acks: list[asyncio.Future[Any]] = []
         try:
             # One deadline for sending and acknowledgement alike.
-            async with self._deadlines(deadline):
+            async with self._deadlines(deadline, loop):
                 for index, message in enumerate(messages, start=1):
                     headers = self._headers(origin, kind, message.payload, message.content_type, received_at_ns,
                                             request_id, (message.record_count, index, len(messages)))
                     acks.append(await producer.send(topic, message.payload, key=key, headers=headers))
-                await _all_done(acks)
+                await _all_done(acks, loop)
             failure = _first_failure(acks)
         except TimeoutError:
             failure = "timeout"
@@ -346,13 +346,13 @@ class CachingPartitioner:
         return answer
 
 
-async def _all_done(futures: Sequence[asyncio.Future[Any]]) -> None:
+async def _all_done(futures: Sequence[asyncio.Future[Any]], loop: asyncio.AbstractEventLoop) -> None:
     """Wait until every future is done. Unlike gather, a timeout or cancellation here leaves them running:
     a late acknowledgement must still release the request's bytes (Reservation.release_when_done)."""
     pending = [future for future in futures if not future.done()]
     if not pending:
         return
-    waiter = asyncio.get_running_loop().create_future()
+    waiter = loop.create_future()
     remaining = len(pending)
 
     def one_done(_: asyncio.Future[Any]) -> None:
