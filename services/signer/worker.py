@@ -337,12 +337,17 @@ class SignerWorker:
                 if not is_retryable_db_error(exc):
                     log.warning("batch cannot be prepared, chaining it under lock", extra={"error": describe(exc)})
                     return None
-                if self._stop.is_set():
-                    raise
-                await self.pool.expire_connections()
-                self.metrics.db_retries.inc()
-                log.warning("database unavailable, retrying", extra={"error": describe(exc)})
-                await backoff.sleep(self._stop)
+                await self._wait_out_database_error(exc, backoff)
+
+    async def _wait_out_database_error(self, exc: Exception, backoff: Backoff) -> None:
+        """A retryable database error: drop the pool's connections, count it and back off; raises it once stopping."""
+        # Connections that saw the failure are not reused: one may be stuck mid-protocol.
+        await self.pool.expire_connections()
+        if self._stop.is_set():
+            raise exc
+        self.metrics.db_retries.inc()
+        log.warning("database unavailable, retrying", extra={"error": describe(exc)})
+        await backoff.sleep(self._stop)
 
     async def _append_together(self, pending: list[_Pending]) -> None:
         """One transaction for every prepared batch waiting; if one could not be prepared, or the chain or
@@ -362,12 +367,7 @@ class SignerWorker:
                         log.warning("prepared batches cannot be appended together, chaining each under lock",
                                     extra={"error": describe(exc)})
                         break
-                    await self.pool.expire_connections()
-                    if self._stop.is_set():
-                        raise
-                    self.metrics.db_retries.inc()
-                    log.warning("database unavailable, retrying", extra={"error": describe(exc)})
-                    await backoff.sleep(self._stop)
+                    await self._wait_out_database_error(exc, backoff)
                     continue
                 if result is None:
                     log.info("chain or offsets moved since the batches were prepared, chaining them under lock",
@@ -403,13 +403,7 @@ class SignerWorker:
                 raise  # not the batch's fault: stop, and let the restart pick up from the stored offsets
             except Exception as exc:
                 if is_retryable_db_error(exc):
-                    # Connections that saw the failure are not reused: one may be stuck mid-protocol.
-                    await self.pool.expire_connections()
-                    if self._stop.is_set():
-                        raise
-                    self.metrics.db_retries.inc()
-                    log.warning("database unavailable, retrying", extra={"error": describe(exc)})
-                    await backoff.sleep(self._stop)
+                    await self._wait_out_database_error(exc, backoff)
                     continue
                 self.forget_prepared_state()
                 if len(items) > 1:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -23,27 +23,9 @@ from shared.keys import Ed25519Signer
 from shared.verify import load_key_book, verify_tenant
 from tests.conftest import Infra, Topics
 from tests.integration.signer.test_append import event
-from tests.integration.signer.test_prepared import rows
+from tests.integration.signer.test_prepared import HeldSigner, rows
 from tests.messages_support import canonical_headers, canonical_keyring
 from tests.unit.ops.fakes import FakeProducer
-
-
-class _HeldSigner:
-    """Signs with ``key`` once ``release`` is set (or fails then, if ``fail``): an append waits for it inside
-    its transaction, while the worker goes on reading."""
-
-    def __init__(self, key: Ed25519Signer, *, fail: bool = False) -> None:
-        self.key, self.fail = key, fail
-        self.release = asyncio.Event()
-
-    async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]:
-        await self.release.wait()
-        if self.fail:
-            raise SigningHelperError("the signing helper exited")
-        return [self.key.sign(digest) for digest in digests]
-
-    async def close(self) -> None:
-        return None
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60, what: object = None) -> None:
@@ -56,7 +38,7 @@ async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60,
 class _Running:
     """A SignerWorker on a real consumer of ``topics.canonical``, signing with ``signer``."""
 
-    def __init__(self, infra: Infra, topics: Topics, database_url: str, key: Ed25519Signer, signer: _HeldSigner,
+    def __init__(self, infra: Infra, topics: Topics, database_url: str, key: Ed25519Signer, signer: HeldSigner,
                  max_batch: int) -> None:
         self.infra, self.topics, self.database_url = infra, topics, database_url
         self.key, self.signer, self.max_batch = key, signer, max_batch
@@ -146,7 +128,7 @@ async def test_what_arrives_during_an_append_is_written_by_the_next_in_one_trans
     infra: Infra, topics: Topics, database_url: str, db: asyncpg.Connection, signing_key: Ed25519Signer,
     producer: AIOKafkaProducer,
 ) -> None:
-    held = _HeldSigner(signing_key)
+    held = HeldSigner(signing_key)
     async with _Running(infra, topics, database_url, signing_key, held, max_batch=1_000) as running:
         await _send(producer, topics.canonical, 0, "t1", range(1))
         await _eventually(lambda: running.counted("signer_messages_in_total", 1), what=running.state)
@@ -167,7 +149,7 @@ async def test_a_group_never_exceeds_the_batch_cap(
     infra: Infra, topics: Topics, database_url: str, db: asyncpg.Connection, signing_key: Ed25519Signer,
     producer: AIOKafkaProducer,
 ) -> None:
-    held = _HeldSigner(signing_key)
+    held = HeldSigner(signing_key)
     async with _Running(infra, topics, database_url, signing_key, held, max_batch=10) as running:
         await _send(producer, topics.canonical, 0, "t1", range(1))
         await _eventually(lambda: running.counted("signer_messages_in_total", 1), what=running.state)
@@ -185,7 +167,7 @@ async def test_signatures_that_fail_inside_a_group_transaction_write_nothing_of_
     infra: Infra, topics: Topics, database_url: str, db: asyncpg.Connection, signing_key: Ed25519Signer,
     producer: AIOKafkaProducer,
 ) -> None:
-    held = _HeldSigner(signing_key, fail=True)
+    held = HeldSigner(signing_key, fail=True)
     async with _Running(infra, topics, database_url, signing_key, held, max_batch=1_000) as running:
         await _send(producer, topics.canonical, 0, "t1", range(5))
         await _send(producer, topics.canonical, 1, "t2", range(5))

@@ -514,8 +514,9 @@ async def test_the_worker_dead_letters_a_message_that_cannot_be_chained(
         await pool.close()
 
 
-class _HeldSigner:
-    """Signs with ``key`` once ``release`` is set, or fails then if ``fail``: signatures that come late."""
+class HeldSigner:
+    """Signs with ``key`` once ``release`` is set, or fails then if ``fail``: signatures that come late (an append
+    waits for them inside its transaction, while the worker goes on reading)."""
 
     def __init__(self, key: Ed25519Signer, *, fail: bool = False) -> None:
         self.key, self.fail = key, fail
@@ -547,7 +548,7 @@ async def test_rows_are_written_with_signatures_that_come_while_the_transaction_
     db: asyncpg.Connection, signing_key: Ed25519Signer, database_url: str
 ) -> None:
     await record_signing_key(db, signing_key.public_key)
-    held = _HeldSigner(signing_key)
+    held = HeldSigner(signing_key)
     prepared = await _prepare(db, signing_key, rows(0, range(40)), {}, batch_signer=held)
     writer = await connect(database_url)
     try:
@@ -566,7 +567,7 @@ async def test_signatures_that_fail_inside_the_transaction_write_nothing(
     db: asyncpg.Connection, signing_key: Ed25519Signer, database_url: str
 ) -> None:
     await record_signing_key(db, signing_key.public_key)
-    held = _HeldSigner(signing_key, fail=True)
+    held = HeldSigner(signing_key, fail=True)
     prepared = await _prepare(db, signing_key, rows(0, range(40)), {}, batch_signer=held)
     writer = await connect(database_url)
     try:
