@@ -156,6 +156,7 @@ def send(self: AIOKafkaConnection, request: Any, expect_response: bool = True) -
 
 
 _aiokafka_log = logging.getLogger("aiokafka.conn")
+log = logging.getLogger("receiver")
 _BYTE_LIKE = (bytes, bytearray, memoryview)
 _CRC = struct.Struct(">I")
 _NONE = b"\x01"  # varint -1: no key, value or header value
@@ -301,7 +302,16 @@ class RecordBatchBuilder(_DefaultRecordBatchBuilderPy):  # type: ignore[misc]  #
         _CRC.pack_into(buffer, self.CRC_OFFSET, crc)
 
 
+# ``send`` is a copy of this version's connection method and the encoders follow its schema: another version keeps
+# aiokafka's own (slower, always right) code rather than a copy that may no longer match it.
+_WRITTEN_FOR_AIOKAFKA = "0.14.0"
+
+
 def install() -> None:
+    if aiokafka.__version__ != _WRITTEN_FOR_AIOKAFKA:
+        log.warning("aiokafka's own produce encoding kept",
+                    extra={"aiokafka": aiokafka.__version__, "written_for": _WRITTEN_FOR_AIOKAFKA})
+        return
     AIOKafkaConnection.send = send
     for struct_class in PRODUCE_REQUEST_STRUCTS:
         struct_class.encode = encode_into_one_buffer

@@ -8,6 +8,7 @@ import os
 import struct
 from typing import Any
 
+import aiokafka
 import pytest
 from aiokafka.conn import AIOKafkaConnection
 from aiokafka.producer import message_accumulator
@@ -15,6 +16,7 @@ from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.protocol.struct import Struct
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
+from services.receiver import produce_encoding
 from services.receiver.produce_encoding import (
     PRODUCE_REQUEST_STRUCTS,
     SEPARATE_FROM,
@@ -210,3 +212,15 @@ def test_the_connection_writes_a_produce_request_as_aiokafka_would_in_one_vector
 def test_install_gives_the_connection_this_send() -> None:
     install()
     assert AIOKafkaConnection.send is send
+
+
+def test_another_aiokafka_version_keeps_its_own_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The copied connection method and encoders match aiokafka 0.14.0 only: under another version install() leaves
+    # aiokafka's own code in place.
+    monkeypatch.setattr(aiokafka, "__version__", "0.15.0")
+    async def aiokafkas_own_send(*_: object, **__: object) -> None:
+        return None
+
+    monkeypatch.setattr(AIOKafkaConnection, "send", aiokafkas_own_send)
+    produce_encoding.install()
+    assert AIOKafkaConnection.send is aiokafkas_own_send
