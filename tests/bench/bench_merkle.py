@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from deploy.local.infra import start_broker, start_postgres
+from deploy.local.infra import start_broker
 from services.reporter.app import create_app
 from services.reporter.settings import ReporterSettings
 from shared import proofs
@@ -50,7 +50,7 @@ from shared.reporting_tokens import AUDITOR, issue_token
 from shared.treehead import tree_head_message
 from tests.bench.bench_reporter import CHUNK, DAYS, ORG, SEED_SQL, SESSION_SHAPE, SESSIONS, USERS
 from tests.bench.bench_reporter import TENANT as REPORTER_TENANT
-from tests.bench.databases import create_or_drop_database
+from tests.bench.databases import BenchDatabase
 from tests.bench.report import publish
 
 TENANT = REPORTER_TENANT
@@ -91,17 +91,11 @@ async def _build(conn: Any, leaves: int) -> tuple[Frontier, list[bytes]]:
 
 async def run(leaves: int, samples: int, tree_only: bool) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-merkle-"))
-    server_dsn = os.environ.get("DATABASE_URL")
-    database = f"bench_merkle_{uuid.uuid4().hex[:12]}"
-    postgres = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     broker = None if bootstrap else start_broker(log_file=work / "broker.log")
     bootstrap = bootstrap or (broker.bootstrap if broker else "")
-    if server_dsn:
-        dsn = await create_or_drop_database(server_dsn, database, create=True)
-    else:
-        postgres = start_postgres(work / "pgdata", ephemeral=True)
-        dsn = postgres.dsn
+    database = await BenchDatabase.open("bench_merkle", work)
+    dsn = database.dsn
     try:
         conn = await connect(dsn)
         await apply_migrations(conn)
@@ -181,10 +175,7 @@ async def run(leaves: int, samples: int, tree_only: bool) -> dict[str, Any]:
     finally:
         if broker is not None:
             broker.stop()
-        if postgres is not None:
-            postgres.stop()
-        if server_dsn:
-            await create_or_drop_database(server_dsn, database, create=False)
+        await database.close()
     return {
         "leaves": leaves,
         "build_seconds": build_seconds,

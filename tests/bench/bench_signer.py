@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any
 
 import psutil
 
-from deploy.local.infra import start_broker, start_postgres
+from deploy.local.infra import start_broker
 from shared.canonical import CanonicalEvent
 from shared.db.migrate import apply_migrations
 from shared.db.pool import connect
@@ -52,7 +51,7 @@ from shared.messages.auth import load_signing_key, provision_local_keys
 from shared.verify import load_key_book, verify_tenants, witnessed_checkpoints
 from shared.witness import DirectoryWitness
 from tests.bench.bench_reporter import CHUNK, DAYS, ORG, SEED_SQL, SESSION_SHAPE, SESSIONS, USERS
-from tests.bench.databases import create_or_drop_database
+from tests.bench.databases import BenchDatabase
 
 PRELOADED_TENANT = "preloaded-tenant"
 
@@ -175,14 +174,8 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
               preload_rows: int = 0) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-signer-"))
     broker = start_broker(log_file=work / "broker.log")
-    postgres = None
-    server_dsn = os.environ.get("DATABASE_URL")
-    database = f"bench_signer_{uuid.uuid4().hex[:12]}"
-    if server_dsn:
-        dsn = await create_or_drop_database(server_dsn, database, create=True)
-    else:
-        postgres = start_postgres(work / "pgdata", ephemeral=True)
-        dsn = postgres.dsn
+    database = await BenchDatabase.open("bench_signer", work)
+    dsn = database.dsn
     process = None
     try:
         conn = await connect(dsn)
@@ -269,10 +262,7 @@ async def run(events: int, tenants: int, partitions: int, signing_mode: str = "r
         if process is not None:
             process.kill()
         broker.stop()
-        if postgres is not None:
-            postgres.stop()
-        if server_dsn:
-            await create_or_drop_database(server_dsn, database, create=False)
+        await database.close()
     return {"events": events, "signing_mode": signing_mode, "preloaded_rows": preload_rows,
             "preload_seconds": round(preload_seconds, 1), "append_rows_per_s": append_rate,
             "signer_cpu_us_per_row": signer_us_per_row, "database_cpu_us_per_row": backend_us_per_row,

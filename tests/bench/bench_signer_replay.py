@@ -30,7 +30,6 @@ from typing import Any, NamedTuple
 
 import psutil
 
-from deploy.local.infra import start_postgres
 from services.signer.appender import (
     CONTENT_COLUMNS,
     GENESIS,
@@ -47,7 +46,7 @@ from shared.keys import Ed25519Signer
 from shared.messages import canonical_event
 from shared.messages.auth import REDACTOR_SCOPE, Keyring, MessageKey
 from tests.bench.bench_signer import make_events
-from tests.bench.databases import create_or_drop_database
+from tests.bench.databases import BenchDatabase
 
 BATCH = 500
 
@@ -209,14 +208,8 @@ async def run(events: int, tenants: int, rounds: int, profile: str | None, index
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
     signer = Ed25519Signer.generate()
-    postgres = None
-    server_dsn = os.environ.get("DATABASE_URL")
-    database = f"bench_replay_{os.getpid()}"
-    if server_dsn:
-        dsn = await create_or_drop_database(server_dsn, database, create=True)
-    else:
-        postgres = start_postgres(Path(tempfile.mkdtemp(prefix="bench-replay-")) / "pgdata", ephemeral=True)
-        dsn = postgres.dsn
+    database = await BenchDatabase.open("bench_replay", Path(tempfile.mkdtemp(prefix="bench-replay-")))
+    dsn = database.dsn
     try:
         conn = await connect(dsn)
         await apply_migrations(conn)
@@ -262,10 +255,7 @@ async def run(events: int, tenants: int, rounds: int, profile: str | None, index
         print(f"  total   {total / events * 1e6:6.1f} us/row (main process, signing and database left out)")
         await conn.close()
     finally:
-        if postgres is not None:
-            postgres.stop()
-        if server_dsn:
-            await create_or_drop_database(server_dsn, database, create=False)
+        await database.close()
 
 
 def main() -> None:

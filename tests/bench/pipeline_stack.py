@@ -17,7 +17,6 @@ import shutil
 import signal
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -27,14 +26,14 @@ from typing import Any
 import asyncpg
 import httpx
 
-from deploy.local.infra import Broker, Postgres, free_port, start_broker, start_postgres
+from deploy.local.infra import Broker, free_port, start_broker
 from deploy.local.stack import ServiceGroup, prepare, wait_pipeline_ready
 from services.auditctl.licenses import store_license
 from services.auditctl.settings import CliSettings
 from shared.db.pool import connect
 from shared.keys import load_signer
 from shared.licensing import issue_license
-from tests.bench.databases import create_or_drop_database
+from tests.bench.databases import BenchDatabase
 
 PIPELINE_SERVICES = ("receiver", "redactor", "signer", "usage")
 
@@ -67,14 +66,8 @@ async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = No
     (BENCH_KEEP_LOGS=1 keeps the services' logs in the work folder)."""
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     broker: Broker = start_broker(log_file=work / "broker.log")
-    postgres: Postgres | None = None
-    server_dsn = os.environ.get("DATABASE_URL")
-    database = f"bench_pipeline_{uuid.uuid4().hex[:12]}"
-    if server_dsn:
-        dsn = await create_or_drop_database(server_dsn, database, create=True)
-    else:
-        postgres = start_postgres(work / "pgdata", ephemeral=True)
-        dsn = postgres.dsn
+    database = await BenchDatabase.open("bench_pipeline", work)
+    dsn = database.dsn
     keys = work / "keys"
     keys.mkdir()
     receiver_port = free_port()
@@ -122,10 +115,7 @@ async def pipeline_stack(tenants: int = 2, extra_env: dict[str, str] | None = No
         os.environ.update(saved)
         group.stop_all()
         broker.stop()
-        if postgres is not None:
-            postgres.stop()
-        if server_dsn:
-            await create_or_drop_database(server_dsn, database, create=False)
+        await database.close()
         if not os.environ.get("BENCH_KEEP_LOGS"):
             shutil.rmtree(work, ignore_errors=True)
 
