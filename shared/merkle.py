@@ -58,20 +58,30 @@ def tree_hash(leaves: Sequence[bytes]) -> bytes:
 
 # --- appending ---------------------------------------------------------------------------------------------
 
+# SHA-256 with each prefix already absorbed: a copy and an update cost less than a new buffer per hash.
+_LEAF_HASHER = hashlib.sha256(LEAF_PREFIX)
+_NODE_HASHER = hashlib.sha256(NODE_PREFIX)
+
+
 def append_leaf(stack: list[bytes], size: int, entry: bytes) -> bytes:
     """``Frontier.append`` in place, for appending many leaves: ``stack`` holds the frontier hashes of a tree
     of ``size`` leaves and is left holding those of ``size + 1``. Returns the hashes the leaf completed."""
-    node = hashlib.sha256(LEAF_PREFIX + entry).digest()
+    hasher = _LEAF_HASHER.copy()
+    hasher.update(entry)
+    node = hasher.digest()
     if not size & 1:  # half of all leaves complete no subtree but their own
         stack.append(node)
         return node
-    completed = [node]
+    completed = node
     while size & 1:
-        node = hashlib.sha256(NODE_PREFIX + stack.pop() + node).digest()
-        completed.append(node)
+        hasher = _NODE_HASHER.copy()
+        hasher.update(stack.pop())
+        hasher.update(node)
+        node = hasher.digest()
+        completed += node
         size >>= 1
     stack.append(node)
-    return b"".join(completed)
+    return completed
 
 
 @dataclass(frozen=True)
