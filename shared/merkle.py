@@ -10,7 +10,9 @@ One tree per tenant; its entries are the chain's ``row_hash`` values in ``chain_
 Storage keeps every *complete* subtree hash: the subtree of level L (2**L leaves) at index j covers the
 leaves ``[j * 2**L, (j + 1) * 2**L)`` and becomes complete when its last leaf ``(j + 1) * 2**L - 1`` is
 appended. Appending leaf i therefore completes the subtrees of levels 0..t, where t is the number of
-trailing one bits of i; they are stored together, in one record keyed by leaf i (``SubtreeRecord``).
+trailing one bits of i; they are stored together, in one record keyed by leaf i (``SubtreeRecord``). An
+even leaf completes only its own (t = 0): the signer stores no record for it, and readers take its hash
+from the row's ``row_hash`` (shared/proofs.py).
 Every node any RFC 9162 proof names is either such a complete subtree or the hash of a range
 ``[start, end)`` on the right edge of a tree, which folds from at most log2(n) complete subtrees.
 
@@ -58,20 +60,30 @@ def tree_hash(leaves: Sequence[bytes]) -> bytes:
 
 # --- appending ---------------------------------------------------------------------------------------------
 
+# SHA-256 with each prefix already absorbed: a copy and an update cost less than a new buffer per hash.
+_LEAF_HASHER = hashlib.sha256(LEAF_PREFIX)
+_NODE_HASHER = hashlib.sha256(NODE_PREFIX)
+
+
 def append_leaf(stack: list[bytes], size: int, entry: bytes) -> bytes:
     """``Frontier.append`` in place, for appending many leaves: ``stack`` holds the frontier hashes of a tree
     of ``size`` leaves and is left holding those of ``size + 1``. Returns the hashes the leaf completed."""
-    node = hashlib.sha256(LEAF_PREFIX + entry).digest()
+    hasher = _LEAF_HASHER.copy()
+    hasher.update(entry)
+    node = hasher.digest()
     if not size & 1:  # half of all leaves complete no subtree but their own
         stack.append(node)
         return node
-    completed = [node]
+    completed = node
     while size & 1:
-        node = hashlib.sha256(NODE_PREFIX + stack.pop() + node).digest()
-        completed.append(node)
+        hasher = _NODE_HASHER.copy()
+        hasher.update(stack.pop())
+        hasher.update(node)
+        node = hasher.digest()
+        completed += node
         size >>= 1
     stack.append(node)
-    return b"".join(completed)
+    return completed
 
 
 @dataclass(frozen=True)

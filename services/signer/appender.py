@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import operator
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -54,6 +54,7 @@ CHAIN_COLUMNS = (
 _STORED_COLUMNS = tuple(column for column in EVENT_COLUMNS if column != "content")
 INSERT_COLUMNS = (*_STORED_COLUMNS, *CHAIN_COLUMNS)
 CONTENT_COLUMNS = ("tenant_id", "chain_seq", "salt", "content")
+SUBTREE_COLUMNS = ("tenant_id", "leaf_index", "hashes")
 _event_values = operator.itemgetter(*_STORED_COLUMNS)
 _SEQUENCE_CLAIM = ("tenant_id", "session_id", "event_sequence")
 _CONFLICT_KEY = operator.itemgetter(*(INSERT_COLUMNS.index(column) for column in _SEQUENCE_CLAIM))
@@ -438,13 +439,139 @@ CROSS JOIN LATERAL (
 """
 
 
-async def _contested_sequences(conn: asyncpg.Connection, chained: Chained) -> set[tuple[str, str, int]]:
-    """The (tenant, session, sequence) places that more than one row will claim once ``chained`` is written:
-    those claimed twice within it, and those a stored row already holds. Asked before the write."""
-    claimed = chained.sequence_claims()
+# Every stored (session, sequence) claim of the given sessions. A probe per session through the session index:
+# OFFSET 0 keeps the LATERAL subquery from being flattened into a join the planner might answer with one pass
+# over audit_logs (as _EXISTING_EVENT_IDS explains).
+_SESSION_SEQUENCES = """
+SELECT k.tenant_id, k.session_id, stored.event_sequence
+FROM unnest($1::text[], $2::text[]) AS k(tenant_id, session_id)
+CROSS JOIN LATERAL (
+    SELECT a.event_sequence FROM audit_logs a
+    WHERE a.tenant_id = k.tenant_id AND a.session_id = k.session_id AND a.event_sequence IS NOT NULL
+    OFFSET 0
+) AS stored
+"""
+
+
+class SequenceClaims:
+    """The (session, sequence) places the stored rows of a tenant claim, remembered per session, so that the
+    taken-sequence check of a batch asks the database only about sessions it has not seen.
+
+    Exact because a tenant's rows are appended only by whoever holds its chain head, under lock, and never
+    change or go away: what is remembered of a tenant holds for one chain head (its seq and hash). A batch
+    whose locked head is another one (another signer appended meanwhile, or this one's transaction failed)
+    forgets the tenant and reads its sessions again. A session not remembered (never seen, or dropped to
+    keep within ``max_sessions`` / ``max_claims``) is read from the database; a remembered one always holds
+    every claim of the tenant's rows up to that head.
+    """
+
+    def __init__(self, max_sessions: int = 4_096, max_claims: int = 262_144) -> None:
+        self.max_sessions = max_sessions
+        self.max_claims = max_claims
+        # tenant -> (head seq, head hash, generation): the head the tenant's remembered sessions hold for.
+        self._heads: dict[str, tuple[int, bytes, int]] = {}
+        # (tenant, session) -> (generation, sequences), least recently used first. An entry of an older
+        # generation than its tenant's was remembered for another head: it counts as not remembered.
+        self._sessions: OrderedDict[tuple[str, str], tuple[int, set[int]]] = OrderedDict()
+        self._claims = 0
+        self._generation = 0
+
+    def _generation_at(self, tenant: str, head: tuple[int, bytes]) -> int:
+        """The generation of ``tenant``'s memory at ``head``; a new (empty) one if it was kept for another."""
+        known = self._heads.get(tenant)
+        if known is not None and (known[0], known[1]) == head:
+            return known[2]
+        self._generation += 1
+        self._heads[tenant] = (head[0], head[1], self._generation)
+        return self._generation
+
+    def _sequences(self, tenant: str, session: str, generation: int) -> set[int] | None:
+        entry = self._sessions.get((tenant, session))
+        if entry is None:
+            return None
+        if entry[0] != generation:
+            self._drop((tenant, session))
+            return None
+        self._sessions.move_to_end((tenant, session))
+        return entry[1]
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        _, sequences = self._sessions.pop(key)
+        self._claims -= len(sequences)
+
+    async def taken(
+        self, conn: asyncpg.Connection, keys: Collection[tuple[str, str, int]], heads: Mapping[str, tuple[int, bytes]]
+    ) -> set[tuple[str, str, int]]:
+        """Which of ``keys`` a stored row already claims; ``heads`` are the chain heads locked by the caller's
+        transaction, one for every tenant of ``keys``."""
+        generations = {tenant: self._generation_at(tenant, head) for tenant, head in heads.items()}
+        sessions: dict[tuple[str, str], set[int]] = {}
+        missing: dict[tuple[str, str], set[int]] = {}
+        for key in {(tenant, session) for tenant, session, _ in keys}:
+            sequences = self._sequences(key[0], key[1], generations[key[0]])
+            if sequences is None:
+                sequences = missing[key] = set()
+            sessions[key] = sequences
+        if missing:
+            tenants, names = (list(column) for column in zip(*missing, strict=True))
+            for row in await conn.fetch(_SESSION_SEQUENCES, tenants, names):
+                sessions[row["tenant_id"], row["session_id"]].add(row["event_sequence"])
+            for key in missing:
+                self._sessions[key] = (generations[key[0]], sessions[key])
+                self._claims += len(sessions[key])
+        return {key for key in keys if key[2] in sessions[key[0], key[1]]}
+
+    def committed(
+        self,
+        claims: Iterable[tuple[str, str, int]],
+        before: Mapping[str, tuple[int, bytes]],
+        after: Mapping[str, tuple[int, bytes]],
+    ) -> None:
+        """The transaction that moved the heads from ``before`` to ``after`` (locked throughout), writing rows
+        with ``claims``, committed: the tenants' memory now holds for ``after``."""
+        generations = {}
+        for tenant, head in before.items():
+            known = self._heads.get(tenant)
+            if known is None or (known[0], known[1]) != head:
+                continue  # not remembered for the head the transaction started from: nothing to carry over
+            self._heads[tenant] = (*after[tenant], known[2])
+            generations[tenant] = known[2]
+        remembered: dict[tuple[str, str], set[int] | None] = {}
+        added = 0
+        for tenant, session, sequence in claims:
+            key = (tenant, session)
+            if key in remembered:
+                sequences = remembered[key]
+            else:
+                generation = generations.get(tenant)
+                sequences = remembered[key] = (
+                    None if generation is None else self._sequences(tenant, session, generation)
+                )
+            if sequences is not None and sequence not in sequences:
+                sequences.add(sequence)
+                added += 1
+        self._claims += added
+        while self._sessions and (len(self._sessions) > self.max_sessions or self._claims > self.max_claims):
+            self._drop(next(iter(self._sessions)))
+
+
+async def _contested_sequences(
+    conn: asyncpg.Connection,
+    claimed: Sequence[tuple[str, str, int]],
+    memory: SequenceClaims | None = None,
+    heads: Mapping[str, tuple[int, bytes]] | None = None,
+) -> set[tuple[str, str, int]]:
+    """The (tenant, session, sequence) places that more than one row will claim once rows ``claimed`` (their
+    ``Chained.sequence_claims``) are written: those claimed twice among them, and those a stored row already
+    holds. Asked before the write.
+
+    With ``memory`` (and ``heads``, the heads the transaction locked), stored claims come from the sessions it
+    remembers; else every place is looked up."""
     keys = set(claimed)
     contested = set() if len(keys) == len(claimed) else {k for k, n in Counter(claimed).items() if n > 1}
-    if keys:
+    if keys and memory is not None and heads is not None:
+        contested.update(await memory.taken(conn, keys, heads))
+    elif keys:
         tenants, sessions, sequences = (list(column) for column in zip(*keys, strict=True))
         taken = await conn.fetch(_TAKEN_SEQUENCES, tenants, sessions, sequences)
         contested.update((row["tenant_id"], row["session_id"], row["event_sequence"]) for row in taken)
@@ -462,6 +589,13 @@ async def _flag_sequence_conflicts(
     return tuple(
         (row["tenant_id"], row["session_id"], row["event_sequence"], row["event_id"]) for row in flagged
     )
+
+
+def stored_subtrees(chained: Chained) -> list[tuple[str, int, bytes]]:
+    """The ``merkle_subtrees`` records a batch writes: those of odd leaf indexes. An even leaf completes no
+    subtree but its own, whose hash readers take from the row's ``row_hash`` (shared/proofs.py): half the
+    records, for nothing a proof needs."""
+    return [record for record in chained.subtrees if record[1] & 1]
 
 
 # Every chain head a batch grew, in one statement.
@@ -487,21 +621,26 @@ async def _write(
     chained: Chained,
     heads: dict[str, Head],
     offsets: tuple[str, str, Mapping[int, int]],
+    claimed: Sequence[tuple[str, str, int]] = (),
+    memory: tuple[SequenceClaims, Mapping[str, tuple[int, bytes]]] | None = None,
 ) -> tuple[tuple[str, str, int, str], ...]:
     """Everything one batch writes, after its offsets row and heads are locked; returns the rows it flagged
-    ``sequence_conflict``."""
+    ``sequence_conflict``. ``claimed``: the batch's ``Chained.sequence_claims``; ``memory``: the signer's
+    ``SequenceClaims`` and the heads as locked, before the batch."""
     if chained.activations:
         await conn.executemany(
             "INSERT INTO key_activations (tenant_id, from_seq, key_id) VALUES ($1, $2, $3)", chained.activations
         )
     conflicts: tuple[tuple[str, str, int, str], ...] = ()
     # What needs no signature goes first, while the signing helper may still be signing the batch's last rows.
-    contested = await _contested_sequences(conn, chained) if chained.records or chained.unsigned else set()
+    contested = (
+        await _contested_sequences(conn, claimed, *(memory or (None, None))) if claimed else set()
+    )
     if chained.contents:
         await conn.copy_records_to_table("audit_content", records=chained.contents, columns=list(CONTENT_COLUMNS))
-    if chained.subtrees:
-        await conn.copy_records_to_table("merkle_subtrees", records=chained.subtrees,
-                                         columns=["tenant_id", "leaf_index", "hashes"])
+    subtrees = stored_subtrees(chained)
+    if subtrees:
+        await conn.copy_records_to_table("merkle_subtrees", records=subtrees, columns=list(SUBTREE_COLUMNS))
     await chained.complete()
     if chained.records:
         await conn.copy_records_to_table("audit_logs", records=chained.records, columns=list(INSERT_COLUMNS))
@@ -537,8 +676,10 @@ async def append_batch(
     batch: Sequence[OffsetEvent],
     checkpoints: CheckpointPolicy | None = None,
     now: datetime | None = None,
+    claims: SequenceClaims | None = None,
 ) -> AppendResult:
-    """``batch`` holds consecutive messages of one partition, in offset order."""
+    """``batch`` holds consecutive messages of one partition, in offset order. ``claims``: this signer's memory
+    of the sequences its tenants' rows claim, used and kept up to date."""
     assert batch, "empty batch"
     async with conn.transaction():
         stored = await _lock_offset(conn, group, topic, partition, batch[0].offset)
@@ -550,13 +691,19 @@ async def append_batch(
         stale = sum(1 for item in batch if item.offset < stored)
         to_append = _new_rows(fresh, await _existing_event_ids(conn, fresh))
         heads: dict[str, Head] = {}
+        locked: dict[str, tuple[int, bytes]] = {}
         chained = Chained()
         if to_append:
             heads = await _lock_heads(conn, sorted({row.tenant_id for row in to_append}))
+            locked = {tenant: (head.seq, head.hash) for tenant, head in heads.items()}
             chained = await chain_rows(to_append, heads, signer, checkpoints, now or datetime.now(UTC))
             await chained.complete()
         next_offset = batch[-1].offset + 1
-        conflicts = await _write(conn, chained, heads, (group, topic, {partition: next_offset}))
+        claimed = chained.sequence_claims()
+        memory = None if claims is None else (claims, locked)
+        conflicts = await _write(conn, chained, heads, (group, topic, {partition: next_offset}), claimed, memory)
+    if claims is not None and locked:
+        claims.committed(claimed, locked, {t: (h.seq, h.hash) for t, h in heads.items()})
     return AppendResult(
         len(to_append),
         len(fresh) - len(to_append),
@@ -626,13 +773,15 @@ async def append_prepared(
     topic: str,
     partition: int,
     checkpoints: CheckpointPolicy | None = None,
+    claims: SequenceClaims | None = None,
 ) -> AppendResult:
     """Write a prepared batch if nothing moved since it was prepared, else chain it under lock."""
-    result = await append_prepared_together(conn, [(partition, prepared)], group=group, topic=topic)
+    result = await append_prepared_together(conn, [(partition, prepared)], group=group, topic=topic, claims=claims)
     if result is not None:
         return result
     return await append_batch(
-        conn, signer, group=group, topic=topic, partition=partition, batch=prepared.batch, checkpoints=checkpoints
+        conn, signer, group=group, topic=topic, partition=partition, batch=prepared.batch, checkpoints=checkpoints,
+        claims=claims,
     )
 
 
@@ -642,10 +791,11 @@ async def append_prepared_together(
     *,
     group: str,
     topic: str,
+    claims: SequenceClaims | None = None,
 ) -> AppendResult | None:
     """Write prepared batches, of one partition or several, in one transaction, if nothing moved since they
     were prepared; None (nothing written) when something did: each partition's batches must then be chained
-    under lock (``append_batch``).
+    under lock (``append_batch``). ``claims`` as in ``append_batch``.
 
     ``parts`` are (partition, batch) in the order they were prepared, each batch chained on the heads the one
     before it left; the batches of one partition follow each other in offset order.
@@ -663,6 +813,7 @@ async def append_prepared_together(
             expected.setdefault(tenant, position)
         heads.update(prepared.heads)
     chained = Chained.merged([prepared.chained for _, prepared in parts])
+    claimed = chained.sequence_claims()
     # The signatures are collected inside the transaction, once the rows that need none are written
     # (_write): the locks it then holds are this signer's own chain heads and offsets, which only a zombie
     # signer or the quiet-chain checkpointer (which skips locked heads) would ask for.
@@ -677,10 +828,13 @@ async def append_prepared_together(
                 locked = await _lock_heads(conn, sorted(expected), may_be_new=new_chain)
                 if any((locked[t].seq, locked[t].hash) != expected[t] for t in expected):
                     raise _NotAsPrepared
-            conflicts = await _write(conn, chained, heads, (group, topic, next_offsets))
+            memory = None if claims is None else (claims, expected)
+            conflicts = await _write(conn, chained, heads, (group, topic, next_offsets), claimed, memory)
     except (_NotAsPrepared, asyncpg.UniqueViolationError):
         # UniqueViolation: an event id or a sequence number taken meanwhile; the locked path sorts out which.
         return None
+    if claims is not None and expected:
+        claims.committed(claimed, expected, {t: (h.seq, h.hash) for t, h in heads.items()})
     return AppendResult(
         len(chained.records),
         sum(prepared.duplicates for _, prepared in parts),

@@ -33,6 +33,7 @@ from services.signer.appender import (
     OffsetEvent,
     OffsetGap,
     PreparedBatch,
+    SequenceClaims,
     append_batch,
     append_prepared_together,
     checkpoint_idle_chains,
@@ -66,7 +67,9 @@ def decode_authenticated_row(message: Any, keyring: Keyring) -> ChainRow:
     row = decode_row(envelope.value)
     if row.event_id != envelope.event_id:
         raise InvalidMessage("canonical event's event_id differs from its authenticated header")
-    envelope.check_scope(row.values.get("plane"), row.values.get("event_type"))
+    plane, event_type = row.values.get("plane"), row.values.get("event_type")
+    if envelope.scope is None or not envelope.scope.permits(plane, event_type):
+        envelope.check_scope(plane, event_type)  # refuses it, saying why
     return row
 
 
@@ -159,6 +162,8 @@ class SignerWorker:
         # Heads as the batches prepared so far leave them; dropped (and the epoch bumped) when that is not so.
         self._heads: dict[str, Head] = {}
         self._epoch = 0
+        # The sequences this signer's tenants' sessions claim, checked against the locked heads at each use.
+        self.sequence_claims = SequenceClaims()
         self._in_flight: asyncio.Task[None] | None = None
         self._in_flight_ids: frozenset[str] = frozenset()
         # Read and prepared while an append is in flight; the next append writes them together.
@@ -359,7 +364,8 @@ class SignerWorker:
                 try:
                     with self.metrics.append_latency.time():
                         async with self.pool.acquire() as conn:
-                            result = await append_prepared_together(conn, parts, group=self.group, topic=self.topic)
+                            result = await append_prepared_together(conn, parts, group=self.group, topic=self.topic,
+                                                                  claims=self.sequence_claims)
                 except SigningHelperError:
                     raise  # not the batch's fault: stop, and let the restart pick up from the stored offsets
                 except Exception as exc:
@@ -393,7 +399,8 @@ class SignerWorker:
                 with self.metrics.append_latency.time():
                     async with self.pool.acquire() as conn:
                         result = await append_batch(conn, self.signer, group=self.group, topic=tp.topic,
-                                                    partition=tp.partition, batch=items, checkpoints=self.checkpoints)
+                                                    partition=tp.partition, batch=items, checkpoints=self.checkpoints,
+                                                    claims=self.sequence_claims)
             except OffsetGap as gap:
                 log.warning("offset gap, seeking back", extra={"partition": tp.partition, "stored": gap.stored})
                 self.forget_prepared_state()

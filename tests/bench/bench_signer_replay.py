@@ -34,9 +34,12 @@ from services.signer.appender import (
     CONTENT_COLUMNS,
     GENESIS,
     INSERT_COLUMNS,
+    SUBTREE_COLUMNS,
     Chained,
+    SequenceClaims,
     _contested_sequences,
     chain_rows,
+    stored_subtrees,
 )
 from services.signer.rows import ChainRow
 from services.signer.worker import decode_authenticated_row
@@ -100,8 +103,8 @@ async def copy_all(conn: Any, chained: list[Chained]) -> None:
     try:
         for batch in chained:
             await conn.copy_records_to_table("replay_content", records=batch.contents, columns=list(CONTENT_COLUMNS))
-            await conn.copy_records_to_table("replay_subtrees", records=batch.subtrees,
-                                             columns=["tenant_id", "leaf_index", "hashes"])
+            await conn.copy_records_to_table("replay_subtrees", records=stored_subtrees(batch),
+                                             columns=list(SUBTREE_COLUMNS))
             await conn.copy_records_to_table("replay_logs", records=batch.records, columns=list(INSERT_COLUMNS))
     finally:
         await transaction.rollback()
@@ -182,20 +185,30 @@ async def statement_costs(conn: Any, chained: list[Chained], events: int) -> Non
         spent[name] = spent.get(name, 0.0) + _oncpu_seconds(backend) - before
         return result
 
+    claims = SequenceClaims()  # as the signer keeps it: each session read once while its head stays put
+    seq_at, prev_at = INSERT_COLUMNS.index("chain_seq"), INSERT_COLUMNS.index("prev_hash")
+    hash_at, tenant_at = INSERT_COLUMNS.index("row_hash"), INSERT_COLUMNS.index("tenant_id")
     for batch in chained:
         rows = batch.records
+        locked: dict[str, tuple[int, bytes]] = {}
+        after: dict[str, tuple[int, bytes]] = {}
+        for row in rows:
+            locked.setdefault(row[tenant_at], (row[seq_at] - 1, row[prev_at]))
+            after[row[tenant_at]] = (row[seq_at], row[hash_at])
         async with conn.transaction():
             await timed("existing event ids", conn.fetch(
                 "SELECT event_id FROM audit_logs WHERE event_id = ANY($1::text[])",
                 [row[INSERT_COLUMNS.index("event_id")] for row in rows]))
-            await timed("taken sequences", _contested_sequences(conn, batch))
+            claimed = batch.sequence_claims()
+            await timed("taken sequences", _contested_sequences(conn, claimed, claims, locked))
             await timed("COPY audit_content", conn.copy_records_to_table(
                 "audit_content", records=batch.contents, columns=list(CONTENT_COLUMNS)))
             await timed("COPY merkle_subtrees", conn.copy_records_to_table(
-                "merkle_subtrees", records=batch.subtrees, columns=["tenant_id", "leaf_index", "hashes"]))
+                "merkle_subtrees", records=stored_subtrees(batch), columns=list(SUBTREE_COLUMNS)))
             await timed("COPY audit_logs", conn.copy_records_to_table(
                 "audit_logs", records=rows, columns=list(INSERT_COLUMNS)))
             await timed("commit", conn.execute("SELECT 1"))
+        claims.committed(claimed, locked, after)
     for name, seconds in spent.items():
         print(f"  {name:22s} {seconds / events * 1e6:5.1f} us/row")
     print(f"  {'together':22s} {sum(spent.values()) / events * 1e6:5.1f} us/row")
