@@ -9,8 +9,8 @@ import uvloop
 
 from services.signer.__main__ import _StartingHelper
 from services.signer.settings import SignerSettings
-from shared.runtime import stop_on_signals
 from shared.keys import Ed25519Signer
+from shared.runtime import stop_on_signals
 
 
 async def test_signatures_wait_for_the_helper_and_are_the_keys() -> None:
