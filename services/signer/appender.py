@@ -54,6 +54,7 @@ CHAIN_COLUMNS = (
 _STORED_COLUMNS = tuple(column for column in EVENT_COLUMNS if column != "content")
 INSERT_COLUMNS = (*_STORED_COLUMNS, *CHAIN_COLUMNS)
 CONTENT_COLUMNS = ("tenant_id", "chain_seq", "salt", "content")
+SUBTREE_COLUMNS = ("tenant_id", "leaf_index", "hashes")
 _event_values = operator.itemgetter(*_STORED_COLUMNS)
 _SEQUENCE_CLAIM = ("tenant_id", "session_id", "event_sequence")
 _CONFLICT_KEY = operator.itemgetter(*(INSERT_COLUMNS.index(column) for column in _SEQUENCE_CLAIM))
@@ -590,6 +591,13 @@ async def _flag_sequence_conflicts(
     )
 
 
+def stored_subtrees(chained: Chained) -> list[tuple[str, int, bytes]]:
+    """The ``merkle_subtrees`` records a batch writes: those of odd leaf indexes. An even leaf completes no
+    subtree but its own, whose hash readers take from the row's ``row_hash`` (shared/proofs.py): half the
+    records, for nothing a proof needs."""
+    return [record for record in chained.subtrees if record[1] & 1]
+
+
 # Every chain head a batch grew, in one statement.
 _UPDATE_HEADS = """
 UPDATE chain_heads h SET head_seq = v.head_seq, head_hash = v.head_hash, key_id = v.key_id,
@@ -630,9 +638,9 @@ async def _write(
     )
     if chained.contents:
         await conn.copy_records_to_table("audit_content", records=chained.contents, columns=list(CONTENT_COLUMNS))
-    if chained.subtrees:
-        await conn.copy_records_to_table("merkle_subtrees", records=chained.subtrees,
-                                         columns=["tenant_id", "leaf_index", "hashes"])
+    subtrees = stored_subtrees(chained)
+    if subtrees:
+        await conn.copy_records_to_table("merkle_subtrees", records=subtrees, columns=list(SUBTREE_COLUMNS))
     await chained.complete()
     if chained.records:
         await conn.copy_records_to_table("audit_logs", records=chained.records, columns=list(INSERT_COLUMNS))

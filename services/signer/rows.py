@@ -93,7 +93,6 @@ _INTEGER_BOUNDS = tuple(
     for name, annotation in typing.get_type_hints(CanonicalEvent).items()
     if int in _allowed_types(annotation)
 )
-_integer_values = operator.itemgetter(*(name for name, _ in _INTEGER_BOUNDS))
 _json_values = operator.itemgetter("content", "content_lengths", "redacted_fields", "attributes")
 _new_row = tuple.__new__  # a ChainRow from its five values, without the generated __new__'s keyword handling
 _DEFAULTS: dict[str, Any] = {}
@@ -156,13 +155,19 @@ def decode_row(raw: bytes) -> ChainRow:
 
 # Shapes (field names in order, then the type of each value) of objects whose fields and types were found
 # valid: whether an object is valid in these respects depends on its shape alone, and a producer sends a few
-# shapes over and over. Each maps to the fields the object left out, which take their defaults.
-_VALID_SHAPES: dict[tuple[Any, ...], tuple[str, ...]] = {}
+# shapes over and over. Each maps to what follows from the shape: the fields the object left out, which take
+# their defaults, and the integer fields that hold a number (not null), which alone need their range checked.
+class _Shape(NamedTuple):
+    missing: tuple[str, ...]
+    integers: tuple[tuple[str, range], ...]
+
+
+_VALID_SHAPES: dict[tuple[Any, ...], _Shape] = {}
 _MAX_SHAPES = 1_024
 
 
-def _check_shape(data: dict[str, Any], *, exact: bool) -> tuple[str, ...]:
-    """The fields ``data`` leaves out, once its fields and their types are found valid."""
+def _check_shape(data: dict[str, Any], *, exact: bool) -> _Shape:
+    """What follows from the shape of ``data``, once its fields and their types are found valid."""
     keys = data.keys()
     if not keys <= _FIELD_NAMES:
         raise ValueError(f"canonical event has unknown fields: {sorted(keys - _FIELD_NAMES)}")
@@ -175,19 +180,23 @@ def _check_shape(data: dict[str, Any], *, exact: bool) -> tuple[str, ...]:
                 raise _DecodedInexactly
             wrong = [n for n in names if type(values[n]) not in allowed]
             raise ValueError(f"canonical event field {wrong[0]} has type {type(values[wrong[0]]).__name__}")
-    return tuple(name for name in _DEFAULTS if name not in keys)
+    return _Shape(
+        tuple(name for name in _DEFAULTS if name not in keys),
+        tuple((name, bounds) for name, bounds in _INTEGER_BOUNDS if type(values[name]) is int),
+    )
 
 
 def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
     if type(data) is not dict:
         raise ValueError("canonical event is not a JSON object")
     shape = (*data, *map(type, data.values()))
-    missing = _VALID_SHAPES.get(shape)
-    if missing is None:
-        missing = _check_shape(data, exact=exact)
+    known = _VALID_SHAPES.get(shape)
+    if known is None:
+        known = _check_shape(data, exact=exact)
         if len(_VALID_SHAPES) >= _MAX_SHAPES:
             _VALID_SHAPES.clear()
-        _VALID_SHAPES[shape] = missing
+        _VALID_SHAPES[shape] = known
+    missing, integers = known
     values = data  # a fresh object from the decoder: the row's values from here on
     for name in missing:
         default = _DEFAULTS[name]
@@ -207,9 +216,9 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
     other_encoding = exact and b"\x00" in raw[:4]
     if exact and (other_encoding or _SURROGATE_ESCAPE in raw or _SURROGATE_ESCAPE_UPPER in raw):
         _refuse_lone_surrogates(data)
-    for number, (name, bounds) in zip(_integer_values(values), _INTEGER_BOUNDS, strict=True):
-        if number is not None and number not in bounds:
-            raise ValueError(f"{name} is out of range for its column: {str(number)[:40]}")
+    for name, bounds in integers:  # the integer fields that are not null in this shape
+        if values[name] not in bounds:
+            raise ValueError(f"{name} is out of range for its column: {str(values[name])[:40]}")
     values["event_time"] = _timestamp("event_time", values["event_time"])
     values["received_at"] = _received_at(values["received_at"])
     cost = values["cost"]

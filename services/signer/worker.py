@@ -67,7 +67,9 @@ def decode_authenticated_row(message: Any, keyring: Keyring) -> ChainRow:
     row = decode_row(envelope.value)
     if row.event_id != envelope.event_id:
         raise InvalidMessage("canonical event's event_id differs from its authenticated header")
-    envelope.check_scope(row.values.get("plane"), row.values.get("event_type"))
+    plane, event_type = row.values.get("plane"), row.values.get("event_type")
+    if envelope.scope is None or not envelope.scope.permits(plane, event_type):
+        envelope.check_scope(plane, event_type)  # refuses it, saying why
     return row
 
 

@@ -31,14 +31,19 @@ import hashlib
 import hmac
 import os
 import re
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.access_events import ACCESS_EVENT_TYPE, ACCESS_PLANE
 from shared.erasure import ERASURE_EVENT_TYPE, ERASURE_PLANE
 from shared.keys import KeyMaterialError, read_private_file
+
+if TYPE_CHECKING:
+    from hashlib import _Hash  # the type of a hash object, which hashlib does not export
 
 KEY_ID_HEADER = "auth.key_id"
 MAC_HEADER = "auth.mac"
@@ -47,7 +52,21 @@ MAX_KEY_BYTES = 1024
 _KEY_ID_CONTEXT = b"audit-message-key\x00"
 _MAC_HEX_LENGTH = 64
 _KEY_ID_LENGTH = 16
-_JOIN_BELOW = 4096  # fields up to this size are joined and fed to the MAC at once, larger ones fed alone
+_JOIN_BELOW = 4096
+_length = struct.Struct(">Q").pack  # each field's length, before it: 8 bytes, big-endian
+_MAX_SCOPE_PAIRS = 1_024  # fields up to this size are joined and fed to the MAC at once, larger ones fed alone
+
+
+_SHA256_BLOCK = 64
+
+
+def _keyed_states(secret: bytes, domain: bytes) -> tuple[_Hash, _Hash]:
+    """The inner (fed ``domain``) and outer SHA-256 states of HMAC-SHA256 under ``secret`` (RFC 2104)."""
+    block = hashlib.sha256(secret).digest() if len(secret) > _SHA256_BLOCK else secret
+    block = block.ljust(_SHA256_BLOCK, b"\x00")
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
+    inner.update(domain)
+    return inner, hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
 
 
 _SCOPE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -87,6 +106,9 @@ class KeyScope:
 
     planes: NameSet
     event_types: NameSet
+    # (plane, event type) -> permitted, for the names seen: a producer sends a few pairs over and over.
+    _seen: dict[tuple[str, str], bool] = dataclass_field(default_factory=dict, init=False, compare=False,
+                                                          repr=False, hash=False)
 
     @classmethod
     def parse(cls, options: dict[str, str]) -> KeyScope:
@@ -96,6 +118,14 @@ class KeyScope:
         return cls(NameSet.parse(options["planes"]), NameSet.parse(options["event_types"]))
 
     def permits(self, plane: object, event_type: object) -> bool:
+        if type(plane) is str and type(event_type) is str:
+            pair = (plane, event_type)
+            permitted = self._seen.get(pair)
+            if permitted is None:
+                if len(self._seen) >= _MAX_SCOPE_PAIRS:
+                    self._seen.clear()
+                permitted = self._seen[pair] = self.planes.admits(plane) and self.event_types.admits(event_type)
+            return permitted
         return self.planes.admits(plane) and self.event_types.admits(event_type)
 
     def __str__(self) -> str:
@@ -117,7 +147,8 @@ class MessageKey:
     secret: bytes
     label: str = ""
     scope: KeyScope | None = None  # canonical keyring entries only: what events the key may sign
-    _primed: dict[bytes, hmac.HMAC] = dataclass_field(default_factory=dict, init=False, compare=False, repr=False)
+    _primed: dict[bytes, tuple[_Hash, _Hash]] = dataclass_field(default_factory=dict, init=False, compare=False,
+                                                                  repr=False)
 
     @classmethod
     def of(cls, secret: bytes, label: str = "", scope: KeyScope | None = None) -> MessageKey:
@@ -132,23 +163,39 @@ class MessageKey:
         return f"{self.label or 'unlabelled'} ({self.key_id})"
 
     def mac(self, domain: bytes, fields: Sequence[bytes]) -> str:
-        # The HMAC keyed and fed the domain is made once per domain and copied for each message: keying costs
-        # as much as the MAC of a small message.
-        primed = self._primed.get(domain)
-        if primed is None:
-            primed = self._primed[domain] = hmac.new(self.secret, domain, hashlib.sha256)
-        mac = primed.copy()
-        parts = []
-        for part in fields:
-            parts.append(len(part).to_bytes(8, "big"))
-            if len(part) < _JOIN_BELOW:
-                parts.append(part)
-            else:  # a payload: fed as it is (the same bytes in the same order), joining would copy it
-                mac.update(b"".join(parts))
-                mac.update(part)
-                parts.clear()
-        mac.update(b"".join(parts))
-        return mac.hexdigest()
+        return self._digest(domain, fields).hex()
+
+    def made(self, mac: bytes, domain: bytes, fields: Sequence[bytes]) -> bool:
+        """Whether ``mac`` (a header's bytes) is exactly the MAC this key gives ``fields``, as ``mac`` writes it."""
+        return hmac.compare_digest(binascii.hexlify(self._digest(domain, fields)), mac)
+
+    def _digest(self, domain: bytes, fields: Sequence[bytes]) -> bytes:
+        # HMAC-SHA256 (RFC 2104) from the two hash states the key gives, the inner one fed the domain already:
+        # keying costs as much as the MAC of a small message, so it is done once per domain; the states are
+        # copied for each message (hmac.HMAC.copy costs several times the copy of a hash state).
+        keyed = self._primed.get(domain)
+        if keyed is None:
+            keyed = self._primed[domain] = _keyed_states(self.secret, domain)
+        inner_state, outer_state = keyed
+        inner = inner_state.copy()
+        if len(fields) == 3:  # a canonical event's (two ids, then the value): the loop below, unrolled
+            first, second, last = fields
+            inner.update(b"".join((_length(len(first)), first, _length(len(second)), second, _length(len(last)))))
+            inner.update(last)
+        else:
+            parts = []
+            for part in fields:
+                parts.append(_length(len(part)))
+                if len(part) < _JOIN_BELOW:
+                    parts.append(part)
+                else:  # a payload: fed as it is (the same bytes in the same order), joining would copy it
+                    inner.update(b"".join(parts))
+                    inner.update(part)
+                    parts.clear()
+            inner.update(b"".join(parts))
+        outer = outer_state.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def headers(self, domain: bytes, fields: Sequence[bytes]) -> list[tuple[str, bytes]]:
         return [(KEY_ID_HEADER, self.key_id.encode()), (MAC_HEADER, self.mac(domain, fields).encode())]
@@ -161,6 +208,7 @@ class Keyring:
         self._keys = {key.key_id: key for key in keys}
         if not self._keys:
             raise ValueError("a keyring needs at least one key")
+        self._by_header = {key_id.encode(): key for key_id, key in self._keys.items()}
 
     def __repr__(self) -> str:
         return f"Keyring({sorted(self._keys)})"
@@ -179,6 +227,11 @@ class Keyring:
         if len(mac) != _MAC_HEX_LENGTH or not hmac.compare_digest(key.mac(domain, fields), mac):
             raise AuthenticationFailed("message authentication failed (forged or altered)")
         return key
+
+
+    def key_of(self, key_id: bytes) -> MessageKey | None:
+        """The key whose id is exactly the bytes of an ``auth.key_id`` header, if this keyring accepts it."""
+        return self._by_header.get(key_id)
 
 
 class AuthenticationFailed(Exception):

@@ -29,6 +29,11 @@ DOMAIN = b"canonical-event/v1"
 _ALLOWED = frozenset({EVENT_ID, REQUEST_ID, KEY_ID_HEADER, MAC_HEADER})
 _EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# The same patterns over a header's bytes: what they match is ASCII, so it decodes to text the above match.
+_EVENT_ID_BYTES = re.compile(_EVENT_ID.pattern.encode())
+_REQUEST_ID_BYTES = re.compile(_REQUEST_ID.pattern.encode())
+# Stands for the request_id header where a message has none: an empty one, as the MAC covers it.
+_NO_REQUEST_ID = (REQUEST_ID, b"")
 
 
 class CanonicalMessage(NamedTuple):
@@ -76,8 +81,51 @@ def _text(raw: bytes, name: str, pattern: re.Pattern[str]) -> str:
 _new_message = tuple.__new__  # a CanonicalMessage from all its values, without the generated __new__'s keywords
 
 
+def _decode_usual(value: object, headers: object, keyring: Keyring) -> CanonicalMessage | None:
+    """The message as ``encode_value`` writes it (its headers in that order and no other, each a (name, bytes)
+    tuple of the right form), once its MAC holds: what ``decode`` gives for it, with less work. None for any
+    other message, which ``decode`` then reads header by header and accepts or refuses."""
+    if (type(value) is not bytes or not value or (type(headers) is not list and type(headers) is not tuple)
+            or not 3 <= len(headers) <= 4):
+        return None
+    if len(headers) == 3:
+        event_pair, key_pair, mac_pair = headers
+        request_pair = _NO_REQUEST_ID
+    else:
+        event_pair, request_pair, key_pair, mac_pair = headers
+    if not (type(event_pair) is tuple and type(request_pair) is tuple and type(key_pair) is tuple
+            and type(mac_pair) is tuple and len(event_pair) == 2 and len(request_pair) == 2 and len(key_pair) == 2
+            and len(mac_pair) == 2):
+        return None
+    (event_name, raw_event_id), (request_name, raw_request_id) = event_pair, request_pair
+    (key_name, key_id), (mac_name, mac) = key_pair, mac_pair
+    if not (type(event_name) is str and type(request_name) is str and type(key_name) is str
+            and type(mac_name) is str and event_name == EVENT_ID and request_name == REQUEST_ID
+            and key_name == KEY_ID_HEADER and mac_name == MAC_HEADER and type(raw_event_id) is bytes
+            and type(raw_request_id) is bytes and type(key_id) is bytes and type(mac) is bytes):
+        return None
+    if request_pair is _NO_REQUEST_ID:
+        request_id = None
+    elif _REQUEST_ID_BYTES.fullmatch(raw_request_id) is None:
+        return None
+    else:
+        request_id = raw_request_id.decode("ascii")
+    key = keyring.key_of(key_id)
+    if (key is None or _EVENT_ID_BYTES.fullmatch(raw_event_id) is None
+            or not key.made(mac, DOMAIN, (raw_event_id, raw_request_id, value))):
+        return None
+    return _new_message(
+        CanonicalMessage, (raw_event_id.decode("ascii"), request_id, value, key.key_id, key.label, key.scope))
+
+
 def decode(value: object, headers: object, keyring: Keyring) -> CanonicalMessage:
     """The message once its headers are well formed and its MAC holds; ``InvalidMessage`` otherwise."""
+    usual = _decode_usual(value, headers, keyring)
+    return usual if usual is not None else _decode_any(value, headers, keyring)
+
+
+def _decode_any(value: object, headers: object, keyring: Keyring) -> CanonicalMessage:
+    """``decode`` header by header: any order, provenance headers, and the reason for a refusal."""
     named = header_map(headers)
     if not _ALLOWED.issuperset(named):
         for name in named:
