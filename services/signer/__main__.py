@@ -55,7 +55,7 @@ async def _run(settings: SignerSettings) -> None:
     while True:
         try:
             # One connection more than the appends need: the witness publisher's.
-            pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+            pool = await create_pool(settings.database_url, min_size=1, max_size=4, bulk_writer=True)
             async with pool.acquire() as conn:
                 await require_enrolled_key(conn, signer, pinned)
             break
