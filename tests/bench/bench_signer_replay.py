@@ -224,7 +224,7 @@ async def run(events: int, tenants: int, rounds: int, profile: str | None, index
     database = await BenchDatabase.open("bench_replay", Path(tempfile.mkdtemp(prefix="bench-replay-")))
     dsn = database.dsn
     try:
-        conn = await connect(dsn)
+        conn = await connect(dsn, bulk_writer=True)  # as the signer connects
         await apply_migrations(conn)
         await conn.execute(
             "CREATE TEMP TABLE replay_logs (LIKE audit_logs INCLUDING DEFAULTS INCLUDING IDENTITY);"
