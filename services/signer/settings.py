@@ -38,7 +38,12 @@ class SignerSettings(CommonSettings):
         default="uvloop",
         description="Event loop of the signer process; uvloop takes less of its CPU per row than asyncio's own.",
     )
-    signer_max_batch: int = Field(default=2_000, ge=1, description="Most events appended in one transaction.")
+    signer_max_batch: int = Field(
+        default=4_000,
+        ge=1,
+        description="Most events appended in one transaction (a backlog is written this many at a time; live"
+        " traffic in what arrived during the append before).",
+    )
     signer_signing_helper: bool = Field(
         default=True,
         description="Sign row hashes on a helper process beside the signer, so signing uses a second core;"
