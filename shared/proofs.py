@@ -1,9 +1,9 @@
 # ruff: noqa: S608 - SQL is assembled only from this module's constants; every value is a bind parameter.
 """Inclusion and consistency proofs read from PostgreSQL, for the reporter and ``auditctl``.
 
-Any proof needs at most 2*log2(n) stored subtree records (``merkle_subtrees``, by primary key, in one
-query); shared/merkle.py names them and folds them. Signed tree heads live beside the checkpoints
-(``chain_checkpoints.tree_root``/``tree_signature``, migration 0800).
+Any proof needs at most 2*log2(n) stored subtree records (``merkle_subtrees``, by primary key, with the row
+hashes of the even leaves that have none, in one query); shared/merkle.py names them and folds them. Signed
+tree heads live beside the checkpoints (``chain_checkpoints.tree_root``/``tree_signature``, migration 0800).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from shared.merkle import (
     Range,
     consistency_ranges,
     inclusion_ranges,
+    leaf_hash,
     nodes_for,
     range_hash,
     record_of,
@@ -73,13 +74,27 @@ async def tree_heads(conn: asyncpg.Connection, tenant: str, after: int = 0,
     return [_tree_head(tenant, row) for row in rows]
 
 
+# The records of the leaves asked ($2), and the row hashes of the even leaves whose level-0 hash is asked ($3):
+# an even leaf completes no subtree but its own, and the signer writes no record for it (records written
+# before it stopped remain, holding the leaf hash alone).
+_SUBTREE_RECORDS = """
+SELECT leaf_index, hashes, NULL::bytea AS row_hash FROM merkle_subtrees
+WHERE tenant_id = $1 AND leaf_index = ANY($2::bigint[])
+UNION ALL
+SELECT chain_seq - 1, NULL::bytea, row_hash FROM audit_logs WHERE tenant_id = $1 AND chain_seq = ANY($3::bigint[])
+"""
+
+
 async def subtrees(conn: asyncpg.Connection, tenant: str, nodes: set[NodeId]) -> dict[NodeId, bytes]:
     """The stored hashes of ``nodes`` (complete subtrees), in one query."""
     where = {node: record_of(node) for node in nodes}
-    rows = await conn.fetch(
-        "SELECT leaf_index, hashes FROM merkle_subtrees WHERE tenant_id = $1 AND leaf_index = ANY($2::bigint[])",
-        tenant, sorted({leaf for leaf, _ in where.values()}))
-    stored = {row["leaf_index"]: bytes(row["hashes"]) for row in rows}
+    even_leaves = sorted({leaf + 1 for leaf, offset in where.values() if offset == 0 and not leaf & 1})
+    rows = await conn.fetch(_SUBTREE_RECORDS, tenant, sorted({leaf for leaf, _ in where.values()}), even_leaves)
+    stored = {row["leaf_index"]: bytes(row["hashes"]) for row in rows if row["hashes"] is not None}
+    for row in rows:
+        # A record written before even leaves went without one is used as it is, as before.
+        if row["row_hash"] is not None and row["leaf_index"] not in stored:
+            stored[row["leaf_index"]] = leaf_hash(bytes(row["row_hash"]))
     found = {}
     for node, (leaf, offset) in where.items():
         hashes = stored.get(leaf, b"")
@@ -233,7 +248,10 @@ async def audit_tree(conn: asyncpg.Connection, tenant: str, pinned: list[bytes] 
                 break
             frontier, completed = frontier.append(bytes(row["row_hash"]))
             found = []
-            if row["hashes"] is None or bytes(row["hashes"]) != completed:
+            if row["hashes"] is None:
+                if (seq - 1) & 1:  # an even leaf completes no subtree but its own: no record is written for it
+                    found.append(f"leaf {seq - 1}: stored subtrees missing")
+            elif bytes(row["hashes"]) != completed:
                 found.append(f"leaf {seq - 1}: stored subtrees differ from the row hashes")
             head = heads.get(seq)
             if head is not None:

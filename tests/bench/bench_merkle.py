@@ -4,10 +4,12 @@ Usage: python -m tests.bench.bench_merkle [--leaves 1000000] [--proofs 2000] [--
 (``make bench-merkle``; ``BENCH_ARGS="--leaves 10000000 --tree-only"`` for the 10M-row figures)
 
 A fresh embedded PostgreSQL (or a fresh database on the server of DATABASE_URL) gets one tenant's tree of
-``--leaves`` leaves, stored exactly as the signer stores it (``merkle_subtrees`` and the frontier in
-``chain_heads``) with a signed tree head of the whole tree, and (unless ``--tree-only``) as many audit rows,
-seeded as bench-reporter seeds them (placeholder hashes: the leaves are synthetic row hashes, as the tree
-never reads audit_logs). Then:
+``--leaves`` leaves, stored as the signer stored it before it left out the records of even leaves (a record
+for every leaf in ``merkle_subtrees``, which readers use as they find them, and the frontier in
+``chain_heads``), with a signed tree head of the whole tree, and (unless ``--tree-only``) as many audit rows,
+seeded as bench-reporter seeds them (placeholder hashes: the leaves are synthetic row hashes, and with a
+record for every leaf the proofs never read audit_logs). The signer now writes about half these records, so
+the bytes per row printed are an upper bound. Then:
 - the tree's size on disk (heap, TOAST and primary key) per row, after VACUUM ANALYZE;
 - p50/p99 of inclusion proofs of random leaves against the whole tree, as the reporter computes them
   (shared.proofs.inclusion: one query, the fold), each checked and its length compared with 1 + 2*log2(n);

@@ -34,10 +34,12 @@ from services.signer.appender import (
     CONTENT_COLUMNS,
     GENESIS,
     INSERT_COLUMNS,
+    SUBTREE_COLUMNS,
     Chained,
     SequenceClaims,
     _contested_sequences,
     chain_rows,
+    stored_subtrees,
 )
 from services.signer.rows import ChainRow
 from services.signer.worker import decode_authenticated_row
@@ -101,8 +103,8 @@ async def copy_all(conn: Any, chained: list[Chained]) -> None:
     try:
         for batch in chained:
             await conn.copy_records_to_table("replay_content", records=batch.contents, columns=list(CONTENT_COLUMNS))
-            await conn.copy_records_to_table("replay_subtrees", records=batch.subtrees,
-                                             columns=["tenant_id", "leaf_index", "hashes"])
+            await conn.copy_records_to_table("replay_subtrees", records=stored_subtrees(batch),
+                                             columns=list(SUBTREE_COLUMNS))
             await conn.copy_records_to_table("replay_logs", records=batch.records, columns=list(INSERT_COLUMNS))
     finally:
         await transaction.rollback()
@@ -202,7 +204,7 @@ async def statement_costs(conn: Any, chained: list[Chained], events: int) -> Non
             await timed("COPY audit_content", conn.copy_records_to_table(
                 "audit_content", records=batch.contents, columns=list(CONTENT_COLUMNS)))
             await timed("COPY merkle_subtrees", conn.copy_records_to_table(
-                "merkle_subtrees", records=batch.subtrees, columns=["tenant_id", "leaf_index", "hashes"]))
+                "merkle_subtrees", records=stored_subtrees(batch), columns=list(SUBTREE_COLUMNS)))
             await timed("COPY audit_logs", conn.copy_records_to_table(
                 "audit_logs", records=rows, columns=list(INSERT_COLUMNS)))
             await timed("commit", conn.execute("SELECT 1"))
@@ -222,7 +224,7 @@ async def run(events: int, tenants: int, rounds: int, profile: str | None, index
     database = await BenchDatabase.open("bench_replay", Path(tempfile.mkdtemp(prefix="bench-replay-")))
     dsn = database.dsn
     try:
-        conn = await connect(dsn)
+        conn = await connect(dsn, bulk_writer=True)  # as the signer connects
         await apply_migrations(conn)
         await conn.execute(
             "CREATE TEMP TABLE replay_logs (LIKE audit_logs INCLUDING DEFAULTS INCLUDING IDENTITY);"

@@ -260,21 +260,42 @@ async def test_signing_per_batch_covers_unsigned_rows_with_each_batch_tree_head(
             assert verifier["check_inclusion"](document, pinned)
 
 
+async def _every_proof(db: asyncpg.Connection, size: int) -> list[dict[str, object]]:
+    """Inclusion proofs of every leaf and consistency proofs of a spread of sizes, against a tree of ``size``."""
+    found: list[dict[str, object]] = [await proofs.inclusion(db, TENANT, leaf, size) for leaf in range(size)]
+    for first in (1, 2, 3, 7, 8, 255, 256, 257, 400, size - 1):
+        found.append(await proofs.consistency(db, TENANT, first, size))
+    return found
+
+
 async def test_the_migration_builds_the_tree_of_chains_written_before_it(
     db: asyncpg.Connection, signing_key: Ed25519Signer
 ) -> None:
-    """0800's backfill, run over chains whose tree is missing, gives exactly what the signer writes."""
+    """0800's backfill, run over chains whose tree is missing, gives what the signer writes, and a record for
+    every even leaf besides (its leaf hash alone), as the signer wrote before it left them out. Proofs are the
+    same from either, or from a mix."""
     await build_chain(db, signing_key, 777, batch=100)
     stored = await db.fetch("SELECT leaf_index, hashes FROM merkle_subtrees ORDER BY leaf_index")
+    assert [r["leaf_index"] for r in stored] == list(range(1, 777, 2))
     frontier = await db.fetchval("SELECT merkle_frontier FROM chain_heads WHERE tenant_id = $1", TENANT)
+    signer_proofs = await _every_proof(db, 777)
     await db.execute("SET session_replication_role = replica")  # a superuser, past any trigger
     await db.execute("DELETE FROM merkle_subtrees")
     await db.execute("UPDATE chain_heads SET merkle_frontier = ''::bytea")
     text = dict(migration_files())["0800_merkle_trees"]
     await db.execute(text[text.index("DO $$"):])
-    assert await db.fetch("SELECT leaf_index, hashes FROM merkle_subtrees ORDER BY leaf_index") == stored
+    backfilled = await db.fetch("SELECT leaf_index, hashes FROM merkle_subtrees ORDER BY leaf_index")
+    assert len(backfilled) == 777
+    assert [r for r in backfilled if r["leaf_index"] & 1] == stored
+    row_hashes = await db.fetch("SELECT chain_seq, row_hash FROM audit_logs WHERE tenant_id = $1", TENANT)
+    leaves = {r["chain_seq"] - 1: leaf_hash(bytes(r["row_hash"])) for r in row_hashes}
+    assert all(bytes(r["hashes"]) == leaves[r["leaf_index"]] for r in backfilled if not r["leaf_index"] & 1)
     assert await db.fetchval("SELECT merkle_frontier FROM chain_heads WHERE tenant_id = $1", TENANT) == frontier
-    assert len(stored) == 777
+    assert await _every_proof(db, 777) == signer_proofs
+    assert (await proofs.audit_tree(db, TENANT)).ok
+    await db.execute("DELETE FROM merkle_subtrees WHERE leaf_index >= 400 AND leaf_index % 2 = 0")
+    assert await _every_proof(db, 777) == signer_proofs
+    assert (await proofs.audit_tree(db, TENANT)).ok
 
 
 async def test_audit_tree_recomputes_the_tree_and_names_what_differs(
@@ -292,6 +313,8 @@ async def test_audit_tree_recomputes_the_tree_and_names_what_differs(
                      bytes(64))
     code, output = await _cli(database_url, "proof", "audit-tree", "--tenant", TENANT, "--trusted-key", key)
     assert code == 1 and "leaf 9: stored subtrees differ" in output, output
+    await db.execute("DELETE FROM merkle_subtrees WHERE tenant_id = $1 AND leaf_index = 11", TENANT)
+    assert "leaf 11: stored subtrees missing" in (await proofs.audit_tree(db, TENANT)).problems
     await db.execute("UPDATE audit_logs SET row_hash = $2 WHERE tenant_id = $1 AND chain_seq = 150", TENANT, bytes(32))
     report = await proofs.audit_tree(db, TENANT, [signing_key.public_key])
     assert any("leaf 149" in p for p in report.problems)
