@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import timedelta
 
 import asyncpg
@@ -27,7 +27,7 @@ from shared.lifecycle import Lifecycle
 from shared.logs import configure_logging
 from shared.messages.auth import KeyFileError, Keyring, load_scoped_keyring
 from shared.pipeline import Backoff
-from shared.runtime import stop_on_signals
+from shared.runtime import run_service, stop_on_signals
 from shared.settings import load_settings
 from shared.witness import S3Witness, Witness, WitnessError, witness_from_settings
 
@@ -88,7 +88,12 @@ class _StartingHelper:
     async def wait_started(self) -> None:
         await self._starting
 
-    async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]:
+    def sign_many(self, digests: Sequence[bytes]) -> Awaitable[list[bytes]]:
+        if self.started():
+            return self._starting.result().sign_many(digests)  # the helper's own future: no task per request
+        return self._sign_once_started(digests)
+
+    async def _sign_once_started(self, digests: Sequence[bytes]) -> list[bytes]:
         return await (await self._starting).sign_many(digests)
 
     async def close(self) -> None:
@@ -178,7 +183,8 @@ async def _serve(settings: SignerSettings, parts: Lifecycle, pool: asyncpg.Pool,
 
 
 def main() -> None:
-    asyncio.run(_run(load_settings(SignerSettings)))
+    settings = load_settings(SignerSettings)
+    run_service(_run(settings), settings.signer_event_loop)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import operator
 import os
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -58,6 +58,7 @@ SUBTREE_COLUMNS = ("tenant_id", "leaf_index", "hashes")
 _event_values = operator.itemgetter(*_STORED_COLUMNS)
 _SEQUENCE_CLAIM = ("tenant_id", "session_id", "event_sequence")
 _CONFLICT_KEY = operator.itemgetter(*(INSERT_COLUMNS.index(column) for column in _SEQUENCE_CLAIM))
+_SESSION_OF = operator.itemgetter(0, 1)
 # Rows hashed between two turns of the event loop (about half a millisecond), each turn also handing their
 # hashes to the signing helper: the COPY of the batch before is in flight meanwhile, and its socket and
 # round trips only move when the loop turns. 16 measured best (8 to 64 tried with make bench-signer).
@@ -460,66 +461,42 @@ class SequenceClaims:
     Exact because a tenant's rows are appended only by whoever holds its chain head, under lock, and never
     change or go away: what is remembered of a tenant holds for one chain head (its seq and hash). A batch
     whose locked head is another one (another signer appended meanwhile, or this one's transaction failed)
-    forgets the tenant and reads its sessions again. A session not remembered (never seen, or dropped to
-    keep within ``max_sessions`` / ``max_claims``) is read from the database; a remembered one always holds
-    every claim of the tenant's rows up to that head.
+    forgets the tenant and reads its sessions again. A session not remembered (never seen, or forgotten when
+    the memory outgrew ``max_sessions`` or ``max_claims``: all of it is dropped then) is read from the
+    database; a remembered one always holds every claim of the tenant's rows up to that head. Claims are kept
+    as the (tenant, session, sequence) keys a batch has, so that a batch is answered by one set intersection.
     """
 
-    def __init__(self, max_sessions: int = 4_096, max_claims: int = 262_144) -> None:
+    def __init__(self, max_sessions: int = 16_384, max_claims: int = 131_072) -> None:
         self.max_sessions = max_sessions
         self.max_claims = max_claims
-        # tenant -> (head seq, head hash, generation): the head the tenant's remembered sessions hold for.
-        self._heads: dict[str, tuple[int, bytes, int]] = {}
-        # (tenant, session) -> (generation, sequences), least recently used first. An entry of an older
-        # generation than its tenant's was remembered for another head: it counts as not remembered.
-        self._sessions: OrderedDict[tuple[str, str], tuple[int, set[int]]] = OrderedDict()
-        self._claims = 0
-        self._generation = 0
+        # tenant -> (head seq, head hash): the head the tenant's remembered sessions hold for.
+        self._heads: dict[str, tuple[int, bytes]] = {}
+        self._sessions: set[tuple[str, str]] = set()
+        self._claims: set[tuple[str, str, int]] = set()
 
-    def _generation_at(self, tenant: str, head: tuple[int, bytes]) -> int:
-        """The generation of ``tenant``'s memory at ``head``; a new (empty) one if it was kept for another."""
-        known = self._heads.get(tenant)
-        if known is not None and (known[0], known[1]) == head:
-            return known[2]
-        self._generation += 1
-        self._heads[tenant] = (head[0], head[1], self._generation)
-        return self._generation
-
-    def _sequences(self, tenant: str, session: str, generation: int) -> set[int] | None:
-        entry = self._sessions.get((tenant, session))
-        if entry is None:
-            return None
-        if entry[0] != generation:
-            self._drop((tenant, session))
-            return None
-        self._sessions.move_to_end((tenant, session))
-        return entry[1]
-
-    def _drop(self, key: tuple[str, str]) -> None:
-        _, sequences = self._sessions.pop(key)
-        self._claims -= len(sequences)
+    def _forget(self, tenant: str) -> None:
+        self._sessions = {key for key in self._sessions if key[0] != tenant}
+        self._claims = {key for key in self._claims if key[0] != tenant}
 
     async def taken(
-        self, conn: asyncpg.Connection, keys: Collection[tuple[str, str, int]], heads: Mapping[str, tuple[int, bytes]]
+        self, conn: asyncpg.Connection, keys: set[tuple[str, str, int]], heads: Mapping[str, tuple[int, bytes]]
     ) -> set[tuple[str, str, int]]:
         """Which of ``keys`` a stored row already claims; ``heads`` are the chain heads locked by the caller's
         transaction, one for every tenant of ``keys``."""
-        generations = {tenant: self._generation_at(tenant, head) for tenant, head in heads.items()}
-        sessions: dict[tuple[str, str], set[int]] = {}
-        missing: dict[tuple[str, str], set[int]] = {}
-        for key in {(tenant, session) for tenant, session, _ in keys}:
-            sequences = self._sequences(key[0], key[1], generations[key[0]])
-            if sequences is None:
-                sequences = missing[key] = set()
-            sessions[key] = sequences
+        for tenant, head in heads.items():
+            known = self._heads.get(tenant)
+            if known != head:
+                if known is not None:
+                    self._forget(tenant)
+                self._heads[tenant] = head
+        missing = set(map(_SESSION_OF, keys)) - self._sessions
         if missing:
             tenants, names = (list(column) for column in zip(*missing, strict=True))
-            for row in await conn.fetch(_SESSION_SEQUENCES, tenants, names):
-                sessions[row["tenant_id"], row["session_id"]].add(row["event_sequence"])
-            for key in missing:
-                self._sessions[key] = (generations[key[0]], sessions[key])
-                self._claims += len(sessions[key])
-        return {key for key in keys if key[2] in sessions[key[0], key[1]]}
+            stored = await conn.fetch(_SESSION_SEQUENCES, tenants, names)
+            self._claims.update((row["tenant_id"], row["session_id"], row["event_sequence"]) for row in stored)
+            self._sessions |= missing
+        return keys & self._claims
 
     def committed(
         self,
@@ -529,30 +506,17 @@ class SequenceClaims:
     ) -> None:
         """The transaction that moved the heads from ``before`` to ``after`` (locked throughout), writing rows
         with ``claims``, committed: the tenants' memory now holds for ``after``."""
-        generations = {}
+        moved = set()
         for tenant, head in before.items():
-            known = self._heads.get(tenant)
-            if known is None or (known[0], known[1]) != head:
-                continue  # not remembered for the head the transaction started from: nothing to carry over
-            self._heads[tenant] = (*after[tenant], known[2])
-            generations[tenant] = known[2]
-        remembered: dict[tuple[str, str], set[int] | None] = {}
-        added = 0
-        for tenant, session, sequence in claims:
-            key = (tenant, session)
-            if key in remembered:
-                sequences = remembered[key]
-            else:
-                generation = generations.get(tenant)
-                sequences = remembered[key] = (
-                    None if generation is None else self._sequences(tenant, session, generation)
-                )
-            if sequences is not None and sequence not in sequences:
-                sequences.add(sequence)
-                added += 1
-        self._claims += added
-        while self._sessions and (len(self._sessions) > self.max_sessions or self._claims > self.max_claims):
-            self._drop(next(iter(self._sessions)))
+            if self._heads.get(tenant) == head:  # else not remembered for that head: nothing to carry over
+                self._heads[tenant] = after[tenant]
+                moved.add(tenant)
+        if len(moved) == len(before):
+            self._claims.update(claims)
+        else:
+            self._claims.update(key for key in claims if key[0] in moved)
+        if len(self._sessions) > self.max_sessions or len(self._claims) > self.max_claims:
+            self._sessions, self._claims = set(), set()
 
 
 async def _contested_sequences(

@@ -22,8 +22,8 @@ import signal
 import struct
 import sys
 from collections import deque
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Sequence
+from typing import Protocol, cast
 
 from nacl._sodium import ffi as _ffi
 from nacl._sodium import lib as _sodium
@@ -47,9 +47,10 @@ def helper_environment(parent: dict[str, str] | None = None) -> dict[str, str]:
 
 
 class BatchSigner(Protocol):
-    """Signs row hashes; the results come back in the order of ``digests``."""
+    """Signs row hashes; the results come back in the order of ``digests``. ``sign_many`` may hand back a
+    future rather than a coroutine (the helper does: no task per request)."""
 
-    async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]: ...
+    def sign_many(self, digests: Sequence[bytes]) -> Awaitable[list[bytes]]: ...
 
     async def close(self) -> None: ...
 
@@ -82,94 +83,115 @@ class SigningHelperError(Exception):
     """The helper process stopped answering; the signer stops too, and its stored offsets make a restart safe."""
 
 
+class _HelperAnswers(asyncio.SubprocessProtocol):
+    """The signer's end of the helper's pipes: each request's future, answered in order as the helper's stdout
+    brings its signatures. No reader task and no stream: the loop hands the bytes over as they arrive, and one
+    read may answer several requests."""
+
+    def __init__(self) -> None:
+        # asyncio.subprocess.Process reads these; the pipes are this protocol's own.
+        self.stdin = self.stdout = self.stderr = None
+        self.waiting: deque[tuple[int, asyncio.Future[list[bytes]]]] = deque()
+        self.stopped = False
+        self._received = bytearray()
+
+    def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
+        if fd != 1:
+            return
+        received = self._received
+        received += data
+        waiting = self.waiting
+        while waiting and len(received) >= waiting[0][0] * SIGNATURE_BYTES:
+            count, future = waiting.popleft()
+            size = count * SIGNATURE_BYTES
+            answer = bytes(received[:size])
+            del received[:size]
+            if not future.done():  # a caller that gave up (cancelled) does not shift the answers of the others
+                future.set_result([answer[i : i + SIGNATURE_BYTES] for i in range(0, size, SIGNATURE_BYTES)])
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        # The end of its stdout, or a broken stdin (not the stdin the signer closes itself): nothing more comes.
+        if fd == 1 or exc is not None:
+            self.fail_waiting(SigningHelperError("the signing helper exited"))
+
+    def process_exited(self) -> None:
+        # What it wrote before exiting still arrives (then the end of stdout fails the rest): only new requests
+        # are refused from here.
+        self.stopped = True
+
+    def fail_waiting(self, error: SigningHelperError) -> None:
+        self.stopped = True
+        while self.waiting:
+            _, future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+
 class HelperProcessSigner:
     """Signs on a child process; requests are pipelined, so the loop never waits for one to finish."""
 
-    def __init__(self, process: asyncio.subprocess.Process, public_key: bytes) -> None:
-        assert process.stdin is not None and process.stdout is not None
-        self._process = process
-        self._stdin = process.stdin
-        self._stdout = process.stdout
+    def __init__(self, transport: asyncio.SubprocessTransport, answers: _HelperAnswers, public_key: bytes) -> None:
+        self._transport = transport
+        self._answers = answers
+        self._process = asyncio.subprocess.Process(transport, answers, asyncio.get_running_loop())
+        # uvloop's pipe transports are not registered as asyncio.WriteTransport: no isinstance check here.
+        self._stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
         self._public_key = public_key
-        self._waiting: deque[tuple[int, asyncio.Future[list[bytes]]]] = deque()
-        self._asked = asyncio.Event()
         self._closed = False
-        self._reader = asyncio.create_task(self._read_responses())
 
     @classmethod
     async def start(cls, signer: Ed25519Signer) -> HelperProcessSigner:
-        process = await asyncio.create_subprocess_exec(
+        transport, answers = await asyncio.get_running_loop().subprocess_exec(
+            _HelperAnswers,
             sys.executable,
             "-m",
             __name__,
             str(HELPER_NICENESS),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            stderr=None,
             env=helper_environment(),
         )
-        assert process.stdin is not None
-        process.stdin.write(signer.seed_b64().encode() + b"\n")
-        helper = cls(process, signer.public_key)
+        helper = cls(transport, answers, signer.public_key)
+        helper._stdin.write(signer.seed_b64().encode() + b"\n")
         # The helper must sign with this very key: check one signature before trusting it with rows.
         probe = bytes(_DIGEST_BYTES)
-        (signature,) = await helper.sign_many([probe])
+        try:
+            (signature,) = await helper.sign_many([probe])
+        except BaseException:
+            await helper.close()
+            raise
         if signature != signer.sign(probe):
             await helper.close()
             raise SigningHelperError("the signing helper signs with a different key")
         return helper
 
-    async def sign_many(self, digests: Sequence[bytes]) -> list[bytes]:
-        if not digests:
-            return []
-        if self._closed or self._reader.done() or self._process.returncode is not None:
-            raise SigningHelperError("the signing helper has stopped")
+    def sign_many(self, digests: Sequence[bytes]) -> asyncio.Future[list[bytes]]:
+        """A future of the signatures. The request is written at once and not drained: what is in flight is
+        bounded by the worker (its batch in flight and the one waiting), a few hundred kilobytes at most."""
         future: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((len(digests), future))
-        self._asked.set()
-        try:
+        if not digests:
+            future.set_result([])
+        elif self._closed or self._answers.stopped or self._stdin.is_closing():
+            future.set_exception(SigningHelperError("the signing helper has stopped"))
+        else:
+            self._answers.waiting.append((len(digests), future))
             self._stdin.write(_COUNT.pack(len(digests)) + b"".join(digests))
-            await self._stdin.drain()
-        except (OSError, RuntimeError) as exc:  # the pipe broke: the helper is gone
-            if future.done():
-                future.exception()  # already failed by the reader; it is reported here instead
-            else:
-                future.cancel()
-            raise SigningHelperError("the signing helper has stopped") from exc
-        return await future
-
-    async def _read_responses(self) -> None:
-        try:
-            while True:
-                while not self._waiting:
-                    self._asked.clear()
-                    await self._asked.wait()
-                count, future = self._waiting[0]
-                data = await self._stdout.readexactly(count * SIGNATURE_BYTES)
-                self._waiting.popleft()
-                if not future.done():
-                    future.set_result([data[i : i + SIGNATURE_BYTES] for i in range(0, len(data), SIGNATURE_BYTES)])
-        except (asyncio.IncompleteReadError, OSError):
-            self._fail_waiting(SigningHelperError("the signing helper exited"))
-
-    def _fail_waiting(self, error: SigningHelperError) -> None:
-        while self._waiting:
-            _, future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(error)
+        return future
 
     async def close(self) -> None:
         self._closed = True
-        if self._process.returncode is None:
+        if self._transport.get_returncode() is None:
             self._stdin.close()
-            # The reader goes on until the helper has exited: the helper blocks on a full stdout pipe until its
-            # answers are read, and the process counts as exited only once that pipe reaches its end.
+            # Its answers are read until it has exited: the helper blocks on a full stdout pipe until they are,
+            # and the process counts as exited only once that pipe reaches its end.
             try:
                 await asyncio.wait_for(self._process.wait(), 5)
             except TimeoutError:
-                self._process.kill()
+                self._transport.kill()
                 await self._process.wait()
-        self._reader.cancel()
-        self._fail_waiting(SigningHelperError("the signing helper was closed"))
+        self._answers.fail_waiting(SigningHelperError("the signing helper was closed"))
+        self._transport.close()
 
 
 def sign_digests(secret_key: bytes, data: bytes) -> bytes:
