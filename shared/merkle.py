@@ -10,9 +10,9 @@ One tree per tenant; its entries are the chain's ``row_hash`` values in ``chain_
 Storage keeps every *complete* subtree hash: the subtree of level L (2**L leaves) at index j covers the
 leaves ``[j * 2**L, (j + 1) * 2**L)`` and becomes complete when its last leaf ``(j + 1) * 2**L - 1`` is
 appended. Appending leaf i therefore completes the subtrees of levels 0..t, where t is the number of
-trailing one bits of i; they are stored together, in one record keyed by leaf i (``SubtreeRecord``). An
-even leaf completes only its own (t = 0): the signer stores no record for it, and readers take its hash
-from the row's ``row_hash`` (shared/proofs.py).
+trailing one bits of i; they are stored together, in one record keyed by leaf i (``SubtreeRecord``). The
+signer stores records only for t >= 2 (``shared.proofs.RECORD_LEVEL``); readers hash the smaller subtrees
+from the rows' ``row_hash``.
 Every node any RFC 9162 proof names is either such a complete subtree or the hash of a range
 ``[start, end)`` on the right edge of a tree, which folds from at most log2(n) complete subtrees.
 

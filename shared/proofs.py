@@ -1,9 +1,10 @@
 # ruff: noqa: S608 - SQL is assembled only from this module's constants; every value is a bind parameter.
 """Inclusion and consistency proofs read from PostgreSQL, for the reporter and ``auditctl``.
 
-Any proof needs at most 2*log2(n) stored subtree records (``merkle_subtrees``, by primary key, with the row
-hashes of the even leaves that have none, in one query); shared/merkle.py names them and folds them. Signed
-tree heads live beside the checkpoints (``chain_checkpoints.tree_root``/``tree_signature``, migration 0800).
+Any proof needs at most 2*log2(n) stored subtree records (``merkle_subtrees``, by primary key, with the
+row hashes of the leaves of the small subtrees that have none, in one query); shared/merkle.py names them
+and folds them. Signed tree heads live beside the checkpoints (``chain_checkpoints.tree_root``/
+``tree_signature``, migration 0800).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from shared.merkle import (
     nodes_for,
     range_hash,
     record_of,
+    tree_hash,
 )
 from shared.treehead import TreeHead
 
@@ -74,9 +76,21 @@ async def tree_heads(conn: asyncpg.Connection, tenant: str, after: int = 0,
     return [_tree_head(tenant, row) for row in rows]
 
 
-# The records of the leaves asked ($2), and the row hashes of the even leaves whose level-0 hash is asked ($3):
-# an even leaf completes no subtree but its own, and the signer writes no record for it (records written
-# before it stopped remain, holding the leaf hash alone).
+# A leaf gets a ``merkle_subtrees`` record only when it completes a subtree of RECORD_LEVEL or above (its index
+# ends in RECORD_LEVEL one bits): a quarter of the rows. A subtree below that level (of at most two leaves) is
+# hashed from the row hashes of its leaves, which audit_logs holds anyway. Records of other leaves, written
+# before the signer left them out, are used as they are: they hold the same hashes.
+RECORD_LEVEL = 2
+RECORD_MASK = (1 << RECORD_LEVEL) - 1
+
+
+def has_record(leaf: int) -> bool:
+    """Whether the signer writes a ``merkle_subtrees`` record for ``leaf``."""
+    return leaf & RECORD_MASK == RECORD_MASK
+
+
+# The records of the leaves asked ($2), and the row hashes ($3: chain_seq) of the leaves of the subtrees asked
+# that may have no record.
 _SUBTREE_RECORDS = """
 SELECT leaf_index, hashes, NULL::bytea AS row_hash FROM merkle_subtrees
 WHERE tenant_id = $1 AND leaf_index = ANY($2::bigint[])
@@ -85,22 +99,29 @@ SELECT chain_seq - 1, NULL::bytea, row_hash FROM audit_logs WHERE tenant_id = $1
 """
 
 
+def _leaves(node: NodeId) -> range:
+    level, index = node
+    return range(index << level, (index + 1) << level)
+
+
 async def subtrees(conn: asyncpg.Connection, tenant: str, nodes: set[NodeId]) -> dict[NodeId, bytes]:
     """The stored hashes of ``nodes`` (complete subtrees), in one query."""
     where = {node: record_of(node) for node in nodes}
-    even_leaves = sorted({leaf + 1 for leaf, offset in where.values() if offset == 0 and not leaf & 1})
-    rows = await conn.fetch(_SUBTREE_RECORDS, tenant, sorted({leaf for leaf, _ in where.values()}), even_leaves)
+    # A subtree whose last leaf has no record is below RECORD_LEVEL: its leaves' row hashes are read too.
+    low = [node for node, (leaf, _) in where.items() if not has_record(leaf)]
+    seqs = sorted({leaf + 1 for node in low for leaf in _leaves(node)})
+    rows = await conn.fetch(_SUBTREE_RECORDS, tenant, sorted({leaf for leaf, _ in where.values()}), seqs)
     stored = {row["leaf_index"]: bytes(row["hashes"]) for row in rows if row["hashes"] is not None}
-    for row in rows:
-        # A record written before even leaves went without one is used as it is, as before.
-        if row["row_hash"] is not None and row["leaf_index"] not in stored:
-            stored[row["leaf_index"]] = leaf_hash(bytes(row["row_hash"]))
+    leaves = {row["leaf_index"]: leaf_hash(bytes(row["row_hash"])) for row in rows if row["row_hash"] is not None}
     found = {}
     for node, (leaf, offset) in where.items():
         hashes = stored.get(leaf, b"")
-        if len(hashes) < offset + HASH_SIZE:
+        if len(hashes) >= offset + HASH_SIZE:
+            found[node] = hashes[offset:offset + HASH_SIZE]
+        elif not has_record(leaf) and all(index in leaves for index in _leaves(node)):
+            found[node] = tree_hash([leaves[index] for index in _leaves(node)])
+        else:
             raise ProofUnavailable(f"the tree's subtree {node} is not stored")
-        found[node] = hashes[offset:offset + HASH_SIZE]
     return found
 
 
@@ -249,7 +270,7 @@ async def audit_tree(conn: asyncpg.Connection, tenant: str, pinned: list[bytes] 
             frontier, completed = frontier.append(bytes(row["row_hash"]))
             found = []
             if row["hashes"] is None:
-                if (seq - 1) & 1:  # an even leaf completes no subtree but its own: no record is written for it
+                if has_record(seq - 1):  # the signer writes no record for the others
                     found.append(f"leaf {seq - 1}: stored subtrees missing")
             elif bytes(row["hashes"]) != completed:
                 found.append(f"leaf {seq - 1}: stored subtrees differ from the row hashes")

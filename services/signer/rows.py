@@ -107,6 +107,9 @@ for _field in fields(CanonicalEvent):
 _REQUIRED_FIELDS = frozenset(_REQUIRED)
 
 
+_from_iso = datetime.fromisoformat
+
+
 def _timestamp(name: str, text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -219,7 +222,15 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
     for name, bounds in integers:  # the integer fields that are not null in this shape
         if values[name] not in bounds:
             raise ValueError(f"{name} is out of range for its column: {str(values[name])[:40]}")
-    values["event_time"] = _timestamp("event_time", values["event_time"])
+    event_time = values["event_time"]
+    try:
+        parsed = _from_iso(event_time)
+    except ValueError:
+        parsed = None
+    # Most arrive in UTC already; anything else (an offset, no offset, not a timestamp) is decided by _timestamp.
+    if parsed is None or parsed.tzinfo is not UTC:
+        parsed = _timestamp("event_time", event_time)
+    values["event_time"] = parsed
     values["received_at"] = _received_at(values["received_at"])
     cost = values["cost"]
     if cost is not None:
@@ -230,7 +241,8 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
         if not values["cost"].is_finite():
             raise ValueError(f"cost is not a finite number: {cost[:40]!r}")
     try:
-        if other_encoding or not plain or _NUL_ESCAPE in raw:
+        # A NUL can only arrive escaped: no backslash (one byte, a much faster search) means none.
+        if other_encoding or not plain or (b"\\" in raw and _NUL_ESCAPE in raw):
             as_stored(values, JSON_COLUMNS)
         elif cost is not None:
             values["cost"] = stored_cost(values["cost"])  # rounded as numeric(20, 6) will

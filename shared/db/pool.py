@@ -1,4 +1,5 @@
-"""Connection helpers: JSON codecs registered once so JSONB columns round-trip as Python objects."""
+"""Connection helpers: JSON codecs registered once so JSONB columns round-trip as Python objects; for bulk
+writers (the signer), timestamptz encoded from integers as well."""
 
 from __future__ import annotations
 

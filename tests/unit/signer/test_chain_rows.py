@@ -76,6 +76,9 @@ def check_chained(rows: list[ChainRow], batches: int = 2) -> None:
     for first in range(0, len(rows), size):
         batch = rows[first:first + size]
         chained = asyncio.run(_chain(batch, heads))
+        # The key is activated on each chain it has not signed yet, from its first row, in the order of the rows.
+        new_chains = [tenant for tenant in dict.fromkeys(row.tenant_id for row in batch) if not leaves[tenant]]
+        assert chained.activations == [(tenant, 1, SIGNER.key_id) for tenant in new_chains]
         assert len(chained.records) == len(chained.contents) == len(chained.subtrees) == len(batch)
         for row, record, stored, subtree in zip(batch, chained.records, chained.contents, chained.subtrees,
                                                 strict=True):
@@ -96,7 +99,7 @@ def check_chained(rows: list[ChainRow], batches: int = 2) -> None:
             leaves[tenant].append(leaf_hash(digest))
             assert subtree == (tenant, seq - 1, completed_subtrees(leaves[tenant], seq - 1))
     for tenant, head in heads.items():
-        assert (head.seq, head.hash) == (len(leaves[tenant]), prev[tenant])
+        assert (head.seq, head.hash, head.key_id) == (len(leaves[tenant]), prev[tenant], SIGNER.key_id)
         assert head.tree.root() == tree_hash(leaves[tenant]) if leaves[tenant] else True
     for row, values in zip(rows, before, strict=True):
         # The chain columns are set on the row; everything else is as decoded (content too).
