@@ -20,10 +20,9 @@ from shared.db.pool import create_pool
 from shared.enrollment import record_signing_key
 from shared.kafka import make_consumer, make_producer
 from shared.keys import Ed25519Signer
-from shared.verify import load_key_book, verify_tenant
 from tests.conftest import Infra, Topics
 from tests.integration.signer.test_append import event
-from tests.integration.signer.test_prepared import HeldSigner, rows
+from tests.integration.signer.test_prepared import HeldSigner, rows, verified
 from tests.messages_support import canonical_headers, canonical_keyring
 from tests.unit.ops.fakes import FakeProducer
 
@@ -119,11 +118,6 @@ async def _offsets(db: asyncpg.Connection) -> dict[int, int]:
     return {row["partition"]: row["next_offset"] for row in found}
 
 
-async def _all_verify(db: asyncpg.Connection, *tenants: str) -> bool:
-    book = await load_key_book(db)
-    return all([(await verify_tenant(db, tenant, book)).ok for tenant in tenants])
-
-
 async def test_what_arrives_during_an_append_is_written_by_the_next_in_one_transaction_across_partitions(
     infra: Infra, topics: Topics, database_url: str, db: asyncpg.Connection, signing_key: Ed25519Signer,
     producer: AIOKafkaProducer,
@@ -142,7 +136,7 @@ async def test_what_arrives_during_an_append_is_written_by_the_next_in_one_trans
     assert await _offsets(db) == {0: 21, 1: 15, 2: 0}
     assert [r["event_id"] for r in await db.fetch(
         "SELECT event_id FROM audit_logs WHERE tenant_id = 't1' ORDER BY chain_seq")] == [f"t1-ev-{n}" for n in range(21)]
-    assert await _all_verify(db, "t1", "t2")
+    assert await verified(db, "t1", "t2")
 
 
 async def test_a_group_never_exceeds_the_batch_cap(
@@ -160,7 +154,7 @@ async def test_a_group_never_exceeds_the_batch_cap(
     sizes = await _rows_by_transaction(db)
     assert sum(sizes) == 26 and max(sizes) <= 10 and sizes[0] == 1
     assert (await _offsets(db))[0] == 26
-    assert await _all_verify(db, "t1")
+    assert await verified(db, "t1")
 
 
 async def test_signatures_that_fail_inside_a_group_transaction_write_nothing_of_any_partition(
@@ -194,7 +188,7 @@ async def test_batches_of_two_partitions_are_written_together_with_both_offsets(
     assert (result.appended, result.next_offsets, result.heads) == (10, {0: 6, 1: 4}, {"t1": 6, "t2": 4})
     assert await _rows_by_transaction(db) == [10]
     assert await _offsets(db) == {0: 6, 1: 4}
-    assert await _all_verify(db, "t1", "t2")
+    assert await verified(db, "t1", "t2")
 
 
 async def test_a_group_whose_chain_moved_writes_nothing_and_says_so(

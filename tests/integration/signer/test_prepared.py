@@ -60,8 +60,10 @@ async def _chain(db: asyncpg.Connection, tenant: str = "t1") -> list[tuple[int, 
     return [(r["chain_seq"], r["event_id"]) for r in found]
 
 
-async def _verified(db: asyncpg.Connection, tenant: str = "t1") -> bool:
-    return (await verify_tenant(db, tenant, await load_key_book(db))).ok
+async def verified(db: asyncpg.Connection, *tenants: str) -> bool:
+    """Whether the chains of ``tenants`` (t1 when none is named) verify."""
+    book = await load_key_book(db)
+    return all([(await verify_tenant(db, tenant, book)).ok for tenant in tenants or ("t1",)])
 
 
 async def test_consecutive_prepared_batches_are_written_as_prepared(
@@ -76,7 +78,7 @@ async def test_consecutive_prepared_batches_are_written_as_prepared(
     result = await _write(db, signing_key, second)
     assert result.as_prepared and result.appended == 3 and result.heads == {"t1": 6}
     assert [seq for seq, _ in await _chain(db)] == [1, 2, 3, 4, 5, 6]
-    assert await _verified(db)
+    assert await verified(db)
 
 
 async def test_an_event_in_flight_is_not_chained_twice(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
@@ -89,7 +91,7 @@ async def test_an_event_in_flight_is_not_chained_twice(db: asyncpg.Connection, s
     result = await _write(db, signing_key, second)
     assert (result.as_prepared, result.appended, result.duplicates) == (True, 2, 1)
     assert [e for _, e in await _chain(db)] == [f"t1-ev-{n}" for n in range(5)]
-    assert await _verified(db)
+    assert await verified(db)
 
 
 async def _second_batch_prepared_after_a_first_written(db: asyncpg.Connection, key: Ed25519Signer) -> PreparedBatch:
@@ -123,7 +125,7 @@ async def test_a_head_moved_by_someone_else_is_chained_after_under_lock(
     chain = await _chain(db)
     assert [seq for seq, _ in chain] == list(range(1, 8))
     assert sorted(e for _, e in chain) == sorted([f"t1-ev-{n}" for n in (0, 1, 2, 3, 4, 5, 100)])
-    assert await _verified(db)
+    assert await verified(db)
 
 
 async def test_prepared_batches_signed_on_the_helper_verify(db: asyncpg.Connection, signing_key: Ed25519Signer) -> None:
@@ -141,7 +143,7 @@ async def test_prepared_batches_signed_on_the_helper_verify(db: asyncpg.Connecti
             assert (await _write(db, signing_key, prepared)).as_prepared
     finally:
         await helper.close()
-    assert await _verified(db, "t1") and await _verified(db, "t2")
+    assert await verified(db, "t1", "t2")
     assert len(await _chain(db, "t2")) == 3  # the same three events each time: chained once
 
 
@@ -211,7 +213,7 @@ async def test_a_prepared_batch_is_written_as_prepared_and_verifies(
     assert await _stored_offset(db) == batch[-1].offset + 1
     for tenant, length in lengths.items():
         assert [seq for seq, _ in await _chain(db, tenant)] == list(range(1, length + 1))
-        assert await _verified(db, tenant)
+        assert await verified(db, tenant)
     stored_heads = await db.fetch("SELECT tenant_id, head_seq, head_hash FROM chain_heads ORDER BY tenant_id")
     assert {r["tenant_id"]: (r["head_seq"], bytes(r["head_hash"])) for r in stored_heads} == {
         t: (h.seq, h.hash) for t, h in heads.items()
@@ -229,7 +231,7 @@ async def test_prepared_batches_write_their_checkpoints(db: asyncpg.Connection, 
     assert (await _write(db, signing_key, first)).checkpoints == 1
     assert (await _write(db, signing_key, second)).as_prepared
     assert [r["chain_seq"] for r in await db.fetch("SELECT chain_seq FROM chain_checkpoints ORDER BY 1")] == [5, 10]
-    assert await _verified(db)
+    assert await verified(db)
 
 
 # --- (b) Someone else moved the chain first: the prepared batch falls back, or is stale -------------------------
@@ -298,7 +300,7 @@ async def test_a_batch_prepared_on_a_chain_that_moved_otherwise_is_chained_again
     chain = await _chain(db)
     assert [seq for seq, _ in chain] == list(range(1, len(chain) + 1))  # linear: no gap, no fork
     assert sorted(e for _, e in chain) == sorted(f"t1-ev-{n}" for n in chained)  # each event once
-    assert await _verified(db)
+    assert await verified(db)
 
 
 async def test_a_batch_prepared_on_an_empty_chain_that_someone_else_started(
@@ -311,7 +313,7 @@ async def test_a_batch_prepared_on_an_empty_chain_that_someone_else_started(
     result = await _write(db, signing_key, ours)
     assert (result.as_prepared, result.appended, result.heads) == (False, 3, {"t1": 6})
     assert [seq for seq, _ in await _chain(db)] == [1, 2, 3, 4, 5, 6]
-    assert await _verified(db)
+    assert await verified(db)
 
 
 async def test_one_moved_head_is_enough_to_chain_the_whole_batch_again(
@@ -326,7 +328,7 @@ async def test_one_moved_head_is_enough_to_chain_the_whole_batch_again(
     assert (result.as_prepared, result.appended, result.heads) == (False, 6, {"t1": 3, "t2": 5})
     for tenant, length in (("t1", 3), ("t2", 5)):
         assert [seq for seq, _ in await _chain(db, tenant)] == list(range(1, length + 1))
-        assert await _verified(db, tenant)
+        assert await verified(db, tenant)
 
 
 # --- (c) Batches prepared one after another, each from the heads the one before leaves --------------------------
@@ -351,7 +353,7 @@ async def test_pipelined_batches_are_all_written_as_prepared(
         assert (await _write(db, signing_key, p)).as_prepared
     assert [seq for seq, _ in await _chain(db)] == list(range(1, 4 * batches + 1))
     assert [seq for seq, _ in await _chain(db, "t2")] == list(range(1, 2 * batches + 1))
-    assert await _verified(db) and await _verified(db, "t2")
+    assert await verified(db, "t1", "t2")
     assert await _stored_offset(db) == 6 * batches
 
 
@@ -388,7 +390,7 @@ async def test_duplicates_are_skipped_and_counted(
     chain = await _chain(db)
     assert [seq for seq, _ in chain] == list(range(1, length + 1))
     assert len({e for _, e in chain}) == length
-    assert await _verified(db)
+    assert await verified(db)
 
 
 async def test_a_duplicate_already_stored_is_skipped_when_prepared(
@@ -400,7 +402,7 @@ async def test_a_duplicate_already_stored_is_skipped_when_prepared(
     assert prepared.duplicates == 1
     result = await _write(db, signing_key, prepared)
     assert (result.as_prepared, result.appended, result.duplicates) == (True, 2, 1)
-    assert await _verified(db)
+    assert await verified(db)
 
 
 async def test_a_duplicate_that_appears_after_preparing_sends_the_batch_under_lock(
@@ -416,7 +418,7 @@ async def test_a_duplicate_that_appears_after_preparing_sends_the_batch_under_lo
     result = await _write(db, signing_key, prepared)
     assert (result.as_prepared, result.appended, result.duplicates) == (False, 2, 1)
     assert [seq for seq, _ in await _chain(db)] == [1, 2]
-    assert await _verified(db) and await _verified(db, "t2")
+    assert await verified(db, "t1", "t2")
 
 
 # --- The worker: a batch that cannot be prepared is chained under lock, where its bad event is dead-lettered ----
@@ -509,7 +511,7 @@ async def test_the_worker_dead_letters_a_message_that_cannot_be_chained(
         async with pool.acquire() as conn:
             assert await _stored_offset(conn) == 7
             assert [e for _, e in await _chain(conn)] == [f"t1-ev-{n}" for n in range(6)]
-            assert await _verified(conn)
+            assert await verified(conn)
     finally:
         await pool.close()
 
@@ -560,7 +562,7 @@ async def test_rows_are_written_with_signatures_that_come_while_the_transaction_
     finally:
         await writer.close()
     assert result.as_prepared and result.appended == 40
-    assert await _verified(db)
+    assert await verified(db)
 
 
 async def test_signatures_that_fail_inside_the_transaction_write_nothing(
