@@ -43,7 +43,7 @@ from shared.chain import (
 from shared.enrollment import UnenrolledKey, describe_missing
 from shared.keys import Signer
 from shared.merkle import Frontier, append_leaf
-from shared.proofs import RECORD_MASK
+from shared.proofs import has_record
 from shared.treehead import tree_head_message
 
 # The signature last: a row's record is built when it is hashed, and its signature set when it comes back.
@@ -560,7 +560,7 @@ def stored_subtrees(chained: Chained) -> list[tuple[str, int, bytes]]:
     """The ``merkle_subtrees`` records a batch writes: those of the leaves that complete a subtree of
     ``RECORD_LEVEL`` or above, a quarter of them. Readers hash the smaller subtrees from the rows' ``row_hash``
     (shared/proofs.py)."""
-    return [record for record in chained.subtrees if record[1] & RECORD_MASK == RECORD_MASK]
+    return [record for record in chained.subtrees if has_record(record[1])]
 
 
 # Every chain head a batch grew, in one statement.
