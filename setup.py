@@ -1,0 +1,12 @@
+"""Compiled fast paths of the signer's per-row work (everything else is in pyproject.toml).
+
+Each extension is optional: where no C compiler is at hand the install still succeeds and the pure-Python
+path runs, which is also the definition every compiled path is tested against.
+"""
+
+from setuptools import Extension, setup
+
+NATIVE_EXTENSIONS: list[Extension] = [
+]
+
+setup(ext_modules=NATIVE_EXTENSIONS)
