@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.signer.appender import (
@@ -115,13 +116,17 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         self._worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        self._worker.positioned.difference_update(revoked)
         await self._worker.join_append()
         self._worker.forget_prepared_state()
         self._worker.commit.forget(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._worker.forget_prepared_state()
-        await self._worker.seek_to_stored(list(assigned))
+        try:
+            await self._worker.seek_to_stored(list(assigned))
+        except Exception as exc:  # aiokafka would only log it, and the partitions would never be read
+            self._worker.listener_failure = exc
 
 
 class SignerWorker:
@@ -156,6 +161,11 @@ class SignerWorker:
         self.commit = CommitOffsets(consumer, interval=1.0, latency=metrics.commit_latency)
         self.checkpoints = checkpoints
         self.assigned = False
+        # Partitions sought to their stored offsets. The consumer has a partition (and may fetch it from the
+        # group's Kafka commit) before the listener has read where PostgreSQL says to start: until then, what
+        # it returns of that partition is not this worker's to append.
+        self.positioned: set[TopicPartition] = set()
+        self.listener_failure: Exception | None = None
         self._next_idle_checkpoint = 0.0
         self._messages: Sequence[Any] = ()  # of the append in flight: their headers go with dead letters
         self._stop = stop
@@ -177,22 +187,30 @@ class SignerWorker:
         self.consumer.subscribe([self.topic], listener=_SeekToStoredOffsets(self))
 
     async def seek_to_stored(self, partitions: Sequence[TopicPartition]) -> None:
+        """Each partition sought to its offset stored in PostgreSQL, or to its beginning when none is. Every seek
+        is made at once, with nothing awaited in between, and the partitions count as positioned from then on:
+        what the consumer returns of a partition after its seek starts at that offset, and what it returned
+        before (fetched from the group's Kafka commit) is dropped, as the seek sends it back there anyway."""
         backoff = Backoff()
         while True:
             try:
                 async with self.pool.acquire() as conn:
                     offsets = await stored_offsets(conn, self.group, self.topic)
+                unstored = [tp for tp in partitions if tp.partition not in offsets]
+                beginnings = await self.consumer.beginning_offsets(unstored) if unstored else {}
                 break
+            except KafkaError:
+                if self._stop.is_set():
+                    raise
+                await backoff.sleep(self._stop)
             except Exception as exc:
                 if not is_retryable_db_error(exc) or self._stop.is_set():
                     raise
                 self.metrics.db_retries.inc()
                 await backoff.sleep(self._stop)
         for tp in partitions:
-            if tp.partition in offsets:
-                self.consumer.seek(tp, offsets[tp.partition])
-            else:
-                await self.consumer.seek_to_beginning(tp)
+            self.consumer.seek(tp, offsets[tp.partition] if tp.partition in offsets else beginnings[tp])
+        self.positioned.update(partitions)
         self.assigned = True
         log.info("partitions assigned", extra={"offsets": {str(tp): offsets.get(tp.partition) for tp in partitions}})
 
@@ -200,8 +218,10 @@ class SignerWorker:
         try:
             while not self._stop.is_set():
                 batches = await self._fetch()
+                if self.listener_failure is not None:
+                    raise self.listener_failure
                 for tp, messages in batches.items():
-                    if messages:
+                    if messages and tp in self.positioned:
                         await self._submit(tp, messages)
                 if not batches and not self._pending:
                     await self.join_append()
