@@ -13,9 +13,14 @@ import orjson
 from shared import exactjson
 
 _JSONB_VERSION = b"\x01"
+# The empty object is the most common value of the signer's JSONB columns (no content, no redactions): its
+# encoding is made once.
+_EMPTY_OBJECT = _JSONB_VERSION + b"{}"
 
 
 def _encode_jsonb(value: Any) -> bytes:
+    if not value and type(value) is dict:
+        return _EMPTY_OBJECT
     try:
         return _JSONB_VERSION + orjson.dumps(value)
     except TypeError:  # integers beyond 64 bits, which orjson refuses and JSONB stores exactly
