@@ -127,6 +127,35 @@ async def test_concurrent_callers_each_get_their_own_signatures_in_order(
         assert signatures == [key.sign(m) for m in batch]
 
 
+async def test_the_chunks_asked_for_within_a_moment_go_to_the_helper_as_one_request(
+    helper: tuple[Ed25519Signer, HelperProcessSigner],
+) -> None:
+    key, process = helper
+    writes: list[int] = []
+    stdin = process._stdin
+
+    class _Counting:
+        def write(self, data: bytes) -> None:
+            writes.append(int.from_bytes(data[:4], "big"))
+            stdin.write(data)
+
+        def is_closing(self) -> bool:
+            return stdin.is_closing()
+
+    process._stdin = _Counting()  # type: ignore[assignment]
+    # Chunks of 16 hashes, then the rest of a batch, as the appender asks (here all before the loop turns, so
+    # that the moment cannot pass in between on a slow machine).
+    chunks = [digests(16, f"chunk-{i}-") for i in range(5)] + [digests(3, "rest-")]
+    answers = await asyncio.gather(*[process.sign_many(chunk) for chunk in chunks])
+    assert answers == [[key.sign(m) for m in chunk] for chunk in chunks]
+    assert writes == [83]
+    # Past the threshold, what is waiting is written at once.
+    many = digests(300, "many-")
+    assert await process.sign_many(many) == [key.sign(m) for m in many]
+    assert writes == [83, 300]
+    process._stdin = stdin
+
+
 async def test_a_cancelled_caller_does_not_shift_the_answers_of_the_others(
     helper: tuple[Ed25519Signer, HelperProcessSigner],
 ) -> None:
