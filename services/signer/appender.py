@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import asyncpg
 import orjson
 
-from services.signer.rows import ChainRow
+from services.signer.rows import PURE_PYTHON_SWITCH, ChainRow
 from services.signer.signing import BatchSigner, InlineSigner
 from shared.canonical import EVENT_COLUMNS, CanonicalEvent
 from shared.chain import (
@@ -74,7 +74,10 @@ _CHUNK = 16
 
 def _compiled_chain_plain() -> Callable[..., int] | None:
     """The compiled per-row path of ``chain_rows`` (``_native_chain.c``), set up with the definitions it
-    follows; None where it was not built (no C compiler at install), and every row takes the Python path."""
+    follows; None where it was not built (no C compiler at install) or the switch says the Python path is
+    meant: every row then takes the Python path."""
+    if os.environ.get(PURE_PYTHON_SWITCH, "") not in ("", "0"):
+        return None
     try:
         from services.signer import _native_chain  # noqa: PLC0415 (optional: absent without a C compiler)
     except ImportError:

@@ -28,27 +28,28 @@ from hypothesis import strategies as st
 
 from services.signer import appender
 from services.signer.appender import GENESIS, CheckpointPolicy, Head, chain_rows
-from services.signer.rows import ChainRow, decode_row
+from services.signer.rows import PURE_PYTHON_SWITCH, ChainRow, decode_row
 from shared.keys import Ed25519Signer
 from shared.merkle import Frontier
 from tests.unit.signer.test_chain_rows import KINDS
 from tests.unit.signer.test_rows import message
 
-PURE_PYTHON = os.environ.get("AUDIT_PURE_PYTHON") == "1"
+PURE_PYTHON = os.environ.get(PURE_PYTHON_SWITCH, "") not in ("", "0")
 SIGNER = Ed25519Signer.generate()
 OTHER_KEY = "retired-key"
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
 POLICY = CheckpointPolicy(every_rows=7)
 
-compiled = pytest.mark.skipif(appender._chain_plain is None, reason="services.signer._native_chain is not built")
+compiled = pytest.mark.skipif(appender._chain_plain is None, reason="services.signer._native_chain is not built"
+                              " (or the pure-Python path is meant)")
 
 
 def test_the_compiled_path_is_built() -> None:
     if PURE_PYTHON:
-        pytest.skip("AUDIT_PURE_PYTHON=1: the pure-Python path is intended")
+        pytest.skip(f"{PURE_PYTHON_SWITCH} says the pure-Python path is meant")
     assert appender._chain_plain is not None, (
         "services.signer._native_chain is not built (a C compiler is needed at install); "
-        "set AUDIT_PURE_PYTHON=1 where the pure-Python path is intended"
+        f"set {PURE_PYTHON_SWITCH}=1 where the pure-Python path is meant"
     )
 
 
