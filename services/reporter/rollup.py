@@ -65,7 +65,8 @@ session_users AS MATERIALIZED (
            coalesce(nullif(min(s.user_key), ''),
                     (array_agg(b.user_key ORDER BY b.chain_seq) FILTER (WHERE b.user_key IS NOT NULL))[1],
                     '') AS user_key
-    FROM batch b LEFT JOIN report_sessions s ON s.tenant_id = $1 AND s.session_id = b.session_id
+    -- In report_sessions' collation, which its key is in (audit_logs.session_id compares as bytes, 0990).
+    FROM batch b LEFT JOIN report_sessions s ON s.tenant_id = $1 AND s.session_id = b.session_id COLLATE "default"
     WHERE b.session_id IS NOT NULL
     GROUP BY b.session_id
 ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
+import os
 import types
 import typing
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from shared.canonical import (
     CanonicalEvent,
 )
 from shared.chain import as_stored, json_is_plain, stored_cost
+from shared.messages.auth import KEY_ID_HEADER, MAC_HEADER, KeyStates
+from shared.messages.canonical_event import EVENT_ID, REQUEST_ID
 
 JSON_COLUMNS = frozenset({"content", "content_lengths", "redacted_fields", "attributes"})
 _FIELD_NAMES = frozenset(EVENT_COLUMNS)
@@ -251,3 +254,56 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
     if cost is not None and abs(values["cost"]) >= COST_LIMIT:
         raise ValueError(f"cost is out of range for numeric(20, 6): {cost[:40]!r}")
     return _new_row(ChainRow, (values["event_id"], values["tenant_id"], values, raw, plain))
+
+
+def _usual_cost(text: str) -> Decimal | None:
+    """The cost as ``_decode`` stores it, or None where ``_decode`` refuses it (or would have to decide more)."""
+    try:
+        cost = Decimal(text)
+        if not cost.is_finite():
+            return None
+        cost = stored_cost(cost)
+    except InvalidOperation:
+        return None
+    return cost if abs(cost) < COST_LIMIT else None
+
+
+# The JSON types a field may hold, as the compiled path spells them.
+_KINDS: dict[type, int] = {str: 1, int: 2, bool: 4, type(None): 8, dict: 16, list: 32}
+# Set (to 1) where the pure-Python path is meant to run even though the compiled one is built: its tests, or a
+# suspicion about the compiled code.
+PURE_PYTHON_SWITCH = "AUDIT_PURE_PYTHON"
+
+UsualRowDecoder = Callable[[object, object, dict[bytes, KeyStates]], ChainRow | None]
+
+
+def _compiled_decoder() -> UsualRowDecoder | None:
+    """``_native_rows.decode``, configured with this module's schema and callables; None where it is not built
+    (no C compiler where the package was installed) or the switch says the Python path is meant."""
+    if os.environ.get(PURE_PYTHON_SWITCH, "") not in ("", "0"):
+        return None
+    try:
+        from services.signer import _native_rows  # noqa: PLC0415 - optional: built where a C compiler was
+    except ImportError:
+        return None
+    bounds = dict(_INTEGER_BOUNDS)
+    hints = typing.get_type_hints(CanonicalEvent)
+    specs = []
+    for name in EVENT_COLUMNS:
+        bound = bounds.get(name)
+        specs.append((name, sum(_KINDS[kind] for kind in _allowed_types(hints[name])), name in _DEFAULTS,
+                      _DEFAULTS.get(name), None if bound is None else bound.start,
+                      None if bound is None else bound.stop - 1))
+    _native_rows.configure(
+        fields=tuple(specs), json_columns=tuple(sorted(JSON_COLUMNS)), loads=orjson.loads, from_iso=_from_iso,
+        utc=UTC, received_at=_received_at, cost=_usual_cost, row_type=ChainRow,
+        headers=(EVENT_ID, REQUEST_ID, KEY_ID_HEADER, MAC_HEADER),
+    )
+    return _native_rows.decode
+
+
+# What ``decode_authenticated_row`` (the signer's worker) gives the usual message (headers as ``encode_value``
+# writes them, MAC and scope holding, a plain row with its event time in UTC and no escaped NUL), in compiled
+# code; None for any other message, which the Python path then decodes or refuses from the start. Called with
+# the value, the headers and ``Keyring.states_by_header(canonical_event.DOMAIN)``. None where not built.
+decode_usual_row: UsualRowDecoder | None = _compiled_decoder()

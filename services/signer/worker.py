@@ -41,7 +41,7 @@ from services.signer.appender import (
     prepare,
     stored_offsets,
 )
-from services.signer.rows import ChainRow, decode_row
+from services.signer.rows import ChainRow, decode_row, decode_usual_row
 from services.signer.signing import BatchSigner, SigningHelperError
 from shared.db.errors import is_retryable_db_error
 from shared.kafka import MessageProducer, send_until_acknowledged
@@ -64,6 +64,10 @@ def decode_authenticated_row(message: Any, keyring: Keyring) -> ChainRow:
     The tenant the row is chained to is the ``tenant_id`` of that authenticated value: only a producer
     holding an accepted key can add to a chain, and only events of the planes and types its key may sign.
     """
+    if decode_usual_row is not None:
+        row = decode_usual_row(message.value, message.headers, keyring.states_by_header(canonical_event.DOMAIN))
+        if row is not None:
+            return row
     envelope = canonical_event.decode(message.value, message.headers, keyring)
     row = decode_row(envelope.value)
     if row.event_id != envelope.event_id:

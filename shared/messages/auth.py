@@ -69,6 +69,9 @@ def _keyed_states(secret: bytes, domain: bytes) -> tuple[_Hash, _Hash]:
     return inner, hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
 
 
+# A key's inner and outer HMAC states in one domain, its scope and that scope's answers (KeyScope.answers).
+KeyStates = tuple["_Hash", "_Hash", "KeyScope | None", "dict[tuple[str, str], bool] | None"]
+
 _SCOPE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _SCOPE_FIELDS = ("planes", "event_types")
 
@@ -116,6 +119,11 @@ class KeyScope:
         if missing:
             raise ValueError(f"has no {' and no '.join(name + '=' for name in missing)} (what the key may sign)")
         return cls(NameSet.parse(options["planes"]), NameSet.parse(options["event_types"]))
+
+    @property
+    def answers(self) -> dict[tuple[str, str], bool]:
+        """What ``permits`` answered, by (plane, event type); a pair not in it is for ``permits`` to answer."""
+        return self._seen
 
     def permits(self, plane: object, event_type: object) -> bool:
         if type(plane) is str and type(event_type) is str:
@@ -169,6 +177,13 @@ class MessageKey:
         """Whether ``mac`` (a header's bytes) is exactly the MAC this key gives ``fields``, as ``mac`` writes it."""
         return hmac.compare_digest(binascii.hexlify(self._digest(domain, fields)), mac)
 
+    def keyed_states(self, domain: bytes) -> tuple[_Hash, _Hash]:
+        """The inner (fed ``domain`` already) and outer SHA-256 states this key's MACs in ``domain`` start from."""
+        keyed = self._primed.get(domain)
+        if keyed is None:
+            keyed = self._primed[domain] = _keyed_states(self.secret, domain)
+        return keyed
+
     def _digest(self, domain: bytes, fields: Sequence[bytes]) -> bytes:
         # HMAC-SHA256 (RFC 2104) from the two hash states the key gives, the inner one fed the domain already:
         # keying costs as much as the MAC of a small message, so it is done once per domain; the states are
@@ -209,6 +224,7 @@ class Keyring:
         if not self._keys:
             raise ValueError("a keyring needs at least one key")
         self._by_header = {key_id.encode(): key for key_id, key in self._keys.items()}
+        self._states: dict[bytes, dict[bytes, KeyStates]] = {}
 
     def __repr__(self) -> str:
         return f"Keyring({sorted(self._keys)})"
@@ -232,6 +248,17 @@ class Keyring:
     def key_of(self, key_id: bytes) -> MessageKey | None:
         """The key whose id is exactly the bytes of an ``auth.key_id`` header, if this keyring accepts it."""
         return self._by_header.get(key_id)
+
+    def states_by_header(self, domain: bytes) -> dict[bytes, KeyStates]:
+        """For each key, by the bytes of its ``auth.key_id`` header: its keyed states in ``domain``, its scope and
+        that scope's remembered answers (the compiled decoding of the signer verifies MACs and scopes with them)."""
+        states = self._states.get(domain)
+        if states is None:
+            states = self._states[domain] = {
+                header: (*key.keyed_states(domain), key.scope, None if key.scope is None else key.scope.answers)
+                for header, key in self._by_header.items()
+            }
+        return states
 
 
 class AuthenticationFailed(Exception):

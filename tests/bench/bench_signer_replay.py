@@ -39,7 +39,6 @@ from services.signer.appender import (
     SequenceClaims,
     _contested_sequences,
     chain_rows,
-    stored_subtrees,
 )
 from services.signer.rows import ChainRow
 from services.signer.worker import decode_authenticated_row
@@ -103,7 +102,7 @@ async def copy_all(conn: Any, chained: list[Chained]) -> None:
     try:
         for batch in chained:
             await conn.copy_records_to_table("replay_content", records=batch.contents, columns=list(CONTENT_COLUMNS))
-            await conn.copy_records_to_table("replay_subtrees", records=stored_subtrees(batch),
+            await conn.copy_records_to_table("replay_subtrees", records=batch.subtrees,
                                              columns=list(SUBTREE_COLUMNS))
             await conn.copy_records_to_table("replay_logs", records=batch.records, columns=list(INSERT_COLUMNS))
     finally:
@@ -174,15 +173,19 @@ def _oncpu_seconds(pid: int) -> float:
 
 
 async def statement_costs(conn: Any, chained: list[Chained], events: int) -> None:
-    """The database's CPU per row for each statement of the signer's transaction, batch by batch, as
-    ``prepare`` and ``_write`` issue them, into the real (empty) tables."""
+    """The database's CPU and WAL bytes per row for each statement of the signer's transaction, batch by batch,
+    as ``prepare`` and ``_write`` issue them, into the real (empty) tables, and for its commit."""
     backend = await conn.fetchval("SELECT pg_backend_pid()")
     spent: dict[str, float] = {}
+    logged: dict[str, int] = {}
 
     async def timed(name: str, statement: Awaitable[Any]) -> Any:
+        # The WAL position is read outside the CPU measured, by queries of its own.
+        wal_before = await conn.fetchval("SELECT pg_current_wal_insert_lsn()")  # as an int (asyncpg's codec)
         before = _oncpu_seconds(backend)
         result = await statement
         spent[name] = spent.get(name, 0.0) + _oncpu_seconds(backend) - before
+        logged[name] = logged.get(name, 0) + await conn.fetchval("SELECT pg_current_wal_insert_lsn()") - wal_before
         return result
 
     claims = SequenceClaims()  # as the signer keeps it: each session read once while its head stays put
@@ -195,7 +198,9 @@ async def statement_costs(conn: Any, chained: list[Chained], events: int) -> Non
         for row in rows:
             locked.setdefault(row[tenant_at], (row[seq_at] - 1, row[prev_at]))
             after[row[tenant_at]] = (row[seq_at], row[hash_at])
-        async with conn.transaction():
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
             await timed("existing event ids", conn.fetch(
                 "SELECT event_id FROM audit_logs WHERE event_id = ANY($1::text[])",
                 [row[INSERT_COLUMNS.index("event_id")] for row in rows]))
@@ -204,14 +209,18 @@ async def statement_costs(conn: Any, chained: list[Chained], events: int) -> Non
             await timed("COPY audit_content", conn.copy_records_to_table(
                 "audit_content", records=batch.contents, columns=list(CONTENT_COLUMNS)))
             await timed("COPY merkle_subtrees", conn.copy_records_to_table(
-                "merkle_subtrees", records=stored_subtrees(batch), columns=list(SUBTREE_COLUMNS)))
+                "merkle_subtrees", records=batch.subtrees, columns=list(SUBTREE_COLUMNS)))
             await timed("COPY audit_logs", conn.copy_records_to_table(
                 "audit_logs", records=rows, columns=list(INSERT_COLUMNS)))
-            await timed("commit", conn.execute("SELECT 1"))
+        except BaseException:
+            await transaction.rollback()
+            raise
+        await timed("commit", transaction.commit())
         claims.committed(claimed, locked, after)
     for name, seconds in spent.items():
-        print(f"  {name:22s} {seconds / events * 1e6:5.1f} us/row")
-    print(f"  {'together':22s} {sum(spent.values()) / events * 1e6:5.1f} us/row")
+        print(f"  {name:22s} {seconds / events * 1e6:5.1f} us/row {logged[name] / events:7.0f} WAL bytes/row")
+    print(f"  {'together':22s} {sum(spent.values()) / events * 1e6:5.1f} us/row "
+          f"{sum(logged.values()) / events:7.0f} WAL bytes/row")
 
 
 async def run(events: int, tenants: int, rounds: int, profile: str | None, indexes: bool = False,
@@ -280,7 +289,7 @@ def main() -> None:
     parser.add_argument("--indexes", action="store_true",
                         help="the database's CPU per row for each index of audit_logs instead")
     parser.add_argument("--statements", action="store_true",
-                        help="the database's CPU per row for each statement of the signer's transaction instead")
+                        help="the database's CPU and WAL per row for each statement of the signer's transaction instead")
     args = parser.parse_args()
     asyncio.run(run(args.events, args.tenants, args.rounds, args.profile, args.indexes, args.statements))
 

@@ -1,6 +1,7 @@
 """Which index each feed filter reads: the partial type index (0980_type_feed_index.sql) serves the types it
 holds only because the feed query states its predicate, and the types it leaves out are read from the
-unfiltered feed index. Both as the planner sees them with statistics, over rows in Claude Code's mix."""
+unfiltered feed index; likewise the partial decision index (0990_append_cost.sql) and accepts. Both as the
+planner sees them with statistics, over rows in Claude Code's mix."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from tests.bench.bench_reporter import CHUNK, ORG, SEED_SQL, SESSION_SHAPE
 
 TENANT = "plans-tenant"
 ROWS = 20_000
-MIGRATION = Path(queries.__file__).parents[2] / "shared" / "db" / "migrations" / "0980_type_feed_index.sql"
+MIGRATIONS = Path(queries.__file__).parents[2] / "shared" / "db" / "migrations"
+MIGRATION = MIGRATIONS / "0980_type_feed_index.sql"
+DECISION_MIGRATION = MIGRATIONS / "0990_append_cost.sql"
 
 
 async def _indexes_read(conn: asyncpg.Connection, filters: queries.FeedFilters) -> set[str]:
@@ -49,6 +52,12 @@ def test_the_feed_query_states_the_type_index_predicate_as_the_migration_does() 
         assert f"'{event_type}'" in queries.INDEXED_TYPES
 
 
+def test_the_feed_query_states_the_decision_index_predicate_as_the_migration_does() -> None:
+    assert f"WHERE {queries.INDEXED_DECISIONS};" in DECISION_MIGRATION.read_text()
+    for decision in queries.UNINDEXED_DECISIONS:
+        assert f"'{decision}'" in queries.INDEXED_DECISIONS
+
+
 @pytest.mark.parametrize(
     ("filters", "index"),
     [
@@ -59,6 +68,10 @@ def test_the_feed_query_states_the_type_index_predicate_as_the_migration_does() 
         (queries.FeedFilters(event_type="tool_result"), "audit_logs_feed_idx"),
         (queries.FeedFilters(tool="Bash"), "audit_logs_tool_feed_idx"),
         (queries.FeedFilters(decision="reject"), "audit_logs_decision_feed_idx"),
+        (queries.FeedFilters(decision="accept"), "audit_logs_feed_idx"),
+        # Keys compared as bytes (0990_append_cost.sql): the query's comparison must still match its index.
+        (queries.FeedFilters(user="user-3@bench.example"), "audit_logs_user_key_feed_idx"),
+        (queries.FeedFilters(session="session-00007"), "audit_logs_session_idx"),
         (queries.FeedFilters(), "audit_logs_feed_idx"),
     ],
 )
