@@ -26,10 +26,10 @@ import functools
 import hashlib
 import math
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -312,13 +312,14 @@ def canonical_bytes_v2_in_column_order(row: asyncpg.Record, digest: bytes) -> by
 
 
 _EMPTY_OBJECT = b"{}"  # JCS of the empty object, which most rows' content is
+_CONTENT_OPTIONS = orjson.OPT_SORT_KEYS
 
 
 def plain_content_digest(salt: bytes, content: dict[str, Any]) -> bytes:
     """``content_digest`` of content already known to satisfy ``json_is_plain``."""
     if not content:
         return hashlib.sha256(salt + _EMPTY_OBJECT).digest()
-    return hashlib.sha256(salt + orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).digest()
+    return hashlib.sha256(salt + orjson.dumps(content, option=_CONTENT_OPTIONS)).digest()
 
 
 def canonical_bytes_v2_checked(values: dict[str, Any], digest: bytes) -> bytes | None:
@@ -342,6 +343,23 @@ def canonical_bytes_v2_checked(values: dict[str, Any], digest: bytes) -> bytes |
         del values["content_digest"]
         values["content"] = content
         values["event_time"], values["received_at"] = event_time, received_at
+
+
+class CheckedSerialisation(NamedTuple):
+    """What ``plain_content_digest`` and ``canonical_bytes_v2_checked`` hand orjson, for a compiled copy of
+    them (the signer's ``_native_chain.c``) to call the very same (it writes the text of a whole second in UTC
+    itself, and is tested against these)."""
+
+    option: int  # the canonical bytes' orjson options
+    default: Callable[[Any], str]  # and their default=, which writes the cost
+    content_option: int  # the content's orjson options
+    event_time_text: Callable[[datetime], str]  # a whole-second event_time's canonical text
+    received_at_text: Callable[[datetime], str]  # a whole-second received_at's canonical text
+
+
+CHECKED_SERIALISATION = CheckedSerialisation(
+    _CHECKED_OPTIONS, _decimal_text, _CONTENT_OPTIONS, format_timestamp, _utc_text
+)
 
 
 def checkpoint_message(tenant_id: str, chain_seq: int, head_hash: bytes, created_at: datetime, key_id: str) -> bytes:

@@ -15,21 +15,26 @@ Rows are chained in one of two ways, with the same result:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import operator
 import os
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 import asyncpg
+import orjson
 
-from services.signer.rows import ChainRow
+from services.signer.rows import PURE_PYTHON_SWITCH, ChainRow
 from services.signer.signing import BatchSigner, InlineSigner
 from shared.canonical import EVENT_COLUMNS, CanonicalEvent
 from shared.chain import (
+    CHECKED_SERIALISATION,
+    DOMAIN_TAGS,
     GENESIS_HASH,
     HASH_VERSION,
     SALT_BYTES,
@@ -43,7 +48,7 @@ from shared.chain import (
 from shared.enrollment import UnenrolledKey, describe_missing
 from shared.keys import Signer
 from shared.merkle import Frontier, append_leaf
-from shared.proofs import has_record
+from shared.proofs import RECORD_MASK, has_record
 from shared.treehead import tree_head_message
 
 # The signature last: a row's record is built when it is hashed, and its signature set when it comes back.
@@ -60,10 +65,33 @@ _event_values = operator.itemgetter(*_STORED_COLUMNS)
 _SEQUENCE_CLAIM = ("tenant_id", "session_id", "event_sequence")
 _CONFLICT_KEY = operator.itemgetter(*(INSERT_COLUMNS.index(column) for column in _SEQUENCE_CLAIM))
 _SESSION_OF = operator.itemgetter(0, 1)
+_TENANT_OF = operator.attrgetter("tenant_id")
 # Rows hashed between two turns of the event loop (about half a millisecond), each turn also handing their
 # hashes to the signing helper: the COPY of the batch before is in flight meanwhile, and its socket and
 # round trips only move when the loop turns. 16 measured best (8 to 64 tried with make bench-signer).
 _CHUNK = 16
+
+
+def _compiled_chain_plain() -> Callable[..., int] | None:
+    """The compiled per-row path of ``chain_rows`` (``_native_chain.c``), set up with the definitions it
+    follows; None where it was not built (no C compiler at install) or the switch says the Python path is
+    meant: every row then takes the Python path."""
+    if os.environ.get(PURE_PYTHON_SWITCH, "") not in ("", "0"):
+        return None
+    try:
+        from services.signer import _native_chain  # noqa: PLC0415 (optional: absent without a C compiler)
+    except ImportError:
+        return None
+    checked = CHECKED_SERIALISATION
+    _native_chain.configure(
+        _STORED_COLUMNS, orjson.dumps, checked.option, checked.default, checked.content_option,
+        orjson.JSONEncodeError, Decimal, checked.event_time_text, checked.received_at_text, hashlib.sha256,
+        HASH_VERSION, DOMAIN_TAGS[HASH_VERSION], RECORD_MASK,
+    )
+    return _native_chain.chain_plain
+
+
+_chain_plain = _compiled_chain_plain()
 
 
 class OffsetEvent(NamedTuple):
@@ -142,7 +170,9 @@ class Chained:
     records: list[list[Any]] = field(default_factory=list)
     activations: list[tuple[str, int, str]] = field(default_factory=list)
     checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
-    # (tenant, leaf index, hashes of the subtrees completed by that leaf): merkle_subtrees rows.
+    # (tenant, leaf index, hashes of the subtrees completed by that leaf): merkle_subtrees rows, only for the
+    # leaves completing a subtree of RECORD_LEVEL or above (shared/proofs.has_record), a quarter of them.
+    # Readers hash the smaller subtrees from the rows' row_hash.
     subtrees: list[tuple[str, int, bytes]] = field(default_factory=list)
     # Per row: its record (``INSERT_COLUMNS``), whose signature (the last value) is set in complete().
     unsigned: list[list[Any]] = field(default_factory=list)
@@ -201,28 +231,74 @@ async def chain_rows(
     key_id = signer.key_id
     out = Chained(key_id=key_id)
     activated = set()
-    pending = out.unsigned
-    contents = out.contents
-    digests: list[bytes] = []
-    signing = out.signing
-    subtrees = out.subtrees
-    # The Merkle frontiers as lists, appended to in place; written back to the heads once the rows are in.
-    stacks: dict[str, list[bytes]] = {}
-    # The salts of the whole batch from one read of the system's random source.
-    salts = os.urandom(SALT_BYTES * len(rows))
-    for index, row in enumerate(rows):
-        tenant = row.tenant_id
+    # Each chain's head while the batch is hashed, as a list [seq, hash, Merkle frontier hashes] that both
+    # paths below read and advance in place; written back to the heads once the rows are in.
+    states: dict[str, list[Any]] = {}
+    for tenant in dict.fromkeys(map(_TENANT_OF, rows)):
         head = heads[tenant]
-        if head.key_id != key_id and tenant not in activated:
+        if head.key_id != key_id:
             # This key signs the chain from this row on; older rows keep the key they were signed with.
             out.activations.append((tenant, head.seq + 1, key_id))
             activated.add(tenant)
+        states[tenant] = [head.seq, head.hash, list(head.tree.hashes)]
+    # The salts of the whole batch from one read of the system's random source.
+    chaining = _Chaining(rows, os.urandom(SALT_BYTES * len(rows)), states, key_id, out)
+    signing = out.signing
+    first, total = 0, len(rows)
+    while total - first >= _CHUNK:
+        digests = chaining.run(first, first + _CHUNK)
+        signing.append(asyncio.ensure_future(batch_signer.sign_many(digests)))
+        first += _CHUNK
+        await asyncio.sleep(0)
+    signing.append(asyncio.ensure_future(batch_signer.sign_many(chaining.run(first, total))))
+    for tenant, (seq, digest, stack) in states.items():
+        head = heads[tenant]
+        head.seq, head.hash, head.tree = seq, digest, Frontier(seq, tuple(stack))
+    for tenant in activated:
+        heads[tenant].key_id = key_id
+    if policy is not None:
+        out.checkpoints.extend(_due_checkpoints(sorted(states), heads, signer, policy, now))
+    return out
+
+
+class _Chaining:
+    """One batch's hashing: each row onto its chain's state, its record, content and Merkle record into ``out``.
+
+    Plain rows (most) go through the compiled path when it is built (``_native_chain.c``, the same steps);
+    it stops at any row it leaves to the Python path below, which goes on from there."""
+
+    def __init__(
+        self, rows: Sequence[ChainRow], salts: bytes, states: dict[str, list[Any]], key_id: str, out: Chained
+    ) -> None:
+        # The compiled path indexes a list or a tuple.
+        self.rows = rows if isinstance(rows, list | tuple) else list(rows)
+        self.salts, self.states, self.key_id, self.out = salts, states, key_id, out
+
+    def run(self, start: int, stop: int) -> list[bytes]:
+        """Chains ``rows[start:stop]``; returns their row hashes."""
+        out, index = self.out, start
+        digests: list[bytes] = []
+        while index < stop:
+            if _chain_plain is not None:
+                index = _chain_plain(self.rows, index, stop, self.salts, self.states, self.key_id, out.unsigned,
+                                    out.contents, digests, out.subtrees)
+                if index == stop:
+                    break
+            digests.append(self.chain_one(index))
+            index += 1
+        return digests
+
+    def chain_one(self, index: int) -> bytes:
+        """Chains ``rows[index]``; returns its row hash."""
+        row, key_id, out = self.rows[index], self.key_id, self.out
+        tenant = row.tenant_id
+        state = self.states[tenant]
         values = row.values  # the hashed chain columns are set anew each time the row is chained
-        seq = head.seq + 1
+        seq, prev = state[0] + 1, state[1]
         values["chain_seq"] = seq
         values["signing_key_id"] = key_id
         values["hash_version"] = HASH_VERSION
-        salt = salts[index * SALT_BYTES:(index + 1) * SALT_BYTES]
+        salt = self.salts[index * SALT_BYTES:(index + 1) * SALT_BYTES]
         content = values["content"]
         if row.plain:
             committed = plain_content_digest(salt, content)
@@ -230,27 +306,14 @@ async def chain_rows(
         else:
             committed = content_digest(salt, content)
             canonical = canonical_bytes_v2(values, committed)
-        digest = row_hash(head.hash, canonical, HASH_VERSION)
-        pending.append([*_event_values(values), seq, head.hash, digest, key_id, HASH_VERSION, committed, None])
-        contents.append((tenant, seq, salt, content))
-        digests.append(digest)
-        head.seq, head.hash = seq, digest
-        stack = stacks.get(tenant)
-        if stack is None:
-            stack = stacks[tenant] = list(head.tree.hashes)
-        subtrees.append((tenant, seq - 1, append_leaf(stack, seq - 1, digest)))
-        if len(digests) == _CHUNK:
-            signing.append(asyncio.ensure_future(batch_signer.sign_many(digests)))
-            digests = []
-            await asyncio.sleep(0)
-    signing.append(asyncio.ensure_future(batch_signer.sign_many(digests)))
-    for tenant, stack in stacks.items():
-        heads[tenant].tree = Frontier(heads[tenant].seq, tuple(stack))
-    for tenant in activated:
-        heads[tenant].key_id = key_id
-    if policy is not None:
-        out.checkpoints.extend(_due_checkpoints(sorted({row.tenant_id for row in rows}), heads, signer, policy, now))
-    return out
+        digest = row_hash(prev, canonical, HASH_VERSION)
+        out.unsigned.append([*_event_values(values), seq, prev, digest, key_id, HASH_VERSION, committed, None])
+        out.contents.append((tenant, seq, salt, content))
+        state[0], state[1] = seq, digest
+        completed = append_leaf(state[2], seq - 1, digest)
+        if has_record(seq - 1):
+            out.subtrees.append((tenant, seq - 1, completed))
+        return digest
 
 
 def _due_checkpoints(
@@ -556,13 +619,6 @@ async def _flag_sequence_conflicts(
     )
 
 
-def stored_subtrees(chained: Chained) -> list[tuple[str, int, bytes]]:
-    """The ``merkle_subtrees`` records a batch writes: those of the leaves that complete a subtree of
-    ``RECORD_LEVEL`` or above, a quarter of them. Readers hash the smaller subtrees from the rows' ``row_hash``
-    (shared/proofs.py)."""
-    return [record for record in chained.subtrees if has_record(record[1])]
-
-
 # Every chain head a batch grew, in one statement.
 _UPDATE_HEADS = """
 UPDATE chain_heads h SET head_seq = v.head_seq, head_hash = v.head_hash, key_id = v.key_id,
@@ -603,9 +659,8 @@ async def _write(
     )
     if chained.contents:
         await conn.copy_records_to_table("audit_content", records=chained.contents, columns=list(CONTENT_COLUMNS))
-    subtrees = stored_subtrees(chained)
-    if subtrees:
-        await conn.copy_records_to_table("merkle_subtrees", records=subtrees, columns=list(SUBTREE_COLUMNS))
+    if chained.subtrees:
+        await conn.copy_records_to_table("merkle_subtrees", records=chained.subtrees, columns=list(SUBTREE_COLUMNS))
     await chained.complete()
     if chained.records:
         await conn.copy_records_to_table("audit_logs", records=chained.records, columns=list(INSERT_COLUMNS))

@@ -37,7 +37,6 @@ from services.signer.appender import (
     SequenceClaims,
     _contested_sequences,
     chain_rows,
-    stored_subtrees,
 )
 from services.signer.rows import ChainRow
 from services.signer.worker import decode_authenticated_row
@@ -101,7 +100,7 @@ async def copy_all(conn: Any, chained: list[Chained]) -> None:
     try:
         for batch in chained:
             await conn.copy_records_to_table("replay_content", records=batch.contents, columns=list(CONTENT_COLUMNS))
-            await conn.copy_records_to_table("replay_subtrees", records=stored_subtrees(batch),
+            await conn.copy_records_to_table("replay_subtrees", records=batch.subtrees,
                                              columns=list(SUBTREE_COLUMNS))
             await conn.copy_records_to_table("replay_logs", records=batch.records, columns=list(INSERT_COLUMNS))
     finally:
@@ -208,7 +207,7 @@ async def statement_costs(conn: Any, chained: list[Chained], events: int) -> Non
             await timed("COPY audit_content", conn.copy_records_to_table(
                 "audit_content", records=batch.contents, columns=list(CONTENT_COLUMNS)))
             await timed("COPY merkle_subtrees", conn.copy_records_to_table(
-                "merkle_subtrees", records=stored_subtrees(batch), columns=list(SUBTREE_COLUMNS)))
+                "merkle_subtrees", records=batch.subtrees, columns=list(SUBTREE_COLUMNS)))
             await timed("COPY audit_logs", conn.copy_records_to_table(
                 "audit_logs", records=rows, columns=list(INSERT_COLUMNS)))
         except BaseException:
