@@ -28,8 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import psutil
-
 from services.signer.appender import (
     CONTENT_COLUMNS,
     GENESIS,
@@ -121,7 +119,7 @@ async def cpu_of(work: Callable[[], Awaitable[Any]], rounds: int) -> tuple[float
 async def index_costs(conn: Any, chained: list[Chained], events: int, rounds: int) -> None:
     """The database's CPU per row for the COPY of ``audit_logs`` rows with all its indexes, and with each left
     out in turn: what each index costs the database on every append."""
-    backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
     names = [row["indexname"] for row in await conn.fetch(
         "SELECT indexname FROM pg_indexes WHERE tablename = 'audit_logs' ORDER BY indexname")]
     await conn.execute("CREATE TABLE replay_indexed (LIKE audit_logs INCLUDING ALL)")
@@ -133,12 +131,12 @@ async def index_costs(conn: Any, chained: list[Chained], events: int, rounds: in
         for _ in range(rounds):
             await conn.execute("TRUNCATE replay_indexed")
             await conn.execute("CHECKPOINT")
-            before = sum(backend.cpu_times()[:2])
+            before = _oncpu_seconds(backend)
             for batch in chained:
                 async with conn.transaction():
                     await conn.copy_records_to_table("replay_indexed", records=batch.records,
                                                      columns=list(INSERT_COLUMNS))
-            best = min(best, sum(backend.cpu_times()[:2]) - before)
+            best = min(best, _oncpu_seconds(backend) - before)
         return best / events * 1e6
 
     everything = await cost()
