@@ -9,6 +9,8 @@ from setuptools import Extension, setup
 NATIVE_EXTENSIONS: list[Extension] = [
     # chain_rows' per-row work for plain rows (services/signer/appender.py).
     Extension("services.signer._native_chain", ["services/signer/_native_chain.c"], optional=True),
+    # The signer's COPY rows in PostgreSQL's binary format (services/signer/appender.py copy_records).
+    Extension("services.signer._native_copy", ["services/signer/_native_copy.c"], optional=True),
     # The signer's reading of the usual canonical message (services/signer/rows.py decode_usual_row).
     Extension("services.signer._native_rows", ["services/signer/_native_rows.c"], optional=True),
 ]

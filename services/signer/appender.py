@@ -15,6 +15,7 @@ Rows are chained in one of two ways, with the same result:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import operator
@@ -92,6 +93,69 @@ def _compiled_chain_plain() -> Callable[..., int] | None:
 
 
 _chain_plain = _compiled_chain_plain()
+
+
+# The PostgreSQL type of each column the signer COPYs (shared/db/migrations; a test compares them with the
+# migrated schema), as the compiled COPY encoder names it.
+_COPY_KIND_OF_TYPE = {
+    "text": "t", "bigint": "q", "integer": "i", "smallint": "h", "boolean": "b", "timestamptz": "T",
+    "numeric": "n", "jsonb": "j", "bytea": "y",
+}
+COPY_COLUMN_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        ("event_id", "tenant_id", "org_id", "license_id", "plane", "event_type", "session_id", "correlation_id",
+         "user_email", "user_id", "user_account_uuid", "claimed_org_id", "service_name", "service_version",
+         "model", "decision", "decision_source", "tool_name", "batch_id", "signing_key_id"),
+        "text",
+    ),
+    **dict.fromkeys(("event_time", "received_at"), "timestamptz"),
+    **dict.fromkeys(
+        ("event_sequence", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+         "tokens_used", "duration_ms", "chain_seq", "leaf_index"),
+        "bigint",
+    ),
+    **dict.fromkeys(("claimed_org_mismatch", "success", "content_captured"), "boolean"),
+    "cost": "numeric",
+    **dict.fromkeys(("status_code", "attempt"), "integer"),
+    **dict.fromkeys(("content_lengths", "redacted_fields", "attributes", "content"), "jsonb"),
+    **dict.fromkeys(("prev_hash", "row_hash", "content_digest", "signature", "salt", "hashes"), "bytea"),
+    "hash_version": "smallint",
+}
+
+
+def _compiled_copy() -> Callable[[bytes, Sequence[Sequence[Any]]], bytearray | None] | None:
+    """The compiled binary COPY encoder (``_native_copy.c``), writing jsonb with the function the signer's
+    connections encode it with (``shared.db.pool``: orjson.dumps); None where it was not built or the switch
+    says the Python path is meant."""
+    if os.environ.get(PURE_PYTHON_SWITCH, "") not in ("", "0"):
+        return None
+    try:
+        from services.signer import _native_copy  # noqa: PLC0415 (optional: absent without a C compiler)
+    except ImportError:
+        return None
+    _native_copy.configure(orjson.dumps, Decimal, UTC)
+    return _native_copy.encode
+
+
+_encode_copy = _compiled_copy()
+
+
+@functools.cache
+def _copy_kinds(columns: tuple[str, ...]) -> bytes:
+    return "".join(_COPY_KIND_OF_TYPE[COPY_COLUMN_TYPES[column]] for column in columns).encode()
+
+
+async def copy_records(conn: asyncpg.Connection, table: str, records: Sequence[Sequence[Any]],
+                       columns: Sequence[str]) -> None:
+    """COPY ``records`` into ``table``: encoded in C where built and every value is one it writes exactly,
+    else (and for the whole table) through asyncpg's ``copy_records_to_table``, as the signer always did."""
+    if _encode_copy is not None:
+        data = _encode_copy(_copy_kinds(tuple(columns)), records)
+        if data is not None:
+            # A memoryview: asyncpg would take bytes for a path.
+            await conn.copy_to_table(table, source=memoryview(data), columns=list(columns), format="binary")
+            return
+    await conn.copy_records_to_table(table, records=records, columns=list(columns))
 
 
 class OffsetEvent(NamedTuple):
@@ -658,12 +722,12 @@ async def _write(
         await _contested_sequences(conn, claimed, *(memory or (None, None))) if claimed else set()
     )
     if chained.contents:
-        await conn.copy_records_to_table("audit_content", records=chained.contents, columns=list(CONTENT_COLUMNS))
+        await copy_records(conn, "audit_content", chained.contents, CONTENT_COLUMNS)
     if chained.subtrees:
-        await conn.copy_records_to_table("merkle_subtrees", records=chained.subtrees, columns=list(SUBTREE_COLUMNS))
+        await copy_records(conn, "merkle_subtrees", chained.subtrees, SUBTREE_COLUMNS)
     await chained.complete()
     if chained.records:
-        await conn.copy_records_to_table("audit_logs", records=chained.records, columns=list(INSERT_COLUMNS))
+        await copy_records(conn, "audit_logs", chained.records, INSERT_COLUMNS)
         conflicts = await _flag_sequence_conflicts(conn, contested)
     if chained.checkpoints:
         await conn.executemany(_INSERT_CHECKPOINT, chained.checkpoints)

@@ -7,7 +7,8 @@ stage, each timed in process CPU time (the best of ``--rounds``): decode and aut
 (``decode_authenticated_row``), hash and Merkle (``chain_rows`` with a signer that returns empty signatures,
 so the signing helper's work is left out) and the COPY encoding of the three tables a batch writes. The COPY
 goes to a temporary table without indexes, so what is timed is this process's encoding, not the database's
-work. With ``DATABASE_URL`` unset, an embedded PostgreSQL is started for the COPY stage.
+work; it goes through ``copy_records`` as the signer's does (compiled where built). With ``DATABASE_URL``
+unset, an embedded PostgreSQL is started for the COPY stage.
 ``--profile decode|chain|copy`` prints the cProfile of that stage instead.
 """
 
@@ -37,6 +38,7 @@ from services.signer.appender import (
     SequenceClaims,
     _contested_sequences,
     chain_rows,
+    copy_records,
 )
 from services.signer.rows import ChainRow
 from services.signer.worker import decode_authenticated_row
@@ -99,10 +101,9 @@ async def copy_all(conn: Any, chained: list[Chained]) -> None:
     await transaction.start()
     try:
         for batch in chained:
-            await conn.copy_records_to_table("replay_content", records=batch.contents, columns=list(CONTENT_COLUMNS))
-            await conn.copy_records_to_table("replay_subtrees", records=batch.subtrees,
-                                             columns=list(SUBTREE_COLUMNS))
-            await conn.copy_records_to_table("replay_logs", records=batch.records, columns=list(INSERT_COLUMNS))
+            await copy_records(conn, "replay_content", batch.contents, CONTENT_COLUMNS)
+            await copy_records(conn, "replay_subtrees", batch.subtrees, SUBTREE_COLUMNS)
+            await copy_records(conn, "replay_logs", batch.records, INSERT_COLUMNS)
     finally:
         await transaction.rollback()
 
@@ -204,12 +205,9 @@ async def statement_costs(conn: Any, chained: list[Chained], events: int) -> Non
                 [row[INSERT_COLUMNS.index("event_id")] for row in rows]))
             claimed = batch.sequence_claims()
             await timed("taken sequences", _contested_sequences(conn, claimed, claims, locked))
-            await timed("COPY audit_content", conn.copy_records_to_table(
-                "audit_content", records=batch.contents, columns=list(CONTENT_COLUMNS)))
-            await timed("COPY merkle_subtrees", conn.copy_records_to_table(
-                "merkle_subtrees", records=batch.subtrees, columns=list(SUBTREE_COLUMNS)))
-            await timed("COPY audit_logs", conn.copy_records_to_table(
-                "audit_logs", records=rows, columns=list(INSERT_COLUMNS)))
+            await timed("COPY audit_content", copy_records(conn, "audit_content", batch.contents, CONTENT_COLUMNS))
+            await timed("COPY merkle_subtrees", copy_records(conn, "merkle_subtrees", batch.subtrees, SUBTREE_COLUMNS))
+            await timed("COPY audit_logs", copy_records(conn, "audit_logs", rows, INSERT_COLUMNS))
         except BaseException:
             await transaction.rollback()
             raise
