@@ -81,16 +81,23 @@ class _StartingHelper:
 
     def __init__(self, signer: Ed25519Signer) -> None:
         self._starting = asyncio.ensure_future(HelperProcessSigner.start(signer))
+        self._helper: HelperProcessSigner | None = None  # once started
 
     def started(self) -> bool:
-        return self._starting.done() and not self._starting.cancelled() and self._starting.exception() is None
+        if self._helper is None and self._starting.done() and not self._starting.cancelled() \
+                and self._starting.exception() is None:
+            self._helper = self._starting.result()
+        return self._helper is not None
 
     async def wait_started(self) -> None:
         await self._starting
 
     def sign_many(self, digests: Sequence[bytes]) -> Awaitable[list[bytes]]:
-        if self.started():
-            return self._starting.result().sign_many(digests)  # the helper's own future: no task per request
+        helper = self._helper
+        if helper is None and self.started():
+            helper = self._helper
+        if helper is not None:
+            return helper.sign_many(digests)  # the helper's own future: no task per request
         return self._sign_once_started(digests)
 
     async def _sign_once_started(self, digests: Sequence[bytes]) -> list[bytes]:
@@ -153,9 +160,10 @@ async def _serve(settings: SignerSettings, parts: Lifecycle, pool: asyncpg.Pool,
         keyring=keyring,
     )
     # Each row allocates a few dozen objects, none of them in reference cycles: with the default threshold
-    # the cyclic collector ran every few rows and walked every batch in flight. It still runs, rarely.
+    # the cyclic collector ran every few rows and walked every batch in flight. It still runs, rarely: once
+    # per million allocations (tens of thousands of rows), each time walking only what is in flight then.
     gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    gc.set_threshold(1_000_000, 50, 100)
     publisher = None
     if witness is not None:
         publisher = asyncio.create_task(run_publisher(pool, witness, stop, metrics=PublisherMetrics(registry)))

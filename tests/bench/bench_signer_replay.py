@@ -224,7 +224,7 @@ async def run(events: int, tenants: int, rounds: int, profile: str | None, index
     batch, keyring = messages(events, tenants)
     # As the signer runs (services/signer/__main__.py): what exists at start-up is out of the collector's way.
     gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    gc.set_threshold(1_000_000, 50, 100)
     signer = Ed25519Signer.generate()
     database = await BenchDatabase.open("bench_replay", Path(tempfile.mkdtemp(prefix="bench-replay-")))
     dsn = database.dsn
