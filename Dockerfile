@@ -33,7 +33,7 @@ COPY shared ./shared
 COPY services ./services
 # The compiled modules are optional to setup.py (the Python path runs without them), not to the image.
 RUN pip install --no-deps . \
-    && python -I -c "import services.signer._native_rows, services.signer._native_copy" \
+    && python -I -c "import services.signer._native_rows, services.signer._native_chain, services.signer._native_copy" \
     && python -m shared.pii.names --install \
     && python -m compileall -q /opt/venv/lib
 
