@@ -4,8 +4,8 @@ frontiers, activations and checkpoints, and the rows' values left the same (key 
 batches of plain and other rows, on several chains, from heads mid-tree, with SHA-256 both on the CPU's SHA
 extensions and through hashlib.
 
-In CI the compiled module must be built (the install builds it), unless ``AUDIT_PURE_PYTHON=1`` says the
-pure-Python path is meant; a checkout where it was not built skips the comparisons."""
+A checkout where the compiled module was not built skips the comparisons; where it must be built:
+test_native_built."""
 
 from __future__ import annotations
 
@@ -28,14 +28,12 @@ from hypothesis import strategies as st
 
 from services.signer import appender
 from services.signer.appender import GENESIS, CheckpointPolicy, Head, chain_rows
-from services.signer.rows import PURE_PYTHON_SWITCH, ChainRow, decode_row
+from services.signer.rows import ChainRow, decode_row
 from shared.keys import Ed25519Signer
 from shared.merkle import Frontier
 from tests.unit.signer.test_chain_rows import KINDS
 from tests.unit.signer.test_rows import message
 
-PURE_PYTHON = os.environ.get(PURE_PYTHON_SWITCH, "") not in ("", "0")
-IN_CI = os.environ.get("CI", "") not in ("", "0", "false")
 SIGNER = Ed25519Signer.generate()
 OTHER_KEY = "retired-key"
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
@@ -43,19 +41,6 @@ POLICY = CheckpointPolicy(every_rows=7)
 
 compiled = pytest.mark.skipif(appender._chain_plain is None, reason="services.signer._native_chain is not built"
                               " (or the pure-Python path is meant)")
-
-
-def test_the_compiled_path_is_built_in_ci_unless_the_pure_python_path_is_meant() -> None:
-    """CI installs the package (its setup.py builds the module); a checkout where it was not built runs the
-    Python path alone, and says so here."""
-    if PURE_PYTHON:
-        assert appender._chain_plain is None
-    elif IN_CI:
-        from services.signer import _native_chain  # noqa: PLC0415 - the import itself is the test
-
-        assert appender._chain_plain is _native_chain.chain_plain
-    elif appender._chain_plain is None:
-        pytest.skip("services.signer._native_chain is not built in this checkout: the Python path runs alone")
 
 
 class _NoSignatures:

@@ -4,14 +4,13 @@ Python path gives, and leaves every other message to the Python path (which refu
 Messages are generated as the redactor writes them and then changed: headers (as test_decode_paths does), and
 values (fields of odd types, missing or extra, unicode, big integers, floats, escaped NULs, timestamps with
 offsets or none, costs that round or overflow, deep nesting, an event id or a plane the header or the key does
-not allow). In CI the compiled module must be built; ``AUDIT_PURE_PYTHON=1`` says the pure-Python path is meant.
+not allow). Where the compiled module must be built: test_native_built.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import typing
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.signer import rows, worker
-from services.signer.rows import PURE_PYTHON_SWITCH, ChainRow
+from services.signer.rows import ChainRow
 from shared.canonical import EVENT_COLUMNS, CanonicalEvent
 from shared.canonicalize.transform import BatchRejected, TransformStats, transform_batch
 from shared.messages import canonical_event
@@ -40,23 +39,9 @@ from tests.unit.signer.test_decode_paths import (
 )
 from tests.unit.signer.test_rows import message
 
-PURE_PYTHON = os.environ.get(PURE_PYTHON_SWITCH, "") not in ("", "0")
-IN_CI = os.environ.get("CI", "") not in ("", "0", "false")
 BUILT = rows.decode_usual_row is not None
+# Whether it must be built here: test_native_built.
 compiled = pytest.mark.skipif(not BUILT, reason="the compiled decoding is not built here or not meant")
-
-
-def test_the_compiled_decoding_is_built_in_ci_unless_the_pure_python_path_is_meant() -> None:
-    """CI installs the package (its setup.py builds the module); a checkout where it was not built runs the
-    Python path alone, and says so here."""
-    if PURE_PYTHON:
-        assert not BUILT
-    elif IN_CI:
-        from services.signer import _native_rows  # noqa: PLC0415 - the import itself is the test
-
-        assert rows.decode_usual_row is _native_rows.decode
-    elif not BUILT:
-        pytest.skip("services.signer._native_rows is not built in this checkout: the Python path runs alone")
 
 
 def exactly(value: Any) -> Any:
