@@ -114,15 +114,22 @@ static long long max_microseconds, min_microseconds;
 
 /* Each returns 0 when the value was written, 1 when this encoder does not write it, -1 on a Python error. */
 
+/* After a failed call: 1 (not written; asyncpg decides) for an Exception, which is cleared, and -1 for anything
+ * else (KeyboardInterrupt, SystemExit), which propagates. */
+static int declined(void) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    PyErr_Clear();
+    return 1;
+}
+
 static int put_text(Buffer *buf, PyObject *value) {
     if (!PyUnicode_CheckExact(value))
         return 1;
     Py_ssize_t n;
     const char *utf8 = PyUnicode_AsUTF8AndSize(value, &n);
-    if (utf8 == NULL) { /* lone surrogates: asyncpg decides */
-        PyErr_Clear();
-        return 1;
-    }
+    if (utf8 == NULL) /* lone surrogates: asyncpg decides */
+        return declined();
     return put_bytes(buf, utf8, n);
 }
 
@@ -280,10 +287,8 @@ static int put_jsonb(Buffer *buf, PyObject *value) {
         return 0;
     }
     PyObject *json = PyObject_CallOneArg(config.dumps, value);
-    if (json == NULL) { /* the pool's codec then writes it another way (json.dumps) or raises */
-        PyErr_Clear();
-        return 1;
-    }
+    if (json == NULL) /* the pool's codec then writes it another way (json.dumps) or raises */
+        return declined();
     int result = 1;
     if (PyBytes_CheckExact(json) && PyBytes_GET_SIZE(json) < INT32_MAX) {
         Py_ssize_t n = PyBytes_GET_SIZE(json);

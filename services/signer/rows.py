@@ -143,6 +143,26 @@ def _refuse_lone_surrogates(data: dict[str, Any]) -> None:
         raise ValueError("canonical event holds a lone surrogate, which is not UTF-8") from exc
 
 
+# How deep a JSON column may nest objects and arrays (the column's own object is level 1). The redactor writes
+# far less (OTLP's decoder stops at 100 message levels, three per level of a nested attribute); deeper, a
+# row could be accepted here and then fail its hashing (orjson writes at most 255 levels), which would take
+# its whole batch down with it. The compiled decoding leaves anything deeper to this path.
+MAX_JSON_NESTING = 64
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` (decoded JSON) has an object or array more than ``limit`` levels down; no recursion,
+    so a value nested to the decoder's own limit is measured too."""
+    level: list[tuple[Any, int]] = [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        children = item.values() if type(item) is dict else item
+        if depth > limit:
+            return True
+        level.extend((child, depth + 1) for child in children if type(child) is dict or type(child) is list)
+    return False
+
+
 class _DecodedInexactly(Exception):
     """orjson read a number as a float; the standard library decides whether it was an integer."""
 
@@ -209,6 +229,11 @@ def _decode(raw: bytes, data: Any, *, exact: bool) -> ChainRow:
         values[name] = {} if type(default) is dict else default
     # An empty object (most of them) is plain without a call.
     content, lengths, redacted, attributes = _json_values(values)
+    if ((content and _nested_deeper_than(content, MAX_JSON_NESTING))
+            or (lengths and _nested_deeper_than(lengths, MAX_JSON_NESTING))
+            or (redacted and _nested_deeper_than(redacted, MAX_JSON_NESTING))
+            or (attributes and _nested_deeper_than(attributes, MAX_JSON_NESTING))):
+        raise ValueError(f"canonical event nests JSON deeper than {MAX_JSON_NESTING} levels")
     plain = (
         (not content or json_is_plain(content))
         and (not lengths or json_is_plain(lengths))

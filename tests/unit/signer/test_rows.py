@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
-from services.signer.rows import ChainRow, decode_row
+from services.signer.rows import MAX_JSON_NESTING, ChainRow, decode_row
 from shared.canonical import BIGINT_RANGE, EVENT_COLUMNS, INTEGER_COLUMNS, INTEGER_RANGE, CanonicalEvent
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)
@@ -275,6 +276,25 @@ def test_more_bad_messages_are_refused_with_a_value_error(raw: bytes, error: str
     # message would stop it again after every restart.
     with pytest.raises(ValueError, match=error):
         decode_row(raw)
+
+
+def _attributes_nested(levels: int) -> bytes:
+    """A message whose attributes nest ``levels`` deep: the attributes object, then arrays."""
+    return json.dumps(message(attributes={"a": "@"})).encode().replace(b'"@"', _nested(levels - 1).encode())
+
+
+@pytest.mark.parametrize("levels", [2, 33, MAX_JSON_NESTING])
+def test_json_nested_up_to_the_limit_is_kept(levels: int) -> None:
+    assert decode_row(_attributes_nested(levels)).values["attributes"] == orjson.loads(_attributes_nested(levels))[
+        "attributes"]
+
+
+# 256 and 300 are deeper than orjson writes (so the row could not be hashed), 1,000 deeper than the recursive
+# plainness check goes: each was accepted here once, and then failed its whole batch.
+@pytest.mark.parametrize("levels", [MAX_JSON_NESTING + 1, 256, 300, 1_000])
+def test_json_nested_beyond_the_limit_is_refused(levels: int) -> None:
+    with pytest.raises(ValueError, match=f"deeper than {MAX_JSON_NESTING} levels"):
+        decode_row(_attributes_nested(levels))
 
 
 EDGE_TIMES = {
