@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import asyncpg
 import orjson
 
-from services.signer.rows import PURE_PYTHON_SWITCH, ChainRow
+from services.signer.rows import PURE_PYTHON_MEANT, ChainRow
 from services.signer.signing import BatchSigner, InlineSigner
 from shared.canonical import EVENT_COLUMNS, CanonicalEvent
 from shared.chain import (
@@ -77,7 +77,7 @@ def _compiled_chain_plain() -> Callable[..., int] | None:
     """The compiled per-row path of ``chain_rows`` (``_native_chain.c``), set up with the definitions it
     follows; None where it was not built (no C compiler at install) or the switch says the Python path is
     meant: every row then takes the Python path."""
-    if os.environ.get(PURE_PYTHON_SWITCH, "") not in ("", "0"):
+    if PURE_PYTHON_MEANT:
         return None
     try:
         from services.signer import _native_chain  # noqa: PLC0415 (optional: absent without a C compiler)
@@ -127,7 +127,7 @@ def _compiled_copy() -> Callable[[bytes, Sequence[Sequence[Any]]], bytearray | N
     """The compiled binary COPY encoder (``_native_copy.c``), writing jsonb with the function the signer's
     connections encode it with (``shared.db.pool``: orjson.dumps); None where it was not built or the switch
     says the Python path is meant."""
-    if os.environ.get(PURE_PYTHON_SWITCH, "") not in ("", "0"):
+    if PURE_PYTHON_MEANT:
         return None
     try:
         from services.signer import _native_copy  # noqa: PLC0415 (optional: absent without a C compiler)

@@ -298,6 +298,8 @@ _KINDS: dict[type, int] = {str: 1, int: 2, bool: 4, type(None): 8, dict: 16, lis
 # Set (to 1) where the pure-Python path is meant to run even though the compiled one is built: its tests, or a
 # suspicion about the compiled code.
 PURE_PYTHON_SWITCH = "AUDIT_PURE_PYTHON"
+# Read once, at start-up: every compiled path of the signer (here and in appender.py) obeys it.
+PURE_PYTHON_MEANT = os.environ.get(PURE_PYTHON_SWITCH, "") not in ("", "0")
 
 UsualRowDecoder = Callable[[object, object, dict[bytes, KeyStates]], ChainRow | None]
 
@@ -305,7 +307,7 @@ UsualRowDecoder = Callable[[object, object, dict[bytes, KeyStates]], ChainRow | 
 def _compiled_decoder() -> UsualRowDecoder | None:
     """``_native_rows.decode``, configured with this module's schema and callables; None where it is not built
     (no C compiler where the package was installed) or the switch says the Python path is meant."""
-    if os.environ.get(PURE_PYTHON_SWITCH, "") not in ("", "0"):
+    if PURE_PYTHON_MEANT:
         return None
     try:
         from services.signer import _native_rows  # noqa: PLC0415 - optional: built where a C compiler was
