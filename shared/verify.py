@@ -847,8 +847,10 @@ async def _conclude(conn: asyncpg.Connection, plan: _Plan, book: KeyBook, checkp
 
 async def stored_checkpoints(conn: asyncpg.Connection, tenant: str | None = None) -> list[Checkpoint]:
     """The checkpoints in the database, every column of each (as the witness publishes them)."""
+    # Tenants in the database's collation, as printed before tenant ids compared as bytes (1000_tenant_collation).
     rows = await conn.fetch(
-        "SELECT * FROM chain_checkpoints WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, chain_seq",
+        "SELECT * FROM chain_checkpoints WHERE $1::text IS NULL OR tenant_id = $1"
+        ' ORDER BY tenant_id COLLATE "default", chain_seq',
         tenant,
     )
     return [Checkpoint.from_record(checkpoint_record(r)) for r in rows]

@@ -197,8 +197,10 @@ def signing_keys_export(settings: CliSettings) -> None:
         conn = await connect(settings.database_url)
         try:
             rows = await conn.fetch("SELECT * FROM signing_keys ORDER BY valid_from, key_id")
+            # Tenants in the database's collation, as listed before tenant ids compared as bytes (migration 1000).
             activations = await conn.fetch(
-                "SELECT tenant_id, from_seq, key_id, created_at FROM key_activations ORDER BY 1, 2"
+                "SELECT tenant_id, from_seq, key_id, created_at FROM key_activations"
+                ' ORDER BY tenant_id COLLATE "default", from_seq'
             )
         finally:
             await conn.close()

@@ -92,7 +92,9 @@ _SELECT = (
     " AND ($4::text IS NULL OR a.session_id = $4)"
     " AND ($5::timestamptz IS NULL OR a.event_time >= $5)"
     " AND ($6::timestamptz IS NULL OR a.event_time < $6)"
-    " ORDER BY a.tenant_id, a.chain_seq"
+    # Tenants (their erasure events, as printed) in the database's collation, as before tenant ids compared as
+    # bytes (migration 1000).
+    ' ORDER BY a.tenant_id COLLATE "default", a.chain_seq'
 )
 
 
