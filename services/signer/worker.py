@@ -9,8 +9,8 @@ the worker keeps reading, decoding and preparing what arrives, of every partitio
 all of it in one transaction (a group commit, up to ``max_batch`` events): a transaction's fixed cost (its
 locks, head and offset updates, commit and WAL flush) is then shared by everything that arrived meanwhile,
 and a batch waits no longer than the append before it. When an append finds the chain elsewhere than
-expected, each of its partitions is chained under lock instead and the prepared state is dropped; the
-batches prepared meanwhile are prepared again.
+expected, or an event already stored, each of its partitions is chained under lock instead and the prepared
+state is dropped; the batches prepared meanwhile are prepared again.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from services.signer.appender import (
     OffsetGap,
     PreparedBatch,
     SequenceClaims,
+    StoredDuplicates,
     append_batch,
     append_prepared_together,
     checkpoint_idle_chains,
@@ -178,6 +179,8 @@ class SignerWorker:
         self._epoch = 0
         # The sequences this signer's tenants' sessions claim, checked against the locked heads at each use.
         self.sequence_claims = SequenceClaims()
+        # Whether batches are prepared with a lookup of the events already stored: only after meeting some.
+        self.stored_duplicates = StoredDuplicates()
         self._in_flight: asyncio.Task[None] | None = None
         self._in_flight_ids: frozenset[str] = frozenset()
         # Read and prepared while an append is in flight; the next append writes them together.
@@ -359,6 +362,7 @@ class SignerWorker:
                         in_flight=self._in_flight_ids.union(self._pending_ids),
                         checkpoints=self.checkpoints,
                         batch_signer=self.batch_signer,
+                        stored_duplicates=self.stored_duplicates,
                     )
             except SigningHelperError:
                 raise
@@ -389,7 +393,8 @@ class SignerWorker:
                     with self.metrics.append_latency.time():
                         async with self.pool.acquire() as conn:
                             result = await append_prepared_together(conn, parts, group=self.group, topic=self.topic,
-                                                                  claims=self.sequence_claims)
+                                                                  claims=self.sequence_claims,
+                                                                  stored_duplicates=self.stored_duplicates)
                 except SigningHelperError:
                     raise  # not the batch's fault: stop, and let the restart pick up from the stored offsets
                 except Exception as exc:
@@ -400,7 +405,8 @@ class SignerWorker:
                     await self._wait_out_database_error(exc, backoff)
                     continue
                 if result is None:
-                    log.info("chain or offsets moved since the batches were prepared, chaining them under lock",
+                    log.info("chain or offsets moved since the batches were prepared, or an event was already"
+                             " stored, chaining them under lock",
                              extra={"partitions": sorted({part.tp.partition for part in pending}),
                                     "events": sum(len(part.items) for part in pending)})
                     break
@@ -424,7 +430,8 @@ class SignerWorker:
                     async with self.pool.acquire() as conn:
                         result = await append_batch(conn, self.signer, group=self.group, topic=tp.topic,
                                                     partition=tp.partition, batch=items, checkpoints=self.checkpoints,
-                                                    claims=self.sequence_claims)
+                                                    claims=self.sequence_claims,
+                                                    stored_duplicates=self.stored_duplicates)
             except OffsetGap as gap:
                 log.warning("offset gap, seeking back", extra={"partition": tp.partition, "stored": gap.stored})
                 self.forget_prepared_state()
