@@ -481,10 +481,12 @@ async def _lock_offsets(conn: asyncpg.Connection, group: str, topic: str, firsts
 # After an event already stored is met, how many batches in a row ``prepare`` must find none stored before it
 # stops looking them up (StoredDuplicates). Not looking costs, when a batch does hold one, the batch's
 # hashing and signing, its COPY up to that row and a rollback, and then the batches prepared behind it are
-# hashed and signed again: 30 to 60 us per row of the batch (docs/operations/sizing.md), against about 1.5 us
-# per row for the lookup (0.7 in the signer, 0.8 in the database). Looking up for as many clean batches as one
-# such miss costs (about 20 to 40), and only then taking the risk again, is never worse than twice the best
-# choice made knowing where the duplicates are (a rent-or-buy bound); 32 is in that range.
+# hashed and signed again: 30 to 60 us per row of the batch (docs/operations/sizing.md), against 1.5 to 3 us
+# per row for the lookup (about 0.5 in the signer, 1 to 2 in the database). Looking up for as many clean
+# batches as one such miss costs (10 to 40), and only then taking the risk again, is never worse than twice
+# the best choice made knowing where the duplicates are (a rent-or-buy bound). 32, toward the top of that
+# range: a miss also stalls the pipeline (its batches are chained under lock, signed inline), which those
+# CPU figures leave out, and a lookup too many costs little.
 STORED_CHECK_BATCHES = 32
 
 
