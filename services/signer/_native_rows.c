@@ -214,31 +214,36 @@ forget_mac_keys(void)
     next_mac_key = 0;
 }
 
-/* The MacKey of a keys entry (inner prefix, outer prefix, scope, answers): the one made already for this very
- * entry, or a new one (replacing the oldest when all are taken); NULL with an exception set. */
-static MacKey *
-mac_key_of(PyObject *entry)
+/* The MacKey of a keys entry (inner prefix, outer prefix, scope, answers) in *out: the one made already for
+ * this very entry, or a new one (replacing the oldest when all are taken). 1 done; 0 hashlib raised an
+ * Exception (cleared: the Python path decides); -1 an error to propagate (an entry of another shape). */
+static int
+mac_key_of(PyObject *entry, MacKey **out)
 {
     for (int index = 0; index < MAC_KEYS; index++) {
-        if (mac_keys[index] != NULL && mac_keys[index]->entry == entry) return mac_keys[index];
+        if (mac_keys[index] != NULL && mac_keys[index]->entry == entry) {
+            *out = mac_keys[index];
+            return 1;
+        }
     }
     PyObject *inner_prefix = PyTuple_GET_ITEM(entry, 0), *outer_prefix = PyTuple_GET_ITEM(entry, 1);
-    if (!PyBytes_CheckExact(inner_prefix) || PyBytes_GET_SIZE(inner_prefix) < SHA256_BLOCK
-        || !PyBytes_CheckExact(outer_prefix) || PyBytes_GET_SIZE(outer_prefix) != SHA256_BLOCK) {
+    /* bytes, or auth.KeyMaterial (bytes that hide themselves from repr) */
+    if (!PyBytes_Check(inner_prefix) || PyBytes_GET_SIZE(inner_prefix) < SHA256_BLOCK
+        || !PyBytes_Check(outer_prefix) || PyBytes_GET_SIZE(outer_prefix) != SHA256_BLOCK) {
         PyErr_SetString(PyExc_TypeError, "a keys entry starts with the key's inner prefix and outer pad (bytes)");
-        return NULL;
+        return -1;
     }
     MacKey *key = PyMem_Calloc(1, sizeof(MacKey));
     if (key == NULL) {
         PyErr_NoMemory();
-        return NULL;
+        return -1;
     }
     key->entry = Py_NewRef(entry);
     key->inner_state = PyObject_CallOneArg(sha256_type, inner_prefix);
     key->outer_state = key->inner_state == NULL ? NULL : PyObject_CallOneArg(sha256_type, outer_prefix);
     if (key->outer_state == NULL) {
         forget_mac_key(key);
-        return NULL;
+        return failed();
     }
 #ifdef HAVE_SHA_EXTENSIONS
     sha256_start(&key->inner);
@@ -250,7 +255,8 @@ mac_key_of(PyObject *entry)
     forget_mac_key(mac_keys[next_mac_key]);
     mac_keys[next_mac_key] = key;
     next_mac_key = (next_mac_key + 1) % MAC_KEYS;
-    return key;
+    *out = key;
+    return 1;
 }
 
 /* The inner and outer hashes through hashlib, from copies of the key's states: 1 with the digest in out, 0 (an
@@ -535,8 +541,10 @@ decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     else {
         Py_INCREF(raw_request_id);
     }
-    MacKey *mac_key = mac_key_of(entry);
-    if (mac_key == NULL) goto done;
+    MacKey *mac_key = NULL;
+    int keyed = mac_key_of(entry, &mac_key);
+    if (keyed < 0) goto done;
+    if (keyed == 0) goto not_usual;
     int holds = mac_holds(mac_key, raw_event_id, raw_request_id, value, mac);
     if (holds < 0) goto done;
     if (holds == 0) goto not_usual;
@@ -766,8 +774,9 @@ check_mac(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "check_mac(entry, event id, request id, value, mac) as decode() takes them");
         return NULL;
     }
-    MacKey *key = mac_key_of(entry);
-    if (key == NULL) return NULL;
+    MacKey *key = NULL;
+    int keyed = mac_key_of(entry, &key);
+    if (keyed <= 0) return keyed < 0 ? NULL : Py_NewRef(Py_False);
     int holds = mac_holds(key, event_id, request_id, value, mac);
     if (holds < 0) return NULL;
     return PyBool_FromLong(holds);

@@ -60,12 +60,23 @@ _MAX_SCOPE_PAIRS = 1_024  # fields up to this size are joined and fed to the MAC
 _SHA256_BLOCK = 64
 
 
-def _keyed_prefixes(secret: bytes, domain: bytes) -> tuple[bytes, bytes]:
+class KeyMaterial(bytes):
+    """Bytes that give away a key (its HMAC pads): never shown by ``repr`` or ``str``, so a log line or a
+    traceback that holds them does not leak the key."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} bytes of key material>"
+
+    __str__ = __repr__
+
+
+def _keyed_prefixes(secret: bytes, domain: bytes) -> tuple[KeyMaterial, KeyMaterial]:
     """What the inner and outer SHA-256 of HMAC-SHA256 under ``secret`` hash first (RFC 2104): the key's inner
     pad and then ``domain``, and the key's outer pad."""
     block = hashlib.sha256(secret).digest() if len(secret) > _SHA256_BLOCK else secret
     block = block.ljust(_SHA256_BLOCK, b"\x00")
-    return bytes(byte ^ 0x36 for byte in block) + domain, bytes(byte ^ 0x5C for byte in block)
+    return (KeyMaterial(bytes(byte ^ 0x36 for byte in block) + domain),
+            KeyMaterial(bytes(byte ^ 0x5C for byte in block)))
 
 
 def _keyed_states(secret: bytes, domain: bytes) -> tuple[_Hash, _Hash]:
@@ -76,7 +87,7 @@ def _keyed_states(secret: bytes, domain: bytes) -> tuple[_Hash, _Hash]:
 
 # A key in one domain, as the signer's compiled decoding keys its HMAC from it (_keyed_prefixes: its inner pad
 # and the domain, its outer pad), its scope and that scope's answers (KeyScope.answers).
-KeyStates = tuple[bytes, bytes, "KeyScope | None", "dict[tuple[str, str], bool] | None"]
+KeyStates = tuple[KeyMaterial, KeyMaterial, "KeyScope | None", "dict[tuple[str, str], bool] | None"]
 
 _SCOPE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _SCOPE_FIELDS = ("planes", "event_types")
@@ -183,7 +194,7 @@ class MessageKey:
         """Whether ``mac`` (a header's bytes) is exactly the MAC this key gives ``fields``, as ``mac`` writes it."""
         return hmac.compare_digest(binascii.hexlify(self._digest(domain, fields)), mac)
 
-    def keyed_prefixes(self, domain: bytes) -> tuple[bytes, bytes]:
+    def keyed_prefixes(self, domain: bytes) -> tuple[KeyMaterial, KeyMaterial]:
         """What the inner and outer SHA-256 of this key's MACs in ``domain`` hash first (its pads, the domain)."""
         return _keyed_prefixes(self.secret, domain)
 

@@ -176,3 +176,15 @@ def test_an_entry_without_the_keys_prefixes_is_refused_not_crashed_on() -> None:
     for prefixes in ((b"short", bytes(64)), (bytes(64), bytes(63)), ("text" * 16, bytes(64)), (bytes(80), None)):
         with pytest.raises(TypeError):
             _native_rows.decode(value, headers, {REDACTOR.key_id.encode(): (*prefixes, *scope)})
+
+
+def test_the_keys_pads_handed_to_the_compiled_decoding_never_show_in_a_repr() -> None:
+    secret = bytes(range(32, 64))
+    states = Keyring([MessageKey.of(secret)]).states_by_header(canonical_event.DOMAIN)
+    inner, outer, _, _ = next(iter(states.values()))
+    shown = repr(states) + str(inner) + str(outer) + f"{inner} {outer!r}"
+    assert inner[:_SHA256_BLOCK] == bytes(byte ^ 0x36 for byte in secret.ljust(_SHA256_BLOCK, b"\0"))
+    assert inner[_SHA256_BLOCK:] == canonical_event.DOMAIN
+    for revealing in (bytes(inner), bytes(outer), bytes(inner)[:8], bytes(outer)[:8]):
+        assert repr(revealing)[2:-1] not in shown
+    assert "64 bytes of key material" in shown
