@@ -9,6 +9,7 @@ a ``ValueError``, which the worker treats as permanent and dead-letters.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import operator
 import os
@@ -324,7 +325,7 @@ def _compiled_decoder() -> UsualRowDecoder | None:
     _native_rows.configure(
         fields=tuple(specs), json_columns=tuple(sorted(JSON_COLUMNS)), loads=orjson.loads, from_iso=_from_iso,
         utc=UTC, received_at=_received_at, cost=_usual_cost, row_type=ChainRow,
-        headers=(EVENT_ID, REQUEST_ID, KEY_ID_HEADER, MAC_HEADER),
+        headers=(EVENT_ID, REQUEST_ID, KEY_ID_HEADER, MAC_HEADER), sha256=hashlib.sha256,
     )
     return _native_rows.decode
 
