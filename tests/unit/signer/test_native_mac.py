@@ -188,3 +188,13 @@ def test_the_keys_pads_handed_to_the_compiled_decoding_never_show_in_a_repr() ->
     for revealing in (bytes(inner), bytes(outer), bytes(inner)[:8], bytes(outer)[:8]):
         assert repr(revealing)[2:-1] not in shown
     assert "64 bytes of key material" in shown
+
+
+def test_a_compiled_module_built_from_older_sources_leaves_every_message_to_the_python_path() -> None:
+    """Its configure takes other arguments (TypeError): the decoder is as good as not built, not an import
+    error of the signer."""
+    native = pytest.importorskip("services.signer._native_rows")
+    if rows.PURE_PYTHON_MEANT:
+        pytest.skip("the pure-Python path is meant: the compiled module is not configured")
+    with mock.patch.object(native, "configure", side_effect=TypeError("an unexpected keyword argument")):
+        assert rows._compiled_decoder() is None
