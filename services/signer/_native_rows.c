@@ -11,11 +11,17 @@
  *
  * The schema (fields, their types, defaults and bounds) and the Python callables used are handed over once by
  * services/signer/rows.py through configure(), from the same definitions the Python path uses.
+ *
+ * The MAC is HMAC-SHA256 computed here, from the key's inner and outer SHA-256 midstates (made once per key,
+ * see MacKey), on the CPU's SHA extensions where configure() found them to agree with hashlib; elsewhere
+ * through hashlib states copied per message.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <datetime.h>
 #include <string.h>
+
+#include "_sha256.h" /* SHA-256 on the CPU's SHA extensions, shared with _native_chain.c */
 
 #define MAX_FIELDS 64
 #define MAX_JSON_COLUMNS 8
@@ -24,6 +30,8 @@
 #define REQUEST_ID_MAX 64
 #define MAC_HEX_LENGTH 64
 #define DIGEST_LENGTH 32
+#define SHA256_BLOCK 64
+#define MAC_KEYS 8 /* keys whose midstates are kept: a keyring holds a few */
 
 /* The JSON types a field may hold, as bits (the exact type: a bool is not an int here). */
 enum {
@@ -55,6 +63,7 @@ static PyObject *loads, *from_iso, *utc, *received_at_of, *cost_of, *permits_nam
 static PyTypeObject *row_type;
 static PyObject *header_event_id, *header_request_id, *header_key_id, *header_mac;
 static PyObject *name_copy, *name_update, *name_digest;
+static PyObject *sha256_type; /* hashlib.sha256: the states of the path without the SHA extensions */
 static int configured;
 
 static unsigned
@@ -155,11 +164,148 @@ failed(void)
     return -1;
 }
 
-/* Whether mac (64 lowercase hex digits) is the HMAC-SHA256 of the fields from the keyed states:
+/* One key's HMAC-SHA256 in one domain, made from its keys entry (Keyring.states_by_header): the inner
+ * SHA-256 state fed the key's inner pad and the domain, and the outer one fed its outer pad. Keying costs
+ * more than the MAC of a short message, so it is done once per key and each message starts from a copy.
+ * Both forms are kept, hashlib's objects and the midstates for the SHA extensions, so the tests can switch
+ * between the two paths (hash_with_cpu). */
+typedef struct {
+    PyObject *entry; /* held, so that no other entry takes its address while it is cached */
+    PyObject *inner_state, *outer_state;
+#ifdef HAVE_SHA_EXTENSIONS
+    Sha256 inner, outer;
+#endif
+} MacKey;
+
+static MacKey *mac_keys[MAC_KEYS];
+static int next_mac_key;
+/* Whether the MAC is computed on the CPU's SHA extensions: they are there and agree with hashlib (found by
+ * configure), and in_place_wanted (tests turn it off to run the hashlib path). */
+static int hash_in_place, in_place_works, in_place_wanted = 1;
+
+/* Zeroes memory even though it is about to be freed (which a plain memset before free may be dropped as). */
+static void
+wipe(void *memory, size_t size)
+{
+    volatile unsigned char *at = (volatile unsigned char *)memory;
+    while (size--) *at++ = 0;
+}
+
+/* The midstates are key material: zeroed before their memory goes back. */
+static void
+forget_mac_key(MacKey *key)
+{
+    if (key == NULL) return;
+    Py_XDECREF(key->entry);
+    Py_XDECREF(key->inner_state);
+    Py_XDECREF(key->outer_state);
+    wipe(key, sizeof(*key));
+    PyMem_Free(key);
+}
+
+static void
+forget_mac_keys(void)
+{
+    for (int index = 0; index < MAC_KEYS; index++) {
+        MacKey *key = mac_keys[index];
+        mac_keys[index] = NULL;
+        forget_mac_key(key);
+    }
+    next_mac_key = 0;
+}
+
+/* The MacKey of a keys entry (inner prefix, outer prefix, scope, answers) in *out: the one made already for
+ * this very entry, or a new one (replacing the oldest when all are taken). 1 done; 0 hashlib raised an
+ * Exception (cleared: the Python path decides); -1 an error to propagate (an entry of another shape). */
+static int
+mac_key_of(PyObject *entry, MacKey **out)
+{
+    for (int index = 0; index < MAC_KEYS; index++) {
+        if (mac_keys[index] != NULL && mac_keys[index]->entry == entry) {
+            *out = mac_keys[index];
+            return 1;
+        }
+    }
+    PyObject *inner_prefix = PyTuple_GET_ITEM(entry, 0), *outer_prefix = PyTuple_GET_ITEM(entry, 1);
+    /* bytes, or auth.KeyMaterial (bytes that hide themselves from repr) */
+    if (!PyBytes_Check(inner_prefix) || PyBytes_GET_SIZE(inner_prefix) < SHA256_BLOCK
+        || !PyBytes_Check(outer_prefix) || PyBytes_GET_SIZE(outer_prefix) != SHA256_BLOCK) {
+        PyErr_SetString(PyExc_TypeError, "a keys entry starts with the key's inner prefix and outer pad (bytes)");
+        return -1;
+    }
+    MacKey *key = PyMem_Calloc(1, sizeof(MacKey));
+    if (key == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    key->entry = Py_NewRef(entry);
+    key->inner_state = PyObject_CallOneArg(sha256_type, inner_prefix);
+    key->outer_state = key->inner_state == NULL ? NULL : PyObject_CallOneArg(sha256_type, outer_prefix);
+    if (key->outer_state == NULL) {
+        forget_mac_key(key);
+        return failed();
+    }
+#ifdef HAVE_SHA_EXTENSIONS
+    sha256_start(&key->inner);
+    sha256_add(&key->inner, (const unsigned char *)PyBytes_AS_STRING(inner_prefix),
+               (size_t)PyBytes_GET_SIZE(inner_prefix));
+    sha256_start(&key->outer);
+    sha256_add(&key->outer, (const unsigned char *)PyBytes_AS_STRING(outer_prefix), SHA256_BLOCK);
+#endif
+    forget_mac_key(mac_keys[next_mac_key]);
+    mac_keys[next_mac_key] = key;
+    next_mac_key = (next_mac_key + 1) % MAC_KEYS;
+    *out = key;
+    return 1;
+}
+
+/* The inner and outer hashes through hashlib, from copies of the key's states: 1 with the digest in out, 0 (an
+ * Exception on the way, or no 32-byte digest), -1 an error to propagate. */
+static int
+hashlib_mac(const MacKey *key, const unsigned char *prefix, Py_ssize_t prefix_length, PyObject *value,
+            unsigned char out[DIGEST_LENGTH])
+{
+    int result = 0;
+    PyObject *inner = NULL, *outer = NULL, *inner_digest = NULL, *digest = NULL, *done = NULL;
+    PyObject *head = PyBytes_FromStringAndSize((const char *)prefix, prefix_length);
+    if (head == NULL) goto error;
+    inner = PyObject_CallMethodNoArgs(key->inner_state, name_copy);
+    if (inner == NULL) goto error;
+    done = PyObject_CallMethodOneArg(inner, name_update, head);
+    if (done == NULL) goto error;
+    Py_DECREF(done);
+    done = PyObject_CallMethodOneArg(inner, name_update, value);
+    if (done == NULL) goto error;
+    Py_DECREF(done);
+    inner_digest = PyObject_CallMethodNoArgs(inner, name_digest);
+    if (inner_digest == NULL) goto error;
+    outer = PyObject_CallMethodNoArgs(key->outer_state, name_copy);
+    if (outer == NULL) goto error;
+    done = PyObject_CallMethodOneArg(outer, name_update, inner_digest);
+    if (done == NULL) goto error;
+    Py_DECREF(done);
+    digest = PyObject_CallMethodNoArgs(outer, name_digest);
+    if (digest == NULL) goto error;
+    if (PyBytes_CheckExact(digest) && PyBytes_GET_SIZE(digest) == DIGEST_LENGTH) {
+        memcpy(out, PyBytes_AS_STRING(digest), DIGEST_LENGTH);
+        result = 1;
+    }
+    goto done;
+error:
+    result = failed();
+done:
+    Py_XDECREF(head);
+    Py_XDECREF(inner);
+    Py_XDECREF(inner_digest);
+    Py_XDECREF(outer);
+    Py_XDECREF(digest);
+    return result;
+}
+
+/* Whether mac (64 lowercase hex digits) is the HMAC-SHA256 of the fields under the key:
  * 1 yes, 0 no (or an Exception on the way), -1 an error to propagate. */
 static int
-mac_holds(PyObject *inner_state, PyObject *outer_state, PyObject *event_id, PyObject *request_id,
-          PyObject *value, PyObject *mac)
+mac_holds(const MacKey *key, PyObject *event_id, PyObject *request_id, PyObject *value, PyObject *mac)
 {
     unsigned char prefix[8 + EVENT_ID_MAX + 8 + REQUEST_ID_MAX + 8];
     Py_ssize_t event_length = PyBytes_GET_SIZE(event_id), request_length = PyBytes_GET_SIZE(request_id);
@@ -173,48 +319,32 @@ mac_holds(PyObject *inner_state, PyObject *outer_state, PyObject *event_id, PyOb
     put_length(at, PyBytes_GET_SIZE(value));
     at += 8;
 
-    int result = 0;
-    PyObject *inner = NULL, *outer = NULL, *inner_digest = NULL, *digest = NULL, *done = NULL;
-    PyObject *head = PyBytes_FromStringAndSize((const char *)prefix, at - prefix);
-    if (head == NULL) goto error;
-    inner = PyObject_CallMethodNoArgs(inner_state, name_copy);
-    if (inner == NULL) goto error;
-    done = PyObject_CallMethodOneArg(inner, name_update, head);
-    if (done == NULL) goto error;
-    Py_DECREF(done);
-    done = PyObject_CallMethodOneArg(inner, name_update, value);
-    if (done == NULL) goto error;
-    Py_DECREF(done);
-    inner_digest = PyObject_CallMethodNoArgs(inner, name_digest);
-    if (inner_digest == NULL) goto error;
-    outer = PyObject_CallMethodNoArgs(outer_state, name_copy);
-    if (outer == NULL) goto error;
-    done = PyObject_CallMethodOneArg(outer, name_update, inner_digest);
-    if (done == NULL) goto error;
-    Py_DECREF(done);
-    digest = PyObject_CallMethodNoArgs(outer, name_digest);
-    if (digest == NULL) goto error;
-    if (PyBytes_CheckExact(digest) && PyBytes_GET_SIZE(digest) == DIGEST_LENGTH) {
-        static const char hex[] = "0123456789abcdef";
-        const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(digest);
-        const unsigned char *sent = (const unsigned char *)PyBytes_AS_STRING(mac);
-        unsigned difference = 0; /* every byte compared, as hmac.compare_digest does */
-        for (int index = 0; index < DIGEST_LENGTH; index++) {
-            difference |= (unsigned)(sent[2 * index] ^ (unsigned char)hex[bytes[index] >> 4]);
-            difference |= (unsigned)(sent[2 * index + 1] ^ (unsigned char)hex[bytes[index] & 0x0f]);
-        }
-        result = difference == 0;
+    unsigned char bytes[DIGEST_LENGTH];
+#ifdef HAVE_SHA_EXTENSIONS
+    if (hash_in_place) {
+        /* Copies of the midstates: hashing overwrites each one's state before anything is read from it. */
+        Sha256 inner = key->inner, outer = key->outer;
+        unsigned char inner_digest[DIGEST_LENGTH];
+        sha256_add(&inner, prefix, (size_t)(at - prefix));
+        sha256_add(&inner, (const unsigned char *)PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
+        sha256_end(&inner, inner_digest);
+        sha256_add(&outer, inner_digest, DIGEST_LENGTH);
+        sha256_end(&outer, bytes);
     }
-    goto done;
-error:
-    result = failed();
-done:
-    Py_XDECREF(head);
-    Py_XDECREF(inner);
-    Py_XDECREF(inner_digest);
-    Py_XDECREF(outer);
-    Py_XDECREF(digest);
-    return result;
+    else
+#endif
+    {
+        int hashed = hashlib_mac(key, prefix, at - prefix, value, bytes);
+        if (hashed <= 0) return hashed;
+    }
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *sent = (const unsigned char *)PyBytes_AS_STRING(mac);
+    unsigned difference = 0; /* every byte compared, as hmac.compare_digest does */
+    for (int index = 0; index < DIGEST_LENGTH; index++) {
+        difference |= (unsigned)(sent[2 * index] ^ (unsigned char)hex[bytes[index] >> 4]);
+        difference |= (unsigned)(sent[2 * index + 1] ^ (unsigned char)hex[bytes[index] & 0x0f]);
+    }
+    return difference == 0;
 }
 
 /* Whether the key's scope permits (plane, event type), as KeyScope.permits answers: 1, 0, or -1 (error). */
@@ -394,7 +524,7 @@ decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4) {
-        PyErr_SetString(PyExc_TypeError, "keys maps a key id to (inner state, outer state, scope, answers)");
+        PyErr_SetString(PyExc_TypeError, "keys maps a key id to (inner prefix, outer pad, scope, answers)");
         return NULL;
     }
     PyObject *scope = PyTuple_GET_ITEM(entry, 2);
@@ -411,8 +541,11 @@ decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     else {
         Py_INCREF(raw_request_id);
     }
-    int holds = mac_holds(PyTuple_GET_ITEM(entry, 0), PyTuple_GET_ITEM(entry, 1), raw_event_id, raw_request_id,
-                          value, mac);
+    MacKey *mac_key = NULL;
+    int keyed = mac_key_of(entry, &mac_key);
+    if (keyed < 0) goto done;
+    if (keyed == 0) goto not_usual;
+    int holds = mac_holds(mac_key, raw_event_id, raw_request_id, value, mac);
     if (holds < 0) goto done;
     if (holds == 0) goto not_usual;
     data = PyObject_CallOneArg(loads, value);
@@ -454,6 +587,8 @@ release_configuration(void)
     Py_CLEAR(header_request_id);
     Py_CLEAR(header_key_id);
     Py_CLEAR(header_mac);
+    forget_mac_keys(); /* made with the hashlib of this configuration */
+    Py_CLEAR(sha256_type);
     configured = 0;
 }
 
@@ -516,11 +651,12 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     (void)module;
     static char *names[] = {"fields", "json_columns", "loads", "from_iso", "utc", "received_at", "cost", "row_type",
-                            "headers", NULL};
+                            "headers", "sha256", NULL};
     PyObject *specs, *json_names, *loads_, *from_iso_, *utc_, *received_at_, *cost_, *row_type_, *header_names;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!OOOOOO!O!:configure", names, &PyTuple_Type, &specs,
+    PyObject *sha256_;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!OOOOOO!O!O:configure", names, &PyTuple_Type, &specs,
                                      &PyTuple_Type, &json_names, &loads_, &from_iso_, &utc_, &received_at_, &cost_,
-                                     &PyType_Type, &row_type_, &PyTuple_Type, &header_names)) {
+                                     &PyType_Type, &row_type_, &PyTuple_Type, &header_names, &sha256_)) {
         return NULL;
     }
     if (PyTuple_GET_SIZE(specs) > MAX_FIELDS || PyTuple_GET_SIZE(json_names) > MAX_JSON_COLUMNS) {
@@ -591,6 +727,14 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     received_at_of = Py_NewRef(received_at_);
     cost_of = Py_NewRef(cost_);
     row_type = (PyTypeObject *)Py_NewRef(row_type_);
+    sha256_type = Py_NewRef(sha256_);
+    hash_in_place = 0;
+#ifdef HAVE_SHA_EXTENSIONS
+    int agrees = sha256_extensions_agree(sha256_type);
+    if (agrees < 0) goto error;
+    in_place_works = agrees;
+#endif
+    hash_in_place = in_place_works && in_place_wanted;
     configured = 1;
     Py_RETURN_NONE;
 error:
@@ -598,18 +742,71 @@ error:
     return NULL;
 }
 
+static PyObject *
+hash_with_cpu(PyObject *module, PyObject *wanted)
+{
+    (void)module;
+    int flag = PyObject_IsTrue(wanted);
+    if (flag < 0) return NULL;
+    in_place_wanted = flag;
+    hash_in_place = in_place_works && in_place_wanted;
+    return PyBool_FromLong(hash_in_place);
+}
+
+/* decode()'s MAC check alone, for the tests: with a keys entry, the two ids and the value. */
+static PyObject *
+check_mac(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *entry, *event_id, *request_id, *value, *mac;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!:check_mac", &PyTuple_Type, &entry, &PyBytes_Type, &event_id,
+                          &PyBytes_Type, &request_id, &PyBytes_Type, &value, &PyBytes_Type, &mac)) {
+        return NULL;
+    }
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "check_mac() before configure()");
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4 || !PyBytes_CheckExact(event_id)
+        || PyBytes_GET_SIZE(event_id) > EVENT_ID_MAX || !PyBytes_CheckExact(request_id)
+        || PyBytes_GET_SIZE(request_id) > REQUEST_ID_MAX || !PyBytes_CheckExact(value)
+        || !PyBytes_CheckExact(mac) || PyBytes_GET_SIZE(mac) != MAC_HEX_LENGTH) {
+        PyErr_SetString(PyExc_ValueError, "check_mac(entry, event id, request id, value, mac) as decode() takes them");
+        return NULL;
+    }
+    MacKey *key = NULL;
+    int keyed = mac_key_of(entry, &key);
+    if (keyed <= 0) return keyed < 0 ? NULL : Py_NewRef(Py_False);
+    int holds = mac_holds(key, event_id, request_id, value, mac);
+    if (holds < 0) return NULL;
+    return PyBool_FromLong(holds);
+}
+
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "Hand over the schema and the callables the Python path uses (services/signer/rows.py does, once)."},
     {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
      "decode(value, headers, keys): the row of a usual canonical message, or None for the Python path."},
+    {"hash_with_cpu", hash_with_cpu, METH_O,
+     "hash_with_cpu(wanted: bool) -> bool\nThe MAC on the CPU's SHA extensions where they work (the default), or "
+     "through hashlib; returns whether the CPU's are used."},
+    {"check_mac", check_mac, METH_VARARGS,
+     "check_mac(entry, event_id, request_id, value, mac) -> bool\nWhether decode() finds the MAC holds (tests)."},
     {NULL, NULL, 0, NULL},
 };
+
+/* The keys' midstates do not outlive the module (where the interpreter frees it). */
+static void
+free_module(void *module)
+{
+    (void)module;
+    forget_mac_keys();
+}
 
 static struct PyModuleDef module_definition = {
     PyModuleDef_HEAD_INIT, "services.signer._native_rows",
     "The signer's reading of the usual canonical message, compiled (see services/signer/rows.py).", -1, methods,
-    NULL, NULL, NULL, NULL,
+    NULL, NULL, NULL, free_module,
 };
 
 PyMODINIT_FUNC

@@ -8,8 +8,12 @@ Rows are chained in one of two ways, with the same result:
 - ``append_batch`` reads the heads under lock, then hashes and signs inside the transaction;
 - ``prepare`` hashes and signs ahead, from the heads this signer expects (its own previous batch), while
   that previous batch is still being written; ``append_prepared`` then locks the same rows and writes the
-  batch only if the offsets and every head are exactly as expected. Anything else (another signer, a
-  duplicate that appeared meanwhile) rolls back and the batch goes through ``append_batch`` instead.
+  batch only if the offsets and every head are exactly as expected. Anything else (another signer, an
+  event already stored) rolls back and the batch goes through ``append_batch`` instead.
+
+``append_batch`` looks up which of its events are already stored, under lock. ``prepare`` may leave that lookup
+to the unique index on ``event_id`` while no such event is being met (``StoredDuplicates``): an event chained
+twice can never be written, only cost a rolled-back transaction.
 """
 
 from __future__ import annotations
@@ -474,6 +478,52 @@ async def _lock_offsets(conn: asyncpg.Connection, group: str, topic: str, firsts
     return stored
 
 
+# After an event already stored is met, how many batches in a row ``prepare`` must find none stored before it
+# stops looking them up (StoredDuplicates). Not looking costs, when a batch does hold one, the batch's
+# hashing and signing, its COPY up to that row and a rollback, and then the batches prepared behind it are
+# hashed and signed again: 30 to 60 us per row of the batch (docs/operations/sizing.md), against 1.5 to 3 us
+# per row for the lookup (about 0.5 in the signer, 1 to 2 in the database). Looking up for as many clean
+# batches as one such miss costs (10 to 40), and only then taking the risk again, is never worse than twice
+# the best choice made knowing where the duplicates are (a rent-or-buy bound). 32, toward the top of that
+# range: a miss also stalls the pipeline (its batches are chained under lock, signed inline), which those
+# CPU figures leave out, and a lookup too many costs little.
+STORED_CHECK_BATCHES = 32
+
+
+class StoredDuplicates:
+    """Whether ``prepare`` looks up which of a batch's events are already stored, adapting to what it meets.
+
+    Events already chained reach the signer only when something sends them again (the redactor redelivering
+    after a crash, a client's retry, a replay): in nearly every batch there are none, and the lookup only costs.
+    Without it, such an event is chained again in the prepared batch, whose COPY the unique index on
+    ``event_id`` then refuses: the transaction rolls back and its batches are chained under lock
+    (``append_batch``), which looks them up, skips and counts them. That is dear, and duplicates come in runs
+    (a redelivery, a replay of a whole topic), so once one is met the lookup is made again for every batch
+    until ``batches`` in a row found none stored. Nothing is ever written twice either way: only the cost
+    changes. Starts without the lookup: a signer's own restart or rebalance sends nothing again (its offsets
+    are committed with its rows), and the first duplicate met brings the lookup back.
+    """
+
+    def __init__(self, batches: int = STORED_CHECK_BATCHES) -> None:
+        self.batches = batches
+        self._left = 0  # batches still to be looked up; none: prepare leaves it to the unique index
+
+    @property
+    def look_up(self) -> bool:
+        return self._left > 0
+
+    def met(self) -> None:
+        """An event already stored was met: found by a lookup, or refused by the unique index."""
+        self._left = self.batches
+
+    def looked_up(self, found: bool) -> None:
+        """A batch was looked up; ``found``: whether one of its events was already stored."""
+        if found:
+            self._left = self.batches
+        elif self._left:
+            self._left -= 1
+
+
 def _new_rows(rows: Sequence[ChainRow], existing: Collection[str]) -> list[ChainRow]:
     """``rows`` without events already chained, and without repeats within the batch."""
     seen = set(existing)
@@ -761,9 +811,11 @@ async def append_batch(
     checkpoints: CheckpointPolicy | None = None,
     now: datetime | None = None,
     claims: SequenceClaims | None = None,
+    stored_duplicates: StoredDuplicates | None = None,
 ) -> AppendResult:
     """``batch`` holds consecutive messages of one partition, in offset order. ``claims``: this signer's memory
-    of the sequences its tenants' rows claim, used and kept up to date."""
+    of the sequences its tenants' rows claim, used and kept up to date; ``stored_duplicates`` is told when an
+    event of the batch was already stored."""
     assert batch, "empty batch"
     async with conn.transaction():
         stored = await _lock_offset(conn, group, topic, partition, batch[0].offset)
@@ -773,7 +825,10 @@ async def append_batch(
             raise OffsetGap(stored)
         fresh = _rows(item for item in batch if item.offset >= stored)
         stale = sum(1 for item in batch if item.offset < stored)
-        to_append = _new_rows(fresh, await _existing_event_ids(conn, fresh))
+        existing = await _existing_event_ids(conn, fresh)
+        if existing and stored_duplicates is not None:
+            stored_duplicates.met()
+        to_append = _new_rows(fresh, existing)
         heads: dict[str, Head] = {}
         locked: dict[str, tuple[int, bytes]] = {}
         chained = Chained()
@@ -821,14 +876,23 @@ async def prepare(
     checkpoints: CheckpointPolicy | None = None,
     now: datetime | None = None,
     batch_signer: BatchSigner | None = None,
+    stored_duplicates: StoredDuplicates | None = None,
 ) -> PreparedBatch:
     """Chain ``batch`` onto ``head_state`` (read without locks where missing, then advanced to the batch's end).
 
     ``in_flight`` holds the event ids of the batch still being written, which the database does not show yet.
+    Events already stored are looked up and skipped, unless ``stored_duplicates`` says not to look: an event already
+    stored is then chained with the others, and the write of the batch refuses it (``append_prepared_together``
+    returns None). Repeats within the batch and events in flight are skipped either way.
     """
     assert batch, "empty batch"
     rows = _rows(batch)
-    existing = await _existing_event_ids(conn, rows) if rows else set()
+    existing: set[str] = set()
+    if rows and (stored_duplicates is None or stored_duplicates.look_up):
+        existing = await _existing_event_ids(conn, rows)
+        if stored_duplicates is not None:
+            # Ids the append in flight committed meanwhile are this signer's own, not a redelivery.
+            stored_duplicates.looked_up(bool(existing.difference(in_flight)))
     to_append = _new_rows(rows, existing.union(in_flight))
     tenants = sorted({row.tenant_id for row in to_append})
     # Chained on copies: the caller may drop its head state while this runs (a batch before it fell back).
@@ -876,10 +940,11 @@ async def append_prepared_together(
     group: str,
     topic: str,
     claims: SequenceClaims | None = None,
+    stored_duplicates: StoredDuplicates | None = None,
 ) -> AppendResult | None:
     """Write prepared batches, of one partition or several, in one transaction, if nothing moved since they
     were prepared; None (nothing written) when something did: each partition's batches must then be chained
-    under lock (``append_batch``). ``claims`` as in ``append_batch``.
+    under lock (``append_batch``). ``claims`` and ``stored_duplicates`` as in ``append_batch``.
 
     ``parts`` are (partition, batch) in the order they were prepared, each batch chained on the heads the one
     before it left; the batches of one partition follow each other in offset order.
@@ -914,8 +979,13 @@ async def append_prepared_together(
                     raise _NotAsPrepared
             memory = None if claims is None else (claims, expected)
             conflicts = await _write(conn, chained, heads, (group, topic, next_offsets), claimed, memory)
-    except (_NotAsPrepared, asyncpg.UniqueViolationError):
-        # UniqueViolation: an event id or a sequence number taken meanwhile; the locked path sorts out which.
+    except _NotAsPrepared:
+        return None
+    except asyncpg.UniqueViolationError:
+        # An event already stored (prepared without the lookup, or stored since the lookup), or a chain
+        # position taken meanwhile: the locked path sorts out which, and skips and counts the duplicates.
+        if stored_duplicates is not None:
+            stored_duplicates.met()
         return None
     if claims is not None and expected:
         claims.committed(claimed, expected, {t: (h.seq, h.hash) for t, h in heads.items()})

@@ -140,7 +140,10 @@ class HelperProcessSigner:
     def __init__(self, transport: asyncio.SubprocessTransport, answers: _HelperAnswers, public_key: bytes) -> None:
         self._transport = transport
         self._answers = answers
-        self._process = asyncio.subprocess.Process(transport, answers, asyncio.get_running_loop())
+        # Kept: asyncio.get_running_loop() asks the kernel for the process id each time (a system call), and
+        # sign_many needs the loop for every chunk of a batch.
+        self._loop = asyncio.get_running_loop()
+        self._process = asyncio.subprocess.Process(transport, answers, self._loop)
         # uvloop's pipe transports are not registered as asyncio.WriteTransport: no isinstance check here.
         self._stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
         self._public_key = public_key
@@ -180,7 +183,7 @@ class HelperProcessSigner:
         """A future of the signatures. The request is written with the others of the next millisecond and not
         drained: what is in flight is bounded by the worker (its batch in flight and the one waiting), a few
         hundred kilobytes at most."""
-        future: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[bytes]] = self._loop.create_future()
         if not digests:
             future.set_result([])
         elif self._closed or self._answers.stopped or self._stdin.is_closing():
@@ -192,7 +195,7 @@ class HelperProcessSigner:
             if len(unwritten) >= _WRITE_AT:
                 self._write()
             elif self._write_timer is None:
-                self._write_timer = asyncio.get_running_loop().call_later(_WRITE_AFTER_S, self._write)
+                self._write_timer = self._loop.call_later(_WRITE_AFTER_S, self._write)
         return future
 
     def _write(self) -> None:

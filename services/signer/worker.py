@@ -9,8 +9,8 @@ the worker keeps reading, decoding and preparing what arrives, of every partitio
 all of it in one transaction (a group commit, up to ``max_batch`` events): a transaction's fixed cost (its
 locks, head and offset updates, commit and WAL flush) is then shared by everything that arrived meanwhile,
 and a batch waits no longer than the append before it. When an append finds the chain elsewhere than
-expected, each of its partitions is chained under lock instead and the prepared state is dropped; the
-batches prepared meanwhile are prepared again.
+expected, or an event already stored, each of its partitions is chained under lock instead and the prepared
+state is dropped; the batches prepared meanwhile are prepared again.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -35,6 +35,7 @@ from services.signer.appender import (
     OffsetGap,
     PreparedBatch,
     SequenceClaims,
+    StoredDuplicates,
     append_batch,
     append_prepared_together,
     checkpoint_idle_chains,
@@ -47,7 +48,7 @@ from shared.db.errors import is_retryable_db_error
 from shared.kafka import MessageProducer, send_until_acknowledged
 from shared.keys import Signer
 from shared.messages import InvalidMessage, canonical_event
-from shared.messages.auth import Keyring
+from shared.messages.auth import Keyring, KeyStates
 from shared.pipeline import Backoff, CommitOffsets, Position, dead_letter_headers, describe
 
 log = logging.getLogger("signer")
@@ -56,16 +57,23 @@ _DECODE_CHUNK = 16
 # While an append is in flight and batches wait for the next, how long between two looks at the consumer for
 # more (the end of the append is seen at once).
 _GATHER_WAIT_S = 0.005
+# An OffsetEvent from its two values in one C call: the generated ``__new__`` of a NamedTuple is a Python function
+# (a frame per call), and the worker makes one per message.
+_offset_event = cast(Callable[[type[OffsetEvent], tuple[int, ChainRow | None]], OffsetEvent], tuple.__new__)
 
 
-def decode_authenticated_row(message: Any, keyring: Keyring) -> ChainRow:
+def decode_authenticated_row(message: Any, keyring: Keyring, keys: dict[bytes, KeyStates] | None = None) -> ChainRow:
     """The row of one canonical message whose authentication holds and whose event id matches its header.
 
     The tenant the row is chained to is the ``tenant_id`` of that authenticated value: only a producer
     holding an accepted key can add to a chain, and only events of the planes and types its key may sign.
+    ``keys``: ``keyring.states_by_header(canonical_event.DOMAIN)``, when the caller looked it up once for many
+    messages.
     """
     if decode_usual_row is not None:
-        row = decode_usual_row(message.value, message.headers, keyring.states_by_header(canonical_event.DOMAIN))
+        if keys is None:
+            keys = keyring.states_by_header(canonical_event.DOMAIN)
+        row = decode_usual_row(message.value, message.headers, keys)
         if row is not None:
             return row
     envelope = canonical_event.decode(message.value, message.headers, keyring)
@@ -171,15 +179,18 @@ class SignerWorker:
         self.positioned: set[TopicPartition] = set()
         self.listener_failure: Exception | None = None
         self._next_idle_checkpoint = 0.0
-        self._messages: Sequence[Any] = ()  # of the append in flight: their headers go with dead letters
+        # The parts of the append in flight: the headers of their messages go with dead letters.
+        self._appending: list[_Pending] = []
         self._stop = stop
         # Heads as the batches prepared so far leave them; dropped (and the epoch bumped) when that is not so.
         self._heads: dict[str, Head] = {}
         self._epoch = 0
         # The sequences this signer's tenants' sessions claim, checked against the locked heads at each use.
         self.sequence_claims = SequenceClaims()
+        # Whether batches are prepared with a lookup of the events already stored: only after meeting some.
+        self.stored_duplicates = StoredDuplicates()
         self._in_flight: asyncio.Task[None] | None = None
-        self._in_flight_ids: frozenset[str] = frozenset()
+        self._in_flight_ids: set[str] = set()  # of the append in flight; replaced, never changed
         # Read and prepared while an append is in flight; the next append writes them together.
         self._pending: list[_Pending] = []
         self._pending_events = 0
@@ -317,13 +328,12 @@ class SignerWorker:
                 part.prepared = await self._prepare(part.items)
                 if part.prepared is not None:
                     self._pending_ids.update(part.prepared.event_ids)
-        self._pending_ids = set()
+        # The event ids of the parts prepared (each added as its part was, or again above), now in flight.
+        in_flight_ids, self._pending_ids = self._pending_ids, set()
         if not pending:
             return
-        self._messages = [message for part in pending for message in part.messages]
-        self._in_flight_ids = frozenset(
-            event_id for part in pending if part.prepared is not None for event_id in part.prepared.event_ids
-        )
+        self._appending = pending
+        self._in_flight_ids = in_flight_ids
         self._in_flight = asyncio.create_task(self._append_together(pending))
 
     async def _join_in_flight(self) -> None:
@@ -333,13 +343,18 @@ class SignerWorker:
 
     async def _decode(self, messages: Sequence[Any]) -> list[OffsetEvent]:
         items: list[OffsetEvent] = []
-        for index, message in enumerate(messages, start=1):
+        append, keyring = items.append, self.keyring
+        keys = keyring.states_by_header(canonical_event.DOMAIN)  # one look-up for them all: the keyring is fixed
+        before_turn = _DECODE_CHUNK
+        for message in messages:
             try:
-                items.append(OffsetEvent(message.offset, decode_authenticated_row(message, self.keyring)))
+                append(_offset_event(OffsetEvent, (message.offset, decode_authenticated_row(message, keyring, keys))))
             except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
                 await self._dead_letter(message, exc)
-                items.append(OffsetEvent(message.offset, None))
-            if index % _DECODE_CHUNK == 0:
+                append(OffsetEvent(message.offset, None))
+            before_turn -= 1
+            if not before_turn:
+                before_turn = _DECODE_CHUNK
                 # The append in flight moves only when the loop turns: its statements and COPY go out meanwhile.
                 await asyncio.sleep(0)
         return items
@@ -359,6 +374,7 @@ class SignerWorker:
                         in_flight=self._in_flight_ids.union(self._pending_ids),
                         checkpoints=self.checkpoints,
                         batch_signer=self.batch_signer,
+                        stored_duplicates=self.stored_duplicates,
                     )
             except SigningHelperError:
                 raise
@@ -389,7 +405,8 @@ class SignerWorker:
                     with self.metrics.append_latency.time():
                         async with self.pool.acquire() as conn:
                             result = await append_prepared_together(conn, parts, group=self.group, topic=self.topic,
-                                                                  claims=self.sequence_claims)
+                                                                  claims=self.sequence_claims,
+                                                                  stored_duplicates=self.stored_duplicates)
                 except SigningHelperError:
                     raise  # not the batch's fault: stop, and let the restart pick up from the stored offsets
                 except Exception as exc:
@@ -400,7 +417,8 @@ class SignerWorker:
                     await self._wait_out_database_error(exc, backoff)
                     continue
                 if result is None:
-                    log.info("chain or offsets moved since the batches were prepared, chaining them under lock",
+                    log.info("chain or offsets moved since the batches were prepared, or an event was already"
+                             " stored, chaining them under lock",
                              extra={"partitions": sorted({part.tp.partition for part in pending}),
                                     "events": sum(len(part.items) for part in pending)})
                     break
@@ -424,7 +442,8 @@ class SignerWorker:
                     async with self.pool.acquire() as conn:
                         result = await append_batch(conn, self.signer, group=self.group, topic=tp.topic,
                                                     partition=tp.partition, batch=items, checkpoints=self.checkpoints,
-                                                    claims=self.sequence_claims)
+                                                    claims=self.sequence_claims,
+                                                    stored_duplicates=self.stored_duplicates)
             except OffsetGap as gap:
                 log.warning("offset gap, seeking back", extra={"partition": tp.partition, "stored": gap.stored})
                 self.forget_prepared_state()
@@ -480,7 +499,7 @@ class SignerWorker:
             self.metrics.chain_head.labels(tenant=tenant).set(head)
 
     def _log_appended(self, tp: TopicPartition, items: list[OffsetEvent], result: AppendResult) -> None:
-        request_ids = sorted({v.decode() for m in self._messages if m.partition == tp.partition
+        request_ids = sorted({v.decode() for part in self._appending if part.tp == tp for m in part.messages
                               for k, v in m.headers or () if k == "request_id"})
         log.debug(
             "appended",
@@ -516,8 +535,8 @@ class SignerWorker:
         await self._send_dead_letter(item.event.tenant_id.encode(), item.event.raw, headers)
 
     def _headers_of(self, tp: TopicPartition, offset: int) -> list[tuple[str, bytes]]:
-        messages = self._messages
-        return next((list(m.headers or ()) for m in messages if m.offset == offset and m.partition == tp.partition), [])
+        messages = (m for part in self._appending if part.tp == tp for m in part.messages)
+        return next((list(m.headers or ()) for m in messages if m.offset == offset), [])
 
     async def _send_dead_letter(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         await send_until_acknowledged(

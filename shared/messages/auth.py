@@ -60,17 +60,34 @@ _MAX_SCOPE_PAIRS = 1_024  # fields up to this size are joined and fed to the MAC
 _SHA256_BLOCK = 64
 
 
-def _keyed_states(secret: bytes, domain: bytes) -> tuple[_Hash, _Hash]:
-    """The inner (fed ``domain``) and outer SHA-256 states of HMAC-SHA256 under ``secret`` (RFC 2104)."""
+class KeyMaterial(bytes):
+    """Bytes that give away a key (its HMAC pads): never shown by ``repr`` or ``str``, so a log line or a
+    traceback that holds them does not leak the key."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} bytes of key material>"
+
+    __str__ = __repr__
+
+
+def _keyed_prefixes(secret: bytes, domain: bytes) -> tuple[KeyMaterial, KeyMaterial]:
+    """What the inner and outer SHA-256 of HMAC-SHA256 under ``secret`` hash first (RFC 2104): the key's inner
+    pad and then ``domain``, and the key's outer pad."""
     block = hashlib.sha256(secret).digest() if len(secret) > _SHA256_BLOCK else secret
     block = block.ljust(_SHA256_BLOCK, b"\x00")
-    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
-    inner.update(domain)
-    return inner, hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
+    return (KeyMaterial(bytes(byte ^ 0x36 for byte in block) + domain),
+            KeyMaterial(bytes(byte ^ 0x5C for byte in block)))
 
 
-# A key's inner and outer HMAC states in one domain, its scope and that scope's answers (KeyScope.answers).
-KeyStates = tuple["_Hash", "_Hash", "KeyScope | None", "dict[tuple[str, str], bool] | None"]
+def _keyed_states(secret: bytes, domain: bytes) -> tuple[_Hash, _Hash]:
+    """The inner (fed ``domain``) and outer SHA-256 states of HMAC-SHA256 under ``secret``."""
+    inner, outer = _keyed_prefixes(secret, domain)
+    return hashlib.sha256(inner), hashlib.sha256(outer)
+
+
+# A key in one domain, as the signer's compiled decoding keys its HMAC from it (_keyed_prefixes: its inner pad
+# and the domain, its outer pad), its scope and that scope's answers (KeyScope.answers).
+KeyStates = tuple[KeyMaterial, KeyMaterial, "KeyScope | None", "dict[tuple[str, str], bool] | None"]
 
 _SCOPE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _SCOPE_FIELDS = ("planes", "event_types")
@@ -177,12 +194,9 @@ class MessageKey:
         """Whether ``mac`` (a header's bytes) is exactly the MAC this key gives ``fields``, as ``mac`` writes it."""
         return hmac.compare_digest(binascii.hexlify(self._digest(domain, fields)), mac)
 
-    def keyed_states(self, domain: bytes) -> tuple[_Hash, _Hash]:
-        """The inner (fed ``domain`` already) and outer SHA-256 states this key's MACs in ``domain`` start from."""
-        keyed = self._primed.get(domain)
-        if keyed is None:
-            keyed = self._primed[domain] = _keyed_states(self.secret, domain)
-        return keyed
+    def keyed_prefixes(self, domain: bytes) -> tuple[KeyMaterial, KeyMaterial]:
+        """What the inner and outer SHA-256 of this key's MACs in ``domain`` hash first (its pads, the domain)."""
+        return _keyed_prefixes(self.secret, domain)
 
     def _digest(self, domain: bytes, fields: Sequence[bytes]) -> bytes:
         # HMAC-SHA256 (RFC 2104) from the two hash states the key gives, the inner one fed the domain already:
@@ -250,12 +264,13 @@ class Keyring:
         return self._by_header.get(key_id)
 
     def states_by_header(self, domain: bytes) -> dict[bytes, KeyStates]:
-        """For each key, by the bytes of its ``auth.key_id`` header: its keyed states in ``domain``, its scope and
-        that scope's remembered answers (the compiled decoding of the signer verifies MACs and scopes with them)."""
+        """For each key, by the bytes of its ``auth.key_id`` header: its keyed prefixes in ``domain``, its scope and
+        that scope's remembered answers (the compiled decoding of the signer verifies MACs and scopes with them).
+        The same dict and tuples each call: the compiled decoding keys its HMAC once per tuple."""
         states = self._states.get(domain)
         if states is None:
             states = self._states[domain] = {
-                header: (*key.keyed_states(domain), key.scope, None if key.scope is None else key.scope.answers)
+                header: (*key.keyed_prefixes(domain), key.scope, None if key.scope is None else key.scope.answers)
                 for header, key in self._by_header.items()
             }
         return states
