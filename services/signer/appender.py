@@ -524,9 +524,17 @@ class StoredDuplicates:
             self._left -= 1
 
 
-def _new_rows(rows: Sequence[ChainRow], existing: Collection[str]) -> list[ChainRow]:
-    """``rows`` without events already chained, and without repeats within the batch."""
-    seen = set(existing)
+def _new_rows(rows: Sequence[ChainRow], *excluded: Collection[str]) -> list[ChainRow]:
+    """``rows`` without events in any of ``excluded`` (already chained, or being written), and without repeats
+    within the batch."""
+    ids = [row.event_id for row in rows]
+    unique = set(ids)
+    # The usual batch, with no repeat and nothing excluded, is told apart with a set operation per collection
+    # instead of a copy of the (larger) collections of ids being written and a membership test per row.
+    if len(unique) == len(ids) and all(unique.isdisjoint(ids_of) for ids_of in excluded):
+        return list(rows)
+    seen: set[str] = set()
+    seen.update(*excluded)
     fresh = []
     for row in rows:
         if row.event_id not in seen:
@@ -873,6 +881,7 @@ async def prepare(
     head_state: dict[str, Head],
     *,
     in_flight: Collection[str] = (),
+    pending: Collection[str] = (),
     checkpoints: CheckpointPolicy | None = None,
     now: datetime | None = None,
     batch_signer: BatchSigner | None = None,
@@ -880,7 +889,8 @@ async def prepare(
 ) -> PreparedBatch:
     """Chain ``batch`` onto ``head_state`` (read without locks where missing, then advanced to the batch's end).
 
-    ``in_flight`` holds the event ids of the batch still being written, which the database does not show yet.
+    ``in_flight`` holds the event ids of the batch still being written, which the database does not show yet,
+    and ``pending`` those of batches prepared since, not yet written (two collections, so that neither is copied).
     Events already stored are looked up and skipped, unless ``stored_duplicates`` says not to look: an event already
     stored is then chained with the others, and the write of the batch refuses it (``append_prepared_together``
     returns None). Repeats within the batch and events in flight are skipped either way.
@@ -892,8 +902,8 @@ async def prepare(
         existing = await _existing_event_ids(conn, rows)
         if stored_duplicates is not None:
             # Ids the append in flight committed meanwhile are this signer's own, not a redelivery.
-            stored_duplicates.looked_up(bool(existing.difference(in_flight)))
-    to_append = _new_rows(rows, existing.union(in_flight))
+            stored_duplicates.looked_up(bool(existing.difference(in_flight, pending)))
+    to_append = _new_rows(rows, existing, in_flight, pending)
     tenants = sorted({row.tenant_id for row in to_append})
     # Chained on copies: the caller may drop its head state while this runs (a batch before it fell back).
     heads = {tenant: replace(head_state[tenant]) for tenant in tenants if tenant in head_state}

@@ -323,7 +323,8 @@ class SignerWorker:
         if any(part.epoch != self._epoch for part in pending):
             # Prepared from heads that turned out wrong: prepared again, in order, from the stored heads.
             self._heads.clear()
-            self._pending_ids.clear()
+            # A new set rather than cleared: a set handed to a prepare as its ``pending`` ids is never changed.
+            self._pending_ids = set()
             for part in pending:
                 part.prepared = await self._prepare(part.items)
                 if part.prepared is not None:
@@ -371,7 +372,8 @@ class SignerWorker:
                         self.signer,
                         items,
                         self._heads,
-                        in_flight=self._in_flight_ids.union(self._pending_ids),
+                        in_flight=self._in_flight_ids,
+                        pending=self._pending_ids,
                         checkpoints=self.checkpoints,
                         batch_signer=self.batch_signer,
                         stored_duplicates=self.stored_duplicates,
