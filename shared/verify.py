@@ -592,7 +592,9 @@ async def published_keys(conn: asyncpg.Connection) -> dict[str, bytes]:
 
 async def tenants(conn: asyncpg.Connection) -> list[str]:
     rows = await conn.fetch(
-        "SELECT tenant_id FROM chain_heads UNION SELECT DISTINCT tenant_id FROM audit_logs ORDER BY 1"
+        # Listed in the database's collation for people, as before tenant_id compared as bytes (migration 1000).
+        "SELECT tenant_id FROM (SELECT tenant_id FROM chain_heads UNION SELECT DISTINCT tenant_id FROM audit_logs) t"
+        ' ORDER BY tenant_id COLLATE "default"'
     )
     return [row["tenant_id"] for row in rows]
 

@@ -161,5 +161,6 @@ async def key_book(conn: asyncpg.Connection, pinned: Mapping[str, bytes] | None 
 
 
 async def tenants_to_check(conn: asyncpg.Connection) -> list[str]:
-    rows = await conn.fetch("SELECT tenant_id FROM chain_heads ORDER BY tenant_id")
+    # In the database's collation, as listed before tenant_id compared as bytes (migration 1000).
+    rows = await conn.fetch('SELECT tenant_id FROM chain_heads ORDER BY tenant_id COLLATE "default"')
     return [row["tenant_id"] for row in rows]

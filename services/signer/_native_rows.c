@@ -182,6 +182,8 @@ static int next_mac_key;
 /* Whether the MAC is computed on the CPU's SHA extensions: they are there and agree with hashlib (found by
  * configure), and in_place_wanted (tests turn it off to run the hashlib path). */
 static int hash_in_place, in_place_works, in_place_wanted = 1;
+/* What configure found, kept for sha_extensions_present. */
+static int in_place_found;
 
 /* Zeroes memory even though it is about to be freed (which a plain memset before free may be dropped as). */
 static void
@@ -246,15 +248,22 @@ mac_key_of(PyObject *entry, MacKey **out)
         return failed();
     }
 #ifdef HAVE_SHA_EXTENSIONS
-    sha256_start(&key->inner);
-    sha256_add(&key->inner, (const unsigned char *)PyBytes_AS_STRING(inner_prefix),
-               (size_t)PyBytes_GET_SIZE(inner_prefix));
-    sha256_start(&key->outer);
-    sha256_add(&key->outer, (const unsigned char *)PyBytes_AS_STRING(outer_prefix), SHA256_BLOCK);
+    /* Only where configure found the instructions working: on a CPU without them they would kill the process
+     * (SIGILL), and the hashlib states above are all the MAC then uses. */
+    if (in_place_works) {
+        sha256_start(&key->inner);
+        sha256_add(&key->inner, (const unsigned char *)PyBytes_AS_STRING(inner_prefix),
+                   (size_t)PyBytes_GET_SIZE(inner_prefix));
+        sha256_start(&key->outer);
+        sha256_add(&key->outer, (const unsigned char *)PyBytes_AS_STRING(outer_prefix), SHA256_BLOCK);
+    }
 #endif
-    forget_mac_key(mac_keys[next_mac_key]);
+    /* The slot holds the new key before the old one is released, so that nothing reached while releasing it
+     * can find a freed key in the cache. */
+    MacKey *evicted = mac_keys[next_mac_key];
     mac_keys[next_mac_key] = key;
     next_mac_key = (next_mac_key + 1) % MAC_KEYS;
+    forget_mac_key(evicted);
     *out = key;
     return 1;
 }
@@ -267,9 +276,11 @@ hashlib_mac(const MacKey *key, const unsigned char *prefix, Py_ssize_t prefix_le
 {
     int result = 0;
     PyObject *inner = NULL, *outer = NULL, *inner_digest = NULL, *digest = NULL, *done = NULL;
+    /* Held for the calls below, which could reach code that changes the cache of keys. */
+    PyObject *inner_state = Py_NewRef(key->inner_state), *outer_state = Py_NewRef(key->outer_state);
     PyObject *head = PyBytes_FromStringAndSize((const char *)prefix, prefix_length);
     if (head == NULL) goto error;
-    inner = PyObject_CallMethodNoArgs(key->inner_state, name_copy);
+    inner = PyObject_CallMethodNoArgs(inner_state, name_copy);
     if (inner == NULL) goto error;
     done = PyObject_CallMethodOneArg(inner, name_update, head);
     if (done == NULL) goto error;
@@ -279,7 +290,7 @@ hashlib_mac(const MacKey *key, const unsigned char *prefix, Py_ssize_t prefix_le
     Py_DECREF(done);
     inner_digest = PyObject_CallMethodNoArgs(inner, name_digest);
     if (inner_digest == NULL) goto error;
-    outer = PyObject_CallMethodNoArgs(key->outer_state, name_copy);
+    outer = PyObject_CallMethodNoArgs(outer_state, name_copy);
     if (outer == NULL) goto error;
     done = PyObject_CallMethodOneArg(outer, name_update, inner_digest);
     if (done == NULL) goto error;
@@ -294,6 +305,8 @@ hashlib_mac(const MacKey *key, const unsigned char *prefix, Py_ssize_t prefix_le
 error:
     result = failed();
 done:
+    Py_DECREF(inner_state);
+    Py_DECREF(outer_state);
     Py_XDECREF(head);
     Py_XDECREF(inner);
     Py_XDECREF(inner_digest);
@@ -734,12 +747,27 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     if (agrees < 0) goto error;
     in_place_works = agrees;
 #endif
+    in_place_found = in_place_works;
     hash_in_place = in_place_works && in_place_wanted;
     configured = 1;
     Py_RETURN_NONE;
 error:
     release_configuration();
     return NULL;
+}
+
+/* For the tests: as on a CPU without the SHA extensions (present false), or as configure found the CPU (true);
+ * the keys cached so far are forgotten, so that keys are made afresh as they are on such a CPU. */
+static PyObject *
+sha_extensions_present(PyObject *module, PyObject *present)
+{
+    (void)module;
+    int flag = PyObject_IsTrue(present);
+    if (flag < 0) return NULL;
+    forget_mac_keys();
+    in_place_works = flag && in_place_found;
+    hash_in_place = in_place_works && in_place_wanted;
+    return PyBool_FromLong(in_place_works);
 }
 
 static PyObject *
@@ -790,6 +818,9 @@ static PyMethodDef methods[] = {
     {"hash_with_cpu", hash_with_cpu, METH_O,
      "hash_with_cpu(wanted: bool) -> bool\nThe MAC on the CPU's SHA extensions where they work (the default), or "
      "through hashlib; returns whether the CPU's are used."},
+    {"sha_extensions_present", sha_extensions_present, METH_O,
+     "sha_extensions_present(present: bool) -> bool\nAs on a CPU without the SHA extensions (False) or as configure "
+     "found this one (True); returns whether they are used where wanted (tests)."},
     {"check_mac", check_mac, METH_VARARGS,
      "check_mac(entry, event_id, request_id, value, mac) -> bool\nWhether decode() finds the MAC holds (tests)."},
     {NULL, NULL, 0, NULL},

@@ -902,7 +902,7 @@ async def prepare(
         existing = await _existing_event_ids(conn, rows)
         if stored_duplicates is not None:
             # Ids the append in flight committed meanwhile are this signer's own, not a redelivery.
-            stored_duplicates.looked_up(bool(existing.difference(in_flight, pending)))
+            stored_duplicates.looked_up(bool(existing.difference(in_flight)))
     to_append = _new_rows(rows, existing, in_flight, pending)
     tenants = sorted({row.tenant_id for row in to_append})
     # Chained on copies: the caller may drop its head state while this runs (a batch before it fell back).

@@ -60,6 +60,8 @@ _GATHER_WAIT_S = 0.005
 # An OffsetEvent from its two values in one C call: the generated ``__new__`` of a NamedTuple is a Python function
 # (a frame per call), and the worker makes one per message.
 _offset_event = cast(Callable[[type[OffsetEvent], tuple[int, ChainRow | None]], OffsetEvent], tuple.__new__)
+# tuple.__new__ fills the fields by position and checks neither their number nor their names.
+assert OffsetEvent._fields == ("offset", "event"), "_offset_event builds (offset, event) tuples"
 
 
 def decode_authenticated_row(message: Any, keyring: Keyring, keys: dict[bytes, KeyStates] | None = None) -> ChainRow:
