@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -18,7 +18,7 @@ from services.signer.signing import SigningHelperError
 from services.signer.worker import SignerMetrics, SignerWorker
 from shared.db.pool import create_pool
 from shared.enrollment import record_signing_key
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import make_consumer
 from shared.keys import Ed25519Signer
 from tests.conftest import Infra, Topics
 from tests.integration.signer.test_append import event
@@ -86,16 +86,6 @@ class _Running:
 
     def state(self) -> tuple[float | None, int, object]:
         return self.registry.get_sample_value("signer_messages_in_total"), self.worker._pending_events, self.worker._in_flight
-
-
-@pytest.fixture
-async def producer(infra: Infra) -> AsyncIterator[AIOKafkaProducer]:
-    producer = make_producer(infra.bootstrap, 1_000_000)
-    await producer.start()
-    try:
-        yield producer
-    finally:
-        await producer.stop()
 
 
 async def _send(producer: AIOKafkaProducer, topic: str, partition: int, tenant: str, numbers: range) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -29,7 +29,7 @@ from services.signer.rows import ChainRow, decode_row
 from services.signer.worker import SignerMetrics, SignerWorker
 from shared.db.pool import create_pool
 from shared.enrollment import record_signing_key
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import make_consumer
 from shared.keys import Ed25519Signer
 from tests.conftest import Infra, Topics
 from tests.integration.signer.test_append import event
@@ -122,16 +122,6 @@ async def test_without_a_duplicates_memory_prepare_always_looks_up(
 
 
 # --- The worker, on a real broker -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def producer(infra: Infra) -> AsyncIterator[AIOKafkaProducer]:
-    producer = make_producer(infra.bootstrap, 1_000_000)
-    await producer.start()
-    try:
-        yield producer
-    finally:
-        await producer.stop()
 
 
 @pytest.fixture
