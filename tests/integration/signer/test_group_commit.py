@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Self
 
 import asyncpg
 import pytest
@@ -35,9 +36,11 @@ async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60,
 
 
 class _Running:
-    """A SignerWorker on a real consumer of ``topics.canonical``, signing with ``signer``."""
+    """A SignerWorker on a real consumer of ``topics.canonical`` from the offsets stored in PostgreSQL (0 where
+    none is), signing with ``signer`` (None: with ``key`` in process). Started again on the same database, it
+    starts as a signer restarted after a crash does."""
 
-    def __init__(self, infra: Infra, topics: Topics, database_url: str, key: Ed25519Signer, signer: HeldSigner,
+    def __init__(self, infra: Infra, topics: Topics, database_url: str, key: Ed25519Signer, signer: HeldSigner | None,
                  max_batch: int) -> None:
         self.infra, self.topics, self.database_url = infra, topics, database_url
         self.key, self.signer, self.max_batch = key, signer, max_batch
@@ -45,13 +48,14 @@ class _Running:
         self.registry = CollectorRegistry()
         self.metrics = SignerMetrics(self.registry)
 
-    async def __aenter__(self) -> _Running:
+    async def __aenter__(self) -> Self:
         self.pool = await create_pool(self.database_url, min_size=1, max_size=4)
         async with self.pool.acquire() as conn:
             await record_signing_key(conn, self.key.public_key)
             # Stored offsets, so the consumer starts exactly there (a seek, not a reset to the beginning).
             await conn.executemany(
-                "INSERT INTO signer_offsets (consumer_group, topic, partition, next_offset) VALUES ('g', $1, $2, 0)",
+                "INSERT INTO signer_offsets (consumer_group, topic, partition, next_offset) VALUES ('g', $1, $2, 0)"
+                " ON CONFLICT DO NOTHING",
                 [(self.topics.canonical, partition) for partition in range(3)],
             )
         self.consumer = make_consumer(self.infra.bootstrap, f"signer-{uuid.uuid4().hex[:8]}", fetch_max_wait_ms=20)
@@ -67,7 +71,8 @@ class _Running:
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop.set()
-        self.signer.release.set()
+        if self.signer is not None:
+            self.signer.release.set()
         try:
             await asyncio.wait_for(self.task, 20)
         except SigningHelperError:

@@ -4,15 +4,12 @@ replay pays a lookup per batch rather than a refused transaction."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CollectorRegistry
 
 from services.signer import appender, worker
 from services.signer.appender import (
@@ -26,17 +23,12 @@ from services.signer.appender import (
     prepare,
 )
 from services.signer.rows import ChainRow, decode_row
-from services.signer.worker import SignerMetrics, SignerWorker
-from shared.db.pool import create_pool
 from shared.enrollment import record_signing_key
-from shared.kafka import make_consumer
 from shared.keys import Ed25519Signer
 from tests.conftest import Infra, Topics
 from tests.integration.signer.test_append import event
-from tests.integration.signer.test_group_commit import _eventually, _offsets, _send
+from tests.integration.signer.test_group_commit import _eventually, _offsets, _Running, _send
 from tests.integration.signer.test_prepared import verified
-from tests.messages_support import canonical_keyring
-from tests.unit.ops.fakes import FakeProducer
 
 
 @pytest.fixture
@@ -138,51 +130,20 @@ def locked_appends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return made
 
 
-class _Signer:
-    """A SignerWorker on a real consumer of ``topics.canonical`` from the offsets stored in PostgreSQL: started
-    afresh, as after a crash."""
+class _Signer(_Running):
+    """A SignerWorker signing in process, as _Running starts it, with the counts of what it appended and skipped."""
 
     def __init__(self, infra: Infra, topics: Topics, database_url: str, key: Ed25519Signer, max_batch: int) -> None:
-        self.infra, self.topics, self.database_url, self.key, self.max_batch = infra, topics, database_url, key, max_batch
-        self.stop = asyncio.Event()
-        self.registry = CollectorRegistry()
+        super().__init__(infra, topics, database_url, key, None, max_batch)
 
-    async def __aenter__(self) -> _Signer:
-        self.pool = await create_pool(self.database_url, min_size=1, max_size=4)
-        async with self.pool.acquire() as conn:
-            await record_signing_key(conn, self.key.public_key)
-            await conn.executemany(
-                "INSERT INTO signer_offsets (consumer_group, topic, partition, next_offset) VALUES ('g', $1, $2, 0)"
-                " ON CONFLICT DO NOTHING",
-                [(self.topics.canonical, partition) for partition in range(3)],
-            )
-        self.consumer = make_consumer(self.infra.bootstrap, f"signer-{uuid.uuid4().hex[:8]}", fetch_max_wait_ms=20)
-        await self.consumer.start()
-        self.worker = SignerWorker(
-            self.consumer, FakeProducer(), self.pool, self.key, group="g", topic=self.topics.canonical,
-            dead_letter_topic=self.topics.dead_letter, max_batch=self.max_batch,
-            metrics=SignerMetrics(self.registry), stop=self.stop, keyring=canonical_keyring(),
-        )
-        self.worker.subscribe()
-        self.task = asyncio.create_task(self.worker.run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        try:
-            await asyncio.wait_for(self.task, 20)
-        finally:
-            await self.consumer.stop()
-            await self.pool.close()
-
-    def counted(self, name: str) -> float:
+    def total(self, name: str) -> float:
         return self.registry.get_sample_value(f"signer_{name}_total") or 0.0
 
     async def done(self, appended: int, duplicates: int) -> None:
         async def check() -> bool:
-            return (self.counted("rows_appended"), self.counted("duplicates_skipped")) == (appended, duplicates)
+            return (self.total("rows_appended"), self.total("duplicates_skipped")) == (appended, duplicates)
 
-        await _eventually(check, what=lambda: (self.counted("rows_appended"), self.counted("duplicates_skipped")))
+        await _eventually(check, what=lambda: (self.total("rows_appended"), self.total("duplicates_skipped")))
 
 
 async def _stored_events(db: asyncpg.Connection) -> list[str]:
